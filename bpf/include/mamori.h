@@ -1,0 +1,402 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Shared record layout, maps and helpers for every mamori BPF program.
+ *
+ * Every event leaves the kernel as one record: a fixed header, six numeric
+ * argument slots whose meaning depends on the kind, and a table of up to
+ * MAX_STRS length-prefixed strings. One layout for every kind keeps the C
+ * side small and lets the Go decoder stay a single, fuzzable function.
+ */
+#ifndef MAMORI_H
+#define MAMORI_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+
+/* Kinds: keep in sync with internal/event/kind.go (a test checks it). */
+enum event_kind {
+	EV_EXEC = 1,
+	EV_FORK = 2,
+	EV_EXIT = 3,
+	EV_OPEN = 4,
+	EV_RENAME = 5,
+	EV_LINK = 6,
+	EV_SYMLINK = 7,
+	EV_UNLINK = 8,
+	EV_CHMOD = 9,
+	EV_CHOWN = 10,
+	EV_SOCKET = 11,
+	EV_CONNECT = 12,
+	EV_BIND = 13,
+	EV_LISTEN = 14,
+	EV_ACCEPT = 15,
+	EV_DUP = 16,
+	EV_DNS = 17,
+	EV_MOUNT = 18,
+	EV_UMOUNT = 19,
+	EV_MODULE = 20,
+	EV_PTRACE = 21,
+	EV_PROCESS_VM = 22,
+	EV_MEMFD = 23,
+	EV_USERFAULTFD = 24,
+	EV_BPF = 25,
+	EV_SETID = 26,
+	EV_CAPSET = 27,
+	EV_UNSHARE = 28,
+	EV_SETNS = 29,
+	EV_MPROTECT = 30,
+	EV_MMAP = 31,
+	EV_CGROUP_MKDIR = 32,
+	EV_CGROUP_RMDIR = 33,
+	EV_KIND_MAX = 34,
+};
+
+#define MAX_STRS 6
+#define STR_MAX 4096           /* one string's cap (PATH_MAX) */
+#define SCRATCH_SIZE 16384     /* whole record cap, power of two */
+#define SCRATCH_MASK (SCRATCH_SIZE - 1)
+#define NAME_MAX_B 256
+#define PATH_DEPTH 48
+
+/* Flag bits in event_hdr.flags. */
+#define F_TRUNCATED   (1 << 0) /* a string hit its cap or the path walk its depth */
+#define F_PATH_REV    (1 << 1) /* str[0] is a dentry walk, leaf first (user space reverses) */
+
+struct event_hdr {
+	__u64 ts_ns;        /* bpf_ktime_get_boot_ns */
+	__u64 cgroup_id;    /* cgroup v2 id of the task */
+	__u64 start_ns;     /* thread-group leader start (boot ns): process identity */
+	__u64 pstart_ns;    /* parent's leader start (boot ns) */
+	__s64 ret;          /* syscall result, or 0 */
+	__u32 kind;
+	__u32 flags;
+	__u32 pid;          /* tgid */
+	__u32 tid;
+	__u32 ns_pid;       /* pid in the task's own pid namespace */
+	__u32 ppid;
+	__u32 uid, gid, euid, egid;
+	__u32 nstr;         /* strings that follow args */
+	__u32 str_rev;      /* bitmask: which strings are leaf-first dentry walks */
+	char comm[16];
+	__u64 args[8];
+};
+
+/* Record = event_hdr, then nstr times { __u16 len; char bytes[len]; }. */
+
+struct scratch {
+	struct event_hdr hdr;
+	char data[SCRATCH_SIZE];
+};
+
+/* Per-syscall stash: arguments from sys_enter, consumed at sys_exit. */
+struct stash {
+	__u64 args[6];
+	__u32 nr;   /* our family tag, to reject a mismatched exit */
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 << 20);
+} events SEC(".maps");
+
+/* Drops by kind: reserve/output failures in the kernel. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, EV_KIND_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} drops SEC(".maps");
+
+/* Events emitted by kind (for rates and the zero-loss proof). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, EV_KIND_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} emitted SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} scratch_map SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64); /* tid << 8 | family */
+	__type(value, struct stash);
+} stash_map SEC(".maps");
+
+/* Runtime configuration written by user space before attach. */
+struct config {
+	__u32 self_pid;     /* the agent: its own syscalls are not reported */
+	__u32 enabled;      /* 0 pauses every program (user space toggles it) */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct config);
+} config_map SEC(".maps");
+
+static __always_inline void count(void *map, __u32 kind)
+{
+	__u64 *v = bpf_map_lookup_elem(map, &kind);
+	if (v)
+		__sync_fetch_and_add(v, 1);
+}
+
+/* should_trace filters the agent itself and honours the pause switch. */
+static __always_inline int should_trace(void)
+{
+	__u32 zero = 0;
+	struct config *c = bpf_map_lookup_elem(&config_map, &zero);
+	if (!c || !c->enabled)
+		return 0;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	return tgid != c->self_pid;
+}
+
+static __always_inline struct scratch *scratch_get(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&scratch_map, &zero);
+}
+
+static __always_inline __u32 ns_pid_of(struct task_struct *t)
+{
+	struct pid *p = BPF_CORE_READ(t, thread_pid);
+	unsigned int level = BPF_CORE_READ(p, level);
+	return BPF_CORE_READ(p, numbers[level & 7].nr);
+}
+
+/* fill_hdr writes the process part of the header for the current task. */
+static __always_inline void fill_hdr(struct event_hdr *h, __u32 kind)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	__u64 pt = bpf_get_current_pid_tgid();
+	__u64 ug = bpf_get_current_uid_gid();
+
+	h->ts_ns = bpf_ktime_get_boot_ns();
+	h->cgroup_id = bpf_get_current_cgroup_id();
+	h->kind = kind;
+	h->flags = 0;
+	h->ret = 0;
+	h->pid = pt >> 32;
+	h->tid = (__u32)pt;
+	h->uid = (__u32)ug;
+	h->gid = ug >> 32;
+	h->euid = BPF_CORE_READ(t, cred, euid.val);
+	h->egid = BPF_CORE_READ(t, cred, egid.val);
+	h->start_ns = BPF_CORE_READ(t, group_leader, start_boottime);
+	struct task_struct *parent = BPF_CORE_READ(t, real_parent);
+	h->ppid = BPF_CORE_READ(parent, tgid);
+	h->pstart_ns = BPF_CORE_READ(parent, group_leader, start_boottime);
+	h->ns_pid = ns_pid_of(t);
+	h->nstr = 0;
+	h->str_rev = 0;
+	bpf_get_current_comm(h->comm, sizeof(h->comm));
+#pragma unroll
+	for (int i = 0; i < 8; i++)
+		h->args[i] = 0;
+}
+
+/* begin_event returns a scratch record with a filled header, or NULL. */
+static __always_inline struct scratch *begin_event(__u32 kind)
+{
+	struct scratch *s = scratch_get();
+	if (!s)
+		return NULL;
+	fill_hdr(&s->hdr, kind);
+	return s;
+}
+
+/*
+ * String writers append one length-prefixed string at *off. They return the
+ * new offset. Offsets are masked so the verifier can bound every access; a
+ * string that would not fit is truncated and flagged.
+ */
+static __always_inline __u32 put_user_str(struct scratch *s, __u32 off, const void *src)
+{
+	if (off > SCRATCH_SIZE - STR_MAX - 2)
+		return off;
+	long n = 0;
+	if (src)
+		n = bpf_probe_read_user_str(&s->data[(off + 2) & SCRATCH_MASK], STR_MAX, src);
+	if (n < 0)
+		n = 0;
+	if (n >= STR_MAX)
+		s->hdr.flags |= F_TRUNCATED;
+	/* store length without the trailing NUL */
+	__u16 len = n > 0 ? n - 1 : 0;
+	s->data[off & SCRATCH_MASK] = len & 0xff;
+	s->data[(off + 1) & SCRATCH_MASK] = len >> 8;
+	s->hdr.nstr++;
+	return off + 2 + len;
+}
+
+static __always_inline __u32 put_kernel_str(struct scratch *s, __u32 off, const void *src, __u32 max)
+{
+	if (off > SCRATCH_SIZE - STR_MAX - 2)
+		return off;
+	long n = 0;
+	if (src)
+		n = bpf_probe_read_kernel_str(&s->data[(off + 2) & SCRATCH_MASK], max & (STR_MAX - 1), src);
+	if (n < 0)
+		n = 0;
+	__u16 len = n > 0 ? n - 1 : 0;
+	s->data[off & SCRATCH_MASK] = len & 0xff;
+	s->data[(off + 1) & SCRATCH_MASK] = len >> 8;
+	s->hdr.nstr++;
+	return off + 2 + len;
+}
+
+/* put_user_bytes copies a raw user region (argv, sockaddr) of up to max bytes. */
+static __always_inline __u32 put_user_bytes(struct scratch *s, __u32 off, const void *src, __u64 size, __u32 max)
+{
+	if (off > SCRATCH_SIZE - STR_MAX - 2)
+		return off;
+	if (size > max) {
+		size = max;
+		s->hdr.flags |= F_TRUNCATED;
+	}
+	size &= (STR_MAX - 1);
+	if (src && size > 0 && bpf_probe_read_user(&s->data[(off + 2) & SCRATCH_MASK], size, src) < 0)
+		size = 0;
+	if (!src)
+		size = 0;
+	s->data[off & SCRATCH_MASK] = size & 0xff;
+	s->data[(off + 1) & SCRATCH_MASK] = size >> 8;
+	s->hdr.nstr++;
+	return off + 2 + size;
+}
+
+static __always_inline __u32 put_empty(struct scratch *s, __u32 off)
+{
+	if (off > SCRATCH_SIZE - 2)
+		return off;
+	s->data[off & SCRATCH_MASK] = 0;
+	s->data[(off + 1) & SCRATCH_MASK] = 0;
+	s->hdr.nstr++;
+	return off + 2;
+}
+
+/*
+ * put_path walks a dentry up to the root of its mount namespace and writes
+ * the components leaf first, each followed by '/'. User space reverses them;
+ * writing forward keeps every access bounded for the verifier.
+ */
+static __always_inline __u32 put_path(struct scratch *s, __u32 off, struct path *p)
+{
+	if (off > SCRATCH_SIZE - STR_MAX - 2)
+		return off;
+	struct dentry *d = BPF_CORE_READ(p, dentry);
+	struct vfsmount *vm = BPF_CORE_READ(p, mnt);
+	struct mount *m = container_of(vm, struct mount, mnt);
+	__u32 start = off + 2, pos = 0;
+	int i;
+
+	s->hdr.str_rev |= 1 << (s->hdr.nstr & 31);
+	for (i = 0; i < PATH_DEPTH; i++) {
+		struct dentry *root = BPF_CORE_READ(vm, mnt_root);
+		struct dentry *parent = BPF_CORE_READ(d, d_parent);
+		if (d == root || d == parent) {
+			struct mount *mp = BPF_CORE_READ(m, mnt_parent);
+			if (m == mp)
+				break; /* reached the namespace root */
+			d = BPF_CORE_READ(m, mnt_mountpoint);
+			m = mp;
+			vm = &mp->mnt;
+			continue;
+		}
+		if (pos > STR_MAX - NAME_MAX_B - 1) {
+			s->hdr.flags |= F_TRUNCATED;
+			break;
+		}
+		const unsigned char *name = BPF_CORE_READ(d, d_name.name);
+		long n = bpf_probe_read_kernel_str(&s->data[(start + pos) & SCRATCH_MASK], NAME_MAX_B, name);
+		if (n <= 1)
+			break;
+		s->data[(start + pos + n - 1) & SCRATCH_MASK] = '/';
+		pos += n;
+		d = parent;
+	}
+	if (i == PATH_DEPTH)
+		s->hdr.flags |= F_TRUNCATED;
+	s->data[off & SCRATCH_MASK] = pos & 0xff;
+	s->data[(off + 1) & SCRATCH_MASK] = pos >> 8;
+	s->hdr.nstr++;
+	return start + pos;
+}
+
+/* file_of_fd returns the current task's file for fd, or NULL. */
+static __always_inline struct file *file_of_fd(long fd)
+{
+	if (fd < 0)
+		return NULL;
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
+	unsigned int max = BPF_CORE_READ(fdt, max_fds);
+	if ((unsigned long)fd >= max)
+		return NULL;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = NULL;
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	return f;
+}
+
+static __always_inline __u32 put_fd_path(struct scratch *s, __u32 off, long fd)
+{
+	struct file *f = file_of_fd(fd);
+	if (!f)
+		return put_empty(s, off);
+	struct path p;
+	bpf_probe_read_kernel(&p, sizeof(p), &f->f_path);
+	return put_path(s, off, &p);
+}
+
+/* submit sends the record; failures are counted, never silent. */
+static __always_inline void submit(struct scratch *s, __u32 off)
+{
+	__u32 kind = s->hdr.kind;
+	__u64 size = sizeof(struct event_hdr) + off;
+	if (size > sizeof(struct scratch))
+		size = sizeof(struct scratch);
+	if (bpf_ringbuf_output(&events, s, size, 0) < 0)
+		count(&drops, kind);
+	else
+		count(&emitted, kind);
+}
+
+/* Stash helpers for syscalls whose result we need (attempts count). */
+static __always_inline void stash_put(__u32 family, unsigned long *args)
+{
+	__u64 key = ((__u64)(__u32)bpf_get_current_pid_tgid() << 8) | family;
+	struct stash st = {};
+#pragma unroll
+	for (int i = 0; i < 6; i++)
+		st.args[i] = args[i];
+	st.nr = family;
+	bpf_map_update_elem(&stash_map, &key, &st, BPF_ANY);
+}
+
+static __always_inline int stash_take(__u32 family, struct stash *out)
+{
+	__u64 key = ((__u64)(__u32)bpf_get_current_pid_tgid() << 8) | family;
+	struct stash *st = bpf_map_lookup_elem(&stash_map, &key);
+	if (!st)
+		return -1;
+	__builtin_memcpy(out, st, sizeof(*out));
+	bpf_map_delete_elem(&stash_map, &key);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#endif
