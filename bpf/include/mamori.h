@@ -53,9 +53,8 @@ enum event_kind {
 	EV_KIND_MAX = 34,
 };
 
-#define MAX_STRS 6
 #define STR_MAX 4096           /* one string's cap (PATH_MAX) */
-#define SCRATCH_SIZE 16384     /* whole record cap, power of two */
+#define SCRATCH_SIZE 16384     /* whole record cap, power of two (per-CPU values max out at 32 KiB) */
 #define SCRATCH_MASK (SCRATCH_SIZE - 1)
 #define NAME_MAX_B 256
 #define PATH_DEPTH 48
@@ -85,9 +84,17 @@ struct event_hdr {
 
 /* Record = event_hdr, then nstr times { __u16 len; char bytes[len]; }. */
 
+/*
+ * BOUND masks a scratch offset so the verifier can bound it. The barrier
+ * stops clang from dropping the mask when it can prove it redundant: the
+ * verifier cannot always follow that proof.
+ */
+#define BOUND(x) ({ __u32 __v = (x); asm volatile("" : "+r"(__v)); __v & SCRATCH_MASK; })
+
 struct scratch {
 	struct event_hdr hdr;
-	char data[SCRATCH_SIZE];
+	/* slack past SCRATCH_SIZE lets the verifier prove masked writes in bounds */
+	char data[SCRATCH_SIZE + STR_MAX + NAME_MAX_B];
 };
 
 /* Per-syscall stash: arguments from sys_enter, consumed at sys_exit. */
@@ -224,35 +231,39 @@ static __always_inline struct scratch *begin_event(__u32 kind)
  */
 static __always_inline __u32 put_user_str(struct scratch *s, __u32 off, const void *src)
 {
-	if (off > SCRATCH_SIZE - STR_MAX - 2)
+	if (off > SCRATCH_SIZE - STR_MAX - 2) {
+		s->hdr.flags |= F_TRUNCATED; /* record full: later strings are dropped */
 		return off;
+	}
 	long n = 0;
 	if (src)
-		n = bpf_probe_read_user_str(&s->data[(off + 2) & SCRATCH_MASK], STR_MAX, src);
+		n = bpf_probe_read_user_str(&s->data[BOUND(off + 2)], STR_MAX, src);
 	if (n < 0)
 		n = 0;
 	if (n >= STR_MAX)
 		s->hdr.flags |= F_TRUNCATED;
 	/* store length without the trailing NUL */
 	__u16 len = n > 0 ? n - 1 : 0;
-	s->data[off & SCRATCH_MASK] = len & 0xff;
-	s->data[(off + 1) & SCRATCH_MASK] = len >> 8;
+	s->data[BOUND(off)] = len & 0xff;
+	s->data[BOUND(off + 1)] = len >> 8;
 	s->hdr.nstr++;
 	return off + 2 + len;
 }
 
 static __always_inline __u32 put_kernel_str(struct scratch *s, __u32 off, const void *src, __u32 max)
 {
-	if (off > SCRATCH_SIZE - STR_MAX - 2)
+	if (off > SCRATCH_SIZE - STR_MAX - 2) {
+		s->hdr.flags |= F_TRUNCATED; /* record full: later strings are dropped */
 		return off;
+	}
 	long n = 0;
 	if (src)
-		n = bpf_probe_read_kernel_str(&s->data[(off + 2) & SCRATCH_MASK], max & (STR_MAX - 1), src);
+		n = bpf_probe_read_kernel_str(&s->data[BOUND(off + 2)], max > STR_MAX ? STR_MAX : max, src);
 	if (n < 0)
 		n = 0;
 	__u16 len = n > 0 ? n - 1 : 0;
-	s->data[off & SCRATCH_MASK] = len & 0xff;
-	s->data[(off + 1) & SCRATCH_MASK] = len >> 8;
+	s->data[BOUND(off)] = len & 0xff;
+	s->data[BOUND(off + 1)] = len >> 8;
 	s->hdr.nstr++;
 	return off + 2 + len;
 }
@@ -260,29 +271,33 @@ static __always_inline __u32 put_kernel_str(struct scratch *s, __u32 off, const 
 /* put_user_bytes copies a raw user region (argv, sockaddr) of up to max bytes. */
 static __always_inline __u32 put_user_bytes(struct scratch *s, __u32 off, const void *src, __u64 size, __u32 max)
 {
-	if (off > SCRATCH_SIZE - STR_MAX - 2)
+	if (off > SCRATCH_SIZE - STR_MAX - 2) {
+		s->hdr.flags |= F_TRUNCATED; /* record full: later strings are dropped */
 		return off;
+	}
 	if (size > max) {
 		size = max;
 		s->hdr.flags |= F_TRUNCATED;
 	}
 	size &= (STR_MAX - 1);
-	if (src && size > 0 && bpf_probe_read_user(&s->data[(off + 2) & SCRATCH_MASK], size, src) < 0)
+	if (src && size > 0 && bpf_probe_read_user(&s->data[BOUND(off + 2)], size, src) < 0)
 		size = 0;
 	if (!src)
 		size = 0;
-	s->data[off & SCRATCH_MASK] = size & 0xff;
-	s->data[(off + 1) & SCRATCH_MASK] = size >> 8;
+	s->data[BOUND(off)] = size & 0xff;
+	s->data[BOUND(off + 1)] = size >> 8;
 	s->hdr.nstr++;
 	return off + 2 + size;
 }
 
 static __always_inline __u32 put_empty(struct scratch *s, __u32 off)
 {
-	if (off > SCRATCH_SIZE - 2)
+	if (off > SCRATCH_SIZE - 2) {
+		s->hdr.flags |= F_TRUNCATED;
 		return off;
-	s->data[off & SCRATCH_MASK] = 0;
-	s->data[(off + 1) & SCRATCH_MASK] = 0;
+	}
+	s->data[BOUND(off)] = 0;
+	s->data[BOUND(off + 1)] = 0;
 	s->hdr.nstr++;
 	return off + 2;
 }
@@ -290,49 +305,77 @@ static __always_inline __u32 put_empty(struct scratch *s, __u32 off)
 /*
  * put_path walks a dentry up to the root of its mount namespace and writes
  * the components leaf first, each followed by '/'. User space reverses them;
- * writing forward keeps every access bounded for the verifier.
+ * writing forward keeps every access bounded for the verifier. The walk runs
+ * under bpf_loop so the verifier checks one step, not every depth.
  */
+struct walk_ctx {
+	struct scratch *s;
+	struct dentry *d;
+	struct vfsmount *vm;
+	struct mount *m;
+	__u32 start;
+	__u32 pos;
+	__u32 done;
+};
+
+static long walk_step(__u32 i, struct walk_ctx *c)
+{
+	struct scratch *s = c->s;
+	if (!s)
+		return 1;
+	/* Locals, not c->field, inside BPF_CORE_READ: the relocation would
+	 * otherwise name walk_ctx, which the kernel's BTF does not have. */
+	struct dentry *d = c->d;
+	struct vfsmount *vm = c->vm;
+	struct mount *m = c->m;
+	struct dentry *root = BPF_CORE_READ(vm, mnt_root);
+	struct dentry *parent = BPF_CORE_READ(d, d_parent);
+	if (d == root || d == parent) {
+		struct mount *mp = BPF_CORE_READ(m, mnt_parent);
+		if (m == mp) {
+			c->done = 1; /* reached the namespace root */
+			return 1;
+		}
+		c->d = BPF_CORE_READ(m, mnt_mountpoint);
+		c->m = mp;
+		c->vm = &mp->mnt;
+		return 0;
+	}
+	if (c->pos > STR_MAX - NAME_MAX_B - 1)
+		return 1;
+	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
+	long n = bpf_probe_read_kernel_str(&s->data[BOUND(c->start + c->pos)], NAME_MAX_B, name);
+	if (n <= 1) {
+		c->done = 1;
+		return 1;
+	}
+	s->data[BOUND(c->start + c->pos + n - 1)] = '/';
+	c->pos += n;
+	c->d = parent;
+	return 0;
+}
+
 static __always_inline __u32 put_path(struct scratch *s, __u32 off, struct path *p)
 {
-	if (off > SCRATCH_SIZE - STR_MAX - 2)
-		return off;
-	struct dentry *d = BPF_CORE_READ(p, dentry);
-	struct vfsmount *vm = BPF_CORE_READ(p, mnt);
-	struct mount *m = container_of(vm, struct mount, mnt);
-	__u32 start = off + 2, pos = 0;
-	int i;
-
-	s->hdr.str_rev |= 1 << (s->hdr.nstr & 31);
-	for (i = 0; i < PATH_DEPTH; i++) {
-		struct dentry *root = BPF_CORE_READ(vm, mnt_root);
-		struct dentry *parent = BPF_CORE_READ(d, d_parent);
-		if (d == root || d == parent) {
-			struct mount *mp = BPF_CORE_READ(m, mnt_parent);
-			if (m == mp)
-				break; /* reached the namespace root */
-			d = BPF_CORE_READ(m, mnt_mountpoint);
-			m = mp;
-			vm = &mp->mnt;
-			continue;
-		}
-		if (pos > STR_MAX - NAME_MAX_B - 1) {
-			s->hdr.flags |= F_TRUNCATED;
-			break;
-		}
-		const unsigned char *name = BPF_CORE_READ(d, d_name.name);
-		long n = bpf_probe_read_kernel_str(&s->data[(start + pos) & SCRATCH_MASK], NAME_MAX_B, name);
-		if (n <= 1)
-			break;
-		s->data[(start + pos + n - 1) & SCRATCH_MASK] = '/';
-		pos += n;
-		d = parent;
-	}
-	if (i == PATH_DEPTH)
+	if (off > SCRATCH_SIZE - STR_MAX - 2) {
 		s->hdr.flags |= F_TRUNCATED;
-	s->data[off & SCRATCH_MASK] = pos & 0xff;
-	s->data[(off + 1) & SCRATCH_MASK] = pos >> 8;
+		return off;
+	}
+	struct walk_ctx c = {.s = s, .start = off + 2};
+	c.d = BPF_CORE_READ(p, dentry);
+	c.vm = BPF_CORE_READ(p, mnt);
+	c.m = container_of(c.vm, struct mount, mnt);
+	s->hdr.str_rev |= 1 << (s->hdr.nstr & 31);
+	bpf_loop(PATH_DEPTH, walk_step, &c, 0);
+	if (!c.done)
+		s->hdr.flags |= F_TRUNCATED;
+	__u32 pos = c.pos;
+	if (pos > STR_MAX)
+		pos = STR_MAX;
+	s->data[BOUND(off)] = pos & 0xff;
+	s->data[BOUND(off + 1)] = pos >> 8;
 	s->hdr.nstr++;
-	return start + pos;
+	return off + 2 + pos;
 }
 
 /* file_of_fd returns the current task's file for fd, or NULL. */
@@ -377,6 +420,7 @@ static __always_inline void submit(struct scratch *s, __u32 off)
 /* Stash helpers for syscalls whose result we need (attempts count). */
 static __always_inline void stash_put(__u32 family, unsigned long *args)
 {
+	/* args must point at a local copy: ctx pointers cannot be passed on. */
 	__u64 key = ((__u64)(__u32)bpf_get_current_pid_tgid() << 8) | family;
 	struct stash st = {};
 #pragma unroll

@@ -1,0 +1,132 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * Network syscalls: socket, connect, bind, listen, accept, and dup2/dup3 of
+ * a socket onto a standard stream (the reverse-shell tell).
+ *
+ * EV_SOCKET  args: 0 family, 1 type, 2 protocol; ret = fd
+ * EV_CONNECT, EV_BIND
+ *            args: 0 fd, 1 addrlen, 2 family, 3 type (of the socket at exit)
+ *            strs: 0 raw sockaddr as passed (up to 128 bytes)
+ * EV_LISTEN  args: 0 fd, 1 backlog, 2 family, 3 type, 4 local port, 5 remote port
+ *            strs: 0 local address (16) + remote address (16)
+ * EV_ACCEPT  args: 0 listening fd, 1 flags, 2 family, 3 type, 4 local port,
+ *                  5 remote port; ret = new fd; strs as EV_LISTEN
+ * EV_DUP     args: 0 oldfd, 1 newfd, 2 family, 3 type, 4 local port,
+ *                  5 remote port; strs as EV_LISTEN. Sent only when the new fd
+ *                  is 0, 1 or 2 and is a socket after the call.
+ */
+#include "syscall.h"
+
+STASH_ALL(socket, SC_SOCKET)
+SYS_EXIT(socket)
+{
+	struct stash st;
+	if (stash_take(SC_SOCKET, &st))
+		return 0;
+	struct scratch *s = begin_event(EV_SOCKET);
+	if (!s)
+		return 0;
+	s->hdr.ret = ctx->ret;
+	s->hdr.args[0] = st.args[0];
+	s->hdr.args[1] = st.args[1];
+	s->hdr.args[2] = st.args[2];
+	submit(s, 0);
+	return 0;
+}
+
+static __always_inline int exit_addr(__u32 fam, __u32 kind, long ret)
+{
+	struct stash st;
+	if (stash_take(fam, &st))
+		return 0;
+	struct scratch *s = begin_event(kind);
+	if (!s)
+		return 0;
+	s->hdr.ret = ret;
+	s->hdr.args[0] = st.args[0];
+	s->hdr.args[1] = st.args[2];
+	struct file *f = file_of_fd(st.args[0]);
+	if (is_socket_file(f)) {
+		struct socket *sock = BPF_CORE_READ(f, private_data);
+		s->hdr.args[2] = BPF_CORE_READ(sock, sk, __sk_common.skc_family);
+		s->hdr.args[3] = BPF_CORE_READ(sock, type);
+	}
+	__u32 off = put_user_bytes(s, 0, (void *)st.args[1], st.args[2], 128);
+	submit(s, off);
+	return 0;
+}
+
+STASH_ALL(connect, SC_CONNECT)
+SYS_EXIT(connect) { return exit_addr(SC_CONNECT, EV_CONNECT, ctx->ret); }
+STASH_ALL(bind, SC_BIND)
+SYS_EXIT(bind) { return exit_addr(SC_BIND, EV_BIND, ctx->ret); }
+
+static __always_inline int emit_sock(__u32 kind, long ret, __u64 a0, __u64 a1, long fd)
+{
+	struct scratch *s = begin_event(kind);
+	if (!s)
+		return 0;
+	s->hdr.ret = ret;
+	s->hdr.args[0] = a0;
+	s->hdr.args[1] = a1;
+	struct file *f = file_of_fd(fd);
+	__u32 off = 0;
+	if (is_socket_file(f))
+		off = put_sock(s, 0, f, 2);
+	else
+		off = put_empty(s, 0);
+	submit(s, off);
+	return 0;
+}
+
+STASH_ALL(listen, SC_LISTEN)
+SYS_EXIT(listen)
+{
+	struct stash st;
+	if (stash_take(SC_LISTEN, &st))
+		return 0;
+	return emit_sock(EV_LISTEN, ctx->ret, st.args[0], st.args[1], st.args[0]);
+}
+
+STASH_ALL(accept, SC_ACCEPT)
+SYS_EXIT(accept)
+{
+	struct stash st;
+	if (stash_take(SC_ACCEPT, &st))
+		return 0;
+	return emit_sock(EV_ACCEPT, ctx->ret, st.args[0], 0, ctx->ret);
+}
+
+STASH_ALL(accept4, SC_ACCEPT4)
+SYS_EXIT(accept4)
+{
+	struct stash st;
+	if (stash_take(SC_ACCEPT4, &st))
+		return 0;
+	return emit_sock(EV_ACCEPT, ctx->ret, st.args[0], st.args[3], ctx->ret);
+}
+
+/* dup onto stdio is rare; only that case is stashed. */
+static __always_inline int enter_dup(__u32 fam, unsigned long *args)
+{
+	if (args[1] > 2 || !should_trace())
+		return 0;
+	stash_put(fam, args);
+	return 0;
+}
+
+static __always_inline int exit_dup(__u32 fam, long ret)
+{
+	struct stash st;
+	if (stash_take(fam, &st) || ret < 0)
+		return 0;
+	struct file *f = file_of_fd(st.args[1]);
+	if (!is_socket_file(f))
+		return 0;
+	return emit_sock(EV_DUP, ret, st.args[0], st.args[1], st.args[1]);
+}
+
+SYS_ENTER(dup2) { unsigned long a[6] = ARGS(ctx); return enter_dup(SC_DUP2, a); }
+SYS_EXIT(dup2) { return exit_dup(SC_DUP2, ctx->ret); }
+SYS_ENTER(dup3) { unsigned long a[6] = ARGS(ctx); return enter_dup(SC_DUP3, a); }
+SYS_EXIT(dup3) { return exit_dup(SC_DUP3, ctx->ret); }

@@ -1,0 +1,365 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * Privilege and kernel surface: mount, umount, module loads, ptrace,
+ * process_vm_readv/writev, memfd_create, userfaultfd, bpf(), credential
+ * changes, namespaces, and executable memory. Each is reported at syscall
+ * exit with its result, so failed attempts count.
+ *
+ * EV_MOUNT       args: 0 flags; strs: 0 source, 1 target, 2 fs type
+ * EV_UMOUNT      args: 0 flags; strs: 0 target
+ * EV_MODULE      args: 0 from file (1 finit_module, 0 init_module), 1 image
+ *                length or flags; strs: 0 module file (fd walk) or empty, 1 params
+ * EV_PTRACE      args: 0 request, 1 target pid (only injection-capable and
+ *                anti-debugging requests are sent)
+ * EV_PROCESS_VM  args: 0 target pid, 1 write (1) or read (0)
+ * EV_MEMFD       args: 0 flags; strs: 0 name; ret = fd
+ * EV_USERFAULTFD args: 0 flags; ret = fd
+ * EV_BPF         args: 0 cmd, 1 program type (PROG_LOAD) or 0
+ * EV_SETID       args: 0 call (SC_SETUID...), 1..3 call arguments, 4 old uid,
+ *                5 old euid, 6 new uid, 7 new euid (header uid/euid are new too)
+ * EV_CAPSET      args: 0 new effective capabilities, 1 old effective
+ * EV_UNSHARE     args: 0 flags
+ * EV_SETNS       args: 0 fd, 1 nstype; strs: 0 namespace file (fd walk)
+ * EV_MPROTECT    args: 0 start, 1 len, 2 prot, 3 1 when the region is anonymous,
+ *                4 1 when it is the stack (only changes adding PROT_EXEC)
+ * EV_MMAP        args: 0 address (result), 1 len, 2 prot, 3 flags, 4 fd
+ *                strs: 0 mapped file (fd walk) (only PROT_EXEC mappings)
+ */
+#include "syscall.h"
+
+#define PROT_EXEC 4
+#define MAP_ANONYMOUS 0x20
+
+static __always_inline struct scratch *begin_exit(__u32 fam, __u32 kind, long ret, struct stash *st)
+{
+	if (stash_take(fam, st))
+		return NULL;
+	struct scratch *s = begin_event(kind);
+	if (!s)
+		return NULL;
+	s->hdr.ret = ret;
+	return s;
+}
+
+STASH_ALL(mount, SC_MOUNT)
+SYS_EXIT(mount)
+{
+	struct stash st;
+	struct scratch *s = begin_exit(SC_MOUNT, EV_MOUNT, ctx->ret, &st);
+	if (!s)
+		return 0;
+	s->hdr.args[0] = st.args[3];
+	__u32 off = put_user_str(s, 0, (void *)st.args[0]);
+	off = put_user_str(s, off, (void *)st.args[1]);
+	off = put_user_str(s, off, (void *)st.args[2]);
+	submit(s, off);
+	return 0;
+}
+
+STASH_ALL(umount, SC_UMOUNT2)
+SYS_EXIT(umount)
+{
+	struct stash st;
+	struct scratch *s = begin_exit(SC_UMOUNT2, EV_UMOUNT, ctx->ret, &st);
+	if (!s)
+		return 0;
+	s->hdr.args[0] = st.args[1];
+	submit(s, put_user_str(s, 0, (void *)st.args[0]));
+	return 0;
+}
+
+/* init_module has no exit tracepoint on every kernel (not on this one), so
+ * it is reported at entry: an attempt, result unknown (ret = 0). */
+SYS_ENTER(init_module)
+{
+	if (!should_trace())
+		return 0;
+	struct scratch *s = begin_event(EV_MODULE);
+	if (!s)
+		return 0;
+	s->hdr.args[0] = 0;
+	s->hdr.args[1] = ctx->args[1];
+	const char *params = (const char *)ctx->args[2];
+	__u32 off = put_empty(s, 0);
+	submit(s, put_user_str(s, off, params));
+	return 0;
+}
+
+STASH_ALL(finit_module, SC_FINIT_MODULE)
+SYS_EXIT(finit_module)
+{
+	struct stash st;
+	struct scratch *s = begin_exit(SC_FINIT_MODULE, EV_MODULE, ctx->ret, &st);
+	if (!s)
+		return 0;
+	s->hdr.args[0] = 1;
+	s->hdr.args[1] = st.args[2];
+	__u32 off = put_fd_path(s, 0, st.args[0]);
+	submit(s, put_user_str(s, off, (void *)st.args[1]));
+	return 0;
+}
+
+/* ptrace requests that inject, attach or hide: the rest (PEEK loops of a
+ * debugger or strace) would flood and say nothing new. */
+static __always_inline int ptrace_interesting(long req)
+{
+	switch (req) {
+	case 0:      /* TRACEME */
+	case 4:      /* POKETEXT */
+	case 5:      /* POKEDATA */
+	case 6:      /* POKEUSER */
+	case 13:     /* SETREGS */
+	case 15:     /* SETFPREGS */
+	case 16:     /* ATTACH */
+	case 0x4205: /* SETREGSET */
+	case 0x4206: /* SEIZE */
+		return 1;
+	}
+	return 0;
+}
+
+SYS_ENTER(ptrace)
+{
+	if (ptrace_interesting(ctx->args[0]) && should_trace())
+	{
+		unsigned long a[6] = ARGS(ctx);
+		stash_put(SC_PTRACE, a);
+	}
+	return 0;
+}
+SYS_EXIT(ptrace)
+{
+	struct stash st;
+	struct scratch *s = begin_exit(SC_PTRACE, EV_PTRACE, ctx->ret, &st);
+	if (!s)
+		return 0;
+	s->hdr.args[0] = st.args[0];
+	s->hdr.args[1] = st.args[1];
+	submit(s, 0);
+	return 0;
+}
+
+static __always_inline int exit_vm(__u32 fam, long ret, int write)
+{
+	struct stash st;
+	struct scratch *s = begin_exit(fam, EV_PROCESS_VM, ret, &st);
+	if (!s)
+		return 0;
+	s->hdr.args[0] = st.args[0];
+	s->hdr.args[1] = write;
+	submit(s, 0);
+	return 0;
+}
+STASH_ALL(process_vm_readv, SC_VM_READV)
+SYS_EXIT(process_vm_readv) { return exit_vm(SC_VM_READV, ctx->ret, 0); }
+STASH_ALL(process_vm_writev, SC_VM_WRITEV)
+SYS_EXIT(process_vm_writev) { return exit_vm(SC_VM_WRITEV, ctx->ret, 1); }
+
+STASH_ALL(memfd_create, SC_MEMFD_CREATE)
+SYS_EXIT(memfd_create)
+{
+	struct stash st;
+	struct scratch *s = begin_exit(SC_MEMFD_CREATE, EV_MEMFD, ctx->ret, &st);
+	if (!s)
+		return 0;
+	s->hdr.args[0] = st.args[1];
+	submit(s, put_user_str(s, 0, (void *)st.args[0]));
+	return 0;
+}
+
+STASH_ALL(userfaultfd, SC_USERFAULTFD)
+SYS_EXIT(userfaultfd)
+{
+	struct stash st;
+	struct scratch *s = begin_exit(SC_USERFAULTFD, EV_USERFAULTFD, ctx->ret, &st);
+	if (!s)
+		return 0;
+	s->hdr.args[0] = st.args[0];
+	submit(s, 0);
+	return 0;
+}
+
+/* bpf(): program loads and attachments matter; map lookups do not. */
+SYS_ENTER(bpf)
+{
+	long cmd = ctx->args[0];
+	if ((cmd == 0 || cmd == 5 || cmd == 8 || cmd == 17 || cmd == 28) && should_trace())
+	{
+		unsigned long a[6] = ARGS(ctx);
+		stash_put(SC_BPF, a);
+	}
+	return 0;
+}
+SYS_EXIT(bpf)
+{
+	struct stash st;
+	struct scratch *s = begin_exit(SC_BPF, EV_BPF, ctx->ret, &st);
+	if (!s)
+		return 0;
+	s->hdr.args[0] = st.args[0];
+	if (st.args[0] == 5) {
+		__u32 type = 0;
+		bpf_probe_read_user(&type, sizeof(type), (void *)st.args[1]);
+		s->hdr.args[1] = type;
+	}
+	submit(s, 0);
+	return 0;
+}
+
+/* Credential changes: the entry also keeps the old ids. */
+static __always_inline int enter_setid(__u32 fam, unsigned long *args)
+{
+	if (!should_trace())
+		return 0;
+	unsigned long a[6] = {args[0], args[1], args[2], 0, 0, 0};
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	a[4] = BPF_CORE_READ(t, cred, uid.val);
+	a[5] = BPF_CORE_READ(t, cred, euid.val);
+	stash_put(fam, a);
+	return 0;
+}
+
+static __always_inline int exit_setid(__u32 fam, long ret)
+{
+	struct stash st;
+	struct scratch *s = begin_exit(fam, EV_SETID, ret, &st);
+	if (!s)
+		return 0;
+	s->hdr.args[0] = fam;
+	s->hdr.args[1] = st.args[0];
+	s->hdr.args[2] = st.args[1];
+	s->hdr.args[3] = st.args[2];
+	s->hdr.args[4] = st.args[4];
+	s->hdr.args[5] = st.args[5];
+	s->hdr.args[6] = s->hdr.uid;
+	s->hdr.args[7] = s->hdr.euid;
+	submit(s, 0);
+	return 0;
+}
+
+#define SETID(name, fam)                                         \
+	SYS_ENTER(name) { unsigned long a[6] = ARGS(ctx); return enter_setid(fam, a); }  \
+	SYS_EXIT(name) { return exit_setid(fam, ctx->ret); }
+SETID(setuid, SC_SETUID)
+SETID(setgid, SC_SETGID)
+SETID(setreuid, SC_SETREUID)
+SETID(setregid, SC_SETREGID)
+SETID(setresuid, SC_SETRESUID)
+SETID(setresgid, SC_SETRESGID)
+
+SYS_ENTER(capset)
+{
+	if (!should_trace())
+		return 0;
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	unsigned long a[6] = {};
+	a[0] = BPF_CORE_READ(t, cred, cap_effective.val);
+	stash_put(SC_CAPSET, a);
+	return 0;
+}
+SYS_EXIT(capset)
+{
+	struct stash st;
+	struct scratch *s = begin_exit(SC_CAPSET, EV_CAPSET, ctx->ret, &st);
+	if (!s)
+		return 0;
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	s->hdr.args[0] = BPF_CORE_READ(t, cred, cap_effective.val);
+	s->hdr.args[1] = st.args[0];
+	submit(s, 0);
+	return 0;
+}
+
+STASH_ALL(unshare, SC_UNSHARE)
+SYS_EXIT(unshare)
+{
+	struct stash st;
+	struct scratch *s = begin_exit(SC_UNSHARE, EV_UNSHARE, ctx->ret, &st);
+	if (!s)
+		return 0;
+	s->hdr.args[0] = st.args[0];
+	submit(s, 0);
+	return 0;
+}
+
+STASH_ALL(setns, SC_SETNS)
+SYS_EXIT(setns)
+{
+	struct stash st;
+	struct scratch *s = begin_exit(SC_SETNS, EV_SETNS, ctx->ret, &st);
+	if (!s)
+		return 0;
+	s->hdr.args[0] = st.args[0];
+	s->hdr.args[1] = st.args[1];
+	submit(s, put_fd_path(s, 0, st.args[0]));
+	return 0;
+}
+
+struct vma_ctx {
+	__u64 anon;
+	__u64 stack;
+};
+
+static long vma_cb(struct task_struct *task, struct vm_area_struct *vma, struct vma_ctx *c)
+{
+	c->anon = BPF_CORE_READ(vma, vm_file) == NULL;
+	unsigned long ss = BPF_CORE_READ(task, mm, start_stack);
+	c->stack = BPF_CORE_READ(vma, vm_start) <= ss && ss < BPF_CORE_READ(vma, vm_end);
+	return 0;
+}
+
+SYS_ENTER(mprotect)
+{
+	if ((ctx->args[2] & PROT_EXEC) && should_trace())
+	{
+		unsigned long a[6] = ARGS(ctx);
+		stash_put(SC_MPROTECT, a);
+	}
+	return 0;
+}
+SYS_EXIT(mprotect)
+{
+	struct stash st;
+	struct scratch *s = begin_exit(SC_MPROTECT, EV_MPROTECT, ctx->ret, &st);
+	if (!s)
+		return 0;
+	s->hdr.args[0] = st.args[0];
+	s->hdr.args[1] = st.args[1];
+	s->hdr.args[2] = st.args[2];
+	struct vma_ctx c = {};
+	struct task_struct *t = bpf_get_current_task_btf();
+	bpf_find_vma(t, st.args[0], vma_cb, &c, 0);
+	s->hdr.args[3] = c.anon;
+	s->hdr.args[4] = c.stack;
+	submit(s, 0);
+	return 0;
+}
+
+SYS_ENTER(mmap)
+{
+	if ((ctx->args[2] & PROT_EXEC) && should_trace())
+	{
+		unsigned long a[6] = ARGS(ctx);
+		stash_put(SC_MMAP, a);
+	}
+	return 0;
+}
+SYS_EXIT(mmap)
+{
+	struct stash st;
+	struct scratch *s = begin_exit(SC_MMAP, EV_MMAP, ctx->ret, &st);
+	if (!s)
+		return 0;
+	s->hdr.args[0] = ctx->ret;
+	s->hdr.args[1] = st.args[1];
+	s->hdr.args[2] = st.args[2];
+	s->hdr.args[3] = st.args[3];
+	s->hdr.args[4] = st.args[4];
+	__u32 off;
+	if (st.args[3] & MAP_ANONYMOUS)
+		off = put_empty(s, 0);
+	else
+		off = put_fd_path(s, 0, st.args[4]);
+	submit(s, off);
+	return 0;
+}

@@ -1,0 +1,14 @@
+// Package sensor loads mamori's BPF programs, attaches each to its hook,
+// reads the shared ring buffer and decodes records into typed events. A
+// hook that fails to load or attach is recorded with its reason and the rest
+// keep working: what is attached is reported by Status, `mamori probe` and
+// coverage.
+package sensor
+
+// The BPF objects are compiled from bpf/*.bpf.c (one per hook family) and
+// committed, so building mamori needs no clang. Regenerate with
+// `go generate ./internal/sensor` (needs clang, llvm and libbpf-dev).
+//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -cc clang -cflags "-O2 -g -Wall -Werror" -target bpfel -type event_hdr process ../../bpf/process.bpf.c -- -I../../bpf/include
+//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -cc clang -cflags "-O2 -g -Wall -Werror" -target bpfel file ../../bpf/file.bpf.c -- -I../../bpf/include
+//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -cc clang -cflags "-O2 -g -Wall -Werror" -target bpfel net ../../bpf/net.bpf.c -- -I../../bpf/include
+//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -cc clang -cflags "-O2 -g -Wall -Werror" -target bpfel priv ../../bpf/priv.bpf.c -- -I../../bpf/include

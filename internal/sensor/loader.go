@@ -1,0 +1,369 @@
+package sensor
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+)
+
+// sharedMaps are created once and handed to every object, so all hook
+// families write into one ring buffer and one set of counters.
+var sharedMaps = []string{"events", "drops", "emitted", "config_map"}
+
+// HookStatus says whether one BPF program is in use, and if not, why.
+type HookStatus struct {
+	Program  string `json:"program"`
+	Family   string `json:"family"`
+	Hook     string `json:"hook"` // section, e.g. tp_btf/sched_process_exec
+	Attached bool   `json:"attached"`
+	Optional bool   `json:"optional,omitempty"`
+	Error    string `json:"error,omitempty"`
+}
+
+// family is one compiled BPF object (one bpf/*.bpf.c file).
+type family struct {
+	name string
+	load func() (*ebpf.CollectionSpec, error)
+}
+
+// Options configure the sensor.
+type Options struct {
+	// CgroupRoot is the cgroup v2 mount used for cgroup hooks; empty
+	// means detect it.
+	CgroupRoot string
+	// RingBufferBytes overrides the ring buffer size (power of two pages).
+	RingBufferBytes uint32
+	// Only limits loading to these families (for tests); empty loads all.
+	Only []string
+	// Logger receives load/attach diagnostics.
+	Logger *slog.Logger
+}
+
+// Sensor owns the loaded programs, their links and the shared maps.
+type Sensor struct {
+	opts   Options
+	log    *slog.Logger
+	maps   map[string]*ebpf.Map
+	colls  []*ebpf.Collection
+	links  []link.Link
+	mu     sync.Mutex
+	status []HookStatus
+	cgroup string
+}
+
+// Load creates the shared maps, loads every program family and attaches
+// each program. A program that fails is recorded in Status, not fatal; Load
+// fails only when nothing at all could be attached or the shared maps could
+// not be created.
+func Load(opts Options) (*Sensor, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("remove memlock limit: %w", err)
+	}
+	if err := ensureMounts(); err != nil {
+		log.Warn("mount kernel filesystems", "err", err)
+	}
+	s := &Sensor{opts: opts, log: log, maps: map[string]*ebpf.Map{}}
+	if s.cgroup = opts.CgroupRoot; s.cgroup == "" {
+		s.cgroup = CgroupV2Root()
+	}
+	for _, fam := range families() {
+		if len(opts.Only) > 0 && !contains(opts.Only, fam.name) {
+			continue
+		}
+		if err := s.loadFamily(fam); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
+	if err := s.writeConfig(true); err != nil {
+		s.Close()
+		return nil, err
+	}
+	attached := 0
+	for _, st := range s.status {
+		if st.Attached {
+			attached++
+		}
+	}
+	if attached == 0 {
+		s.Close()
+		return nil, fmt.Errorf("no BPF program could be attached: %s", s.firstError())
+	}
+	return s, nil
+}
+
+func (s *Sensor) firstError() string {
+	for _, st := range s.status {
+		if st.Error != "" {
+			return st.Program + ": " + st.Error
+		}
+	}
+	return "no programs"
+}
+
+func contains(list []string, v string) bool {
+	for _, x := range list {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Sensor) loadFamily(fam family) error {
+	spec, err := fam.load()
+	if err != nil {
+		return fmt.Errorf("load %s spec: %w", fam.name, err)
+	}
+	if rb, ok := spec.Maps["events"]; ok && s.opts.RingBufferBytes > 0 {
+		rb.MaxEntries = s.opts.RingBufferBytes
+	}
+	// Create the shared maps once, from the first family that has them.
+	for _, name := range sharedMaps {
+		if _, done := s.maps[name]; done {
+			continue
+		}
+		ms, ok := spec.Maps[name]
+		if !ok {
+			continue
+		}
+		m, err := ebpf.NewMap(ms)
+		if err != nil {
+			return fmt.Errorf("create shared map %s: %w", name, err)
+		}
+		s.maps[name] = m
+	}
+	// Load the family's own maps once, then each program on its own so one
+	// verifier refusal cannot take the others down.
+	mapsOnly := &ebpf.CollectionSpec{Maps: spec.Maps, Programs: map[string]*ebpf.ProgramSpec{}}
+	repl := map[string]*ebpf.Map{}
+	for _, name := range sharedMaps {
+		if _, ok := spec.Maps[name]; ok {
+			repl[name] = s.maps[name]
+		}
+	}
+	mcoll, err := ebpf.NewCollectionWithOptions(mapsOnly, ebpf.CollectionOptions{MapReplacements: repl})
+	if err != nil {
+		return fmt.Errorf("create %s maps: %w", fam.name, err)
+	}
+	s.colls = append(s.colls, mcoll)
+	all := map[string]*ebpf.Map{}
+	for name, m := range mcoll.Maps {
+		all[name] = m
+	}
+	for name, m := range repl {
+		all[name] = m
+	}
+	if coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: all}); err == nil {
+		// Fast path: the whole family loads at once; attach each program.
+		s.colls = append(s.colls, coll)
+		return s.attachAll(fam, spec, coll)
+	}
+	names := make([]string, 0, len(spec.Programs))
+	for name := range spec.Programs {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		ps := spec.Programs[name]
+		st := HookStatus{Program: name, Family: fam.name, Hook: ps.SectionName, Optional: isOptional(ps.SectionName)}
+		one := &ebpf.CollectionSpec{Maps: spec.Maps, Programs: map[string]*ebpf.ProgramSpec{name: ps}}
+		coll, err := ebpf.NewCollectionWithOptions(one, ebpf.CollectionOptions{MapReplacements: all})
+		if err != nil {
+			st.Error = "load: " + shortVerifierError(err)
+			s.log.Warn("BPF program not loaded", "program", name, "err", err)
+			s.status = append(s.status, st)
+			continue
+		}
+		s.colls = append(s.colls, coll)
+		s.attachOne(fam, ps, coll.Programs[name], st)
+	}
+	return nil
+}
+
+// attachAll attaches every program of a family loaded in one collection.
+func (s *Sensor) attachAll(fam family, spec *ebpf.CollectionSpec, coll *ebpf.Collection) error {
+	names := make([]string, 0, len(spec.Programs))
+	for name := range spec.Programs {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		ps := spec.Programs[name]
+		st := HookStatus{Program: name, Family: fam.name, Hook: ps.SectionName, Optional: isOptional(ps.SectionName)}
+		s.attachOne(fam, ps, coll.Programs[name], st)
+	}
+	return nil
+}
+
+func (s *Sensor) attachOne(fam family, ps *ebpf.ProgramSpec, prog *ebpf.Program, st HookStatus) {
+	name := ps.Name
+	{
+		l, err := s.attach(prog, ps)
+		if errors.Is(err, os.ErrNotExist) {
+			// The kernel lacks this hook (e.g. no module support means no
+			// init_module tracepoints): coverage narrows, nothing is broken.
+			st.Optional = true
+			st.Error = "not available on this kernel: " + err.Error()
+		} else if err != nil {
+			st.Error = "attach: " + err.Error()
+			s.log.Warn("BPF program not attached", "program", name, "hook", ps.SectionName, "err", err)
+		} else {
+			st.Attached = true
+			s.links = append(s.links, l)
+		}
+		s.status = append(s.status, st)
+	}
+}
+
+// isOptional marks hooks whose absence only narrows coverage (a syscall that
+// does not exist on this architecture, say).
+func isOptional(section string) bool {
+	for _, p := range []string{"sys_enter_open", "sys_exit_open", "sys_enter_creat", "sys_exit_creat",
+		"sys_enter_rename", "sys_exit_rename", "sys_enter_link", "sys_exit_link", "sys_enter_symlink", "sys_exit_symlink",
+		"sys_enter_unlink", "sys_exit_unlink", "sys_enter_chmod", "sys_exit_chmod", "sys_enter_chown", "sys_exit_chown",
+		"sys_enter_lchown", "sys_exit_lchown", "sys_enter_dup2", "sys_exit_dup2"} {
+		if strings.HasSuffix(section, "/"+p) {
+			return true
+		}
+	}
+	return false
+}
+
+func shortVerifierError(err error) string {
+	var ve *ebpf.VerifierError
+	if errors.As(err, &ve) {
+		lines := ve.Log
+		if len(lines) > 3 {
+			lines = lines[len(lines)-3:]
+		}
+		return fmt.Sprintf("verifier: %s", strings.Join(lines, " | "))
+	}
+	return err.Error()
+}
+
+// attach picks the attach mechanism from the program's section name.
+func (s *Sensor) attach(prog *ebpf.Program, ps *ebpf.ProgramSpec) (link.Link, error) {
+	sec := ps.SectionName
+	kind, rest, _ := strings.Cut(sec, "/")
+	switch kind {
+	case "tp_btf":
+		return link.AttachTracing(link.TracingOptions{Program: prog})
+	case "tracepoint", "tp":
+		group, name, ok := strings.Cut(rest, "/")
+		if !ok {
+			return nil, fmt.Errorf("bad tracepoint section %q", sec)
+		}
+		return link.Tracepoint(group, name, prog, nil)
+	case "raw_tracepoint", "raw_tp":
+		return link.AttachRawTracepoint(link.RawTracepointOptions{Name: rest, Program: prog})
+	case "cgroup_skb", "cgroup":
+		if s.cgroup == "" {
+			return nil, errors.New("no cgroup v2 hierarchy mounted")
+		}
+		return link.AttachCgroup(link.CgroupOptions{Path: s.cgroup, Attach: ps.AttachType, Program: prog})
+	}
+	return nil, fmt.Errorf("no attach rule for section %q", sec)
+}
+
+func (s *Sensor) writeConfig(enabled bool) error {
+	m, ok := s.maps["config_map"]
+	if !ok {
+		return errors.New("config map missing")
+	}
+	cfg := struct {
+		SelfPID uint32
+		Enabled uint32
+	}{SelfPID: uint32(os.Getpid())}
+	if enabled {
+		cfg.Enabled = 1
+	}
+	if err := m.Put(uint32(0), cfg); err != nil {
+		return fmt.Errorf("write sensor config: %w", err)
+	}
+	return nil
+}
+
+// Status lists every program with whether it is attached and why not.
+func (s *Sensor) Status() []HookStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]HookStatus(nil), s.status...)
+}
+
+// Close detaches everything and frees the maps.
+func (s *Sensor) Close() error {
+	for _, l := range s.links {
+		_ = l.Close()
+	}
+	s.links = nil
+	for _, c := range s.colls {
+		c.Close()
+	}
+	s.colls = nil
+	for _, m := range s.maps {
+		_ = m.Close()
+	}
+	s.maps = map[string]*ebpf.Map{}
+	return nil
+}
+
+// ensureMounts mounts tracefs and bpffs when absent: tracepoint attachment
+// reads event ids from tracefs.
+func ensureMounts() error {
+	var errs []error
+	if _, err := os.Stat("/sys/kernel/tracing/events"); err != nil {
+		if err := unix.Mount("tracefs", "/sys/kernel/tracing", "tracefs", 0, ""); err != nil {
+			errs = append(errs, fmt.Errorf("mount tracefs: %w", err))
+		}
+	}
+	if !isMountOf("/sys/fs/bpf", "bpf") {
+		if err := unix.Mount("bpf", "/sys/fs/bpf", "bpf", 0, ""); err != nil {
+			errs = append(errs, fmt.Errorf("mount bpffs: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func isMountOf(target, fstype string) bool {
+	data, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 3 && f[1] == target && f[2] == fstype {
+			return true
+		}
+	}
+	return false
+}
+
+// CgroupV2Root finds the cgroup v2 mount: /sys/fs/cgroup on a pure v2 host,
+// /sys/fs/cgroup/unified on a hybrid one.
+func CgroupV2Root() string {
+	data, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 3 && f[2] == "cgroup2" {
+			return f[1]
+		}
+	}
+	return ""
+}
