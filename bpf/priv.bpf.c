@@ -15,7 +15,8 @@
  * EV_MEMFD       args: 0 flags; strs: 0 name; ret = fd
  * EV_USERFAULTFD args: 0 flags; ret = fd
  * EV_BPF         args: 0 cmd, 1 program type (PROG_LOAD) or 0
- * EV_SETID       args: 0 call (SC_SETUID...), 1..3 call arguments, 4 old uid,
+ * EV_SETID       args: 0 call (0 setuid, 1 setgid, 2 setreuid, 3 setregid,
+ *                4 setresuid, 5 setresgid), 1..3 call arguments, 4 old uid,
  *                5 old euid, 6 new uid, 7 new euid (header uid/euid are new too)
  * EV_CAPSET      args: 0 new effective capabilities, 1 old effective
  * EV_UNSHARE     args: 0 flags
@@ -225,7 +226,7 @@ static __always_inline int exit_setid(__u32 fam, long ret)
 	struct scratch *s = begin_exit(fam, EV_SETID, ret, &st);
 	if (!s)
 		return 0;
-	s->hdr.args[0] = fam;
+	s->hdr.args[0] = fam - SC_SETUID;
 	s->hdr.args[1] = st.args[0];
 	s->hdr.args[2] = st.args[1];
 	s->hdr.args[3] = st.args[2];

@@ -34,8 +34,9 @@ static __always_inline __u64 inode_mtime(struct inode *ino)
 
 static __always_inline __u64 inode_ctime(struct inode *ino)
 {
+	/* The top bits of i_ctime_nsec carry flags (I_CTIME_QUERIED). */
 	if (bpf_core_field_exists(ino->i_ctime_sec))
-		return BPF_CORE_READ(ino, i_ctime_sec) * 1000000000ULL + BPF_CORE_READ(ino, i_ctime_nsec);
+		return BPF_CORE_READ(ino, i_ctime_sec) * 1000000000ULL + (BPF_CORE_READ(ino, i_ctime_nsec) & 0x3fffffff);
 	struct inode___pre611 *o = (void *)ino;
 	if (bpf_core_field_exists(o->__i_ctime))
 		return BPF_CORE_READ(o, __i_ctime.tv_sec) * 1000000000ULL + BPF_CORE_READ(o, __i_ctime.tv_nsec);

@@ -19,6 +19,9 @@ import (
 // families write into one ring buffer and one set of counters.
 var sharedMaps = []string{"events", "drops", "emitted", "config_map"}
 
+// familyMaps are per-family maps user space writes (configuration).
+var familyMaps = []string{"watch_paths"}
+
 // HookStatus says whether one BPF program is in use, and if not, why.
 type HookStatus struct {
 	Program  string `json:"program"`
@@ -58,6 +61,7 @@ type Sensor struct {
 	mu     sync.Mutex
 	status []HookStatus
 	cgroup string
+	stats  readStats
 }
 
 // Load creates the shared maps, loads every program family and attaches
@@ -84,6 +88,12 @@ func Load(opts Options) (*Sensor, error) {
 			continue
 		}
 		if err := s.loadFamily(fam); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
+	if _, ok := s.maps["watch_paths"]; ok {
+		if err := s.SetWatch(DefaultWatch); err != nil {
 			s.Close()
 			return nil, err
 		}
@@ -160,6 +170,11 @@ func (s *Sensor) loadFamily(fam family) error {
 		return fmt.Errorf("create %s maps: %w", fam.name, err)
 	}
 	s.colls = append(s.colls, mcoll)
+	for _, name := range familyMaps {
+		if m, ok := mcoll.Maps[name]; ok {
+			s.maps[name] = m
+		}
+	}
 	all := map[string]*ebpf.Map{}
 	for name, m := range mcoll.Maps {
 		all[name] = m
@@ -314,8 +329,10 @@ func (s *Sensor) Close() error {
 		c.Close()
 	}
 	s.colls = nil
-	for _, m := range s.maps {
-		_ = m.Close()
+	for _, name := range sharedMaps {
+		if m, ok := s.maps[name]; ok {
+			_ = m.Close()
+		}
 	}
 	s.maps = map[string]*ebpf.Map{}
 	return nil

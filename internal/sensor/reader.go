@@ -1,0 +1,136 @@
+package sensor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/mamori-dev/mamori/internal/event"
+)
+
+// Counters are the sensor's loss and volume accounting. Kernel counts come
+// from per-CPU maps; user-space counts from the reader.
+type Counters struct {
+	// Emitted and KernelDrops are indexed by event kind.
+	Emitted     map[string]uint64 `json:"emitted"`
+	KernelDrops map[string]uint64 `json:"kernelDrops"`
+	// DecodeErrors counts records the decoder refused.
+	DecodeErrors uint64 `json:"decodeErrors"`
+	// Read counts records taken off the ring buffer.
+	Read uint64 `json:"read"`
+	// ProgramMisses counts runs the kernel skipped because a program was
+	// already running on that CPU (recursion protection): lost events too.
+	ProgramMisses uint64 `json:"programMisses"`
+	// LastEvent is when the last record was read (zero if none yet).
+	LastEvent time.Time `json:"lastEvent,omitempty"`
+}
+
+// TotalKernelDrops sums drops over all kinds.
+func (c Counters) TotalKernelDrops() uint64 {
+	var n uint64
+	for _, v := range c.KernelDrops {
+		n += v
+	}
+	return n
+}
+
+// TotalEmitted sums emitted records over all kinds.
+func (c Counters) TotalEmitted() uint64 {
+	var n uint64
+	for _, v := range c.Emitted {
+		n += v
+	}
+	return n
+}
+
+type readStats struct {
+	read, decodeErrs atomic.Uint64
+	last             atomic.Int64
+}
+
+// Handler receives each decoded event. It runs on the reader goroutine:
+// while it works, records wait in the ring buffer (whose overflow the
+// kernel counts), so no second unbounded queue hides behind it.
+type Handler func(*event.Event)
+
+// Run reads the ring buffer until ctx is done, decoding each record and
+// passing it to h. Malformed records are counted and skipped.
+func (s *Sensor) Run(ctx context.Context, h Handler) error {
+	m, ok := s.maps["events"]
+	if !ok {
+		return errors.New("events ring buffer not loaded")
+	}
+	rd, err := ringbuf.NewReader(m)
+	if err != nil {
+		return fmt.Errorf("open ring buffer: %w", err)
+	}
+	defer rd.Close()
+	stop := context.AfterFunc(ctx, func() { rd.Close() }) // interrupts a blocked read
+	defer stop()
+	dec := NewDecoder()
+	var rec ringbuf.Record
+	for {
+		if err := rd.ReadInto(&rec); err != nil {
+			if errors.Is(err, ringbuf.ErrClosed) && ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("read ring buffer: %w", err)
+		}
+		s.stats.read.Add(1)
+		ev, err := dec.Decode(rec.RawSample)
+		if err != nil {
+			s.stats.decodeErrs.Add(1)
+			s.log.Debug("decode record", "err", err)
+			continue
+		}
+		s.stats.last.Store(time.Now().UnixNano())
+		h(ev)
+	}
+}
+
+// Counters reads the kernel and reader counters.
+func (s *Sensor) Counters() Counters {
+	c := Counters{
+		Emitted:      sumPerCPU(s.maps["emitted"]),
+		KernelDrops:  sumPerCPU(s.maps["drops"]),
+		DecodeErrors: s.stats.decodeErrs.Load(),
+		Read:         s.stats.read.Load(),
+	}
+	if t := s.stats.last.Load(); t != 0 {
+		c.LastEvent = time.Unix(0, t)
+	}
+	for _, coll := range s.colls {
+		for _, p := range coll.Programs {
+			if st, err := p.Stats(); err == nil {
+				c.ProgramMisses += st.RecursionMisses
+			}
+		}
+	}
+	return c
+}
+
+func sumPerCPU(m *ebpf.Map) map[string]uint64 {
+	out := map[string]uint64{}
+	if m == nil {
+		return out
+	}
+	for k := uint32(1); k < event.MaxKernelKind; k++ {
+		var vals []uint64
+		if err := m.Lookup(k, &vals); err != nil {
+			continue
+		}
+		var sum uint64
+		for _, v := range vals {
+			sum += v
+		}
+		if sum > 0 {
+			out[event.Kind(k).String()] = sum
+		}
+	}
+	return out
+}

@@ -1,0 +1,89 @@
+package sensor
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Watch bits for the kernel's open filter (bpf/file.bpf.c, watch_paths).
+const (
+	WatchWrite uint32 = 1
+	WatchRead  uint32 = 2
+)
+
+// WatchRule is one path prefix the kernel reports opens of. The longest
+// matching prefix decides, so an exact file can widen a directory's rule.
+type WatchRule struct {
+	Prefix string
+	Bits   uint32
+}
+
+// DefaultWatch lists what the finding catalogue needs: writes to system,
+// credential, persistence and log locations; writes under /proc and /sys
+// (process memory, cgroup release_agent); reads of secrets.
+var DefaultWatch = []WatchRule{
+	{"/etc/", WatchWrite},
+	{"/root/", WatchWrite},
+	{"/home/", WatchWrite},
+	{"/usr/", WatchWrite},
+	{"/bin/", WatchWrite},
+	{"/sbin/", WatchWrite},
+	{"/lib/", WatchWrite},
+	{"/lib64/", WatchWrite},
+	{"/boot/", WatchWrite},
+	{"/var/log/", WatchWrite},
+	{"/var/spool/cron", WatchWrite},
+	{"/var/spool/at", WatchWrite},
+	{"/proc/", WatchWrite},
+	{"/sys/", WatchWrite},
+	{"/run/systemd/system", WatchWrite},
+	{"/etc/shadow", WatchWrite | WatchRead},
+	{"/etc/gshadow", WatchWrite | WatchRead},
+	{"/etc/sudoers", WatchWrite | WatchRead},
+	{"/etc/ssh/ssh_host_", WatchWrite | WatchRead},
+	{"/root/.ssh/", WatchWrite | WatchRead},
+	{"/root/.aws/", WatchWrite | WatchRead},
+	{"/root/.kube/", WatchWrite | WatchRead},
+	{"/root/.docker/config.json", WatchWrite | WatchRead},
+	{"/var/run/secrets/", WatchWrite | WatchRead},
+	{"/run/secrets/", WatchWrite | WatchRead},
+	{"/proc/kcore", WatchWrite | WatchRead},
+}
+
+const pathKeyMax = 128
+
+type pathKey struct {
+	PrefixLen uint32
+	Data      [pathKeyMax]byte
+}
+
+// SetWatch replaces the kernel's open filter with rules.
+func (s *Sensor) SetWatch(rules []WatchRule) error {
+	m, ok := s.maps["watch_paths"]
+	if !ok {
+		return fmt.Errorf("watch_paths map not loaded (file hooks unavailable)")
+	}
+	// Clear, then insert: the map is small and this runs at start or reload.
+	var k pathKey
+	var keys []pathKey
+	it := m.Iterate()
+	var v uint32
+	for it.Next(&k, &v) {
+		keys = append(keys, k)
+	}
+	for i := range keys {
+		_ = m.Delete(&keys[i])
+	}
+	for _, r := range rules {
+		if !strings.HasPrefix(r.Prefix, "/") || len(r.Prefix) >= pathKeyMax {
+			return fmt.Errorf("watch prefix %q: must be absolute and shorter than %d bytes", r.Prefix, pathKeyMax)
+		}
+		var key pathKey
+		key.PrefixLen = uint32(len(r.Prefix) * 8)
+		copy(key.Data[:], r.Prefix)
+		if err := m.Put(&key, r.Bits); err != nil {
+			return fmt.Errorf("add watch %q: %w", r.Prefix, err)
+		}
+	}
+	return nil
+}
