@@ -204,8 +204,9 @@ func decodeExec(ev *event.Event, r *record, clock Clock) {
 	nlink := a[5]
 	x.Memfd = strings.HasPrefix(name, "memfd:")
 	x.Deleted = nlink == 0 && !x.Memfd
-	if x.Memfd && x.Path != "" {
-		x.Path = "/" + strings.TrimPrefix(x.Path, "/")
+	if x.Memfd {
+		// A memfd has no place in any mount: name it as /proc/PID/exe does.
+		x.Path = "/" + name + " (deleted)"
 	}
 	for _, kv := range splitNUL(r.strs[5]) {
 		switch {

@@ -1,0 +1,350 @@
+package sensor
+
+import (
+	"fmt"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mamori-dev/mamori/internal/event"
+	"github.com/mamori-dev/mamori/internal/testenv"
+)
+
+// where runs actor actions either on the host or inside one container.
+type where struct {
+	name     string
+	cgroupID uint64 // 0 on the host
+	ctrID    string
+	actor    string // actor path as seen by the process
+	tmp      string // a writable directory as seen by the process
+}
+
+// run performs one action and returns the mark (collector index) before it.
+func (w *where) run(t *testing.T, args ...string) (mark int, pid int, out string, err error) {
+	t.Helper()
+	_, mark = collected.since(1 << 62)
+	var cmd *exec.Cmd
+	if w.ctrID == "" {
+		cmd = exec.Command(w.actor, args...)
+	} else {
+		cmd = exec.Command("podman", append([]string{"exec", w.ctrID, w.actor}, args...)...)
+	}
+	b, err := cmd.CombinedOutput()
+	return mark, cmd.Process.Pid, strings.TrimSpace(string(b)), err
+}
+
+// start runs an action in the background and returns a stop function.
+func (w *where) start(t *testing.T, args ...string) (*exec.Cmd, func()) {
+	t.Helper()
+	var cmd *exec.Cmd
+	if w.ctrID == "" {
+		cmd = exec.Command(w.actor, args...)
+	} else {
+		cmd = exec.Command("podman", append([]string{"exec", w.ctrID, w.actor}, args...)...)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %v: %v", args, err)
+	}
+	return cmd, func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
+}
+
+// from reports whether ev came from the actor in this place.
+func (w *where) from(ev *event.Event) bool {
+	if ev.Process.Comm != "actor" && ev.Process.Comm != "payload" {
+		return false
+	}
+	if w.cgroupID == 0 {
+		return ev.Process.CgroupID != 0
+	}
+	return ev.Process.CgroupID == w.cgroupID
+}
+
+// waitFrom waits for a matching event collected after mark.
+func waitFrom(t *testing.T, mark int, what string, match func(*event.Event) bool) *event.Event {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	next := mark
+	for time.Now().Before(deadline) {
+		var evs []*event.Event
+		evs, next = collected.since(next)
+		for _, ev := range evs {
+			if match(ev) {
+				return ev
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("no %s event within 5s", what)
+	return nil
+}
+
+// places returns the host and a running podman container with the actor
+// mounted at /t/actor and host networking (for loopback peers).
+func places(t *testing.T) []*where {
+	startSensor(t)
+	host := &where{name: "host", actor: actorPath, tmp: t.TempDir()}
+	testenv.RequirePodman(t)
+	id := testenv.StartContainer(t, []string{"--network", "host", "--cap-add", "SYS_PTRACE",
+		"-v", filepath.Dir(actorPath) + ":/t:ro"}, "sleep", "600")
+	cg, err := containerCgroupID(id)
+	if err != nil {
+		t.Fatalf("container cgroup: %v", err)
+	}
+	ctr := &where{name: "container", cgroupID: cg, ctrID: id, actor: "/t/actor", tmp: "/tmp"}
+	return []*where{host, ctr}
+}
+
+// containerCgroupID finds the cgroup v2 id (directory inode) of a container.
+func containerCgroupID(id string) (uint64, error) {
+	out, err := exec.Command("podman", "inspect", "-f", "{{.State.Pid}}", id).Output()
+	if err != nil {
+		return 0, fmt.Errorf("podman inspect: %w", err)
+	}
+	pid := strings.TrimSpace(string(out))
+	data, err := os.ReadFile("/proc/" + pid + "/cgroup")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "0::"); ok {
+			var st syscall.Stat_t
+			if err := syscall.Stat(filepath.Join(CgroupV2Root(), rest), &st); err != nil {
+				return 0, err
+			}
+			return st.Ino, nil
+		}
+	}
+	return 0, fmt.Errorf("no cgroup v2 line for pid %s", pid)
+}
+
+func mustOK(t *testing.T, err error, out string) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("action failed: %v: %s", err, out)
+	}
+}
+
+func TestProcessEvents(t *testing.T) {
+	for _, w := range places(t) {
+		t.Run(w.name, func(t *testing.T) {
+			mark, _, out, err := w.run(t, "exit", "3")
+			if err == nil {
+				t.Fatalf("want exit status 3, got success: %s", out)
+			}
+			ex := waitFrom(t, mark, "exec", func(ev *event.Event) bool {
+				return ev.Kind == event.KindExec && w.from(ev) && len(ev.Exec.Args) == 3 && ev.Exec.Args[1] == "exit"
+			})
+			if !strings.HasSuffix(ex.Exec.Path, "/actor") || ex.Exec.Args[2] != "3" || ex.Exec.Cwd == "" {
+				t.Errorf("exec fields: %+v", ex.Exec)
+			}
+			if w.cgroupID != 0 && ex.Process.NSPID == ex.Process.PID {
+				t.Errorf("container process has namespace pid %d equal to host pid", ex.Process.NSPID)
+			}
+			exit := waitFrom(t, mark, "exit", func(ev *event.Event) bool {
+				return ev.Kind == event.KindExit && ev.Process.PID == ex.Process.PID
+			})
+			if exit.Exit.Code != 3 {
+				t.Errorf("exit code %d, want 3", exit.Exit.Code)
+			}
+			// A shell forking the actor: fork names the child.
+			mark = forkViaShell(t, w)
+			fork := waitFrom(t, mark, "fork", func(ev *event.Event) bool {
+				return ev.Kind == event.KindFork && (w.cgroupID == 0 || ev.Process.CgroupID == w.cgroupID) && ev.Process.Comm == "sh"
+			})
+			waitFrom(t, mark, "exec of forked child", func(ev *event.Event) bool {
+				return ev.Kind == event.KindExec && ev.Process.PID == fork.Fork.ChildPID
+			})
+		})
+	}
+}
+
+func forkViaShell(t *testing.T, w *where) int {
+	t.Helper()
+	_, mark := collected.since(1 << 62)
+	script := w.actor + " exit 0 & wait"
+	var cmd *exec.Cmd
+	if w.ctrID == "" {
+		cmd = exec.Command("sh", "-c", script)
+	} else {
+		cmd = exec.Command("podman", "exec", w.ctrID, "sh", "-c", script)
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("sh: %v: %s", err, out)
+	}
+	return mark
+}
+
+func TestExecDetails(t *testing.T) {
+	for _, w := range places(t) {
+		t.Run(w.name, func(t *testing.T) {
+			// Script: interpreter and script path both reported.
+			script := filepath.Join(w.tmp, fmt.Sprintf("mamori-script-%d.sh", rand.Int()))
+			writeIn(t, w, script, "#!/bin/sh\nexit 0\n", 0o755)
+			mark := runShell(t, w, script)
+			ev := waitFrom(t, mark, "script exec", func(ev *event.Event) bool {
+				return ev.Kind == event.KindExec && ev.Exec.ScriptPath == script
+			})
+			if !strings.Contains(ev.Exec.Path, "sh") && !strings.Contains(ev.Exec.Path, "busybox") && !strings.Contains(ev.Exec.Path, "dash") {
+				t.Errorf("interpreter path %q", ev.Exec.Path)
+			}
+			// LD_PRELOAD and LD_LIBRARY_PATH come from the environment.
+			mark = runShell(t, w, "LD_PRELOAD=/tmp/evil.so LD_LIBRARY_PATH=/opt/lib "+w.actor+" exit 0")
+			ev = waitFrom(t, mark, "exec with LD_PRELOAD", func(ev *event.Event) bool {
+				return ev.Kind == event.KindExec && w.from(ev) && ev.Exec.LDPreload != ""
+			})
+			if ev.Exec.LDPreload != "/tmp/evil.so" || ev.Exec.LDLibPath != "/opt/lib" {
+				t.Errorf("ld env: %q %q", ev.Exec.LDPreload, ev.Exec.LDLibPath)
+			}
+			// Fileless: a memfd executed.
+			mark, _, out, err := w.run(t, "memfd-exec", w.actor, "exit", "0")
+			mustOK(t, err, out)
+			ev = waitFrom(t, mark, "memfd exec", func(ev *event.Event) bool {
+				return ev.Kind == event.KindExec && ev.Exec.Memfd
+			})
+			if !strings.Contains(ev.Exec.Path, "memfd:payload") {
+				t.Errorf("memfd exec path %q", ev.Exec.Path)
+			}
+		})
+	}
+}
+
+func runShell(t *testing.T, w *where, script string) int {
+	t.Helper()
+	_, mark := collected.since(1 << 62)
+	var cmd *exec.Cmd
+	if w.ctrID == "" {
+		cmd = exec.Command("sh", "-c", script)
+	} else {
+		cmd = exec.Command("podman", "exec", w.ctrID, "sh", "-c", script)
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("sh -c %q: %v: %s", script, err, out)
+	}
+	return mark
+}
+
+func writeIn(t *testing.T, w *where, path, content string, mode os.FileMode) {
+	t.Helper()
+	if w.ctrID == "" {
+		if err := os.WriteFile(path, []byte(content), mode); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	cmd := exec.Command("podman", "exec", "-i", w.ctrID, "sh", "-c", fmt.Sprintf("cat > %s && chmod %o %s", path, mode, path))
+	cmd.Stdin = strings.NewReader(content)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("write %s in container: %v: %s", path, err, out)
+	}
+}
+
+func TestFileEvents(t *testing.T) {
+	for _, w := range places(t) {
+		t.Run(w.name, func(t *testing.T) {
+			name := "/etc/mamori-test-" + strconv.Itoa(rand.Int())
+			t.Cleanup(func() { cleanupIn(w, name, name+".new", name+".link", name+".sym") })
+			mark, pid, out, err := w.run(t, "open-write", name)
+			mustOK(t, err, out)
+			ev := waitFrom(t, mark, "open for write", func(ev *event.Event) bool {
+				return ev.Kind == event.KindOpen && w.from(ev) && ev.File.Path == name
+			})
+			if !ev.File.Write || ev.Result < 0 {
+				t.Errorf("open: %+v result %d", ev.File, ev.Result)
+			}
+			// Reads of a sensitive file are reported; reads elsewhere are not.
+			mark, _, out, err = w.run(t, "open-read", "/etc/shadow")
+			mustOK(t, err, out)
+			ev = waitFrom(t, mark, "sensitive read", func(ev *event.Event) bool {
+				return ev.Kind == event.KindOpen && w.from(ev) && ev.File.Path == "/etc/shadow"
+			})
+			if ev.File.Write {
+				t.Errorf("read reported as write")
+			}
+			unwatched := filepath.Join(w.tmp, "mamori-unwatched")
+			mark, pid, out, err = w.run(t, "open-write", unwatched)
+			mustOK(t, err, out)
+			assertNone(t, mark, pid, w, func(ev *event.Event) bool {
+				return ev.Kind == event.KindOpen && strings.HasSuffix(ev.File.Path, "mamori-unwatched")
+			})
+			mark, _, out, err = w.run(t, "rename", name, name+".new")
+			mustOK(t, err, out)
+			ev = waitFrom(t, mark, "rename", func(ev *event.Event) bool {
+				return ev.Kind == event.KindRename && w.from(ev)
+			})
+			if ev.File.Path != name || ev.File.NewPath != name+".new" {
+				t.Errorf("rename: %+v", ev.File)
+			}
+			mark, _, out, err = w.run(t, "link", name+".new", name+".link")
+			mustOK(t, err, out)
+			ev = waitFrom(t, mark, "link", func(ev *event.Event) bool { return ev.Kind == event.KindLink && w.from(ev) })
+			if ev.File.NewPath != name+".link" {
+				t.Errorf("link: %+v", ev.File)
+			}
+			mark, _, out, err = w.run(t, "symlink", "/bin/sh", name+".sym")
+			mustOK(t, err, out)
+			ev = waitFrom(t, mark, "symlink", func(ev *event.Event) bool { return ev.Kind == event.KindSymlink && w.from(ev) })
+			if ev.File.Path != "/bin/sh" || ev.File.NewPath != name+".sym" {
+				t.Errorf("symlink: %+v", ev.File)
+			}
+			mark, _, out, err = w.run(t, "chmod", name+".new", "04755")
+			mustOK(t, err, out)
+			ev = waitFrom(t, mark, "chmod", func(ev *event.Event) bool { return ev.Kind == event.KindChmod && w.from(ev) })
+			if !ev.File.SetUID || ev.File.Mode != 0o4755 || ev.File.Path != name+".new" {
+				t.Errorf("chmod: %+v", ev.File)
+			}
+			mark, _, out, err = w.run(t, "chown", name+".new", "65534", "65534")
+			mustOK(t, err, out)
+			ev = waitFrom(t, mark, "chown", func(ev *event.Event) bool { return ev.Kind == event.KindChown && w.from(ev) })
+			if ev.File.UID == nil || *ev.File.UID != 65534 {
+				t.Errorf("chown: %+v", ev.File)
+			}
+			mark, _, out, err = w.run(t, "unlink", name+".link")
+			mustOK(t, err, out)
+			ev = waitFrom(t, mark, "unlink", func(ev *event.Event) bool { return ev.Kind == event.KindUnlink && w.from(ev) })
+			if ev.File.Path != name+".link" {
+				t.Errorf("unlink: %+v", ev.File)
+			}
+			// A failed attempt is still reported, with its error.
+			mark, _, _, err = w.run(t, "unlink", "/etc/mamori-does-not-exist")
+			if err == nil {
+				t.Fatal("unlink of a missing file succeeded")
+			}
+			ev = waitFrom(t, mark, "failed unlink", func(ev *event.Event) bool { return ev.Kind == event.KindUnlink && w.from(ev) })
+			if ev.Error != "ENOENT" {
+				t.Errorf("failed unlink error %q", ev.Error)
+			}
+		})
+	}
+}
+
+func cleanupIn(w *where, paths ...string) {
+	for _, p := range paths {
+		if w.ctrID == "" {
+			os.Remove(p)
+		} else {
+			_ = exec.Command("podman", "exec", w.ctrID, "rm", "-f", p).Run()
+		}
+	}
+}
+
+// assertNone waits for the process's exit (after which all its events have
+// been read, the ring buffer being ordered) and fails if any match.
+func assertNone(t *testing.T, mark, pid int, w *where, match func(*event.Event) bool) {
+	t.Helper()
+	waitFrom(t, mark, "exit of the actor", func(ev *event.Event) bool {
+		return ev.Kind == event.KindExit && w.from(ev)
+	})
+	evs, _ := collected.since(mark)
+	for _, ev := range evs {
+		if match(ev) {
+			t.Errorf("unexpected event: %+v %+v", ev.Kind, ev.File)
+		}
+	}
+	_ = pid
+}

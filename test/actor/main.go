@@ -1,0 +1,319 @@
+// Command actor performs one real behaviour per invocation, for tests: the
+// sensor and detection tests run it on the host and inside containers and
+// assert what the kernel reported. It is static (CGO_ENABLED=0) so it runs
+// in a busybox container. Every action uses the real syscall; failures are
+// printed and reflected in the exit code, because attempts count too.
+package main
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: actor ACTION [ARGS...]")
+		os.Exit(2)
+	}
+	if err := run(os.Args[1], os.Args[2:]); err != nil {
+		fmt.Fprintf(os.Stderr, "actor %s: %v\n", os.Args[1], err)
+		os.Exit(1)
+	}
+}
+
+func arg(a []string, i int) string {
+	if i < len(a) {
+		return a[i]
+	}
+	fmt.Fprintf(os.Stderr, "missing argument %d\n", i+1)
+	os.Exit(2)
+	return ""
+}
+
+func num(s string) int {
+	n, err := strconv.ParseInt(s, 0, 64)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bad number %q\n", s)
+		os.Exit(2)
+	}
+	return int(n)
+}
+
+func run(action string, a []string) error {
+	switch action {
+	case "exit":
+		os.Exit(num(arg(a, 0)))
+	case "sleep":
+		d, err := time.ParseDuration(arg(a, 0))
+		if err != nil {
+			return err
+		}
+		time.Sleep(d)
+	case "open-write":
+		f, err := os.OpenFile(arg(a, 0), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+		if err != nil {
+			return err
+		}
+		_, _ = f.WriteString("mamori test\n")
+		return f.Close()
+	case "open-read":
+		f, err := os.Open(arg(a, 0))
+		if err != nil {
+			return err
+		}
+		return f.Close()
+	case "rename":
+		return os.Rename(arg(a, 0), arg(a, 1))
+	case "link":
+		return os.Link(arg(a, 0), arg(a, 1))
+	case "symlink":
+		return os.Symlink(arg(a, 0), arg(a, 1))
+	case "unlink":
+		return os.Remove(arg(a, 0))
+	case "chmod":
+		return unix.Chmod(arg(a, 0), uint32(num(arg(a, 1))))
+	case "chown":
+		return os.Lchown(arg(a, 0), num(arg(a, 1)), num(arg(a, 2)))
+	case "socket-packet":
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0x0300)
+		if err != nil {
+			return err
+		}
+		return unix.Close(fd)
+	case "serve":
+		// Listen on ADDR, accept one connection, write a line, close.
+		ln, err := net.Listen("tcp", arg(a, 0))
+		if err != nil {
+			return err
+		}
+		fmt.Println(ln.Addr().String())
+		c, err := ln.Accept()
+		if err != nil {
+			return err
+		}
+		_, _ = c.Write([]byte("hello\n"))
+		c.Close()
+		return ln.Close()
+	case "connect":
+		c, err := net.DialTimeout("tcp", arg(a, 0), 3*time.Second)
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	case "connect-unix":
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		return unix.Connect(fd, &unix.SockaddrUnix{Name: arg(a, 0)})
+	case "dup-socket":
+		// Connect, then put the socket on stdin/stdout/stderr as a reverse
+		// shell does, then exec ARGS[1:] when given.
+		c, err := net.DialTimeout("tcp", arg(a, 0), 3*time.Second)
+		if err != nil {
+			return err
+		}
+		f, err := c.(*net.TCPConn).File()
+		if err != nil {
+			return err
+		}
+		for _, fd := range []int{0, 1, 2} {
+			if err := unix.Dup3(int(f.Fd()), fd, 0); err != nil {
+				return err
+			}
+		}
+		if len(a) > 1 {
+			return syscall.Exec(a[1], a[1:], os.Environ())
+		}
+		return nil
+	case "mount":
+		return unix.Mount(arg(a, 0), arg(a, 1), arg(a, 2), 0, "")
+	case "umount":
+		return unix.Unmount(arg(a, 0), 0)
+	case "ptrace-attach":
+		pid := num(arg(a, 0))
+		if err := unix.PtraceAttach(pid); err != nil {
+			return err
+		}
+		var ws unix.WaitStatus
+		_, _ = unix.Wait4(pid, &ws, 0, nil)
+		return unix.PtraceDetach(pid)
+	case "ptrace-traceme":
+		_, _, e := unix.RawSyscall(unix.SYS_PTRACE, unix.PTRACE_TRACEME, 0, 0)
+		if e != 0 {
+			return e
+		}
+	case "vm-writev", "vm-readv":
+		buf := make([]byte, 8)
+		local := []unix.Iovec{{Base: &buf[0], Len: 8}}
+		remote := []unix.RemoteIovec{{Base: uintptr(num(arg(a, 1))), Len: 8}}
+		var err error
+		if action == "vm-writev" {
+			_, err = unix.ProcessVMWritev(num(arg(a, 0)), local, remote, 0)
+		} else {
+			_, err = unix.ProcessVMReadv(num(arg(a, 0)), local, remote, 0)
+		}
+		return err
+	case "proc-mem-write":
+		f, err := os.OpenFile("/proc/"+arg(a, 0)+"/mem", os.O_RDWR, 0)
+		if err != nil {
+			return err
+		}
+		return f.Close()
+	case "memfd":
+		fd, err := unix.MemfdCreate(arg(a, 0), 0)
+		if err != nil {
+			return err
+		}
+		return unix.Close(fd)
+	case "memfd-exec":
+		// Copy an executable into a memfd and run it from there.
+		data, err := os.ReadFile(arg(a, 0))
+		if err != nil {
+			return err
+		}
+		fd, err := unix.MemfdCreate("payload", 0)
+		if err != nil {
+			return err
+		}
+		if _, err := unix.Write(fd, data); err != nil {
+			return err
+		}
+		path := fmt.Sprintf("/proc/self/fd/%d", fd)
+		return syscall.Exec(path, append([]string{"payload"}, a[1:]...), os.Environ())
+	case "userfaultfd":
+		fd, _, e := unix.Syscall(unix.SYS_USERFAULTFD, unix.O_CLOEXEC, 0, 0)
+		if e != 0 {
+			return e
+		}
+		return unix.Close(int(fd))
+	case "bpf-prog-load":
+		return loadSocketFilter()
+	case "setuid":
+		_, _, e := unix.RawSyscall(unix.SYS_SETUID, uintptr(num(arg(a, 0))), 0, 0)
+		if e != 0 {
+			return e
+		}
+	case "setresuid":
+		_, _, e := unix.RawSyscall(unix.SYS_SETRESUID, uintptr(num(arg(a, 0))), uintptr(num(arg(a, 1))), uintptr(num(arg(a, 2))))
+		if e != 0 {
+			return e
+		}
+	case "capset-drop":
+		hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+		var data [2]unix.CapUserData
+		if err := unix.Capget(&hdr, &data[0]); err != nil {
+			return err
+		}
+		data[0].Effective &^= 1 << unix.CAP_NET_RAW
+		return unix.Capset(&hdr, &data[0])
+	case "unshare-uts":
+		return unix.Unshare(unix.CLONE_NEWUTS)
+	case "setns-uts":
+		f, err := os.Open(arg(a, 0))
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return unix.Setns(int(f.Fd()), unix.CLONE_NEWUTS)
+	case "mprotect-exec":
+		mem, err := unix.Mmap(-1, 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+		if err != nil {
+			return err
+		}
+		return unix.Mprotect(mem, unix.PROT_READ|unix.PROT_EXEC)
+	case "mmap-exec":
+		f, err := os.Open(arg(a, 0))
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		mem, err := unix.Mmap(int(f.Fd()), 0, 4096, unix.PROT_READ|unix.PROT_EXEC, unix.MAP_PRIVATE)
+		if err != nil {
+			return err
+		}
+		return unix.Munmap(mem)
+	case "finit-module":
+		f, err := os.Open(arg(a, 0))
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		_, _, e := unix.Syscall(unix.SYS_FINIT_MODULE, f.Fd(), uintptr(unsafe.Pointer(&[]byte("\x00")[0])), 0)
+		if e != 0 {
+			return e
+		}
+	case "dns":
+		return dnsQuery(arg(a, 0), arg(a, 1))
+	case "print-addr":
+		// Print the address of a variable, then sleep: a target for
+		// process_vm_writev and ptrace tests.
+		var x uint64 = 42
+		fmt.Printf("%d %d\n", os.Getpid(), uintptr(unsafe.Pointer(&x)))
+		time.Sleep(time.Duration(num(arg(a, 0))) * time.Second)
+		_ = x
+	default:
+		return fmt.Errorf("unknown action %q (see test/actor/main.go)", action)
+	}
+	return nil
+}
+
+// loadSocketFilter loads the smallest socket filter (return 0) via bpf().
+func loadSocketFilter() error {
+	insns := []uint64{
+		0x00000000000000b7, // r0 = 0
+		0x0000000000000095, // exit
+	}
+	license := []byte("GPL\x00")
+	attr := struct {
+		progType, insnCnt uint32
+		insns, license    uint64
+	}{
+		progType: 1, // BPF_PROG_TYPE_SOCKET_FILTER
+		insnCnt:  uint32(len(insns)),
+		insns:    uint64(uintptr(unsafe.Pointer(&insns[0]))),
+		license:  uint64(uintptr(unsafe.Pointer(&license[0]))),
+	}
+	buf := make([]byte, 128)
+	copy(buf, (*[24]byte)(unsafe.Pointer(&attr))[:])
+	fd, _, e := unix.Syscall(unix.SYS_BPF, 5, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)))
+	if e != 0 {
+		return e
+	}
+	return unix.Close(int(fd))
+}
+
+// dnsQuery sends one A query for name to server (host:port) over UDP and
+// waits briefly for the answer.
+func dnsQuery(name, server string) error {
+	c, err := net.DialTimeout("udp", server, 2*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	msg := []byte{0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0}
+	for _, label := range strings.Split(strings.TrimSuffix(name, "."), ".") {
+		if len(label) == 0 || len(label) > 63 {
+			return fmt.Errorf("bad label in %q", name)
+		}
+		msg = append(msg, byte(len(label)))
+		msg = append(msg, label...)
+	}
+	msg = append(msg, 0, 0, 1, 0, 1)
+	if _, err := c.Write(msg); err != nil {
+		return err
+	}
+	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	buf := make([]byte, 512)
+	_, err = c.Read(buf)
+	return err
+}
