@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -168,14 +167,6 @@ func removeCgroupTree(root, path string) {
 			return
 		}
 	}
-}
-
-func atoiOr(s string, def int) int {
-	n, err := strconv.Atoi(strings.TrimSpace(s))
-	if err != nil {
-		return def
-	}
-	return n
 }
 
 // testRoot is the cgroup v2 hierarchy on this machine.

@@ -9,7 +9,7 @@ import "sync/atomic"
 // counters are the table's own; Lookup bumps them with atomics only.
 type counters struct {
 	lookups, misses, rescans, evictions, tableFull atomic.Uint64
-	resolveErrors, partial, lifecycleDropped      atomic.Uint64
+	resolveErrors, partial, lifecycleDropped       atomic.Uint64
 }
 
 // Stats are a Table's counters and sizes.
@@ -39,4 +39,3 @@ func (t *Table) Stats() Stats {
 	s.ResolveErrors, s.Partial, s.LifecycleDropped = t.st.resolveErrors.Load(), t.st.partial.Load(), t.st.lifecycleDropped.Load()
 	return s
 }
-
