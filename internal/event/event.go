@@ -145,6 +145,9 @@ type Fork struct {
 	ChildPID uint32 `json:"childPid"`
 	ChildTID uint32 `json:"childTid"`
 	Thread   bool   `json:"thread"`
+	// ChildStartNS is the child's boot-relative start time, the second half
+	// of its identity (with its pid) for the process table.
+	ChildStartNS uint64 `json:"-"`
 }
 
 // Exit is the end of a process.

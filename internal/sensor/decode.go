@@ -85,7 +85,7 @@ func decodeKind(ev *event.Event, r *record, clock Clock) error {
 	case event.KindExec:
 		decodeExec(ev, r, clock)
 	case event.KindFork:
-		ev.Fork = &event.Fork{ChildPID: uint32(a[0]), ChildTID: uint32(a[1])}
+		ev.Fork = &event.Fork{ChildPID: uint32(a[0]), ChildTID: uint32(a[1]), ChildStartNS: a[2]}
 	case event.KindExit:
 		st := int(a[0])
 		ev.Exit = &event.Exit{Code: (st >> 8) & 0xff, Signal: st & 0x7f, Core: st&0x80 != 0}
