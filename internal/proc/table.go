@@ -1,0 +1,359 @@
+// Package proc is mamori's process table: it gives every process a UUID
+// that stays unique across pid reuse and across nodes, keeps each
+// process's executable, arguments, user and parent so that every event can
+// carry its lineage, and hashes executables off the hot path. It is seeded
+// from /proc at start so that processes older than the agent have lineage
+// too, and it is bounded: exited processes leave after a grace period and
+// the oldest entries are evicted when it is full, each eviction counted.
+package proc
+
+import (
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/mamori-dev/mamori/internal/event"
+)
+
+// ticksPerSecond is USER_HZ, the unit of start times in /proc/PID/stat. A
+// process's identity uses its start time rounded to ticks so that an entry
+// seeded from /proc and one built from a kernel event agree.
+const ticksPerSecond = 100
+
+// MaxLineage bounds the ancestors attached to an event.
+const MaxLineage = 16
+
+// Options configure a Table. Zero values take the defaults in brackets.
+type Options struct {
+	// NodeID makes UUIDs unique across nodes; required.
+	NodeID string
+	// ProcRoot is the proc filesystem to seed and read from [/proc].
+	ProcRoot string
+	// Capacity bounds the entries kept [32768].
+	Capacity int
+	// ExitGrace keeps an exited process for events still in flight and
+	// for its children's lineage [30s].
+	ExitGrace time.Duration
+	// HashQueue bounds executables waiting to be hashed [1024].
+	HashQueue int
+	// HashMaxBytes skips hashing larger files [256 MiB].
+	HashMaxBytes int64
+	// BootTime converts boot-relative start times to wall time.
+	BootTime time.Time
+	Logger   *slog.Logger
+}
+
+// Stats are the table's counters and sizes.
+type Stats struct {
+	Entries      int    `json:"entries"`
+	Evicted      uint64 `json:"evicted"`
+	Expired      uint64 `json:"expired"`
+	Seeded       uint64 `json:"seeded"`
+	Unknown      uint64 `json:"unknown"` // events from processes the table had to build late
+	HashQueued   uint64 `json:"hashQueued"`
+	HashDone     uint64 `json:"hashDone"`
+	HashDropped  uint64 `json:"hashDropped"` // queue full
+	HashFailed   uint64 `json:"hashFailed"`
+	HashCacheHit uint64 `json:"hashCacheHit"`
+}
+
+// entry is one process. Fields are guarded by Table.mu.
+type entry struct {
+	pid, nspid, ppid uint32
+	startTicks       uint64
+	uuid, parentUUID string
+	name, exe, cwd   string
+	args             []string
+	uid, euid        uint32
+	user             string
+	start            time.Time
+	sha256           string
+	exited           time.Time // zero while alive
+	seen             time.Time // last event, for eviction
+	containerID      string
+}
+
+// Table is the process table. Apply is meant for the single pipeline
+// goroutine; Stats and Lookup may be called from anywhere.
+type Table struct {
+	opts  Options
+	log   *slog.Logger
+	ns    uuid.UUID
+	mu    sync.Mutex
+	byPID map[uint32]*entry
+	byID  map[string]*entry
+	users *userNames
+	hash  *hasher
+
+	evicted, expired, seeded, unknown atomic.Uint64
+}
+
+// New returns an empty table; call Seed to fill it from /proc and Run to
+// start hashing.
+func New(opts Options) (*Table, error) {
+	if opts.NodeID == "" {
+		return nil, fmt.Errorf("process table: node id is required")
+	}
+	if opts.ProcRoot == "" {
+		opts.ProcRoot = "/proc"
+	}
+	if opts.Capacity <= 0 {
+		opts.Capacity = 32768
+	}
+	if opts.ExitGrace <= 0 {
+		opts.ExitGrace = 30 * time.Second
+	}
+	if opts.HashQueue <= 0 {
+		opts.HashQueue = 1024
+	}
+	if opts.HashMaxBytes <= 0 {
+		opts.HashMaxBytes = 256 << 20
+	}
+	if opts.BootTime.IsZero() {
+		opts.BootTime = bootTime()
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	t := &Table{
+		opts:  opts,
+		log:   log,
+		ns:    uuid.NewSHA1(uuid.NameSpaceOID, []byte("mamori/"+opts.NodeID)),
+		byPID: map[uint32]*entry{},
+		byID:  map[string]*entry{},
+		users: newUserNames(opts.ProcRoot),
+	}
+	t.hash = newHasher(t, opts.HashQueue, opts.HashMaxBytes)
+	return t, nil
+}
+
+// UUID is the identity of the process with this pid and boot-relative start
+// time on this table's node.
+func (t *Table) UUID(pid uint32, startNS uint64) string {
+	return t.uuidTicks(pid, startNS/(1e9/ticksPerSecond))
+}
+
+func (t *Table) uuidTicks(pid uint32, ticks uint64) string {
+	if pid == 0 {
+		return ""
+	}
+	key := strconv.FormatUint(uint64(pid), 10) + ":" + strconv.FormatUint(ticks, 10)
+	return uuid.NewSHA1(t.ns, []byte(key)).String()
+}
+
+// Apply updates the table from ev and fills ev.Process with what the table
+// knows: UUIDs, executable, arguments, user, start time, hash and lineage.
+func (t *Table) Apply(ev *event.Event) {
+	now := time.Now()
+	p := &ev.Process
+	ticks := p.StartNS / (1e9 / ticksPerSecond)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e := t.byPID[p.PID]
+	if e != nil && e.startTicks != ticks && p.StartNS != 0 {
+		// The pid was reused: the old entry is a different process.
+		t.removeLocked(e)
+		e = nil
+	}
+	if e == nil {
+		e = t.lateEntry(ev, ticks)
+	}
+	e.seen = now
+	if e.ppid == 0 && p.PPID != 0 {
+		e.ppid = p.PPID
+		e.parentUUID = t.UUID(p.PPID, p.ParentStartNS)
+	}
+	if ev.Container != nil {
+		e.containerID = ev.Container.ID
+	}
+	e.uid, e.euid = p.UID, p.EUID
+	if p.Comm != "" {
+		e.name = p.Comm
+	}
+
+	switch ev.Kind {
+	case event.KindExec:
+		if x := ev.Exec; x != nil {
+			e.exe, e.args, e.cwd, e.sha256 = x.Path, x.Args, x.Cwd, ""
+			if sum, ok := t.hash.cached(x); ok {
+				e.sha256 = sum
+			} else {
+				t.hash.enqueue(p.PID, e.uuid, x)
+			}
+		}
+	case event.KindFork:
+		if f := ev.Fork; f != nil && !f.Thread {
+			t.forkLocked(e, f, now)
+		}
+	case event.KindExit:
+		e.exited = now
+	}
+	if e.user == "" || ev.Kind == event.KindSetID {
+		e.user = t.users.name(p.PID, p.UID)
+	}
+	t.fill(p, e)
+	if len(t.byPID) > t.opts.Capacity {
+		t.evictLocked(now)
+	}
+}
+
+// lateEntry builds an entry for a process first seen in an event: one that
+// started while the agent was not looking, or whose fork event was lost. It
+// reads /proc for what the event lacks while the process is still there.
+func (t *Table) lateEntry(ev *event.Event, ticks uint64) *entry {
+	p := &ev.Process
+	t.unknown.Add(1)
+	e := &entry{
+		pid: p.PID, nspid: p.NSPID, ppid: p.PPID, startTicks: ticks,
+		uuid: t.uuidTicks(p.PID, ticks), name: p.Comm,
+		start: t.opts.BootTime.Add(time.Duration(p.StartNS)),
+	}
+	if p.PPID != 0 {
+		e.parentUUID = t.UUID(p.PPID, p.ParentStartNS)
+	}
+	if s, err := readProc(t.opts.ProcRoot, p.PID); err == nil && s.startTicks == ticks {
+		e.exe, e.args, e.cwd = s.exe, s.args, s.cwd
+	}
+	t.insertLocked(e)
+	return e
+}
+
+func (t *Table) forkLocked(parent *entry, f *event.Fork, now time.Time) {
+	ticks := f.ChildStartNS / (1e9 / ticksPerSecond)
+	if old := t.byPID[f.ChildPID]; old != nil {
+		if old.startTicks == ticks {
+			return // already built from an earlier event of the child
+		}
+		t.removeLocked(old)
+	}
+	c := &entry{
+		pid: f.ChildPID, ppid: parent.pid, startTicks: ticks,
+		uuid: t.uuidTicks(f.ChildPID, ticks), parentUUID: parent.uuid,
+		name: parent.name, exe: parent.exe, cwd: parent.cwd, args: parent.args,
+		uid: parent.uid, euid: parent.euid, user: parent.user, sha256: parent.sha256,
+		start: t.opts.BootTime.Add(time.Duration(f.ChildStartNS)), seen: now,
+		containerID: parent.containerID,
+	}
+	t.insertLocked(c)
+}
+
+func (t *Table) insertLocked(e *entry) {
+	t.byPID[e.pid] = e
+	t.byID[e.uuid] = e
+}
+
+func (t *Table) removeLocked(e *entry) {
+	if t.byPID[e.pid] == e {
+		delete(t.byPID, e.pid)
+	}
+	if t.byID[e.uuid] == e {
+		delete(t.byID, e.uuid)
+	}
+}
+
+// fill copies the entry and its lineage into the event's process.
+func (t *Table) fill(p *event.Process, e *entry) {
+	p.UUID, p.ParentUUID = e.uuid, e.parentUUID
+	if p.Exe == "" {
+		p.Exe = e.exe
+	}
+	if p.Args == nil {
+		p.Args = e.args
+	}
+	if p.Cwd == "" {
+		p.Cwd = e.cwd
+	}
+	if p.NSPID == 0 {
+		p.NSPID = e.nspid
+	}
+	p.User = e.user
+	p.ExeSHA256 = e.sha256
+	p.Start = e.start
+	p.Lineage = p.Lineage[:0]
+	seen := 0
+	for id := e.parentUUID; id != "" && seen < MaxLineage; seen++ {
+		a := t.byID[id]
+		if a == nil {
+			break
+		}
+		p.Lineage = append(p.Lineage, event.Ancestor{
+			PID: a.pid, NSPID: a.nspid, UUID: a.uuid, ParentUUID: a.parentUUID, Name: a.name,
+			Exe: a.exe, Args: a.args, UID: a.uid, EUID: a.euid, User: a.user, Start: a.start,
+		})
+		if a.parentUUID == a.uuid {
+			break
+		}
+		id = a.parentUUID
+	}
+	if len(p.Lineage) == 0 {
+		p.Lineage = nil
+	}
+}
+
+// evictLocked drops exited processes past their grace, then, if still
+// over capacity, the least recently seen tenth of the table.
+func (t *Table) evictLocked(now time.Time) {
+	for _, e := range t.byPID {
+		if !e.exited.IsZero() && now.Sub(e.exited) > t.opts.ExitGrace {
+			t.removeLocked(e)
+			t.expired.Add(1)
+		}
+	}
+	if len(t.byPID) <= t.opts.Capacity {
+		return
+	}
+	// Over capacity with live processes: evict the least recently seen.
+	n := len(t.byPID) - t.opts.Capacity + t.opts.Capacity/10
+	cut := oldestSeen(t.byPID, n)
+	for _, e := range t.byPID {
+		if n > 0 && !e.seen.After(cut) {
+			t.removeLocked(e)
+			t.evicted.Add(1)
+			n--
+		}
+	}
+}
+
+// Expire removes exited processes past their grace period; the agent
+// calls it periodically so that a quiet node's table shrinks too.
+func (t *Table) Expire(now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, e := range t.byPID {
+		if !e.exited.IsZero() && now.Sub(e.exited) > t.opts.ExitGrace {
+			t.removeLocked(e)
+			t.expired.Add(1)
+		}
+	}
+}
+
+// Lookup returns what the table knows of a live pid, as an Ancestor.
+func (t *Table) Lookup(pid uint32) (event.Ancestor, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e := t.byPID[pid]
+	if e == nil {
+		return event.Ancestor{}, false
+	}
+	return event.Ancestor{PID: e.pid, NSPID: e.nspid, UUID: e.uuid, ParentUUID: e.parentUUID, Name: e.name,
+		Exe: e.exe, Args: e.args, UID: e.uid, EUID: e.euid, User: e.user, Start: e.start}, true
+}
+
+// Stats returns the counters.
+func (t *Table) Stats() Stats {
+	t.mu.Lock()
+	n := len(t.byPID)
+	t.mu.Unlock()
+	h := t.hash
+	return Stats{
+		Entries: n, Evicted: t.evicted.Load(), Expired: t.expired.Load(), Seeded: t.seeded.Load(),
+		Unknown: t.unknown.Load(), HashQueued: h.queued.Load(), HashDone: h.done.Load(),
+		HashDropped: h.dropped.Load(), HashFailed: h.failed.Load(), HashCacheHit: h.hits.Load(),
+	}
+}

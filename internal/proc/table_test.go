@@ -1,0 +1,217 @@
+package proc
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/mamori-dev/mamori/internal/event"
+)
+
+func newTable(t *testing.T, o Options) *Table {
+	t.Helper()
+	if o.NodeID == "" {
+		o.NodeID = "node-test"
+	}
+	tb, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tb
+}
+
+// startNS reads a live process's start time as the kernel would report it
+// (boot ns); /proc only has ticks, so add a sub-tick offset to prove the
+// rounding makes both agree.
+func startNS(t *testing.T, pid int) uint64 {
+	t.Helper()
+	s, err := readProc("/proc", uint32(pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.startTicks*(1e9/ticksPerSecond) + 4_321_000
+}
+
+func TestSeedGivesLineageToOlderProcesses(t *testing.T) {
+	tb := newTable(t, Options{})
+	if err := tb.Seed(); err != nil {
+		t.Fatal(err)
+	}
+	if tb.Stats().Seeded < 2 {
+		t.Fatalf("seeded %d processes", tb.Stats().Seeded)
+	}
+	me := os.Getpid()
+	ev := &event.Event{Kind: event.KindOpen, Process: event.Process{
+		PID: uint32(me), PPID: uint32(os.Getppid()), StartNS: startNS(t, me), ParentStartNS: startNS(t, os.Getppid()),
+	}}
+	tb.Apply(ev)
+	if ev.Process.UUID != tb.UUID(uint32(me), startNS(t, me)) {
+		t.Fatalf("uuid %q differs from the seeded identity", ev.Process.UUID)
+	}
+	exe, _ := os.Executable()
+	if ev.Process.Exe != exe {
+		t.Errorf("exe %q, want %q", ev.Process.Exe, exe)
+	}
+	if len(ev.Process.Lineage) == 0 || ev.Process.Lineage[0].PID != uint32(os.Getppid()) {
+		t.Fatalf("lineage %+v does not start with the parent %d", ev.Process.Lineage, os.Getppid())
+	}
+	if ev.Process.ParentUUID != ev.Process.Lineage[0].UUID {
+		t.Errorf("parent uuid %q != lineage[0] %q", ev.Process.ParentUUID, ev.Process.Lineage[0].UUID)
+	}
+	last := ev.Process.Lineage[len(ev.Process.Lineage)-1]
+	if last.PID != 1 {
+		t.Errorf("lineage ends at pid %d, want init", last.PID)
+	}
+	if ev.Process.User == "" {
+		t.Errorf("no user name for uid %d", ev.Process.UID)
+	}
+}
+
+func TestUUIDsDifferAcrossNodesAndPidReuse(t *testing.T) {
+	a, b := newTable(t, Options{NodeID: "a"}), newTable(t, Options{NodeID: "b"})
+	if a.UUID(42, 1e9) == b.UUID(42, 1e9) {
+		t.Error("same pid and start on two nodes share a uuid")
+	}
+	if a.UUID(42, 1e9) == a.UUID(42, 2e9) {
+		t.Error("pid reuse keeps the uuid")
+	}
+	if a.UUID(42, 1e9) != a.UUID(42, 1e9+5e6) {
+		t.Error("uuid depends on sub-tick start time")
+	}
+
+	// A reused pid must not inherit the old process's identity or image.
+	old := &event.Event{Kind: event.KindExec, Process: event.Process{PID: 4242, StartNS: 1e9},
+		Exec: &event.Exec{Path: "/old"}}
+	a.Apply(old)
+	reused := &event.Event{Kind: event.KindOpen, Process: event.Process{PID: 4242, StartNS: 9e9}}
+	a.Apply(reused)
+	if reused.Process.UUID == old.Process.UUID || reused.Process.Exe == "/old" {
+		t.Fatalf("reused pid got the old identity: %+v", reused.Process)
+	}
+}
+
+func TestForkExecLineage(t *testing.T) {
+	tb := newTable(t, Options{})
+	sh := &event.Event{Kind: event.KindExec, Process: event.Process{PID: 100, PPID: 1, StartNS: 5e9, UID: 0},
+		Exec: &event.Exec{Path: "/bin/sh", Args: []string{"sh", "-c", "x"}}}
+	tb.Apply(sh)
+	tb.Apply(&event.Event{Kind: event.KindFork, Process: event.Process{PID: 100, StartNS: 5e9},
+		Fork: &event.Fork{ChildPID: 101, ChildTID: 101, ChildStartNS: 6e9}})
+	child := &event.Event{Kind: event.KindExec, Process: event.Process{PID: 101, PPID: 100, StartNS: 6e9, ParentStartNS: 5e9},
+		Exec: &event.Exec{Path: "/usr/bin/curl", Args: []string{"curl", "x"}}}
+	tb.Apply(child)
+	p := child.Process
+	if p.ParentUUID != sh.Process.UUID {
+		t.Fatalf("child parent uuid %q, want %q", p.ParentUUID, sh.Process.UUID)
+	}
+	if len(p.Lineage) != 1 || p.Lineage[0].Exe != "/bin/sh" || p.Lineage[0].Args[1] != "-c" {
+		t.Fatalf("lineage %+v", p.Lineage)
+	}
+	if got := tb.UUID(101, 6e9); p.UUID != got {
+		t.Errorf("child uuid %q, want %q", p.UUID, got)
+	}
+}
+
+func TestBoundedWithEvictionCounted(t *testing.T) {
+	tb := newTable(t, Options{Capacity: 100, ExitGrace: time.Millisecond})
+	for pid := uint32(1000); pid < 1300; pid++ {
+		tb.Apply(&event.Event{Kind: event.KindOpen, Process: event.Process{PID: pid, StartNS: uint64(pid) * 1e9}})
+	}
+	st := tb.Stats()
+	if st.Entries > 100 || st.Evicted == 0 {
+		t.Fatalf("entries %d evicted %d with capacity 100", st.Entries, st.Evicted)
+	}
+	for pid := uint32(1200); pid < 1300; pid++ {
+		tb.Apply(&event.Event{Kind: event.KindExit, Process: event.Process{PID: pid, StartNS: uint64(pid) * 1e9},
+			Exit: &event.Exit{}})
+	}
+	time.Sleep(5 * time.Millisecond)
+	tb.Expire(time.Now())
+	if st := tb.Stats(); st.Expired == 0 || st.Entries >= 100 {
+		t.Fatalf("exited processes not expired: %+v", st)
+	}
+}
+
+func TestExecutableHashedOffThePath(t *testing.T) {
+	tb := newTable(t, Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go tb.Run(ctx)
+
+	cmd := exec.Command("sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	path, _ := exec.LookPath("sleep")
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		if s, err := readProc("/proc", uint32(pid)); err == nil && len(s.args) > 0 && s.args[0] == "sleep" {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	x := &event.Exec{Path: path, Inode: st.Ino, Dev: uint32(st.Dev),
+		MTime: time.Unix(st.Mtim.Unix()), CTime: time.Unix(st.Ctim.Unix())}
+	ev := &event.Event{Kind: event.KindExec, Process: event.Process{PID: uint32(pid), StartNS: startNS(t, pid)}, Exec: x}
+	tb.Apply(ev)
+
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(data)
+	want := hex.EncodeToString(sum[:])
+	var got string
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end) && got == ""; {
+		later := &event.Event{Kind: event.KindOpen, Process: event.Process{PID: uint32(pid), StartNS: startNS(t, pid)}}
+		tb.Apply(later)
+		got = later.Process.ExeSHA256
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got != want {
+		t.Fatalf("sha256 %q, want %q (stats %+v)", got, want, tb.Stats())
+	}
+	// A second exec of the same file is served from the cache.
+	again := &event.Event{Kind: event.KindExec, Process: event.Process{PID: uint32(pid), StartNS: startNS(t, pid)}, Exec: x}
+	tb.Apply(again)
+	if again.Process.ExeSHA256 != want || tb.Stats().HashCacheHit == 0 {
+		t.Fatalf("cached hash not used: %q %+v", again.Process.ExeSHA256, tb.Stats())
+	}
+}
+
+func TestReadProcHostileName(t *testing.T) {
+	dir := t.TempDir()
+	pdir := dir + "/77"
+	if err := os.MkdirAll(pdir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	stat := "77 (a) b (c) ) S 5 77 77 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 12345 0 0\n"
+	if err := os.WriteFile(pdir+"/stat", []byte(stat), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err := readProc(dir, 77)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.name != "a) b (c) " || s.ppid != 5 || s.startTicks != 12345 {
+		t.Fatalf("parsed %+v", s)
+	}
+	if err := os.WriteFile(pdir+"/stat", []byte("77 (x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readProc(dir, 77); err == nil {
+		t.Fatal("truncated stat accepted")
+	}
+}

@@ -1,0 +1,98 @@
+package proc
+
+import (
+	"bufio"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// userNames maps uids to names per mount namespace: a container has its
+// own /etc/passwd, read through /proc/PID/root. Files are attacker-owned
+// inside containers, so reads are capped and lines parsed defensively.
+type userNames struct {
+	root string
+	mu   sync.Mutex
+	byNS map[string]passwd
+}
+
+type passwd struct {
+	names map[uint32]string
+	read  time.Time
+}
+
+const (
+	maxPasswdBytes = 1 << 20
+	maxNamespaces  = 1024
+	passwdTTL      = time.Minute
+)
+
+func newUserNames(procRoot string) *userNames {
+	return &userNames{root: procRoot, byNS: map[string]passwd{}}
+}
+
+// name returns the user name of uid as the process pid sees it, or "" when
+// it has none.
+func (u *userNames) name(pid uint32, uid uint32) string {
+	dir := filepath.Join(u.root, strconv.FormatUint(uint64(pid), 10))
+	ns, err := os.Readlink(filepath.Join(dir, "ns", "mnt"))
+	if err != nil {
+		ns = "host"
+		dir = filepath.Join(u.root, "1")
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	p, ok := u.byNS[ns]
+	if !ok || time.Since(p.read) > passwdTTL {
+		if len(u.byNS) >= maxNamespaces {
+			u.byNS = map[string]passwd{}
+		}
+		p = passwd{names: readPasswd(filepath.Join(dir, "root", "etc", "passwd")), read: time.Now()}
+		u.byNS[ns] = p
+	}
+	return p.names[uid]
+}
+
+func readPasswd(path string) map[uint32]string {
+	names := map[uint32]string{}
+	f, err := os.Open(path)
+	if err != nil {
+		return names
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(&limited{r: f, n: maxPasswdBytes})
+	for sc.Scan() {
+		fields := strings.SplitN(sc.Text(), ":", 4)
+		if len(fields) < 3 || fields[0] == "" {
+			continue
+		}
+		id, err := strconv.ParseUint(fields[2], 10, 32)
+		if err != nil {
+			continue
+		}
+		if _, dup := names[uint32(id)]; !dup {
+			names[uint32(id)] = fields[0]
+		}
+	}
+	return names
+}
+
+type limited struct {
+	r interface{ Read([]byte) (int, error) }
+	n int64
+}
+
+func (l *limited) Read(p []byte) (int, error) {
+	if l.n <= 0 {
+		return 0, os.ErrClosed
+	}
+	if int64(len(p)) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.r.Read(p)
+	l.n -= int64(n)
+	return n, err
+}
