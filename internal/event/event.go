@@ -271,4 +271,7 @@ type Cgroup struct {
 	ID    uint64 `json:"id"`
 	Path  string `json:"path"`
 	Level int    `json:"level"`
+	// Hierarchy is the kernel's hierarchy id: 0 is the cgroup v2 tree, the
+	// one whose ids events carry; v1 hierarchies number their own ids.
+	Hierarchy int `json:"hierarchy"`
 }

@@ -180,7 +180,7 @@ func decodeKind(ev *event.Event, r *record, clock Clock) error {
 		ev.Memory = &event.Memory{Addr: a[0], Len: a[1], Prot: protString(a[2]), Flags: a[3], FD: int(int32(a[4])),
 			Anonymous: a[3]&unix.MAP_ANONYMOUS != 0, Path: r.str(0)}
 	case event.KindCgroupMkdir, event.KindCgroupRmdir:
-		ev.Cgroup = &event.Cgroup{ID: a[0], Level: int(int32(a[2])), Path: r.str(0)}
+		ev.Cgroup = &event.Cgroup{ID: a[0], Hierarchy: int(int32(a[1])), Level: int(int32(a[2])), Path: r.str(0)}
 	case event.KindDNS:
 		return decodeDNS(ev, r)
 	}
