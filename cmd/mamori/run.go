@@ -1,0 +1,22 @@
+package main
+
+import (
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+func init() { register(runCmd) }
+
+func runCmd() *cobra.Command {
+	var f agentFlags
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "All-in-one: monitor this host and its containers (agent; server and console to come)",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runAgent(cmd.Context(), &f, os.Stdout)
+		},
+	}
+	f.bind(cmd, interesting)
+	return cmd
+}
