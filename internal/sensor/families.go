@@ -8,5 +8,6 @@ func families() []family {
 		{name: "file", load: loadFile},
 		{name: "net", load: loadNet},
 		{name: "priv", load: loadPriv},
+		{name: "dns", load: loadDns},
 	}
 }

@@ -12,3 +12,4 @@ package sensor
 //go:generate go run github.com/cilium/ebpf/cmd/bpf2go -cc clang -cflags "-O2 -g -Wall -Werror" -target bpfel file ../../bpf/file.bpf.c -- -I../../bpf/include
 //go:generate go run github.com/cilium/ebpf/cmd/bpf2go -cc clang -cflags "-O2 -g -Wall -Werror" -target bpfel net ../../bpf/net.bpf.c -- -I../../bpf/include
 //go:generate go run github.com/cilium/ebpf/cmd/bpf2go -cc clang -cflags "-O2 -g -Wall -Werror" -target bpfel priv ../../bpf/priv.bpf.c -- -I../../bpf/include
+//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -cc clang -cflags "-O2 -g -Wall -Werror" -target bpfel dns ../../bpf/dns.bpf.c -- -I../../bpf/include
