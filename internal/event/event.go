@@ -199,6 +199,8 @@ type DNS struct {
 	Answers  []string `json:"answers,omitempty"` // A/AAAA addresses and CNAME targets
 	Server   string   `json:"server"`
 	Protocol string   `json:"protocol"` // udp or tcp
+	// ServerPort is the server's port (53 unless the sensor watches others).
+	ServerPort uint16 `json:"serverPort,omitempty"`
 }
 
 // Mount is a mount or umount attempt.
