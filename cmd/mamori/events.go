@@ -41,11 +41,6 @@ identity. When a local agent (mamori run / mamori agent) is running with the sam
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			if duration > 0 {
-				var cancel context.CancelFunc
-				ctx, cancel = context.WithTimeout(ctx, duration)
-				defer cancel()
-			}
 			w := bufio.NewWriter(cmd.OutOrStdout())
 			defer w.Flush()
 			emit := func(line []byte, ev *event.Event) {
@@ -59,12 +54,12 @@ identity. When a local agent (mamori run / mamori agent) is running with the sam
 			}
 			req := agent.StreamRequest{Kinds: kinds, Container: ctr}
 			if !standalone {
-				err := streamFromAgent(ctx, filepath.Join(dataDir, "events.sock"), req, emit)
+				err := streamFromAgent(ctx, filepath.Join(dataDir, "events.sock"), req, duration, emit)
 				if err == nil || !errors.Is(err, errNoAgent) {
 					return err
 				}
 			}
-			return streamStandalone(ctx, dataDir, req, emit)
+			return streamStandalone(ctx, dataDir, req, duration, emit)
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data-dir", agent.DefaultDataDir, "the local agent's data directory")
@@ -79,12 +74,14 @@ identity. When a local agent (mamori run / mamori agent) is running with the sam
 var errNoAgent = errors.New("no local agent")
 
 // streamFromAgent reads the local agent's event socket.
-func streamFromAgent(ctx context.Context, sock string, req agent.StreamRequest, emit func([]byte, *event.Event)) error {
+func streamFromAgent(ctx context.Context, sock string, req agent.StreamRequest, d time.Duration, emit func([]byte, *event.Event)) error {
 	c, err := net.Dial("unix", sock)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errNoAgent, err)
 	}
 	defer c.Close()
+	ctx, cancel := withDuration(ctx, d)
+	defer cancel()
 	context.AfterFunc(ctx, func() { c.Close() })
 	b, _ := json.Marshal(req)
 	if _, err := c.Write(append(b, '\n')); err != nil {
@@ -122,7 +119,7 @@ func streamFromAgent(ctx context.Context, sock string, req agent.StreamRequest, 
 }
 
 // streamStandalone loads a sensor for this command alone.
-func streamStandalone(ctx context.Context, dataDir string, req agent.StreamRequest, emit func([]byte, *event.Event)) error {
+func streamStandalone(ctx context.Context, dataDir string, req agent.StreamRequest, d time.Duration, emit func([]byte, *event.Event)) error {
 	if os.Geteuid() != 0 {
 		return errors.New("no local agent is running and loading a sensor needs root")
 	}
@@ -146,5 +143,15 @@ func streamStandalone(ctx context.Context, dataDir string, req agent.StreamReque
 			emit(b, ev)
 		}
 	})
+	// The duration counts from when the sensor is loaded, not from start.
+	ctx, cancel := withDuration(ctx, d)
+	defer cancel()
 	return a.Run(ctx)
+}
+
+func withDuration(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if d <= 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, d)
 }

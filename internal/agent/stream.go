@@ -13,12 +13,22 @@ import (
 	"time"
 
 	"github.com/mamori-dev/mamori/internal/event"
+	"github.com/mamori-dev/mamori/internal/sensor"
 )
 
 // StreamRequest is the one line a client sends on the event socket.
 type StreamRequest struct {
 	Kinds     string `json:"kinds,omitempty"`
 	Container string `json:"container,omitempty"`
+	// Status asks for one Status object instead of an event stream.
+	Status bool `json:"status,omitempty"`
+}
+
+// Status is what the socket answers to a status request: the agent's
+// counters and the state of every hook.
+type Status struct {
+	Stats
+	Hooks []sensor.HookStatus `json:"hooks"`
 }
 
 // StreamNotice is a line the server interleaves with events when it had to
@@ -71,6 +81,10 @@ func (a *Agent) serveClient(ctx context.Context, c net.Conn) {
 	var req StreamRequest
 	if err := json.Unmarshal(line, &req); err != nil {
 		fmt.Fprintf(c, "{\"mamoriError\":%q}\n", "bad request: "+err.Error())
+		return
+	}
+	if req.Status {
+		_ = json.NewEncoder(c).Encode(Status{Stats: a.Stats(), Hooks: a.Hooks()})
 		return
 	}
 	f, err := NewFilter(req.Kinds, req.Container)
