@@ -253,7 +253,21 @@ func run(action string, a []string) error {
 			return e
 		}
 	case "dns":
-		return dnsQuery(arg(a, 0), arg(a, 1))
+		// dns NAME SERVER [udp|tcp]
+		proto := "udp"
+		if len(a) > 2 {
+			proto = a[2]
+		}
+		return dnsQuery(arg(a, 0), arg(a, 1), proto)
+	case "udp-send":
+		// udp-send ADDR TEXT: one datagram, no answer awaited.
+		c, err := net.Dial("udp", arg(a, 0))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = c.Write([]byte(arg(a, 1)))
+		return err
 	case "print-addr":
 		// Print the address of a variable, then sleep: a target for
 		// process_vm_writev and ptrace tests.
@@ -292,15 +306,18 @@ func loadSocketFilter() error {
 	return unix.Close(int(fd))
 }
 
-// dnsQuery sends one A query for name to server (host:port) over UDP and
-// waits briefly for the answer.
-func dnsQuery(name, server string) error {
-	c, err := net.DialTimeout("udp", server, 2*time.Second)
+// dnsQuery sends one A query for name to server (host:port) over UDP, or
+// TCP when proto is "tcp", and waits briefly for the answer. It prints its
+// pid and the query id first, so a test can match what the kernel saw.
+func dnsQuery(name, server, proto string) error {
+	id := uint16(os.Getpid())
+	fmt.Printf("%d %d\n", os.Getpid(), id)
+	c, err := net.DialTimeout(proto, server, 2*time.Second)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	msg := []byte{0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0}
+	msg := []byte{byte(id >> 8), byte(id), 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0}
 	for _, label := range strings.Split(strings.TrimSuffix(name, "."), ".") {
 		if len(label) == 0 || len(label) > 63 {
 			return fmt.Errorf("bad label in %q", name)
@@ -309,11 +326,14 @@ func dnsQuery(name, server string) error {
 		msg = append(msg, label...)
 	}
 	msg = append(msg, 0, 0, 1, 0, 1)
+	if proto == "tcp" {
+		msg = append([]byte{byte(len(msg) >> 8), byte(len(msg))}, msg...)
+	}
 	if _, err := c.Write(msg); err != nil {
 		return err
 	}
 	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
-	buf := make([]byte, 512)
+	buf := make([]byte, 4096)
 	_, err = c.Read(buf)
 	return err
 }
