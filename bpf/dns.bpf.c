@@ -83,6 +83,9 @@ static __always_inline int remember_owner(struct bpf_sock_addr *ctx)
 	__u64 cookie = bpf_get_socket_cookie(ctx);
 	struct owner o = {};
 	fill_hdr(&o.hdr, EV_DNS);
+	/* fill_hdr's ns_pid is the calling thread's; the process is wanted */
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	o.hdr.ns_pid = ns_pid_of(BPF_CORE_READ(t, group_leader));
 	o.self = !should_trace();
 	bpf_map_update_elem(&dns_owners, &cookie, &o, BPF_ANY);
 	return 1;
