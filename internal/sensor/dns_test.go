@@ -27,14 +27,17 @@ type dnsServer struct {
 	tcp  net.Listener
 }
 
-// startDNSServer listens on a random 127.53.x.y address (any 127/8 address
-// is loopback), so port 53 never collides with a resolver or another test.
-func startDNSServer(t *testing.T, port int, zone map[string]netip.Addr) *dnsServer {
+// startDNSServer listens on ip, or when ip is empty on a random 127.53.x.y
+// address (any 127/8 address is loopback), so port 53 never collides with
+// a resolver or another test.
+func startDNSServer(t *testing.T, ip string, port int, zone map[string]netip.Addr) *dnsServer {
 	t.Helper()
 	var s *dnsServer
 	var err error
 	for try := 0; try < 5; try++ {
-		ip := fmt.Sprintf("127.53.%d.%d", rand.Intn(256), 1+rand.Intn(254))
+		if ip == "" || try > 0 && strings.HasPrefix(ip, "127.53.") {
+			ip = fmt.Sprintf("127.53.%d.%d", rand.Intn(256), 1+rand.Intn(254))
+		}
 		s = &dnsServer{ip: ip, port: port, zone: zone}
 		addr := net.JoinHostPort(ip, strconv.Itoa(port))
 		if s.udp, err = net.ListenPacket("udp", addr); err != nil {
@@ -144,10 +147,32 @@ func dnsQuery(t *testing.T, w *where, name, server, proto string) (mark int, pid
 func TestDNSEvents(t *testing.T) {
 	places := places(t)
 	c2 := netip.MustParseAddr("10.1.2.3")
-	srv := startDNSServer(t, 53, map[string]netip.Addr{"c2.test.example.": c2})
+	zone := map[string]netip.Addr{"c2.test.example.": c2}
+	srv := startDNSServer(t, "", 53, zone)
+	// IPv6 over ::1, the one IPv6 loopback address: port 53 there may be
+	// taken by a local resolver on a developer's machine.
+	var srv6 *dnsServer
+	if u, err := net.ListenPacket("udp", "[::1]:53"); err != nil {
+		t.Logf("IPv6 case skipped: [::1]:53 busy: %v", err)
+	} else {
+		u.Close()
+		srv6 = startDNSServer(t, "::1", 53, zone)
+	}
 	for _, w := range places {
-		for _, proto := range []string{"udp", "tcp"} {
-			t.Run(w.name+"/"+proto, func(t *testing.T) {
+		for _, via := range []struct {
+			label, how, proto string // how: the actor's way to send
+			srv               *dnsServer
+		}{
+			{"udp", "udp", "udp", srv},
+			{"sendto", "udp-sendto", "udp", srv},
+			{"tcp", "tcp", "tcp", srv},
+			{"udp6", "udp", "udp", srv6},
+		} {
+			if via.srv == nil {
+				continue
+			}
+			srv, how, proto := via.srv, via.how, via.proto
+			t.Run(w.name+"/"+via.label, func(t *testing.T) {
 				cases := []struct {
 					name    string
 					rcode   string
@@ -157,7 +182,7 @@ func TestDNSEvents(t *testing.T) {
 					{fmt.Sprintf("nx-%d.test.example", rand.Int()), "NXDOMAIN", nil},
 				}
 				for _, c := range cases {
-					mark, pid, id := dnsQuery(t, w, c.name, srv.addr(), proto)
+					mark, pid, id := dnsQuery(t, w, c.name, srv.addr(), how)
 					match := func(resp bool) func(*event.Event) bool {
 						return func(ev *event.Event) bool {
 							return ev.Kind == event.KindDNS && w.from(ev) && ev.DNS.ID == id &&
@@ -213,8 +238,8 @@ func checkDNSProcess(t *testing.T, w *where, mark int, pid uint32, evs ...*event
 func TestDNSIgnoresOtherTraffic(t *testing.T) {
 	places := places(t)
 	zone := map[string]netip.Addr{"other-port.test.example.": netip.MustParseAddr("10.9.9.9")}
-	other := startDNSServer(t, 5300+rand.Intn(600), zone)
-	srv53 := startDNSServer(t, 53, zone)
+	other := startDNSServer(t, "", 5300+rand.Intn(600), zone)
+	srv53 := startDNSServer(t, "", 53, zone)
 	for _, w := range places {
 		t.Run(w.name, func(t *testing.T) {
 			mark, pid, out, err := w.run(t, "dns", "other-port.test.example.", other.addr())

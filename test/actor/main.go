@@ -306,13 +306,21 @@ func loadSocketFilter() error {
 	return unix.Close(int(fd))
 }
 
-// dnsQuery sends one A query for name to server (host:port) over UDP, or
-// TCP when proto is "tcp", and waits briefly for the answer. It prints its
-// pid and the query id first, so a test can match what the kernel saw.
+// dnsQuery sends one A query for name to server (host:port) over a
+// connected UDP socket, TCP when proto is "tcp", or an unconnected UDP
+// socket (sendto, as some resolvers do) when proto is "udp-sendto", and
+// waits briefly for the answer. It prints its pid and the query id first,
+// so a test can match what the kernel saw.
 func dnsQuery(name, server, proto string) error {
 	id := uint16(os.Getpid())
 	fmt.Printf("%d %d\n", os.Getpid(), id)
-	c, err := net.DialTimeout(proto, server, 2*time.Second)
+	var c net.Conn
+	var err error
+	if proto == "udp-sendto" {
+		c, err = unconnectedUDP(server)
+	} else {
+		c, err = net.DialTimeout(proto, server, 2*time.Second)
+	}
 	if err != nil {
 		return err
 	}
@@ -336,4 +344,29 @@ func dnsQuery(name, server, proto string) error {
 	buf := make([]byte, 4096)
 	_, err = c.Read(buf)
 	return err
+}
+
+// sendtoConn writes with sendto on an unconnected socket.
+type sendtoConn struct {
+	net.PacketConn
+	to net.Addr
+}
+
+func (c sendtoConn) Write(b []byte) (int, error) { return c.WriteTo(b, c.to) }
+func (c sendtoConn) Read(b []byte) (int, error) {
+	n, _, err := c.ReadFrom(b)
+	return n, err
+}
+func (c sendtoConn) RemoteAddr() net.Addr { return c.to }
+
+func unconnectedUDP(server string) (net.Conn, error) {
+	to, err := net.ResolveUDPAddr("udp", server)
+	if err != nil {
+		return nil, err
+	}
+	pc, err := net.ListenPacket("udp", ":0")
+	if err != nil {
+		return nil, err
+	}
+	return sendtoConn{PacketConn: pc, to: to}, nil
 }
