@@ -259,7 +259,7 @@ func TestFileEvents(t *testing.T) {
 		t.Run(w.name, func(t *testing.T) {
 			name := "/etc/mamori-test-" + strconv.Itoa(rand.Int())
 			t.Cleanup(func() { cleanupIn(w, name, name+".new", name+".link", name+".sym") })
-			mark, pid, out, err := w.run(t, "open-write", name)
+			mark, _, out, err := w.run(t, "open-write", name)
 			mustOK(t, err, out)
 			ev := waitFrom(t, mark, "open for write", func(ev *event.Event) bool {
 				return ev.Kind == event.KindOpen && w.from(ev) && ev.File.Path == name
@@ -277,7 +277,7 @@ func TestFileEvents(t *testing.T) {
 				t.Errorf("read reported as write")
 			}
 			unwatched := filepath.Join(w.tmp, "mamori-unwatched")
-			mark, pid, out, err = w.run(t, "open-write", unwatched)
+			mark, pid, out, err := w.run(t, "open-write", unwatched)
 			mustOK(t, err, out)
 			assertNone(t, mark, pid, w, func(ev *event.Event) bool {
 				return ev.Kind == event.KindOpen && strings.HasSuffix(ev.File.Path, "mamori-unwatched")

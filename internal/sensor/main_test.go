@@ -6,10 +6,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/mamori-dev/mamori/internal/event"
 	"github.com/mamori-dev/mamori/internal/testenv"
@@ -101,31 +99,4 @@ func startSensor(t *testing.T) *Sensor {
 		t.Fatalf("sensor: %v", sharedErr)
 	}
 	return shared
-}
-
-// actor runs the actor binary on the host and returns its pid.
-func actor(t *testing.T, args ...string) (pid int, out string, err error) {
-	t.Helper()
-	cmd := exec.Command(actorPath, args...)
-	b, err := cmd.CombinedOutput()
-	return cmd.Process.Pid, strings.TrimSpace(string(b)), err
-}
-
-// waitEvent waits until an event satisfying match has been collected.
-func waitEvent(t *testing.T, what string, match func(*event.Event) bool) *event.Event {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	next := 0
-	for time.Now().Before(deadline) {
-		var evs []*event.Event
-		evs, next = collected.since(next)
-		for _, ev := range evs {
-			if match(ev) {
-				return ev
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("no %s event within 5s", what)
-	return nil
 }
