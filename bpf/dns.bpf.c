@@ -28,7 +28,10 @@
  *                 first 4 bytes of each
  *               1 the L4 payload, at most DNS_PAYLOAD_MAX bytes (F_TRUNCATED
  *                 when cut); for TCP the segment as sent, length prefix
- *                 included when the segment starts a message
+ *                 included when the segment starts a message. TCP segments
+ *                 of two bytes or less (a lone length prefix) are skipped.
+ *
+ * DNS_PAYLOAD_MAX must be a power of two (the copy length is masked).
  */
 #include "mamori.h"
 #include <bpf/bpf_endian.h>
@@ -165,6 +168,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 ingress)
 	if (skb->len <= poff)
 		return 1; /* no payload: a TCP handshake or ACK */
 	__u32 plen = skb->len - poff;
+	if (proto == IPPROTO_TCP_ && plen <= 2)
+		return 1; /* a TCP length prefix sent on its own: nothing to read */
 
 	__u64 cookie = bpf_get_socket_cookie(skb);
 	struct owner *o = bpf_map_lookup_elem(&dns_owners, &cookie);

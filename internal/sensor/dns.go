@@ -51,13 +51,24 @@ func decodeDNS(ev *event.Event, r *record) error {
 	default:
 		return fmt.Errorf("dns: address family %d", a[dnsArgFamily])
 	}
-	parse := dnsmsg.Parse
+	payload := r.strs[1]
+	var m dnsmsg.Message
+	var err error
 	if d.Protocol == "tcp" {
-		parse = dnsmsg.ParseTCP
+		m, err = dnsmsg.ParseTCP(payload)
+		if unreadable(m, err) || m.Questions == 0 {
+			// A client that writes the length prefix on its own sends the
+			// message in a segment of its own, without one; read as framed,
+			// it loses its question.
+			if m2, err2 := dnsmsg.Parse(payload); !unreadable(m2, err2) && m2.Questions > 0 {
+				m, err = m2, err2
+			}
+		}
+	} else {
+		m, err = dnsmsg.Parse(payload)
 	}
-	m, err := parse(r.strs[1])
-	if err != nil && (m.RCode == "" || errors.Is(err, dnsmsg.ErrNoQuestion)) {
-		return fmt.Errorf("dns payload (%d of %d bytes): %w", len(r.strs[1]), a[dnsArgPayloadLen], err)
+	if unreadable(m, err) {
+		return fmt.Errorf("dns payload (%d of %d bytes): %w", len(payload), a[dnsArgPayloadLen], err)
 	}
 	d.Response, d.ID, d.Name, d.Type, d.Answers = m.Response, m.ID, m.Name, m.Type, m.Answers
 	if m.Response {
@@ -70,4 +81,10 @@ func decodeDNS(ev *event.Event, r *record) error {
 	}
 	ev.DNS = d
 	return nil
+}
+
+// unreadable reports a parse that lost the header or the first question:
+// too little to report (lost answers are kept as far as they were read).
+func unreadable(m dnsmsg.Message, err error) bool {
+	return err != nil && (m.RCode == "" || errors.Is(err, dnsmsg.ErrNoQuestion))
 }

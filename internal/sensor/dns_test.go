@@ -166,6 +166,7 @@ func TestDNSEvents(t *testing.T) {
 			{"udp", "udp", "udp", srv},
 			{"sendto", "udp-sendto", "udp", srv},
 			{"tcp", "tcp", "tcp", srv},
+			{"tcp-split", "tcp-split", "tcp", srv},
 			{"udp6", "udp", "udp", srv6},
 		} {
 			if via.srv == nil {

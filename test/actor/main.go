@@ -253,7 +253,7 @@ func run(action string, a []string) error {
 			return e
 		}
 	case "dns":
-		// dns NAME SERVER [udp|tcp]
+		// dns NAME SERVER [udp|udp-sendto|tcp|tcp-split]
 		proto := "udp"
 		if len(a) > 2 {
 			proto = a[2]
@@ -307,7 +307,8 @@ func loadSocketFilter() error {
 }
 
 // dnsQuery sends one A query for name to server (host:port) over a
-// connected UDP socket, TCP when proto is "tcp", or an unconnected UDP
+// connected UDP socket, TCP when proto is "tcp" ("tcp-split": the length
+// prefix in a write of its own), or an unconnected UDP
 // socket (sendto, as some resolvers do) when proto is "udp-sendto", and
 // waits briefly for the answer. It prints its pid and the query id first,
 // so a test can match what the kernel saw.
@@ -319,7 +320,7 @@ func dnsQuery(name, server, proto string) error {
 	if proto == "udp-sendto" {
 		c, err = unconnectedUDP(server)
 	} else {
-		c, err = net.DialTimeout(proto, server, 2*time.Second)
+		c, err = net.DialTimeout(strings.TrimSuffix(proto, "-split"), server, 2*time.Second)
 	}
 	if err != nil {
 		return err
@@ -334,8 +335,16 @@ func dnsQuery(name, server, proto string) error {
 		msg = append(msg, label...)
 	}
 	msg = append(msg, 0, 0, 1, 0, 1)
-	if proto == "tcp" {
+	if strings.HasPrefix(proto, "tcp") {
 		msg = append([]byte{byte(len(msg) >> 8), byte(len(msg))}, msg...)
+	}
+	if proto == "tcp-split" {
+		// The length prefix in a segment of its own, as some clients send it.
+		if _, err := c.Write(msg[:2]); err != nil {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
+		msg = msg[2:]
 	}
 	if _, err := c.Write(msg); err != nil {
 		return err
