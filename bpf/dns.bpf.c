@@ -54,7 +54,8 @@ struct owner {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
+	/* live sockets that sent to port 53; sock_release frees entries early */
+	__uint(max_entries, 8192);
 	__type(key, __u64); /* socket cookie */
 	__type(value, struct owner);
 } dns_owners SEC(".maps");
