@@ -22,13 +22,19 @@ func AnnotateExec(ev *event.Event) {
 	if !c.StartedAt.IsZero() && (x.CTime.After(c.StartedAt) || x.MTime.After(c.StartedAt)) {
 		x.ModifiedAfterStart = true
 	}
-	if x.Memfd || c.UpperDir == "" || !strings.HasPrefix(x.Path, "/") || strings.Contains(x.Path, "/../") ||
-		strings.HasSuffix(x.Path, "/..") {
-		return
-	}
-	fi, err := os.Lstat(filepath.Join(c.UpperDir, x.Path))
-	// Overlay whiteouts are character devices: a deleted image file, not ours.
-	if err == nil && fi.Mode().IsRegular() {
+	if !x.Memfd && InUpperLayer(c, x.Path) {
 		x.UpperLayer = true
 	}
+}
+
+// InUpperLayer reports whether path (as the container sees it) is a
+// regular file in the container's writable layer.
+func InUpperLayer(c *event.Container, path string) bool {
+	if c == nil || c.UpperDir == "" || !strings.HasPrefix(path, "/") || strings.Contains(path, "/../") ||
+		strings.HasSuffix(path, "/..") {
+		return false
+	}
+	fi, err := os.Lstat(filepath.Join(c.UpperDir, path))
+	// Overlay whiteouts are character devices: a deleted image file, not ours.
+	return err == nil && fi.Mode().IsRegular()
 }

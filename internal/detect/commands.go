@@ -1,0 +1,106 @@
+package detect
+
+import (
+	"regexp"
+	"strings"
+
+	"github.com/mamori-dev/mamori/internal/event"
+)
+
+// Command-line detectors: the four SuspiciousCommand families. Patterns
+// match the whole argv joined with spaces, which for `sh -c SCRIPT` is the
+// script itself, so pipelines are seen as written.
+
+type cmdPattern struct {
+	typ      string
+	severity float64 // 0: the catalogue's
+	what     string  // context: which defence or technique
+	re       *regexp.Regexp
+	// container limits the pattern to containers (host admins run it).
+	container bool
+}
+
+func pat(typ string, sev float64, what, re string) cmdPattern {
+	return cmdPattern{typ: typ, severity: sev, what: what, re: regexp.MustCompile(re)}
+}
+
+const (
+	tDefense   = "DefenseEvasion:Runtime/SuspiciousCommand"
+	tDiscovery = "Discovery:Runtime/SuspiciousCommand"
+	tExecution = "Execution:Runtime/SuspiciousCommand"
+	tPersist   = "Persistence:Runtime/SuspiciousCommand"
+	tPrivesc   = "PrivilegeEscalation:Runtime/SuspiciousCommand"
+)
+
+var cmdPatterns = []cmdPattern{
+	// Defences switched off: severity by what is lost.
+	pat(tDefense, 8, "firewall disabled", `(^|[;&| ])(iptables|ip6tables)(-legacy|-nft)? .*(-F|--flush)( |$)|(^|[;&| ])ufw disable|nft flush ruleset|systemctl (stop|disable|mask) (firewalld|ufw|nftables|iptables)`),
+	pat(tDefense, 8, "SELinux/AppArmor disabled", `setenforce 0|aa-teardown|systemctl (stop|disable) apparmor`),
+	pat(tDefense, 5, "crontab removed", `(^|[;&| ])crontab( -u \S+)? -r( |$)`),
+	pat(tDefense, 5, "security service stopped", `(systemctl (stop|disable|mask)|service) \S*(auditd|falco|osqueryd|wazuh|crowdstrike|falcon|sysdig|mamori|amazon-guardduty|rsyslog|syslog)`),
+	pat(tDefense, 2, "shell history wiped", `history -c|unset HISTFILE|HISTFILE=/dev/null|HISTSIZE=0|rm (-\S+ )*\S*_history|ln -sf? /dev/null \S*_history|> ?\S*\.bash_history`),
+	// Compromise patterns.
+	pat(tExecution, 0, "download and execute", `(curl|wget)\s[^|;&]*\|\s*(sudo\s+)?(ba|da|z|k)?sh\b|(curl|wget)\s.*-O-?\s*\S*\s*[;&]+\s*(ba)?sh\s`),
+	pat(tExecution, 0, "decoded payload executed", `base64\s+(-d|--decode|-D)[^|]*\|\s*(ba|da|z)?sh\b|base64\s+(-d|--decode)[^|]*\|\s*(python|perl|php)`),
+	pat(tExecution, 0, "dev/tcp connection", `/dev/(tcp|udp)/[0-9a-zA-Z.\-]+/[0-9]+`),
+	pat(tExecution, 0, "scripted reverse connection", `(python[0-9.]*|perl|ruby|php)\s+-\S*[ce]\s.*socket.*(subprocess|pty|exec|dup2|spawn)`),
+	pat(tExecution, 0, "payload made executable and run from a temp dir", `chmod\s+(\+x|[0-7]*[157][0-7]{2})\s+/(tmp|dev/shm|var/tmp)/\S+\s*(&&|;)\s*/(tmp|dev/shm|var/tmp)/`),
+	// Discovery.
+	pat(tDiscovery, 0, "cloud metadata queried", `169\.254\.169\.254|metadata\.google\.internal|100\.100\.100\.200|fd00:ec2::254`),
+	pat(tDiscovery, 0, "Kubernetes discovery", `kubectl\s+(.*\s)?(get|describe)\s+(secrets?|pods?|serviceaccounts?|nodes|clusterrolebindings?)|kubectl\s+auth\s+can-i`),
+	{typ: tDiscovery, what: "user or network enumeration", container: true,
+		re: regexp.MustCompile(`^(getent passwd|cat /etc/passwd|compgen -u|arp -a|netstat -[a-z]*[ant][a-z]*|ss -[a-z]*[tu][a-z]*p|ip neigh|cat /proc/net/(tcp|arp))`)},
+	// Persistence.
+	pat(tPersist, 0, "cron job installed", `(^|[;&| ])crontab( -u \S+)? (-|/\S+)( |$)|echo .*>>?\s*/(etc/crontab|etc/cron\.d/|var/spool/cron/)`),
+	pat(tPersist, 0, "service enabled", `systemctl (--now )?enable |update-rc\.d \S+ (defaults|enable)|chkconfig \S+ on|rc-update add `),
+	// Privilege escalation.
+	pat(tPrivesc, 0, "setuid bit set", `chmod\s+(-\S+\s+)*([ug]\+s|\+s|[2467][0-7]{3})\s`),
+	pat(tPrivesc, 0, "capabilities granted", `setcap\s+\S*cap_(setuid|sys_admin|dac_override|sys_ptrace)`),
+	pat(tPrivesc, 0, "user added to an admin group", `usermod\s+.*-a?G\s*\S*(sudo|wheel|docker|root|admin)`),
+	pat(tPrivesc, 0, "sudoers edited by command", `>>?\s*/etc/sudoers`),
+}
+
+func commands() Detector {
+	types := []string{tDefense, tDiscovery, tExecution, tPersist, tPrivesc}
+	return newFn("suspicious-command", Both, []event.Kind{event.KindExec}, types, func(ev *event.Event, hit func(Hit)) {
+		x := ev.Exec
+		if x == nil || len(x.Args) == 0 {
+			return
+		}
+		line := commandLine(x.Args)
+		seen := map[string]bool{}
+		for _, p := range cmdPatterns {
+			if seen[p.typ] || (p.container && ev.Container == nil) || !p.re.MatchString(line) {
+				continue
+			}
+			seen[p.typ] = true
+			hit(Hit{Type: p.typ, Severity: p.severity, KeyActor: p.what, Context: map[string]any{
+				"commandLineExample": clipArgs(x.Args), "technique": p.what}})
+		}
+		// LD_PRELOAD pointing into a writable temp dir: a library takeover.
+		if v := x.LDPreload; v != "" && under(v, "/tmp/", "/dev/shm/", "/var/tmp/", "/run/user/") && !seen[tDefense] {
+			hit(Hit{Type: tDefense, Severity: 8, KeyActor: "LD_PRELOAD " + v, Context: map[string]any{
+				"ldPreloadValue": v, "technique": "LD_PRELOAD takeover", "commandLineExample": clipArgs(x.Args)}})
+		}
+	})
+}
+
+// commandLine is what patterns see: for `sh -c SCRIPT` the script, else
+// argv joined.
+func commandLine(args []string) string {
+	if len(args) >= 3 && shells[baseName(args[0])] {
+		for i := 1; i < len(args)-1; i++ {
+			if strings.HasPrefix(args[i], "-") && strings.Contains(args[i], "c") {
+				return args[i+1]
+			}
+		}
+	}
+	return strings.Join(args, " ")
+}
+
+func baseName(s string) string {
+	if i := strings.LastIndexByte(s, '/'); i >= 0 {
+		return s[i+1:]
+	}
+	return s
+}

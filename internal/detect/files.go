@@ -1,0 +1,190 @@
+package detect
+
+import (
+	"path"
+	"strings"
+
+	"github.com/mamori-dev/mamori/internal/event"
+)
+
+// File-based detectors: sensitive files modified, container escapes
+// through runc and cgroup release_agent, secrets read.
+
+var fileKinds = []event.Kind{event.KindOpen, event.KindRename, event.KindLink, event.KindSymlink, event.KindUnlink,
+	event.KindChmod, event.KindChown}
+
+// fileOp names the operation and the paths it changes, or "" when the
+// event changes nothing (a read-only open).
+func fileOp(ev *event.Event) (op string, paths []string) {
+	f := ev.File
+	if f == nil {
+		return "", nil
+	}
+	switch ev.Kind {
+	case event.KindOpen:
+		if !f.Write {
+			return "", nil
+		}
+		if f.Flags&0o1000 != 0 { // O_TRUNC
+			return "truncate", []string{f.Path}
+		}
+		return "write", []string{f.Path}
+	case event.KindRename:
+		return "rename", []string{f.Path, f.NewPath}
+	case event.KindLink:
+		return "link", []string{f.NewPath}
+	case event.KindSymlink:
+		return "symlink", []string{f.NewPath}
+	case event.KindUnlink:
+		return "unlink", []string{f.Path}
+	case event.KindChmod:
+		return "chmod", []string{f.Path}
+	case event.KindChown:
+		return "chown", []string{f.Path}
+	}
+	return "", nil
+}
+
+type fileRule struct {
+	typ string
+	// match reports whether path is covered, given the operation.
+	match func(p, op string) bool
+}
+
+func under(p string, dirs ...string) bool {
+	for _, d := range dirs {
+		if strings.HasPrefix(p, d) {
+			return true
+		}
+	}
+	return false
+}
+
+var historyNames = map[string]bool{".bash_history": true, ".zsh_history": true, ".sh_history": true, ".ash_history": true,
+	".history": true, ".python_history": true, ".mysql_history": true, ".psql_history": true}
+
+var fileRules = []fileRule{
+	// Logs and history grow by appends every day; destroying them is what
+	// an intruder does: truncation, deletion, renaming, linking away.
+	{"DefenseEvasion:Runtime/SensitiveFileModified", func(p, op string) bool {
+		destroy := op == "truncate" || op == "unlink" || op == "rename" || op == "symlink" || op == "link"
+		if historyNames[path.Base(p)] || under(p, "/var/log/") {
+			return destroy
+		}
+		return under(p, "/etc/audit/", "/etc/rsyslog", "/etc/syslog", "/etc/logrotate") && op != "chown"
+	}},
+	{"Persistence:Runtime/SensitiveFileModified", func(p, op string) bool {
+		base := path.Base(p)
+		if strings.Contains(p, "/.ssh/") && (base == "authorized_keys" || base == "authorized_keys2") {
+			return true
+		}
+		if (strings.HasPrefix(p, "/root/") || strings.HasPrefix(p, "/home/")) &&
+			(base == ".bashrc" || base == ".profile" || base == ".bash_profile" || base == ".zshrc" || base == ".bash_logout") {
+			return true
+		}
+		switch p {
+		case "/etc/passwd", "/etc/shadow", "/etc/group", "/etc/gshadow", "/etc/crontab", "/etc/rc.local",
+			"/etc/profile", "/etc/bash.bashrc", "/etc/environment", "/etc/ld.so.preload":
+			return true
+		}
+		return under(p, "/etc/cron.", "/var/spool/cron", "/etc/init.d/", "/etc/systemd/system/", "/run/systemd/system/",
+			"/etc/profile.d/", "/etc/update-motd.d/")
+	}},
+	{"PrivilegeEscalation:Runtime/SensitiveFileModified", func(p, op string) bool {
+		return p == "/etc/sudoers" || under(p, "/etc/sudoers.d/", "/etc/pam.d/", "/etc/security/") ||
+			p == "/etc/login.defs" || p == "/etc/doas.conf"
+	}},
+}
+
+// sensitiveFiles covers the three SensitiveFileModified types. Attempts
+// count: a denied write to /etc/sudoers is still reported, with its error.
+func sensitiveFiles() Detector {
+	var types []string
+	for _, r := range fileRules {
+		types = append(types, r.typ)
+	}
+	return newFn("sensitive-file-modified", Both, fileKinds, types, func(ev *event.Event, hit func(Hit)) {
+		op, paths := fileOp(ev)
+		if op == "" {
+			return
+		}
+		for _, p := range paths {
+			for _, r := range fileRules {
+				if p != "" && r.match(p, op) {
+					ctx := map[string]any{"fileOperation": op, "filePath": p, "result": errOr(ev)}
+					if historyNames[path.Base(p)] {
+						ctx["shellHistoryFilePath"] = p
+					}
+					hit(Hit{Type: r.typ, KeyActor: p, Context: ctx})
+					return
+				}
+			}
+		}
+	})
+}
+
+// runcEscape: the runc binary opened for writing (CVE-2019-5736 rewrites
+// the host's runc through /proc/self/exe).
+func runcEscape() Detector {
+	return newFn("runc-overwrite", Both, []event.Kind{event.KindOpen}, []string{"PrivilegeEscalation:Runtime/RuncContainerEscape"},
+		func(ev *event.Event, hit func(Hit)) {
+			f := ev.File
+			if f == nil || !f.Write || path.Base(f.Path) != "runc" {
+				return
+			}
+			hit(Hit{Type: "PrivilegeEscalation:Runtime/RuncContainerEscape", KeyActor: f.Path,
+				Context: map[string]any{"runcBinaryPath": f.Path, "result": errOr(ev)}})
+		})
+}
+
+// releaseAgent: writes to a cgroup's release_agent or notify_on_release,
+// the classic privileged-container escape.
+func releaseAgent() Detector {
+	return newFn("cgroup-release-agent", Both, []event.Kind{event.KindOpen},
+		[]string{"PrivilegeEscalation:Runtime/CGroupsReleaseAgentModified"},
+		func(ev *event.Event, hit func(Hit)) {
+			f := ev.File
+			if f == nil || !f.Write {
+				return
+			}
+			if b := path.Base(f.Path); b == "release_agent" || b == "notify_on_release" {
+				hit(Hit{Type: "PrivilegeEscalation:Runtime/CGroupsReleaseAgentModified", KeyActor: f.Path,
+					Context: map[string]any{"releaseAgentPath": f.Path, "result": errOr(ev)}})
+			}
+		})
+}
+
+// authReaders read /etc/shadow and friends for a living.
+var authReaders = map[string]bool{"unix_chkpwd": true, "sshd": true, "login": true, "su": true, "sudo": true, "passwd": true,
+	"chpasswd": true, "useradd": true, "usermod": true, "userdel": true, "pwck": true, "grpck": true, "chage": true,
+	"systemd-logind": true, "cron": true, "crond": true, "vipw": true, "pwconv": true, "grpconv": true}
+
+var secretPrefixes = []string{"/etc/shadow", "/etc/gshadow", "/etc/ssh/ssh_host_", "/root/.ssh/", "/root/.aws/", "/root/.kube/",
+	"/root/.docker/config.json", "/var/run/secrets/", "/run/secrets/", "/proc/kcore"}
+
+// secretRead: a secret read by something that is not an authentication
+// tool. mamori's own type; the reference has no equivalent.
+func secretRead() Detector {
+	return newFn("sensitive-file-read", Both, []event.Kind{event.KindOpen}, []string{"CredentialAccess:Runtime/SensitiveFileRead"},
+		func(ev *event.Event, hit func(Hit)) {
+			f := ev.File
+			if f == nil || f.Write || !under(f.Path, secretPrefixes...) || authReaders[path.Base(ev.Process.Exe)] {
+				return
+			}
+			// A Kubernetes client reading its own service-account token is
+			// its normal start-up; only shells and common tools are flagged there.
+			if under(f.Path, "/var/run/secrets/", "/run/secrets/") && !isShellOrTool(ev.Process.Exe) {
+				return
+			}
+			hit(Hit{Type: "CredentialAccess:Runtime/SensitiveFileRead", KeyActor: f.Path,
+				Context: map[string]any{"filePath": f.Path, "result": errOr(ev)}})
+		})
+}
+
+var toolNames = map[string]bool{"cat": true, "head": true, "tail": true, "less": true, "more": true, "cp": true, "base64": true,
+	"xxd": true, "od": true, "strings": true, "grep": true, "curl": true, "wget": true, "nc": true, "busybox": true, "tar": true, "scp": true}
+
+func isShellOrTool(exe string) bool {
+	b := path.Base(exe)
+	return shells[b] || toolNames[b]
+}
