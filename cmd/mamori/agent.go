@@ -16,17 +16,24 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mamori-dev/mamori/internal/agent"
+	"github.com/mamori-dev/mamori/internal/detect"
 	"github.com/mamori-dev/mamori/internal/event"
+	"github.com/mamori-dev/mamori/internal/finding"
+	"github.com/mamori-dev/mamori/internal/intel"
 )
 
 func init() { register(agentCmd) }
 
 // agentFlags are shared by `agent` and `run`.
 type agentFlags struct {
-	dataDir     string
-	metricsAddr string
-	print       string
-	verbose     bool
+	dataDir      string
+	metricsAddr  string
+	print        string
+	verbose      bool
+	findingsFile string
+	intelDir     string
+	rulesDir     string
+	quiet        bool
 }
 
 func (f *agentFlags) bind(cmd *cobra.Command, defaultPrint string) {
@@ -34,6 +41,10 @@ func (f *agentFlags) bind(cmd *cobra.Command, defaultPrint string) {
 	cmd.Flags().StringVar(&f.metricsAddr, "metrics-addr", "127.0.0.1:9464", "address serving Prometheus /metrics (empty: off)")
 	cmd.Flags().StringVar(&f.print, "print", defaultPrint, "event kinds to print to the terminal, comma-separated (\"\": none, \"all\": every kind)")
 	cmd.Flags().BoolVarP(&f.verbose, "verbose", "v", false, "debug logging")
+	cmd.Flags().StringVar(&f.findingsFile, "findings-file", "", "append every new or updated finding as a JSON line to this file [DATA_DIR/findings.jsonl]")
+	cmd.Flags().StringVar(&f.intelDir, "intel", "", "directory of threat-intel lists (plain, CSV, STIX 2.1), reloaded on change [DATA_DIR/intel]")
+	cmd.Flags().StringVar(&f.rulesDir, "rules", "", "directory of custom rule files (*.yaml) [DATA_DIR/rules]")
+	cmd.Flags().BoolVarP(&f.quiet, "quiet", "q", false, "do not print findings to the terminal")
 }
 
 func agentCmd() *cobra.Command {
@@ -48,10 +59,6 @@ func agentCmd() *cobra.Command {
 	f.bind(cmd, "")
 	return cmd
 }
-
-// interesting is what `mamori run` prints by default until findings exist:
-// the kinds a person watching a node cares about, not every open.
-const interesting = "exec,connect,listen,dns,mount,module_load,ptrace,process_vm,memfd_create,bpf,setid,unshare,setns,container_start,container_stop"
 
 func runAgent(ctx context.Context, f *agentFlags, out *os.File) error {
 	level := slog.LevelInfo
@@ -115,7 +122,59 @@ func runAgent(ctx context.Context, f *agentFlags, out *os.File) error {
 			}
 		})
 	}
+	det, closeDet, err := startDetection(ctx, f, nodeID, log, out)
+	if err != nil {
+		return err
+	}
+	defer closeDet()
+	a.Subscribe(det.Handle)
+	go det.Run(ctx)
 	return a.Run(ctx)
+}
+
+// startDetection builds the engine (built-in detectors, intel, custom
+// rules) and its sinks: the findings file and the terminal.
+func startDetection(ctx context.Context, f *agentFlags, nodeID string, log *slog.Logger, out *os.File) (*agent.Detection, func(), error) {
+	orDefault := func(v, name string) string {
+		if v != "" {
+			return v
+		}
+		return filepath.Join(f.dataDir, name)
+	}
+	intelDir, rulesDir, file := orDefault(f.intelDir, "intel"), orDefault(f.rulesDir, "rules"), orDefault(f.findingsFile, "findings.jsonl")
+	for _, d := range []string{intelDir, rulesDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, nil, fmt.Errorf("create %s: %w", d, err)
+		}
+	}
+	store, err := intel.NewStore(intelDir)
+	if err != nil {
+		log.Warn("threat intel: some entries were refused", "err", err)
+	}
+	go store.Watch(ctx.Done(), 2*time.Second, func(err error) { log.Warn("threat intel reload", "err", err) })
+	detectors := detect.Builtin(store)
+	rules, err := detect.LoadRulesDir(rulesDir)
+	if err != nil {
+		log.Warn("custom rules: some were refused", "err", err)
+	}
+	detectors = append(detectors, rules...)
+	host, _ := os.Hostname()
+	engine := detect.NewEngine(finding.Agent{NodeID: nodeID, Hostname: host, Version: version}, log, detectors...)
+	w, err := finding.OpenFile(file)
+	if err != nil {
+		return nil, nil, err
+	}
+	sinks := []agent.FindingSink{func(fd *finding.Finding, isNew bool) {
+		if err := w.Write(fd); err != nil {
+			log.Error("findings file", "err", err)
+		}
+	}}
+	if !f.quiet {
+		sinks = append(sinks, func(fd *finding.Finding, isNew bool) { fmt.Fprintln(out, finding.Line(fd, isNew)) })
+	}
+	log.Info("detection", "detectors", len(detectors), "customRules", len(rules), "intelIndicators", store.Set().Len(),
+		"findingsFile", file)
+	return agent.NewDetection(engine, finding.NewAggregator(0, 0), log, sinks...), func() { w.Close() }, nil
 }
 
 func printFilter(kinds string) (*agent.Filter, error) {

@@ -1,0 +1,149 @@
+package detect
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/mamori-dev/mamori/internal/event"
+	"github.com/mamori-dev/mamori/internal/finding"
+)
+
+const goodRules = `rules:
+  - id: netcat-listener
+    type: Custom:Runtime/NetcatListener
+    severity: High
+    title: "netcat in {{.container.name}}"
+    description: "{{.process.executablePath}} listens on {{.net.localPort}}"
+    kinds: [listen]
+    condition: event.process.name in ["nc", "ncat"]
+  - id: curl-to-metadata
+    type: Discovery:Runtime/SuspiciousCommand
+    kinds: [exec]
+    condition: event.exec.args.exists(a, a.contains("169.254.169.254"))
+`
+
+func TestRulesCompileAndFire(t *testing.T) {
+	rs, err := ParseRules("r.yaml", []byte(goodRules))
+	if err != nil || len(rs) != 2 {
+		t.Fatalf("rules %d, err %v", len(rs), err)
+	}
+	var ds []Detector
+	for _, r := range rs {
+		ds = append(ds, r)
+	}
+	e := NewEngine(finding.Agent{NodeID: "n"}, nil, ds...)
+	ev := &event.Event{Kind: event.KindListen, Process: event.Process{PID: 3, UUID: "u", Comm: "nc", Exe: "/usr/bin/nc"},
+		Container: &event.Container{ID: "abc", Name: "web", Runtime: "podman"}, Net: &event.Net{Family: "inet", LocalPort: 4444}}
+	var got []*finding.Finding
+	e.Process(ev, func(f *finding.Finding) { got = append(got, f) })
+	if len(got) != 1 {
+		t.Fatalf("%d findings", len(got))
+	}
+	f := got[0]
+	if f.Type != "Custom:Runtime/NetcatListener" || f.Severity != finding.High || f.Title != "netcat in web" ||
+		f.Description != "/usr/bin/nc listens on 4444" || f.Service.Detector.Rule != "netcat-listener" {
+		t.Fatalf("finding %+v / %+v", f, f.Service.Detector)
+	}
+	if err := finding.Validate(f); err != nil {
+		t.Fatal(err)
+	}
+	// The same process connecting is another kind: the rule is not even run.
+	ev.Kind = event.KindConnect
+	got = nil
+	e.Process(ev, func(f *finding.Finding) { got = append(got, f) })
+	if len(got) != 0 {
+		t.Fatal("rule ran on a kind it did not ask for")
+	}
+}
+
+func TestMalformedRulesNameFileLineAndReason(t *testing.T) {
+	src := `rules:
+  - id: ok
+    type: Custom:Runtime/Ok
+    kinds: [exec]
+    condition: event.kind == "exec"
+  - id: bad-cel
+    type: Custom:Runtime/Bad
+    condition: event.kind ==
+  - id: bad-type
+    type: Nonsense
+    condition: "true"
+  - id: bad-kind
+    type: Custom:Runtime/X
+    kinds: [teleport]
+    condition: "true"
+  - id: bad-severity
+    type: Custom:Runtime/X
+    severity: extreme
+    condition: "true"
+  - id: ok
+    type: Custom:Runtime/Dup
+    condition: "true"
+`
+	rs, err := ParseRules("rules.yaml", []byte(src))
+	if len(rs) != 1 || rs[0].ID() != "ok" {
+		t.Fatalf("the good rule did not survive: %d rules", len(rs))
+	}
+	if err == nil {
+		t.Fatal("no error for malformed rules")
+	}
+	for _, want := range []string{`rules.yaml:8: rule "bad-cel": condition`, `rules.yaml:9: rule "bad-type": type "Nonsense"`,
+		`rules.yaml:12: rule "bad-kind": kinds`, `rules.yaml:16: rule "bad-severity": severity`,
+		`rules.yaml:20: rule "ok": id already used at line 2`} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+	if _, err := ParseRules("x.yaml", []byte("rules: [unclosed")); err == nil || !strings.Contains(err.Error(), "x.yaml") {
+		t.Errorf("YAML syntax error not reported with the file: %v", err)
+	}
+}
+
+func FuzzParseRules(f *testing.F) {
+	f.Add(goodRules)
+	f.Add("rules:\n  - id: a\n    type: Custom:Runtime/A\n    condition: event.x.y[0] > 3\n")
+	f.Fuzz(func(t *testing.T, src string) {
+		rs, _ := ParseRules("f.yaml", []byte(src))
+		ev := &event.Event{Kind: event.KindExec, Process: event.Process{PID: 1}, Exec: &event.Exec{Args: []string{"a"}}}
+		for _, r := range rs {
+			r.Evaluate(ev) // must not panic
+		}
+	})
+}
+
+func BenchmarkEngineWith100Rules(b *testing.B) {
+	var src strings.Builder
+	src.WriteString("rules:\n")
+	for i := 0; i < 100; i++ {
+		fmt.Fprintf(&src, "  - id: r%d\n    type: Custom:Runtime/R%d\n    kinds: [exec]\n    condition: event.process.executablePath == \"/opt/tool%d\" && event.exec.args.size() > 1\n", i, i, i)
+	}
+	rs, err := ParseRules("bench.yaml", []byte(src.String()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	e := builtinEngine(b)
+	for _, r := range rs {
+		e.Add(r)
+	}
+	// A realistic mix: execs are a few percent of a node's events.
+	evs := []*event.Event{
+		{Kind: event.KindExec, Process: event.Process{PID: 1, UUID: "u", Exe: "/usr/bin/ls", Args: []string{"ls", "-la"}},
+			Exec: &event.Exec{Path: "/usr/bin/ls", Args: []string{"ls", "-la"}}},
+	}
+	for i := 0; i < 19; i++ {
+		evs = append(evs, &event.Event{Kind: event.KindOpen, Process: event.Process{PID: 1, UUID: "u"}, File: &event.File{Path: "/etc/hosts"}})
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		ev := evs[i%len(evs)]
+		if ev.Kind == event.KindExec {
+			// a fresh event each time, as the pipeline delivers
+			c := *ev
+			ev = &c
+		}
+		e.Process(ev, func(*finding.Finding) {})
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}
