@@ -11,6 +11,8 @@ package detect
 
 import (
 	"log/slog"
+	"path"
+	"strings"
 	"sync/atomic"
 
 	"github.com/mamori-dev/mamori/internal/event"
@@ -101,6 +103,9 @@ func (e *Engine) Process(ev *event.Event, out func(*finding.Finding)) {
 		return
 	}
 	inCtr := ev.Container != nil
+	if inCtr && isRuntimeInit(ev) {
+		return
+	}
 	for _, d := range ds {
 		switch d.Scope() {
 		case ContainerOnly:
@@ -117,6 +122,19 @@ func (e *Engine) Process(ev *event.Event, out func(*finding.Finding)) {
 			out(e.build(d, ev, h))
 		})
 	}
+}
+
+// isRuntimeInit recognises the container runtime's own set-up process
+// (runc init: mounts, pivot_root, /proc writes) before it executes the
+// container's program. It needs both runc's process name and runc's image
+// (runc runs from a sealed copy, which the kernel's path walk shows as "/"),
+// so a container process renaming itself does not pass.
+func isRuntimeInit(ev *event.Event) bool {
+	p := &ev.Process
+	if !strings.HasPrefix(p.Comm, "runc:[") {
+		return false
+	}
+	return p.Exe == "/" || path.Base(p.Exe) == "runc" || strings.Contains(p.Exe, "runc_cloned")
 }
 
 func (e *Engine) build(d Detector, ev *event.Event, h Hit) *finding.Finding {
