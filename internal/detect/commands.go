@@ -67,6 +67,11 @@ func commands() Detector {
 		if x == nil || len(x.Args) == 0 {
 			return
 		}
+		// Container CLIs carry the command they run inside a container in
+		// their own argv; the container side is what gets detected.
+		if containerCLIs[progName(ev)] {
+			return
+		}
 		line := commandLine(x.Args)
 		seen := map[string]bool{}
 		for _, p := range cmdPatterns {
@@ -84,6 +89,9 @@ func commands() Detector {
 		}
 	})
 }
+
+var containerCLIs = map[string]bool{"podman": true, "docker": true, "kubectl": true, "crictl": true, "nerdctl": true,
+	"ctr": true, "oc": true, "conmon": true}
 
 // commandLine is what patterns see: for `sh -c SCRIPT` the script, else
 // argv joined.
