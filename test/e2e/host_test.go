@@ -1,0 +1,135 @@
+package e2e
+
+import (
+	"encoding/json"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mamori-dev/mamori/internal/agent"
+)
+
+func onHost(f Finding) bool { return f.Str("resource.resourceType") == "Instance" && f.ContainerID() == "" }
+
+func actor(t *testing.T, args ...string) string {
+	t.Helper()
+	out, _ := exec.Command(actorPath, args...).CombinedOutput()
+	return string(out)
+}
+
+// TestHostFindings: host-scope findings carry the node, not a container.
+func TestHostFindings(t *testing.T) {
+	m := start(t)
+	actor(t, "dns", "c2.guarddutyc2activityb.com", dnsServer+":53")
+	f := m.Wait(t, "Backdoor:Runtime/C&CActivity.B!DNS", and(onHost, ctxIs("domain", "c2.guarddutyc2activityb.com")))
+	expect(t, f, "High", "")
+	if f.Str("resource.instanceDetails.nodeId") == "" {
+		t.Error("host finding without the node id")
+	}
+
+	l := listen(t)
+	actor(t, "dup-socket", l.Addr().String(), "/bin/sh", "-c", "exit 0")
+	f = m.Wait(t, "Execution:Runtime/ReverseShell", onHost)
+	expect(t, f, "High", "")
+	if !strings.HasSuffix(f.Str("service.runtimeDetails.process.executablePath"), "sh") {
+		t.Errorf("reverse shell process %s", f.Str("service.runtimeDetails.process.executablePath"))
+	}
+
+	if _, err := os.Stat("/etc/sudoers.d"); err != nil {
+		if err := os.Mkdir("/etc/sudoers.d", 0o750); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.Remove("/etc/sudoers.d") })
+	}
+	drop := "/etc/sudoers.d/mamori-e2e-" + randHex(t)
+	if err := os.WriteFile(drop, []byte("# test\n"), 0o440); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(drop)
+	f = m.Wait(t, "PrivilegeEscalation:Runtime/SensitiveFileModified", and(onHost, ctxIs("filePath", drop)))
+	expect(t, f, "Medium", "")
+	// Lineage reaches the test binary that wrote the file.
+	if f.Get("service.runtimeDetails.process.lineage.0.uuid") == nil {
+		t.Errorf("no lineage: %s", f)
+	}
+}
+
+// TestKernelModuleLoaded performs a module load for real. This kernel is
+// built without module support (no init_module/finit_module tracepoints),
+// so no finding can come: the test asserts that mamori says so — the hook
+// is listed unavailable with the reason — instead of staying silent.
+func TestKernelModuleLoaded(t *testing.T) {
+	m := start(t)
+	actor(t, "finit-module", "/bin/true")
+	c, err := net.Dial("unix", filepath.Join(m.dir, "data", "events.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = json.NewEncoder(c).Encode(agent.StreamRequest{Status: true})
+	var st agent.Status
+	if err := json.NewDecoder(c).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	sawHook := false
+	for _, h := range st.Hooks {
+		if strings.Contains(h.Hook, "finit_module") {
+			sawHook = true
+			if !h.Attached && (!h.Optional || !strings.Contains(h.Error, "not available on this kernel")) {
+				t.Errorf("finit_module hook down without a reason: %+v", h)
+			}
+			if h.Attached {
+				f := m.Wait(t, "DefenseEvasion:Runtime/KernelModuleLoaded", onHost)
+				expect(t, f, "High", "")
+			}
+		}
+	}
+	if !sawHook {
+		t.Fatal("the finit_module hook is not reported at all")
+	}
+}
+
+// TestBenignWorkloads runs ordinary work in a container and on the host:
+// none of it may raise a Medium or High finding.
+func TestBenignWorkloads(t *testing.T) {
+	m := start(t)
+	began := time.Now().UTC()
+	id := Container(t, []string{"--network", "host"}, "sleep", "600")
+	// Serve HTTP from the container and fetch it; archive and compress;
+	// everyday admin commands.
+	Sh(t, id, `mkdir -p /srv/www && echo hello > /srv/www/index.html &&
+(httpd -f -p 127.0.0.1:18080 -h /srv/www & echo $! > /tmp/httpd.pid) && sleep 0.3 &&
+wget -q -O /tmp/got http://127.0.0.1:18080/index.html && cat /tmp/got &&
+tar czf /tmp/www.tgz -C /srv www && gzip -dc /tmp/www.tgz | tar tf - && bzip2 -k /tmp/got &&
+ps; df; uname -a; id; whoami; ls -la /etc; cat /etc/os-release 2>/dev/null; env | sort | head -3;
+echo "line" >> /var/log/app.log; date; find /etc -name '*.conf' | head; kill $(cat /tmp/httpd.pid)`)
+
+	// On the host: build a Go program, serve HTTP and curl it, archive it.
+	dir := t.TempDir()
+	src := "package main\nimport (\"fmt\";\"net/http\")\nfunc main(){http.HandleFunc(\"/\",func(w http.ResponseWriter,r *http.Request){fmt.Fprint(w,\"ok\")});http.ListenAndServe(\"127.0.0.1:18081\",nil)}\n"
+	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	script := `set -e; cd ` + dir + ` && go mod init example.com/web >/dev/null 2>&1 && go build -o web . &&
+(./web & echo $! > web.pid) && sleep 0.5 && curl -s http://127.0.0.1:18081/ && kill $(cat web.pid) &&
+tar czf web.tgz web main.go && gzip -t web.tgz && ls -la && ps aux | head -3 && df -h >/dev/null && uname -a && id`
+	if out, err := exec.Command("sh", "-c", script).CombinedOutput(); err != nil {
+		t.Fatalf("benign host workload failed: %v\n%s", err, out)
+	}
+	m.None(t, "", 3*time.Second, func(f Finding) bool {
+		created, _ := time.Parse(time.RFC3339Nano, f.Str("createdAt"))
+		if created.Before(began) {
+			return false
+		}
+		if f.ContainerID() == id {
+			return true
+		}
+		// Host findings from this workload: processes under the temp dir
+		// or the shell running the script.
+		return onHost(f) && (strings.Contains(f.String(), dir))
+	})
+}
