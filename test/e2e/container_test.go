@@ -81,7 +81,10 @@ func TestExecutionAttacks(t *testing.T) {
 		{typ: "Execution:Runtime/SuspiciousTool", sev: "High",
 			attack: "cp /bin/busybox /tmp/nmap && /tmp/nmap -sS 127.0.0.1",
 			benign: "ls -la /; ps",
-			check:  func(t *testing.T, f Finding) { ctxHas(t, f, "toolName", "nmap"); ctxHas(t, f, "toolCategory", "scanner") }},
+			check: func(t *testing.T, f Finding) {
+				ctxHas(t, f, "toolName", "nmap")
+				ctxHas(t, f, "toolCategory", "scanner")
+			}},
 		{typ: "Execution:Runtime/SuspiciousCommand", sev: "Medium",
 			attack: "wget -q -O- http://127.0.0.1:1/install.sh | sh",
 			benign: "wget -q -O /tmp/page http://127.0.0.1:1/index.html; cat /etc/hostname",

@@ -13,7 +13,9 @@ import (
 	"github.com/mamori-dev/mamori/internal/agent"
 )
 
-func onHost(f Finding) bool { return f.Str("resource.resourceType") == "Instance" && f.ContainerID() == "" }
+func onHost(f Finding) bool {
+	return f.Str("resource.resourceType") == "Instance" && f.ContainerID() == ""
+}
 
 func actor(t *testing.T, args ...string) string {
 	t.Helper()
