@@ -6,10 +6,9 @@ package testenv
 
 import (
 	"bytes"
-	"fmt"
+	"github.com/mamori-dev/mamori/internal/demo"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -55,7 +54,7 @@ func RequirePodman(t testing.TB) {
 
 // TestImage is the local image every container test uses: a busybox
 // root filesystem imported from Debian's busybox-static, no registry needed.
-const TestImage = "localhost/mamori-test-busybox:latest"
+const TestImage = demo.Image
 
 var imageOnce sync.Once
 var imageErr error
@@ -70,68 +69,7 @@ func EnsureImage(t testing.TB) {
 	}
 }
 
-func buildImage() error {
-	if exec.Command("podman", "image", "exists", TestImage).Run() == nil {
-		return nil
-	}
-	bb, err := exec.LookPath("busybox")
-	if err != nil {
-		for _, p := range []string{"/bin/busybox", "/usr/bin/busybox"} {
-			if _, e := os.Stat(p); e == nil {
-				bb = p
-			}
-		}
-	}
-	if bb == "" {
-		return fmt.Errorf("busybox not found (apt-get install busybox-static)")
-	}
-	dir, err := os.MkdirTemp("", "mamori-rootfs-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	for _, d := range []string{"bin", "sbin", "etc", "tmp", "root", "proc", "sys", "dev", "usr/bin", "var/log"} {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
-			return err
-		}
-	}
-	data, err := os.ReadFile(bb)
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "bin/busybox"), data, 0o755); err != nil {
-		return err
-	}
-	out, err := exec.Command(filepath.Join(dir, "bin/busybox"), "--list").Output()
-	if err != nil {
-		return fmt.Errorf("busybox --list: %w", err)
-	}
-	for _, applet := range strings.Fields(string(out)) {
-		if applet == "busybox" {
-			continue
-		}
-		_ = os.Symlink("busybox", filepath.Join(dir, "bin", applet))
-	}
-	files := map[string]string{
-		"etc/passwd": "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
-		"etc/group":  "root:x:0:\nnogroup:x:65534:\n",
-		"etc/shadow": "root:*:19000:0:99999:7:::\n",
-	}
-	for name, content := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
-			return err
-		}
-	}
-	tarball := dir + ".tar"
-	defer os.Remove(tarball)
-	if out, err := exec.Command("tar", "-C", dir, "-cf", tarball, ".").CombinedOutput(); err != nil {
-		return fmt.Errorf("tar rootfs: %v: %s", err, out)
-	}
-	if out, err := exec.Command("podman", "import", tarball, TestImage).CombinedOutput(); err != nil {
-		return fmt.Errorf("podman import: %v: %s", err, out)
-	}
-	return nil
-}
+func buildImage() error { return demo.EnsureImage() }
 
 // Podman runs podman with the runtime this machine needs and returns
 // trimmed stdout.

@@ -117,7 +117,8 @@ func launch() (*mamori, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &mamori{dir: dir, findings: filepath.Join(dir, "findings.jsonl")}
+	// The findings file is the data dir's default, so `mamori demo` finds it.
+	m := &mamori{dir: dir, findings: filepath.Join(dir, "data", "findings.jsonl")}
 	if err := writeFixtures(dir); err != nil {
 		return nil, err
 	}

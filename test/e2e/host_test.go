@@ -135,3 +135,20 @@ tar czf web.tgz web main.go && gzip -t web.tgz && ls -la && ps aux | head -3 && 
 		return onHost(f) && (strings.Contains(f.String(), dir))
 	})
 }
+
+// TestDemo runs `mamori demo` against the running mamori: every behaviour
+// it performs must come back as its finding.
+func TestDemo(t *testing.T) {
+	m := start(t)
+	bin := filepath.Join(m.dir, "mamori")
+	out, err := exec.Command(bin, "demo", "--data-dir", filepath.Join(m.dir, "data"), "--wait", "30s").CombinedOutput()
+	if err != nil && strings.Contains(string(out), "no local mamori run") {
+		t.Fatalf("demo did not find the run: %s", out)
+	}
+	if err != nil {
+		t.Fatalf("demo: %v\n%s", err, out)
+	}
+	if strings.Contains(string(out), "missing") {
+		t.Fatalf("demo findings missing:\n%s", out)
+	}
+}
