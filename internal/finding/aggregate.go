@@ -1,25 +1,34 @@
 package finding
 
 import (
+	"container/list"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
-// Aggregator merges repeats of the same activity into one finding: the
-// first occurrence is new; later ones with the same id bump count and
-// eventLastSeen. Updates are coalesced: a finding that changed is handed
-// out again at most once per UpdateEvery (by Flush), so a tight loop of
-// the same behaviour costs one line per interval, not one per event.
+// Aggregator merges repeats of the same activity into one finding, the
+// way the reference product does: a repeat keeps the original id and
+// bumps service.count and service.eventLastSeen (see Key for what "the
+// same activity" means).
+//
+// New versus updated: Observe hands back a new finding at once; a repeat
+// returns nil and marks the stored finding changed. Flush hands out the
+// changed findings, each at most once per UpdateEvery, so a tight loop of
+// the same behaviour costs one update per interval, not one per event.
+//
 // Memory is bounded: past Capacity the least recently seen finding is
-// forgotten (and counted); a later repeat of it is new again.
+// forgotten (and counted as evicted); a later repeat of it is new again,
+// with the same id, so a store downstream still merges it.
+//
+// An Aggregator is safe for concurrent use. The findings it returns are
+// copies: callers may keep or hand them to other goroutines.
 type Aggregator struct {
 	mu          sync.Mutex
 	cap         int
 	updateEvery time.Duration
-	byID        map[string]*agg
-	evicted     atomic.Uint64
-	merged      atomic.Uint64
+	byID        map[string]*list.Element // of *agg
+	lru         list.List                // front: most recently seen
+	stats       AggregatorStats
 }
 
 type agg struct {
@@ -37,33 +46,55 @@ func NewAggregator(capacity int, updateEvery time.Duration) *Aggregator {
 	if updateEvery <= 0 {
 		updateEvery = 5 * time.Second
 	}
-	return &Aggregator{cap: capacity, updateEvery: updateEvery, byID: map[string]*agg{}}
+	return &Aggregator{cap: capacity, updateEvery: updateEvery, byID: map[string]*list.Element{}}
 }
 
-// Observe records f. It returns the finding to emit now — f itself when
-// it is new, nil when it merged into a known one (Flush will emit it).
+// Observe records f. It returns a copy of f to emit now when f is new,
+// and nil when f merged into a finding already held (Flush emits that
+// update later).
 func (a *Aggregator) Observe(f *Finding) *Finding {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if g, ok := a.byID[f.ID]; ok {
-		s := &g.f.Service
-		s.Count++
-		if f.Service.EventLastSeen.After(s.EventLastSeen) {
-			s.EventLastSeen = f.Service.EventLastSeen
-		}
-		if f.Service.EventFirstSeen.Before(s.EventFirstSeen) {
-			s.EventFirstSeen = f.Service.EventFirstSeen
-		}
-		g.f.UpdatedAt = time.Now().UTC()
+	if el, ok := a.byID[f.ID]; ok {
+		g := el.Value.(*agg)
+		mergeInto(g.f, f)
 		g.dirty = true
-		a.merged.Add(1)
+		a.lru.MoveToFront(el)
+		a.stats.Merged++
 		return nil
 	}
-	if len(a.byID) >= a.cap {
-		a.evictOldest()
+	for len(a.byID) >= a.cap {
+		old := a.lru.Back()
+		a.lru.Remove(old)
+		delete(a.byID, old.Value.(*agg).f.ID)
+		a.stats.Evicted++
 	}
-	a.byID[f.ID] = &agg{f: f, emitted: time.Now()}
-	return f
+	c := *f
+	a.byID[f.ID] = a.lru.PushFront(&agg{f: &c, emitted: time.Now()})
+	a.stats.New++
+	out := c
+	return &out
+}
+
+// mergeInto folds a repeat into the held finding.
+func mergeInto(held, rep *Finding) {
+	s := &held.Service
+	n := rep.Service.Count
+	if n < 1 {
+		n = 1
+	}
+	s.Count += n
+	if rep.Service.EventLastSeen.After(s.EventLastSeen) {
+		s.EventLastSeen = rep.Service.EventLastSeen
+		// The latest occurrence's process is the one a responder wants.
+		s.RuntimeDetails = rep.Service.RuntimeDetails
+	}
+	if rep.Service.EventFirstSeen.Before(s.EventFirstSeen) {
+		s.EventFirstSeen = rep.Service.EventFirstSeen
+	}
+	if now := time.Now().UTC(); now.After(held.UpdatedAt) {
+		held.UpdatedAt = now
+	}
 }
 
 // Flush returns copies of the findings updated since they were last
@@ -73,40 +104,32 @@ func (a *Aggregator) Flush(now time.Time, force bool) []*Finding {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	var out []*Finding
-	for _, g := range a.byID {
+	for el := a.lru.Front(); el != nil; el = el.Next() {
+		g := el.Value.(*agg)
 		if g.dirty && (force || now.Sub(g.emitted) >= a.updateEvery) {
 			c := *g.f
 			out = append(out, &c)
 			g.dirty, g.emitted = false, now
 		}
 	}
+	a.stats.Updates += uint64(len(out))
 	return out
-}
-
-func (a *Aggregator) evictOldest() {
-	var oldest *agg
-	for _, g := range a.byID {
-		if oldest == nil || g.f.Service.EventLastSeen.Before(oldest.f.Service.EventLastSeen) {
-			oldest = g
-		}
-	}
-	if oldest != nil {
-		delete(a.byID, oldest.f.ID)
-		a.evicted.Add(1)
-	}
 }
 
 // AggregatorStats are the aggregator's counters.
 type AggregatorStats struct {
-	Findings int    `json:"findings"`
-	Merged   uint64 `json:"merged"`
-	Evicted  uint64 `json:"evicted"`
+	Findings int    `json:"findings"` // held now
+	New      uint64 `json:"new"`      // first occurrences handed out by Observe
+	Merged   uint64 `json:"merged"`   // repeats folded into a held finding
+	Updates  uint64 `json:"updates"`  // updated findings handed out by Flush
+	Evicted  uint64 `json:"evicted"`  // forgotten to stay within capacity
 }
 
 // Stats returns the counters.
 func (a *Aggregator) Stats() AggregatorStats {
 	a.mu.Lock()
-	n := len(a.byID)
-	a.mu.Unlock()
-	return AggregatorStats{Findings: n, Merged: a.merged.Load(), Evicted: a.evicted.Load()}
+	defer a.mu.Unlock()
+	s := a.stats
+	s.Findings = len(a.byID)
+	return s
 }

@@ -1,5 +1,7 @@
 package finding
 
+import "strings"
+
 // Kind describes one finding type: what it means, how severe it is and
 // where it sits in MITRE ATT&CK. The catalogue is the single place
 // detectors, samples and the console take these from.
@@ -13,7 +15,19 @@ type Kind struct {
 	// Reference is true for the 46 types of the reference product; false
 	// for the ones mamori adds.
 	Reference bool `json:"reference"`
+	// Context lists the keys a finding of this type may carry in
+	// service.runtimeDetails.context, besides CommonContext. Detectors
+	// must stay within it (Validate checks); samples fill every key.
+	Context []string `json:"context"`
+	// Intel is true for types raised from threat intelligence: their
+	// findings carry service.evidence.threatIntelligenceDetails.
+	Intel bool `json:"intel"`
 }
+
+// CommonContext are context keys any finding may carry: the syscall's
+// outcome ("success" or the errno name: attempts count) and, for findings
+// raised by a custom rule, the rule's id.
+var CommonContext = []string{"result", "ruleId"}
 
 // Severity bands, as in the reference.
 const (
@@ -145,10 +159,75 @@ var Catalogue = []Kind{
 		Description: "A process created a raw or packet socket, used by sniffers and hand-crafted packet tools."},
 }
 
+// contextKeys are the context keys of each type, named as the reference
+// names them where it does.
+var contextKeys = map[string][]string{
+	"Backdoor:Runtime/C&CActivity.B":                             ipContext,
+	"CryptoCurrency:Runtime/BitcoinTool.B":                       ipContext,
+	"UnauthorizedAccess:Runtime/TorClient":                       ipContext,
+	"Trojan:Runtime/BlackholeTraffic":                            ipContext,
+	"Trojan:Runtime/DropPoint":                                   ipContext,
+	"UnauthorizedAccess:Runtime/TorRelay":                        {"remoteIpDetails", "localPort"},
+	"UnauthorizedAccess:Runtime/MetadataDNSRebind":               {"domain", "answers", "dnsServer"},
+	"Execution:Runtime/NewBinaryExecuted":                        {"executablePath", "modifiedAt", "modifyingProcess", "scriptPath", "upperLayer"},
+	"Execution:Runtime/NewLibraryLoaded":                         {"libraryPath", "modifiedAt", "modifyingProcess"},
+	"Execution:Runtime/ReverseShell":                             {"shell", "remoteAddress"},
+	"DefenseEvasion:Runtime/FilelessExecution":                   {"executablePath", "memfd", "deleted", "memoryRegions"},
+	"DefenseEvasion:Runtime/ProcessInjection.Proc":               {"targetProcess", "filePath"},
+	"DefenseEvasion:Runtime/ProcessInjection.Ptrace":             {"targetProcess", "ptraceRequest"},
+	"DefenseEvasion:Runtime/ProcessInjection.VirtualMemoryWrite": {"targetProcess"},
+	"DefenseEvasion:Runtime/PtraceAntiDebugging":                 {"targetProcess"},
+	"DefenseEvasion:Runtime/KernelModuleLoaded":                  {"moduleName", "moduleFilePath", "moduleSha256"},
+	"DefenseEvasion:Runtime/SuspiciousCommand":                   commandContext,
+	"Discovery:Runtime/SuspiciousCommand":                        commandContext,
+	"Execution:Runtime/SuspiciousCommand":                        commandContext,
+	"Persistence:Runtime/SuspiciousCommand":                      commandContext,
+	"PrivilegeEscalation:Runtime/SuspiciousCommand":              commandContext,
+	"DefenseEvasion:Runtime/SensitiveFileModified":               fileContext,
+	"Persistence:Runtime/SensitiveFileModified":                  fileContext,
+	"PrivilegeEscalation:Runtime/SensitiveFileModified":          fileContext,
+	"Execution:Runtime/SuspiciousShellCreated":                   {"shell", "networkFacingProcess"},
+	"Execution:Runtime/SuspiciousTool":                           {"toolName", "toolCategory"},
+	"Execution:Runtime/MaliciousFileExecuted":                    hashContext,
+	"Execution:Runtime/MaliciousFileExecuted.Custom":             hashContext,
+	"Impact:Runtime/CryptoMinerExecuted":                         {"toolName", "commandLineExample"},
+	"PrivilegeEscalation:Runtime/ContainerMountsHostDirectory":   {"mountSource", "mountTarget", "fileSystemType", "flags"},
+	"PrivilegeEscalation:Runtime/DockerSocketAccessed":           {"socketPath"},
+	"PrivilegeEscalation:Runtime/RuncContainerEscape":            {"runcBinaryPath"},
+	"PrivilegeEscalation:Runtime/CGroupsReleaseAgentModified":    {"releaseAgentPath"},
+	"PrivilegeEscalation:Runtime/UserfaultfdUsage":               {},
+	"PrivilegeEscalation:Runtime/ElevationToRoot":                {"binaryPath", "userId", "euid", "setuidMode"},
+	"CredentialAccess:Runtime/SensitiveFileRead":                 {"filePath"},
+	"Discovery:Runtime/RawSocketCreated":                         {"addressFamily", "socketType", "ianaProtocolNumber"},
+}
+
+// intelTypes are the threat-intel types not named ...!DNS or ...Reputation.
+var intelTypes = map[string]bool{
+	"Backdoor:Runtime/C&CActivity.B": true, "CryptoCurrency:Runtime/BitcoinTool.B": true,
+	"UnauthorizedAccess:Runtime/TorClient": true, "UnauthorizedAccess:Runtime/TorRelay": true,
+	"Trojan:Runtime/BlackholeTraffic": true, "Trojan:Runtime/DropPoint": true,
+	"Execution:Runtime/MaliciousFileExecuted": true, "Execution:Runtime/MaliciousFileExecuted.Custom": true,
+}
+
+var (
+	ipContext      = []string{"remoteIpDetails", "remotePort", "addressFamily", "connectResult"}
+	dnsContext     = []string{"domain", "queryType", "dnsServer", "protocol"}
+	commandContext = []string{"commandLineExample", "technique", "ldPreloadValue", "serviceName", "shellHistoryFilePath"}
+	fileContext    = []string{"fileOperation", "filePath", "shellHistoryFilePath"}
+	hashContext    = []string{"threatFilePath", "threatFileSha256"}
+)
+
 var byType = func() map[string]*Kind {
 	m := make(map[string]*Kind, len(Catalogue))
 	for i := range Catalogue {
-		m[Catalogue[i].Type] = &Catalogue[i]
+		k := &Catalogue[i]
+		if c, ok := contextKeys[k.Type]; ok {
+			k.Context = c
+		} else if strings.HasSuffix(k.Type, "!DNS") || strings.HasSuffix(k.Type, ".Reputation") {
+			k.Context = dnsContext
+		}
+		k.Intel = intelTypes[k.Type] || strings.HasSuffix(k.Type, "!DNS") || strings.HasSuffix(k.Type, ".Reputation")
+		m[k.Type] = k
 	}
 	return m
 }()

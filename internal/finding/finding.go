@@ -7,6 +7,7 @@ package finding
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"strconv"
 	"strings"
 	"time"
 
@@ -167,7 +168,7 @@ type Agent struct {
 func New(typ string, ev *event.Event, agent Agent, keyActor string, ctx map[string]any) *Finding {
 	k, ok := Lookup(typ)
 	if !ok {
-		k = &Kind{Type: typ, Severity: Medium, Title: typ}
+		k = &Kind{Type: typ, Severity: Medium, Title: typ, Description: "Detection " + typ + " matched."}
 	}
 	now := time.Now().UTC()
 	seen := ev.Time
@@ -236,23 +237,27 @@ func processOf(p *event.Process) *Process {
 // Key is the dedup key: type, resource (node, and container when there is
 // one) and the key actor the detector names — the executable, domain,
 // address or file that makes two occurrences "the same activity". When the
-// detector names none, the acting executable is the actor.
+// detector names none, the acting executable is the actor. Time, pid and
+// process uuid are not part of it, so the same activity by a new process
+// merges. Each field is length-prefixed, so no value can imitate another
+// field's boundary.
 func Key(f *Finding, keyActor string) string {
-	var b strings.Builder
-	b.WriteString(f.Type)
-	b.WriteByte('|')
+	node, ctr := "", ""
 	if d := f.Resource.InstanceDetails; d != nil {
-		b.WriteString(d.NodeID)
+		node = d.NodeID
 	}
-	b.WriteByte('|')
 	if c := f.Resource.ContainerDetails; c != nil {
-		b.WriteString(c.ID)
+		ctr = c.ID
 	}
-	b.WriteByte('|')
 	if keyActor == "" && f.Service.RuntimeDetails.Process != nil {
 		keyActor = f.Service.RuntimeDetails.Process.ExecutablePath
 	}
-	b.WriteString(keyActor)
+	var b strings.Builder
+	for _, v := range []string{f.Type, node, ctr, keyActor} {
+		b.WriteString(strconv.Itoa(len(v)))
+		b.WriteByte(':')
+		b.WriteString(v)
+	}
 	return b.String()
 }
 

@@ -2,6 +2,7 @@ package finding
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -92,5 +93,104 @@ func TestAggregationKeepsIDAndCounts(t *testing.T) {
 	a.Observe(New("Execution:Runtime/NewBinaryExecuted", &ev3, agent, "/other", nil))
 	if st := a.Stats(); st.Findings != 2 || st.Evicted != 1 {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestCatalogueDeclaresContextAndIntel(t *testing.T) {
+	intel := 0
+	for _, k := range Catalogue {
+		if k.Context == nil {
+			t.Errorf("%s declares no context keys", k.Type)
+		}
+		if k.Intel {
+			intel++
+		}
+	}
+	// 5 IP types, the Tor relay, 7 !DNS types, 4 reputation types and the
+	// two hash types come from threat intel.
+	if intel != 19 {
+		t.Errorf("%d intel types, want 19", intel)
+	}
+}
+
+func TestValidateContextKeysAndEvidence(t *testing.T) {
+	ev := &event.Event{Time: time.Unix(100, 0), Process: event.Process{PID: 1, UUID: "u", Exe: "/bin/x"}}
+	f := New("PrivilegeEscalation:Runtime/DockerSocketAccessed", ev, agent, "", map[string]any{"socketPath": "/run/docker.sock", "result": "EPERM"})
+	if err := Validate(f); err != nil {
+		t.Fatalf("declared keys refused: %v", err)
+	}
+	f.Service.RuntimeDetails.Context["sockPath"] = "typo"
+	if err := Validate(f); err == nil || !strings.Contains(err.Error(), "context.sockPath") {
+		t.Errorf("undeclared context key accepted: %v", err)
+	}
+	g := New("Backdoor:Runtime/C&CActivity.B!DNS", ev, agent, "evil.example", map[string]any{"domain": "evil.example"})
+	if err := Validate(g); err == nil || !strings.Contains(err.Error(), "evidence") {
+		t.Errorf("intel finding without evidence accepted: %v", err)
+	}
+	c := New("Custom:Runtime/Anything", ev, agent, "", map[string]any{"whatever": 1})
+	if err := Validate(c); err != nil {
+		t.Errorf("custom type with its own context refused: %v", err)
+	}
+}
+
+// The id depends on type, node, container and actor only: not on time,
+// pid or process uuid, so repeats by new processes merge.
+func TestIDStability(t *testing.T) {
+	mk := func(typ, node, ctr, exe string, pid uint32, at int64) string {
+		ev := &event.Event{Time: time.Unix(at, 0), Process: event.Process{PID: pid, UUID: fmt.Sprint("u", pid), Exe: exe}}
+		if ctr != "" {
+			ev.Container = &event.Container{ID: ctr, Runtime: "podman"}
+		}
+		return New(typ, ev, Agent{NodeID: node}, "", nil).ID
+	}
+	base := mk("Execution:Runtime/NewBinaryExecuted", "n1", "c1", "/tmp/x", 10, 1)
+	if got := mk("Execution:Runtime/NewBinaryExecuted", "n1", "c1", "/tmp/x", 99, 5000); got != base {
+		t.Error("pid or time changed the id")
+	}
+	for what, id := range map[string]string{
+		"type":      mk("Execution:Runtime/SuspiciousTool", "n1", "c1", "/tmp/x", 10, 1),
+		"node":      mk("Execution:Runtime/NewBinaryExecuted", "n2", "c1", "/tmp/x", 10, 1),
+		"container": mk("Execution:Runtime/NewBinaryExecuted", "n1", "c2", "/tmp/x", 10, 1),
+		"host":      mk("Execution:Runtime/NewBinaryExecuted", "n1", "", "/tmp/x", 10, 1),
+		"actor":     mk("Execution:Runtime/NewBinaryExecuted", "n1", "c1", "/tmp/y", 10, 1),
+	} {
+		if id == base {
+			t.Errorf("a different %s kept the id", what)
+		}
+	}
+	// Fields are separated: ("a|b", "") and ("a", "b|") must not collide.
+	if Key(&Finding{Type: "T", Resource: Resource{ContainerDetails: &ContainerDetails{ID: "x|"}}}, "y") ==
+		Key(&Finding{Type: "T", Resource: Resource{ContainerDetails: &ContainerDetails{ID: "x"}}}, "|y") {
+		t.Error("dedup keys collide across field boundaries")
+	}
+}
+
+// Eviction forgets the least recently seen finding, not the oldest
+// created, and the findings handed out are copies.
+func TestAggregatorLRUAndCopies(t *testing.T) {
+	a := NewAggregator(2, time.Hour)
+	mk := func(actor string) *Finding {
+		ev := &event.Event{Time: time.Unix(1, 0), Process: event.Process{PID: 1, UUID: "u", Exe: "/bin/x"}}
+		return New("Execution:Runtime/SuspiciousTool", ev, agent, actor, nil)
+	}
+	first := a.Observe(mk("a"))
+	a.Observe(mk("b"))
+	a.Observe(mk("a")) // a is now the most recently seen
+	a.Observe(mk("c")) // evicts b
+	if a.Observe(mk("a")) != nil {
+		t.Error("a was evicted although b was seen less recently")
+	}
+	if a.Observe(mk("b")) == nil {
+		t.Error("b was kept beyond capacity")
+	}
+	first.Service.Count = 1000
+	for _, f := range a.Flush(time.Now(), true) {
+		if f.Service.Count >= 1000 {
+			t.Error("a caller's copy changed the held finding")
+		}
+	}
+	st := a.Stats()
+	if st.Findings != 2 || st.New != 4 || st.Merged != 2 || st.Evicted != 2 {
+		t.Errorf("stats %+v", st)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -70,6 +71,16 @@ func Validate(f *Finding) error {
 	}
 	if p := s.RuntimeDetails.Process; p != nil && (p.Pid == 0 || p.UUID == "") {
 		bad("runtimeDetails.process needs pid and uuid")
+	}
+	if k, ok := Lookup(f.Type); ok {
+		if k.Intel && (s.Evidence == nil || len(s.Evidence.ThreatIntelligenceDetails) == 0) {
+			bad("%s is raised from threat intel but has no evidence.threatIntelligenceDetails", f.Type)
+		}
+		for key := range s.RuntimeDetails.Context {
+			if !slices.Contains(k.Context, key) && !slices.Contains(CommonContext, key) {
+				bad("runtimeDetails.context.%s is not a context key of %s (declare it in the catalogue)", key, f.Type)
+			}
+		}
 	}
 	return errors.Join(errs...)
 }
