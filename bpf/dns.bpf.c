@@ -218,7 +218,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 ingress)
 	if (bpf_skb_load_bytes(skb, poff, r->payload, n))
 		n = 0;
 	r->payload_len = n;
-	bpf_ringbuf_submit(r, 0);
+	bpf_ringbuf_submit(r, wakeup_flag());
 	count(&emitted, EV_DNS);
 	return 1;
 }

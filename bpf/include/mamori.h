@@ -404,6 +404,18 @@ static __always_inline __u32 put_fd_path(struct scratch *s, __u32 off, long fd)
 	return put_path(s, off, &p);
 }
 
+/*
+ * Wake the reader only when a batch is waiting: a wakeup per record costs
+ * the agent a syscall per event. The reader also polls with a short
+ * deadline, so a lone record waits at most that long.
+ */
+#define WAKEUP_BYTES (256 * 1024)
+
+static __always_inline __u64 wakeup_flag(void)
+{
+	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+}
+
 /* submit sends the record; failures are counted, never silent. */
 static __always_inline void submit(struct scratch *s, __u32 off)
 {
@@ -411,7 +423,7 @@ static __always_inline void submit(struct scratch *s, __u32 off)
 	__u64 size = sizeof(struct event_hdr) + off;
 	if (size > sizeof(struct scratch))
 		size = sizeof(struct scratch);
-	if (bpf_ringbuf_output(&events, s, size, 0) < 0)
+	if (bpf_ringbuf_output(&events, s, size, wakeup_flag()) < 0)
 		count(&drops, kind);
 	else
 		count(&emitted, kind);

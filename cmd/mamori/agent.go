@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -34,6 +35,7 @@ type agentFlags struct {
 	intelDir     string
 	rulesDir     string
 	quiet        bool
+	cpuProfile   string
 }
 
 func (f *agentFlags) bind(cmd *cobra.Command, defaultPrint string) {
@@ -45,6 +47,8 @@ func (f *agentFlags) bind(cmd *cobra.Command, defaultPrint string) {
 	cmd.Flags().StringVar(&f.intelDir, "intel", "", "directory of threat-intel lists (plain, CSV, STIX 2.1), reloaded on change [DATA_DIR/intel]")
 	cmd.Flags().StringVar(&f.rulesDir, "rules", "", "directory of custom rule files (*.yaml) [DATA_DIR/rules]")
 	cmd.Flags().BoolVarP(&f.quiet, "quiet", "q", false, "do not print findings to the terminal")
+	cmd.Flags().StringVar(&f.cpuProfile, "cpuprofile", "", "write a Go CPU profile to this file (for benchmarks)")
+	_ = cmd.Flags().MarkHidden("cpuprofile")
 }
 
 func agentCmd() *cobra.Command {
@@ -79,6 +83,16 @@ func runAgent(ctx context.Context, f *agentFlags, out *os.File) error {
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if f.cpuProfile != "" {
+		pf, err := os.Create(f.cpuProfile)
+		if err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	start := time.Now()
 	a, err := agent.New(agent.Options{NodeID: nodeID, Logger: log})

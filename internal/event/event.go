@@ -63,7 +63,8 @@ type Process struct {
 	Args       []string `json:"args,omitempty"`
 	Cwd        string   `json:"pwd,omitempty"`
 	User       string   `json:"user,omitempty"`
-	// Lineage is the parent chain, nearest first; the process table fills it.
+	// Lineage is the parent chain, nearest first; the process table fills
+	// it. It is shared between the events of a process: read-only.
 	Lineage []Ancestor `json:"lineage,omitempty"`
 }
 

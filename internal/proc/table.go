@@ -76,6 +76,10 @@ type entry struct {
 	exited           time.Time // zero while alive
 	seen             time.Time // last event, for eviction
 	containerID      string
+	// lineage is built once and shared by the process's events until an
+	// entry that could appear in it changes (gen moves on).
+	lineage    []event.Ancestor
+	lineageGen uint64
 }
 
 // Table is the process table. Apply is meant for the single pipeline
@@ -87,6 +91,9 @@ type Table struct {
 	mu    sync.Mutex
 	byPID map[uint32]*entry
 	byID  map[string]*entry
+	// gen counts changes that can alter some lineage: execs, user
+	// changes, removals.
+	gen   uint64
 	users *userNames
 	hash  *hasher
 
@@ -179,6 +186,7 @@ func (t *Table) Apply(ev *event.Event) {
 
 	switch ev.Kind {
 	case event.KindExec:
+		t.gen++
 		if x := ev.Exec; x != nil {
 			e.exe, e.args, e.cwd, e.sha256 = x.Path, x.Args, x.Cwd, ""
 			if sum, ok := t.hash.cached(x); ok {
@@ -196,6 +204,7 @@ func (t *Table) Apply(ev *event.Event) {
 	}
 	if e.user == "" || ev.Kind == event.KindSetID {
 		e.user = t.users.name(p.PID, p.UID)
+		t.gen++
 	}
 	t.fill(p, e)
 	if len(t.byPID) > t.opts.Capacity {
@@ -249,6 +258,7 @@ func (t *Table) insertLocked(e *entry) {
 }
 
 func (t *Table) removeLocked(e *entry) {
+	t.gen++
 	if t.byPID[e.pid] == e {
 		delete(t.byPID, e.pid)
 	}
@@ -275,14 +285,25 @@ func (t *Table) fill(p *event.Process, e *entry) {
 	p.User = e.user
 	p.ExeSHA256 = e.sha256
 	p.Start = e.start
-	p.Lineage = p.Lineage[:0]
+	if e.lineage == nil || e.lineageGen != t.gen {
+		e.lineage, e.lineageGen = t.lineageOf(e), t.gen
+	}
+	// Shared, read-only: every event of the process points at the same slice.
+	p.Lineage = e.lineage
+	if len(p.Lineage) == 0 {
+		p.Lineage = nil
+	}
+}
+
+func (t *Table) lineageOf(e *entry) []event.Ancestor {
+	out := []event.Ancestor{}
 	seen := 0
 	for id := e.parentUUID; id != "" && seen < MaxLineage; seen++ {
 		a := t.byID[id]
 		if a == nil {
 			break
 		}
-		p.Lineage = append(p.Lineage, event.Ancestor{
+		out = append(out, event.Ancestor{
 			PID: a.pid, NSPID: a.nspid, UUID: a.uuid, ParentUUID: a.parentUUID, Name: a.name,
 			Exe: a.exe, Args: a.args, UID: a.uid, EUID: a.euid, User: a.user, Start: a.start,
 		})
@@ -291,9 +312,7 @@ func (t *Table) fill(p *event.Process, e *entry) {
 		}
 		id = a.parentUUID
 	}
-	if len(p.Lineage) == 0 {
-		p.Lineage = nil
-	}
+	return out
 }
 
 // evictLocked drops exited processes past their grace, then, if still

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync/atomic"
 	"time"
 
@@ -58,6 +59,10 @@ type readStats struct {
 // kernel counts), so no second unbounded queue hides behind it.
 type Handler func(*event.Event)
 
+// pollInterval is the longest a record waits in the ring buffer when too
+// few are waiting to wake the reader.
+const pollInterval = 5 * time.Millisecond
+
 // Run reads the ring buffer until ctx is done, decoding each record and
 // passing it to h. Malformed records are counted and skipped.
 func (s *Sensor) Run(ctx context.Context, h Handler) error {
@@ -75,7 +80,14 @@ func (s *Sensor) Run(ctx context.Context, h Handler) error {
 	dec := NewDecoder()
 	var rec ringbuf.Record
 	for {
+		// The kernel wakes the reader only once a batch is waiting
+		// (bpf/include/mamori.h, wakeup_flag); the deadline bounds how long
+		// a lone record waits.
+		rd.SetDeadline(time.Now().Add(pollInterval))
 		if err := rd.ReadInto(&rec); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				continue
+			}
 			if errors.Is(err, ringbuf.ErrClosed) && ctx.Err() != nil {
 				return nil
 			}
