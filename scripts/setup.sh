@@ -1,12 +1,16 @@
 #!/bin/sh
 # setup.sh installs what mamori and its tests need on a fresh Debian machine
-# of the kind described in DEVELOPERS.md / shared/machine.md. It is
-# idempotent and quiet when everything is already there.
+# of the kind described in ../shared/machine.md. It is idempotent and quiet
+# when everything is already there.
 #
 #   scripts/setup.sh          everything the tests need
 #   scripts/setup.sh run      only what `mamori run` needs
 set -eu
 cd "$(dirname "$0")/.."
+PATH=/usr/local/go/bin:$PATH
+# go needs a home for its module and build caches; CI may start without one.
+: "${HOME:=$(getent passwd "$(id -u)" | cut -d: -f6)}"
+export HOME
 
 need_root() {
 	if [ "$(id -u)" -ne 0 ]; then
@@ -15,16 +19,19 @@ need_root() {
 	fi
 }
 
-# Packages: podman+runc for real containers and container tests;
-# busybox-static for the test image; clang/llvm/libbpf-dev/bpftool to
-# regenerate BPF objects (go build needs none of them); postgresql and
-# nats-server for control-plane tests; chromium for console tests.
+# Packages, by what needs them:
+#   podman runc busybox-static      real containers and the test image
+#   containerd docker.io            CRI- and Docker-shaped container metadata tests
+#   clang llvm libbpf-dev bpftool   regenerating BPF objects (go build needs none)
+#   postgresql nats-server          control-plane tests
+#   chromium chromium-driver        console tests in a headless browser
 RUN_PKGS="ca-certificates"
-TEST_PKGS="podman runc busybox-static clang llvm libbpf-dev bpftool postgresql nats-server chromium chromium-driver iproute2 procps"
+TEST_PKGS="podman runc busybox-static containerd docker.io clang llvm libbpf-dev bpftool
+postgresql nats-server chromium chromium-driver iproute2 procps git"
 
-missing=""
 pkgs="$RUN_PKGS"
 [ "${1:-test}" = "run" ] || pkgs="$RUN_PKGS $TEST_PKGS"
+missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
 done
@@ -37,25 +44,29 @@ if [ -n "$missing" ]; then
 	apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 
-# This VM cannot raise rlimits; podman must not try (shared/machine.md).
+# This VM cannot raise rlimits, so podman must not try (shared/machine.md).
+# Edit the [containers] table in place; never clobber the rest of the file.
 conf=/etc/containers/containers.conf
-if command -v podman >/dev/null 2>&1 && ! grep -q '^default_ulimits *= *\[\]' "$conf" 2>/dev/null; then
+if command -v podman >/dev/null 2>&1 && ! grep -q '^default_ulimits *= *\[ *\]' "$conf" 2>/dev/null; then
 	need_root
 	mkdir -p /etc/containers
-	if [ -f "$conf" ] && grep -q '^\[containers\]' "$conf"; then
+	if grep -q '^default_ulimits' "$conf" 2>/dev/null; then
+		# Replace the whole array, which may span several lines.
+		awk 'skip { if (/]/) skip = 0; next }
+			/^default_ulimits/ { print "default_ulimits = []"; if (!/]/) skip = 1; next }
+			{ print }' "$conf" >"$conf.mamori" && mv "$conf.mamori" "$conf"
+	elif grep -q '^\[containers\]' "$conf" 2>/dev/null; then
 		sed -i 's/^\[containers\]/[containers]\ndefault_ulimits = []/' "$conf"
 	else
-		printf '[containers]\ndefault_ulimits = []\n' >>"$conf"
+		printf '\n[containers]\ndefault_ulimits = []\n' >>"$conf"
 	fi
-	echo "setup: podman configured (default_ulimits = [])"
+	echo "setup: podman configured (default_ulimits = [] in $conf)"
 fi
 
+# Go is not taken from Debian: its golang-go is far older than go.mod needs.
+# Machines of this kind ship it at /usr/local/go.
 if ! command -v go >/dev/null 2>&1; then
-	if [ -x /usr/local/go/bin/go ]; then
-		PATH=/usr/local/go/bin:$PATH
-	else
-		echo "setup: Go is missing: install Go $(sed -n 's/^go //p' go.mod) or newer" >&2
-		exit 1
-	fi
+	echo "setup: Go is missing: install Go $(sed -n 's/^go //p' go.mod) or newer at /usr/local/go" >&2
+	exit 1
 fi
 go mod download
