@@ -291,6 +291,23 @@ type throughput struct {
 	generated           uint64
 	read, emitted, drop float64
 	misses              float64
+	agentCPU            float64 // share of its one core the agent used
+}
+
+// cpuSeconds is a process's user+system CPU time.
+func cpuSeconds(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100 // USER_HZ
 }
 
 // throughput floods the agent with connect attempts to a unix path
@@ -307,6 +324,7 @@ func (e *env) throughput(a *agentProc) throughput {
 	}
 	defer unix.Close(fd)
 	var n uint64
+	cpu0 := cpuSeconds(a.cmd.Process.Pid)
 	start := time.Now()
 	end := start.Add(time.Duration(*genSecs * float64(time.Second)))
 	for time.Now().Before(end) {
@@ -317,6 +335,7 @@ func (e *env) throughput(a *agentProc) throughput {
 	}
 	secs := time.Since(start).Seconds()
 	time.Sleep(2 * time.Second) // let the agent drain
+	cpu := (cpuSeconds(a.cmd.Process.Pid) - cpu0) / (secs + 2)
 	after, err := scrape()
 	if err != nil {
 		log.Fatal(err)
@@ -324,7 +343,7 @@ func (e *env) throughput(a *agentProc) throughput {
 	d := func(k string) float64 { return after[k] - before[k] }
 	return throughput{seconds: secs, generated: n, read: d("mamori_sensor_records_read_total"),
 		emitted: d("mamori_sensor_events_emitted_total{*}"), drop: d("mamori_sensor_kernel_drops_total{*}"),
-		misses: d("mamori_sensor_program_misses_total")}
+		misses: d("mamori_sensor_program_misses_total"), agentCPU: cpu}
 }
 
 type rssResult struct {
@@ -387,6 +406,10 @@ func report(res []result, tp throughput, r rssResult) {
 	fmt.Fprintf(&b, "| events generated | %d in %.1fs (%.0f/s) |\n", tp.generated, tp.seconds, float64(tp.generated)/tp.seconds)
 	fmt.Fprintf(&b, "| events read by the agent | %.0f (%.0f/s) |\n", tp.read, rate)
 	fmt.Fprintf(&b, "| kernel drops (ring buffer full) | %.0f |\n| BPF recursion misses | %.0f |\n", tp.drop, tp.misses)
+	fmt.Fprintf(&b, "| agent CPU during the flood | %.0f%% of one core |\n", 100*tp.agentCPU)
+	if tp.agentCPU > 0 {
+		fmt.Fprintf(&b, "| projected capacity on one core | %.0f events/s (read rate ÷ CPU share) |\n", tp.read/(tp.seconds+2)/tp.agentCPU)
+	}
 	fmt.Fprintf(&b, "\n| memory | value |\n|---|---|\n| live processes started | %d |\n| processes in the agent's table | %.0f |\n| agent RSS | %.1f MB |\n| agent peak RSS (VmHWM) | %.1f MB |\n",
 		r.procs, r.tracked, r.rssMB, r.hwMB)
 	fmt.Print(b.String())
