@@ -321,9 +321,24 @@ func (s *Sensor) Status() []HookStatus {
 
 // Close detaches everything and frees the maps.
 func (s *Sensor) Close() error {
-	for _, l := range s.links {
-		_ = l.Close()
+	// Each detach waits for an RCU grace period in the kernel; closing the
+	// links side by side turns ~100 sequential waits into a few.
+	var wg sync.WaitGroup
+	work := make(chan link.Link)
+	for i := 0; i < 16; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for l := range work {
+				_ = l.Close()
+			}
+		}()
 	}
+	for _, l := range s.links {
+		work <- l
+	}
+	close(work)
+	wg.Wait()
 	s.links = nil
 	for _, c := range s.colls {
 		c.Close()
