@@ -1,15 +1,38 @@
-// Package detect turns enriched events into findings. A Detector declares
-// the event kinds it needs, its scope and the finding types it raises; the
-// Engine routes each event only to the detectors that asked for its kind
-// (a per-kind slice, built once), so a detector costs nothing on kinds it
-// does not watch. Built-in detectors live one finding family per file;
-// custom YAML rules with CEL conditions are detectors too (rules.go).
+// Package detect turns enriched events into findings.
 //
-// The Engine is meant for one goroutine (the agent's dispatch goroutine):
-// stateful detectors keep their bounded state without locks.
+// The contract for detector authors:
+//
+//   - A Detector declares the event kinds it needs (Kinds), where it looks
+//     (Scope: containers, the host, or both) and the finding types it may
+//     raise (Types). Severity, title, description, MITRE tactic and
+//     technique and the allowed context keys of each type come from the
+//     catalogue (finding.Catalogue, finding.Lookup): one place for
+//     detectors, samples and the console.
+//   - Detect gets each event of its kinds and scope and calls hit for each
+//     finding: the type, the key actor that makes repeats "the same
+//     activity" (finding.Key), context keyed as the catalogue declares,
+//     and threat-intel evidence for intel types. Hit fields left empty
+//     take the catalogue's values.
+//   - Detectors may keep state across events (a reverse shell is a dup2
+//     then an exec) but it must be bounded, with an eviction rule.
+//   - Events are shared: a detector must not modify them or keep pointers
+//     into them after Detect returns.
+//
+// The Engine routes each event only to the detectors that asked for its
+// kind and scope (slices built once at Add; no reflection, maps or
+// interface type switches per event). Custom YAML rules with CEL
+// conditions (rules.go) are detectors too; the engine indexes them by kind
+// and by the event parts their conditions need, and converts an event for
+// them once. Built-in detectors live one finding family per file and are
+// listed in Builtin.
+//
+// An Engine is meant for one goroutine (the agent's dispatch goroutine):
+// stateful detectors keep their state without locks. Stats may be read
+// from any goroutine.
 package detect
 
 import (
+	"fmt"
 	"log/slog"
 	"path"
 	"strings"
@@ -24,46 +47,84 @@ type Scope int
 
 // Scopes.
 const (
-	Both Scope = iota
-	ContainerOnly
-	HostOnly
+	Both          Scope = iota // containers and the host
+	ContainerOnly              // events with a container
+	HostOnly                   // events without one
 )
+
+func (s Scope) String() string {
+	switch s {
+	case ContainerOnly:
+		return "container"
+	case HostOnly:
+		return "host"
+	}
+	return "both"
+}
 
 // Hit is what a detector reports; the engine turns it into a finding.
 type Hit struct {
+	// Type is one of the detector's Types.
 	Type string
 	// KeyActor is the dedup key's actor (executable, domain, address,
-	// file); empty means the acting executable.
+	// file); empty means the acting executable. See finding.Key.
 	KeyActor string
-	Context  map[string]any
+	// Context is service.runtimeDetails.context, keyed as the catalogue
+	// declares for Type (finding.Kind.Context plus finding.CommonContext).
+	Context map[string]any
 	// Severity, Title and Description override the catalogue when set.
 	Severity    float64
 	Title       string
 	Description string
-	Evidence    []finding.ThreatIntel
-	Rule        string
+	// Evidence is the threat intel that matched, for intel types.
+	Evidence []finding.ThreatIntel
+	// Rule is the custom rule's id when a rule raised the hit.
+	Rule string
 }
 
-// Detector is one detection.
+// Detector is one detection; see the package comment for the contract.
 type Detector interface {
+	// Name identifies the detector in findings (service.detector.name),
+	// logs and stats.
 	Name() string
+	// Kinds are the event kinds Detect is called for.
 	Kinds() []event.Kind
+	// Scope limits Detect to container or host events.
 	Scope() Scope
-	// Types lists the finding types the detector may raise.
+	// Types lists the finding types the detector may raise; each is a
+	// catalogue type or Custom:Runtime/<Name>.
 	Types() []string
+	// Detect examines one event and calls hit for each finding.
 	Detect(ev *event.Event, hit func(Hit))
 }
 
+// maxKind bounds the kinds the engine routes (event kinds are below 128).
 const maxKind = 128
 
 // Engine routes events to detectors.
 type Engine struct {
-	agent  finding.Agent
-	log    *slog.Logger
-	byKind [maxKind][]Detector
-	all    []Detector
+	agent finding.Agent
+	log   *slog.Logger
+	// host and ctr are the detectors per kind for host and container
+	// events, scope already applied.
+	host, ctr [maxKind][]*entry
+	all       []*entry
 
-	events, hits atomic.Uint64
+	// Custom rules: by kind for rules with a kind constraint or no part
+	// requirement, else by the first event part they need.
+	rulesByKind [maxKind][]*Rule
+	rulesByPart [16][]*Rule
+	rules       []*Rule
+
+	events, hits, panics atomic.Uint64
+}
+
+// entry is a registered detector with its own counters.
+type entry struct {
+	d          Detector
+	hits       atomic.Uint64
+	panics     atomic.Uint64
+	panicShown atomic.Bool
 }
 
 // NewEngine returns an engine over detectors, raising findings for agent.
@@ -78,49 +139,134 @@ func NewEngine(agent finding.Agent, log *slog.Logger, ds ...Detector) *Engine {
 	return e
 }
 
-// Add registers a detector.
+// Add registers a detector. It is not safe to call during Process.
 func (e *Engine) Add(d Detector) {
-	e.all = append(e.all, d)
-	for _, k := range d.Kinds() {
-		if int(k) < maxKind {
-			e.byKind[k] = append(e.byKind[k], d)
+	if r, ok := d.(*Rule); ok {
+		e.addRule(r)
+		return
+	}
+	en := &entry{d: d}
+	e.all = append(e.all, en)
+	sc := d.Scope()
+	for _, k := range dedupKinds(d.Kinds()) {
+		if int(k) >= maxKind {
+			continue
+		}
+		if sc != ContainerOnly {
+			e.host[k] = append(e.host[k], en)
+		}
+		if sc != HostOnly {
+			e.ctr[k] = append(e.ctr[k], en)
 		}
 	}
 }
 
-// Detectors lists the registered detectors.
-func (e *Engine) Detectors() []Detector { return e.all }
+func dedupKinds(ks []event.Kind) []event.Kind {
+	seen := map[event.Kind]bool{}
+	var out []event.Kind
+	for _, k := range ks {
+		if !seen[k] {
+			seen[k] = true
+			out = append(out, k)
+		}
+	}
+	return out
+}
 
-// Process runs the detectors that watch ev's kind and passes each finding
-// to out.
-func (e *Engine) Process(ev *event.Event, out func(*finding.Finding)) {
-	e.events.Add(1)
-	if int(ev.Kind) >= maxKind {
+func (e *Engine) addRule(r *Rule) {
+	e.rules = append(e.rules, r)
+	if p := firstPayload(r.needs); r.kinds.isAll() && p >= 0 {
+		e.rulesByPart[p] = append(e.rulesByPart[p], r)
 		return
 	}
-	ds := e.byKind[ev.Kind]
-	if len(ds) == 0 {
+	for k := event.Kind(0); k < maxKind; k++ {
+		if r.kinds.has(k) {
+			e.rulesByKind[k] = append(e.rulesByKind[k], r)
+		}
+	}
+}
+
+// Detectors lists the registered detectors, rules last.
+func (e *Engine) Detectors() []Detector {
+	out := make([]Detector, 0, len(e.all)+len(e.rules))
+	for _, en := range e.all {
+		out = append(out, en.d)
+	}
+	for _, r := range e.rules {
+		out = append(out, r)
+	}
+	return out
+}
+
+// Rules lists the registered custom rules.
+func (e *Engine) Rules() []*Rule { return e.rules }
+
+// Process runs the detectors and rules that watch ev's kind and scope and
+// passes each finding to out. A detector that panics is contained: the
+// panic is counted and logged once per detector, and the others still run.
+func (e *Engine) Process(ev *event.Event, out func(*finding.Finding)) {
+	e.events.Add(1)
+	k := ev.Kind
+	if int(k) >= maxKind {
 		return
 	}
 	inCtr := ev.Container != nil
 	if inCtr && isRuntimeInit(ev) {
 		return
 	}
-	for _, d := range ds {
-		switch d.Scope() {
-		case ContainerOnly:
-			if !inCtr {
-				continue
-			}
-		case HostOnly:
-			if inCtr {
-				continue
+	ds := e.host[k]
+	if inCtr {
+		ds = e.ctr[k]
+	}
+	for _, en := range ds {
+		e.run(en, ev, out)
+	}
+	e.runRules(ev, out)
+}
+
+func (e *Engine) run(en *entry, ev *event.Event, out func(*finding.Finding)) {
+	defer func() {
+		if p := recover(); p != nil {
+			e.panics.Add(1)
+			en.panics.Add(1)
+			if !en.panicShown.Swap(true) {
+				e.log.Error("detector panicked; event skipped", "detector", en.d.Name(), "kind", ev.Kind.String(),
+					"panic", fmt.Sprint(p))
 			}
 		}
-		d.Detect(ev, func(h Hit) {
+	}()
+	en.d.Detect(ev, func(h Hit) {
+		e.hits.Add(1)
+		en.hits.Add(1)
+		out(e.build(en.d.Name(), ev, h))
+	})
+}
+
+func (e *Engine) runRules(ev *event.Event, out func(*finding.Finding)) {
+	byKind := e.rulesByKind[ev.Kind]
+	if len(byKind) == 0 && len(e.rules) == len(byKind) {
+		return
+	}
+	present := partsOf(ev)
+	var in *ruleInput
+	emit := func(r *Rule) {
+		if in == nil {
+			in = &ruleInput{ev: ev}
+		}
+		r.eval(in, present, func(h Hit) {
 			e.hits.Add(1)
-			out(e.build(d, ev, h))
+			out(e.build(r.Name(), ev, h))
 		})
+	}
+	for _, r := range byKind {
+		emit(r)
+	}
+	for p := present &^ containerPart; p != 0; p &= p - 1 {
+		for _, r := range e.rulesByPart[firstPayload(p)] {
+			if r.kinds.has(ev.Kind) {
+				emit(r)
+			}
+		}
 	}
 }
 
@@ -137,7 +283,7 @@ func isRuntimeInit(ev *event.Event) bool {
 	return p.Exe == "/" || path.Base(p.Exe) == "runc" || strings.Contains(p.Exe, "runc_cloned")
 }
 
-func (e *Engine) build(d Detector, ev *event.Event, h Hit) *finding.Finding {
+func (e *Engine) build(name string, ev *event.Event, h Hit) *finding.Finding {
 	f := finding.New(h.Type, ev, e.agent, h.KeyActor, h.Context)
 	if h.Severity > 0 {
 		f.Severity, f.SeverityLabel = h.Severity, finding.SeverityLabel(h.Severity)
@@ -152,7 +298,7 @@ func (e *Engine) build(d Detector, ev *event.Event, h Hit) *finding.Finding {
 		f.Service.Evidence = &finding.Evidence{ThreatIntelligenceDetails: h.Evidence}
 	}
 	if f.Service.Detector != nil {
-		f.Service.Detector.Name = d.Name()
+		f.Service.Detector.Name = name
 		f.Service.Detector.Rule = h.Rule
 	}
 	return f
@@ -160,12 +306,32 @@ func (e *Engine) build(d Detector, ev *event.Event, h Hit) *finding.Finding {
 
 // Stats are the engine's counters.
 type Stats struct {
-	Events uint64 `json:"events"`
-	Hits   uint64 `json:"hits"`
+	Events    uint64          `json:"events"`
+	Hits      uint64          `json:"hits"`
+	Panics    uint64          `json:"panics"`
+	Detectors []DetectorStats `json:"detectors"`
+}
+
+// DetectorStats are one detector's or rule's counters.
+type DetectorStats struct {
+	Name   string     `json:"name"`
+	Hits   uint64     `json:"hits"`
+	Panics uint64     `json:"panics,omitempty"`
+	Rule   *RuleStats `json:"rule,omitempty"`
 }
 
 // Stats returns the counters.
-func (e *Engine) Stats() Stats { return Stats{Events: e.events.Load(), Hits: e.hits.Load()} }
+func (e *Engine) Stats() Stats {
+	s := Stats{Events: e.events.Load(), Hits: e.hits.Load(), Panics: e.panics.Load()}
+	for _, en := range e.all {
+		s.Detectors = append(s.Detectors, DetectorStats{Name: en.d.Name(), Hits: en.hits.Load(), Panics: en.panics.Load()})
+	}
+	for _, r := range e.rules {
+		rs := r.Stats()
+		s.Detectors = append(s.Detectors, DetectorStats{Name: r.Name(), Hits: rs.Matches, Rule: &rs})
+	}
+	return s
+}
 
 // base carries the declarative parts of simple detectors.
 type base struct {

@@ -2,14 +2,17 @@ package detect
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"text/template"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/google/cel-go/cel"
 	"github.com/google/cel-go/interpreter"
@@ -20,23 +23,33 @@ import (
 )
 
 // Custom rules are YAML files of CEL conditions over the event, as its
-// JSON looks in `mamori events --json`:
+// JSON looks in `mamori events --json` (see EventMap for the details):
 //
 //	rules:
-//	  - id: netcat-listener
-//	    type: Custom:Runtime/NetcatListener     # or a catalogue type
-//	    severity: Medium                         # Low|Medium|High or 0.1-10
+//	  - id: netcat-listener                      # unique in its file
+//	    type: Custom:Runtime/NetcatListener      # or a catalogue type
+//	    severity: Medium                         # Low|Medium|High or 0.1-10; default: the type's
 //	    title: "netcat listening in {{.container.name}}"
 //	    description: "{{.process.executablePath}} listens on port {{.net.localPort}}"
+//	    dedupKey: "{{.net.localPort}}"           # optional: what makes two matches the same finding
 //	    kinds: [listen]                          # optional: evaluate only on these kinds
 //	    condition: event.process.name in ["nc", "ncat"]
+//	    disabled: false
 //
-// A malformed rule is refused with its file, line and reason; the others
-// keep loading.
+// Titles, descriptions and dedup keys are text/template over the same
+// map; a part the event lacks renders empty. Rendered text is attacker
+// data: control characters are escaped.
+//
+// Cost: a rule runs only on the kinds it can match — `kinds:` when given,
+// narrowed by the condition's comparisons of event.kind — and only when
+// the event has the parts the condition cannot match without (a condition
+// reading event.dns.name skips every event without a DNS part, before the
+// event is converted). The conversion is done once per event for all rules.
+//
+// A malformed rule is refused with its file, line and reason; the other
+// rules of the file keep loading.
 
-type ruleFile struct {
-	Rules []yaml.Node `yaml:"rules"`
-}
+var ruleKeys = []string{"id", "type", "severity", "title", "description", "dedupKey", "kinds", "condition", "disabled"}
 
 type ruleSpec struct {
 	ID          string   `yaml:"id"`
@@ -44,68 +57,73 @@ type ruleSpec struct {
 	Severity    string   `yaml:"severity"`
 	Title       string   `yaml:"title"`
 	Description string   `yaml:"description"`
+	DedupKey    string   `yaml:"dedupKey"`
 	Kinds       []string `yaml:"kinds"`
 	Condition   string   `yaml:"condition"`
 	Disabled    bool     `yaml:"disabled"`
 }
 
-// Rule is a compiled custom rule; it is a Detector.
+// Rule is a compiled custom rule. It is a Detector; an Engine indexes it
+// by kind and required parts instead of routing it like other detectors.
 type Rule struct {
 	spec     ruleSpec
-	where    string
-	kinds    []event.Kind
+	file     string
+	line     int
+	kinds    kindSet
+	kindList []event.Kind
+	needs    part // parts the condition cannot match without
 	severity float64
 	prg      cel.Program
 	title    *template.Template
 	desc     *template.Template
-	cache    *eventCache
-}
+	dedup    *template.Template
 
-// eventCache converts each event to its map once for all the rules of a
-// file. Rules run on the engine's one goroutine; holding the event
-// pointer keeps its address from being reused by a later event.
-type eventCache struct {
-	ev  *event.Event
-	m   map[string]any
-	act interpreter.Activation
-}
-
-func (c *eventCache) get(ev *event.Event) (map[string]any, interpreter.Activation) {
-	if c.ev != ev {
-		c.ev, c.m, c.act = ev, eventMap(ev), nil
-		if c.m != nil {
-			c.act, _ = interpreter.NewActivation(map[string]any{"event": c.m})
-		}
-	}
-	return c.m, c.act
+	evals, matches, errs atomic.Uint64
+	lastErr              atomic.Pointer[string]
 }
 
 var celEnv = func() *cel.Env {
-	env, err := cel.NewEnv(cel.Variable("event", cel.MapType(cel.StringType, cel.DynType)))
+	env, err := cel.NewEnv(
+		cel.Variable("event", cel.MapType(cel.StringType, cel.DynType)),
+		cel.ParserExpressionSizeLimit(16<<10),
+	)
 	if err != nil {
 		panic(fmt.Sprintf("CEL environment: %v", err)) // static declaration; cannot fail at run time
 	}
 	return env
 }()
 
-// LoadRulesDir loads every *.yaml/*.yml file in dir. It returns the rules
-// that compiled and an error listing those that did not.
+// maxRulesFile caps a rules file.
+const maxRulesFile = 4 << 20
+
+// LoadRulesDir loads every *.yaml/*.yml file in dir, in name order. It
+// returns the rules that compiled and an error listing those that did
+// not; rule ids must be unique across the directory.
 func LoadRulesDir(dir string) ([]Detector, error) {
 	var files []string
 	for _, pat := range []string{"*.yaml", "*.yml"} {
-		m, _ := filepath.Glob(filepath.Join(dir, pat))
+		m, err := filepath.Glob(filepath.Join(dir, pat))
+		if err != nil {
+			return nil, fmt.Errorf("list rules: %w", err)
+		}
 		files = append(files, m...)
 	}
 	sort.Strings(files)
 	var out []Detector
 	var errs []error
+	seen := map[string]string{}
 	for _, f := range files {
 		rs, err := LoadRulesFile(f)
-		for _, r := range rs {
-			out = append(out, r)
-		}
 		if err != nil {
 			errs = append(errs, err)
+		}
+		for _, r := range rs {
+			if prev, dup := seen[r.spec.ID]; dup {
+				errs = append(errs, fmt.Errorf("%s: rule %q: id already used at %s", r.Where(), r.spec.ID, prev))
+				continue
+			}
+			seen[r.spec.ID] = r.Where()
+			out = append(out, r)
 		}
 	}
 	return out, errors.Join(errs...)
@@ -113,138 +131,230 @@ func LoadRulesDir(dir string) ([]Detector, error) {
 
 // LoadRulesFile loads one rules file.
 func LoadRulesFile(path string) ([]*Rule, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("read rules: %w", err)
+	}
+	if st.Size() > maxRulesFile {
+		return nil, fmt.Errorf("%s: rules file larger than %d MiB", path, maxRulesFile>>20)
+	}
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read rules: %w", err)
 	}
-	if len(b) > 4<<20 {
-		return nil, fmt.Errorf("%s: rules file larger than 4 MiB", path)
-	}
 	return ParseRules(path, b)
 }
 
-// ParseRules compiles the rules in data; name is used in errors.
+// ParseRules compiles the rules in data; name is the file name used in
+// errors, which read "name:line: rule "id": reason".
 func ParseRules(name string, data []byte) ([]*Rule, error) {
-	var rf ruleFile
-	if err := yaml.Unmarshal(data, &rf); err != nil {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if len(doc.Content) == 0 {
+		return nil, nil // empty file
+	}
+	top := doc.Content[0]
+	if top.Kind != yaml.MappingNode {
+		return nil, fmt.Errorf("%s:%d: want a mapping with a rules: list", name, top.Line)
+	}
+	var list *yaml.Node
+	for i := 0; i+1 < len(top.Content); i += 2 {
+		if k := top.Content[i]; k.Value == "rules" {
+			list = top.Content[i+1]
+		} else {
+			return nil, fmt.Errorf("%s:%d: unknown key %q (want rules:)", name, k.Line, clip(k.Value))
+		}
+	}
+	if list == nil || list.Tag == "!!null" {
+		return nil, nil
+	}
+	if list.Kind != yaml.SequenceNode {
+		return nil, fmt.Errorf("%s:%d: rules: want a list", name, list.Line)
 	}
 	var out []*Rule
 	var errs []error
 	ids := map[string]int{}
-	cache := &eventCache{}
-	for _, n := range rf.Rules {
-		where := fmt.Sprintf("%s:%d", name, n.Line)
-		var s ruleSpec
-		if err := n.Decode(&s); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", where, err))
-			continue
-		}
-		if prev, dup := ids[s.ID]; dup && s.ID != "" {
-			errs = append(errs, fmt.Errorf("%s: rule %q: id already used at line %d", where, s.ID, prev))
-			continue
-		}
-		ids[s.ID] = n.Line
-		if s.Disabled {
-			continue
-		}
-		r, err := compileRule(s, where, conditionLine(&n))
+	for _, n := range list.Content {
+		r, err := parseRule(name, n, ids)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		r.cache = cache
-		out = append(out, r)
+		if r != nil {
+			out = append(out, r)
+		}
 	}
 	return out, errors.Join(errs...)
 }
 
-func conditionLine(n *yaml.Node) int {
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		if n.Content[i].Value == "condition" {
-			return n.Content[i+1].Line
-		}
+// parseRule compiles one rule node; it returns nil, nil for a disabled rule.
+func parseRule(file string, n *yaml.Node, ids map[string]int) (*Rule, error) {
+	where := func(line int) string { return file + ":" + strconv.Itoa(line) }
+	if n.Kind != yaml.MappingNode {
+		return nil, fmt.Errorf("%s: a rule must be a mapping", where(n.Line))
 	}
-	return n.Line
-}
-
-func compileRule(s ruleSpec, where string, condLine int) (*Rule, error) {
-	fail := func(format string, args ...any) error {
-		return fmt.Errorf("%s: rule %q: %s", where, s.ID, fmt.Sprintf(format, args...))
+	var s ruleSpec
+	if err := n.Decode(&s); err != nil {
+		return nil, fmt.Errorf("%s: %w", where(n.Line), err)
+	}
+	fail := func(line int, format string, args ...any) error {
+		return fmt.Errorf("%s: rule %q: %s", where(line), clip(s.ID), fmt.Sprintf(format, args...))
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if k := n.Content[i]; !contains(ruleKeys, k.Value) {
+			return nil, fail(k.Line, "unknown key %q (known: %s)", clip(k.Value), strings.Join(ruleKeys, ", "))
+		}
 	}
 	if s.ID == "" {
-		return nil, fail("id is required")
+		return nil, fail(n.Line, "id is required")
 	}
-	if _, known := finding.Lookup(s.Type); !known && !strings.HasPrefix(s.Type, "Custom:Runtime/") {
-		return nil, fail("type %q is neither a catalogue type nor Custom:Runtime/<Name>", s.Type)
+	if prev, dup := ids[s.ID]; dup {
+		return nil, fail(n.Line, "id already used at line %d", prev)
 	}
-	r := &Rule{spec: s, where: where}
-	switch strings.ToLower(s.Severity) {
-	case "":
-		if k, ok := finding.Lookup(s.Type); ok {
-			r.severity = k.Severity
-		} else {
-			r.severity = finding.Medium
+	ids[s.ID] = n.Line
+	if s.Disabled {
+		return nil, nil
+	}
+	r, line, err := compileRule(s, keyLine(n))
+	if err != nil {
+		return nil, fail(line, "%v", err)
+	}
+	r.file, r.line = file, n.Line
+	return r, nil
+}
+
+// keyLine returns the line of a key's value in a rule, or the rule's
+// line; for a block scalar (condition: |) the line its text starts on.
+func keyLine(n *yaml.Node) func(key string) int {
+	return func(key string) int {
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if v := n.Content[i+1]; n.Content[i].Value == key {
+				if v.Style&(yaml.LiteralStyle|yaml.FoldedStyle) != 0 {
+					return v.Line + 1
+				}
+				return v.Line
+			}
 		}
-	case "low":
-		r.severity = finding.Low
-	case "medium":
-		r.severity = finding.Medium
-	case "high":
-		r.severity = finding.High
-	default:
-		var v float64
-		if _, err := fmt.Sscanf(s.Severity, "%g", &v); err != nil || v < 0.1 || v > 10 {
-			return nil, fail("severity %q: want Low, Medium, High or a number in 0.1-10", s.Severity)
-		}
-		r.severity = v
+		return n.Line
 	}
-	for _, k := range s.Kinds {
-		kind, err := event.ParseKind(k)
-		if err != nil {
-			return nil, fail("kinds: %v", err)
-		}
-		r.kinds = append(r.kinds, kind)
+}
+
+func compileRule(s ruleSpec, line func(string) int) (*Rule, int, error) {
+	if _, known := finding.Lookup(s.Type); !known && !validCustomType(s.Type) {
+		return nil, line("type"), fmt.Errorf("type %q is neither a catalogue type nor Custom:Runtime/<Name>", clip(s.Type))
 	}
-	if len(r.kinds) == 0 {
-		for _, n := range event.KindNames() {
-			k, _ := event.ParseKind(n)
-			r.kinds = append(r.kinds, k)
+	r := &Rule{spec: s}
+	sev, err := parseSeverity(s.Severity, s.Type)
+	if err != nil {
+		return nil, line("severity"), err
+	}
+	r.severity = sev
+	listed := allKinds()
+	if len(s.Kinds) > 0 {
+		listed = kindSet{}
+		for _, k := range s.Kinds {
+			kind, err := event.ParseKind(k)
+			if err != nil {
+				return nil, line("kinds"), fmt.Errorf("kinds: %w", err)
+			}
+			listed.add(kind)
 		}
 	}
 	if strings.TrimSpace(s.Condition) == "" {
-		return nil, fail("condition is required")
+		return nil, line("condition"), errors.New("condition is required")
 	}
 	ast, iss := celEnv.Compile(s.Condition)
 	if iss != nil && iss.Err() != nil {
-		return nil, fmt.Errorf("%s:%d: rule %q: condition: %s", strings.Split(where, ":")[0], condLine, s.ID,
-			strings.ReplaceAll(iss.Err().Error(), "\n", " "))
+		// Point at the condition's own line and column in the file.
+		e := iss.Errors()[0]
+		l, col := line("condition"), 0
+		if loc := e.Location; loc != nil && loc.Line() > 0 {
+			l, col = l+loc.Line()-1, loc.Column()+1
+		}
+		more := ""
+		if n := len(iss.Errors()); n > 1 {
+			more = fmt.Sprintf(" (and %d more)", n-1)
+		}
+		return nil, l, fmt.Errorf("condition, column %d: %s%s", col, e.Message, more)
 	}
-	if ast.OutputType() != cel.BoolType && ast.OutputType() != cel.DynType {
-		return nil, fail("condition yields %s, want bool", ast.OutputType())
+	if t := ast.OutputType(); t != cel.BoolType && t != cel.DynType {
+		return nil, line("condition"), fmt.Errorf("condition yields %s, want bool", t)
 	}
-	prg, err := celEnv.Program(ast, cel.EvalOptions(cel.OptOptimize))
+	root := ast.NativeRep().Expr()
+	if err := checkFields(root, false); err != nil {
+		return nil, line("condition"), fmt.Errorf("condition: %w", err)
+	}
+	f, err := analyse(root)
 	if err != nil {
-		return nil, fail("condition: %v", err)
+		return nil, line("condition"), fmt.Errorf("condition: %w", err)
 	}
-	r.prg = prg
+	r.kinds = listed.and(f.kinds)
+	r.kindList = r.kinds.known()
+	if len(r.kindList) == 0 {
+		return nil, line("condition"), errors.New("condition can never be true on the kinds the rule lists")
+	}
+	r.needs = f.notTrue
+	if r.prg, err = celEnv.Program(ast, cel.EvalOptions(cel.OptOptimize)); err != nil {
+		return nil, line("condition"), fmt.Errorf("condition: %w", err)
+	}
 	if s.Title == "" {
 		s.Title = s.ID
 	}
-	if r.title, err = template.New("title").Option("missingkey=zero").Parse(s.Title); err != nil {
-		return nil, fail("title template: %v", err)
+	for _, t := range []struct {
+		key, src string
+		dst      **template.Template
+	}{{"title", s.Title, &r.title}, {"description", s.Description, &r.desc}, {"dedupKey", s.DedupKey, &r.dedup}} {
+		if *t.dst, err = template.New(t.key).Option("missingkey=zero").Parse(t.src); err != nil {
+			return nil, line(t.key), fmt.Errorf("%s template: %w", t.key, err)
+		}
 	}
-	if r.desc, err = template.New("description").Option("missingkey=zero").Parse(s.Description); err != nil {
-		return nil, fail("description template: %v", err)
+	r.spec = s
+	return r, 0, nil
+}
+
+func parseSeverity(s, typ string) (float64, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "":
+		if k, ok := finding.Lookup(typ); ok {
+			return k.Severity, nil
+		}
+		return finding.Medium, nil
+	case "low":
+		return finding.Low, nil
+	case "medium":
+		return finding.Medium, nil
+	case "high":
+		return finding.High, nil
 	}
-	return r, nil
+	v, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+	if err != nil || v < 0.1 || v > 10 {
+		return 0, fmt.Errorf("severity %q: want Low, Medium, High or a number in 0.1-10", clip(s))
+	}
+	return v, nil
+}
+
+// validCustomType: Custom:Runtime/ and a name of letters, digits, '.',
+// '_', '-' or '!'.
+func validCustomType(t string) bool {
+	name, ok := strings.CutPrefix(t, "Custom:Runtime/")
+	if !ok || name == "" || len(name) > 128 {
+		return false
+	}
+	for _, c := range name {
+		if !(unicode.IsLetter(c) || unicode.IsDigit(c) || strings.ContainsRune("._-!", c)) {
+			return false
+		}
+	}
+	return true
 }
 
 // Name implements Detector.
 func (r *Rule) Name() string { return "rule:" + r.spec.ID }
 
-// Kinds implements Detector.
-func (r *Rule) Kinds() []event.Kind { return r.kinds }
+// Kinds implements Detector: the kinds the rule can match.
+func (r *Rule) Kinds() []event.Kind { return r.kindList }
 
 // Scope implements Detector: conditions test event.container themselves.
 func (r *Rule) Scope() Scope { return Both }
@@ -252,65 +362,172 @@ func (r *Rule) Scope() Scope { return Both }
 // Types implements Detector.
 func (r *Rule) Types() []string { return []string{r.spec.Type} }
 
-// Detect implements Detector.
+// ID is the rule's id.
+func (r *Rule) ID() string { return r.spec.ID }
+
+// Where is the rule's file:line.
+func (r *Rule) Where() string { return r.file + ":" + strconv.Itoa(r.line) }
+
+// Needs names the event parts the rule cannot match without.
+func (r *Rule) Needs() []string {
+	var out []string
+	for i, n := range partNames {
+		if r.needs&(1<<i) != 0 {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// Detect implements Detector, for a rule used on its own; an Engine
+// evaluates rules through its index instead.
 func (r *Rule) Detect(ev *event.Event, hit func(Hit)) {
-	m, act := r.cache.get(ev)
-	if m == nil || act == nil {
+	if r.kinds.has(ev.Kind) {
+		r.eval(&ruleInput{ev: ev}, partsOf(ev), hit)
+	}
+}
+
+// Evaluate reports whether the rule matches ev.
+func (r *Rule) Evaluate(ev *event.Event) bool {
+	matched := false
+	r.Detect(ev, func(Hit) { matched = true })
+	return matched
+}
+
+// RuleStats are a rule's counters.
+type RuleStats struct {
+	Evaluations uint64 `json:"evaluations"`
+	Matches     uint64 `json:"matches"`
+	// Errors counts evaluations that failed, most often a field the
+	// event lacks (a pod on a plain container); LastError says which.
+	Errors    uint64 `json:"errors"`
+	LastError string `json:"lastError,omitempty"`
+}
+
+// Stats returns the rule's counters.
+func (r *Rule) Stats() RuleStats {
+	s := RuleStats{Evaluations: r.evals.Load(), Matches: r.matches.Load(), Errors: r.errs.Load()}
+	if p := r.lastErr.Load(); p != nil {
+		s.LastError = *p
+	}
+	return s
+}
+
+// ruleInput is one event's view for rules: converted on first use and
+// shared by every rule that runs on the event. It is the CEL activation.
+type ruleInput struct {
+	ev *event.Event
+	m  map[string]any
+}
+
+func (in *ruleInput) eventMap() map[string]any {
+	if in.m == nil {
+		in.m = EventMap(in.ev)
+	}
+	return in.m
+}
+
+// ResolveName implements interpreter.Activation.
+func (in *ruleInput) ResolveName(name string) (any, bool) {
+	if name == "event" {
+		return in.eventMap(), true
+	}
+	return nil, false
+}
+
+// Parent implements interpreter.Activation.
+func (in *ruleInput) Parent() interpreter.Activation { return nil }
+
+func (r *Rule) eval(in *ruleInput, present part, hit func(Hit)) {
+	if present&r.needs != r.needs {
 		return
 	}
-	out, _, err := r.prg.Eval(act)
+	r.evals.Add(1)
+	out, _, err := r.prg.Eval(in)
 	if err != nil {
-		return // a missing field is "no match", not an error
+		r.errs.Add(1)
+		msg := err.Error()
+		r.lastErr.Store(&msg)
+		return
 	}
 	if ok, _ := out.Value().(bool); !ok {
 		return
 	}
+	r.matches.Add(1)
+	data := templateData(in.eventMap())
 	h := Hit{Type: r.spec.Type, Severity: r.severity, Rule: r.spec.ID,
-		Title: render(r.title, m), Description: render(r.desc, m),
+		Title: render(r.title, data), Description: render(r.desc, data), KeyActor: render(r.dedup, data),
 		Context: map[string]any{"ruleId": r.spec.ID}}
+	if h.Title == "" {
+		h.Title = r.spec.ID
+	}
 	if h.Description == "" {
 		h.Description = "Custom rule " + r.spec.ID + " matched."
 	}
 	hit(h)
 }
 
-// Evaluate reports whether the rule matches ev, for `mamori rules test`.
-func (r *Rule) Evaluate(ev *event.Event) bool {
-	matched := false
-	for _, k := range r.kinds {
-		if k == ev.Kind {
-			r.Detect(ev, func(Hit) { matched = true })
-			break
-		}
+// templateData adds empty maps for the parts the event lacks, so that
+// {{.container.name}} renders empty on the host instead of failing.
+func templateData(m map[string]any) map[string]any {
+	d := make(map[string]any, len(m)+len(partNames))
+	for _, n := range partNames {
+		d[n] = map[string]any{}
 	}
-	return matched
+	for k, v := range m {
+		d[k] = v
+	}
+	return d
 }
 
-// ID is the rule's id.
-func (r *Rule) ID() string { return r.spec.ID }
+const maxRendered = 1024
 
-// eventMap is the event as its JSON shows it: rules are written against
-// `mamori events --json` output.
-func eventMap(ev *event.Event) map[string]any {
-	b, err := json.Marshal(ev)
-	if err != nil {
-		return nil
-	}
-	var m map[string]any
-	if json.Unmarshal(b, &m) != nil {
-		return nil
-	}
-	return m
-}
-
-func render(t *template.Template, m map[string]any) string {
-	var b bytes.Buffer
-	if err := t.Execute(&b, m); err != nil {
+func render(t *template.Template, data map[string]any) string {
+	if t == nil {
 		return ""
 	}
-	s := b.String()
-	if len(s) > 1024 {
-		s = s[:1024]
+	var b bytes.Buffer
+	if err := t.Execute(&b, data); err != nil {
+		return ""
 	}
-	return strings.ReplaceAll(s, "<no value>", "")
+	return escapeControl(strings.ReplaceAll(b.String(), "<no value>", ""), maxRendered)
+}
+
+// escapeControl quotes control characters and invalid UTF-8 (runtime
+// strings are attacker data and titles end up in terminals) and clips to
+// max bytes.
+func escapeControl(s string, max int) string {
+	var b strings.Builder
+	for i, c := range s {
+		if b.Len() >= max {
+			b.WriteString("…")
+			break
+		}
+		switch {
+		case c == utf8.RuneError && !strings.HasPrefix(s[i:], "\uFFFD"):
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case unicode.IsControl(c) || c == '\u2028' || c == '\u2029' || unicode.Is(unicode.Bidi_Control, c):
+			q := strconv.QuoteRune(c)
+			b.WriteString(q[1 : len(q)-1])
+		default:
+			b.WriteRune(c)
+		}
+	}
+	return b.String()
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func clip(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "…"
+	}
+	return s
 }

@@ -88,8 +88,8 @@ func TestMalformedRulesNameFileLineAndReason(t *testing.T) {
 	if err == nil {
 		t.Fatal("no error for malformed rules")
 	}
-	for _, want := range []string{`rules.yaml:8: rule "bad-cel": condition`, `rules.yaml:9: rule "bad-type": type "Nonsense"`,
-		`rules.yaml:12: rule "bad-kind": kinds`, `rules.yaml:16: rule "bad-severity": severity`,
+	for _, want := range []string{`rules.yaml:8: rule "bad-cel": condition`, `rules.yaml:10: rule "bad-type": type "Nonsense"`,
+		`rules.yaml:14: rule "bad-kind": kinds`, `rules.yaml:18: rule "bad-severity": severity`,
 		`rules.yaml:20: rule "ok": id already used at line 2`} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q:\n%v", want, err)

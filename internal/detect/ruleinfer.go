@@ -1,0 +1,484 @@
+package detect
+
+import (
+	"fmt"
+	"math/bits"
+	"reflect"
+	"sort"
+	"strings"
+	"time"
+
+	celast "github.com/google/cel-go/common/ast"
+
+	"github.com/mamori-dev/mamori/internal/event"
+)
+
+// Static analysis of rule conditions, done once at load time so that a
+// rule costs nothing on events it cannot match:
+//   - the kinds it can match, from comparisons of event.kind (`event.kind
+//     == "exec"`, `event.kind in ["open", "rename"]`) through && and ||;
+//   - the event parts it cannot match without (reading event.exec.args
+//     needs event.exec), checked with a nil test before anything is built;
+//   - field names, so `event.exec.arg` is refused at load with the fields
+//     that do exist, rather than silently never matching.
+
+// kindSet is a set of event kinds (kinds are below maxKind).
+type kindSet [maxKind / 64]uint64
+
+func allKinds() kindSet {
+	var s kindSet
+	for i := range s {
+		s[i] = ^uint64(0)
+	}
+	return s
+}
+
+func (s *kindSet) add(k event.Kind) { s[k/64] |= 1 << (k % 64) }
+func (s kindSet) has(k event.Kind) bool {
+	return int(k) < maxKind && s[k/64]&(1<<(k%64)) != 0
+}
+func (s kindSet) and(o kindSet) kindSet {
+	for i := range s {
+		s[i] &= o[i]
+	}
+	return s
+}
+func (s kindSet) or(o kindSet) kindSet {
+	for i := range s {
+		s[i] |= o[i]
+	}
+	return s
+}
+func (s kindSet) isAll() bool { return s == allKinds() }
+
+// known keeps only the kinds the event model names.
+func (s kindSet) known() []event.Kind {
+	var out []event.Kind
+	for _, n := range event.KindNames() {
+		if k, _ := event.ParseKind(n); s.has(k) {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// part is a bit per optional part of an event (the pointer fields).
+type part uint32
+
+var partNames = []string{"container", "exec", "exit", "fork", "file", "net", "dns", "mount", "module", "access",
+	"memory", "cred", "namespace", "bpf", "cgroup"}
+
+var partBit = func() map[string]part {
+	m := map[string]part{}
+	for i, n := range partNames {
+		m[n] = 1 << i
+	}
+	return m
+}()
+
+const containerPart part = 1
+
+// partsOf is the set of parts ev carries.
+func partsOf(ev *event.Event) part {
+	var p part
+	set := func(ok bool, i int) {
+		if ok {
+			p |= 1 << i
+		}
+	}
+	set(ev.Container != nil, 0)
+	set(ev.Exec != nil, 1)
+	set(ev.Exit != nil, 2)
+	set(ev.Fork != nil, 3)
+	set(ev.File != nil, 4)
+	set(ev.Net != nil, 5)
+	set(ev.DNS != nil, 6)
+	set(ev.Mount != nil, 7)
+	set(ev.Module != nil, 8)
+	set(ev.Access != nil, 9)
+	set(ev.Memory != nil, 10)
+	set(ev.Cred != nil, 11)
+	set(ev.Namespace != nil, 12)
+	set(ev.BPF != nil, 13)
+	set(ev.Cgroup != nil, 14)
+	return p
+}
+
+// firstPayload is the lowest kind-specific part of p (container aside),
+// or -1.
+func firstPayload(p part) int {
+	p &^= containerPart
+	if p == 0 {
+		return -1
+	}
+	return bits.TrailingZeros32(uint32(p))
+}
+
+// facts about an expression: kinds where it can be true; parts whose
+// absence makes it an error (err) or at least not true (notTrue).
+type facts struct {
+	kinds        kindSet
+	err, notTrue part
+}
+
+func neutral() facts { return facts{kinds: allKinds()} }
+
+// strict: an expression that errors when any operand errors.
+func strict(fs ...facts) facts {
+	out := neutral()
+	for _, f := range fs {
+		out.err |= f.err
+	}
+	out.notTrue = out.err
+	return out
+}
+
+// analyse computes facts for e. CEL's && and || absorb errors when the
+// other side decides; every other function is strict in its arguments.
+func analyse(e celast.Expr) (facts, error) {
+	switch e.Kind() {
+	case celast.SelectKind:
+		s := e.AsSelect()
+		if op := s.Operand(); op.Kind() == celast.IdentKind && op.AsIdent() == "event" {
+			b := partBit[s.FieldName()]
+			if s.IsTestOnly() {
+				return facts{kinds: allKinds(), notTrue: b}, nil
+			}
+			return facts{kinds: allKinds(), err: b, notTrue: b}, nil
+		}
+		f, err := analyse(s.Operand())
+		return strict(f), err
+	case celast.CallKind:
+		return analyseCall(e.AsCall())
+	case celast.ListKind:
+		var fs []facts
+		for _, x := range e.AsList().Elements() {
+			f, err := analyse(x)
+			if err != nil {
+				return f, err
+			}
+			fs = append(fs, f)
+		}
+		return strict(fs...), nil
+	case celast.MapKind:
+		var fs []facts
+		for _, en := range e.AsMap().Entries() {
+			me := en.AsMapEntry()
+			for _, x := range []celast.Expr{me.Key(), me.Value()} {
+				f, err := analyse(x)
+				if err != nil {
+					return f, err
+				}
+				fs = append(fs, f)
+			}
+		}
+		return strict(fs...), nil
+	case celast.ComprehensionKind:
+		// The range is evaluated first and strictly; the loop may absorb
+		// errors, so nothing is concluded from it.
+		f, err := analyse(e.AsComprehension().IterRange())
+		return strict(f), err
+	}
+	return neutral(), nil
+}
+
+func analyseCall(c celast.CallExpr) (facts, error) {
+	var args []facts
+	if c.IsMemberFunction() {
+		f, err := analyse(c.Target())
+		if err != nil {
+			return f, err
+		}
+		args = append(args, f)
+	}
+	for _, a := range c.Args() {
+		f, err := analyse(a)
+		if err != nil {
+			return f, err
+		}
+		args = append(args, f)
+	}
+	switch c.FunctionName() {
+	case "_&&_":
+		a, b := args[0], args[1]
+		return facts{kinds: a.kinds.and(b.kinds), err: a.err & b.err, notTrue: a.notTrue | b.notTrue}, nil
+	case "_||_":
+		a, b := args[0], args[1]
+		return facts{kinds: a.kinds.or(b.kinds), err: a.err & b.err, notTrue: a.notTrue & b.notTrue}, nil
+	case "!_":
+		return facts{kinds: allKinds(), err: args[0].err, notTrue: args[0].err}, nil
+	case "_?_:_":
+		cnd, a, b := args[0], args[1], args[2]
+		return facts{kinds: a.kinds.or(b.kinds), err: cnd.err | (a.err & b.err), notTrue: cnd.err | (a.notTrue & b.notTrue)}, nil
+	case "_[_]":
+		// event["exec"] is event.exec.
+		if t, k := c.Args()[0], c.Args()[1]; t.Kind() == celast.IdentKind && t.AsIdent() == "event" && k.Kind() == celast.LiteralKind {
+			if s, ok := k.AsLiteral().Value().(string); ok {
+				b := partBit[s]
+				return facts{kinds: allKinds(), err: b, notTrue: b}, nil
+			}
+		}
+	case "_==_", "@in":
+		ks, ok, err := kindComparison(c)
+		if err != nil {
+			return neutral(), err
+		}
+		if ok {
+			f := strict(args...)
+			f.kinds = ks
+			return f, nil
+		}
+	}
+	return strict(args...), nil
+}
+
+// kindComparison recognises event.kind == "exec" (either side) and
+// event.kind in ["exec", ...].
+func kindComparison(c celast.CallExpr) (kindSet, bool, error) {
+	a := c.Args()
+	if len(a) != 2 {
+		return kindSet{}, false, nil
+	}
+	var names []celast.Expr
+	switch {
+	case c.FunctionName() == "_==_" && isEventKind(a[0]):
+		names = []celast.Expr{a[1]}
+	case c.FunctionName() == "_==_" && isEventKind(a[1]):
+		names = []celast.Expr{a[0]}
+	case c.FunctionName() == "@in" && isEventKind(a[0]) && a[1].Kind() == celast.ListKind:
+		names = a[1].AsList().Elements()
+	default:
+		return kindSet{}, false, nil
+	}
+	var s kindSet
+	for _, n := range names {
+		if n.Kind() != celast.LiteralKind {
+			return kindSet{}, false, nil
+		}
+		str, ok := n.AsLiteral().Value().(string)
+		if !ok {
+			return kindSet{}, false, nil
+		}
+		k, err := event.ParseKind(str)
+		if err != nil {
+			return kindSet{}, false, err
+		}
+		s.add(k)
+	}
+	return s, true, nil
+}
+
+func isEventKind(e celast.Expr) bool {
+	if e.Kind() != celast.SelectKind {
+		return false
+	}
+	s := e.AsSelect()
+	return !s.IsTestOnly() && s.FieldName() == "kind" && s.Operand().Kind() == celast.IdentKind && s.Operand().AsIdent() == "event"
+}
+
+// fieldNode is the shape of EventMap: the field names rules may use.
+type fieldNode struct {
+	fields map[string]*fieldNode
+	elem   *fieldNode // lists of objects (lineage)
+	open   bool       // maps with any keys (labels)
+}
+
+var eventFields = shapeOf(EventMap(fullEvent()))
+
+func shapeOf(v any) *fieldNode {
+	switch x := v.(type) {
+	case map[string]any:
+		n := &fieldNode{fields: map[string]*fieldNode{}}
+		for k, sub := range x {
+			n.fields[k] = shapeOf(sub)
+		}
+		return n
+	case map[string]string:
+		return &fieldNode{open: true}
+	case []any:
+		if len(x) > 0 {
+			if el := shapeOf(x[0]); el != nil {
+				return &fieldNode{elem: el}
+			}
+		}
+	}
+	return nil
+}
+
+// checkFields refuses a select chain rooted at `event` that names a field
+// the event model does not have. Inside a comprehension whose variable is
+// called event, the name is not the event and is not checked.
+func checkFields(e celast.Expr, shadowed bool) error {
+	switch e.Kind() {
+	case celast.SelectKind:
+		if !shadowed {
+			if err := checkChain(e); err != nil {
+				return err
+			}
+		}
+		return checkFields(e.AsSelect().Operand(), shadowed)
+	case celast.CallKind:
+		c := e.AsCall()
+		if c.FunctionName() == "_[_]" && !shadowed {
+			if err := checkChain(e); err != nil {
+				return err
+			}
+		}
+		if c.IsMemberFunction() {
+			if err := checkFields(c.Target(), shadowed); err != nil {
+				return err
+			}
+		}
+		for _, a := range c.Args() {
+			if err := checkFields(a, shadowed); err != nil {
+				return err
+			}
+		}
+	case celast.ListKind:
+		for _, x := range e.AsList().Elements() {
+			if err := checkFields(x, shadowed); err != nil {
+				return err
+			}
+		}
+	case celast.MapKind:
+		for _, en := range e.AsMap().Entries() {
+			me := en.AsMapEntry()
+			if err := checkFields(me.Key(), shadowed); err != nil {
+				return err
+			}
+			if err := checkFields(me.Value(), shadowed); err != nil {
+				return err
+			}
+		}
+	case celast.ComprehensionKind:
+		cp := e.AsComprehension()
+		if err := checkFields(cp.IterRange(), shadowed); err != nil {
+			return err
+		}
+		inner := shadowed || cp.IterVar() == "event" || cp.IterVar2() == "event" || cp.AccuVar() == "event"
+		for _, x := range []celast.Expr{cp.AccuInit(), cp.LoopCondition(), cp.LoopStep(), cp.Result()} {
+			if err := checkFields(x, inner); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// checkChain walks event.a.b[0].c against the event's shape.
+func checkChain(e celast.Expr) error {
+	var path []string // innermost last
+	for {
+		switch e.Kind() {
+		case celast.SelectKind:
+			s := e.AsSelect()
+			path = append(path, s.FieldName())
+			e = s.Operand()
+			continue
+		case celast.CallKind:
+			c := e.AsCall()
+			if c.FunctionName() != "_[_]" || len(c.Args()) != 2 {
+				return nil
+			}
+			if k := c.Args()[1]; k.Kind() == celast.LiteralKind {
+				if s, ok := k.AsLiteral().Value().(string); ok {
+					path = append(path, s)
+				} else {
+					path = append(path, "[]")
+				}
+			} else {
+				path = append(path, "[]")
+			}
+			e = c.Args()[0]
+			continue
+		case celast.IdentKind:
+			if e.AsIdent() != "event" {
+				return nil
+			}
+		default:
+			return nil
+		}
+		break
+	}
+	n, where := eventFields, "event"
+	for i := len(path) - 1; i >= 0 && n != nil; i-- {
+		f := path[i]
+		switch {
+		case n.open:
+			return nil
+		case f == "[]":
+			if n.elem == nil {
+				return nil // indexing a list of strings, or a map by a computed key
+			}
+			n, where = n.elem, where+"[]"
+		case n.fields != nil:
+			sub, ok := n.fields[f]
+			if !ok {
+				return fmt.Errorf("%s has no field %q (it has: %s)", where, f, strings.Join(sortedKeys(n.fields), ", "))
+			}
+			n, where = sub, where+"."+f
+		default:
+			return nil
+		}
+	}
+	return nil
+}
+
+func sortedKeys(m map[string]*fieldNode) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// fullEvent is an exec event with every field of the event model set to a
+// non-zero value and every optional part present. It is the reference
+// shape rules are checked against, and what tests compare EventMap with
+// the JSON on. Built by reflection, once.
+func fullEvent() *event.Event {
+	ev := &event.Event{}
+	fill(reflect.ValueOf(ev).Elem())
+	ev.Kind = event.KindExec
+	return ev
+}
+
+func fill(v reflect.Value) {
+	switch v.Kind() {
+	case reflect.Struct:
+		if v.Type() == reflect.TypeOf(time.Time{}) {
+			v.Set(reflect.ValueOf(time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)))
+			return
+		}
+		for i := 0; i < v.NumField(); i++ {
+			if v.Type().Field(i).IsExported() {
+				fill(v.Field(i))
+			}
+		}
+	case reflect.Pointer:
+		v.Set(reflect.New(v.Type().Elem()))
+		fill(v.Elem())
+	case reflect.Slice:
+		s := reflect.MakeSlice(v.Type(), 1, 1)
+		fill(s.Index(0))
+		v.Set(s)
+	case reflect.Map:
+		m := reflect.MakeMap(v.Type())
+		k, e := reflect.New(v.Type().Key()).Elem(), reflect.New(v.Type().Elem()).Elem()
+		fill(k)
+		fill(e)
+		m.SetMapIndex(k, e)
+		v.Set(m)
+	case reflect.String:
+		v.SetString("x")
+	case reflect.Bool:
+		v.SetBool(true)
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		v.SetInt(7)
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		v.SetUint(7)
+	case reflect.Float32, reflect.Float64:
+		v.SetFloat(7)
+	}
+}
