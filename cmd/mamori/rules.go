@@ -3,8 +3,11 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -16,60 +19,143 @@ import (
 func init() { register(rulesCmd) }
 
 func rulesCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "rules", Short: "Work with custom detection rules"}
+	cmd := &cobra.Command{Use: "rules", Short: "Work with custom detection rules (YAML with CEL conditions)"}
+	cmd.AddCommand(rulesTestCmd(), rulesCheckCmd())
+	return cmd
+}
+
+// loadRules loads rules files, reporting refused rules on stderr; it fails
+// only when nothing compiled. refused says whether any rule was.
+func loadRules(stderr io.Writer, files []string) (rules []*detect.Rule, refused bool, err error) {
+	var errs []error
+	for _, f := range files {
+		rs, err := detect.LoadRulesFile(f)
+		rules = append(rules, rs...)
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		fmt.Fprintln(stderr, "mamori: some rules were refused:\n"+err.Error())
+		refused = true
+	}
+	if len(rules) == 0 {
+		return nil, refused, fmt.Errorf("no rule in %s compiled", strings.Join(files, ", "))
+	}
+	return rules, refused, nil
+}
+
+func rulesTestCmd() *cobra.Command {
 	var asJSON bool
-	test := &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "test RULES.yaml EVENTS.jsonl",
 		Short: "Evaluate rules against recorded events (mamori events --json output) and print what would fire",
-		Args:  cobra.ExactArgs(2),
+		Long: "Evaluate rules against recorded events, one event JSON per line as `mamori events --json` prints them,\n" +
+			"through the same engine the agent runs (kind and part prefilters included). Each match is printed as\n" +
+			"EVENTS:LINE  RULE  SEVERITY  TITLE (or the finding as JSON with --json); a summary per rule follows on stderr.",
+		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			rules, err := detect.LoadRulesFile(args[0])
+			rules, _, err := loadRules(cmd.ErrOrStderr(), args[:1])
 			if err != nil {
-				fmt.Fprintln(cmd.ErrOrStderr(), "mamori: some rules were refused:\n"+err.Error())
-				if len(rules) == 0 {
-					return fmt.Errorf("no rule in %s compiled", args[0])
-				}
+				return err
 			}
 			f, err := os.Open(args[1])
 			if err != nil {
 				return fmt.Errorf("open events: %w", err)
 			}
 			defer f.Close()
-			var ds []detect.Detector
-			for _, r := range rules {
-				ds = append(ds, r)
-			}
-			engine := detect.NewEngine(finding.Agent{NodeID: "rules-test", Version: version}, nil, ds...)
-			out := cmd.OutOrStdout()
-			sc := bufio.NewScanner(f)
-			sc.Buffer(make([]byte, 1<<20), 16<<20)
-			line, fired, bad := 0, 0, 0
-			for sc.Scan() {
-				line++
-				var ev event.Event
-				if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
-					bad++
-					fmt.Fprintf(cmd.ErrOrStderr(), "%s:%d: not an event: %v\n", args[1], line, err)
-					continue
+			return runRulesTest(cmd.OutOrStdout(), cmd.ErrOrStderr(), rules, f, args[1], asJSON)
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the findings as JSON lines")
+	return cmd
+}
+
+func runRulesTest(out, stderr io.Writer, rules []*detect.Rule, events io.Reader, name string, asJSON bool) error {
+	var ds []detect.Detector
+	for _, r := range rules {
+		ds = append(ds, r)
+	}
+	engine := detect.NewEngine(finding.Agent{NodeID: "rules-test", Version: version}, nil, ds...)
+	sc := bufio.NewScanner(events)
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	line, fired, bad := 0, 0, 0
+	var werr error
+	for sc.Scan() {
+		line++
+		if len(strings.TrimSpace(sc.Text())) == 0 {
+			continue
+		}
+		var ev event.Event
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			bad++
+			fmt.Fprintf(stderr, "%s:%d: not an event: %v\n", name, line, err)
+			continue
+		}
+		engine.Process(&ev, func(fd *finding.Finding) {
+			fired++
+			if asJSON {
+				b, err := json.Marshal(fd)
+				if err == nil {
+					_, err = fmt.Fprintln(out, string(b))
 				}
-				engine.Process(&ev, func(fd *finding.Finding) {
-					fired++
-					if asJSON {
-						b, _ := json.Marshal(fd)
-						fmt.Fprintln(out, string(b))
-						return
+				werr = errors.Join(werr, err)
+				return
+			}
+			_, err := fmt.Fprintf(out, "%s:%d  %s  %s  %s\n", name, line, fd.Service.Detector.Rule, fd.SeverityLabel, fd.Title)
+			werr = errors.Join(werr, err)
+		})
+		if werr != nil {
+			return fmt.Errorf("write: %w", werr)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("read events: %w", err)
+	}
+	fmt.Fprintf(stderr, "%d rules, %d events, %d matches, %d unreadable lines\n", len(rules), line-bad, fired, bad)
+	for _, r := range rules {
+		st := r.Stats()
+		fmt.Fprintf(stderr, "  %-32s evaluated %d, matched %d", r.ID(), st.Evaluations, st.Matches)
+		if st.Errors > 0 {
+			fmt.Fprintf(stderr, ", %d evaluation errors (last: %s)", st.Errors, st.LastError)
+		}
+		fmt.Fprintln(stderr)
+	}
+	return nil
+}
+
+func rulesCheckCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "check RULES.yaml...",
+		Short: "Compile rules and show, for each, the event kinds and parts it is evaluated on",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) (err error) {
+			rules, refused, err := loadRules(cmd.ErrOrStderr(), args)
+			if err != nil {
+				return err
+			}
+			defer func() {
+				if refused && err == nil {
+					err = errors.New("some rules were refused")
+				}
+			}()
+			out := cmd.OutOrStdout()
+			for _, r := range rules {
+				kinds := "all"
+				if ks := r.Kinds(); len(ks) < len(event.KindNames()) {
+					names := make([]string, len(ks))
+					for i, k := range ks {
+						names[i] = k.String()
 					}
-					fmt.Fprintf(out, "%s:%d  %s  %s  %s\n", args[1], line, fd.Service.Detector.Rule, fd.SeverityLabel, fd.Title)
-				})
+					kinds = strings.Join(names, ",")
+				}
+				needs := strings.Join(r.Needs(), ",")
+				if needs == "" {
+					needs = "-"
+				}
+				fmt.Fprintf(out, "%s  %s  %s  kinds=%s  needs=%s\n", r.Where(), r.ID(), r.Types()[0], kinds, needs)
 			}
-			if err := sc.Err(); err != nil {
-				return fmt.Errorf("read events: %w", err)
-			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "%d rules, %d events, %d matches, %d unreadable lines\n", len(rules), line-bad, fired, bad)
 			return nil
 		},
 	}
-	test.Flags().BoolVar(&asJSON, "json", false, "print the findings as JSON lines")
-	cmd.AddCommand(test)
-	return cmd
 }

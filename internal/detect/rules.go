@@ -72,6 +72,7 @@ type Rule struct {
 	kinds    kindSet
 	kindList []event.Kind
 	needs    part // parts the condition cannot match without
+	intel    bool // the type is a threat-intel type: findings carry evidence
 	severity float64
 	prg      cel.Program
 	title    *template.Template
@@ -246,6 +247,9 @@ func compileRule(s ruleSpec, line func(string) int) (*Rule, int, error) {
 		return nil, line("type"), fmt.Errorf("type %q is neither a catalogue type nor Custom:Runtime/<Name>", clip(s.Type))
 	}
 	r := &Rule{spec: s}
+	if k, ok := finding.Lookup(s.Type); ok {
+		r.intel = k.Intel
+	}
 	sev, err := parseSeverity(s.Severity, s.Type)
 	if err != nil {
 		return nil, line("severity"), err
@@ -463,6 +467,10 @@ func (r *Rule) eval(in *ruleInput, present part, hit func(Hit)) {
 	}
 	if h.Description == "" {
 		h.Description = "Custom rule " + r.spec.ID + " matched."
+	}
+	if r.intel {
+		// A rule naming a threat-intel type is the user's own list.
+		h.Evidence = []finding.ThreatIntel{{ThreatListName: "rule:" + r.spec.ID, ThreatNames: []string{h.Title}, Indicator: h.KeyActor}}
 	}
 	hit(h)
 }
