@@ -54,23 +54,25 @@ func main() {
 
 	stop := make(chan struct{})
 	var generated atomic.Uint64
+	bgStart := time.Now()
 	go background(stop, filepath.Join(dir, "nobody"), &generated)
 	time.Sleep(time.Second)
 
 	seen := tail(findings)
-	conn, err := net.Dial("udp", "127.0.0.1:53")
+	// Unconnected: a refused query must not fail the next one's send.
+	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		log.Fatal(err)
 	}
+	dst := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 53}
 	var lat []time.Duration
-	start := time.Now()
 	for i := 0; i < *probes; i++ {
 		name := fmt.Sprintf("p%d-%d.c2.guarddutyc2activityb.com", i, time.Now().UnixNano())
 		q := dnsmessage.Message{Header: dnsmessage.Header{ID: uint16(i)},
 			Questions: []dnsmessage.Question{{Name: dnsmessage.MustNewName(name + "."), Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET}}}
 		pkt, _ := q.Pack()
 		t0 := time.Now()
-		if _, err := conn.Write(pkt); err != nil {
+		if _, err := conn.WriteTo(pkt, dst); err != nil {
 			log.Fatal(err)
 		}
 		deadline := t0.Add(5 * time.Second)
@@ -87,9 +89,8 @@ func main() {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	elapsed := time.Since(start)
 	close(stop)
-	rate := float64(generated.Load()) / (elapsed + 2*time.Second).Seconds()
+	rate := float64(generated.Load()) / time.Since(bgStart).Seconds()
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	if len(lat) == 0 {
 		log.Fatal("no finding arrived")
@@ -122,19 +123,20 @@ func background(stop chan struct{}, path string, n *atomic.Uint64) {
 		log.Fatal(err)
 	}
 	sa := &unix.SockaddrUnix{Name: path}
-	perMs := *load / 1000
-	t := time.NewTicker(time.Millisecond)
-	defer t.Stop()
+	start := time.Now()
+	var done uint64
 	for {
 		select {
 		case <-stop:
 			return
-		case <-t.C:
-			for i := 0; i < perMs; i++ {
-				_ = unix.Connect(fd, sa)
-			}
-			n.Add(uint64(perMs))
+		default:
 		}
+		want := uint64(time.Since(start).Seconds() * float64(*load))
+		for ; done < want; done++ {
+			_ = unix.Connect(fd, sa)
+		}
+		n.Store(done)
+		time.Sleep(200 * time.Microsecond)
 	}
 }
 
