@@ -1,0 +1,279 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Message is one verified agent message handed to a server Handler.
+type Message struct {
+	Envelope     *Envelope
+	Subject      string
+	StreamSeq    uint64
+	NumDelivered uint64 // 1 on first delivery
+}
+
+// DedupKey identifies the message across redeliveries and replays: use it as
+// the idempotency key of the server-side upsert.
+func (m *Message) DedupKey() string { return msgIDHeader(m.Envelope.NodeID, m.Envelope.MsgID) }
+
+// Handler processes one message. Returning nil acks it; an error naks it for
+// redelivery with backoff; an error wrapped by Permanent terminates it (no
+// retry, counted as rejected with reason "handler").
+type Handler func(ctx context.Context, m *Message) error
+
+type permanentError struct{ err error }
+
+func (p permanentError) Error() string { return p.err.Error() }
+func (p permanentError) Unwrap() error { return p.err }
+
+// Permanent marks a handler error as not worth retrying.
+func Permanent(err error) error { return permanentError{err} }
+
+// ConsumerConfig configures a server-side consumer. Zero values take defaults.
+type ConsumerConfig struct {
+	Durable          string        // DefaultDurable; replicas sharing a name share the work
+	Handler          Handler       // required
+	Concurrency      int           // handlers running at once in this replica: 4
+	MaxDeliver       int           // deliveries before giving up on a message: 10
+	AckWait          time.Duration // redelivery after a silent handler: 30s
+	BackoffBase      time.Duration // first nak delay: 1s, doubling per delivery
+	BackoffMax       time.Duration // nak delay cap: 1m
+	MaxEnvelopeBytes int           // MaxEnvelopeBytes
+	MaxAge           time.Duration // older sentAt is rejected as stale: 14 days
+	MaxFuture        time.Duration // sentAt further ahead is rejected: 5m
+	ReplayCache      int           // handled dedup keys remembered per replica: 100000
+	Metrics          *Metrics
+	Logger           *slog.Logger
+}
+
+// Consumer pulls agent messages from the MAMORI stream's durable consumer,
+// verifies them and runs the Handler. Several replicas with the same Durable
+// split the messages between them: each is handled by one replica.
+type Consumer struct {
+	cfg  ConsumerConfig
+	cons jetstream.Consumer
+	m    *Metrics
+	log  *slog.Logger
+	seen *seenSet
+
+	logMu   sync.Mutex
+	lastLog map[string]time.Time
+}
+
+// NewConsumer creates or updates the durable consumer on the MAMORI stream
+// (which must exist: see EnsureStream).
+func NewConsumer(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig) (*Consumer, error) {
+	if cfg.Handler == nil {
+		return nil, errors.New("consumer: no handler")
+	}
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defDur := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	if cfg.Durable == "" {
+		cfg.Durable = DefaultDurable
+	}
+	def(&cfg.Concurrency, 4)
+	def(&cfg.MaxDeliver, 10)
+	def(&cfg.MaxEnvelopeBytes, MaxEnvelopeBytes)
+	def(&cfg.ReplayCache, 100000)
+	defDur(&cfg.AckWait, 30*time.Second)
+	defDur(&cfg.BackoffBase, time.Second)
+	defDur(&cfg.BackoffMax, time.Minute)
+	defDur(&cfg.MaxAge, 14*24*time.Hour)
+	defDur(&cfg.MaxFuture, 5*time.Minute)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	cons, err := js.CreateOrUpdateConsumer(ctx, StreamName, jetstream.ConsumerConfig{
+		Durable:       cfg.Durable,
+		Description:   "mamori server ingest",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       cfg.AckWait,
+		MaxDeliver:    cfg.MaxDeliver,
+		MaxAckPending: cfg.Concurrency * 256,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s: %w", cfg.Durable, err)
+	}
+	return &Consumer{cfg: cfg, cons: cons, m: orNewMetrics(cfg.Metrics), log: cfg.Logger,
+		seen: newSeenSet(cfg.ReplayCache), lastLog: map[string]time.Time{}}, nil
+}
+
+// Run consumes until ctx is cancelled, then waits for running handlers.
+func (c *Consumer) Run(ctx context.Context) error {
+	work := make(chan jetstream.Msg)
+	var wg sync.WaitGroup
+	for range c.cfg.Concurrency {
+		wg.Go(func() {
+			for msg := range work {
+				c.process(ctx, msg)
+			}
+		})
+	}
+	cc, err := c.cons.Consume(func(msg jetstream.Msg) {
+		select {
+		case work <- msg:
+		case <-ctx.Done():
+			// Not acked: redelivered to another replica after AckWait.
+		}
+	}, jetstream.PullMaxMessages(c.cfg.Concurrency*4),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			if !errors.Is(err, nats.ErrConnectionClosed) {
+				c.log.Debug("consumer: pull", "err", err)
+			}
+		}))
+	if err != nil {
+		close(work)
+		wg.Wait()
+		return fmt.Errorf("consume %s: %w", c.cfg.Durable, err)
+	}
+	<-ctx.Done()
+	cc.Stop()
+	<-cc.Closed()
+	close(work)
+	wg.Wait()
+	return nil
+}
+
+func (c *Consumer) process(ctx context.Context, msg jetstream.Msg) {
+	m, err := c.verify(msg)
+	if err != nil {
+		reason := RejectReason(err)
+		c.m.Rejected.WithLabelValues(reason).Inc()
+		c.logReject(reason, msg.Subject(), err)
+		_ = msg.TermWithReason(reason)
+		return
+	}
+	hctx, cancel := context.WithTimeout(ctx, c.cfg.AckWait)
+	err = c.cfg.Handler(hctx, m)
+	cancel()
+	var perm permanentError
+	switch {
+	case err == nil:
+		if aerr := msg.Ack(); aerr != nil {
+			c.log.Warn("consumer: ack failed; message will be redelivered", "err", aerr)
+			return
+		}
+		c.seen.add(m.DedupKey())
+		c.m.Consumed.WithLabelValues(string(m.Envelope.Kind)).Inc()
+	case errors.As(err, &perm):
+		c.m.Rejected.WithLabelValues("handler").Inc()
+		c.logReject("handler", msg.Subject(), err)
+		_ = msg.TermWithReason("handler: " + err.Error())
+	case m.NumDelivered >= uint64(c.cfg.MaxDeliver):
+		c.m.DeadLettered.Inc()
+		c.log.Error("consumer: giving up on message after max deliveries", "subject", msg.Subject(),
+			"msgId", m.Envelope.MsgID, "deliveries", m.NumDelivered, "err", err)
+		_ = msg.TermWithReason("max deliveries")
+	default:
+		c.m.HandlerErrors.Inc()
+		delay := c.cfg.BackoffBase << min(m.NumDelivered-1, 20)
+		delay = min(delay, c.cfg.BackoffMax)
+		c.log.Warn("consumer: handler failed, retrying", "subject", msg.Subject(),
+			"deliveries", m.NumDelivered, "retryIn", delay, "err", err)
+		_ = msg.NakWithDelay(delay)
+	}
+}
+
+// verify turns a raw stream message into a Message, or a *RejectError.
+func (c *Consumer) verify(msg jetstream.Msg) (*Message, error) {
+	data := msg.Data()
+	if len(data) > c.cfg.MaxEnvelopeBytes {
+		return nil, reject(ReasonOversized, "message is %d bytes, limit %d", len(data), c.cfg.MaxEnvelopeBytes)
+	}
+	nodeID, kind, err := ParseSubject(msg.Subject())
+	if err != nil {
+		return nil, reject(ReasonSubject, "%v", err)
+	}
+	env, err := DecodeEnvelope(data, c.cfg.MaxEnvelopeBytes)
+	if err != nil {
+		return nil, err
+	}
+	// The subject is what NATS permissions enforce; the envelope must agree with it.
+	if env.NodeID != nodeID {
+		return nil, reject(ReasonNodeMismatch, "envelope nodeId %q on subject of node %q", env.NodeID, nodeID)
+	}
+	if env.Kind != kind {
+		return nil, reject(ReasonKindMismatch, "envelope kind %q on %s subject", env.Kind, kind)
+	}
+	if h := msg.Headers().Get(jetstream.MsgIDHeader); h != msgIDHeader(nodeID, env.MsgID) {
+		return nil, reject(ReasonHeader, "Nats-Msg-Id %q does not match the envelope", h)
+	}
+	now := time.Now()
+	if env.SentAt.Before(now.Add(-c.cfg.MaxAge)) {
+		return nil, reject(ReasonStale, "sent at %s, older than %s", env.SentAt.Format(time.RFC3339), c.cfg.MaxAge)
+	}
+	if env.SentAt.After(now.Add(c.cfg.MaxFuture)) {
+		return nil, reject(ReasonFuture, "sent at %s, in the future", env.SentAt.Format(time.RFC3339))
+	}
+	m := &Message{Envelope: env, Subject: msg.Subject()}
+	if md, err := msg.Metadata(); err == nil {
+		m.StreamSeq, m.NumDelivered = md.Sequence.Stream, md.NumDelivered
+	}
+	if c.seen.has(m.DedupKey()) {
+		return nil, reject(ReasonReplay, "message %s already handled", m.DedupKey())
+	}
+	return m, nil
+}
+
+// logReject logs at most one rejection per reason per second, so a hostile
+// flood cannot flood the log too; the metric counts every one.
+func (c *Consumer) logReject(reason, subject string, err error) {
+	c.logMu.Lock()
+	now := time.Now()
+	if now.Sub(c.lastLog[reason]) < time.Second {
+		c.logMu.Unlock()
+		return
+	}
+	c.lastLog[reason] = now
+	c.logMu.Unlock()
+	c.log.Warn("consumer: message rejected", "reason", reason, "subject", fmt.Sprintf("%q", subject), "err", err)
+}
+
+// seenSet remembers the last n keys (first in, first out).
+type seenSet struct {
+	mu   sync.Mutex
+	keys map[string]struct{}
+	ring []string
+	next int
+}
+
+func newSeenSet(n int) *seenSet {
+	return &seenSet{keys: make(map[string]struct{}, n), ring: make([]string, n)}
+}
+
+func (s *seenSet) has(k string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.keys[k]
+	return ok
+}
+
+func (s *seenSet) add(k string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.keys[k]; ok {
+		return
+	}
+	if old := s.ring[s.next]; old != "" {
+		delete(s.keys, old)
+	}
+	s.ring[s.next] = k
+	s.keys[k] = struct{}{}
+	s.next = (s.next + 1) % len(s.ring)
+}

@@ -1,0 +1,208 @@
+package transport
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// EmbeddedConfig configures the NATS JetStream server that `mamori run`
+// embeds.
+type EmbeddedConfig struct {
+	// DataDir is the mamori data directory; the server keeps everything under
+	// DataDir/nats: auth.json (keys, 0600), tls/ (CA and server certificate),
+	// jetstream/ (the store).
+	DataDir string
+	// Host to listen on; "127.0.0.1" when empty. Use "0.0.0.0" to let agents
+	// on other hosts connect (and list their view of this host in TLSHosts).
+	Host string
+	// Port to listen on: 0 means 4222, -1 picks a free port.
+	Port int
+	// TLSHosts are extra names and addresses the server certificate must
+	// cover, beyond DefaultTLSHosts.
+	TLSHosts []string
+	// MaxStoreBytes bounds JetStream's disk use; 0 lets NATS choose.
+	MaxStoreBytes int64
+	// ServerName names the server in NATS logs and monitoring.
+	ServerName string
+	Logger     *slog.Logger
+}
+
+// Embedded is a running embedded NATS server with JetStream, TLS required
+// on its listener, and operator-mode auth.
+type Embedded struct {
+	Server *server.Server
+	Auth   *Auth
+	TLS    *TLSMaterial
+	url    string
+}
+
+// EmbeddedPaths returns where an embedded server keeps its auth file, TLS
+// directory and JetStream store under dataDir.
+func EmbeddedPaths(dataDir string) (authFile, tlsDir, storeDir string) {
+	base := filepath.Join(dataDir, "nats")
+	return filepath.Join(base, "auth.json"), filepath.Join(base, "tls"), filepath.Join(base, "jetstream")
+}
+
+// StartEmbedded starts the server and waits until it accepts connections.
+// Keys and certificates are created on first start and reused afterwards, so
+// enrolled agents keep working across restarts.
+func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
+	if cfg.DataDir == "" {
+		return nil, fmt.Errorf("embedded nats: no data dir")
+	}
+	if cfg.Host == "" {
+		cfg.Host = "127.0.0.1"
+	}
+	if cfg.Port == 0 {
+		cfg.Port = 4222
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	authPath, tlsDir, storeDir := EmbeddedPaths(cfg.DataDir)
+	if err := os.MkdirAll(filepath.Dir(authPath), 0o700); err != nil {
+		return nil, fmt.Errorf("embedded nats: %w", err)
+	}
+	auth, err := LoadOrCreateAuth(authPath)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats: %w", err)
+	}
+	hosts := append(DefaultTLSHosts(), cfg.TLSHosts...)
+	if cfg.Host != "0.0.0.0" && cfg.Host != "::" {
+		hosts = append(hosts, cfg.Host)
+	}
+	tlsm, err := LoadOrCreateTLS(tlsDir, hosts)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats: %w", err)
+	}
+	opts := &server.Options{
+		ServerName:        cfg.ServerName,
+		Host:              cfg.Host,
+		Port:              cfg.Port,
+		JetStream:         true,
+		StoreDir:          storeDir,
+		JetStreamMaxStore: cfg.MaxStoreBytes,
+		TLS:               true,
+		TLSConfig:         tlsm.ServerTLSConfig(),
+		TLSTimeout:        5,
+		MaxPayload:        MaxEnvelopeBytes + 64<<10,
+		NoSigs:            true,
+	}
+	if err := auth.ConfigureServer(opts); err != nil {
+		return nil, fmt.Errorf("embedded nats: %w", err)
+	}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats: %w", err)
+	}
+	s.SetLoggerV2(slogAdapter{cfg.Logger.With("component", "nats")}, false, false, false)
+	go s.Start()
+	if !s.ReadyForConnections(30 * time.Second) {
+		s.Shutdown()
+		return nil, fmt.Errorf("embedded nats: not ready after 30s (port %d in use?)", cfg.Port)
+	}
+	e := &Embedded{Server: s, Auth: auth, TLS: tlsm}
+	host := cfg.Host
+	if host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	port := cfg.Port
+	if a, ok := s.Addr().(*net.TCPAddr); ok {
+		port = a.Port
+	}
+	e.url = "tls://" + net.JoinHostPort(host, strconv.Itoa(port))
+	return e, nil
+}
+
+// ClientURL is a URL agents on this host can use (loopback when listening on
+// every address). Enrollers advertise their own configured URLs instead.
+func (e *Embedded) ClientURL() string { return e.url }
+
+// Port is the TCP port the server listens on.
+func (e *Embedded) Port() int {
+	if a, ok := e.Server.Addr().(*net.TCPAddr); ok {
+		return a.Port
+	}
+	return 0
+}
+
+// ConnectInProcess opens a connection for the mamori server itself: in
+// process (no socket, no TLS needed), as a fresh unrestricted server user.
+func (e *Embedded) ConnectInProcess(name string, extra ...nats.Option) (*nats.Conn, error) {
+	userJWT, seed, err := e.Auth.ServerCreds(name)
+	if err != nil {
+		return nil, err
+	}
+	opts := append([]nats.Option{nats.Name(name), nats.InProcessServer(e.Server),
+		nats.UserJWTAndSeed(userJWT, seed), nats.MaxReconnects(-1)}, extra...)
+	nc, err := nats.Connect("", opts...)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats: connect in process: %w", err)
+	}
+	return nc, nil
+}
+
+// Shutdown stops the server and waits for it to finish.
+func (e *Embedded) Shutdown() {
+	e.Server.Shutdown()
+	e.Server.WaitForShutdown()
+}
+
+// ServerConnConfig describes how a mamori server replica reaches an external
+// NATS cluster.
+type ServerConnConfig struct {
+	URLs  []string // e.g. tls://nats-0.nats:4222
+	Auth  *Auth    // the installation's auth; a server user is minted from it
+	CAPEM []byte   // CA of the NATS servers' certificates; system roots when nil
+	Name  string
+}
+
+// ConnectServer connects a mamori server replica to an external NATS cluster,
+// retrying in the background when the cluster is not up yet.
+func ConnectServer(ctx context.Context, cfg ServerConnConfig, extra ...nats.Option) (*nats.Conn, error) {
+	if len(cfg.URLs) == 0 || cfg.Auth == nil {
+		return nil, fmt.Errorf("connect server: URLs and Auth are required")
+	}
+	userJWT, seed, err := cfg.Auth.ServerCreds(cfg.Name)
+	if err != nil {
+		return nil, err
+	}
+	opts := []nats.Option{nats.Name(cfg.Name), nats.UserJWTAndSeed(userJWT, seed),
+		nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true)}
+	if cfg.CAPEM != nil {
+		tc, err := ClientTLSConfig(cfg.CAPEM)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, nats.Secure(tc))
+	}
+	nc, err := nats.Connect(strings.Join(cfg.URLs, ","), append(opts, extra...)...)
+	if err != nil {
+		return nil, fmt.Errorf("connect server: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return nc, nil
+}
+
+// slogAdapter routes nats-server's logs to slog.
+type slogAdapter struct{ l *slog.Logger }
+
+func (a slogAdapter) Noticef(f string, v ...any) { a.l.Info(fmt.Sprintf(f, v...)) }
+func (a slogAdapter) Warnf(f string, v ...any)   { a.l.Warn(fmt.Sprintf(f, v...)) }
+func (a slogAdapter) Fatalf(f string, v ...any)  { a.l.Error(fmt.Sprintf(f, v...)) }
+func (a slogAdapter) Errorf(f string, v ...any)  { a.l.Error(fmt.Sprintf(f, v...)) }
+func (a slogAdapter) Debugf(f string, v ...any)  { a.l.Debug(fmt.Sprintf(f, v...)) }
+func (a slogAdapter) Tracef(f string, v ...any)  { a.l.Debug(fmt.Sprintf(f, v...)) }

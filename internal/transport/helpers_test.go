@@ -1,0 +1,176 @@
+package transport
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// testBus is a real embedded NATS server with the MAMORI stream and an
+// enrollment endpoint.
+type testBus struct {
+	t       *testing.T
+	dir     string
+	port    int
+	emb     *Embedded
+	nc      *nats.Conn // in-process server connection
+	js      jetstream.JetStream
+	tokens  *Tokens
+	enrol   *Enroller
+	http    *httptest.Server
+	metrics *Metrics
+}
+
+func startBus(t *testing.T, dir string, port int) *testBus {
+	t.Helper()
+	b := &testBus{t: t, dir: dir, metrics: NewMetrics(nil)}
+	b.start(port)
+	t.Cleanup(b.stop)
+	return b
+}
+
+func (b *testBus) start(port int) {
+	t := b.t
+	t.Helper()
+	emb, err := StartEmbedded(EmbeddedConfig{DataDir: b.dir, Port: port, Logger: quietLogger()})
+	if err != nil {
+		t.Fatalf("start embedded: %v", err)
+	}
+	b.emb, b.port = emb, emb.Port()
+	if b.nc, err = emb.ConnectInProcess("test-server"); err != nil {
+		t.Fatal(err)
+	}
+	if b.js, err = jetstream.New(b.nc); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := EnsureStream(ctx, b.js, StreamOptions{Duplicates: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	tokStore, err := NewKVStore[TokenRecord](ctx, b.js, TokenBucket, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes, err := NewKVStore[NodeRecord](ctx, b.js, NodeBucket, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.tokens = NewTokens(tokStore)
+	b.enrol, err = NewEnroller(EnrollerConfig{Auth: emb.Auth, Tokens: b.tokens, Nodes: nodes,
+		NATSURLs: []string{emb.ClientURL()}, CAPEM: emb.TLS.CAPEM, Metrics: b.metrics, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.http == nil {
+		b.http = httptest.NewServer(b.enrol)
+	} else {
+		b.http.Config.Handler = b.enrol
+	}
+}
+
+// down stops NATS (the enrollment HTTP server stays).
+func (b *testBus) down() {
+	if b.nc != nil {
+		b.nc.Close()
+		b.nc = nil
+	}
+	if b.emb != nil {
+		b.emb.Shutdown()
+		b.emb = nil
+	}
+}
+
+func (b *testBus) stop() {
+	b.down()
+	if b.http != nil {
+		b.http.Close()
+		b.http = nil
+	}
+}
+
+// enroll enrolls nodeID over HTTP with a fresh single-use token.
+func (b *testBus) enroll(nodeID string) *Credentials {
+	b.t.Helper()
+	ctx := context.Background()
+	tok, _, err := b.tokens.Create(ctx, TokenOptions{Description: "test " + nodeID})
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	c, err := Enroll(ctx, EnrollOptions{URL: b.http.URL + EnrollPath, Token: tok, NodeID: nodeID})
+	if err != nil {
+		b.t.Fatalf("enroll %s: %v", nodeID, err)
+	}
+	return c
+}
+
+// collector is a Handler that records every message it is given.
+type collector struct {
+	mu   sync.Mutex
+	msgs []*Message
+	byID map[string]int
+}
+
+func newCollector() *collector { return &collector{byID: map[string]int{}} }
+
+func (c *collector) handle(_ context.Context, m *Message) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.msgs = append(c.msgs, m)
+	c.byID[m.DedupKey()]++
+	return nil
+}
+
+func (c *collector) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.msgs)
+}
+
+// runConsumer runs a consumer with handler until the test ends.
+func (b *testBus) runConsumer(cfg ConsumerConfig) *Consumer {
+	b.t.Helper()
+	if cfg.Metrics == nil {
+		cfg.Metrics = b.metrics
+	}
+	cfg.Logger = quietLogger()
+	ctx, cancel := context.WithCancel(context.Background())
+	cons, err := NewConsumer(ctx, b.js, cfg)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cons.Run(ctx); close(done) }()
+	b.t.Cleanup(func() { cancel(); <-done })
+	return cons
+}
+
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func mustJSON(t testing.TB, v any) json.RawMessage {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

@@ -1,0 +1,381 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// PublisherConfig configures an agent's Publisher. Zero values take defaults.
+type PublisherConfig struct {
+	Creds          *Credentials  // required: from Enroll / LoadCredentials
+	SpoolDir       string        // required: e.g. <data-dir>/spool
+	SpoolMaxBytes  int64         // DefaultSpoolMaxBytes
+	AckTimeout     time.Duration // a publish not acked by then is spooled: 5s
+	MaxPending     int           // async publishes in flight: 1024
+	ReplayInterval time.Duration // spool replay retry period: 2s
+	ReconnectWait  time.Duration // between reconnect attempts: 1s
+	Metrics        *Metrics
+	Logger         *slog.Logger
+	NATSOptions    []nats.Option // appended last (tests)
+}
+
+// PublisherStats is a snapshot of a Publisher's counters, for heartbeats and
+// coverage issues.
+type PublisherStats struct {
+	Connected     bool
+	Published     uint64 // acked on the live path
+	Replayed      uint64 // acked from the spool
+	Spooled       uint64 // went to the spool (disconnected, timeout, server refused for now)
+	Rejected      uint64 // refused by the server for good (4xx): dropped
+	PermissionErr uint64 // the NATS server refused a publish or subscription
+	Spool         SpoolStats
+}
+
+// Publisher sends an agent's messages to the MAMORI stream. Publish never
+// waits for the server: it hands the message to NATS asynchronously, and
+// whatever is not acknowledged (disconnected, ack timeout, stream full) goes
+// to the on-disk spool, which a background loop replays once the connection
+// is back. Every message carries a Nats-Msg-Id, so a replay of a message the
+// server did get is discarded by JetStream (within the de-duplication window)
+// and by the server's idempotent upsert keyed by Message.DedupKey.
+type Publisher struct {
+	cfg    PublisherConfig
+	nodeID string
+	m      *Metrics
+	log    *slog.Logger
+	nc     *nats.Conn
+	live   jetstream.JetStream // callbacks route failures to the spool
+	replay jetstream.JetStream // futures: replay waits for each ack
+	spool  *Spool
+
+	kick chan struct{}
+	stop chan struct{}
+	wg   sync.WaitGroup
+
+	published, replayed, spooled, rejected, permErr atomic.Uint64
+	closeOnce                                       sync.Once
+}
+
+// NewPublisher opens the spool and starts connecting in the background; it
+// does not wait for the server, so an agent starts (and spools) without one.
+func NewPublisher(cfg PublisherConfig) (*Publisher, error) {
+	if cfg.Creds == nil {
+		return nil, errors.New("publisher: no credentials")
+	}
+	if err := cfg.Creds.Validate(); err != nil {
+		return nil, fmt.Errorf("publisher: %w", err)
+	}
+	if cfg.AckTimeout <= 0 {
+		cfg.AckTimeout = 5 * time.Second
+	}
+	if cfg.MaxPending <= 0 {
+		cfg.MaxPending = 1024
+	}
+	if cfg.ReplayInterval <= 0 {
+		cfg.ReplayInterval = 2 * time.Second
+	}
+	if cfg.ReconnectWait <= 0 {
+		cfg.ReconnectWait = time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	p := &Publisher{cfg: cfg, nodeID: cfg.Creds.NodeID, m: orNewMetrics(cfg.Metrics),
+		log: cfg.Logger.With("component", "transport"), kick: make(chan struct{}, 1), stop: make(chan struct{})}
+	var err error
+	if p.spool, err = OpenSpool(SpoolConfig{Dir: cfg.SpoolDir, MaxBytes: cfg.SpoolMaxBytes,
+		Metrics: p.m, Logger: p.log}); err != nil {
+		return nil, fmt.Errorf("publisher: %w", err)
+	}
+	tc, err := ClientTLSConfig(cfg.Creds.CAPEM)
+	if err != nil {
+		p.spool.Close()
+		return nil, fmt.Errorf("publisher: %w", err)
+	}
+	opts := []nats.Option{
+		nats.Name("mamori-agent " + p.nodeID),
+		nats.UserJWTAndSeed(cfg.Creds.JWT, cfg.Creds.Seed),
+		nats.Secure(tc),
+		nats.CustomInboxPrefix(AgentInboxPrefix(p.nodeID)),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(cfg.ReconnectWait),
+		nats.RetryOnFailedConnect(true),
+		// No client-side reconnect buffer: while disconnected, publishes fail
+		// at once and go to the bounded, counted, on-disk spool instead.
+		nats.ReconnectBufSize(-1),
+		nats.ConnectHandler(func(*nats.Conn) { p.log.Info("transport: connected"); p.wake() }),
+		nats.ReconnectHandler(func(*nats.Conn) { p.log.Info("transport: reconnected"); p.wake() }),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			p.log.Warn("transport: disconnected; spooling", "err", err)
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrPermissionViolation) {
+				p.permErr.Add(1)
+				p.m.PermissionErr.Inc()
+			}
+			p.log.Warn("transport: nats error", "err", err)
+		}),
+	}
+	p.nc, err = nats.Connect(strings.Join(cfg.Creds.NATSURLs, ","), append(opts, cfg.NATSOptions...)...)
+	if err != nil {
+		p.spool.Close()
+		return nil, fmt.Errorf("publisher: connect: %w", err)
+	}
+	p.live, err = jetstream.New(p.nc,
+		jetstream.WithPublishAsyncMaxPending(cfg.MaxPending),
+		jetstream.WithPublishAsyncTimeout(cfg.AckTimeout),
+		jetstream.WithPublishAsyncAckHandler(p.onAck),
+		jetstream.WithPublishAsyncErrHandler(p.onErr))
+	if err == nil {
+		p.replay, err = jetstream.New(p.nc, jetstream.WithPublishAsyncMaxPending(cfg.MaxPending),
+			jetstream.WithPublishAsyncTimeout(cfg.AckTimeout))
+	}
+	if err != nil {
+		p.nc.Close()
+		p.spool.Close()
+		return nil, fmt.Errorf("publisher: %w", err)
+	}
+	p.wg.Go(p.replayLoop)
+	return p, nil
+}
+
+// NodeID is the node this publisher speaks for.
+func (p *Publisher) NodeID() string { return p.nodeID }
+
+// Publish wraps payload (a JSON-marshalable value or json.RawMessage
+// holding an object) in an envelope and sends it. It returns the envelope's
+// msgId. An error means the message is lost, and counted: it was invalid or
+// too large, or the spool could not keep it (full of more valuable
+// messages, disk error).
+func (p *Publisher) Publish(kind Kind, payload any) (string, error) {
+	env, err := NewEnvelope(p.nodeID, kind, payload)
+	if err != nil {
+		p.m.PublishErrors.WithLabelValues(orReason(RejectReason(err), "encode")).Inc()
+		return "", fmt.Errorf("publish %s: %w", kind, err)
+	}
+	data, err := env.Encode()
+	if err != nil {
+		p.m.PublishErrors.WithLabelValues(orReason(RejectReason(err), "encode")).Inc()
+		return "", fmt.Errorf("publish %s: %w", kind, err)
+	}
+	return env.MsgID, p.send(kind, msgIDHeader(p.nodeID, env.MsgID), data)
+}
+
+func orReason(r, def string) string {
+	if r == "" {
+		return def
+	}
+	return r
+}
+
+func (p *Publisher) send(kind Kind, dedupID string, data []byte) error {
+	if !p.nc.IsConnected() {
+		return p.toSpool(kind, dedupID, data, "disconnected")
+	}
+	msg := nats.NewMsg(SubjectFor(p.nodeID, kind))
+	msg.Data = data
+	msg.Header.Set(jetstream.MsgIDHeader, dedupID)
+	if _, err := p.live.PublishMsgAsync(msg); err != nil {
+		return p.toSpool(kind, dedupID, data, publishReason(err))
+	}
+	return nil
+}
+
+func (p *Publisher) toSpool(kind Kind, dedupID string, data []byte, reason string) error {
+	p.m.PublishErrors.WithLabelValues(reason).Inc()
+	if err := p.spool.Append(SpoolRecord{Kind: kind, DedupID: dedupID, Data: data}); err != nil {
+		return fmt.Errorf("publish %s: %w", kind, err)
+	}
+	p.spooled.Add(1)
+	return nil
+}
+
+func publishReason(err error) string {
+	var apiErr *jetstream.APIError
+	switch {
+	case errors.Is(err, jetstream.ErrAsyncPublishTimeout):
+		return "ack_timeout"
+	case errors.Is(err, jetstream.ErrTooManyStalledMsgs):
+		return "backpressure"
+	case errors.Is(err, nats.ErrDisconnected), errors.Is(err, nats.ErrReconnectBufExceeded),
+		errors.Is(err, nats.ErrConnectionReconnecting), errors.Is(err, nats.ErrConnectionClosed):
+		return "disconnected"
+	case errors.Is(err, jetstream.ErrNoStreamResponse):
+		return "no_stream"
+	case errors.As(err, &apiErr):
+		return "server_error"
+	}
+	return "other"
+}
+
+// permanent reports whether the server refused a message for good (a 4xx
+// JetStream error such as "message too large"): replaying it cannot help.
+func permanent(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.Code >= 400 && apiErr.Code < 500
+}
+
+func (p *Publisher) onAck(_ jetstream.JetStream, msg *nats.Msg, _ *jetstream.PubAck) {
+	p.published.Add(1)
+	_, kind, _ := ParseSubject(msg.Subject)
+	p.m.Published.WithLabelValues(string(kind)).Inc()
+}
+
+func (p *Publisher) onErr(_ jetstream.JetStream, msg *nats.Msg, err error) {
+	_, kind, perr := ParseSubject(msg.Subject)
+	if perr != nil {
+		return
+	}
+	if permanent(err) {
+		p.rejected.Add(1)
+		p.m.SpoolDropped.WithLabelValues(string(kind), "rejected").Inc()
+		p.log.Warn("transport: server refused message; dropped", "kind", kind, "err", err)
+		return
+	}
+	if serr := p.toSpool(kind, msg.Header.Get(jetstream.MsgIDHeader), msg.Data, publishReason(err)); serr != nil {
+		p.log.Warn("transport: message lost", "kind", kind, "err", serr)
+	}
+	p.wake()
+}
+
+func (p *Publisher) wake() {
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+// replayLoop drains the spool whenever connected: after a (re)connect, after
+// a failure was spooled, and every ReplayInterval.
+func (p *Publisher) replayLoop() {
+	t := time.NewTicker(p.cfg.ReplayInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-p.kick:
+		case <-t.C:
+		}
+		for p.nc.IsConnected() {
+			more, err := p.replayOne()
+			if err != nil {
+				p.log.Warn("transport: replay interrupted", "err", err)
+				break
+			}
+			if !more {
+				break
+			}
+			select {
+			case <-p.stop:
+				return
+			default:
+			}
+		}
+	}
+}
+
+// replayOne replays one spool segment. It reports whether there may be more.
+func (p *Publisher) replayOne() (bool, error) {
+	b, err := p.spool.Checkout()
+	if err != nil || b == nil {
+		return false, err
+	}
+	kind := b.Kind()
+	type pending struct {
+		i   int
+		fut jetstream.PubAckFuture
+	}
+	var futs []pending
+	var failed error
+	for i, r := range b.Records {
+		if b.IsDelivered(i) {
+			continue
+		}
+		msg := nats.NewMsg(SubjectFor(p.nodeID, kind))
+		msg.Data = r.Data
+		msg.Header.Set(jetstream.MsgIDHeader, r.DedupID)
+		f, err := p.replay.PublishMsgAsync(msg, jetstream.WithStallWait(p.cfg.AckTimeout))
+		if err != nil {
+			failed = err
+			break
+		}
+		futs = append(futs, pending{i, f})
+	}
+	for _, f := range futs {
+		select {
+		case <-f.fut.Ok():
+			b.Delivered(f.i)
+			p.replayed.Add(1)
+			p.m.Replayed.WithLabelValues(string(kind)).Inc()
+		case err := <-f.fut.Err():
+			if permanent(err) {
+				b.Delivered(f.i) // nothing more to do with it
+				p.rejected.Add(1)
+				p.m.SpoolDropped.WithLabelValues(string(kind), "rejected").Inc()
+				continue
+			}
+			failed = err
+		}
+	}
+	gone := b.Commit()
+	if failed != nil {
+		return false, fmt.Errorf("replay %s: %w", kind, failed)
+	}
+	return gone, nil
+}
+
+// Flush waits until every message published so far is acknowledged or
+// spooled, and the spool is empty; or until ctx ends.
+func (p *Publisher) Flush(ctx context.Context) error {
+	p.wake()
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if p.live.PublishAsyncPending() == 0 && p.spool.Stats().Messages == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("flush: %d in flight, %d spooled: %w",
+				p.live.PublishAsyncPending(), p.spool.Stats().Messages, ctx.Err())
+		case <-t.C:
+			p.wake()
+		}
+	}
+}
+
+// Stats returns a snapshot of the publisher's counters.
+func (p *Publisher) Stats() PublisherStats {
+	return PublisherStats{
+		Connected: p.nc.IsConnected(), Published: p.published.Load(), Replayed: p.replayed.Load(),
+		Spooled: p.spooled.Load(), Rejected: p.rejected.Load(), PermissionErr: p.permErr.Load(),
+		Spool: p.spool.Stats(),
+	}
+}
+
+// Close waits up to ctx for outstanding acks, spools what is still
+// unacknowledged, and closes the connection and the spool. Spooled
+// messages are replayed by the next Publisher on the same SpoolDir.
+func (p *Publisher) Close(ctx context.Context) error {
+	p.closeOnce.Do(func() {
+		close(p.stop)
+		p.wg.Wait()
+		select {
+		case <-p.live.PublishAsyncComplete():
+		case <-ctx.Done():
+		}
+		p.live.CleanupPublisher() // pending publishes fail into onErr, i.e. the spool
+		p.nc.Close()
+	})
+	return p.spool.Close()
+}

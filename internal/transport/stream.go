@@ -1,0 +1,55 @@
+package transport
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// StreamOptions sizes the MAMORI stream. Zero values take the defaults.
+type StreamOptions struct {
+	Replicas   int           // 1; use 3 on an external cluster
+	MaxBytes   int64         // 1 GiB
+	MaxAge     time.Duration // 7 days
+	Duplicates time.Duration // de-duplication window, 2 hours
+}
+
+// EnsureStream creates or updates the MAMORI stream: a file-backed work
+// queue (each message is removed once one server replica acks it) over the
+// agents' three subjects, with Nats-Msg-Id de-duplication. When full it
+// refuses new messages rather than dropping stored ones, so agents spool
+// (and count) instead of the server losing data silently.
+func EnsureStream(ctx context.Context, js jetstream.JetStream, o StreamOptions) (jetstream.Stream, error) {
+	if o.Replicas <= 0 {
+		o.Replicas = 1
+	}
+	if o.MaxBytes <= 0 {
+		o.MaxBytes = 1 << 30
+	}
+	if o.MaxAge <= 0 {
+		o.MaxAge = 7 * 24 * time.Hour
+	}
+	if o.Duplicates <= 0 {
+		o.Duplicates = 2 * time.Hour
+	}
+	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        StreamName,
+		Description: "mamori agent findings, heartbeats and events",
+		Subjects:    StreamSubjects(),
+		Retention:   jetstream.WorkQueuePolicy,
+		Discard:     jetstream.DiscardNew,
+		MaxBytes:    o.MaxBytes,
+		MaxAge:      o.MaxAge,
+		MaxMsgSize:  MaxEnvelopeBytes + 4096,
+		Storage:     jetstream.FileStorage,
+		Replicas:    o.Replicas,
+		Duplicates:  o.Duplicates,
+		DenyDelete:  true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ensure stream %s: %w", StreamName, err)
+	}
+	return st, nil
+}

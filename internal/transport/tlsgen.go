@@ -1,0 +1,206 @@
+package transport
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// TLSMaterial is a private CA and a server certificate signed by it. Agents
+// receive CAPEM at enrollment and trust nothing else for the NATS connection.
+type TLSMaterial struct {
+	CAPEM   []byte
+	CACert  *x509.Certificate
+	Cert    tls.Certificate // server certificate and key
+	CertPEM []byte
+}
+
+// File names inside the TLS directory.
+const (
+	caCertFile     = "ca.pem"
+	caKeyFile      = "ca-key.pem"
+	serverCertFile = "server.pem"
+	serverKeyFile  = "server-key.pem"
+)
+
+const (
+	caValidity     = 10 * 365 * 24 * time.Hour
+	serverValidity = 825 * 24 * time.Hour
+	renewBefore    = 30 * 24 * time.Hour
+)
+
+// DefaultTLSHosts are the names and addresses every generated server
+// certificate covers: loopback and this host's name.
+func DefaultTLSHosts() []string {
+	hosts := []string{"localhost", "127.0.0.1", "::1"}
+	if h, err := os.Hostname(); err == nil && h != "" {
+		hosts = append(hosts, h)
+	}
+	return hosts
+}
+
+// LoadOrCreateTLS loads the CA and server certificate from dir, creating the
+// CA on first use. The server certificate is re-issued (by the same CA) when
+// missing, close to expiry, or not covering every name in hosts.
+func LoadOrCreateTLS(dir string, hosts []string) (*TLSMaterial, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("tls dir: %w", err)
+	}
+	caCert, caKey, caPEM, err := loadOrCreateCA(dir)
+	if err != nil {
+		return nil, err
+	}
+	m := &TLSMaterial{CAPEM: caPEM, CACert: caCert}
+	certPath, keyPath := filepath.Join(dir, serverCertFile), filepath.Join(dir, serverKeyFile)
+	if c, err := tls.LoadX509KeyPair(certPath, keyPath); err == nil && c.Leaf != nil &&
+		certFits(c.Leaf, caCert, hosts) {
+		m.Cert = c
+		m.CertPEM, _ = os.ReadFile(certPath)
+		return m, nil
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("server key: %w", err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: randomSerial(),
+		Subject:      pkix.Name{CommonName: "mamori-nats"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(serverValidity),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else if h != "" {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+	if err != nil {
+		return nil, fmt.Errorf("sign server certificate: %w", err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("server key: %w", err)
+	}
+	m.CertPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
+	if err := writeFileAtomic(keyPath, keyPEM, 0o600); err != nil {
+		return nil, fmt.Errorf("write server key: %w", err)
+	}
+	if err := writeFileAtomic(certPath, m.CertPEM, 0o644); err != nil {
+		return nil, fmt.Errorf("write server certificate: %w", err)
+	}
+	if m.Cert, err = tls.X509KeyPair(m.CertPEM, keyPEM); err != nil {
+		return nil, fmt.Errorf("server key pair: %w", err)
+	}
+	return m, nil
+}
+
+func certFits(leaf, ca *x509.Certificate, hosts []string) bool {
+	if time.Until(leaf.NotAfter) < renewBefore || leaf.CheckSignatureFrom(ca) != nil {
+		return false
+	}
+	for _, h := range hosts {
+		if h != "" && leaf.VerifyHostname(h) != nil {
+			return false
+		}
+	}
+	return true
+}
+
+func loadOrCreateCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, []byte, error) {
+	certPath, keyPath := filepath.Join(dir, caCertFile), filepath.Join(dir, caKeyFile)
+	if c, err := tls.LoadX509KeyPair(certPath, keyPath); err == nil {
+		key, ok := c.PrivateKey.(*ecdsa.PrivateKey)
+		if !ok || c.Leaf == nil || !c.Leaf.IsCA {
+			return nil, nil, nil, errors.New("tls: existing CA is not an ECDSA CA")
+		}
+		caPEM, err := os.ReadFile(certPath)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("tls: %w", err)
+		}
+		return c.Leaf, key, caPEM, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, nil, nil, fmt.Errorf("tls: load CA: %w", err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("CA key: %w", err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          randomSerial(),
+		Subject:               pkix.Name{CommonName: "mamori CA", Organization: []string{"mamori"}},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(caValidity),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLenZero:        true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("create CA: %w", err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("CA key: %w", err)
+	}
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	if err := writeFileAtomic(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		return nil, nil, nil, fmt.Errorf("write CA key: %w", err)
+	}
+	if err := writeFileAtomic(certPath, caPEM, 0o644); err != nil {
+		return nil, nil, nil, fmt.Errorf("write CA: %w", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("parse CA: %w", err)
+	}
+	return cert, key, caPEM, nil
+}
+
+func randomSerial() *big.Int {
+	n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	return n
+}
+
+// ServerTLSConfig is the tls.Config for the NATS listener.
+func (m *TLSMaterial) ServerTLSConfig() *tls.Config {
+	return &tls.Config{Certificates: []tls.Certificate{m.Cert}, MinVersion: tls.VersionTLS12}
+}
+
+// ClientTLSConfig trusts only the CA in caPEM (the pinned CA from enrollment).
+func ClientTLSConfig(caPEM []byte) (*tls.Config, error) {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, errors.New("tls: no CA certificate in PEM")
+	}
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
+}
+
+// CAFingerprint is the hex SHA-256 of the first certificate in caPEM's DER
+// form: what an operator compares or passes to Enroll to pin the CA.
+func CAFingerprint(caPEM []byte) (string, error) {
+	block, _ := pem.Decode(caPEM)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return "", errors.New("tls: no certificate in PEM")
+	}
+	sum := sha256.Sum256(block.Bytes)
+	return hex.EncodeToString(sum[:]), nil
+}
