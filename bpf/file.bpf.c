@@ -44,6 +44,32 @@ struct {
 	__type(value, struct path_key);
 } key_scratch SEC(".maps");
 
+/*
+ * watch_roots is a 256-bit set of the characters that follow the leading
+ * '/' in some watched prefix (user space fills it with the trie). A path
+ * whose first character is not in it (/tmp, /dev, /opt, /app, ...) is
+ * rejected without the trie walk.
+ */
+struct roots {
+	__u64 bits[4];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct roots);
+} watch_roots SEC(".maps");
+
+static __always_inline int root_watched(unsigned char c)
+{
+	__u32 zero = 0;
+	struct roots *r = bpf_map_lookup_elem(&watch_roots, &zero);
+	if (!r)
+		return 1;
+	return (r->bits[(c >> 6) & 3] >> (c & 63)) & 1;
+}
+
 /* watch_bits returns what the watch list says about a user path; relative
  * paths return WATCH_WRITE|WATCH_READ|4 so the caller decides. */
 static __always_inline __u32 watch_bits(const char *upath)
@@ -57,6 +83,8 @@ static __always_inline __u32 watch_bits(const char *upath)
 		return 0;
 	if (k->data[0] != '/')
 		return 4 | WATCH_WRITE;
+	if (!root_watched((unsigned char)k->data[1]))
+		return 0;
 	k->prefixlen = (n - 1) * 8;
 	__u32 *v = bpf_map_lookup_elem(&watch_paths, k);
 	return v ? *v : 0;

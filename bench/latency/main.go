@@ -48,8 +48,13 @@ func main() {
 	if err := agent.Start(); err != nil {
 		log.Fatal(err)
 	}
-	defer func() { _ = agent.Process.Signal(syscall.SIGINT); _ = agent.Wait() }()
-	waitFor(filepath.Join(dir, "events.sock"))
+	stopAgent := func() { _ = agent.Process.Signal(syscall.SIGINT); _ = agent.Wait() }
+	defer stopAgent()
+	// A fatal error must not leave the agent's programs attached.
+	fatal := func(v ...any) { stopAgent(); log.Fatal(v...) }
+	if !waitFor(filepath.Join(dir, "events.sock")) {
+		fatal("agent did not start within 60s")
+	}
 	time.Sleep(time.Second)
 
 	stop := make(chan struct{})
@@ -62,7 +67,7 @@ func main() {
 	// Unconnected: a refused query must not fail the next one's send.
 	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
-		log.Fatal(err)
+		fatal(err)
 	}
 	dst := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 53}
 	var lat []time.Duration
@@ -73,7 +78,7 @@ func main() {
 		pkt, _ := q.Pack()
 		t0 := time.Now()
 		if _, err := conn.WriteTo(pkt, dst); err != nil {
-			log.Fatal(err)
+			fatal(err)
 		}
 		deadline := t0.Add(5 * time.Second)
 		for {
@@ -93,7 +98,7 @@ func main() {
 	rate := float64(generated.Load()) / time.Since(bgStart).Seconds()
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	if len(lat) == 0 {
-		log.Fatal("no finding arrived")
+		fatal("no finding arrived")
 	}
 	p := func(q float64) time.Duration { return lat[int(q*float64(len(lat)-1))] }
 	out := fmt.Sprintf("| syscall → finding line | value |\n|---|---|\n| background load | %.0f events/s |\n| probes timed | %d of %d |\n| p50 | %s |\n| p99 | %s |\n| max | %s |\n",
@@ -104,23 +109,24 @@ func main() {
 	}
 }
 
-func waitFor(path string) {
+func waitFor(path string) bool {
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		if c, err := net.Dial("unix", path); err == nil {
 			c.Close()
-			return
+			return true
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	log.Fatal("agent did not start")
+	return false
 }
 
 // background paces connect attempts at -load per second in 1 ms slices.
 func background(stop chan struct{}, path string, n *atomic.Uint64) {
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM, 0)
 	if err != nil {
-		log.Fatal(err)
+		log.Print(err)
+		return
 	}
 	sa := &unix.SockaddrUnix{Name: path}
 	start := time.Now()

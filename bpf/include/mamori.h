@@ -139,6 +139,19 @@ struct {
 	__type(value, struct stash);
 } stash_map SEC(".maps");
 
+/*
+ * stash_pending counts this family's stashed syscalls still in flight, so
+ * that the exit of a syscall nobody stashed (most opens) skips the hash
+ * lookup. It can only drift upwards (an LRU eviction loses an entry
+ * without its take), which costs lookups, never events.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} stash_pending SEC(".maps");
+
 /* Runtime configuration written by user space before attach. */
 struct config {
 	__u32 self_pid;     /* the agent: its own syscalls are not reported */
@@ -439,17 +452,30 @@ static __always_inline void stash_put(__u32 family, unsigned long *args)
 	for (int i = 0; i < 6; i++)
 		st.args[i] = args[i];
 	st.nr = family;
-	bpf_map_update_elem(&stash_map, &key, &st, BPF_ANY);
+	__u32 zero = 0;
+	__u64 *pending = bpf_map_lookup_elem(&stash_pending, &zero);
+	if (bpf_map_update_elem(&stash_map, &key, &st, BPF_NOEXIST) == 0) {
+		if (pending)
+			__sync_fetch_and_add(pending, 1);
+	} else {
+		/* A stale entry of this thread (its exit never ran): replace it. */
+		bpf_map_update_elem(&stash_map, &key, &st, BPF_ANY);
+	}
 }
 
 static __always_inline int stash_take(__u32 family, struct stash *out)
 {
+	__u32 zero = 0;
+	__u64 *pending = bpf_map_lookup_elem(&stash_pending, &zero);
+	if (pending && *pending == 0)
+		return -1;
 	__u64 key = ((__u64)(__u32)bpf_get_current_pid_tgid() << 8) | family;
 	struct stash *st = bpf_map_lookup_elem(&stash_map, &key);
 	if (!st)
 		return -1;
 	__builtin_memcpy(out, st, sizeof(*out));
-	bpf_map_delete_elem(&stash_map, &key);
+	if (bpf_map_delete_elem(&stash_map, &key) == 0 && pending)
+		__sync_fetch_and_add(pending, -1);
 	return 0;
 }
 

@@ -92,6 +92,7 @@ const (
 	dnsMapEvents          = "events"
 	dnsMapScratchMap      = "scratch_map"
 	dnsMapStashMap        = "stash_map"
+	dnsMapStashPending    = "stash_pending"
 	dnsProgDnsConnect4    = "dns_connect4"
 	dnsProgDnsConnect6    = "dns_connect6"
 	dnsProgDnsEgress      = "dns_egress"
@@ -156,13 +157,14 @@ type dnsProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type dnsMapSpecs struct {
-	ConfigMap  *ebpf.MapSpec `ebpf:"config_map"`
-	DnsOwners  *ebpf.MapSpec `ebpf:"dns_owners"`
-	Drops      *ebpf.MapSpec `ebpf:"drops"`
-	Emitted    *ebpf.MapSpec `ebpf:"emitted"`
-	Events     *ebpf.MapSpec `ebpf:"events"`
-	ScratchMap *ebpf.MapSpec `ebpf:"scratch_map"`
-	StashMap   *ebpf.MapSpec `ebpf:"stash_map"`
+	ConfigMap    *ebpf.MapSpec `ebpf:"config_map"`
+	DnsOwners    *ebpf.MapSpec `ebpf:"dns_owners"`
+	Drops        *ebpf.MapSpec `ebpf:"drops"`
+	Emitted      *ebpf.MapSpec `ebpf:"emitted"`
+	Events       *ebpf.MapSpec `ebpf:"events"`
+	ScratchMap   *ebpf.MapSpec `ebpf:"scratch_map"`
+	StashMap     *ebpf.MapSpec `ebpf:"stash_map"`
+	StashPending *ebpf.MapSpec `ebpf:"stash_pending"`
 }
 
 // dnsVariableSpecs contains global variables before they are loaded into the kernel.
@@ -191,13 +193,14 @@ func (o *dnsObjects) Close() error {
 //
 // It can be passed to loadDnsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type dnsMaps struct {
-	ConfigMap  *ebpf.Map `ebpf:"config_map"`
-	DnsOwners  *ebpf.Map `ebpf:"dns_owners"`
-	Drops      *ebpf.Map `ebpf:"drops"`
-	Emitted    *ebpf.Map `ebpf:"emitted"`
-	Events     *ebpf.Map `ebpf:"events"`
-	ScratchMap *ebpf.Map `ebpf:"scratch_map"`
-	StashMap   *ebpf.Map `ebpf:"stash_map"`
+	ConfigMap    *ebpf.Map `ebpf:"config_map"`
+	DnsOwners    *ebpf.Map `ebpf:"dns_owners"`
+	Drops        *ebpf.Map `ebpf:"drops"`
+	Emitted      *ebpf.Map `ebpf:"emitted"`
+	Events       *ebpf.Map `ebpf:"events"`
+	ScratchMap   *ebpf.Map `ebpf:"scratch_map"`
+	StashMap     *ebpf.Map `ebpf:"stash_map"`
+	StashPending *ebpf.Map `ebpf:"stash_pending"`
 }
 
 func (m *dnsMaps) Close() error {
@@ -209,6 +212,7 @@ func (m *dnsMaps) Close() error {
 		m.Events,
 		m.ScratchMap,
 		m.StashMap,
+		m.StashPending,
 	)
 }
 

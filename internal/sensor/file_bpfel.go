@@ -25,6 +25,11 @@ type filePathKey struct {
 	Data      [128]int8
 }
 
+type fileRoots struct {
+	_    structs.HostLayout
+	Bits [4]uint64
+}
+
 type fileScratch struct {
 	_   structs.HostLayout
 	Hdr struct {
@@ -70,7 +75,9 @@ const (
 	fileMapKeyScratch      = "key_scratch"
 	fileMapScratchMap      = "scratch_map"
 	fileMapStashMap        = "stash_map"
+	fileMapStashPending    = "stash_pending"
 	fileMapWatchPaths      = "watch_paths"
+	fileMapWatchRoots      = "watch_roots"
 	fileProgEnterChmod     = "enter_chmod"
 	fileProgEnterChown     = "enter_chown"
 	fileProgEnterCreat     = "enter_creat"
@@ -209,14 +216,16 @@ type fileProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type fileMapSpecs struct {
-	ConfigMap  *ebpf.MapSpec `ebpf:"config_map"`
-	Drops      *ebpf.MapSpec `ebpf:"drops"`
-	Emitted    *ebpf.MapSpec `ebpf:"emitted"`
-	Events     *ebpf.MapSpec `ebpf:"events"`
-	KeyScratch *ebpf.MapSpec `ebpf:"key_scratch"`
-	ScratchMap *ebpf.MapSpec `ebpf:"scratch_map"`
-	StashMap   *ebpf.MapSpec `ebpf:"stash_map"`
-	WatchPaths *ebpf.MapSpec `ebpf:"watch_paths"`
+	ConfigMap    *ebpf.MapSpec `ebpf:"config_map"`
+	Drops        *ebpf.MapSpec `ebpf:"drops"`
+	Emitted      *ebpf.MapSpec `ebpf:"emitted"`
+	Events       *ebpf.MapSpec `ebpf:"events"`
+	KeyScratch   *ebpf.MapSpec `ebpf:"key_scratch"`
+	ScratchMap   *ebpf.MapSpec `ebpf:"scratch_map"`
+	StashMap     *ebpf.MapSpec `ebpf:"stash_map"`
+	StashPending *ebpf.MapSpec `ebpf:"stash_pending"`
+	WatchPaths   *ebpf.MapSpec `ebpf:"watch_paths"`
+	WatchRoots   *ebpf.MapSpec `ebpf:"watch_roots"`
 }
 
 // fileVariableSpecs contains global variables before they are loaded into the kernel.
@@ -245,14 +254,16 @@ func (o *fileObjects) Close() error {
 //
 // It can be passed to loadFileObjects or ebpf.CollectionSpec.LoadAndAssign.
 type fileMaps struct {
-	ConfigMap  *ebpf.Map `ebpf:"config_map"`
-	Drops      *ebpf.Map `ebpf:"drops"`
-	Emitted    *ebpf.Map `ebpf:"emitted"`
-	Events     *ebpf.Map `ebpf:"events"`
-	KeyScratch *ebpf.Map `ebpf:"key_scratch"`
-	ScratchMap *ebpf.Map `ebpf:"scratch_map"`
-	StashMap   *ebpf.Map `ebpf:"stash_map"`
-	WatchPaths *ebpf.Map `ebpf:"watch_paths"`
+	ConfigMap    *ebpf.Map `ebpf:"config_map"`
+	Drops        *ebpf.Map `ebpf:"drops"`
+	Emitted      *ebpf.Map `ebpf:"emitted"`
+	Events       *ebpf.Map `ebpf:"events"`
+	KeyScratch   *ebpf.Map `ebpf:"key_scratch"`
+	ScratchMap   *ebpf.Map `ebpf:"scratch_map"`
+	StashMap     *ebpf.Map `ebpf:"stash_map"`
+	StashPending *ebpf.Map `ebpf:"stash_pending"`
+	WatchPaths   *ebpf.Map `ebpf:"watch_paths"`
+	WatchRoots   *ebpf.Map `ebpf:"watch_roots"`
 }
 
 func (m *fileMaps) Close() error {
@@ -264,7 +275,9 @@ func (m *fileMaps) Close() error {
 		m.KeyScratch,
 		m.ScratchMap,
 		m.StashMap,
+		m.StashPending,
 		m.WatchPaths,
+		m.WatchRoots,
 	)
 }
 

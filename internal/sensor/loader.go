@@ -20,7 +20,7 @@ import (
 var sharedMaps = []string{"events", "drops", "emitted", "config_map"}
 
 // familyMaps are per-family maps user space writes (configuration).
-var familyMaps = []string{"watch_paths"}
+var familyMaps = []string{"watch_paths", "watch_roots"}
 
 // HookStatus says whether one BPF program is in use, and if not, why.
 type HookStatus struct {

@@ -63,6 +63,7 @@ const (
 	netMapEvents        = "events"
 	netMapScratchMap    = "scratch_map"
 	netMapStashMap      = "stash_map"
+	netMapStashPending  = "stash_pending"
 	netProgEnterAccept  = "enter_accept"
 	netProgEnterAccept4 = "enter_accept4"
 	netProgEnterBind    = "enter_bind"
@@ -145,12 +146,13 @@ type netProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type netMapSpecs struct {
-	ConfigMap  *ebpf.MapSpec `ebpf:"config_map"`
-	Drops      *ebpf.MapSpec `ebpf:"drops"`
-	Emitted    *ebpf.MapSpec `ebpf:"emitted"`
-	Events     *ebpf.MapSpec `ebpf:"events"`
-	ScratchMap *ebpf.MapSpec `ebpf:"scratch_map"`
-	StashMap   *ebpf.MapSpec `ebpf:"stash_map"`
+	ConfigMap    *ebpf.MapSpec `ebpf:"config_map"`
+	Drops        *ebpf.MapSpec `ebpf:"drops"`
+	Emitted      *ebpf.MapSpec `ebpf:"emitted"`
+	Events       *ebpf.MapSpec `ebpf:"events"`
+	ScratchMap   *ebpf.MapSpec `ebpf:"scratch_map"`
+	StashMap     *ebpf.MapSpec `ebpf:"stash_map"`
+	StashPending *ebpf.MapSpec `ebpf:"stash_pending"`
 }
 
 // netVariableSpecs contains global variables before they are loaded into the kernel.
@@ -179,12 +181,13 @@ func (o *netObjects) Close() error {
 //
 // It can be passed to loadNetObjects or ebpf.CollectionSpec.LoadAndAssign.
 type netMaps struct {
-	ConfigMap  *ebpf.Map `ebpf:"config_map"`
-	Drops      *ebpf.Map `ebpf:"drops"`
-	Emitted    *ebpf.Map `ebpf:"emitted"`
-	Events     *ebpf.Map `ebpf:"events"`
-	ScratchMap *ebpf.Map `ebpf:"scratch_map"`
-	StashMap   *ebpf.Map `ebpf:"stash_map"`
+	ConfigMap    *ebpf.Map `ebpf:"config_map"`
+	Drops        *ebpf.Map `ebpf:"drops"`
+	Emitted      *ebpf.Map `ebpf:"emitted"`
+	Events       *ebpf.Map `ebpf:"events"`
+	ScratchMap   *ebpf.Map `ebpf:"scratch_map"`
+	StashMap     *ebpf.Map `ebpf:"stash_map"`
+	StashPending *ebpf.Map `ebpf:"stash_pending"`
 }
 
 func (m *netMaps) Close() error {
@@ -195,6 +198,7 @@ func (m *netMaps) Close() error {
 		m.Events,
 		m.ScratchMap,
 		m.StashMap,
+		m.StashPending,
 	)
 }
 

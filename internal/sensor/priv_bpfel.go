@@ -63,6 +63,7 @@ const (
 	privMapEvents                = "events"
 	privMapScratchMap            = "scratch_map"
 	privMapStashMap              = "stash_map"
+	privMapStashPending          = "stash_pending"
 	privProgEnterBpf             = "enter_bpf"
 	privProgEnterCapset          = "enter_capset"
 	privProgEnterFinitModule     = "enter_finit_module"
@@ -195,12 +196,13 @@ type privProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type privMapSpecs struct {
-	ConfigMap  *ebpf.MapSpec `ebpf:"config_map"`
-	Drops      *ebpf.MapSpec `ebpf:"drops"`
-	Emitted    *ebpf.MapSpec `ebpf:"emitted"`
-	Events     *ebpf.MapSpec `ebpf:"events"`
-	ScratchMap *ebpf.MapSpec `ebpf:"scratch_map"`
-	StashMap   *ebpf.MapSpec `ebpf:"stash_map"`
+	ConfigMap    *ebpf.MapSpec `ebpf:"config_map"`
+	Drops        *ebpf.MapSpec `ebpf:"drops"`
+	Emitted      *ebpf.MapSpec `ebpf:"emitted"`
+	Events       *ebpf.MapSpec `ebpf:"events"`
+	ScratchMap   *ebpf.MapSpec `ebpf:"scratch_map"`
+	StashMap     *ebpf.MapSpec `ebpf:"stash_map"`
+	StashPending *ebpf.MapSpec `ebpf:"stash_pending"`
 }
 
 // privVariableSpecs contains global variables before they are loaded into the kernel.
@@ -229,12 +231,13 @@ func (o *privObjects) Close() error {
 //
 // It can be passed to loadPrivObjects or ebpf.CollectionSpec.LoadAndAssign.
 type privMaps struct {
-	ConfigMap  *ebpf.Map `ebpf:"config_map"`
-	Drops      *ebpf.Map `ebpf:"drops"`
-	Emitted    *ebpf.Map `ebpf:"emitted"`
-	Events     *ebpf.Map `ebpf:"events"`
-	ScratchMap *ebpf.Map `ebpf:"scratch_map"`
-	StashMap   *ebpf.Map `ebpf:"stash_map"`
+	ConfigMap    *ebpf.Map `ebpf:"config_map"`
+	Drops        *ebpf.Map `ebpf:"drops"`
+	Emitted      *ebpf.Map `ebpf:"emitted"`
+	Events       *ebpf.Map `ebpf:"events"`
+	ScratchMap   *ebpf.Map `ebpf:"scratch_map"`
+	StashMap     *ebpf.Map `ebpf:"stash_map"`
+	StashPending *ebpf.Map `ebpf:"stash_pending"`
 }
 
 func (m *privMaps) Close() error {
@@ -245,6 +248,7 @@ func (m *privMaps) Close() error {
 		m.Events,
 		m.ScratchMap,
 		m.StashMap,
+		m.StashPending,
 	)
 }
 

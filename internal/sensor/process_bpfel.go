@@ -65,6 +65,7 @@ const (
 	processMapEvents         = "events"
 	processMapScratchMap     = "scratch_map"
 	processMapStashMap       = "stash_map"
+	processMapStashPending   = "stash_pending"
 	processProgOnCgroupMkdir = "on_cgroup_mkdir"
 	processProgOnCgroupRmdir = "on_cgroup_rmdir"
 	processProgOnExec        = "on_exec"
@@ -125,12 +126,13 @@ type processProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type processMapSpecs struct {
-	ConfigMap  *ebpf.MapSpec `ebpf:"config_map"`
-	Drops      *ebpf.MapSpec `ebpf:"drops"`
-	Emitted    *ebpf.MapSpec `ebpf:"emitted"`
-	Events     *ebpf.MapSpec `ebpf:"events"`
-	ScratchMap *ebpf.MapSpec `ebpf:"scratch_map"`
-	StashMap   *ebpf.MapSpec `ebpf:"stash_map"`
+	ConfigMap    *ebpf.MapSpec `ebpf:"config_map"`
+	Drops        *ebpf.MapSpec `ebpf:"drops"`
+	Emitted      *ebpf.MapSpec `ebpf:"emitted"`
+	Events       *ebpf.MapSpec `ebpf:"events"`
+	ScratchMap   *ebpf.MapSpec `ebpf:"scratch_map"`
+	StashMap     *ebpf.MapSpec `ebpf:"stash_map"`
+	StashPending *ebpf.MapSpec `ebpf:"stash_pending"`
 }
 
 // processVariableSpecs contains global variables before they are loaded into the kernel.
@@ -159,12 +161,13 @@ func (o *processObjects) Close() error {
 //
 // It can be passed to loadProcessObjects or ebpf.CollectionSpec.LoadAndAssign.
 type processMaps struct {
-	ConfigMap  *ebpf.Map `ebpf:"config_map"`
-	Drops      *ebpf.Map `ebpf:"drops"`
-	Emitted    *ebpf.Map `ebpf:"emitted"`
-	Events     *ebpf.Map `ebpf:"events"`
-	ScratchMap *ebpf.Map `ebpf:"scratch_map"`
-	StashMap   *ebpf.Map `ebpf:"stash_map"`
+	ConfigMap    *ebpf.Map `ebpf:"config_map"`
+	Drops        *ebpf.Map `ebpf:"drops"`
+	Emitted      *ebpf.Map `ebpf:"emitted"`
+	Events       *ebpf.Map `ebpf:"events"`
+	ScratchMap   *ebpf.Map `ebpf:"scratch_map"`
+	StashMap     *ebpf.Map `ebpf:"stash_map"`
+	StashPending *ebpf.Map `ebpf:"stash_pending"`
 }
 
 func (m *processMaps) Close() error {
@@ -175,6 +178,7 @@ func (m *processMaps) Close() error {
 		m.Events,
 		m.ScratchMap,
 		m.StashMap,
+		m.StashPending,
 	)
 }
 

@@ -74,6 +74,17 @@ func (s *Sensor) SetWatch(rules []WatchRule) error {
 	for i := range keys {
 		_ = m.Delete(&keys[i])
 	}
+	// The kernel skips the trie for paths whose first character after '/'
+	// starts no rule (watch_roots); the set is written once the trie is.
+	var roots [4]uint64
+	for _, r := range rules {
+		if len(r.Prefix) < 2 {
+			roots = [4]uint64{^uint64(0), ^uint64(0), ^uint64(0), ^uint64(0)}
+			continue
+		}
+		c := r.Prefix[1]
+		roots[c>>6] |= 1 << (c & 63)
+	}
 	for _, r := range rules {
 		if !strings.HasPrefix(r.Prefix, "/") || len(r.Prefix) >= pathKeyMax {
 			return fmt.Errorf("watch prefix %q: must be absolute and shorter than %d bytes", r.Prefix, pathKeyMax)
@@ -84,6 +95,13 @@ func (s *Sensor) SetWatch(rules []WatchRule) error {
 		if err := m.Put(&key, r.Bits); err != nil {
 			return fmt.Errorf("add watch %q: %w", r.Prefix, err)
 		}
+	}
+	rm, ok := s.maps["watch_roots"]
+	if !ok {
+		return fmt.Errorf("watch_roots map not loaded")
+	}
+	if err := rm.Put(uint32(0), roots); err != nil {
+		return fmt.Errorf("write watched roots: %w", err)
 	}
 	return nil
 }
