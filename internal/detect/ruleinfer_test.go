@@ -197,6 +197,8 @@ func TestRulesRefusedAtLoad(t *testing.T) {
 		{"rule:\n  - id: r\n", `t.yaml:1: unknown key "rule"`},
 		{"rules:\n  - just a string\n", `t.yaml:2: a rule must be a mapping`},
 		{rule(`size(event.process.args)`), `want bool`},
+		{rule(`event.exec.args.exists(a, event.exec.args.exists(b, event.exec.args.exists(c, a == b && b == c)))`),
+			`worst-case cost`},
 	} {
 		_, err := ParseRules("t.yaml", []byte(c.src))
 		if err == nil || !strings.Contains(err.Error(), c.want) {
@@ -205,6 +207,8 @@ func TestRulesRefusedAtLoad(t *testing.T) {
 	}
 	// A comprehension variable called event is not the event.
 	compile(t, rule(`event.process.lineage.exists(event, event.anything == "x")`))
+	// Two nested loops are fine.
+	compile(t, rule(`event.exec.args.exists(a, event.exec.args.exists(b, a == b + "x"))`))
 	// Labels take any key.
 	compile(t, rule(`event.container.labels.whatever == "x"`))
 }

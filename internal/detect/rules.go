@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/cel-go/cel"
+	"github.com/google/cel-go/checker"
 	"github.com/google/cel-go/interpreter"
 	"gopkg.in/yaml.v3"
 
@@ -93,6 +94,35 @@ var celEnv = func() *cel.Env {
 	}
 	return env
 }()
+
+// maxRuleCost bounds a condition's worst-case CEL cost, estimated at load
+// with sizeBounds: a rule runs on the agent's one dispatch goroutine and
+// must not be able to stall it. The estimate is pessimistic (every string
+// at its cap): one loop over args with string tests is ~10^5, two nested
+// ~10^8 (allowed: argv's total size keeps it to milliseconds), three
+// nested ~10^11 (refused).
+const maxRuleCost = 1_000_000_000
+
+// sizeBounds gives the cost estimator the largest sizes event values take:
+// lineage is capped by the process table, argv by the sensor's buffer.
+type sizeBounds struct{}
+
+func (sizeBounds) EstimateSize(n checker.AstNode) *checker.SizeEstimate {
+	max := uint64(4096) // strings, and anything else
+	if p := n.Path(); len(p) > 0 {
+		switch p[len(p)-1] {
+		case "lineage":
+			max = 16
+		case "args", "answers", "flags", "labels":
+			max = 512
+		}
+	}
+	return &checker.SizeEstimate{Min: 0, Max: max}
+}
+
+func (sizeBounds) EstimateCallCost(string, string, *checker.AstNode, []checker.AstNode) *checker.CallEstimate {
+	return nil
+}
 
 // maxRulesFile caps a rules file.
 const maxRulesFile = 4 << 20
@@ -300,6 +330,9 @@ func compileRule(s ruleSpec, line func(string) int) (*Rule, int, error) {
 		return nil, line("condition"), errors.New("condition can never be true on the kinds the rule lists")
 	}
 	r.needs = f.notTrue
+	if est, err := celEnv.EstimateCost(ast, sizeBounds{}); err == nil && est.Max > maxRuleCost {
+		return nil, line("condition"), fmt.Errorf("condition's worst-case cost %d exceeds %d: loops nested over event lists?", est.Max, maxRuleCost)
+	}
 	if r.prg, err = celEnv.Program(ast, cel.EvalOptions(cel.OptOptimize)); err != nil {
 		return nil, line("condition"), fmt.Errorf("condition: %w", err)
 	}

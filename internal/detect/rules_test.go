@@ -100,14 +100,28 @@ func TestMalformedRulesNameFileLineAndReason(t *testing.T) {
 	}
 }
 
+// FuzzParseRules feeds the loader arbitrary files (seeds under
+// testdata/fuzz): it must not panic, and for every rule that compiles the
+// prefilter must agree with evaluating the condition directly.
 func FuzzParseRules(f *testing.F) {
 	f.Add(goodRules)
 	f.Add("rules:\n  - id: a\n    type: Custom:Runtime/A\n    condition: event.x.y[0] > 3\n")
+	evs := []*event.Event{
+		fullEvent(),
+		{Kind: event.KindExec, Process: event.Process{PID: 1, Comm: "sh"}, Exec: &event.Exec{Args: []string{"sh", "-e"}}},
+		{Kind: event.KindDNS, Process: event.Process{PID: 1}, DNS: &event.DNS{Name: "x"}, Container: &event.Container{ID: "c"}},
+		{Kind: event.KindOpen, Process: event.Process{PID: 1}, File: &event.File{Path: "/etc/x", Write: true}},
+	}
 	f.Fuzz(func(t *testing.T, src string) {
 		rs, _ := ParseRules("f.yaml", []byte(src))
-		ev := &event.Event{Kind: event.KindExec, Process: event.Process{PID: 1}, Exec: &event.Exec{Args: []string{"a"}}}
 		for _, r := range rs {
-			r.Evaluate(ev) // must not panic
+			for _, ev := range evs {
+				out, _, err := r.prg.Eval(&ruleInput{ev: ev})
+				direct := err == nil && out.Value() == true
+				if got := r.Evaluate(ev); got != direct {
+					t.Fatalf("rule %q on %s: prefiltered %v, direct %v", r.spec.Condition, ev.Kind, got, direct)
+				}
+			}
 		}
 	})
 }

@@ -70,18 +70,18 @@ type Match struct {
 	Name      string `json:"name,omitempty"` // threat name when the list gives one
 }
 
-// Set is an immutable, indexed collection of indicators.
+// Set is an immutable, indexed collection of indicators. Lookups cost a
+// map probe per label of a domain, and a map probe per distinct prefix
+// length of the listed CIDRs (at most 33 for IPv4, 129 for IPv6), however
+// long the lists are.
 type Set struct {
-	domains  map[string][]Match
-	ips      map[netip.Addr][]Match
-	prefixes []prefixMatch
-	hashes   map[string][]Match
-	n        int
-}
-
-type prefixMatch struct {
-	p netip.Prefix
-	m Match
+	domains map[string][]Match
+	// nets holds addresses (as full-length prefixes) and CIDRs, masked.
+	nets   map[netip.Prefix][]Match
+	v4Lens []int // distinct prefix lengths, longest first
+	v6Lens []int
+	hashes map[string][]Match
+	n      int
 }
 
 // Builder accumulates indicators into a Set.
@@ -89,10 +89,11 @@ type Builder struct{ s *Set }
 
 // NewBuilder starts an empty set.
 func NewBuilder() *Builder {
-	return &Builder{s: &Set{domains: map[string][]Match{}, ips: map[netip.Addr][]Match{}, hashes: map[string][]Match{}}}
+	return &Builder{s: &Set{domains: map[string][]Match{}, nets: map[netip.Prefix][]Match{}, hashes: map[string][]Match{}}}
 }
 
-// Add adds one indicator, recognising IPs, CIDRs, SHA-256s and domains.
+// Add adds one indicator, recognising IPs, CIDRs, SHA-256s and domains (a
+// leading "*." is dropped: every listed domain covers its subdomains).
 // It reports false for a value that is none of these.
 func (b *Builder) Add(value string, m Match) bool {
 	v := strings.ToLower(strings.TrimSpace(value))
@@ -101,13 +102,18 @@ func (b *Builder) Add(value string, m Match) bool {
 	}
 	m.Indicator = v
 	if a, err := netip.ParseAddr(v); err == nil {
-		a = a.Unmap()
-		b.s.ips[a] = append(b.s.ips[a], m)
+		a = a.Unmap().WithZone("")
+		p := netip.PrefixFrom(a, a.BitLen())
+		b.s.nets[p] = append(b.s.nets[p], m)
 	} else if p, err := netip.ParsePrefix(v); err == nil {
-		b.s.prefixes = append(b.s.prefixes, prefixMatch{p: p.Masked(), m: m})
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-unmapBits(p.Addr())).Masked()
+		if !p.IsValid() {
+			return false
+		}
+		b.s.nets[p] = append(b.s.nets[p], m)
 	} else if isSHA256(v) {
 		b.s.hashes[v] = append(b.s.hashes[v], m)
-	} else if d, ok := normDomain(v); ok {
+	} else if d, ok := normDomain(strings.TrimPrefix(v, "*.")); ok {
 		b.s.domains[d] = append(b.s.domains[d], m)
 	} else {
 		return false
@@ -116,10 +122,35 @@ func (b *Builder) Add(value string, m Match) bool {
 	return true
 }
 
+// unmapBits is what an IPv4-mapped IPv6 prefix loses when unmapped.
+func unmapBits(a netip.Addr) int {
+	if a.Is4In6() {
+		return 96
+	}
+	return 0
+}
+
 // Set returns the built set; the builder must not be used afterwards.
 func (b *Builder) Set() *Set {
-	sort.Slice(b.s.prefixes, func(i, j int) bool { return b.s.prefixes[i].p.Bits() > b.s.prefixes[j].p.Bits() })
+	v4, v6 := map[int]bool{}, map[int]bool{}
+	for p := range b.s.nets {
+		if p.Addr().Is4() {
+			v4[p.Bits()] = true
+		} else {
+			v6[p.Bits()] = true
+		}
+	}
+	b.s.v4Lens, b.s.v6Lens = descending(v4), descending(v6)
 	return b.s
+}
+
+func descending(m map[int]bool) []int {
+	out := make([]int, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Sort(sort.Reverse(sort.IntSlice(out)))
+	return out
 }
 
 // Len is the number of indicators.
@@ -145,20 +176,30 @@ func (s *Set) Domain(name string) []Match {
 	}
 }
 
-// IP returns the matches of an address: exact entries, else the most
-// specific CIDR.
+// IP returns the matches of the most specific listed address or CIDR
+// containing addr (IPv4-mapped IPv6 addresses count as IPv4).
 func (s *Set) IP(addr string) []Match {
 	a, err := netip.ParseAddr(addr)
 	if err != nil {
 		return nil
 	}
-	a = a.Unmap()
-	if m, ok := s.ips[a]; ok {
-		return m
+	return s.Addr(a)
+}
+
+// Addr is IP for a parsed address.
+func (s *Set) Addr(a netip.Addr) []Match {
+	a = a.Unmap().WithZone("")
+	lens := s.v6Lens
+	if a.Is4() {
+		lens = s.v4Lens
 	}
-	for _, p := range s.prefixes {
-		if p.p.Contains(a) {
-			return []Match{p.m}
+	for _, bits := range lens {
+		p, err := a.Prefix(bits)
+		if err != nil {
+			continue
+		}
+		if m, ok := s.nets[p]; ok {
+			return m
 		}
 	}
 	return nil

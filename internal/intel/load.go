@@ -164,17 +164,43 @@ func loadFile(b *Builder, path string) error {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	defer f.Close()
-	r := io.LimitReader(f, maxListBytes)
-	list := filepath.Base(path)
-	def, hasDef := familyFromName(path)
-	switch strings.ToLower(filepath.Ext(path)) {
+	return b.Load(path, f)
+}
+
+// Load adds the indicators of one list. The name picks the format by its
+// extension (.json: STIX 2.1 bundle; .csv: indicator[,family[,name]];
+// anything else: one indicator per line) and, by its first part, the
+// default family ("cc.txt", "tor-exits.csv"); errors are reported as
+// name:line. Entries that parse are added even when others do not. At
+// most 64 MiB are read.
+func (b *Builder) Load(name string, r io.Reader) error {
+	r = io.LimitReader(r, maxListBytes)
+	list := filepath.Base(name)
+	def, hasDef := familyFromName(name)
+	var err error
+	switch strings.ToLower(filepath.Ext(name)) {
 	case ".json":
-		return loadSTIX(b, r, list, def, hasDef, path)
+		err = loadSTIX(b, r, list, def, hasDef, name)
 	case ".csv":
-		return loadCSV(b, r, list, def, hasDef, path)
+		err = loadCSV(b, r, list, def, hasDef, name)
 	default:
-		return loadPlain(b, r, list, def, hasDef, path)
+		err = loadPlain(b, r, list, def, hasDef, name)
 	}
+	return capErrors(err, 20)
+}
+
+// capErrors keeps the first n of a joined error's parts: a broken feed
+// should not produce a megabyte of log.
+func capErrors(err error, n int) error {
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return err
+	}
+	errs := j.Unwrap()
+	if len(errs) <= n {
+		return err
+	}
+	return errors.Join(append(errs[:n:n], fmt.Errorf("... and %d more errors", len(errs)-n))...)
 }
 
 // loadPlain reads one indicator per line; '#' starts a comment, and a
@@ -185,11 +211,14 @@ func loadPlain(b *Builder, r io.Reader, list string, fam Family, has bool, path 
 	var errs []error
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
+		if i := strings.Index(line, " #"); i > 0 { // trailing comment
+			line = strings.TrimSpace(line[:i])
+		}
 		if rest, ok := strings.CutPrefix(line, "#"); ok {
 			if k, v, ok := strings.Cut(rest, ":"); ok && strings.TrimSpace(strings.ToLower(k)) == "family" {
 				f, ok := ParseFamily(v)
 				if !ok {
-					errs = append(errs, fmt.Errorf("%s:%d: unknown family %q", path, n, strings.TrimSpace(v)))
+					errs = append(errs, fmt.Errorf("%s:%d: unknown family %q", path, n, clip(strings.TrimSpace(v))))
 					continue
 				}
 				fam, has = f, true
@@ -224,14 +253,15 @@ func loadCSV(b *Builder, r io.Reader, list string, fam Family, has bool, path st
 		if err == io.EOF {
 			break
 		}
-		line, _ := cr.FieldPos(0)
 		if err != nil {
+			// A malformed row: csv's error carries its line.
 			errs = append(errs, fmt.Errorf("%s: %w", path, err))
 			break
 		}
 		if len(rec) == 0 || strings.EqualFold(strings.TrimSpace(rec[0]), "indicator") {
 			continue
 		}
+		line, _ := cr.FieldPos(0)
 		f, ok := fam, has
 		if len(rec) > 1 && strings.TrimSpace(rec[1]) != "" {
 			f, ok = ParseFamily(rec[1])
@@ -258,7 +288,9 @@ func loadCSV(b *Builder, r io.Reader, list string, fam Family, has bool, path st
 // stixPattern matches the simple comparison patterns indicator feeds use:
 // [ipv4-addr:value = '1.2.3.4'], [domain-name:value = 'x.com'],
 // [file:hashes.'SHA-256' = '...'], joined with OR.
-var stixPattern = regexp.MustCompile(`(ipv4-addr|ipv6-addr|domain-name|file):(value|hashes\.'?SHA-256'?)\s*=\s*'([^']*)'`)
+// Comparisons inside a pattern joined with AND are each taken on their own,
+// which can only widen a match (a hash AND a file name lists the hash).
+var stixPattern = regexp.MustCompile(`(ipv4-addr|ipv6-addr|domain-name|file):(value|hashes\.(?:'SHA-256'|'SHA256'|SHA256|"SHA-256"))\s*=\s*'([^']*)'`)
 
 type stixBundle struct {
 	Type    string            `json:"type"`
@@ -273,11 +305,31 @@ type stixIndicator struct {
 	IndicatorTypes []string `json:"indicator_types"`
 	Labels         []string `json:"labels"`
 	Family         string   `json:"x_mamori_family"`
+	Revoked        bool     `json:"revoked"`
+	ValidFrom      string   `json:"valid_from"`
+	ValidUntil     string   `json:"valid_until"`
+}
+
+// current reports whether an indicator is in force at now: not revoked,
+// and within valid_from..valid_until where given (unparsable times are
+// ignored rather than dropping the indicator).
+func (ind *stixIndicator) current(now time.Time) bool {
+	if ind.Revoked {
+		return false
+	}
+	if t, err := time.Parse(time.RFC3339, ind.ValidFrom); err == nil && now.Before(t) {
+		return false
+	}
+	if t, err := time.Parse(time.RFC3339, ind.ValidUntil); err == nil && !now.Before(t) {
+		return false
+	}
+	return true
 }
 
 // loadSTIX reads a STIX 2.1 bundle's indicator objects. The family comes
 // from x_mamori_family, else a label or indicator type naming one, else
-// the file name.
+// the file name. Revoked and expired (or not yet valid) indicators are
+// skipped.
 func loadSTIX(b *Builder, r io.Reader, list string, fam Family, has bool, path string) error {
 	var bundle stixBundle
 	if err := json.NewDecoder(r).Decode(&bundle); err != nil {
@@ -287,13 +339,14 @@ func loadSTIX(b *Builder, r io.Reader, list string, fam Family, has bool, path s
 		return fmt.Errorf("%s: type %q, want a STIX 2.1 bundle", path, clip(bundle.Type))
 	}
 	var errs []error
+	now := time.Now()
 	for i, raw := range bundle.Objects {
 		var ind stixIndicator
 		if err := json.Unmarshal(raw, &ind); err != nil {
 			errs = append(errs, fmt.Errorf("%s: object %d: %w", path, i, err))
 			continue
 		}
-		if ind.Type != "indicator" {
+		if ind.Type != "indicator" || !ind.current(now) {
 			continue
 		}
 		if ind.PatternType != "" && ind.PatternType != "stix" {
