@@ -55,7 +55,7 @@ func RunProbe(withHooks bool) Probe {
 	}{
 		{"program type tracepoint", ebpf.TracePoint, true},
 		{"program type raw tracepoint", ebpf.RawTracepoint, false},
-		{"program type tracing (tp_btf, fentry)", ebpf.Tracing, true},
+		{"program type tracing (fentry probe; tp_btf is judged by the hooks below)", ebpf.Tracing, false},
 		{"program type cgroup_skb", ebpf.CGroupSKB, true},
 		{"program type cgroup sock_addr", ebpf.CGroupSockAddr, true},
 		{"program type kprobe", ebpf.Kprobe, false},
@@ -93,6 +93,16 @@ func RunProbe(withHooks bool) Probe {
 		} else {
 			p.Hooks = s.Status()
 			s.Close()
+			// The library's tracing probe tries fentry, which this kind of
+			// kernel may refuse while tp_btf works: report tp_btf by what
+			// actually attached.
+			tp := Feature{Name: "BTF tracepoints (tp_btf)", Used: true, Detail: "no tp_btf hook attached"}
+			for _, h := range p.Hooks {
+				if strings.HasPrefix(h.Hook, "tp_btf/") && h.Attached {
+					tp.Available, tp.Detail = true, ""
+				}
+			}
+			p.Features = append(p.Features, tp)
 		}
 	}
 	return p
