@@ -1,0 +1,98 @@
+// The console's entry point: session, routing (#/findings, #/findings/ID,
+// #/coverage) and the login view.
+import { h, mount, toast } from './dom.js';
+import * as api from './api.js';
+import { showFindings, stopFindings } from './findings.js';
+import { showDetail } from './detail.js';
+import { showCoverage, stopCoverage } from './coverage.js';
+
+let loggedIn = false;
+
+function parseHash() {
+  const raw = location.hash.replace(/^#\/?/, '');
+  const [path, query] = raw.split('?');
+  return { parts: path.split('/').filter(Boolean).map(decodeURIComponent), query: new URLSearchParams(query || '') };
+}
+
+function setNav(view) {
+  document.getElementById('nav').hidden = !loggedIn;
+  document.getElementById('logout').hidden = !loggedIn;
+  for (const a of document.querySelectorAll('#nav a')) a.classList.toggle('on', a.dataset.view === view);
+}
+
+async function route() {
+  stopFindings();
+  stopCoverage();
+  if (!loggedIn) {
+    setNav('');
+    showLogin();
+    return;
+  }
+  const { parts, query } = parseHash();
+  try {
+    if (parts[0] === 'coverage') {
+      setNav('coverage');
+      await showCoverage();
+    } else if (parts[0] === 'findings' && parts[1]) {
+      setNav('findings');
+      await showDetail(parts[1]);
+    } else {
+      setNav('findings');
+      await showFindings(query);
+    }
+  } catch (e) {
+    if (e.status !== 401) mount(h('p', { class: 'error pad' }, 'Could not load this page: ' + e.message));
+  }
+}
+
+function showLogin(message) {
+  const input = h('input', { type: 'password', id: 'token', name: 'token', autocomplete: 'current-password', required: true,
+    placeholder: 'API token', 'aria-label': 'API token' });
+  const err = h('p', { class: 'error', id: 'login-error' }, message || '');
+  const form = h('form', { class: 'login', id: 'login-form' },
+    h('h1', null, 'Log in to mamori'),
+    h('p', { class: 'muted' }, 'Paste an API token. `mamori run` prints one when it starts and keeps it in its data directory (readable by root only).'),
+    input,
+    h('button', { type: 'submit', class: 'primary' }, 'Log in'),
+    err);
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    err.textContent = '';
+    try {
+      await api.login(input.value);
+      loggedIn = true;
+      input.value = '';
+      if (!location.hash || location.hash === '#/login') location.hash = '#/findings';
+      else route();
+    } catch (e) {
+      err.textContent = e.message;
+    }
+  });
+  mount(form);
+  input.focus();
+}
+
+async function start() {
+  api.setUnauthorizedHandler(() => {
+    if (!loggedIn) return;
+    loggedIn = false;
+    stopFindings();
+    stopCoverage();
+    setNav('');
+    showLogin('Your session ended: log in again.');
+  });
+  document.getElementById('logout').addEventListener('click', async () => {
+    try { await api.logout(); } catch (e) { toast(e.message, true); }
+    loggedIn = false;
+    route();
+  });
+  window.addEventListener('hashchange', route);
+  try {
+    loggedIn = (await api.session()).loggedIn;
+  } catch {
+    loggedIn = false;
+  }
+  route();
+}
+
+start();

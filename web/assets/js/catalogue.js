@@ -1,0 +1,26 @@
+// The finding-type catalogue with the console's guidance per type, loaded
+// once from /console/types.
+import * as api from './api.js';
+
+let cached = null;
+
+export async function types() {
+  if (!cached) {
+    const list = await api.catalogue();
+    cached = { list, byType: new Map(list.map((k) => [k.type, k])) };
+  }
+  return cached;
+}
+
+// guide returns the "what this means / what to do" of a type; custom rule
+// types, which the catalogue does not know, get the rule's own description.
+export function guide(cat, f) {
+  const k = cat.byType.get(f.type);
+  if (k && k.means) return k;
+  return {
+    means: f.description || 'A custom rule matched this behaviour.',
+    do: ['Read the rule that raised it (see Detector below) for what its author meant it to catch.',
+      'Look at the process, its parents and the container: is this behaviour expected for this workload?',
+      'If it is expected, suppress findings like this one; if not, isolate the workload and investigate.'],
+  };
+}

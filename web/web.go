@@ -1,0 +1,142 @@
+// Package web is mamori's console: a small single-page application (plain
+// JavaScript and CSS, no build step, no third-party code) embedded into the
+// binary, and the handler that serves it behind the API's own token.
+//
+// The browser never holds the token in script-reachable storage: POST
+// /console/login checks the token against the API and sets it in an
+// HttpOnly, SameSite=Strict cookie; the page then calls the API through
+// /console/api/..., where this handler turns the cookie back into the
+// API's Authorization header. Every state-changing or data-returning
+// console request must carry the X-Mamori-Console header and come from the
+// same origin, so another site can neither read nor forge them (CSRF). A
+// strict Content-Security-Policy allows only this origin's scripts, and
+// the scripts only ever put runtime strings into the page as text.
+package web
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"embed"
+	"encoding/hex"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"mime"
+	"net/http"
+	"path"
+	"strings"
+	"time"
+)
+
+//go:embed assets
+var assets embed.FS
+
+// CSP is the Content-Security-Policy of every console response: scripts,
+// styles and fetches from this origin only, no inline script or style, no
+// framing, no plugins, no forms posting elsewhere.
+const CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; " +
+	"connect-src 'self'; font-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+
+// Options configure the console handler.
+type Options struct {
+	// API is the HTTP API handler; console calls to /console/api/X reach it
+	// as /api/X with the session's token as "Authorization: Bearer".
+	API http.Handler
+	// CheckPath is the API request a login is checked with [/api/v1/findings?limit=1]:
+	// a token is accepted when the API answers it with 200.
+	CheckPath string
+	Logger    *slog.Logger
+}
+
+// Handler serves the console: the page and its assets at / and /assets/,
+// the login at /console/login, and the API proxy at /console/api/.
+type Handler struct {
+	opt   Options
+	files map[string]asset
+	types []byte // the /console/types document
+	mux   *http.ServeMux
+}
+
+type asset struct {
+	body  []byte
+	ctype string
+	etag  string
+}
+
+// New returns the console handler.
+func New(opt Options) (*Handler, error) {
+	if opt.API == nil {
+		return nil, fmt.Errorf("web: no API handler")
+	}
+	if opt.CheckPath == "" {
+		opt.CheckPath = "/api/v1/findings?limit=1"
+	}
+	if opt.Logger == nil {
+		opt.Logger = slog.Default()
+	}
+	h := &Handler{opt: opt, files: map[string]asset{}, mux: http.NewServeMux()}
+	err := fs.WalkDir(assets, "assets", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := assets.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		sum := sha256.Sum256(b)
+		ctype := mime.TypeByExtension(path.Ext(p))
+		if ctype == "" {
+			ctype = "application/octet-stream"
+		}
+		h.files["/"+p] = asset{body: b, ctype: ctype, etag: `"` + hex.EncodeToString(sum[:8]) + `"`}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("web: read embedded assets: %w", err)
+	}
+	if h.types, err = typesJSON(); err != nil {
+		return nil, err
+	}
+	h.mux.HandleFunc("GET /{$}", h.serveIndex)
+	h.mux.HandleFunc("GET /assets/", h.serveAsset)
+	h.mux.HandleFunc("POST /console/login", h.login)
+	h.mux.HandleFunc("POST /console/logout", h.logout)
+	h.mux.HandleFunc("GET /console/session", h.session)
+	h.mux.HandleFunc("GET /console/types", h.serveTypes)
+	h.mux.HandleFunc("/console/api/", h.proxy)
+	return h, nil
+}
+
+// ServeHTTP sets the security headers every response carries and routes.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	hd := w.Header()
+	hd.Set("Content-Security-Policy", CSP)
+	hd.Set("X-Content-Type-Options", "nosniff")
+	hd.Set("X-Frame-Options", "DENY")
+	hd.Set("Referrer-Policy", "no-referrer")
+	hd.Set("Cross-Origin-Opener-Policy", "same-origin")
+	hd.Set("Cross-Origin-Resource-Policy", "same-origin")
+	h.mux.ServeHTTP(w, r)
+}
+
+func (h *Handler) serveIndex(w http.ResponseWriter, r *http.Request) {
+	h.serveFile(w, r, "/assets/index.html", "no-store")
+}
+
+func (h *Handler) serveAsset(w http.ResponseWriter, r *http.Request) {
+	// Revalidated on each load (cheap: an ETag match is a 304), so a new
+	// binary's assets are picked up without stale mixes of old and new.
+	h.serveFile(w, r, r.URL.Path, "no-cache")
+}
+
+func (h *Handler) serveFile(w http.ResponseWriter, r *http.Request, name, cache string) {
+	a, ok := h.files[name]
+	if !ok || strings.HasSuffix(name, "/") {
+		http.NotFound(w, r)
+		return
+	}
+	w.Header().Set("Content-Type", a.ctype)
+	w.Header().Set("Cache-Control", cache)
+	w.Header().Set("ETag", a.etag)
+	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(a.body))
+}
