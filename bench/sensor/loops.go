@@ -1,12 +1,14 @@
 package main
 
 import (
+	"encoding/binary"
 	"fmt"
 	"log"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"time"
 
@@ -18,6 +20,7 @@ import (
 // listener and a DNS server on loopback.
 type env struct {
 	dir      string
+	tiny     []string // a static executable that only exits, and its arguments
 	file     string
 	tcp      net.Listener
 	dnsAddr  string
@@ -40,6 +43,14 @@ func setup() *env {
 	e := &env{dir: dir, file: filepath.Join(dir, "unwatched"), unixPath: filepath.Join(dir, "nobody-listens")}
 	if err := os.WriteFile(e.file, []byte("x"), 0o644); err != nil {
 		log.Fatal(err)
+	}
+	e.tiny = []string{filepath.Join(dir, "exit0")}
+	if runtime.GOARCH == "amd64" {
+		if err := os.WriteFile(e.tiny[0], tinyELF(), 0o755); err != nil {
+			log.Fatal(err)
+		}
+	} else {
+		e.tiny = []string{"/bin/busybox", "true"} // static where busybox-static is installed
 	}
 	e.tcp, err = net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -73,19 +84,53 @@ func setup() *env {
 func (e *env) loops() []loop {
 	sc := func(n int) int { return max(1, int(float64(n)**scale)) }
 	return []loop{
-		{"exec /bin/true", sc(2000), e.execLoop},
+		{"exec tiny static binary", sc(2000), func(n int) { execLoop(n, e.tiny...) }},
+		{"exec /bin/true (dynamic)", sc(2000), func(n int) { execLoop(n, "/bin/true") }},
 		{"open+close unwatched file", sc(200000), e.openLoop},
 		{"TCP connect+accept+close, loopback", sc(20000), e.tcpLoop},
 		{"DNS query+answer, loopback UDP", sc(20000), e.dnsLoop},
 	}
 }
 
-func (e *env) execLoop(n int) {
+func execLoop(n int, argv ...string) {
 	for i := 0; i < n; i++ {
-		if err := exec.Command("/bin/true").Run(); err != nil {
-			log.Fatal(err)
+		if err := exec.Command(argv[0], argv[1:]...).Run(); err != nil {
+			log.Fatalf("exec %s: %v", argv[0], err)
 		}
 	}
+}
+
+// tinyELF returns a 129-byte static x86-64 executable that calls exit(0):
+// exec's own cost with no dynamic loader, libraries or file opens.
+func tinyELF() []byte {
+	const base = 0x400000
+	code := []byte{0xb8, 60, 0, 0, 0, 0x31, 0xff, 0x0f, 0x05} // mov eax, 60 (exit); xor edi, edi; syscall
+	size := uint64(64 + 56 + len(code))
+	le := binary.LittleEndian
+	b := make([]byte, 0, size)
+	b = append(b, 0x7f, 'E', 'L', 'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0) // 64-bit, little endian, SysV
+	b = le.AppendUint16(b, 2)                                              // ET_EXEC
+	b = le.AppendUint16(b, 0x3e)                                           // x86-64
+	b = le.AppendUint32(b, 1)                                              // version
+	b = le.AppendUint64(b, base+64+56)                                     // entry: the code after the headers
+	b = le.AppendUint64(b, 64)                                             // program headers right after this one
+	b = le.AppendUint64(b, 0)                                              // no section headers
+	b = le.AppendUint32(b, 0)                                              // flags
+	b = le.AppendUint16(b, 64)                                             // ELF header size
+	b = le.AppendUint16(b, 56)                                             // program header size
+	b = le.AppendUint16(b, 1)                                              // one program header
+	b = le.AppendUint16(b, 64)                                             // section header size
+	b = le.AppendUint16(b, 0)                                              // no sections
+	b = le.AppendUint16(b, 0)                                              // no section names
+	b = le.AppendUint32(b, 1)                                              // PT_LOAD
+	b = le.AppendUint32(b, 5)                                              // R+X
+	b = le.AppendUint64(b, 0)                                              // from file offset 0
+	b = le.AppendUint64(b, base)                                           // vaddr
+	b = le.AppendUint64(b, base)                                           // paddr
+	b = le.AppendUint64(b, size)                                           // file size
+	b = le.AppendUint64(b, size)                                           // memory size
+	b = le.AppendUint64(b, 0x1000)                                         // alignment
+	return append(b, code...)
 }
 
 func (e *env) openLoop(n int) {
