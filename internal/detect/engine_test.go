@@ -110,20 +110,3 @@ func splitSpaces(s string) []string {
 	}
 	return out
 }
-
-func BenchmarkEngineBuiltin(b *testing.B) {
-	e := builtinEngine(b)
-	evs := []*event.Event{
-		{Kind: event.KindExec, Process: event.Process{PID: 1, UUID: "u", Exe: "/usr/bin/ls", Args: []string{"ls", "-la"}},
-			Exec: &event.Exec{Path: "/usr/bin/ls", Args: []string{"ls", "-la"}}},
-		{Kind: event.KindOpen, Process: event.Process{PID: 1, UUID: "u"}, File: &event.File{Path: "/etc/hosts"}},
-		{Kind: event.KindConnect, Process: event.Process{PID: 1, UUID: "u"}, Net: &event.Net{Family: "inet", RemoteAddr: "10.0.0.1", RemotePort: 443}},
-		{Kind: event.KindDNS, Process: event.Process{PID: 1, UUID: "u"}, DNS: &event.DNS{Name: "example.com", Type: "A"}},
-	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		e.Process(evs[i%len(evs)], func(*finding.Finding) {})
-	}
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
-}

@@ -2,6 +2,11 @@ package detect
 
 import (
 	"math"
+	"reflect"
+
+	"github.com/google/cel-go/common/types"
+	"github.com/google/cel-go/common/types/ref"
+	"github.com/google/cel-go/common/types/traits"
 
 	"github.com/mamori-dev/mamori/internal/event"
 )
@@ -33,6 +38,12 @@ func EventMap(ev *event.Event) map[string]any {
 	if c := ev.Container; c != nil {
 		m["container"] = containerMap(c)
 	}
+	addPayload(m, ev)
+	return m
+}
+
+// addPayload adds the kind-specific parts of ev to m.
+func addPayload(m map[string]any, ev *event.Event) {
 	if x := ev.Exec; x != nil {
 		m["exec"] = map[string]any{
 			"filename": x.Filename, "executablePath": x.Path, "interpreter": x.Interp, "scriptPath": x.ScriptPath,
@@ -107,7 +118,6 @@ func EventMap(ev *event.Event) map[string]any {
 	if x := ev.Cgroup; x != nil {
 		m["cgroup"] = map[string]any{"id": num(x.ID), "path": x.Path, "level": int64(x.Level), "hierarchy": int64(x.Hierarchy)}
 	}
-	return m
 }
 
 func processMap(p *event.Process) map[string]any {
@@ -164,3 +174,119 @@ func num(v uint64) any {
 	}
 	return v
 }
+
+// lazyEvent is the event as the CEL variable `event`: a map whose parts
+// are converted on first access, so a rule reading event.kind and
+// event.file never pays for the process's args and lineage. Any whole-map
+// operation (iteration, equality, conversion) converts everything.
+type lazyEvent struct {
+	ev    *event.Event
+	parts map[string]ref.Val
+	full  traits.Mapper
+}
+
+var _ traits.Mapper = (*lazyEvent)(nil)
+
+func newLazyEvent(ev *event.Event) *lazyEvent { return &lazyEvent{ev: ev} }
+
+// part converts one top-level key, or reports it absent.
+func (l *lazyEvent) part(key string) (any, bool) {
+	ev := l.ev
+	switch key {
+	case "kind":
+		return ev.Kind.String(), true
+	case "time":
+		return ev.Time, true
+	case "result":
+		return ev.Result, true
+	case "error":
+		return ev.Error, true
+	case "truncated":
+		return ev.Truncated, true
+	case "process":
+		return processMap(&ev.Process), true
+	case "container":
+		if ev.Container == nil {
+			return nil, false
+		}
+		return containerMap(ev.Container), true
+	}
+	if _, ok := partBit[key]; !ok {
+		return nil, false
+	}
+	m := make(map[string]any, 1)
+	addPayload(m, ev)
+	v, ok := m[key]
+	return v, ok
+}
+
+// Find implements traits.Mapper.
+func (l *lazyEvent) Find(key ref.Val) (ref.Val, bool) {
+	k, ok := key.(types.String)
+	if !ok {
+		return nil, false
+	}
+	if v, ok := l.parts[string(k)]; ok {
+		return v, true
+	}
+	raw, ok := l.part(string(k))
+	if !ok {
+		return nil, false
+	}
+	v := types.DefaultTypeAdapter.NativeToValue(raw)
+	if l.parts == nil {
+		l.parts = make(map[string]ref.Val, 4)
+	}
+	l.parts[string(k)] = v
+	return v, true
+}
+
+func (l *lazyEvent) whole() traits.Mapper {
+	if l.full == nil {
+		l.full = types.DefaultTypeAdapter.NativeToValue(EventMap(l.ev)).(traits.Mapper)
+	}
+	return l.full
+}
+
+// Get implements traits.Indexer.
+func (l *lazyEvent) Get(key ref.Val) ref.Val {
+	if v, ok := l.Find(key); ok {
+		return v
+	}
+	return types.NewErr("no such key: %v", key)
+}
+
+// Contains implements traits.Container.
+func (l *lazyEvent) Contains(key ref.Val) ref.Val {
+	_, ok := l.Find(key)
+	return types.Bool(ok)
+}
+
+// Iterator implements traits.Iterable.
+func (l *lazyEvent) Iterator() traits.Iterator { return l.whole().Iterator() }
+
+// Size implements traits.Sizer.
+func (l *lazyEvent) Size() ref.Val { return l.whole().Size() }
+
+// ConvertToNative implements ref.Val.
+func (l *lazyEvent) ConvertToNative(t reflect.Type) (any, error) { return l.whole().ConvertToNative(t) }
+
+// ConvertToType implements ref.Val.
+func (l *lazyEvent) ConvertToType(t ref.Type) ref.Val {
+	switch t {
+	case types.MapType:
+		return l
+	case types.TypeType:
+		return types.MapType
+	}
+	return l.whole().ConvertToType(t)
+}
+
+// Equal implements ref.Val.
+func (l *lazyEvent) Equal(other ref.Val) ref.Val { return l.whole().Equal(other) }
+
+// Type implements ref.Val.
+func (l *lazyEvent) Type() ref.Type { return types.MapType }
+
+// Value implements ref.Val.
+func (l *lazyEvent) Value() any { return EventMap(l.ev) }

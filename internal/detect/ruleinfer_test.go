@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/cel-go/common/types"
+
 	"github.com/mamori-dev/mamori/internal/event"
 	"github.com/mamori-dev/mamori/internal/finding"
 )
@@ -285,5 +287,32 @@ func writeFile(t *testing.T, dir, name, content string) {
 	t.Helper()
 	if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The lazy `event` rules evaluate against is the same map as EventMap,
+// part by part and as a whole.
+func TestLazyEventIsEventMap(t *testing.T) {
+	for _, ev := range []*event.Event{fullEvent(), {Kind: event.KindOpen, Process: event.Process{PID: 3}, File: &event.File{Path: "/x"}}} {
+		m := EventMap(ev)
+		l := newLazyEvent(ev)
+		for k, v := range m {
+			got, ok := l.Find(types.String(k))
+			if !ok || got.Equal(types.DefaultTypeAdapter.NativeToValue(v)) != types.True {
+				t.Errorf("%s: lazy %v, map %v", k, got, v)
+			}
+		}
+		for _, k := range partNames {
+			if _, inMap := m[k]; !inMap {
+				if _, ok := l.Find(types.String(k)); ok {
+					t.Errorf("absent part %s found", k)
+				}
+			}
+		}
+		r := compile(t, rule(fmt.Sprintf(`size(event) == %d && event.all(k, k != "") && "process" in event && !("nope" in event)`, len(m))))
+		out, _, err := r.prg.Eval(&ruleInput{ev: ev})
+		if err != nil || out != types.True {
+			t.Errorf("whole-map operations: %v %v", out, err)
+		}
 	}
 }

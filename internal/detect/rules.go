@@ -450,11 +450,13 @@ func (r *Rule) Stats() RuleStats {
 	return s
 }
 
-// ruleInput is one event's view for rules: converted on first use and
-// shared by every rule that runs on the event. It is the CEL activation.
+// ruleInput is one event's view for rules, shared by every rule that runs
+// on the event: the CEL activation, whose `event` converts parts on first
+// use, and the whole map for templates when a rule matches.
 type ruleInput struct {
-	ev *event.Event
-	m  map[string]any
+	ev   *event.Event
+	m    map[string]any
+	lazy *lazyEvent
 }
 
 func (in *ruleInput) eventMap() map[string]any {
@@ -467,7 +469,10 @@ func (in *ruleInput) eventMap() map[string]any {
 // ResolveName implements interpreter.Activation.
 func (in *ruleInput) ResolveName(name string) (any, bool) {
 	if name == "event" {
-		return in.eventMap(), true
+		if in.lazy == nil {
+			in.lazy = newLazyEvent(in.ev)
+		}
+		return in.lazy, true
 	}
 	return nil, false
 }

@@ -1,7 +1,6 @@
 package detect
 
 import (
-	"fmt"
 	"strings"
 	"testing"
 
@@ -124,40 +123,4 @@ func FuzzParseRules(f *testing.F) {
 			}
 		}
 	})
-}
-
-func BenchmarkEngineWith100Rules(b *testing.B) {
-	var src strings.Builder
-	src.WriteString("rules:\n")
-	for i := 0; i < 100; i++ {
-		fmt.Fprintf(&src, "  - id: r%d\n    type: Custom:Runtime/R%d\n    kinds: [exec]\n    condition: event.process.executablePath == \"/opt/tool%d\" && event.exec.args.size() > 1\n", i, i, i)
-	}
-	rs, err := ParseRules("bench.yaml", []byte(src.String()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	e := builtinEngine(b)
-	for _, r := range rs {
-		e.Add(r)
-	}
-	// A realistic mix: execs are a few percent of a node's events.
-	evs := []*event.Event{
-		{Kind: event.KindExec, Process: event.Process{PID: 1, UUID: "u", Exe: "/usr/bin/ls", Args: []string{"ls", "-la"}},
-			Exec: &event.Exec{Path: "/usr/bin/ls", Args: []string{"ls", "-la"}}},
-	}
-	for i := 0; i < 19; i++ {
-		evs = append(evs, &event.Event{Kind: event.KindOpen, Process: event.Process{PID: 1, UUID: "u"}, File: &event.File{Path: "/etc/hosts"}})
-	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		ev := evs[i%len(evs)]
-		if ev.Kind == event.KindExec {
-			// a fresh event each time, as the pipeline delivers
-			c := *ev
-			ev = &c
-		}
-		e.Process(ev, func(*finding.Finding) {})
-	}
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
 }
