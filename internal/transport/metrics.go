@@ -13,7 +13,7 @@ type Metrics struct {
 	PublishErrors *prometheus.CounterVec // reason: a live publish failed and went to the spool (or was lost)
 	SpoolBytes    prometheus.Gauge
 	SpoolMessages prometheus.Gauge
-	SpoolDropped  *prometheus.CounterVec // kind, reason: full | write_error | corrupt | rejected
+	SpoolDropped  *prometheus.CounterVec // kind, reason: full | disk_full | write_error | corrupt | rejected
 	SpoolWriteErr prometheus.Counter
 	Replayed      *prometheus.CounterVec // kind: spooled messages acked after reconnect
 	Consumed      *prometheus.CounterVec // kind: handled and acked by a server consumer

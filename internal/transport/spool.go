@@ -238,19 +238,22 @@ func (s *Spool) Append(r SpoolRecord) error {
 		return fmt.Errorf("%w: record of %d bytes exceeds the spool's %d", ErrSpoolFull, size, s.cfg.MaxBytes)
 	}
 	for s.bytes+size > s.cfg.MaxBytes {
-		if !s.evictOne(r.Kind) {
+		if !s.evictOne(r.Kind, "full") {
 			s.countDrop(r.Kind, "full", 1)
 			return fmt.Errorf("%w: %d of %d bytes hold more valuable messages", ErrSpoolFull, s.bytes, s.cfg.MaxBytes)
 		}
 	}
 	err := s.write(r.Kind, buf)
-	if err != nil && errors.Is(err, syscall.ENOSPC) && s.evictOne(r.Kind) {
-		// The disk filled before our own bound did: make room and try once more.
+	for tries := 0; err != nil; tries++ {
+		s.countWriteErr()
+		// When the disk fills before our own bound does, make room by the
+		// same rules as for the bound and try again.
+		if !errors.Is(err, syscall.ENOSPC) || tries == 4 || !s.evictOne(r.Kind, "disk_full") {
+			break
+		}
 		err = s.write(r.Kind, buf)
 	}
 	if err != nil {
-		s.writeErr++
-		s.m.SpoolWriteErr.Inc()
 		s.countDrop(r.Kind, "write_error", 1)
 		s.log.Warn("spool: write failed, message dropped", "kind", r.Kind, "err", err)
 		return fmt.Errorf("%w: %w", ErrSpoolWrite, err)
@@ -318,7 +321,7 @@ func (s *Spool) seal(seg *segment) {
 
 // evictOne deletes the oldest idle segment of the most droppable kind that is
 // no more valuable than incoming. It reports whether anything was evicted.
-func (s *Spool) evictOne(incoming Kind) bool {
+func (s *Spool) evictOne(incoming Kind, reason string) bool {
 	for _, k := range []Kind{KindHeartbeat, KindEvent, KindFinding} {
 		if dropRank(k) > dropRank(incoming) {
 			break
@@ -327,8 +330,8 @@ func (s *Spool) evictOne(incoming Kind) bool {
 			if seg.busy {
 				continue
 			}
-			s.countDrop(k, "full", uint64(seg.count-seg.acked))
-			s.log.Warn("spool: full, dropping oldest segment", "kind", k, "messages", seg.count-seg.acked)
+			s.countDrop(k, reason, uint64(seg.count-seg.acked))
+			s.log.Warn("spool: full, dropping oldest segment", "reason", reason, "kind", k, "messages", seg.count-seg.acked)
 			s.removeSegment(seg)
 			return true
 		}
@@ -351,6 +354,11 @@ func (s *Spool) removeSegment(seg *segment) {
 		s.msgs -= int64(seg.count)
 	}
 	s.gauges()
+}
+
+func (s *Spool) countWriteErr() {
+	s.writeErr++
+	s.m.SpoolWriteErr.Inc()
 }
 
 func (s *Spool) countDrop(k Kind, reason string, n uint64) {
