@@ -21,6 +21,7 @@ function setNav(view) {
 }
 
 async function route() {
+  for (const d of document.querySelectorAll('dialog')) d.remove();
   stopFindings();
   stopCoverage();
   if (!loggedIn) {
@@ -49,7 +50,7 @@ function showLogin(message) {
   const input = h('input', { type: 'password', id: 'token', name: 'token', autocomplete: 'current-password', required: true,
     placeholder: 'API token', 'aria-label': 'API token' });
   const err = h('p', { class: 'error', id: 'login-error' }, message || '');
-  const form = h('form', { class: 'login', id: 'login-form' },
+  const form = h('form', { class: 'login', id: 'login-form', method: 'post', action: '/console/login' },
     h('h1', null, 'Log in to mamori'),
     h('p', { class: 'muted' }, 'Paste an API token. `mamori run` prints one when it starts and keeps it in its data directory (readable by root only).'),
     input,

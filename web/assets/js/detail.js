@@ -97,7 +97,8 @@ function lineage(proc) {
         h('span', { class: 'mono exe' }, vis(p.executablePath || '')),
         p.acting ? h('span', { class: 'tag' }, 'acting process') : null),
       h('div', { class: 'mono argv' }, argv(p.args)),
-      h('div', { class: 'muted small' }, `pid ${pid(p)} · ${userOf(p)} · started `, time(p.startTime)));
+      h('div', { class: 'muted small' }, `pid ${pid(p)} · ${userOf(p)}`,
+        p.startTime && !p.startTime.startsWith('0001') ? [' · started ', time(p.startTime)] : null));
     parent.append(li);
     const ul = h('ul');
     li.append(ul);

@@ -59,7 +59,9 @@ export function fmtTime(s) {
   if (!s) return '';
   const d = new Date(s);
   if (isNaN(d) || d.getFullYear() < 1971) return '';
-  return d.toLocaleString(undefined, { year: 'numeric', month: 'short', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit' });
+  const opt = { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false };
+  if (d.getFullYear() !== new Date().getFullYear()) opt.year = 'numeric';
+  return d.toLocaleString(undefined, opt);
 }
 
 export function ago(s) {

@@ -117,6 +117,7 @@ async function bulk(archive) {
     await (archive ? api.archive(ids) : api.unarchive(ids));
     toast((archive ? 'Archived ' : 'Unarchived ') + ids.length + (ids.length === 1 ? ' finding' : ' findings'));
     st.selected.clear();
+    st.sig = '';
     refresh(true);
   } catch (e) { toast(e.message, true); }
 }
@@ -156,7 +157,13 @@ async function refresh(now) {
 }
 
 function render(page) {
-  const rows = page.items.map((f) => row(f));
+  // Unchanged data leaves the DOM alone, so a poll never swaps a row out
+  // from under the pointer.
+  const sig = JSON.stringify([page.total, page.next, st.offset, page.items.map((f) => [f.id, f.updatedAt, f.service && f.service.count, f.service && f.service.archived])]);
+  if (sig === st.sig) return;
+  st.sig = sig;
+  const first = st.seen.size === 0;
+  const rows = page.items.map((f) => row(f, first));
   st.tbody.replaceChildren(...rows);
   st.empty.replaceChildren();
   if (!page.items.length) st.empty.append(emptyState());
@@ -175,12 +182,12 @@ function go(delta) {
   refresh(true);
 }
 
-function row(f) {
+function row(f, first) {
   const w = where(f);
   const s = f.service || {};
   const prev = st.seen.get(f.id);
   const fresh = prev !== undefined && prev !== f.updatedAt;
-  const isNew = st.seen.size > 0 && prev === undefined;
+  const isNew = !first && prev === undefined;
   st.seen.set(f.id, f.updatedAt);
   const open = () => { location.hash = '#/findings/' + encodeURIComponent(f.id); };
   const cb = h('input', { type: 'checkbox', value: f.id, checked: st.selected.has(f.id), 'aria-label': 'select finding',
