@@ -1,0 +1,303 @@
+package export
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mamori-dev/mamori/internal/finding"
+)
+
+// WebhookConfig configures a Webhook. Zero values take the defaults noted.
+type WebhookConfig struct {
+	// Name labels the webhook in logs and metrics ["webhook"].
+	Name string
+	// URL receives one POST per record; http or https.
+	URL string
+	// Encoder makes the request body [event-bus envelope].
+	Encoder Encoder
+	// Headers are added to every request (for example Authorization).
+	Headers map[string]string
+	// QueueSize bounds the records waiting for delivery [1000]; past it new
+	// records are dropped and counted.
+	QueueSize int
+	// Timeout bounds one attempt, connection to response body [10s].
+	Timeout time.Duration
+	// MaxAttempts per record, the first included [6].
+	MaxAttempts int
+	// BaseBackoff is the wait before the first retry [500ms]; each further
+	// retry doubles it, up to MaxBackoff [1m]. A Retry-After header from
+	// the receiver is honoured within MaxBackoff.
+	BaseBackoff time.Duration
+	MaxBackoff  time.Duration
+	// Client sends the requests [a client without its own timeout; Timeout
+	// applies per attempt].
+	Client    *http.Client
+	UserAgent string // ["mamori"]
+	Logger    *slog.Logger
+}
+
+// WebhookStats are a webhook's counters since it was made.
+type WebhookStats struct {
+	Queued    uint64 `json:"queued"`    // records accepted into the queue
+	Delivered uint64 `json:"delivered"` // records a receiver answered 2xx
+	Failed    uint64 `json:"failed"`    // records given up: attempts spent or refused (4xx)
+	Dropped   uint64 `json:"dropped"`   // records not queued (queue full) or left at shutdown
+	Retries   uint64 `json:"retries"`   // attempts after the first
+	Encode    uint64 `json:"encodeErrors"`
+	Pending   int    `json:"pending"` // records in the queue now
+}
+
+type record struct {
+	id   string // finding id, for logs
+	key  string // record id, sent as Idempotency-Key
+	body []byte
+}
+
+// Webhook delivers records to one HTTP endpoint in order, with retries and
+// exponential backoff. Send never blocks: a full queue drops the record and
+// counts it. Run delivers until its context ends.
+type Webhook struct {
+	cfg   WebhookConfig
+	queue chan record
+	stop  chan struct{} // closed when Run returns
+
+	queued, delivered, failed, dropped, retries, encodeErrs atomic.Uint64
+
+	descs map[string]*prometheus.Desc
+}
+
+// NewWebhook checks cfg and returns a webhook; call Run to deliver.
+func NewWebhook(cfg WebhookConfig) (*Webhook, error) {
+	u, err := url.Parse(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("webhook url: %w", err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("webhook url %q: want http(s)://host/...", cfg.URL)
+	}
+	if cfg.Name == "" {
+		cfg.Name = "webhook"
+	}
+	if cfg.Encoder == nil {
+		cfg.Encoder, _ = NewEncoder(FormatEventBus, Options{})
+	}
+	if cfg.QueueSize <= 0 {
+		cfg.QueueSize = 1000
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 10 * time.Second
+	}
+	if cfg.MaxAttempts <= 0 {
+		cfg.MaxAttempts = 6
+	}
+	if cfg.BaseBackoff <= 0 {
+		cfg.BaseBackoff = 500 * time.Millisecond
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = time.Minute
+	}
+	cfg.MaxBackoff = max(cfg.MaxBackoff, cfg.BaseBackoff)
+	if cfg.Client == nil {
+		cfg.Client = &http.Client{}
+	}
+	if cfg.UserAgent == "" {
+		cfg.UserAgent = "mamori"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	w := &Webhook{cfg: cfg, queue: make(chan record, cfg.QueueSize), stop: make(chan struct{})}
+	labels := prometheus.Labels{"webhook": cfg.Name, "format": string(cfg.Encoder.Format())}
+	w.descs = map[string]*prometheus.Desc{}
+	for name, help := range map[string]string{
+		"queued": "Records accepted into the webhook queue.", "delivered": "Records the receiver answered 2xx.",
+		"failed":  "Records given up after all attempts or a refusal (4xx).",
+		"dropped": "Records dropped: queue full or left at shutdown.", "retries": "Delivery attempts after the first.",
+		"encode_errors": "Findings that could not be encoded.",
+	} {
+		w.descs[name] = prometheus.NewDesc("mamori_export_webhook_"+name+"_total", help, nil, labels)
+	}
+	w.descs["pending"] = prometheus.NewDesc("mamori_export_webhook_pending", "Records waiting in the webhook queue.", nil, labels)
+	return w, nil
+}
+
+// Send encodes f and queues it for delivery. It reports false when the
+// record was not queued (encoding failed or the queue is full); either is
+// counted.
+func (w *Webhook) Send(f *finding.Finding, isNew bool) bool {
+	body, err := w.cfg.Encoder.Encode(f, isNew)
+	if err != nil {
+		w.encodeErrs.Add(1)
+		w.cfg.Logger.Error("webhook: encode", "webhook", w.cfg.Name, "finding", f.ID, "err", err)
+		return false
+	}
+	select {
+	case <-w.stop:
+		w.dropped.Add(1)
+		return false
+	default:
+	}
+	select {
+	case w.queue <- record{id: f.ID, key: RecordID(f), body: body}:
+		w.queued.Add(1)
+		return true
+	default:
+		if n := w.dropped.Add(1); n&(n-1) == 0 { // log at powers of two, not per drop
+			w.cfg.Logger.Warn("webhook: queue full, record dropped", "webhook", w.cfg.Name, "dropped", n)
+		}
+		return false
+	}
+}
+
+// Run delivers queued records one at a time until ctx ends. Records still
+// queued then are counted as dropped.
+func (w *Webhook) Run(ctx context.Context) {
+	defer func() {
+		close(w.stop)
+		for {
+			select {
+			case <-w.queue:
+				w.dropped.Add(1)
+			default:
+				return
+			}
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case r := <-w.queue:
+			w.deliver(ctx, r)
+		}
+	}
+}
+
+// errPermanent marks a response not worth retrying.
+var errPermanent = errors.New("refused")
+
+func (w *Webhook) deliver(ctx context.Context, r record) {
+	var err error
+	for attempt := 1; ; attempt++ {
+		var retryAfter time.Duration
+		retryAfter, err = w.attempt(ctx, r)
+		if err == nil {
+			w.delivered.Add(1)
+			return
+		}
+		if errors.Is(err, errPermanent) || attempt >= w.cfg.MaxAttempts || ctx.Err() != nil {
+			break
+		}
+		wait := w.backoff(attempt)
+		if retryAfter > 0 {
+			wait = min(retryAfter, w.cfg.MaxBackoff)
+		}
+		w.cfg.Logger.Debug("webhook: retrying", "webhook", w.cfg.Name, "finding", r.id, "attempt", attempt, "in", wait, "err", err)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+		case <-t.C:
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		w.retries.Add(1)
+	}
+	if ctx.Err() != nil {
+		w.dropped.Add(1) // shutting down: not the receiver's fault
+		return
+	}
+	w.failed.Add(1)
+	w.cfg.Logger.Warn("webhook: delivery failed", "webhook", w.cfg.Name, "finding", r.id, "err", err)
+}
+
+// backoff is the wait after the given failed attempt: BaseBackoff doubled
+// per attempt, capped, with jitter in its upper half so many senders do not
+// retry in lockstep.
+func (w *Webhook) backoff(attempt int) time.Duration {
+	d := w.cfg.BaseBackoff << min(attempt-1, 30)
+	if d <= 0 || d > w.cfg.MaxBackoff {
+		d = w.cfg.MaxBackoff
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// attempt makes one request. It returns the receiver's Retry-After, if any.
+func (w *Webhook) attempt(ctx context.Context, r record) (time.Duration, error) {
+	ctx, cancel := context.WithTimeout(ctx, w.cfg.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.cfg.URL, bytes.NewReader(r.body))
+	if err != nil {
+		return 0, fmt.Errorf("%w: build request: %v", errPermanent, err)
+	}
+	req.Header.Set("Content-Type", w.cfg.Encoder.ContentType())
+	req.Header.Set("User-Agent", w.cfg.UserAgent)
+	req.Header.Set("Idempotency-Key", r.key)
+	for k, v := range w.cfg.Headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := w.cfg.Client.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("post: %w", err)
+	}
+	// Read a bounded amount so the connection can be reused.
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	switch code := resp.StatusCode; {
+	case code >= 200 && code < 300:
+		return 0, nil
+	case code == http.StatusRequestTimeout || code == http.StatusTooEarly || code == http.StatusTooManyRequests || code >= 500:
+		return retryAfter(resp.Header.Get("Retry-After")), fmt.Errorf("receiver answered %s", resp.Status)
+	default:
+		return 0, fmt.Errorf("%w: receiver answered %s", errPermanent, resp.Status)
+	}
+}
+
+func retryAfter(v string) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if s, err := strconv.Atoi(v); err == nil && s >= 0 {
+		return time.Duration(s) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(time.Until(t), 0)
+	}
+	return 0
+}
+
+// Stats returns the webhook's counters.
+func (w *Webhook) Stats() WebhookStats {
+	return WebhookStats{Queued: w.queued.Load(), Delivered: w.delivered.Load(), Failed: w.failed.Load(),
+		Dropped: w.dropped.Load(), Retries: w.retries.Load(), Encode: w.encodeErrs.Load(), Pending: len(w.queue)}
+}
+
+// Describe implements prometheus.Collector.
+func (w *Webhook) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range w.descs {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (w *Webhook) Collect(ch chan<- prometheus.Metric) {
+	s := w.Stats()
+	for name, v := range map[string]uint64{"queued": s.Queued, "delivered": s.Delivered, "failed": s.Failed,
+		"dropped": s.Dropped, "retries": s.Retries, "encode_errors": s.Encode} {
+		ch <- prometheus.MustNewConstMetric(w.descs[name], prometheus.CounterValue, float64(v))
+	}
+	ch <- prometheus.MustNewConstMetric(w.descs["pending"], prometheus.GaugeValue, float64(s.Pending))
+}
