@@ -85,7 +85,7 @@ func NewWebhook(cfg WebhookConfig) (*Webhook, error) {
 		return nil, fmt.Errorf("webhook url: %w", err)
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("webhook url %q: want http(s)://host/...", cfg.URL)
+		return nil, fmt.Errorf("webhook url %q: want an http or https URL with a host", cfg.URL)
 	}
 	if cfg.Name == "" {
 		cfg.Name = "webhook"
