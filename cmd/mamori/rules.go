@@ -127,7 +127,7 @@ func runRulesTest(out, stderr io.Writer, rules []*detect.Rule, events io.Reader,
 func rulesCheckCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "check RULES.yaml...",
-		Short: "Compile rules and show, for each, the event kinds and parts it is evaluated on",
+		Short: "Compile rules and show, for each, what it is evaluated on: kinds, required parts, indexed values",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) (err error) {
 			rules, refused, err := loadRules(cmd.ErrOrStderr(), args)
@@ -153,7 +153,11 @@ func rulesCheckCmd() *cobra.Command {
 				if needs == "" {
 					needs = "-"
 				}
-				fmt.Fprintf(out, "%s  %s  %s  kinds=%s  needs=%s\n", r.Where(), r.ID(), r.Types()[0], kinds, needs)
+				index := "-"
+				if f, vals := r.Index(); f != "" {
+					index = f + "=" + strings.Join(vals, ",")
+				}
+				fmt.Fprintf(out, "%s  %s  %s  kinds=%s  needs=%s  index=%s\n", r.Where(), r.ID(), r.Types()[0], kinds, needs, index)
 			}
 			return nil
 		},

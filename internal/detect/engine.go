@@ -110,11 +110,13 @@ type Engine struct {
 	host, ctr [maxKind][]*entry
 	all       []*entry
 
-	// Custom rules: by kind for rules with a kind constraint or no part
-	// requirement, else by the first event part they need.
-	rulesByKind [maxKind][]*Rule
-	rulesByPart [16][]*Rule
-	rules       []*Rule
+	// Custom rules, each in one bucket: by the value of an indexed field
+	// when its condition requires one; else by kind for rules with a kind
+	// constraint or no part requirement; else by the first part they need.
+	rulesByKind  [maxKind][]*Rule
+	rulesByPart  [16][]*Rule
+	rulesByValue []map[string][]*Rule // per indexedFields entry
+	rules        []*Rule
 
 	events, hits, panics atomic.Uint64
 }
@@ -175,6 +177,20 @@ func dedupKinds(ks []event.Kind) []event.Kind {
 
 func (e *Engine) addRule(r *Rule) {
 	e.rules = append(e.rules, r)
+	if r.index >= 0 {
+		if e.rulesByValue == nil {
+			e.rulesByValue = make([]map[string][]*Rule, len(indexedFields))
+		}
+		m := e.rulesByValue[r.index]
+		if m == nil {
+			m = map[string][]*Rule{}
+			e.rulesByValue[r.index] = m
+		}
+		for _, v := range r.values {
+			m[v] = append(m[v], r)
+		}
+		return
+	}
 	if p := firstPayload(r.needs); r.kinds.isAll() && p >= 0 {
 		e.rulesByPart[p] = append(e.rulesByPart[p], r)
 		return
@@ -265,6 +281,18 @@ func (e *Engine) runRules(ev *event.Event, out func(*finding.Finding)) {
 		for _, r := range e.rulesByPart[firstPayload(p)] {
 			if r.kinds.has(ev.Kind) {
 				emit(r)
+			}
+		}
+	}
+	for i, m := range e.rulesByValue {
+		if m == nil {
+			continue
+		}
+		if v, ok := indexedFields[i].get(ev); ok {
+			for _, r := range m[v] {
+				if r.kinds.has(ev.Kind) {
+					emit(r)
+				}
 			}
 		}
 	}

@@ -115,10 +115,154 @@ func firstPayload(p part) int {
 }
 
 // facts about an expression: kinds where it can be true; parts whose
-// absence makes it an error (err) or at least not true (notTrue).
+// absence makes it an error (err) or at least not true (notTrue); and for
+// indexed fields, the only values with which it can be true (eq; a field
+// not in eq is unconstrained).
 type facts struct {
 	kinds        kindSet
 	err, notTrue part
+	eq           map[int][]string
+}
+
+// indexedFields are the string fields rules are indexed on when their
+// condition requires an exact value (event.process.name == "nc"): a
+// hundred such rules cost one map lookup per event, not a hundred
+// evaluations. get reads the field straight from the event.
+var indexedFields = []struct {
+	path string
+	get  func(*event.Event) (string, bool)
+}{
+	{"process.executablePath", func(ev *event.Event) (string, bool) { return ev.Process.Exe, true }},
+	{"process.name", func(ev *event.Event) (string, bool) { return ev.Process.Comm, true }},
+	{"exec.executablePath", func(ev *event.Event) (string, bool) {
+		if ev.Exec == nil {
+			return "", false
+		}
+		return ev.Exec.Path, true
+	}},
+	{"file.path", func(ev *event.Event) (string, bool) {
+		if ev.File == nil {
+			return "", false
+		}
+		return ev.File.Path, true
+	}},
+	{"dns.name", func(ev *event.Event) (string, bool) {
+		if ev.DNS == nil {
+			return "", false
+		}
+		return ev.DNS.Name, true
+	}},
+	{"container.image", func(ev *event.Event) (string, bool) {
+		if ev.Container == nil {
+			return "", false
+		}
+		return ev.Container.Image, true
+	}},
+}
+
+// andEq: both sides must hold, so each field keeps the values both allow.
+func andEq(a, b map[int][]string) map[int][]string {
+	if len(a) == 0 {
+		return b
+	}
+	if len(b) == 0 {
+		return a
+	}
+	out := map[int][]string{}
+	for f, va := range a {
+		out[f] = va
+	}
+	for f, vb := range b {
+		if va, ok := out[f]; ok {
+			var both []string
+			for _, v := range va {
+				if contains(vb, v) {
+					both = append(both, v)
+				}
+			}
+			out[f] = both
+		} else {
+			out[f] = vb
+		}
+	}
+	return out
+}
+
+// orEq: either side may hold, so only fields both constrain survive,
+// with the values either allows.
+func orEq(a, b map[int][]string) map[int][]string {
+	var out map[int][]string
+	for f, va := range a {
+		if vb, ok := b[f]; ok {
+			if out == nil {
+				out = map[int][]string{}
+			}
+			u := append([]string(nil), va...)
+			for _, v := range vb {
+				if !contains(u, v) {
+					u = append(u, v)
+				}
+			}
+			out[f] = u
+		}
+	}
+	return out
+}
+
+// eqComparison recognises event.F == "v" (either side) and event.F in
+// ["v", ...] for an indexed field F.
+func eqComparison(c celast.CallExpr) map[int][]string {
+	a := c.Args()
+	if len(a) != 2 {
+		return nil
+	}
+	var field celast.Expr
+	var vals []celast.Expr
+	switch {
+	case c.FunctionName() == "_==_" && fieldIndex(a[0]) >= 0:
+		field, vals = a[0], []celast.Expr{a[1]}
+	case c.FunctionName() == "_==_" && fieldIndex(a[1]) >= 0:
+		field, vals = a[1], []celast.Expr{a[0]}
+	case c.FunctionName() == "@in" && fieldIndex(a[0]) >= 0 && a[1].Kind() == celast.ListKind:
+		field, vals = a[0], a[1].AsList().Elements()
+	default:
+		return nil
+	}
+	var out []string
+	for _, v := range vals {
+		if v.Kind() != celast.LiteralKind {
+			return nil
+		}
+		s, ok := v.AsLiteral().Value().(string)
+		if !ok {
+			return nil
+		}
+		out = append(out, s)
+	}
+	return map[int][]string{fieldIndex(field): out}
+}
+
+// fieldIndex is the indexedFields position of event.a.b, or -1.
+func fieldIndex(e celast.Expr) int {
+	var path []string
+	for e.Kind() == celast.SelectKind {
+		s := e.AsSelect()
+		if s.IsTestOnly() {
+			return -1
+		}
+		path = append([]string{s.FieldName()}, path...)
+		e = s.Operand()
+	}
+	if e.Kind() != celast.IdentKind || e.AsIdent() != "event" {
+		return -1
+	}
+	p := strings.Join(path, ".")
+	for i, f := range indexedFields {
+		if f.path == p {
+			return i
+		}
+	}
+	return -1
 }
 
 func neutral() facts { return facts{kinds: allKinds()} }
@@ -201,15 +345,17 @@ func analyseCall(c celast.CallExpr) (facts, error) {
 	switch c.FunctionName() {
 	case "_&&_":
 		a, b := args[0], args[1]
-		return facts{kinds: a.kinds.and(b.kinds), err: a.err & b.err, notTrue: a.notTrue | b.notTrue}, nil
+		return facts{kinds: a.kinds.and(b.kinds), err: a.err & b.err, notTrue: a.notTrue | b.notTrue, eq: andEq(a.eq, b.eq)}, nil
 	case "_||_":
 		a, b := args[0], args[1]
-		return facts{kinds: a.kinds.or(b.kinds), err: a.err & b.err, notTrue: a.notTrue & b.notTrue}, nil
+		return facts{kinds: a.kinds.or(b.kinds), err: a.err & b.err, notTrue: a.notTrue & b.notTrue, eq: orEq(a.eq, b.eq)}, nil
 	case "!_":
 		return facts{kinds: allKinds(), err: args[0].err, notTrue: args[0].err}, nil
 	case "_?_:_":
 		cnd, a, b := args[0], args[1], args[2]
-		return facts{kinds: a.kinds.or(b.kinds), err: cnd.err | (a.err & b.err), notTrue: cnd.err | (a.notTrue & b.notTrue)}, nil
+		// True through the first branch means the condition held too.
+		return facts{kinds: cnd.kinds.and(a.kinds).or(b.kinds), err: cnd.err | (a.err & b.err),
+			notTrue: cnd.err | ((cnd.notTrue | a.notTrue) & b.notTrue), eq: orEq(andEq(cnd.eq, a.eq), b.eq)}, nil
 	case "_[_]":
 		// event["exec"] is event.exec.
 		if t, k := c.Args()[0], c.Args()[1]; t.Kind() == celast.IdentKind && t.AsIdent() == "event" && k.Kind() == celast.LiteralKind {
@@ -226,6 +372,11 @@ func analyseCall(c celast.CallExpr) (facts, error) {
 		if ok {
 			f := strict(args...)
 			f.kinds = ks
+			return f, nil
+		}
+		if eq := eqComparison(c); eq != nil {
+			f := strict(args...)
+			f.eq = eq
 			return f, nil
 		}
 	}

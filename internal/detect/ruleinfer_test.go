@@ -155,6 +155,14 @@ func TestPrefilterIsSound(t *testing.T) {
 		`event.kind != "exec" && event.process.name == "sh"`,
 		`size(event.process.lineage) == 0 || event.process.lineage[0].name == "bash"`,
 		`(event.mount.target == "/" || event.kind == "exit") && event.result == 0`,
+		`event.process.name == "sh" || event.process.name == "nc"`,
+		`event.process.name in ["sh", "sh"] && event.kind == "exec"`,
+		`!(event.process.name == "sh")`,
+		`(event.process.name == "sh") == false`,
+		`event.process.name == "sh" ? true : event.process.name == "cat"`,
+		`event.file.path == "/x" || event.dns.name == "x.example"`,
+		`event.process.name == "sh" && event.process.executablePath == ""`,
+		`event.process.name == "cat" || event.kind == "mount"`,
 	}
 	evs := []*event.Event{
 		{Kind: event.KindExec, Process: event.Process{PID: 1, Comm: "nc", Args: []string{"x"}}, Exec: &event.Exec{Memfd: true}},
@@ -181,6 +189,29 @@ func TestPrefilterIsSound(t *testing.T) {
 				t.Errorf("%s on event %d (%s): engine %v, direct evaluation %v", cond, i, ev.Kind, got, want)
 			}
 		}
+	}
+}
+
+func TestValueIndex(t *testing.T) {
+	for cond, want := range map[string]string{
+		`event.process.name in ["nc", "ncat", "nc"] && event.kind == "exec"`:      "process.name=[nc ncat]",
+		`event.process.name == "nc" && event.process.executablePath == "/bin/nc"`: "process.executablePath=[/bin/nc]",
+		`event.file.path == "/a" || event.file.path == "/b"`:                      "file.path=[/a /b]",
+		`event.file.path == "/a" || event.dns.name == "x"`:                        "=[]",
+		`!(event.process.name == "nc")`:                                           "=[]",
+		`event.process.name.startsWith("nc")`:                                     "=[]",
+		`"x.example" == event.dns.name`:                                           "dns.name=[x.example]",
+		`event.container.image == "busybox" ? event.kind == "exec" : false`:       "=[]",
+		`event.container.image == "a" ? true : event.container.image == "b"`:      "container.image=[a b]",
+	} {
+		f, v := compile(t, rule(cond)).Index()
+		if got := fmt.Sprintf("%s=%v", f, v); got != want {
+			t.Errorf("%s: index %s, want %s", cond, got, want)
+		}
+	}
+	if _, err := ParseRules("t.yaml", []byte(rule(`event.process.name == "a" && event.process.name == "b"`))); err == nil ||
+		!strings.Contains(err.Error(), "can never be true") {
+		t.Errorf("contradiction accepted: %v", err)
 	}
 }
 

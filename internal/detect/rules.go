@@ -45,7 +45,10 @@ import (
 // narrowed by the condition's comparisons of event.kind — and only when
 // the event has the parts the condition cannot match without (a condition
 // reading event.dns.name skips every event without a DNS part, before the
-// event is converted). The conversion is done once per event for all rules.
+// event is converted). A condition that requires an exact process name,
+// executable, file path, domain or image (`event.process.name in ["nc",
+// "ncat"] && ...`) is indexed by it: it runs only on events with one of
+// those values. The event is converted lazily, once for all rules.
 //
 // A malformed rule is refused with its file, line and reason; the other
 // rules of the file keep loading.
@@ -73,6 +76,8 @@ type Rule struct {
 	kinds    kindSet
 	kindList []event.Kind
 	needs    part // parts the condition cannot match without
+	index    int  // indexedFields position the rule is indexed on, or -1
+	values   []string
 	intel    bool // the type is a threat-intel type: findings carry evidence
 	severity float64
 	prg      cel.Program
@@ -330,6 +335,23 @@ func compileRule(s ruleSpec, line func(string) int) (*Rule, int, error) {
 		return nil, line("condition"), errors.New("condition can never be true on the kinds the rule lists")
 	}
 	r.needs = f.notTrue
+	r.index = -1
+	for i := range indexedFields {
+		if vals, ok := f.eq[i]; ok {
+			if len(vals) == 0 {
+				return nil, line("condition"), fmt.Errorf("condition can never be true: event.%s cannot equal all the values it is compared with",
+					indexedFields[i].path)
+			}
+			if r.index < 0 {
+				r.index = i
+				for _, v := range vals {
+					if !contains(r.values, v) {
+						r.values = append(r.values, v)
+					}
+				}
+			}
+		}
+	}
 	if est, err := celEnv.EstimateCost(ast, sizeBounds{}); err == nil && est.Max > maxRuleCost {
 		return nil, line("condition"), fmt.Errorf("condition's worst-case cost %d exceeds %d: loops nested over event lists?", est.Max, maxRuleCost)
 	}
@@ -404,6 +426,15 @@ func (r *Rule) ID() string { return r.spec.ID }
 
 // Where is the rule's file:line.
 func (r *Rule) Where() string { return r.file + ":" + strconv.Itoa(r.line) }
+
+// Index names the field the rule is indexed on and the values it can
+// match, or "" when it is not indexed.
+func (r *Rule) Index() (field string, values []string) {
+	if r.index < 0 {
+		return "", nil
+	}
+	return indexedFields[r.index].path, r.values
+}
 
 // Needs names the event parts the rule cannot match without.
 func (r *Rule) Needs() []string {
