@@ -1,6 +1,7 @@
 package detect
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -202,6 +203,13 @@ func TestEveryTypeTriggers(t *testing.T) {
 				t.Fatalf("not raised; got %v", types)
 			}
 			if err := finding.Validate(f); err != nil {
+				t.Fatal(err)
+			}
+			b, err := json.Marshal(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := finding.ValidateJSON(b); err != nil {
 				t.Fatal(err)
 			}
 			if f.Service.Detector == nil || f.Service.Detector.Name == "" || f.Service.Detector.Technique == "" {
