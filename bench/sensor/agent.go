@@ -35,13 +35,15 @@ func startAgent(o agentOptions) *agentProc {
 	if err != nil {
 		log.Fatal(err)
 	}
-	args := []string{"-c", strconv.Itoa(*agentCPU), *mamoriBin, "agent", "--data-dir", dir,
+	args := []string{"-o", "0", "taskset", "-c", strconv.Itoa(*agentCPU), *mamoriBin, "agent", "--data-dir", dir,
 		"--metrics-addr", metricsAddr, "--print", "", "-q"}
 	if o.cpuProfile != "" {
 		args = append(args, "--cpuprofile", o.cpuProfile)
 	}
-	// taskset execs mamori in place: the child's pid is the agent's.
-	cmd := exec.Command("taskset", args...)
+	// chrt and taskset exec in place: the child's pid is the agent's. The
+	// agent runs at normal priority (SCHED_OTHER), as it would in
+	// production, whatever this program's policy.
+	cmd := exec.Command("chrt", args...)
 	logf, err := os.Create(dir + "/agent.log")
 	if err != nil {
 		log.Fatal(err)
