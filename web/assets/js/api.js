@@ -45,7 +45,7 @@ export async function findings(q) {
   const p = new URLSearchParams();
   for (const [k, v] of Object.entries(q)) if (v !== '' && v !== undefined && v !== null) p.set(k, v);
   const d = await call('GET', v1('/findings?' + p));
-  return { items: d.findings || d.items || [], total: d.total ?? null, next: d.next || d.nextCursor || '' };
+  return { items: d.findings || [], total: d.total >= 0 ? d.total : null, next: d.next || '' };
 }
 
 export const finding = (id) => call('GET', v1('/findings/' + encodeURIComponent(id)));
@@ -53,17 +53,12 @@ export const archive = (ids) => call('POST', v1('/findings/archive'), { ids });
 export const unarchive = (ids) => call('POST', v1('/findings/unarchive'), { ids });
 export const samples = () => call('POST', v1('/sample-findings'), {});
 
-export const suppressionRules = async () => {
-  const d = await call('GET', v1('/suppression-rules'));
-  return d.rules || d.items || d || [];
-};
-export const createSuppression = (rule) => call('POST', v1('/suppression-rules'), rule);
+export const suppressionRules = async () => (await call('GET', v1('/suppression-rules'))).rules || [];
+// createSuppression saves rule {name, description, action, criteria}; with
+// applyExisting an ARCHIVE rule also archives the stored findings it matches.
+export const createSuppression = (rule, applyExisting) =>
+  call('POST', v1('/suppression-rules' + (applyExisting ? '?applyExisting=true' : '')), rule);
 
-export async function coverage() {
-  const d = await call('GET', v1('/coverage'));
-  return d.nodes || d.resources || d.items || [];
-}
-export async function coverageStats() {
-  const d = await call('GET', v1('/coverage/statistics'));
-  return d.clusters || d.statistics || d.items || d || [];
-}
+export const coverage = async () => (await call('GET', v1('/coverage'))).nodes || [];
+// coverageStats returns {overall, groups: [{cluster, resourceType, total, healthy, unhealthy, issues}]}.
+export const coverageStats = () => call('GET', v1('/coverage/statistics'));

@@ -77,7 +77,7 @@ export async function showCoverage() {
   const load = async () => {
     if (!active) return;
     try {
-      const [nodes, st] = await Promise.all([api.coverage(), api.coverageStats().catch(() => [])]);
+      const [nodes, st] = await Promise.all([api.coverage(), api.coverageStats().catch(() => null)]);
       if (!active) return;
       render(nodes, st, stats, body);
     } catch (e) {
@@ -129,10 +129,18 @@ function render(nodes, st, stats, body) {
   }));
 }
 
-// clusterStats uses the server's statistics when it sends them, else counts.
+// clusterStats sums the server's per cluster and resource type groups by
+// cluster; without them it counts the nodes.
 function clusterStats(nodes, st) {
-  if (Array.isArray(st) && st.length && st[0].total !== undefined) {
-    return st.map((c) => ({ name: c.cluster || c.name || '', healthy: c.healthy || 0, total: c.total || 0 }));
+  if (st && Array.isArray(st.groups) && st.groups.length) {
+    const m = new Map();
+    for (const g of st.groups) {
+      const c = m.get(g.cluster) || { name: g.cluster || '', healthy: 0, total: 0 };
+      c.healthy += g.healthy || 0;
+      c.total += g.total || 0;
+      m.set(g.cluster, c);
+    }
+    return [...m.values()];
   }
   const m = new Map();
   for (const n of nodes) {

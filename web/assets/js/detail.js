@@ -24,7 +24,7 @@ export async function showDetail(id) {
       h('span', null, 'Count ', h('b', { id: 'finding-count' }, String(s.count ?? 1))),
       h('span', null, 'First seen ', time(s.eventFirstSeen)),
       h('span', null, 'Last seen ', time(s.eventLastSeen)),
-      s.archived ? h('span', { class: 'tag', id: 'archived-tag' }, 'archived') : null,
+      s.archived ? h('span', { class: 'tag', id: 'archived-tag' }, f.suppressedBy ? 'archived by suppression rule ' + vis(f.suppressedBy) : 'archived') : null,
       get(s, 'additionalInfo.sample') ? h('span', { class: 'tag' }, 'sample') : null),
     h('div', { class: 'actions' }, archiveBtn,
       h('button', { type: 'button', id: 'suppress', onclick: () => suppressDialog(f) }, 'Suppress findings like this')));
@@ -141,7 +141,7 @@ function suppressDialog(f) {
   const action = h('select', { id: 'rule-action' },
     h('option', { value: 'ARCHIVE', selected: true }, 'Archive matching findings (they are kept, never exported)'),
     h('option', { value: 'NOOP' }, 'Keep active (a saved filter only)'));
-  const alsoArchive = h('input', { type: 'checkbox', id: 'rule-archive-this', checked: !get(f, 'service.archived') });
+  const alsoArchive = h('input', { type: 'checkbox', id: 'rule-apply-existing', checked: true });
   const boxes = crit.map((c, i) => h('label', { class: 'crit' },
     h('input', { type: 'checkbox', checked: c.on, dataset: { i: String(i) } }),
     h('span', { class: 'mono' }, c.field), ' ', h('b', null, c.op), ' ', h('span', { class: 'mono' }, vis(c.value))));
@@ -153,7 +153,7 @@ function suppressDialog(f) {
     h('label', null, 'Name', name), h('label', null, 'Description', desc),
     h('fieldset', null, h('legend', null, 'Criteria'), boxes),
     h('label', null, 'Action', action),
-    h('label', { class: 'crit' }, alsoArchive, ' Archive this finding now too'),
+    h('label', { class: 'crit' }, alsoArchive, ' Also archive the stored findings it matches (this one included)'),
     err,
     h('div', { class: 'actions' },
       h('button', { type: 'button', onclick: () => { dlg.close(); dlg.remove(); } }, 'Cancel'),
@@ -165,11 +165,10 @@ function suppressDialog(f) {
     const rule = { name: name.value.trim(), description: desc.value.trim(), action: action.value,
       criteria: chosen.map(({ field, op, value }) => ({ field, op, value })) };
     try {
-      await api.createSuppression(rule);
-      if (alsoArchive.checked) await api.archive([f.id]);
+      const res = await api.createSuppression(rule, alsoArchive.checked && rule.action === 'ARCHIVE');
       dlg.close();
       dlg.remove();
-      toast('Suppression rule "' + rule.name + '" created.');
+      toast('Suppression rule "' + rule.name + '" created' + (res && res.archived ? `; it archived ${res.archived} stored finding(s).` : '.'));
       await showDetail(f.id);
     } catch (e) { err.textContent = e.message; }
   });

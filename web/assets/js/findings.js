@@ -10,7 +10,7 @@ const POLL_MS = 3000;
 const FILTERS = ['severity', 'type', 'tactic', 'cluster', 'namespace', 'image', 'archived'];
 const COLUMNS = [
   ['severity', 'Severity'], ['type', 'Finding'], [null, 'Resource'], ['count', 'Count'],
-  ['firstSeen', 'First seen'], ['lastSeen', 'Last seen'],
+  ['eventFirstSeen', 'First seen'], ['eventLastSeen', 'Last seen'],
 ];
 
 let st = null; // the view's state while it is shown
@@ -23,7 +23,7 @@ export function stopFindings() {
 }
 
 function stateFrom(query) {
-  const s = { q: {}, sort: query.get('sort') || 'lastSeen', order: query.get('order') || 'desc',
+  const s = { q: {}, sort: query.get('sort') || 'eventLastSeen', order: query.get('order') || 'desc',
     offset: Math.max(0, parseInt(query.get('offset') || '0', 10) || 0), selected: new Set(), seen: new Map(), timer: 0 };
   for (const f of FILTERS) s.q[f] = query.get(f) ?? (f === 'archived' ? 'false' : '');
   return s;
@@ -32,7 +32,7 @@ function stateFrom(query) {
 function syncHash() {
   const p = new URLSearchParams();
   for (const f of FILTERS) if (st.q[f] !== '' && !(f === 'archived' && st.q[f] === 'false')) p.set(f, st.q[f]);
-  if (st.sort !== 'lastSeen') p.set('sort', st.sort);
+  if (st.sort !== 'eventLastSeen') p.set('sort', st.sort);
   if (st.order !== 'desc') p.set('order', st.order);
   if (st.offset) p.set('offset', st.offset);
   const qs = p.toString();
@@ -125,7 +125,7 @@ async function bulk(archive) {
 async function generateSamples() {
   try {
     const r = await api.samples();
-    const n = (r && (r.count ?? (r.findings || r.ids || []).length)) || '';
+    const n = (r && r.created) || '';
     toast('Sample findings generated' + (n ? ': ' + n : '') + '. Their titles start with [SAMPLE].');
     if (st) refresh(true);
   } catch (e) { toast(e.message, true); }

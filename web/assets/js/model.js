@@ -11,7 +11,7 @@ export function where(f) {
   const i = r.instanceDetails || {};
   return {
     type: r.resourceType || '',
-    cluster: get(r, 'eksClusterDetails.name') || e.name || i.cluster || f.cluster || '',
+    cluster: f.cluster || get(r, 'eksClusterDetails.name') || e.name || '',
     namespace: k.namespace || '',
     pod: k.name || '',
     task: get(e, 'taskDetails.arn') || '',
