@@ -1,0 +1,105 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Local is the API's corner of a data directory (DATA_DIR/api, mode 0700):
+//
+//	tokens.json   API tokens, hashed (0600)
+//	admin.token   the bootstrap admin token, made at first start (0600)
+//	address       the running server's URL, "http://127.0.0.1:PORT" (0600)
+//
+// The CLI reads address and admin.token to reach a local `mamori run`; only
+// root (the owner of the data directory) can.
+type Local struct{ Dir string }
+
+// LocalFor returns the API's corner of dataDir.
+func LocalFor(dataDir string) Local { return Local{Dir: filepath.Join(dataDir, "api")} }
+
+// TokensPath is the token file.
+func (l Local) TokensPath() string { return filepath.Join(l.Dir, "tokens.json") }
+
+func (l Local) tokenPath() string   { return filepath.Join(l.Dir, "admin.token") }
+func (l Local) addressPath() string { return filepath.Join(l.Dir, "address") }
+
+func (l Local) mkdir() error {
+	if err := os.MkdirAll(l.Dir, 0o700); err != nil {
+		return fmt.Errorf("api dir: %w", err)
+	}
+	// An existing directory keeps its mode with MkdirAll: tighten it.
+	if err := os.Chmod(l.Dir, 0o700); err != nil {
+		return fmt.Errorf("api dir: %w", err)
+	}
+	return nil
+}
+
+// OpenTokens opens the token file and makes sure a usable admin token is
+// kept in admin.token: at first start it creates one; if the kept one no
+// longer checks (revoked, file lost) it creates a new one. It returns the
+// token file and the admin token.
+func (l Local) OpenTokens() (*TokenFile, string, error) {
+	if err := l.mkdir(); err != nil {
+		return nil, "", err
+	}
+	tf, err := OpenTokenFile(l.TokensPath())
+	if err != nil {
+		return nil, "", err
+	}
+	if b, err := os.ReadFile(l.tokenPath()); err == nil {
+		tok := strings.TrimSpace(string(b))
+		if rec, err := tf.Check(tok); err == nil && rec.Scope == ScopeAdmin {
+			return tf, tok, nil
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, "", fmt.Errorf("admin token: %w", err)
+	}
+	tok, _, err := tf.Create("local admin (made at first start)", ScopeAdmin, 0)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := writeFileAtomic(l.tokenPath(), []byte(tok+"\n")); err != nil {
+		return nil, "", fmt.Errorf("admin token: %w", err)
+	}
+	return tf, tok, nil
+}
+
+// WriteAddress records the running server's URL.
+func (l Local) WriteAddress(url string) error {
+	if err := l.mkdir(); err != nil {
+		return err
+	}
+	if err := writeFileAtomic(l.addressPath(), []byte(url+"\n")); err != nil {
+		return fmt.Errorf("api address: %w", err)
+	}
+	return nil
+}
+
+// RemoveAddress forgets the address at shutdown, so clients do not try a
+// server that is gone.
+func (l Local) RemoveAddress() {
+	_ = os.Remove(l.addressPath())
+}
+
+// ErrNoLocalServer means the data directory names no running server.
+var ErrNoLocalServer = errors.New("no local mamori server")
+
+// Read returns the recorded address and admin token.
+func (l Local) Read() (url, token string, err error) {
+	a, err := os.ReadFile(l.addressPath())
+	if errors.Is(err, os.ErrNotExist) {
+		return "", "", fmt.Errorf("%w: %s does not exist (is `mamori run` running with this --data-dir?)", ErrNoLocalServer, l.addressPath())
+	}
+	if err != nil {
+		return "", "", fmt.Errorf("api address: %w (the data directory is readable by root only)", err)
+	}
+	t, err := os.ReadFile(l.tokenPath())
+	if err != nil {
+		return "", "", fmt.Errorf("api token: %w (the data directory is readable by root only)", err)
+	}
+	return strings.TrimSpace(string(a)), strings.TrimSpace(string(t)), nil
+}

@@ -1,0 +1,299 @@
+package api
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Scope is what a token may do. Scopes are ordered: each includes the ones
+// below it (admin ⊃ write ⊃ read ⊃ agent).
+type Scope string
+
+// Scopes.
+const (
+	// ScopeAgent: fetch the rules and intel distributed to agents, nothing else.
+	ScopeAgent Scope = "agent"
+	// ScopeRead: read findings, rules, coverage.
+	ScopeRead Scope = "read"
+	// ScopeWrite: archive findings, manage suppression rules, make samples.
+	ScopeWrite Scope = "write"
+	// ScopeAdmin: manage API tokens.
+	ScopeAdmin Scope = "admin"
+)
+
+var scopeRank = map[Scope]int{ScopeAgent: 1, ScopeRead: 2, ScopeWrite: 3, ScopeAdmin: 4}
+
+// ParseScope checks a scope name.
+func ParseScope(s string) (Scope, error) {
+	if _, ok := scopeRank[Scope(s)]; !ok {
+		return "", fmt.Errorf("unknown scope %q (want agent, read, write or admin)", s)
+	}
+	return Scope(s), nil
+}
+
+// Allows reports whether a token of scope s may act where need is required.
+func (s Scope) Allows(need Scope) bool { return scopeRank[s] >= scopeRank[need] && scopeRank[need] > 0 }
+
+// tokenPrefix starts every API token: "mat1.<12 hex id>.<43 char secret>".
+const tokenPrefix = "mat1."
+
+// Token is a stored API token. Only the SHA-256 of its secret is kept (the
+// secret is 256 random bits, so a fast hash is enough: there is nothing to
+// guess); the token itself is shown once, at creation.
+type Token struct {
+	ID         string    `json:"id"`
+	Name       string    `json:"name"`
+	Scope      Scope     `json:"scope"`
+	SecretHash string    `json:"secretHash,omitempty"`
+	CreatedAt  time.Time `json:"createdAt"`
+	ExpiresAt  time.Time `json:"expiresAt,omitzero"`
+}
+
+// Errors of token checks. Callers answer all of them with 401 and do not
+// say which.
+var (
+	ErrNoToken      = errors.New("no API token")
+	ErrInvalidToken = errors.New("invalid, unknown or expired API token")
+)
+
+// TokenFile keeps API tokens in a JSON file (mode 0600, directory 0700). It
+// rereads the file when it changes on disk, so tokens added by another
+// process (or another replica sharing the file) take effect without a
+// restart.
+type TokenFile struct {
+	path string
+	now  func() time.Time
+
+	mu      sync.Mutex
+	tokens  map[string]Token // by id
+	modTime time.Time
+	size    int64
+	checked time.Time
+}
+
+type tokenFileDoc struct {
+	Tokens []Token `json:"tokens"`
+}
+
+// OpenTokenFile loads (or starts) the token file at path.
+func OpenTokenFile(path string) (*TokenFile, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("api tokens: %w", err)
+	}
+	t := &TokenFile{path: path, now: time.Now, tokens: map[string]Token{}}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err := t.load(); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// load rereads the file; the caller holds mu.
+func (t *TokenFile) load() error {
+	st, err := os.Stat(t.path)
+	if errors.Is(err, os.ErrNotExist) {
+		t.tokens, t.modTime, t.size = map[string]Token{}, time.Time{}, 0
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("api tokens: %w", err)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		// The file holds only hashes, but its integrity decides who gets in.
+		if err := os.Chmod(t.path, 0o600); err != nil {
+			return fmt.Errorf("api tokens: %s is readable by others and cannot be fixed: %w", t.path, err)
+		}
+	}
+	b, err := os.ReadFile(t.path)
+	if err != nil {
+		return fmt.Errorf("api tokens: %w", err)
+	}
+	var doc tokenFileDoc
+	if err := json.Unmarshal(b, &doc); err != nil {
+		return fmt.Errorf("api tokens: %s: %w", t.path, err)
+	}
+	m := make(map[string]Token, len(doc.Tokens))
+	for _, tok := range doc.Tokens {
+		if _, ok := scopeRank[tok.Scope]; !ok || tok.ID == "" || tok.SecretHash == "" {
+			return fmt.Errorf("api tokens: %s: bad token entry %q", t.path, tok.ID)
+		}
+		m[tok.ID] = tok
+	}
+	t.tokens, t.modTime, t.size = m, st.ModTime(), st.Size()
+	return nil
+}
+
+// refresh rereads the file when it changed, at most once a second.
+func (t *TokenFile) refresh() error {
+	now := t.now()
+	if now.Sub(t.checked) < time.Second {
+		return nil
+	}
+	t.checked = now
+	st, err := os.Stat(t.path)
+	switch {
+	case errors.Is(err, os.ErrNotExist) && len(t.tokens) == 0:
+		return nil
+	case err == nil && st.ModTime().Equal(t.modTime) && st.Size() == t.size:
+		return nil
+	}
+	return t.load()
+}
+
+// save writes the tokens atomically; the caller holds mu.
+func (t *TokenFile) save() error {
+	doc := tokenFileDoc{Tokens: make([]Token, 0, len(t.tokens))}
+	for _, tok := range t.tokens {
+		doc.Tokens = append(doc.Tokens, tok)
+	}
+	slices.SortFunc(doc.Tokens, func(a, b Token) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	b, err := json.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		return fmt.Errorf("api tokens: %w", err)
+	}
+	if err := writeFileAtomic(t.path, append(b, '\n')); err != nil {
+		return fmt.Errorf("api tokens: %w", err)
+	}
+	if st, err := os.Stat(t.path); err == nil {
+		t.modTime, t.size = st.ModTime(), st.Size()
+	}
+	return nil
+}
+
+// writeFileAtomic writes b to path with mode 0600 through a temporary file
+// and a rename, so readers never see half a file.
+func writeFileAtomic(path string, b []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}
+
+func hashSecret(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
+
+// Create makes a token and returns it (the only time it is visible) with
+// its record. ttl 0 means it does not expire.
+func (t *TokenFile) Create(name string, scope Scope, ttl time.Duration) (string, Token, error) {
+	if _, ok := scopeRank[scope]; !ok {
+		return "", Token{}, fmt.Errorf("api tokens: unknown scope %q", scope)
+	}
+	if ttl < 0 {
+		return "", Token{}, fmt.Errorf("api tokens: negative ttl")
+	}
+	var id [6]byte
+	var secret [32]byte
+	_, _ = rand.Read(id[:])
+	_, _ = rand.Read(secret[:])
+	now := t.now().UTC().Truncate(time.Second)
+	rec := Token{ID: hex.EncodeToString(id[:]), Name: name, Scope: scope, CreatedAt: now}
+	if ttl > 0 {
+		rec.ExpiresAt = now.Add(ttl)
+	}
+	sec := base64.RawURLEncoding.EncodeToString(secret[:])
+	rec.SecretHash = hashSecret(sec)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err := t.load(); err != nil { // never overwrite another writer's tokens
+		return "", Token{}, err
+	}
+	t.tokens[rec.ID] = rec
+	if err := t.save(); err != nil {
+		delete(t.tokens, rec.ID)
+		return "", Token{}, err
+	}
+	return tokenPrefix + rec.ID + "." + sec, rec, nil
+}
+
+// Revoke deletes the token with this id.
+func (t *TokenFile) Revoke(id string) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err := t.load(); err != nil {
+		return err
+	}
+	if _, ok := t.tokens[id]; !ok {
+		return fmt.Errorf("api token %s: %w", id, errNotFound)
+	}
+	delete(t.tokens, id)
+	return t.save()
+}
+
+// List returns the tokens, oldest first, without their hashes.
+func (t *TokenFile) List() ([]Token, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err := t.refresh(); err != nil {
+		return nil, err
+	}
+	out := make([]Token, 0, len(t.tokens))
+	for _, tok := range t.tokens {
+		tok.SecretHash = ""
+		out = append(out, tok)
+	}
+	slices.SortFunc(out, func(a, b Token) int {
+		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return out, nil
+}
+
+// Check verifies a presented token and returns its record.
+func (t *TokenFile) Check(tok string) (Token, error) {
+	if tok == "" {
+		return Token{}, ErrNoToken
+	}
+	rest, ok := strings.CutPrefix(tok, tokenPrefix)
+	id, sec, ok2 := strings.Cut(rest, ".")
+	if !ok || !ok2 || len(id) != 12 || len(sec) != 43 {
+		return Token{}, ErrInvalidToken
+	}
+	t.mu.Lock()
+	err := t.refresh()
+	rec, found := t.tokens[id]
+	t.mu.Unlock()
+	if err != nil {
+		return Token{}, err
+	}
+	if !found || subtle.ConstantTimeCompare([]byte(hashSecret(sec)), []byte(rec.SecretHash)) != 1 {
+		return Token{}, ErrInvalidToken
+	}
+	if !rec.ExpiresAt.IsZero() && !t.now().Before(rec.ExpiresAt) {
+		return Token{}, ErrInvalidToken
+	}
+	return rec, nil
+}
