@@ -154,8 +154,8 @@ func rulesCheckCmd() *cobra.Command {
 					needs = "-"
 				}
 				index := "-"
-				if f, vals := r.Index(); f != "" {
-					index = f + "=" + strings.Join(vals, ",")
+				if f, mode, vals := r.Index(); f != "" {
+					index = f + ":" + mode + "=" + strings.Join(vals, ",")
 				}
 				fmt.Fprintf(out, "%s  %s  %s  kinds=%s  needs=%s  index=%s\n", r.Where(), r.ID(), r.Types()[0], kinds, needs, index)
 			}

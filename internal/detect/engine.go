@@ -35,6 +35,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path"
+	"slices"
 	"strings"
 	"sync/atomic"
 
@@ -115,8 +116,9 @@ type Engine struct {
 	// constraint or no part requirement; else by the first part they need.
 	rulesByKind  [maxKind][]*Rule
 	rulesByPart  [16][]*Rule
-	rulesByValue []map[string][]*Rule // per indexedFields entry
+	rulesByValue []*valueIndex // per indexedFields entry
 	rules        []*Rule
+	scratch      []*Rule // candidates from the value index, reused
 
 	events, hits, panics atomic.Uint64
 }
@@ -179,16 +181,12 @@ func (e *Engine) addRule(r *Rule) {
 	e.rules = append(e.rules, r)
 	if r.index >= 0 {
 		if e.rulesByValue == nil {
-			e.rulesByValue = make([]map[string][]*Rule, len(indexedFields))
+			e.rulesByValue = make([]*valueIndex, len(indexedFields))
 		}
-		m := e.rulesByValue[r.index]
-		if m == nil {
-			m = map[string][]*Rule{}
-			e.rulesByValue[r.index] = m
+		if e.rulesByValue[r.index] == nil {
+			e.rulesByValue[r.index] = &valueIndex{}
 		}
-		for _, v := range r.values {
-			m[v] = append(m[v], r)
-		}
+		e.rulesByValue[r.index].add(r)
 		return
 	}
 	if p := firstPayload(r.needs); r.kinds.isAll() && p >= 0 {
@@ -284,16 +282,74 @@ func (e *Engine) runRules(ev *event.Event, out func(*finding.Finding)) {
 			}
 		}
 	}
-	for i, m := range e.rulesByValue {
-		if m == nil {
+	for i, vi := range e.rulesByValue {
+		if vi == nil {
 			continue
 		}
-		if v, ok := indexedFields[i].get(ev); ok {
-			for _, r := range m[v] {
-				if r.kinds.has(ev.Kind) {
-					emit(r)
-				}
+		v, ok := indexedFields[i].get(ev)
+		if !ok {
+			continue
+		}
+		cands := e.scratch[:0]
+		vi.lookup(v, func(r *Rule) {
+			// A rule can be reached through two of its values
+			// (prefixes /etc/ and /etc/ssh/): it runs once.
+			if r.kinds.has(ev.Kind) && !slices.Contains(cands, r) {
+				cands = append(cands, r)
 			}
+		})
+		for _, r := range cands {
+			emit(r)
+		}
+		e.scratch = cands[:0]
+	}
+}
+
+// valueIndex finds the rules whose exact value, prefix or suffix fits a
+// field's value: a map probe per distinct prefix or suffix length.
+type valueIndex struct {
+	exact, prefix, suffix  map[string][]*Rule
+	prefixLens, suffixLens []int
+}
+
+func (vi *valueIndex) add(r *Rule) {
+	m, lens := &vi.exact, (*[]int)(nil)
+	switch r.cons.mode {
+	case prefix:
+		m, lens = &vi.prefix, &vi.prefixLens
+	case suffix:
+		m, lens = &vi.suffix, &vi.suffixLens
+	}
+	if *m == nil {
+		*m = map[string][]*Rule{}
+	}
+	for _, v := range r.cons.vals {
+		(*m)[v] = append((*m)[v], r)
+		if lens != nil && !slices.Contains(*lens, len(v)) {
+			*lens = append(*lens, len(v))
+			slices.Sort(*lens)
+		}
+	}
+}
+
+func (vi *valueIndex) lookup(v string, f func(*Rule)) {
+	for _, r := range vi.exact[v] {
+		f(r)
+	}
+	for _, n := range vi.prefixLens {
+		if n > len(v) {
+			break
+		}
+		for _, r := range vi.prefix[v[:n]] {
+			f(r)
+		}
+	}
+	for _, n := range vi.suffixLens {
+		if n > len(v) {
+			break
+		}
+		for _, r := range vi.suffix[v[len(v)-n:]] {
+			f(r)
 		}
 	}
 }

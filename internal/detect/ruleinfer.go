@@ -116,18 +116,33 @@ func firstPayload(p part) int {
 
 // facts about an expression: kinds where it can be true; parts whose
 // absence makes it an error (err) or at least not true (notTrue); and for
-// indexed fields, the only values with which it can be true (eq; a field
-// not in eq is unconstrained).
+// indexed fields, a constraint the field's value must meet for it to be
+// true (a field not in idx is unconstrained).
 type facts struct {
 	kinds        kindSet
 	err, notTrue part
-	eq           map[int][]string
+	idx          map[int]constraint
+}
+
+// match modes of a constraint, from strongest.
+const (
+	exact  = iota // the value is one of vals
+	prefix        // the value starts with one of vals
+	suffix        // the value ends with one of vals
+)
+
+// constraint on an indexed field's value.
+type constraint struct {
+	mode int
+	vals []string
 }
 
 // indexedFields are the string fields rules are indexed on when their
-// condition requires an exact value (event.process.name == "nc"): a
-// hundred such rules cost one map lookup per event, not a hundred
-// evaluations. get reads the field straight from the event.
+// condition requires an exact value, a prefix or a suffix
+// (event.process.name == "nc", event.file.path.startsWith("/etc/"),
+// event.dns.name.endsWith(".example")): a hundred such rules cost a few
+// map lookups per event, not a hundred evaluations. get reads the field
+// straight from the event.
 var indexedFields = []struct {
 	path string
 	get  func(*event.Event) (string, bool)
@@ -160,65 +175,82 @@ var indexedFields = []struct {
 	}},
 }
 
-// andEq: both sides must hold, so each field keeps the values both allow.
-func andEq(a, b map[int][]string) map[int][]string {
+// andIdx: both sides must hold; each is a valid necessary condition, so
+// keep the stronger per field (exact sets intersect).
+func andIdx(a, b map[int]constraint) map[int]constraint {
 	if len(a) == 0 {
 		return b
 	}
 	if len(b) == 0 {
 		return a
 	}
-	out := map[int][]string{}
-	for f, va := range a {
-		out[f] = va
+	out := map[int]constraint{}
+	for f, ca := range a {
+		out[f] = ca
 	}
-	for f, vb := range b {
-		if va, ok := out[f]; ok {
+	for f, cb := range b {
+		ca, ok := out[f]
+		switch {
+		case !ok || cb.mode < ca.mode:
+			out[f] = cb
+		case ca.mode == exact && cb.mode == exact:
 			var both []string
-			for _, v := range va {
-				if contains(vb, v) {
+			for _, v := range ca.vals {
+				if contains(cb.vals, v) {
 					both = append(both, v)
 				}
 			}
-			out[f] = both
-		} else {
-			out[f] = vb
+			out[f] = constraint{exact, both}
 		}
 	}
 	return out
 }
 
-// orEq: either side may hold, so only fields both constrain survive,
-// with the values either allows.
-func orEq(a, b map[int][]string) map[int][]string {
-	var out map[int][]string
-	for f, va := range a {
-		if vb, ok := b[f]; ok {
-			if out == nil {
-				out = map[int][]string{}
-			}
-			u := append([]string(nil), va...)
-			for _, v := range vb {
-				if !contains(u, v) {
-					u = append(u, v)
-				}
-			}
-			out[f] = u
+// orIdx: either side may hold, so only fields both constrain in a
+// compatible way survive, with the values either allows (an exact value
+// is its own prefix and suffix).
+func orIdx(a, b map[int]constraint) map[int]constraint {
+	var out map[int]constraint
+	for f, ca := range a {
+		cb, ok := b[f]
+		if !ok {
+			continue
 		}
+		mode := max(ca.mode, cb.mode)
+		if ca.mode != exact && cb.mode != exact && ca.mode != cb.mode {
+			continue // a prefix or a suffix: no common index
+		}
+		u := append([]string(nil), ca.vals...)
+		for _, v := range cb.vals {
+			if !contains(u, v) {
+				u = append(u, v)
+			}
+		}
+		if out == nil {
+			out = map[int]constraint{}
+		}
+		out[f] = constraint{mode, u}
 	}
 	return out
 }
 
-// eqComparison recognises event.F == "v" (either side) and event.F in
-// ["v", ...] for an indexed field F.
-func eqComparison(c celast.CallExpr) map[int][]string {
+// idxComparison recognises event.F == "v" (either side), event.F in
+// ["v", ...], event.F.startsWith("v") and event.F.endsWith("v") for an
+// indexed field F.
+func idxComparison(c celast.CallExpr) map[int]constraint {
 	a := c.Args()
-	if len(a) != 2 {
-		return nil
-	}
 	var field celast.Expr
 	var vals []celast.Expr
+	mode := exact
 	switch {
+	case c.IsMemberFunction() && len(a) == 1 && (c.FunctionName() == "startsWith" || c.FunctionName() == "endsWith"):
+		field, vals = c.Target(), a
+		mode = prefix
+		if c.FunctionName() == "endsWith" {
+			mode = suffix
+		}
+	case len(a) != 2:
+		return nil
 	case c.FunctionName() == "_==_" && fieldIndex(a[0]) >= 0:
 		field, vals = a[0], []celast.Expr{a[1]}
 	case c.FunctionName() == "_==_" && fieldIndex(a[1]) >= 0:
@@ -226,6 +258,10 @@ func eqComparison(c celast.CallExpr) map[int][]string {
 	case c.FunctionName() == "@in" && fieldIndex(a[0]) >= 0 && a[1].Kind() == celast.ListKind:
 		field, vals = a[0], a[1].AsList().Elements()
 	default:
+		return nil
+	}
+	fi := fieldIndex(field)
+	if fi < 0 {
 		return nil
 	}
 	var out []string
@@ -237,9 +273,11 @@ func eqComparison(c celast.CallExpr) map[int][]string {
 		if !ok {
 			return nil
 		}
-		out = append(out, s)
+		if !contains(out, s) {
+			out = append(out, s)
+		}
 	}
-	return map[int][]string{fieldIndex(field): out}
+	return map[int]constraint{fi: {mode, out}}
 }
 
 // fieldIndex is the indexedFields position of event.a.b, or -1.
@@ -345,17 +383,17 @@ func analyseCall(c celast.CallExpr) (facts, error) {
 	switch c.FunctionName() {
 	case "_&&_":
 		a, b := args[0], args[1]
-		return facts{kinds: a.kinds.and(b.kinds), err: a.err & b.err, notTrue: a.notTrue | b.notTrue, eq: andEq(a.eq, b.eq)}, nil
+		return facts{kinds: a.kinds.and(b.kinds), err: a.err & b.err, notTrue: a.notTrue | b.notTrue, idx: andIdx(a.idx, b.idx)}, nil
 	case "_||_":
 		a, b := args[0], args[1]
-		return facts{kinds: a.kinds.or(b.kinds), err: a.err & b.err, notTrue: a.notTrue & b.notTrue, eq: orEq(a.eq, b.eq)}, nil
+		return facts{kinds: a.kinds.or(b.kinds), err: a.err & b.err, notTrue: a.notTrue & b.notTrue, idx: orIdx(a.idx, b.idx)}, nil
 	case "!_":
 		return facts{kinds: allKinds(), err: args[0].err, notTrue: args[0].err}, nil
 	case "_?_:_":
 		cnd, a, b := args[0], args[1], args[2]
 		// True through the first branch means the condition held too.
 		return facts{kinds: cnd.kinds.and(a.kinds).or(b.kinds), err: cnd.err | (a.err & b.err),
-			notTrue: cnd.err | ((cnd.notTrue | a.notTrue) & b.notTrue), eq: orEq(andEq(cnd.eq, a.eq), b.eq)}, nil
+			notTrue: cnd.err | ((cnd.notTrue | a.notTrue) & b.notTrue), idx: orIdx(andIdx(cnd.idx, a.idx), b.idx)}, nil
 	case "_[_]":
 		// event["exec"] is event.exec.
 		if t, k := c.Args()[0], c.Args()[1]; t.Kind() == celast.IdentKind && t.AsIdent() == "event" && k.Kind() == celast.LiteralKind {
@@ -374,11 +412,14 @@ func analyseCall(c celast.CallExpr) (facts, error) {
 			f.kinds = ks
 			return f, nil
 		}
-		if eq := eqComparison(c); eq != nil {
-			f := strict(args...)
-			f.eq = eq
-			return f, nil
-		}
+	case "startsWith", "endsWith":
+	default:
+		return strict(args...), nil
+	}
+	if idx := idxComparison(c); idx != nil {
+		f := strict(args...)
+		f.idx = idx
+		return f, nil
 	}
 	return strict(args...), nil
 }

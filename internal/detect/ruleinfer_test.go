@@ -161,6 +161,9 @@ func TestPrefilterIsSound(t *testing.T) {
 		`(event.process.name == "sh") == false`,
 		`event.process.name == "sh" ? true : event.process.name == "cat"`,
 		`event.file.path == "/x" || event.dns.name == "x.example"`,
+		`event.file.path.startsWith("/") && !event.file.write`,
+		`event.dns.name.endsWith(".example") || event.process.name.startsWith("mou")`,
+		`event.process.name.endsWith("h") ? event.kind == "exec" : event.process.name.startsWith("c")`,
 		`event.process.name == "sh" && event.process.executablePath == ""`,
 		`event.process.name == "cat" || event.kind == "mount"`,
 	}
@@ -194,24 +197,46 @@ func TestPrefilterIsSound(t *testing.T) {
 
 func TestValueIndex(t *testing.T) {
 	for cond, want := range map[string]string{
-		`event.process.name in ["nc", "ncat", "nc"] && event.kind == "exec"`:      "process.name=[nc ncat]",
-		`event.process.name == "nc" && event.process.executablePath == "/bin/nc"`: "process.executablePath=[/bin/nc]",
-		`event.file.path == "/a" || event.file.path == "/b"`:                      "file.path=[/a /b]",
-		`event.file.path == "/a" || event.dns.name == "x"`:                        "=[]",
-		`!(event.process.name == "nc")`:                                           "=[]",
-		`event.process.name.startsWith("nc")`:                                     "=[]",
-		`"x.example" == event.dns.name`:                                           "dns.name=[x.example]",
-		`event.container.image == "busybox" ? event.kind == "exec" : false`:       "=[]",
-		`event.container.image == "a" ? true : event.container.image == "b"`:      "container.image=[a b]",
+		`event.process.name in ["nc", "ncat", "nc"] && event.kind == "exec"`:          "process.name exact [nc ncat]",
+		`event.process.name == "nc" && event.process.executablePath == "/bin/nc"`:     "process.executablePath exact [/bin/nc]",
+		`event.file.path == "/a" || event.file.path == "/b"`:                          "file.path exact [/a /b]",
+		`event.file.path == "/a" || event.dns.name == "x"`:                            "-",
+		`!(event.process.name == "nc")`:                                               "-",
+		`!event.process.name.startsWith("nc")`:                                        "-",
+		`event.process.name.startsWith("nc")`:                                         "process.name prefix [nc]",
+		`"x.example" == event.dns.name`:                                               "dns.name exact [x.example]",
+		`event.dns.name.endsWith(".a.example") || event.dns.name == "a.example"`:      "dns.name suffix [.a.example a.example]",
+		`event.file.path.startsWith("/etc/") || event.file.path.endsWith(".so")`:      "-",
+		`event.file.path.startsWith("/etc/") && event.file.path.endsWith("/passwd")`:  "file.path prefix [/etc/]",
+		`event.file.path.startsWith("/etc/") && event.file.path == "/etc/shadow"`:     "file.path exact [/etc/shadow]",
+		`event.container.image == "busybox" ? event.kind == "exec" : false`:           "-",
+		`event.container.image == "a" ? true : event.container.image.startsWith("b")`: "container.image prefix [a b]",
+		`(event.process.name == "sh") == false`:                                       "-",
 	} {
-		f, v := compile(t, rule(cond)).Index()
-		if got := fmt.Sprintf("%s=%v", f, v); got != want {
-			t.Errorf("%s: index %s, want %s", cond, got, want)
+		f, mode, v := compile(t, rule(cond)).Index()
+		got := "-"
+		if f != "" {
+			got = fmt.Sprintf("%s %s %v", f, mode, v)
+		}
+		if got != want {
+			t.Errorf("%s: index %q, want %q", cond, got, want)
 		}
 	}
 	if _, err := ParseRules("t.yaml", []byte(rule(`event.process.name == "a" && event.process.name == "b"`))); err == nil ||
 		!strings.Contains(err.Error(), "can never be true") {
 		t.Errorf("contradiction accepted: %v", err)
+	}
+}
+
+// A rule reached through two of its values runs once.
+func TestIndexedRuleRunsOncePerEvent(t *testing.T) {
+	r := compile(t, rule(`event.file.path.startsWith("/etc/") || event.file.path.startsWith("/etc/ssh/")`))
+	e := NewEngine(finding.Agent{NodeID: "n"}, nil, r)
+	n := 0
+	e.Process(&event.Event{Kind: event.KindOpen, Process: event.Process{PID: 1}, File: &event.File{Path: "/etc/ssh/sshd_config"}},
+		func(*finding.Finding) { n++ })
+	if n != 1 || r.Stats().Evaluations != 1 {
+		t.Errorf("%d findings, %d evaluations", n, r.Stats().Evaluations)
 	}
 }
 

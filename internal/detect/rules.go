@@ -45,10 +45,11 @@ import (
 // narrowed by the condition's comparisons of event.kind — and only when
 // the event has the parts the condition cannot match without (a condition
 // reading event.dns.name skips every event without a DNS part, before the
-// event is converted). A condition that requires an exact process name,
-// executable, file path, domain or image (`event.process.name in ["nc",
-// "ncat"] && ...`) is indexed by it: it runs only on events with one of
-// those values. The event is converted lazily, once for all rules.
+// event is converted). A condition that requires an exact value, a prefix
+// or a suffix of the process name or executable, the file path, the
+// domain or the image (`event.process.name in ["nc", "ncat"] && ...`,
+// `event.dns.name.endsWith(".example")`) is indexed by it: it runs only on
+// events whose value fits. The event is converted lazily, once for all rules.
 //
 // A malformed rule is refused with its file, line and reason; the other
 // rules of the file keep loading.
@@ -75,10 +76,10 @@ type Rule struct {
 	line     int
 	kinds    kindSet
 	kindList []event.Kind
-	needs    part // parts the condition cannot match without
-	index    int  // indexedFields position the rule is indexed on, or -1
-	values   []string
-	intel    bool // the type is a threat-intel type: findings carry evidence
+	needs    part       // parts the condition cannot match without
+	index    int        // indexedFields position the rule is indexed on, or -1
+	cons     constraint // what the indexed field must meet
+	intel    bool       // the type is a threat-intel type: findings carry evidence
 	severity float64
 	prg      cel.Program
 	title    *template.Template
@@ -337,19 +338,16 @@ func compileRule(s ruleSpec, line func(string) int) (*Rule, int, error) {
 	r.needs = f.notTrue
 	r.index = -1
 	for i := range indexedFields {
-		if vals, ok := f.eq[i]; ok {
-			if len(vals) == 0 {
-				return nil, line("condition"), fmt.Errorf("condition can never be true: event.%s cannot equal all the values it is compared with",
-					indexedFields[i].path)
-			}
-			if r.index < 0 {
-				r.index = i
-				for _, v := range vals {
-					if !contains(r.values, v) {
-						r.values = append(r.values, v)
-					}
-				}
-			}
+		c, ok := f.idx[i]
+		if !ok {
+			continue
+		}
+		if c.mode == exact && len(c.vals) == 0 {
+			return nil, line("condition"), fmt.Errorf("condition can never be true: event.%s cannot equal all the values it is compared with",
+				indexedFields[i].path)
+		}
+		if r.index < 0 || c.mode < r.cons.mode {
+			r.index, r.cons = i, c
 		}
 	}
 	if est, err := celEnv.EstimateCost(ast, sizeBounds{}); err == nil && est.Max > maxRuleCost {
@@ -427,13 +425,13 @@ func (r *Rule) ID() string { return r.spec.ID }
 // Where is the rule's file:line.
 func (r *Rule) Where() string { return r.file + ":" + strconv.Itoa(r.line) }
 
-// Index names the field the rule is indexed on and the values it can
-// match, or "" when it is not indexed.
-func (r *Rule) Index() (field string, values []string) {
+// Index describes the rule's index: the field, how it is matched
+// ("exact", "prefix" or "suffix") and the values; "" when not indexed.
+func (r *Rule) Index() (field, mode string, values []string) {
 	if r.index < 0 {
-		return "", nil
+		return "", "", nil
 	}
-	return indexedFields[r.index].path, r.values
+	return indexedFields[r.index].path, [...]string{"exact", "prefix", "suffix"}[r.cons.mode], r.cons.vals
 }
 
 // Needs names the event parts the rule cannot match without.
