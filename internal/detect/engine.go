@@ -118,7 +118,11 @@ type Engine struct {
 	rulesByPart  [16][]*Rule
 	rulesByValue []*valueIndex // per indexedFields entry
 	rules        []*Rule
-	scratch      []*Rule // candidates from the value index, reused
+	scratch      []*Rule   // candidates from the value index, reused
+	input        ruleInput // the rules' view of the current event, reused
+
+	cur   current
+	onHit func(Hit)
 
 	events, hits, panics atomic.Uint64
 }
@@ -216,7 +220,7 @@ func (e *Engine) Detectors() []Detector {
 func (e *Engine) Rules() []*Rule { return e.rules }
 
 // Process runs the detectors and rules that watch ev's kind and scope and
-// passes each finding to out. A detector that panics is contained: the
+// passes each finding to out (which must not call Process again). A detector that panics is contained: the
 // panic is counted and logged once per detector, and the others still run.
 func (e *Engine) Process(ev *event.Event, out func(*finding.Finding)) {
 	e.events.Add(1)
@@ -232,45 +236,71 @@ func (e *Engine) Process(ev *event.Event, out func(*finding.Finding)) {
 	if inCtr {
 		ds = e.ctr[k]
 	}
-	for _, en := range ds {
-		e.run(en, ev, out)
+	if e.onHit == nil {
+		e.onHit = e.hit
 	}
-	e.runRules(ev, out)
+	e.cur = current{ev: ev, out: out}
+	for _, en := range ds {
+		e.run(en)
+	}
+	e.runRules()
+	e.cur = current{}
 }
 
-func (e *Engine) run(en *entry, ev *event.Event, out func(*finding.Finding)) {
-	defer func() {
-		if p := recover(); p != nil {
-			e.panics.Add(1)
+// current is what the hit callback needs; kept in the engine so that the
+// callback is one method value bound once, not a closure per call.
+type current struct {
+	ev  *event.Event
+	out func(*finding.Finding)
+	en  *entry // the detector running, or nil for a rule
+	r   *Rule
+}
+
+func (e *Engine) hit(h Hit) {
+	e.hits.Add(1)
+	name := ""
+	if en := e.cur.en; en != nil {
+		en.hits.Add(1)
+		name = en.d.Name()
+	} else if e.cur.r != nil {
+		name = e.cur.r.Name()
+	}
+	e.cur.out(e.build(name, e.cur.ev, h))
+}
+
+func (e *Engine) run(en *entry) {
+	defer e.contain(en.d.Name, en)
+	e.cur.en, e.cur.r = en, nil
+	en.d.Detect(e.cur.ev, e.onHit)
+}
+
+// contain turns a detector's or rule's panic into a counted, logged skip.
+func (e *Engine) contain(name func() string, en *entry) {
+	if p := recover(); p != nil {
+		e.panics.Add(1)
+		if en != nil {
 			en.panics.Add(1)
-			if !en.panicShown.Swap(true) {
-				e.log.Error("detector panicked; event skipped", "detector", en.d.Name(), "kind", ev.Kind.String(),
-					"panic", fmt.Sprint(p))
+			if en.panicShown.Swap(true) {
+				return
 			}
 		}
-	}()
-	en.d.Detect(ev, func(h Hit) {
-		e.hits.Add(1)
-		en.hits.Add(1)
-		out(e.build(en.d.Name(), ev, h))
-	})
+		e.log.Error("detector panicked; event skipped", "detector", name(), "kind", e.cur.ev.Kind.String(), "panic", fmt.Sprint(p))
+	}
 }
 
-func (e *Engine) runRules(ev *event.Event, out func(*finding.Finding)) {
+func (e *Engine) runRules() {
+	ev := e.cur.ev
 	byKind := e.rulesByKind[ev.Kind]
 	if len(byKind) == 0 && len(e.rules) == len(byKind) {
 		return
 	}
+	defer e.contain(func() string { return "custom rules" }, nil)
 	present := partsOf(ev)
-	var in *ruleInput
+	in := &e.input
+	in.reset(ev)
 	emit := func(r *Rule) {
-		if in == nil {
-			in = &ruleInput{ev: ev}
-		}
-		r.eval(in, present, func(h Hit) {
-			e.hits.Add(1)
-			out(e.build(r.Name(), ev, h))
-		})
+		e.cur.en, e.cur.r = nil, r
+		r.eval(in, present, e.onHit)
 	}
 	for _, r := range byKind {
 		emit(r)
@@ -303,6 +333,7 @@ func (e *Engine) runRules(ev *event.Event, out func(*finding.Finding)) {
 		}
 		e.scratch = cands[:0]
 	}
+	in.reset(nil)
 }
 
 // valueIndex finds the rules whose exact value, prefix or suffix fits a

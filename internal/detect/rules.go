@@ -488,6 +488,16 @@ type ruleInput struct {
 	lazy *lazyEvent
 }
 
+// reset points the input at a new event, keeping its allocations.
+func (in *ruleInput) reset(ev *event.Event) {
+	in.ev, in.m = ev, nil
+	if in.lazy != nil {
+		in.lazy.ev = ev
+		clear(in.lazy.parts)
+		in.lazy.full = nil
+	}
+}
+
 func (in *ruleInput) eventMap() map[string]any {
 	if in.m == nil {
 		in.m = EventMap(in.ev)
