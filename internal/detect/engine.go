@@ -220,8 +220,9 @@ func (e *Engine) Detectors() []Detector {
 func (e *Engine) Rules() []*Rule { return e.rules }
 
 // Process runs the detectors and rules that watch ev's kind and scope and
-// passes each finding to out (which must not call Process again). A detector that panics is contained: the
-// panic is counted and logged once per detector, and the others still run.
+// passes each finding to out (which must not call Process again). A
+// detector that panics is contained: the panic is counted and logged once
+// per detector, and the others still run.
 func (e *Engine) Process(ev *event.Event, out func(*finding.Finding)) {
 	e.events.Add(1)
 	k := ev.Kind
