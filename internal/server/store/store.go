@@ -158,8 +158,8 @@ type Upsert struct {
 	// lists can filter by it.
 	Cluster string
 	// Suppress, when set, returns the id of the ARCHIVE rule the merged
-	// finding matches, or "".
-	Suppress func(f *finding.Finding) string
+	// record matches, or "". It runs inside the transaction: keep it pure.
+	Suppress func(r *Record) string
 }
 
 // Outcome says what an upsert did.

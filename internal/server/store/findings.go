@@ -1,0 +1,451 @@
+package store
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/mamori-dev/mamori/internal/finding"
+)
+
+// recordCols are the columns scanRecord reads, in order.
+const recordCols = `id, doc, cluster, suppressed_by, revision, archived, occurrences`
+
+// findingCols are the columns a finding row is written with, in rowArgs order.
+const findingCols = `id, type, severity, resource_type, node_id, cluster, namespace, container_id, image,
+	created_at, updated_at, first_seen, last_seen, occurrences, archived, sample, suppressed_by, revision, doc`
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanRecord(sc scanner) (*Record, error) {
+	var (
+		id, doc      string
+		cluster, sup sql.NullString
+		rev, n       int64
+		archived     bool
+	)
+	if err := sc.Scan(&id, &doc, &cluster, &sup, &rev, &archived, &n); err != nil {
+		return nil, err
+	}
+	f := new(finding.Finding)
+	if err := json.Unmarshal([]byte(doc), f); err != nil {
+		return nil, fmt.Errorf("finding %s: stored document: %w", id, err)
+	}
+	// Archiving changes the column only; the column is the truth.
+	f.Service.Archived = archived
+	f.Service.Count = n
+	return &Record{Finding: f, Cluster: cluster.String, SuppressedBy: sup.String, Revision: rev}, nil
+}
+
+// docArg is the stored form of a JSON document for the engine.
+func (s *sqlStore) docArg(doc []byte) any {
+	if s.engine == EnginePostgres {
+		return json.RawMessage(doc)
+	}
+	return string(doc)
+}
+
+// encodeRecord returns r's finding document. PostgreSQL cannot store NUL in
+// text or jsonb, so NUL characters (only hostile input has them) become
+// U+FFFD in both engines, and r's finding is re-read from the cleaned
+// document so that columns and document agree.
+func encodeRecord(r *Record) ([]byte, error) {
+	doc, err := json.Marshal(r.Finding)
+	if err != nil {
+		return nil, fmt.Errorf("encode finding %s: %w", r.ID, err)
+	}
+	if !bytes.Contains(doc, []byte(`\u0000`)) {
+		return doc, nil
+	}
+	var v any
+	if err := json.Unmarshal(doc, &v); err != nil {
+		return nil, fmt.Errorf("clean finding %s: %w", r.ID, err)
+	}
+	if doc, err = json.Marshal(scrubNUL(v)); err != nil {
+		return nil, fmt.Errorf("clean finding %s: %w", r.ID, err)
+	}
+	f := new(finding.Finding)
+	if err := json.Unmarshal(doc, f); err != nil {
+		return nil, fmt.Errorf("clean finding %s: %w", r.ID, err)
+	}
+	r.Finding = f
+	return doc, nil
+}
+
+func scrubNUL(v any) any {
+	switch t := v.(type) {
+	case string:
+		return strings.ReplaceAll(t, "\x00", "\uFFFD")
+	case []any:
+		for i := range t {
+			t[i] = scrubNUL(t[i])
+		}
+	case map[string]any:
+		out := make(map[string]any, len(t))
+		for k, x := range t {
+			out[strings.ReplaceAll(k, "\x00", "\uFFFD")] = scrubNUL(x)
+		}
+		return out
+	}
+	return v
+}
+
+// cleanText makes s storable as text in both engines.
+func cleanText(s string) string {
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
+}
+
+// present returns the string at a JSON field that is present (even empty),
+// or NULL when the field is absent: the columns mirror the document, so
+// SQL and Criterion.Match agree on missing fields.
+func present(ok bool, v string) any {
+	if !ok {
+		return nil
+	}
+	return v
+}
+
+// rowArgs are r's column values in findingCols order.
+func (s *sqlStore) rowArgs(r *Record, doc []byte) []any {
+	f := r.Finding
+	res := f.Resource
+	var nodeID, ns, ctr, image any
+	if d := res.InstanceDetails; d != nil {
+		nodeID = d.NodeID
+	}
+	if c := res.ContainerDetails; c != nil {
+		ctr = c.ID
+		image = present(c.Image != "", c.Image) // omitempty
+	}
+	if k := res.KubernetesDetails; k != nil {
+		ns = k.KubernetesWorkloadDetails.Namespace
+	}
+	return []any{f.ID, f.Type, f.Severity, res.ResourceType, nodeID, nullable(r.Cluster), ns, ctr, image,
+		micros(f.CreatedAt), micros(f.UpdatedAt), micros(f.Service.EventFirstSeen), micros(f.Service.EventLastSeen),
+		f.Service.Count, f.Service.Archived, f.Service.AdditionalInfo.Sample, nullable(r.SuppressedBy), r.Revision,
+		s.docArg(doc)}
+}
+
+func nodeOf(f *finding.Finding) string {
+	if d := f.Resource.InstanceDetails; d != nil {
+		return d.NodeID
+	}
+	return ""
+}
+
+func (s *sqlStore) UpsertFindings(ctx context.Context, us []Upsert) (res []Result, err error) {
+	defer s.observe("upsert", time.Now(), &err)
+	if len(us) == 0 {
+		return nil, nil
+	}
+	// Lock findings in id order so concurrent batches cannot deadlock on
+	// each other's rows.
+	order := make([]int, len(us))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(idOf(us[a]), idOf(us[b])) })
+	err = s.tx(ctx, func(tx *sql.Tx) error {
+		res = make([]Result, len(us))
+		now := s.now().UTC()
+		for _, i := range order {
+			r, err := s.upsertOne(ctx, tx, &us[i], now)
+			if err != nil {
+				return fmt.Errorf("upsert finding %s: %w", idOf(us[i]), err)
+			}
+			res[i] = r
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range res {
+		s.m.Upserts.WithLabelValues(s.engine, string(r.Outcome)).Inc()
+	}
+	return res, nil
+}
+
+func idOf(u Upsert) string {
+	if u.Finding == nil {
+		return ""
+	}
+	return u.Finding.ID
+}
+
+func (s *sqlStore) upsertOne(ctx context.Context, tx *sql.Tx, u *Upsert, now time.Time) (Result, error) {
+	in := u.Finding
+	if in == nil || in.ID == "" || len(in.ID) > 128 || !utf8.ValidString(in.ID) || strings.ContainsRune(in.ID, 0) {
+		return Result{Outcome: OutcomeRejected, Err: fmt.Errorf("%w: finding without a usable id", ErrInvalid)}, nil
+	}
+	if u.MsgKey != "" {
+		r, err := tx.ExecContext(ctx, s.q(`INSERT INTO applied_messages (msg_key, applied_at) VALUES ($1, $2)
+			ON CONFLICT (msg_key) DO NOTHING`), cleanText(u.MsgKey), micros(now))
+		if err != nil {
+			return Result{}, fmt.Errorf("record message: %w", err)
+		}
+		if n, err := r.RowsAffected(); err != nil {
+			return Result{}, fmt.Errorf("record message: %w", err)
+		} else if n == 0 {
+			return Result{Outcome: OutcomeDuplicate}, nil
+		}
+	}
+	reporter, epoch := cleanText(u.Reporter), cleanText(u.Epoch)
+	cum := max(in.Service.Count, 1)
+	cur, err := s.lockFinding(ctx, tx, in.ID)
+	if err != nil {
+		return Result{}, err
+	}
+	if cur == nil {
+		rec, err := s.insertFinding(ctx, tx, u, cum, now)
+		if err != nil {
+			return Result{}, err
+		}
+		if rec != nil {
+			if err := s.setContribution(ctx, tx, in.ID, reporter, epoch, cum); err != nil {
+				return Result{}, err
+			}
+			return Result{Outcome: OutcomeCreated, Delta: cum, Record: rec}, nil
+		}
+		// Another transaction inserted it first: merge into theirs.
+		if cur, err = s.lockFinding(ctx, tx, in.ID); err != nil {
+			return Result{}, err
+		}
+		if cur == nil {
+			return Result{}, fmt.Errorf("finding %s vanished during upsert", in.ID)
+		}
+	}
+	if nodeOf(cur.Finding) != nodeOf(in) {
+		return Result{Outcome: OutcomeRejected, Err: fmt.Errorf("%w: %s is node %q's, not %q's",
+			ErrNodeMismatch, in.ID, nodeOf(cur.Finding), nodeOf(in))}, nil
+	}
+	var prev int64
+	err = tx.QueryRowContext(ctx, s.q(`SELECT cumulative FROM finding_counts WHERE finding_id = $1 AND reporter = $2 AND epoch = $3`),
+		in.ID, reporter, epoch).Scan(&prev)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return Result{}, fmt.Errorf("read contribution: %w", err)
+	}
+	delta := max(cum-prev, 0)
+	if delta > 0 {
+		if err := s.setContribution(ctx, tx, in.ID, reporter, epoch, cum); err != nil {
+			return Result{}, err
+		}
+	}
+	rec, changed := merge(cur, u, delta, now)
+	if !changed {
+		return Result{Outcome: OutcomeUnchanged, Record: cur}, nil
+	}
+	doc, err := encodeRecord(rec)
+	if err != nil {
+		return Result{}, err
+	}
+	args := s.rowArgs(rec, doc)
+	if _, err := tx.ExecContext(ctx, s.q(`UPDATE findings SET type = $2, severity = $3, resource_type = $4, node_id = $5,
+		cluster = $6, namespace = $7, container_id = $8, image = $9, created_at = $10, updated_at = $11, first_seen = $12,
+		last_seen = $13, occurrences = $14, archived = $15, sample = $16, suppressed_by = $17, revision = $18, doc = $19
+		WHERE id = $1`), args...); err != nil {
+		return Result{}, fmt.Errorf("update: %w", err)
+	}
+	return Result{Outcome: OutcomeUpdated, Delta: delta, Record: rec}, nil
+}
+
+// lockFinding reads a finding for update (nil when absent).
+func (s *sqlStore) lockFinding(ctx context.Context, tx *sql.Tx, id string) (*Record, error) {
+	q := `SELECT ` + recordCols + ` FROM findings WHERE id = $1`
+	if s.engine == EnginePostgres {
+		q += ` FOR UPDATE`
+	}
+	r, err := scanRecord(tx.QueryRowContext(ctx, s.q(q), id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read finding: %w", err)
+	}
+	return r, nil
+}
+
+// insertFinding inserts a new finding; it returns nil when another
+// transaction inserted the id first.
+func (s *sqlStore) insertFinding(ctx context.Context, tx *sql.Tx, u *Upsert, cum int64, now time.Time) (*Record, error) {
+	f := *u.Finding
+	f.Service.Count = cum
+	f.Service.Archived = false
+	f.UpdatedAt = latest(now, f.CreatedAt)
+	rec := &Record{Finding: &f, Cluster: cleanText(u.Cluster), Revision: 1}
+	if u.Suppress != nil {
+		if rule := u.Suppress(rec); rule != "" {
+			rec.SuppressedBy, f.Service.Archived = cleanText(rule), true
+		}
+	}
+	doc, err := encodeRecord(rec)
+	if err != nil {
+		return nil, err
+	}
+	r, err := tx.ExecContext(ctx, s.q(`INSERT INTO findings (`+findingCols+`)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+		ON CONFLICT (id) DO NOTHING`), s.rowArgs(rec, doc)...)
+	if err != nil {
+		return nil, fmt.Errorf("insert: %w", err)
+	}
+	if n, err := r.RowsAffected(); err != nil {
+		return nil, fmt.Errorf("insert: %w", err)
+	} else if n == 0 {
+		return nil, nil
+	}
+	return rec, nil
+}
+
+func (s *sqlStore) setContribution(ctx context.Context, tx *sql.Tx, id, reporter, epoch string, cum int64) error {
+	_, err := tx.ExecContext(ctx, s.q(`INSERT INTO finding_counts (finding_id, reporter, epoch, cumulative) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (finding_id, reporter, epoch) DO UPDATE SET cumulative = excluded.cumulative`), id, reporter, epoch, cum)
+	if err != nil {
+		return fmt.Errorf("record contribution: %w", err)
+	}
+	return nil
+}
+
+// merge folds u into the stored record cur and reports whether anything
+// changed. cur is not modified.
+func merge(cur *Record, u *Upsert, delta int64, now time.Time) (*Record, bool) {
+	old, in := cur.Finding, u.Finding
+	f := *old
+	newer := in.Service.EventLastSeen.After(old.Service.EventLastSeen)
+	if newer {
+		// The latest occurrence's body (process, context, evidence) is
+		// what a responder wants; identity and merged fields stay.
+		f = *in
+		f.ID = old.ID
+	}
+	f.Service.Archived = old.Service.Archived
+	f.CreatedAt = earliest(old.CreatedAt, in.CreatedAt)
+	f.Service.Count = old.Service.Count + delta
+	f.Service.EventFirstSeen = earliest(old.Service.EventFirstSeen, in.Service.EventFirstSeen)
+	f.Service.EventLastSeen = latest(old.Service.EventLastSeen, in.Service.EventLastSeen)
+	rec := &Record{Finding: &f, Cluster: cur.Cluster, SuppressedBy: cur.SuppressedBy, Revision: cur.Revision}
+	changed := delta > 0 || newer || !f.CreatedAt.Equal(old.CreatedAt) ||
+		!f.Service.EventFirstSeen.Equal(old.Service.EventFirstSeen)
+	if rec.Cluster == "" && u.Cluster != "" {
+		rec.Cluster, changed = cleanText(u.Cluster), true
+	}
+	if u.Suppress != nil {
+		if rule := u.Suppress(rec); rule != "" && (rule != rec.SuppressedBy || !f.Service.Archived) {
+			rec.SuppressedBy, f.Service.Archived, changed = cleanText(rule), true, true
+		}
+	}
+	if changed {
+		f.UpdatedAt = latest(now, latest(old.UpdatedAt, f.CreatedAt))
+		rec.Revision++
+	} else {
+		f.UpdatedAt = old.UpdatedAt
+	}
+	return rec, changed
+}
+
+func earliest(a, b time.Time) time.Time {
+	if b.IsZero() || (!a.IsZero() && a.Before(b)) {
+		return a
+	}
+	return b
+}
+
+func latest(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+func (s *sqlStore) GetFinding(ctx context.Context, id string) (rec *Record, err error) {
+	defer s.observe("get", time.Now(), &err)
+	rec, err = scanRecord(s.r.QueryRowContext(ctx, s.q(`SELECT `+recordCols+` FROM findings WHERE id = $1`), id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("finding %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get finding %s: %w", id, err)
+	}
+	return rec, nil
+}
+
+// maxIDs bounds one archive call.
+const maxIDs = 1000
+
+func (s *sqlStore) SetArchived(ctx context.Context, ids []string, archived bool) (n int, err error) {
+	defer s.observe("archive", time.Now(), &err)
+	if len(ids) > maxIDs {
+		return 0, fmt.Errorf("%w: %d ids, at most %d per call", ErrInvalid, len(ids), maxIDs)
+	}
+	// Unarchiving is the user overriding a suppression rule: clear the flag.
+	stmt := s.q(`UPDATE findings SET archived = TRUE, revision = revision + 1 WHERE id = $1 AND archived = FALSE`)
+	if !archived {
+		stmt = s.q(`UPDATE findings SET archived = FALSE, suppressed_by = NULL, revision = revision + 1
+			WHERE id = $1 AND (archived = TRUE OR suppressed_by IS NOT NULL)`)
+	}
+	err = s.tx(ctx, func(tx *sql.Tx) error {
+		n = 0
+		for _, id := range slices.Compact(slices.Sorted(slices.Values(ids))) {
+			r, err := tx.ExecContext(ctx, stmt, id)
+			if err != nil {
+				return fmt.Errorf("archive %s: %w", id, err)
+			}
+			k, _ := r.RowsAffected()
+			n += int(k)
+		}
+		return nil
+	})
+	return n, err
+}
+
+func (s *sqlStore) ArchiveMatching(ctx context.Context, criteria []Criterion, ruleID string) (n int, err error) {
+	defer s.observe("archive_matching", time.Now(), &err)
+	if len(criteria) == 0 {
+		return 0, fmt.Errorf("%w: archiving needs at least one criterion", ErrInvalid)
+	}
+	cs, err := NormalizeAll(criteria)
+	if err != nil {
+		return 0, err
+	}
+	args := []any{nullable(cleanText(ruleID))}
+	where, err := s.where(cs, &args)
+	if err != nil {
+		return 0, err
+	}
+	err = s.tx(ctx, func(tx *sql.Tx) error {
+		r, err := tx.ExecContext(ctx, s.q(`UPDATE findings SET archived = TRUE, suppressed_by = COALESCE($1, suppressed_by),
+			revision = revision + 1 WHERE archived = FALSE AND `+where), args...)
+		if err != nil {
+			return fmt.Errorf("archive matching: %w", err)
+		}
+		k, _ := r.RowsAffected()
+		n = int(k)
+		return nil
+	})
+	return n, err
+}
+
+func (s *sqlStore) Stats(ctx context.Context) (st Stats, err error) {
+	defer s.observe("stats", time.Now(), &err)
+	var archived, suppressed sql.NullInt64
+	err = s.r.QueryRowContext(ctx, `SELECT COUNT(*), SUM(CASE WHEN archived THEN 1 ELSE 0 END),
+		SUM(CASE WHEN suppressed_by IS NOT NULL THEN 1 ELSE 0 END) FROM findings`).Scan(&st.Findings, &archived, &suppressed)
+	if err != nil {
+		return st, fmt.Errorf("stats: %w", err)
+	}
+	st.Archived, st.Suppressed = int(archived.Int64), int(suppressed.Int64)
+	if err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM rules`).Scan(&st.Rules); err != nil {
+		return st, fmt.Errorf("stats: %w", err)
+	}
+	if err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM nodes`).Scan(&st.Nodes); err != nil {
+		return st, fmt.Errorf("stats: %w", err)
+	}
+	return st, nil
+}

@@ -1,0 +1,243 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
+	"modernc.org/sqlite"
+)
+
+// Engines.
+const (
+	EngineSQLite   = "sqlite"
+	EnginePostgres = "postgres"
+)
+
+// Options tune an opened store. Zero values take defaults.
+type Options struct {
+	// MaxConns bounds the connection pool (PostgreSQL) or the reader pool
+	// (SQLite) [4].
+	MaxConns int
+	// Metrics receives the store's measurements; nil keeps private ones.
+	Metrics *Metrics
+	Logger  *slog.Logger
+	// now replaces the clock in tests.
+	now func() time.Time
+	// targetVersion stops migrations at that version (tests of upgrades).
+	targetVersion int
+}
+
+// Open opens the store named by dsn: "sqlite:PATH" or a file path for
+// SQLite, "postgres://…" or "postgresql://…" for PostgreSQL.
+func Open(ctx context.Context, dsn string, o Options) (Store, error) {
+	switch {
+	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
+		return OpenPostgres(ctx, dsn, o)
+	case strings.HasPrefix(dsn, "sqlite:"):
+		return OpenSQLite(ctx, strings.TrimPrefix(dsn, "sqlite:"), o)
+	case dsn == "":
+		return nil, fmt.Errorf("%w: empty store address", ErrInvalid)
+	}
+	return OpenSQLite(ctx, dsn, o)
+}
+
+// sqlStore implements Store over database/sql for both engines.
+type sqlStore struct {
+	engine string
+	w      *sql.DB // writes (SQLite: one connection, BEGIN IMMEDIATE)
+	r      *sql.DB // reads (SQLite: read-only pool; PostgreSQL: same as w)
+	log    *slog.Logger
+	m      *Metrics
+	now    func() time.Time
+}
+
+func newSQLStore(engine string, w, r *sql.DB, o Options) *sqlStore {
+	s := &sqlStore{engine: engine, w: w, r: r, log: o.Logger, m: o.Metrics, now: o.now}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.m == nil {
+		s.m = NewMetrics(nil)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	return s
+}
+
+func (s *sqlStore) Engine() string { return s.engine }
+
+func (s *sqlStore) Close() error {
+	err := s.w.Close()
+	if s.r != s.w {
+		err = errors.Join(err, s.r.Close())
+	}
+	return err
+}
+
+// q adapts a statement written with PostgreSQL placeholders ($1) to the
+// engine: SQLite takes ?1. Statements contain no other '$'.
+func (s *sqlStore) q(query string) string {
+	if s.engine == EngineSQLite {
+		return strings.ReplaceAll(query, "$", "?")
+	}
+	return query
+}
+
+// OpenSQLite opens (creating when missing, mode 0600) the SQLite database
+// at path and migrates it.
+func OpenSQLite(ctx context.Context, path string, o Options) (Store, error) {
+	registerSQLiteFuncs()
+	if path == "" {
+		return nil, fmt.Errorf("%w: empty SQLite path", ErrInvalid)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("sqlite: create directory: %w", err)
+	}
+	// Findings hold command lines: readable by the server's user only.
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: %w", err)
+	}
+	f.Close()
+	base := "file:" + (&url.URL{Path: path}).EscapedPath() + "?_pragma=busy_timeout(10000)&_pragma=foreign_keys(ON)"
+	w, err := sql.Open("sqlite", base+"&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate")
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	// One writer: SQLite serialises writers anyway, and one connection
+	// turns lock contention into a queue instead of busy retries.
+	w.SetMaxOpenConns(1)
+	w.SetConnMaxIdleTime(0)
+	if err := w.PingContext(ctx); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	s := newSQLStore(EngineSQLite, w, nil, o)
+	if err := s.migrate(ctx, o.targetVersion); err != nil {
+		w.Close()
+		return nil, err
+	}
+	r, err := sql.Open("sqlite", base+"&_pragma=query_only(ON)")
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("sqlite: open readers: %w", err)
+	}
+	r.SetMaxOpenConns(max(o.MaxConns, 4))
+	s.r = r
+	return s, nil
+}
+
+// OpenPostgres connects to PostgreSQL at dsn and migrates the database.
+func OpenPostgres(ctx context.Context, dsn string, o Options) (Store, error) {
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	db.SetMaxOpenConns(max(o.MaxConns, 4))
+	db.SetMaxIdleConns(max(o.MaxConns, 4))
+	db.SetConnMaxIdleTime(5 * time.Minute)
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("postgres: connect: %w", err)
+	}
+	s := newSQLStore(EnginePostgres, db, db, o)
+	if err := s.migrate(ctx, o.targetVersion); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// retryable reports whether a transaction failed only because of another
+// one (PostgreSQL deadlock or serialisation failure, SQLite busy).
+func retryable(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code == "40001" || pe.Code == "40P01"
+	}
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		c := se.Code() & 0xff
+		return c == 5 || c == 6 // SQLITE_BUSY, SQLITE_LOCKED
+	}
+	return false
+}
+
+// tx runs fn in a write transaction, retrying a few times when it lost a
+// race with another transaction.
+func (s *sqlStore) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+	var err error
+	for attempt := range 5 {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return errors.Join(err, ctx.Err())
+			case <-time.After(time.Duration(attempt*attempt) * 5 * time.Millisecond):
+			}
+		}
+		err = s.tryTx(ctx, fn)
+		if err == nil || !retryable(err) {
+			return err
+		}
+		s.m.Retries.WithLabelValues(s.engine).Inc()
+	}
+	return err
+}
+
+func (s *sqlStore) tryTx(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// observe records an operation's duration and failure.
+func (s *sqlStore) observe(op string, start time.Time, err *error) {
+	s.m.OpDuration.WithLabelValues(s.engine, op).Observe(time.Since(start).Seconds())
+	if *err != nil && !errors.Is(*err, ErrNotFound) && !errors.Is(*err, ErrInvalid) {
+		s.m.OpErrors.WithLabelValues(s.engine, op).Inc()
+	}
+}
+
+// micros and fromMicros convert times to the stored form: microseconds
+// since the epoch, UTC, which sorts and compares the same in both engines.
+func micros(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMicro()
+}
+
+func fromMicros(us int64) time.Time {
+	if us == 0 {
+		return time.Time{}
+	}
+	return time.UnixMicro(us).UTC()
+}
+
+// nullable maps "" to NULL.
+func nullable(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}

@@ -1,0 +1,238 @@
+// Package storetest runs the store's real engines for tests: SQLite in a
+// temporary directory, and a throwaway PostgreSQL server the test binary
+// starts itself (initdb + postgres on a unix socket in a temporary
+// directory, as the postgres user when running as root). Without
+// PostgreSQL the tests that need it skip, or fail under CI=true.
+//
+// A package using Postgres must call Main from its TestMain, so the server
+// started for the package is stopped at the end.
+package storetest
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"database/sql"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
+
+	"github.com/mamori-dev/mamori/internal/server/store"
+	"github.com/mamori-dev/mamori/internal/testenv"
+)
+
+// Engines lists the engines tests run against.
+var Engines = []string{store.EngineSQLite, store.EnginePostgres}
+
+var (
+	pgOnce sync.Once
+	pg     *server
+	pgErr  error
+	dbSeq  atomic.Int64
+)
+
+type server struct {
+	dir, sock string
+	cmd       *exec.Cmd
+	cred      *syscall.Credential // run as the postgres user when we are root
+}
+
+// Main runs the tests and stops the PostgreSQL server if one was started.
+func Main(m *testing.M) {
+	code := m.Run()
+	if pg != nil {
+		pg.stop()
+	}
+	os.Exit(code)
+}
+
+// DSN returns a store address for engine: a fresh SQLite file, or a fresh
+// database on the package's PostgreSQL server.
+func DSN(t testing.TB, engine string) string {
+	t.Helper()
+	switch engine {
+	case store.EngineSQLite:
+		return "sqlite:" + filepath.Join(t.TempDir(), "mamori.db")
+	case store.EnginePostgres:
+		return PostgresDSN(t)
+	}
+	t.Fatalf("unknown engine %q", engine)
+	return ""
+}
+
+// Open opens a fresh store of engine, closed at cleanup.
+func Open(t testing.TB, engine string, o store.Options) store.Store {
+	t.Helper()
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	st, err := store.Open(context.Background(), DSN(t, engine), o)
+	if err != nil {
+		t.Fatalf("open %s store: %v", engine, err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// PostgresDSN creates a new empty schema in the package's PostgreSQL
+// database (starting the server on first use) and returns an address whose
+// search_path selects it. Schemas, unlike databases, cost nothing to make.
+func PostgresDSN(t testing.TB) string {
+	t.Helper()
+	pgOnce.Do(func() { pg, pgErr = start() })
+	if pgErr != nil {
+		if testenv.InCI() {
+			t.Fatalf("PostgreSQL required under CI=true: %v", pgErr)
+		}
+		t.Skipf("skipping: needs PostgreSQL (apt-get install postgresql): %v", pgErr)
+	}
+	name := fmt.Sprintf("t%d_%d", os.Getpid(), dbSeq.Add(1))
+	admin, err := sql.Open("pgx", pg.dsn(testDB))
+	if err != nil {
+		t.Fatalf("postgres admin: %v", err)
+	}
+	defer admin.Close()
+	if _, err := admin.Exec("CREATE SCHEMA " + name); err != nil {
+		t.Fatalf("create schema: %v", err)
+	}
+	return pg.dsn(testDB) + "&search_path=" + name
+}
+
+// testDB is the one database tests share, a schema each.
+const testDB = "mamori_test"
+
+func (s *server) dsn(db string) string {
+	return "postgres://mamori@/" + db + "?host=" + s.sock + "&sslmode=disable"
+}
+
+// binDir finds the newest installed PostgreSQL's bin directory.
+func binDir() (string, error) {
+	m, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
+	if len(m) == 0 {
+		if p, err := exec.LookPath("initdb"); err == nil {
+			return filepath.Dir(p), nil
+		}
+		return "", fmt.Errorf("no initdb under /usr/lib/postgresql/*/bin or on PATH")
+	}
+	best, bestV := "", -1
+	for _, p := range m {
+		v, _ := strconv.Atoi(filepath.Base(filepath.Dir(filepath.Dir(p))))
+		if v > bestV {
+			best, bestV = p, v
+		}
+	}
+	return filepath.Dir(best), nil
+}
+
+func start() (*server, error) {
+	bin, err := binDir()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "mamori-pg-")
+	if err != nil {
+		return nil, err
+	}
+	s := &server{dir: dir, sock: filepath.Join(dir, "sock")}
+	if err := os.Mkdir(s.sock, 0o700); err != nil {
+		return nil, err
+	}
+	if os.Geteuid() == 0 {
+		// postgres refuses to run as root.
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			return nil, fmt.Errorf("running as root and no postgres user: %w", err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		for _, p := range []string{dir, s.sock} {
+			if err := os.Chown(p, uid, gid); err != nil {
+				return nil, err
+			}
+		}
+		s.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+	}
+	data := filepath.Join(dir, "data")
+	out, err := s.command(filepath.Join(bin, "initdb"), "-D", data, "-U", "mamori", "-A", "trust",
+		"-E", "UTF8", "--locale=C", "--no-sync").CombinedOutput()
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("initdb: %v: %s", err, lastLines(out))
+	}
+	log, err := os.Create(filepath.Join(dir, "postgres.log"))
+	if err != nil {
+		return nil, err
+	}
+	s.cmd = s.command(filepath.Join(bin, "postgres"), "-D", data, "-k", s.sock, "-c", "listen_addresses=",
+		"-c", "max_connections=200", "-c", "shared_buffers=64MB")
+	s.cmd.Stdout, s.cmd.Stderr = log, log
+	if err := s.cmd.Start(); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("start postgres: %w", err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		db, _ := sql.Open("pgx", s.dsn("postgres"))
+		err := db.Ping()
+		db.Close()
+		if err == nil {
+			db, _ := sql.Open("pgx", s.dsn("postgres"))
+			_, err = db.Exec("CREATE DATABASE " + testDB)
+			db.Close()
+			if err != nil {
+				s.stop()
+				return nil, fmt.Errorf("create test database: %w", err)
+			}
+			return s, nil
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(log.Name())
+			s.stop()
+			return nil, fmt.Errorf("postgres did not come up: %v: %s", err, lastLines(b))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (s *server) command(name string, args ...string) *exec.Cmd {
+	cmd := exec.Command(name, args...)
+	cmd.Dir = s.dir
+	if s.cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred}
+	}
+	return cmd
+}
+
+func (s *server) stop() {
+	if s.cmd != nil && s.cmd.Process != nil {
+		// SIGINT is postgres's fast shutdown: disconnect clients and stop.
+		_ = s.cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { _ = s.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = s.cmd.Process.Kill()
+		}
+	}
+	os.RemoveAll(s.dir)
+}
+
+func lastLines(b []byte) string {
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > 8 {
+		lines = lines[len(lines)-8:]
+	}
+	return strings.Join(lines, "\n")
+}
