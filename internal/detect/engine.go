@@ -121,8 +121,10 @@ type Engine struct {
 	scratch      []*Rule   // candidates from the value index, reused
 	input        ruleInput // the rules' view of the current event, reused
 
-	cur   current
-	onHit func(Hit)
+	cur     current
+	onHit   func(Hit)
+	pending atomic.Pointer[[]*Rule] // a rule set handed over by SetRules
+	snap    atomic.Pointer[[]*Rule] // the current rules, for Stats from other goroutines
 
 	events, hits, panics atomic.Uint64
 }
@@ -183,6 +185,8 @@ func dedupKinds(ks []event.Kind) []event.Kind {
 
 func (e *Engine) addRule(r *Rule) {
 	e.rules = append(e.rules, r)
+	snap := append([]*Rule(nil), e.rules...)
+	e.snap.Store(&snap)
 	if r.index >= 0 {
 		if e.rulesByValue == nil {
 			e.rulesByValue = make([]*valueIndex, len(indexedFields))
@@ -216,6 +220,24 @@ func (e *Engine) Detectors() []Detector {
 	return out
 }
 
+// SetRules replaces the engine's custom rules with rs. It is safe to call
+// from any goroutine while another runs Process: the new set takes effect
+// at the next event, and the built-in detectors are untouched.
+func (e *Engine) SetRules(rs []*Rule) {
+	c := append([]*Rule(nil), rs...)
+	e.pending.Store(&c)
+}
+
+func (e *Engine) replaceRules(rs []*Rule) {
+	e.rules, e.rulesByValue = nil, nil
+	e.snap.Store(&[]*Rule{})
+	e.rulesByKind = [maxKind][]*Rule{}
+	e.rulesByPart = [16][]*Rule{}
+	for _, r := range rs {
+		e.addRule(r)
+	}
+}
+
 // Rules lists the registered custom rules.
 func (e *Engine) Rules() []*Rule { return e.rules }
 
@@ -225,6 +247,9 @@ func (e *Engine) Rules() []*Rule { return e.rules }
 // per detector, and the others still run.
 func (e *Engine) Process(ev *event.Event, out func(*finding.Finding)) {
 	e.events.Add(1)
+	if rs := e.pending.Swap(nil); rs != nil {
+		e.replaceRules(*rs)
+	}
 	k := ev.Kind
 	if int(k) >= maxKind {
 		return
@@ -442,7 +467,11 @@ func (e *Engine) Stats() Stats {
 	for _, en := range e.all {
 		s.Detectors = append(s.Detectors, DetectorStats{Name: en.d.Name(), Hits: en.hits.Load(), Panics: en.panics.Load()})
 	}
-	for _, r := range e.rules {
+	var rules []*Rule
+	if p := e.snap.Load(); p != nil {
+		rules = *p
+	}
+	for _, r := range rules {
 		rs := r.Stats()
 		s.Detectors = append(s.Detectors, DetectorStats{Name: r.Name(), Hits: rs.Matches, Rule: &rs})
 	}

@@ -372,3 +372,49 @@ func TestLazyEventIsEventMap(t *testing.T) {
 		}
 	}
 }
+
+// Rules reload without a restart: the watcher hands the new set to the
+// engine, which takes it at the next event.
+func TestWatchRulesReloads(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "r.yaml", rule(`event.process.name == "old"`))
+	ds, err := LoadRulesDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := NewEngine(finding.Agent{NodeID: "n"}, nil, ds...)
+	stop := make(chan struct{})
+	defer close(stop)
+	go WatchRules(stop, dir, 10*time.Millisecond, e, nil)
+	go func() { // stats are read from other goroutines (metrics)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Millisecond):
+				e.Stats()
+			}
+		}
+	}()
+	fires := func(name string) bool {
+		hit := false
+		e.Process(&event.Event{Kind: event.KindExec, Process: event.Process{PID: 1, Comm: name}, Exec: &event.Exec{}},
+			func(*finding.Finding) { hit = true })
+		return hit
+	}
+	if !fires("old") || fires("new") {
+		t.Fatal("initial rules wrong")
+	}
+	time.Sleep(20 * time.Millisecond) // a distinct mtime
+	writeFile(t, dir, "r.yaml", rule(`event.process.name == "new"`)+"  - id: broken\n    type: Nope\n    condition: \"true\"\n")
+	deadline := time.Now().Add(3 * time.Second)
+	for !fires("new") {
+		if time.Now().After(deadline) {
+			t.Fatal("new rules not picked up")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if fires("old") || len(e.Rules()) != 1 {
+		t.Errorf("old rule still active or broken rule loaded: %d rules", len(e.Rules()))
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"text/template"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -164,6 +165,51 @@ func LoadRulesDir(dir string) ([]Detector, error) {
 		}
 	}
 	return out, errors.Join(errs...)
+}
+
+// WatchRules reloads the rules of dir into e whenever a rules file there
+// changes (polled every interval, by name, size and mtime) until stop is
+// closed. Refused rules are reported to onErr; the rules that compile
+// replace the engine's set, so one broken rule does not disable the others.
+func WatchRules(stop <-chan struct{}, dir string, interval time.Duration, e *Engine, onErr func(error)) {
+	last := rulesStamp(dir)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		st := rulesStamp(dir)
+		if st == last {
+			continue
+		}
+		last = st
+		ds, err := LoadRulesDir(dir)
+		if err != nil && onErr != nil {
+			onErr(err)
+		}
+		rs := make([]*Rule, 0, len(ds))
+		for _, d := range ds {
+			rs = append(rs, d.(*Rule))
+		}
+		e.SetRules(rs)
+	}
+}
+
+func rulesStamp(dir string) string {
+	var b strings.Builder
+	for _, pat := range []string{"*.yaml", "*.yml"} {
+		m, _ := filepath.Glob(filepath.Join(dir, pat))
+		sort.Strings(m)
+		for _, f := range m {
+			if st, err := os.Stat(f); err == nil {
+				fmt.Fprintf(&b, "%s:%d:%d;", f, st.Size(), st.ModTime().UnixNano())
+			}
+		}
+	}
+	return b.String()
 }
 
 // LoadRulesFile loads one rules file.
