@@ -46,10 +46,10 @@ var columns = map[string]column{
 	"suppressedBy":           {"suppressed_by", colText},
 	"revision":               {"revision", colNum},
 
-	"service.additionalInfo.sample":                                 {"sample", colBool},
-	"resource.instanceDetails.nodeId":                               {"node_id", colText},
-	"resource.containerDetails.id":                                  {"container_id", colText},
-	"resource.containerDetails.image":                               {"image", colText},
+	"service.additionalInfo.sample":                                  {"sample", colBool},
+	"resource.instanceDetails.nodeId":                                {"node_id", colText},
+	"resource.containerDetails.id":                                   {"container_id", colText},
+	"resource.containerDetails.image":                                {"image", colText},
 	"resource.kubernetesDetails.kubernetesWorkloadDetails.namespace": {"namespace", colText},
 }
 

@@ -10,10 +10,10 @@ package storetest
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"database/sql"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"os/user"
