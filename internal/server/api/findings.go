@@ -16,7 +16,6 @@ import (
 // '?' match as wildcard patterns, others must be equal.
 var shortcuts = map[string]string{
 	"type":          "type",
-	"severityLabel": "severityLabel",
 	"tactic":        "service.detector.tactic",
 	"technique":     "service.detector.technique",
 	"cluster":       "cluster",
@@ -38,7 +37,7 @@ var boolShortcuts = map[string]string{
 
 // listParams are the query parameters listFindings knows besides filters.
 var listParams = []string{"limit", "cursor", "offset", "sort", "order", "total", "filter",
-	"severity", "minSeverity", "image", "container"}
+	"severity", "severityLabel", "minSeverity", "image", "container"}
 
 // QueryFromValues turns list query parameters into a store query. It is
 // exported for the CLI's help and tests; see the OpenAPI description for
@@ -112,21 +111,31 @@ func QueryFromValues(v url.Values) (store.Query, error) {
 			return bad("%s must be true or false", param)
 		}
 	}
-	if s := v.Get("severity"); s != "" {
-		// The console's severity filter names a band.
-		label := severityBand(s)
-		if label == "" {
-			return bad("severity must be Low, Medium, High or Critical")
+	for _, param := range []string{"severity", "severityLabel"} {
+		s := v.Get(param)
+		if s == "" {
+			continue
 		}
-		add(store.Criterion{Field: "severityLabel", Op: store.OpEq, Value: label})
+		// A band is a severity range: the label follows from the number
+		// (finding.SeverityLabel), and the number is an indexed column
+		// where the label would be read from every stored document.
+		lo, hi, ok := severityRange(s)
+		if !ok {
+			return bad("%s must be Low, Medium, High or Critical", param)
+		}
+		if lo > 0 {
+			add(store.Criterion{Field: "severity", Op: store.OpGt, Value: lo - severityEpsilon})
+		}
+		if hi > 0 {
+			add(store.Criterion{Field: "severity", Op: store.OpLt, Value: hi})
+		}
 	}
 	if s := v.Get("minSeverity"); s != "" {
 		f, err := strconv.ParseFloat(s, 64)
 		if err != nil || f < 0 || f > 10 {
 			return bad("minSeverity must be a number 0-10")
 		}
-		// Severities have one decimal: "> f - 0.05" is ">= f".
-		add(store.Criterion{Field: "severity", Op: store.OpGt, Value: f - 0.05})
+		add(store.Criterion{Field: "severity", Op: store.OpGt, Value: f - severityEpsilon})
 	}
 	if s := v.Get("image"); s != "" {
 		if wildcardOp(s) == store.OpEq {
@@ -166,13 +175,24 @@ func wildcardOp(s string) store.Op {
 	return store.OpEq
 }
 
-func severityBand(s string) string {
-	for _, b := range []string{"Low", "Medium", "High", "Critical"} {
-		if strings.EqualFold(s, b) {
-			return b
-		}
+// severityEpsilon turns "> x - ε" into ">= x" for severities, which carry
+// at most a few decimals.
+const severityEpsilon = 1e-9
+
+// severityRange is the [lo, hi) severity range of a band (0: unbounded),
+// matching finding.SeverityLabel.
+func severityRange(band string) (lo, hi float64, ok bool) {
+	switch strings.ToLower(band) {
+	case "low":
+		return 0, 4, true
+	case "medium":
+		return 4, 7, true
+	case "high":
+		return 7, 9, true
+	case "critical":
+		return 9, 0, true
 	}
-	return ""
+	return 0, 0, false
 }
 
 // ParseFilter reads "field:op:value", e.g. "service.count:gt:10" or
