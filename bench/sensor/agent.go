@@ -35,15 +35,14 @@ func startAgent(o agentOptions) *agentProc {
 	if err != nil {
 		log.Fatal(err)
 	}
-	args := []string{"-o", "0", "taskset", "-c", strconv.Itoa(*agentCPU), *mamoriBin, "agent", "--data-dir", dir,
+	args := []string{"-n", strconv.Itoa(*agentNice - *niceness), "taskset", "-c", strconv.Itoa(*agentCPU), *mamoriBin, "agent", "--data-dir", dir,
 		"--metrics-addr", metricsAddr, "--print", "", "-q"}
 	if o.cpuProfile != "" {
 		args = append(args, "--cpuprofile", o.cpuProfile)
 	}
-	// chrt and taskset exec in place: the child's pid is the agent's. The
-	// agent runs at normal priority (SCHED_OTHER), as it would in
-	// production, whatever this program's policy.
-	cmd := exec.Command("chrt", args...)
+	// nice and taskset exec in place: the child's pid is the agent's. nice
+	// adjusts relative to this program's own value.
+	cmd := exec.Command("nice", args...)
 	logf, err := os.Create(dir + "/agent.log")
 	if err != nil {
 		log.Fatal(err)

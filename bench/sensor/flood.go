@@ -59,7 +59,7 @@ type generator struct {
 	done atomic.Int64
 }
 
-func (g *generator) run(stop <-chan struct{}, start time.Time, rate int, cpu int, idle bool, wg *sync.WaitGroup) {
+func (g *generator) run(stop <-chan struct{}, start, end time.Time, rate int, cpu int, idle bool, wg *sync.WaitGroup) {
 	defer wg.Done()
 	// Never unlocked: a goroutine that exits locked takes its thread with
 	// it, so no other goroutine inherits the changed affinity or policy.
@@ -92,8 +92,12 @@ func (g *generator) run(stop <-chan struct{}, start time.Time, rate int, cpu int
 			return
 		default:
 		}
+		now := time.Now()
+		if now.After(end) {
+			return // on its own too: the step must end even if main is starved
+		}
 		if rate > 0 {
-			due := int64(time.Since(start).Seconds() * float64(rate))
+			due := int64(now.Sub(start).Seconds() * float64(rate))
 			if g.done.Load() >= due {
 				time.Sleep(50 * time.Microsecond)
 				continue
@@ -156,13 +160,14 @@ func (e *env) floodStep(ag *agentProc, rate int, filler bool) floodStep {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	start := time.Now()
+	end := start.Add(time.Duration(*stepSecs * float64(time.Second)))
 	wg.Add(1)
-	go g.run(stop, start, rate, -1, false, &wg)
+	go g.run(stop, start, end, rate, -1, false, &wg)
 	if filler {
 		wg.Add(1)
-		go g.run(stop, start, rate, *agentCPU, true, &wg)
+		go g.run(stop, start, end, rate, *agentCPU, true, &wg)
 	}
-	time.Sleep(time.Duration(*stepSecs * float64(time.Second)))
+	time.Sleep(time.Until(end))
 	close(stop)
 	wg.Wait()
 	secs := time.Since(start).Seconds()

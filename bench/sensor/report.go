@@ -47,9 +47,9 @@ func commas(v float64) string {
 func (r results) markdown() string {
 	var b strings.Builder
 	m := r.machine
-	fmt.Fprintf(&b, "Run %s on %d vCPU (%s), kernel %s. Workload pinned to CPU %d, `mamori agent` (full pipeline: sensor, "+
-		"process and container tables, every built-in detector) pinned to CPU %d. Load average %s before, %s after.\n",
-		m.date, m.ncpu, m.cpu, m.kernel, *workCPU, *agentCPU, m.loadBefore, m.loadAfter)
+	fmt.Fprintf(&b, "Run %s on %d vCPU (%s), kernel %s. Workload pinned to CPU %d at nice %d, `mamori agent` (full pipeline: sensor, "+
+		"process and container tables, every built-in detector) pinned to CPU %d at nice %d. Load average %s before, %s after.\n",
+		m.date, m.ncpu, m.cpu, m.kernel, *workCPU, *niceness, *agentCPU, *agentNice, m.loadBefore, m.loadAfter)
 	if others := uniq(append(append([]string(nil), m.others...), m.othersAfter...)); len(others) > 0 {
 		fmt.Fprintf(&b, "**Other processes held BPF programs during the run** (their hooks burden both sides): %s.\n",
 			strings.Join(others, ", "))
