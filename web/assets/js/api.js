@@ -40,7 +40,7 @@ export const session = () => call('GET', '/console/session');
 export const catalogue = () => call('GET', '/console/types');
 
 // findings lists one page. q: filters (severity, type, tactic, cluster,
-// namespace, image, archived), sort, order, limit, offset.
+// namespace, image, archived), sort, order, limit, cursor.
 export async function findings(q) {
   const p = new URLSearchParams();
   for (const [k, v] of Object.entries(q)) if (v !== '' && v !== undefined && v !== null) p.set(k, v);

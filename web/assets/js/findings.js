@@ -13,6 +13,13 @@ const COLUMNS = [
   ['eventFirstSeen', 'First seen'], ['eventLastSeen', 'Last seen'],
 ];
 
+// Most recently changed first: a new finding or a repeat of an old one
+// (count, last seen) comes to the top. The store indexes it with the
+// archived flag, so the default view stays fast at any size.
+const DEFAULT_SORT = 'updatedAt';
+const SORTS = [['updatedAt', 'Last updated'], ['eventLastSeen', 'Last seen'], ['eventFirstSeen', 'First seen'],
+  ['severity', 'Severity'], ['count', 'Count'], ['type', 'Type'], ['createdAt', 'Created']];
+
 let st = null; // the view's state while it is shown
 
 export function stopFindings() {
@@ -23,8 +30,10 @@ export function stopFindings() {
 }
 
 function stateFrom(query) {
-  const s = { q: {}, sort: query.get('sort') || 'eventLastSeen', order: query.get('order') || 'desc',
-    offset: Math.max(0, parseInt(query.get('offset') || '0', 10) || 0), selected: new Set(), seen: new Map(), timer: 0 };
+  const s = { q: {}, sort: query.get('sort') || DEFAULT_SORT, order: query.get('order') || 'desc',
+    // Keyset paging: cursors[i] starts page i (the store's cursors stay
+    // fast at any depth, where offsets slow down).
+    cursors: [''], page: 0, selected: new Set(), seen: new Map(), timer: 0 };
   for (const f of FILTERS) s.q[f] = query.get(f) ?? (f === 'archived' ? 'false' : '');
   return s;
 }
@@ -32,9 +41,8 @@ function stateFrom(query) {
 function syncHash() {
   const p = new URLSearchParams();
   for (const f of FILTERS) if (st.q[f] !== '' && !(f === 'archived' && st.q[f] === 'false')) p.set(f, st.q[f]);
-  if (st.sort !== 'eventLastSeen') p.set('sort', st.sort);
+  if (st.sort !== DEFAULT_SORT) p.set('sort', st.sort);
   if (st.order !== 'desc') p.set('order', st.order);
-  if (st.offset) p.set('offset', st.offset);
   const qs = p.toString();
   history.replaceState(null, '', '#/findings' + (qs ? '?' + qs : ''));
 }
@@ -49,7 +57,8 @@ export async function showFindings(query) {
 
   const onFilter = (name) => (ev) => {
     st.q[name] = ev.target.value.trim();
-    st.offset = 0;
+    st.cursors = [''];
+    st.page = 0;
     st.selected.clear();
     syncHash();
     refresh(true);
@@ -73,6 +82,11 @@ export async function showFindings(query) {
     select('archived', 'Status', [['false', 'Active'], ['true', 'Archived'], ['', 'All']]));
 
   const actions = h('div', { class: 'actions' },
+    h('label', { class: 'sortby' }, 'Sort ',
+      h('select', { id: 'sort', onchange: (e) => sortBy(e.target.value, true) },
+        SORTS.map(([v, l]) => h('option', { value: v, selected: st.sort === v }, l))),
+      h('button', { type: 'button', id: 'order', class: 'ghost', title: 'reverse the order',
+        onclick: () => sortBy(st.sort) }, st.order === 'asc' ? '▲ ascending' : '▼ descending')),
     h('button', { type: 'button', id: 'archive-selected', onclick: () => bulk(true) }, 'Archive selected'),
     h('button', { type: 'button', id: 'unarchive-selected', onclick: () => bulk(false) }, 'Unarchive selected'),
     h('span', { class: 'spacer' }),
@@ -95,10 +109,9 @@ export async function showFindings(query) {
   await refresh(true);
 }
 
-function sortBy(key) {
-  if (st.sort === key) st.order = st.order === 'asc' ? 'desc' : 'asc';
+function sortBy(key, fresh) {
+  if (st.sort === key && !fresh) st.order = st.order === 'asc' ? 'desc' : 'asc';
   else { st.sort = key; st.order = key === 'type' ? 'asc' : 'desc'; }
-  st.offset = 0;
   syncHash();
   showFindings(new URLSearchParams(location.hash.split('?')[1] || ''));
 }
@@ -140,7 +153,7 @@ async function refresh(now) {
   if (now || document.visibilityState === 'visible') {
     try {
       const t0 = performance.now();
-      const page = await api.findings({ ...me.q, sort: me.sort, order: me.order, limit: PAGE, offset: me.offset });
+      const page = await api.findings({ ...me.q, sort: me.sort, order: me.order, limit: PAGE, cursor: me.cursors[me.page] });
       if (st !== me) return;
       render(page);
       const live = document.getElementById('live');
@@ -159,7 +172,7 @@ async function refresh(now) {
 function render(page) {
   // Unchanged data leaves the DOM alone, so a poll never swaps a row out
   // from under the pointer.
-  const sig = JSON.stringify([page.total, page.next, st.offset, page.items.map((f) => [f.id, f.updatedAt, f.service && f.service.count, f.service && f.service.archived])]);
+  const sig = JSON.stringify([page.total, page.next, st.page, page.items.map((f) => [f.id, f.updatedAt, f.service && f.service.count, f.service && f.service.archived])]);
   if (sig === st.sig) return;
   st.sig = sig;
   const first = st.seen.size === 0;
@@ -167,18 +180,22 @@ function render(page) {
   st.tbody.replaceChildren(...rows);
   st.empty.replaceChildren();
   if (!page.items.length) st.empty.append(emptyState());
-  const from = page.items.length ? st.offset + 1 : 0;
-  const to = st.offset + page.items.length;
+  const start = st.page * PAGE;
+  const from = page.items.length ? start + 1 : 0;
+  const to = start + page.items.length;
   const total = page.total ?? (page.next ? to + '+' : to);
+  st.cursors[st.page + 1] = page.next;
   st.pager.replaceChildren(
-    h('button', { type: 'button', id: 'prev', disabled: st.offset === 0, onclick: () => go(-PAGE) }, '‹ Newer'),
+    h('button', { type: 'button', id: 'prev', disabled: st.page === 0, onclick: () => go(-1) }, '‹ Previous'),
     h('span', { id: 'range' }, `${from}–${to} of ${typeof total === 'number' ? total.toLocaleString() : total}`),
-    h('button', { type: 'button', id: 'next', disabled: page.total !== null ? to >= page.total : !page.next, onclick: () => go(PAGE) }, 'Older ›'));
+    h('button', { type: 'button', id: 'next', disabled: !page.next, onclick: () => go(1) }, 'Next ›'));
 }
 
 function go(delta) {
-  st.offset = Math.max(0, st.offset + delta);
-  syncHash();
+  const p = st.page + delta;
+  if (p < 0 || (delta > 0 && !st.cursors[p])) return;
+  st.page = p;
+  st.selected.clear();
   refresh(true);
 }
 

@@ -1,0 +1,230 @@
+package web_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/mamori-dev/mamori/internal/event"
+	"github.com/mamori-dev/mamori/internal/finding"
+	"github.com/mamori-dev/mamori/internal/server/store"
+	"github.com/mamori-dev/mamori/web/webtest"
+)
+
+// artifacts is where screenshots go (gitignored, kept by CI).
+const artifacts = "../test/e2e/artifacts"
+
+// hostile is a process name that runs script if a page parses it as HTML.
+const hostile = `<img src=x onerror=alert(1)>`
+
+type css = chromedp.CSS
+
+// browse is a logged-in console in Chromium over the real API and SQLite.
+type browse struct {
+	t       *testing.T
+	c       *console
+	ctx     context.Context
+	dialogs *webtest.Dialogs
+	art     string
+}
+
+func (b *browse) do(steps ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	if err := chromedp.Do(b.ctx, steps...); err != nil {
+		b.t.Fatal(err)
+	}
+}
+
+func (b *browse) wait(expr string) {
+	b.t.Helper()
+	if err := webtest.WaitTrue(b.ctx, expr, 15*time.Second); err != nil {
+		b.shot("failed")
+		b.t.Fatal(err)
+	}
+}
+
+func (b *browse) eval(expr string) string {
+	b.t.Helper()
+	v, err := webtest.Eval[string](b.ctx, expr)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return v
+}
+
+func (b *browse) shot(name string) { webtest.Screenshot(b.ctx, b.t, b.art, "web-"+name) }
+
+// storeHostile stores a finding, as an agent would report it, whose every
+// runtime string is hostile markup.
+func storeHostile(t *testing.T, st store.Store) *finding.Finding {
+	now := time.Now().UTC()
+	ev := &event.Event{Time: now, Process: event.Process{PID: 4100, Comm: hostile[:15], Exe: "/tmp/" + hostile,
+		Args: []string{"/tmp/" + hostile, "<script>alert(2)</script>"}, UUID: "hostile-uuid", Start: now, User: "<b>root</b>",
+		Cwd: `"><svg onload=alert(3)>`,
+		Lineage: []event.Ancestor{
+			{PID: 4099, Name: "sh", Exe: "/bin/sh", Args: []string{"sh", "-c", "/tmp/" + hostile}, Start: now.Add(-time.Second)},
+			{PID: 1, Name: "init", Exe: "/sbin/init", Args: []string{"/sbin/init"}, Start: now.Add(-time.Hour)},
+		}},
+		Container: &event.Container{ID: strings.Repeat("ab", 32), Name: "evil\u202etxt.exe", Runtime: "podman",
+			Image: "localhost/<iframe src=javascript:alert(4)>",
+			Pod:   &event.Pod{Name: "<a href=javascript:alert(5)>pod</a>", Namespace: "ns<u>"}}}
+	f := finding.New("Execution:Runtime/NewBinaryExecuted", ev, finding.Agent{NodeID: "node-h", Hostname: "host<i>h</i>"}, "",
+		map[string]any{"executablePath": "/tmp/" + hostile, "modifyingProcess": map[string]any{"name": hostile}, "upperLayer": true})
+	res, err := st.UpsertFindings(context.Background(), []store.Upsert{{Finding: f, Reporter: "node-h", Epoch: "1", Cluster: "<b>c</b>"}})
+	if err != nil || res[0].Err != nil {
+		t.Fatalf("store hostile finding: %v %v", err, res)
+	}
+	return f
+}
+
+// TestConsoleInBrowser drives the console in Chromium over the real API
+// and store: login, samples, filters, paging, detail and lineage, hostile
+// strings, archive, suppression.
+func TestConsoleInBrowser(t *testing.T) {
+	webtest.Chromium(t)
+	c := newConsole(t, 0)
+	ctx, dialogs := webtest.Browser(t, 3*time.Minute)
+	b := &browse{t: t, c: c, ctx: ctx, dialogs: dialogs, art: webtest.ArtifactDir(t, artifacts)}
+
+	// Login: a wrong token is refused with a message, the right one gets in.
+	b.do(chromedp.Navigate(c.srv.URL), chromedp.WaitVisible(css("#token")))
+	b.shot("login")
+	b.do(chromedp.SendKeys(css("#token"), "mat1.000000000000.wrong"), chromedp.Click(css("#login-form button")))
+	b.wait(`document.querySelector('#login-error').textContent.includes('did not accept')`)
+	b.do(clear("#token"), chromedp.SendKeys(css("#token"), c.token), chromedp.Click(css("#login-form button")))
+
+	// Empty state, then samples from its button.
+	b.wait(`!!document.querySelector('#empty-state')`)
+	if got := b.eval(`document.querySelector('#empty-state').textContent`); !strings.Contains(got, "mamori demo") {
+		t.Errorf("empty state does not tell how to see a first finding: %q", got)
+	}
+	b.shot("empty")
+	b.do(chromedp.Click(css("#samples-empty")))
+	nSamples := len(finding.Catalogue)
+	b.wait(fmt.Sprintf(`document.querySelectorAll('#findings-body tr').length === %d`, nSamples))
+	if got := b.eval(`document.querySelector('#range').textContent`); got != fmt.Sprintf("1–%d of %d", nSamples, nSamples) {
+		t.Errorf("range %q", got)
+	}
+
+	// Live update: a finding stored behind the page's back shows up
+	// without a reload.
+	f := storeHostile(t, c.store)
+	b.wait(`!!document.querySelector('tr[data-id="` + f.ID + `"]')`)
+	b.shot("findings")
+
+	// Filters: type narrows to that type; the status filter shows archived ones.
+	b.do(chromedp.SendKeys(css("#f-type"), "Execution:Runtime/NewBinaryExecuted"))
+	b.wait(`document.querySelectorAll('#findings-body tr').length === 2`)
+	b.do(clear("#f-type"))
+	b.wait(fmt.Sprintf(`document.querySelectorAll('#findings-body tr').length === %d`, nSamples+1))
+	b.do(choose("#f-severity", "Low"))
+	b.wait(`document.querySelectorAll('#findings-body tr').length > 0 && [...document.querySelectorAll('#findings-body .sev')].every(e => e.textContent === 'Low')`)
+	b.do(choose("#f-severity", ""))
+	b.wait(fmt.Sprintf(`document.querySelectorAll('#findings-body tr').length === %d`, nSamples+1))
+
+	// Detail of the hostile finding: lineage tree, every string as text.
+	b.do(chromedp.Click(css(`tr[data-id="` + f.ID + `"] a.type`)))
+	b.wait(`!!document.querySelector('#lineage-tree')`)
+	names := b.eval(`[...document.querySelectorAll('#lineage-tree .pname')].map(e => e.textContent).join('|')`)
+	if names != "init|sh|"+hostile[:15] {
+		t.Errorf("lineage names %q", names)
+	}
+	if got := b.eval(`document.querySelector('#lineage-tree li.acting .exe').textContent`); got != "/tmp/"+hostile {
+		t.Errorf("acting exe rendered as %q", got)
+	}
+	if got := b.eval(`document.querySelector('#raw pre').textContent`); !strings.Contains(got, hostile) {
+		t.Errorf("raw JSON lacks the hostile name")
+	}
+	inert(t, b)
+	b.shot("detail-hostile")
+
+	// Archive and unarchive.
+	b.do(chromedp.Click(css("#archive")))
+	b.wait(`!!document.querySelector('#archived-tag')`)
+	if !archived(t, c, f.ID) {
+		t.Errorf("archive button did not archive")
+	}
+	b.do(chromedp.Click(css("#archive")))
+	b.wait(`!document.querySelector('#archived-tag')`)
+	if archived(t, c, f.ID) {
+		t.Errorf("unarchive button did not unarchive")
+	}
+
+	// Suppress findings like this: the rule is prefilled from the finding
+	// and archives it.
+	b.do(chromedp.Click(css("#suppress")))
+	b.wait(`!!document.querySelector('#suppress-dialog[open]')`)
+	b.shot("suppress")
+	b.do(chromedp.Click(css("#rule-create")))
+	b.wait(`!!document.querySelector('#archived-tag')`)
+	rules, err := c.store.ListRules(context.Background())
+	if err != nil || len(rules) != 1 {
+		t.Fatalf("rules %v %v", rules, err)
+	}
+	r := rules[0]
+	if r.Action != store.ActionArchive || !slices.ContainsFunc(r.Criteria, func(c store.Criterion) bool {
+		return c.Field == "type" && c.Op == store.OpEq && c.Value == f.Type
+	}) || !slices.ContainsFunc(r.Criteria, func(c store.Criterion) bool {
+		return c.Field == "service.runtimeDetails.process.executablePath" && c.Value == "/tmp/"+hostile
+	}) {
+		t.Errorf("rule not prefilled from the finding: %+v", r)
+	}
+	if rec, _ := c.store.GetFinding(context.Background(), f.ID); rec == nil || rec.SuppressedBy != r.ID {
+		t.Errorf("finding not suppressed by the new rule: %+v", rec)
+	}
+	inert(t, b)
+
+	// Paging: past 50 findings, Next and Previous walk the pages.
+	seed(t, c.store, 60)
+	b.do(chromedp.Navigate(c.srv.URL + "/#/findings?archived="))
+	b.wait(`document.querySelectorAll('#findings-body tr').length === 50`)
+	b.do(chromedp.Click(css("#next")))
+	b.wait(`document.querySelector('#range').textContent.startsWith('51–')`)
+	b.do(chromedp.Click(css("#prev")))
+	b.wait(`document.querySelector('#range').textContent.startsWith('1–50')`)
+}
+
+// clear empties an input as a user would, firing input.
+func clear(sel string) chromedp.Action[chromedp.Void] {
+	return chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`(() => { const e = document.querySelector(%q); e.value = '';
+		e.dispatchEvent(new Event('input', {bubbles: true})); })()`, sel))
+}
+
+// choose picks a select's option as a user would, firing change.
+func choose(sel, value string) chromedp.Action[chromedp.Void] {
+	return chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`(() => { const e = document.querySelector(%q); e.value = %q;
+		e.dispatchEvent(new Event('change', {bubbles: true})); })()`, sel, value))
+}
+
+// inert checks that no hostile markup became elements and no script ran.
+func inert(t *testing.T, b *browse) {
+	t.Helper()
+	n := b.eval(`String(document.querySelectorAll('main img, main script, main iframe, main svg, main u, main i, a[href^="javascript"], [onerror], [onload]').length)`)
+	if n != "0" {
+		t.Errorf("hostile markup became %s element(s)", n)
+	}
+	if d := b.dialogs.List(); len(d) > 0 {
+		t.Errorf("a script ran: dialogs %v", d)
+	}
+}
+
+func archived(t *testing.T, c *console, id string) bool {
+	t.Helper()
+	cl := c.client(t)
+	var rec struct {
+		Service struct {
+			Archived bool `json:"archived"`
+		} `json:"service"`
+	}
+	if err := json.Unmarshal(c.get(t, cl, "/console/api/v1/findings/"+id), &rec); err != nil {
+		t.Fatal(err)
+	}
+	return rec.Service.Archived
+}
+
