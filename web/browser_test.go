@@ -227,4 +227,3 @@ func archived(t *testing.T, c *console, id string) bool {
 	}
 	return rec.Service.Archived
 }
-
