@@ -342,18 +342,22 @@ func (e *Engine) runRules() {
 		if vi == nil {
 			continue
 		}
-		v, ok := indexedFields[i].get(ev)
-		if !ok {
-			continue
-		}
 		cands := e.scratch[:0]
-		vi.lookup(v, func(r *Rule) {
+		add := func(r *Rule) {
 			// A rule can be reached through two of its values
-			// (prefixes /etc/ and /etc/ssh/): it runs once.
+			// (prefixes /etc/ and /etc/ssh/, two args): it runs once.
 			if r.kinds.has(ev.Kind) && !slices.Contains(cands, r) {
 				cands = append(cands, r)
 			}
-		})
+		}
+		if f := indexedFields[i]; f.list != nil {
+			vs, _ := f.list(ev)
+			for _, v := range vs {
+				vi.lookup(v, add)
+			}
+		} else if v, ok := f.get(ev); ok {
+			vi.lookup(v, add)
+		}
 		for _, r := range cands {
 			emit(r)
 		}

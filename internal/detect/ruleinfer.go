@@ -9,6 +9,7 @@ import (
 	"time"
 
 	celast "github.com/google/cel-go/common/ast"
+	"github.com/google/cel-go/common/types"
 
 	"github.com/mamori-dev/mamori/internal/event"
 )
@@ -146,33 +147,43 @@ type constraint struct {
 var indexedFields = []struct {
 	path string
 	get  func(*event.Event) (string, bool)
+	// list fields (argv) are matched element by element: a rule indexed
+	// on one needs some element to fit (args.exists(a, a == "-e")).
+	list func(*event.Event) ([]string, bool)
 }{
-	{"process.executablePath", func(ev *event.Event) (string, bool) { return ev.Process.Exe, true }},
-	{"process.name", func(ev *event.Event) (string, bool) { return ev.Process.Comm, true }},
+	{"process.executablePath", func(ev *event.Event) (string, bool) { return ev.Process.Exe, true }, nil},
+	{"process.name", func(ev *event.Event) (string, bool) { return ev.Process.Comm, true }, nil},
 	{"exec.executablePath", func(ev *event.Event) (string, bool) {
 		if ev.Exec == nil {
 			return "", false
 		}
 		return ev.Exec.Path, true
-	}},
+	}, nil},
 	{"file.path", func(ev *event.Event) (string, bool) {
 		if ev.File == nil {
 			return "", false
 		}
 		return ev.File.Path, true
-	}},
+	}, nil},
 	{"dns.name", func(ev *event.Event) (string, bool) {
 		if ev.DNS == nil {
 			return "", false
 		}
 		return ev.DNS.Name, true
-	}},
+	}, nil},
 	{"container.image", func(ev *event.Event) (string, bool) {
 		if ev.Container == nil {
 			return "", false
 		}
 		return ev.Container.Image, true
+	}, nil},
+	{"exec.args", nil, func(ev *event.Event) ([]string, bool) {
+		if ev.Exec == nil {
+			return nil, false
+		}
+		return ev.Exec.Args, true
 	}},
+	{"process.args", nil, func(ev *event.Event) ([]string, bool) { return ev.Process.Args, true }},
 }
 
 // andIdx: both sides must hold; each is a valid necessary condition, so
@@ -236,40 +247,53 @@ func orIdx(a, b map[int]constraint) map[int]constraint {
 
 // idxComparison recognises event.F == "v" (either side), event.F in
 // ["v", ...], event.F.startsWith("v") and event.F.endsWith("v") for an
-// indexed field F.
+// indexed scalar field F, and "v" in event.L for a list field L.
 func idxComparison(c celast.CallExpr) map[int]constraint {
+	if a := c.Args(); c.FunctionName() == "@in" && len(a) == 2 {
+		if fi := fieldIndex(a[1]); fi >= 0 && indexedFields[fi].list != nil {
+			if v, ok := stringLit(a[0]); ok {
+				return map[int]constraint{fi: {exact, []string{v}}}
+			}
+			return nil
+		}
+	}
+	return compareIdx(c, func(e celast.Expr) int {
+		if fi := fieldIndex(e); fi >= 0 && indexedFields[fi].get != nil {
+			return fi
+		}
+		return -1
+	})
+}
+
+// compareIdx recognises a comparison of what field resolves (an event
+// field, or an element of a list field) with string literals.
+func compareIdx(c celast.CallExpr, field func(celast.Expr) int) map[int]constraint {
 	a := c.Args()
-	var field celast.Expr
+	fi := -1
 	var vals []celast.Expr
 	mode := exact
 	switch {
 	case c.IsMemberFunction() && len(a) == 1 && (c.FunctionName() == "startsWith" || c.FunctionName() == "endsWith"):
-		field, vals = c.Target(), a
+		fi, vals = field(c.Target()), a
 		mode = prefix
 		if c.FunctionName() == "endsWith" {
 			mode = suffix
 		}
 	case len(a) != 2:
 		return nil
-	case c.FunctionName() == "_==_" && fieldIndex(a[0]) >= 0:
-		field, vals = a[0], []celast.Expr{a[1]}
-	case c.FunctionName() == "_==_" && fieldIndex(a[1]) >= 0:
-		field, vals = a[1], []celast.Expr{a[0]}
-	case c.FunctionName() == "@in" && fieldIndex(a[0]) >= 0 && a[1].Kind() == celast.ListKind:
-		field, vals = a[0], a[1].AsList().Elements()
-	default:
-		return nil
+	case c.FunctionName() == "_==_" && field(a[0]) >= 0:
+		fi, vals = field(a[0]), []celast.Expr{a[1]}
+	case c.FunctionName() == "_==_" && field(a[1]) >= 0:
+		fi, vals = field(a[1]), []celast.Expr{a[0]}
+	case c.FunctionName() == "@in" && field(a[0]) >= 0 && a[1].Kind() == celast.ListKind:
+		fi, vals = field(a[0]), a[1].AsList().Elements()
 	}
-	fi := fieldIndex(field)
 	if fi < 0 {
 		return nil
 	}
 	var out []string
 	for _, v := range vals {
-		if v.Kind() != celast.LiteralKind {
-			return nil
-		}
-		s, ok := v.AsLiteral().Value().(string)
+		s, ok := stringLit(v)
 		if !ok {
 			return nil
 		}
@@ -278,6 +302,57 @@ func idxComparison(c celast.CallExpr) map[int]constraint {
 		}
 	}
 	return map[int]constraint{fi: {mode, out}}
+}
+
+func stringLit(e celast.Expr) (string, bool) {
+	if e.Kind() != celast.LiteralKind {
+		return "", false
+	}
+	s, ok := e.AsLiteral().Value().(string)
+	return s, ok
+}
+
+// existsIdx recognises L.exists(x, P(x)) over a list field L, where P
+// constrains x as compareIdx does (through || and &&): true means some
+// element meets the constraint. It matches the exists macro's expansion
+// exactly (accumulator false, step accu || P, result accu); all() and
+// exists_one() expand differently and are not indexed.
+func existsIdx(cp celast.ComprehensionExpr) map[int]constraint {
+	fi := fieldIndex(cp.IterRange())
+	if fi < 0 || indexedFields[fi].list == nil || cp.IterVar2() != "" {
+		return nil
+	}
+	init, step, res := cp.AccuInit(), cp.LoopStep(), cp.Result()
+	if init.Kind() != celast.LiteralKind || init.AsLiteral() != types.False ||
+		res.Kind() != celast.IdentKind || res.AsIdent() != cp.AccuVar() || step.Kind() != celast.CallKind {
+		return nil
+	}
+	sc := step.AsCall()
+	if sc.FunctionName() != "_||_" || len(sc.Args()) != 2 || sc.Args()[0].Kind() != celast.IdentKind ||
+		sc.Args()[0].AsIdent() != cp.AccuVar() {
+		return nil
+	}
+	elem := func(e celast.Expr) int {
+		if e.Kind() == celast.IdentKind && e.AsIdent() == cp.IterVar() {
+			return fi
+		}
+		return -1
+	}
+	var pred func(e celast.Expr) map[int]constraint
+	pred = func(e celast.Expr) map[int]constraint {
+		if e.Kind() != celast.CallKind {
+			return nil
+		}
+		c := e.AsCall()
+		switch c.FunctionName() {
+		case "_||_":
+			return orIdx(pred(c.Args()[0]), pred(c.Args()[1]))
+		case "_&&_":
+			return andIdx(pred(c.Args()[0]), pred(c.Args()[1]))
+		}
+		return compareIdx(c, elem)
+	}
+	return pred(sc.Args()[1])
 }
 
 // fieldIndex is the indexedFields position of event.a.b, or -1.
@@ -357,9 +432,12 @@ func analyse(e celast.Expr) (facts, error) {
 		return strict(fs...), nil
 	case celast.ComprehensionKind:
 		// The range is evaluated first and strictly; the loop may absorb
-		// errors, so nothing is concluded from it.
+		// errors, so nothing else is concluded from it, except what an
+		// exists() requires of some element.
 		f, err := analyse(e.AsComprehension().IterRange())
-		return strict(f), err
+		out := strict(f)
+		out.idx = existsIdx(e.AsComprehension())
+		return out, err
 	}
 	return neutral(), nil
 }

@@ -164,6 +164,13 @@ func TestPrefilterIsSound(t *testing.T) {
 		`event.file.path.startsWith("/") && !event.file.write`,
 		`event.dns.name.endsWith(".example") || event.process.name.startsWith("mou")`,
 		`event.process.name.endsWith("h") ? event.kind == "exec" : event.process.name.startsWith("c")`,
+		`event.process.args.exists(a, a == "x")`,
+		`event.process.args.exists(a, a == "y" || a.endsWith("x"))`,
+		`"x" in event.process.args || event.kind == "dns"`,
+		`event.process.args.all(a, a == "x")`,
+		`event.process.args.exists_one(a, a == "x")`,
+		`event.exec.args.exists(a, a.startsWith("-")) && event.process.name == "nc"`,
+		`!event.process.args.exists(a, a == "x")`,
 		`event.process.name == "sh" && event.process.executablePath == ""`,
 		`event.process.name == "cat" || event.kind == "mount"`,
 	}
@@ -212,6 +219,13 @@ func TestValueIndex(t *testing.T) {
 		`event.container.image == "busybox" ? event.kind == "exec" : false`:           "-",
 		`event.container.image == "a" ? true : event.container.image.startsWith("b")`: "container.image prefix [a b]",
 		`(event.process.name == "sh") == false`:                                       "-",
+		`event.exec.args.exists(a, a == "-e" || a.startsWith("--exec"))`:              "exec.args prefix [-e --exec]",
+		`"-e" in event.process.args`:                                                  "process.args exact [-e]",
+		`event.exec.args.all(a, a == "-e")`:                                           "-",
+		`event.exec.args.exists_one(a, a == "-e")`:                                    "-",
+		`event.exec.args.exists(a, a != "-e")`:                                        "-",
+		`event.exec.args.exists(a, a == "-e" && event.process.name == "nc")`:          "exec.args exact [-e]",
+		`event.process.lineage.exists(l, l.name == "sh")`:                             "-",
 	} {
 		f, mode, v := compile(t, rule(cond)).Index()
 		got := "-"
