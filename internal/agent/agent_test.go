@@ -289,3 +289,28 @@ func TestEventsCommandStreamsFromAgent(t *testing.T) {
 		t.Fatal("the container's echo never reached `mamori events`")
 	}
 }
+
+func TestHeartbeatForCoverage(t *testing.T) {
+	a := startAgent(t)
+	waitFor(t, "any", func(*event.Event) bool { return true })
+	hb := a.Heartbeat(HeartbeatInfo{Version: "test", Interval: 10 * time.Second})
+	if err := hb.Validate(); err != nil {
+		t.Fatalf("heartbeat invalid: %v", err)
+	}
+	attached, unavailable := 0, 0
+	for _, h := range hb.Hooks {
+		if h.Attached {
+			attached++
+		} else if h.Optional && h.Error != "" {
+			unavailable++
+		}
+	}
+	if attached < 50 || hb.LastEvent.IsZero() || hb.Kernel == "" || !hb.BTF {
+		t.Fatalf("heartbeat %d hooks attached, last event %v, kernel %q, btf %v", attached, hb.LastEvent, hb.Kernel, hb.BTF)
+	}
+	for _, k := range []string{"kernel", "decode", "retry", "bpf_recursion"} {
+		if _, ok := hb.Drops[k]; !ok {
+			t.Errorf("heartbeat lacks the %s drop counter", k)
+		}
+	}
+}
