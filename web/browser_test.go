@@ -13,6 +13,7 @@ import (
 
 	"github.com/mamori-dev/mamori/internal/event"
 	"github.com/mamori-dev/mamori/internal/finding"
+	"github.com/mamori-dev/mamori/internal/server/coverage"
 	"github.com/mamori-dev/mamori/internal/server/store"
 	"github.com/mamori-dev/mamori/web/webtest"
 )
@@ -188,6 +189,55 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.wait(`document.querySelector('#range').textContent.startsWith('51–')`)
 	b.do(chromedp.Click(css("#prev")))
 	b.wait(`document.querySelector('#range').textContent.startsWith('1–50')`)
+
+	// Coverage: a healthy node and one whose hook failed, judged by the
+	// coverage monitor from their heartbeats.
+	heartbeats(t, c.store)
+	b.do(chromedp.Click(css(`nav a[data-view="coverage"]`)))
+	b.wait(`document.querySelectorAll('#coverage-body tr').length === 2`)
+	row := func(node string) string {
+		return b.eval(`document.querySelector('#coverage-body tr[data-node="` + node + `"]').textContent`)
+	}
+	if got := row("node-ok"); !strings.Contains(got, "Healthy") || !strings.Contains(got, "6.18.0") || !strings.Contains(got, "2/3 attached") {
+		t.Errorf("healthy node row: %q", got)
+	}
+	got := row("node-bad")
+	if !strings.Contains(got, "Unhealthy") || !strings.Contains(got, "tracepoint/syscalls/sys_enter_mount") ||
+		!strings.Contains(got, "Part of the sensor is missing") {
+		t.Errorf("unhealthy node row lacks its reason in plain words: %q", got)
+	}
+	if pct := b.eval(`document.querySelector('#cluster-stats .pct').textContent`); pct != "50%" {
+		t.Errorf("cluster coverage %q, want 50%%", pct)
+	}
+	b.shot("coverage")
+	inert(t, b)
+}
+
+// heartbeats feeds the coverage monitor one healthy node and one with a
+// required hook that failed to attach, in cluster "prod".
+func heartbeats(t *testing.T, st store.Store) {
+	t.Helper()
+	m, err := coverage.New(coverage.Config{Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	for _, hb := range []*coverage.Heartbeat{
+		{NodeID: "node-ok", Hostname: "worker-1", Cluster: "prod", AgentVersion: "0.1.0", Kernel: "6.18.0", BTF: true,
+			Time: now, Started: now.Add(-time.Hour), IntervalSeconds: 30, LastEvent: now,
+			Hooks: []coverage.Hook{{Program: "exec", Family: "process", Hook: "tp_btf/sched_process_exec", Attached: true},
+				{Program: "connect", Family: "net", Hook: "cgroup/connect4", Attached: true},
+				{Program: "lsm", Family: "lsm", Hook: "lsm/file_open", Optional: true, Error: "operation not permitted"}},
+			Drops: map[string]uint64{"kernel": 0, "queue": 0}},
+		{NodeID: "node-bad", Hostname: "worker-2", Cluster: "prod", AgentVersion: "0.1.0", Kernel: "6.18.0", BTF: true,
+			Time: now, Started: now.Add(-time.Hour), IntervalSeconds: 30, LastEvent: now,
+			Hooks: []coverage.Hook{{Program: "exec", Family: "process", Hook: "tp_btf/sched_process_exec", Attached: true},
+				{Program: "mount", Family: "file", Hook: "tracepoint/syscalls/sys_enter_mount", Error: "permission denied"}}},
+	} {
+		if _, err := m.Observe(context.Background(), hb, now); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // clear empties an input as a user would, firing input.

@@ -6,59 +6,58 @@ import * as api from './api.js';
 const POLL_MS = 5000;
 let timer = 0;
 let active = false;
+let lastSig = '';
 
 export function stopCoverage() {
   active = false;
   clearTimeout(timer);
 }
 
-// Plain-words openings for issue types; the extra information follows.
+// What each issue type means for the node and what to do, in plain words.
+// The issue's extra information (after the colon) says the specifics.
 const ISSUES = {
-  AGENT_NOT_REPORTING: 'The agent has not reported',
-  AGENTNOTREPORTING: 'The agent has not reported',
-  HOOK_ATTACH_FAILED: 'A kernel hook failed to attach',
-  HOOKATTACHFAILED: 'A kernel hook failed to attach',
-  KERNEL_NO_BTF: 'The kernel lacks BTF type information, so the sensor cannot load',
-  EVENTS_DROPPED: 'Events were dropped',
-  EVENTSDROPPED: 'Events were dropped',
-  RUNTIME_UNREACHABLE: 'The container runtime is unreachable',
-  CONTAINERRUNTIMEUNREACHABLE: 'The container runtime is unreachable',
-  EXCLUDED_BY_LABEL: 'Excluded from monitoring by label',
-  EXCLUDEDBYLABEL: 'Excluded from monitoring by label',
-  AGENT_EXITED: 'The agent exited',
-  NO_HEARTBEAT: 'No heartbeat has arrived yet',
+  EXCLUDED_BY_LABEL: 'Deliberately not monitored. Remove the label mamori.io/managed=false to cover it.',
+  AGENT_EXITED: 'The agent stopped, so nothing on this node is watched. Check its log and restart it.',
+  AGENT_NOT_REPORTING: 'The server has not heard from the agent. Check that it runs and can reach the server (network, credentials); findings it detects meanwhile are spooled on the node.',
+  KERNEL_NO_BTF: 'The kernel lacks BTF type information, so the sensor cannot load. Use a kernel built with CONFIG_DEBUG_INFO_BTF (most distributions since 5.8).',
+  SENSOR_FAILED: 'The agent runs but its kernel sensor did not load, so no behaviour is seen. Check the error: privileges (root, CAP_BPF) and kernel support.',
+  HOOK_ATTACH_FAILED: 'Part of the sensor is missing: the behaviours that hook watches go unseen on this node. Check the error and the kernel configuration.',
+  EVENTS_DROPPED: 'The node produced more events than the agent could take, so some behaviour went unseen. Give the agent more CPU or larger buffers.',
+  RUNTIME_UNREACHABLE: 'The agent cannot ask the container runtime, so findings may lack pod, container and image names. Mount the runtime socket into the agent.',
+  NO_HEARTBEAT: 'The agent enrolled but never reported. Check that it started and can reach the server.',
 };
 
-// plainIssue turns "Type:Extra information" into a sentence.
-export function plainIssue(issue) {
-  if (!issue) return '';
-  const s = String(issue);
+// explainIssue splits "TYPE:extra information" into the specifics, with a
+// capital, and the plain-words meaning of the type.
+export function explainIssue(issue) {
+  const s = String(issue || '');
   const i = s.indexOf(':');
-  const typ = i < 0 ? s : s.slice(0, i);
+  const typ = (i < 0 ? s : s.slice(0, i)).trim();
   const extra = i < 0 ? '' : s.slice(i + 1).trim();
-  const key = typ.trim().toUpperCase().replace(/[\s-]+/g, '_');
-  let opening = ISSUES[key] || ISSUES[key.replace(/_/g, '')];
-  if (!opening) {
-    const words = typ.replace(/([a-z])([A-Z])/g, '$1 $2').replace(/[_-]+/g, ' ').trim().toLowerCase();
-    opening = words.charAt(0).toUpperCase() + words.slice(1);
-  }
-  return extra ? `${opening}: ${extra}` : opening;
+  const words = typ.replace(/([a-z])([A-Z])/g, '$1 $2').replace(/[_-]+/g, ' ').toLowerCase();
+  const what = extra || words;
+  return { type: typ, what: what.charAt(0).toUpperCase() + what.slice(1), means: ISSUES[typ.toUpperCase()] || '' };
 }
 
-const healthy = (n) => String(n.status || n.coverageStatus || '').toUpperCase() === 'HEALTHY';
-const nodeName = (n) => n.hostname || n.nodeName || n.name || n.nodeId || n.id || '';
-const clusterOf = (n) => n.cluster || n.clusterName || '';
-
-function hooksOf(n) {
-  const list = n.hooks || n.attachedHooks || [];
-  return list.map((x) => (typeof x === 'string' ? { hook: x, attached: true } : {
-    hook: x.hook || x.name, attached: !!x.attached, optional: !!x.optional, error: x.error || '' }));
-}
-
-function drops(n) {
-  const d = n.drops || n.dropCounters || n.dropped || {};
-  if (typeof d === 'number') return [['dropped', d]];
-  return Object.entries(d).filter(([, v]) => typeof v === 'number');
+// view reads a node as the API serves it: a coverage status with the
+// heartbeat's facts at top level, or a stored row with the heartbeat inside.
+function view(n) {
+  const hb = n.heartbeat || {};
+  const pick = (k) => (n[k] !== undefined ? n[k] : hb[k]);
+  return {
+    name: n.hostname || hb.hostname || n.nodeId || '',
+    nodeId: n.nodeId || '',
+    cluster: n.cluster || hb.cluster || '',
+    healthy: String(n.status || '').toLowerCase() === 'healthy',
+    issues: n.issues && n.issues.length ? n.issues : n.issue ? [n.issue] : [],
+    version: pick('agentVersion') || '',
+    kernel: pick('kernel') || '',
+    hooks: pick('hooks') || [],
+    drops: pick('drops') || {},
+    lastMinute: n.droppedLastMinute || {},
+    last: n.lastHeartbeat,
+    runtimes: pick('runtimes') || [],
+  };
 }
 
 export async function showCoverage() {
@@ -79,7 +78,7 @@ export async function showCoverage() {
     try {
       const [nodes, st] = await Promise.all([api.coverage(), api.coverageStats().catch(() => null)]);
       if (!active) return;
-      render(nodes, st, stats, body);
+      render(nodes.map(view), st, stats, body);
     } catch (e) {
       if (active) stats.replaceChildren(h('p', { class: 'error' }, 'Could not load coverage: ' + e.message));
     }
@@ -89,11 +88,15 @@ export async function showCoverage() {
 }
 
 function render(nodes, st, stats, body) {
+  // Unchanged data leaves the DOM alone (an opened hook list stays open).
+  const sig = JSON.stringify([nodes, st]);
+  if (sig === lastSig && body.childElementCount) return;
+  lastSig = sig;
   const clusters = clusterStats(nodes, st);
   stats.replaceChildren(...clusters.map((c) => {
     const pct = c.total ? Math.round((100 * c.healthy) / c.total) : 0;
     return h('div', { class: 'card cluster', dataset: { cluster: c.name } },
-      h('div', { class: 'cname' }, vis(c.name || '(no cluster)')),
+      h('div', { class: 'cname' }, vis(c.name || 'standalone hosts')),
       h('div', { class: 'pct' + (pct < 100 ? ' bad' : '') }, pct + '%'),
       h('div', { class: 'bar' }, h('span', { class: 'fill', dataset: { pct: String(pct) } })),
       h('div', { class: 'muted small' }, `${c.healthy} of ${c.total} nodes healthy`));
@@ -105,27 +108,31 @@ function render(nodes, st, stats, body) {
     return;
   }
   body.replaceChildren(...nodes.map((n) => {
-    const ok = healthy(n);
-    const hooks = hooksOf(n);
-    const att = hooks.filter((x) => x.attached);
-    const failed = hooks.filter((x) => !x.attached && !x.optional);
-    const d = drops(n);
-    const dropped = d.reduce((a, [, v]) => a + v, 0);
-    const last = n.lastHeartbeat || n.lastSeen || n.updatedAt;
-    return h('tr', { class: ok ? '' : 'unhealthy', dataset: { node: nodeName(n) } },
-      h('td', null, h('span', { class: 'status ' + (ok ? 'ok' : 'bad') }, ok ? 'Healthy' : 'Unhealthy')),
-      h('td', null, h('div', null, vis(nodeName(n))), n.nodeId && n.nodeId !== nodeName(n) ? h('div', { class: 'muted small mono' }, vis(n.nodeId)) : null),
-      h('td', null, vis(clusterOf(n))),
-      h('td', { class: 'issue' }, ok ? '' : h('div', null, vis(plainIssue(n.issue || n.issues))),
-        !ok && n.issue ? h('div', { class: 'muted small mono' }, vis(n.issue)) : null),
-      h('td', null, vis(n.agentVersion || n.version || '')),
-      h('td', { class: 'mono small' }, vis(n.kernel || n.kernelVersion || '')),
-      h('td', null, hooks.length ? h('details', null,
-        h('summary', null, `${att.length}/${hooks.length} attached` + (failed.length ? `, ${failed.length} failed` : '')),
-        h('ul', { class: 'hooks' }, hooks.map((x) => h('li', { class: x.attached ? '' : 'bad' },
-          (x.attached ? '✓ ' : '✗ ') + vis(x.hook) + (x.optional && !x.attached ? ' (optional)' : '') + (x.error ? ': ' + vis(x.error) : ''))))) : ''),
-      h('td', { class: 'num', title: d.map(([k, v]) => `${k}: ${v}`).join('\n') }, dropped.toLocaleString()),
-      h('td', { title: last ? new Date(last).toLocaleString() : '' }, last ? ago(last) : 'never'));
+    const att = n.hooks.filter((x) => x.attached);
+    const failed = n.hooks.filter((x) => !x.attached && !x.optional);
+    const total = Object.values(n.drops).reduce((a, v) => a + v, 0);
+    const recent = Object.values(n.lastMinute).reduce((a, v) => a + v, 0);
+    return h('tr', { class: n.healthy ? '' : 'unhealthy', dataset: { node: n.nodeId } },
+      h('td', null, h('span', { class: 'status ' + (n.healthy ? 'ok' : 'bad') }, n.healthy ? 'Healthy' : 'Unhealthy')),
+      h('td', null, h('div', null, vis(n.name)), n.nodeId !== n.name ? h('div', { class: 'muted small mono' }, vis(n.nodeId)) : null),
+      h('td', null, vis(n.cluster)),
+      h('td', { class: 'issue' }, n.issues.map((is) => {
+        const e = explainIssue(is);
+        return h('div', { class: 'one-issue' },
+          h('div', { class: 'what' }, vis(e.what)),
+          e.means ? h('div', { class: 'means small' }, e.means) : null,
+          h('div', { class: 'muted small mono' }, vis(e.type)));
+      })),
+      h('td', null, vis(n.version)),
+      h('td', { class: 'mono small' }, vis(n.kernel)),
+      h('td', null, n.hooks.length ? h('details', null,
+        h('summary', null, `${att.length}/${n.hooks.length} attached` + (failed.length ? `, ${failed.length} failed` : '')),
+        h('ul', { class: 'hooks' }, n.hooks.map((x) => h('li', { class: x.attached ? '' : x.optional ? 'muted' : 'bad' },
+          (x.attached ? '✓ ' : '✗ ') + vis(x.hook || x.program) + (x.optional && !x.attached ? ' (optional)' : '') +
+          (x.error ? ': ' + vis(x.error) : ''))))) : ''),
+      h('td', { class: 'num', title: Object.entries(n.drops).map(([k, v]) => `${k}: ${v}`).join('\n') },
+        total.toLocaleString(), recent ? h('div', { class: 'small warn' }, `${recent.toLocaleString()} in the last minute`) : null),
+      h('td', { title: n.last ? new Date(n.last).toLocaleString() : '' }, n.last && !String(n.last).startsWith('0001') ? ago(n.last) : 'never'));
   }));
 }
 
@@ -144,10 +151,10 @@ function clusterStats(nodes, st) {
   }
   const m = new Map();
   for (const n of nodes) {
-    const c = m.get(clusterOf(n)) || { name: clusterOf(n), healthy: 0, total: 0 };
+    const c = m.get(n.cluster) || { name: n.cluster, healthy: 0, total: 0 };
     c.total++;
-    if (healthy(n)) c.healthy++;
-    m.set(c.name, c);
+    if (n.healthy) c.healthy++;
+    m.set(n.cluster, c);
   }
   return [...m.values()];
 }
