@@ -1,6 +1,8 @@
 package main
 
 import (
+	"strconv"
+	"strings"
 	"encoding/binary"
 	"fmt"
 	"log"
@@ -200,44 +202,51 @@ func serveDNS(pc net.PacketConn) {
 	}
 }
 
-// loopResult is one loop's timings, one per round on each side.
+// chunks is how many pieces each timed loop is cut into. Noise on a shared
+// VM (neighbours, SMT siblings, interrupts) only ever adds time, so a low
+// percentile of many short pieces estimates the loop's own cost far more
+// steadily than one long timing does.
+const chunks = 20
+
+// loopResult is one loop's chunk timings on each side, over all rounds.
 type loopResult struct {
 	name          string
-	n             int
-	without, with []time.Duration
+	n             int // iterations per round
+	rounds        int
+	without, with []time.Duration // per chunk of chunkN iterations
+	chunkN        int
 }
 
+// nsPerOp is the 10th-percentile chunk time per iteration.
 func (r loopResult) nsPerOp(ds []time.Duration) float64 {
-	return float64(median(ds).Nanoseconds()) / float64(r.n)
+	return float64(percentile(ds, 0.10).Nanoseconds()) / float64(r.chunkN)
+}
+
+func (r loopResult) medianNsPerOp(ds []time.Duration) float64 {
+	return float64(percentile(ds, 0.5).Nanoseconds()) / float64(r.chunkN)
 }
 
 func (r loopResult) ratio() float64 { return r.nsPerOp(r.with) / r.nsPerOp(r.without) }
 
-// ratioSpread is the lowest and highest per-round ratio, pairing each
-// round's with-agent time with the same round's baseline.
-func (r loopResult) ratioSpread() (lo, hi float64) {
-	for i := range r.with {
-		if i >= len(r.without) {
-			break
-		}
-		x := float64(r.with[i]) / float64(r.without[i])
-		if i == 0 || x < lo {
-			lo = x
-		}
-		if i == 0 || x > hi {
-			hi = x
-		}
-	}
-	return lo, hi
+func (r loopResult) medianRatio() float64 {
+	return r.medianNsPerOp(r.with) / r.medianNsPerOp(r.without)
 }
 
-func median(ds []time.Duration) time.Duration {
+func percentile(ds []time.Duration, p float64) time.Duration {
 	s := append([]time.Duration(nil), ds...)
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
+	return s[int(p*float64(len(s)-1))]
+}
+
+// timeChunks runs the loop in pieces and returns each piece's time.
+func timeChunks(l loop, per int) []time.Duration {
+	out := make([]time.Duration, 0, chunks)
+	for done := 0; done+per <= l.n; done += per {
+		start := time.Now()
+		l.run(per)
+		out = append(out, time.Since(start))
 	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+	return out
 }
 
 func timeLoop(l loop) time.Duration {
@@ -253,18 +262,20 @@ func (e *env) overhead() []loopResult {
 	loops := e.loops()
 	res := make([]loopResult, len(loops))
 	for i, l := range loops {
-		res[i].name, res[i].n = l.name, l.n
+		res[i].name, res[i].n, res[i].rounds, res[i].chunkN = l.name, l.n, *rounds, max(1, l.n/chunks)
 		l.run(max(1, l.n/10)) // warm caches, the listener's accept path, the DNS socket
 	}
 	without := func() {
+		waitQuiet()
 		for i, l := range loops {
-			res[i].without = append(res[i].without, timeLoop(l))
+			res[i].without = append(res[i].without, timeChunks(l, res[i].chunkN)...)
 		}
 	}
 	with := func() {
 		ag := startAgent(agentOptions{})
+		waitQuiet()
 		for i, l := range loops {
-			res[i].with = append(res[i].with, timeLoop(l))
+			res[i].with = append(res[i].with, timeChunks(l, res[i].chunkN)...)
 		}
 		ag.stop()
 	}
@@ -279,4 +290,53 @@ func (e *env) overhead() []loopResult {
 		}
 	}
 	return res
+}
+
+// Phases that started on a busy machine, and all phases.
+var busyPhases, allPhases int
+
+// waitQuiet waits, up to -wait-quiet, until the machine's CPUs are mostly
+// idle for a second, so a phase does not start in the middle of another
+// tenant's build.
+func waitQuiet() {
+	allPhases++
+	deadline := time.Now().Add(*quietWait)
+	for {
+		busy := cpuBusy(time.Second)
+		if busy <= 0.15 {
+			return
+		}
+		if time.Now().After(deadline) {
+			busyPhases++
+			fmt.Printf("overhead: machine still %.0f%% busy; measuring anyway\n", 100*busy)
+			return
+		}
+	}
+}
+
+// cpuBusy is the share of all CPUs' time not idle over d.
+func cpuBusy(d time.Duration) float64 {
+	read := func() (busy, total float64) {
+		b, err := os.ReadFile("/proc/stat")
+		if err != nil {
+			return 0, 0
+		}
+		line, _, _ := strings.Cut(string(b), "\n")
+		f := strings.Fields(line)
+		for i, v := range f[1:] {
+			x, _ := strconv.ParseFloat(v, 64)
+			total += x
+			if i != 3 && i != 4 { // idle, iowait
+				busy += x
+			}
+		}
+		return busy, total
+	}
+	b0, t0 := read()
+	time.Sleep(d)
+	b1, t1 := read()
+	if t1 <= t0 {
+		return 0
+	}
+	return (b1 - b0) / (t1 - t0)
 }

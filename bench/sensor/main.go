@@ -44,6 +44,7 @@ var (
 	profileOut = flag.String("agent-profile", "", "write the agent's Go CPU profile during the throughput steps to this file")
 	niceness   = flag.Int("nice", -20, "nice value of the workloads, so other tenants of their CPU barely preempt them")
 	agentNice  = flag.Int("agent-nice", -20, "nice value of the agent, so other tenants of its CPU do not take its core")
+	quietWait  = flag.Duration("wait-quiet", 2*time.Minute, "longest wait, before each overhead phase, for the machine to be ≤ 15% busy")
 	only       = flag.String("only", "overhead,bpf,throughput,rss", "parts to run, comma-separated")
 )
 

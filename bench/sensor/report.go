@@ -57,11 +57,18 @@ func (r results) markdown() string {
 	b.WriteString("\n")
 	r.summary(&b)
 	if len(r.loops) > 0 {
-		fmt.Fprintf(&b, "\n| loop | ops × rounds | without agent | with agent | slowdown (median) | per-round range | ≤ %.2f |\n|---|---|---|---|---|---|---|\n", targetSlowdown)
+		fmt.Fprintf(&b, "\n| loop | ops × rounds | without agent | with agent | slowdown | slowdown of medians | ≤ %.2f |\n|---|---|---|---|---|---|---|\n", targetSlowdown)
 		for _, x := range r.loops {
-			lo, hi := x.ratioSpread()
-			fmt.Fprintf(&b, "| %s | %s × %d | %s ns/op | %s ns/op | %.3f | %.3f–%.3f | %s |\n", x.name, commas(float64(x.n)), len(x.with),
-				commas(x.nsPerOp(x.without)), commas(x.nsPerOp(x.with)), x.ratio(), lo, hi, verdict(x.ratio() <= targetSlowdown))
+			fmt.Fprintf(&b, "| %s | %s × %d | %s ns/op | %s ns/op | %.3f | %.3f | %s |\n", x.name, commas(float64(x.n)), x.rounds,
+				commas(x.nsPerOp(x.without)), commas(x.nsPerOp(x.with)), x.ratio(), x.medianRatio(), verdict(x.ratio() <= targetSlowdown))
+		}
+		fmt.Fprintf(&b, "\nEach round times every loop in %d pieces on each side (the side going first alternates); ns/op is the "+
+			"10th percentile of a side's pieces over all rounds, since noise from other tenants only adds time. The medians' ratio "+
+			"is shown for comparison.\n", chunks)
+		if busyPhases > 0 {
+			fmt.Fprintf(&b, "**%d of %d phases started while other work kept the machine over 15%% busy**: their figures are noisy.\n", busyPhases, allPhases)
+		} else {
+			fmt.Fprintf(&b, "Every phase started on a machine ≤ 15%% busy (waited up to %s).\n", *quietWait)
 		}
 	}
 	if len(r.bpf) > 0 {
