@@ -1,0 +1,356 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+
+	"github.com/mamori-dev/mamori/internal/agent"
+	"github.com/mamori-dev/mamori/internal/finding"
+	"github.com/mamori-dev/mamori/internal/server/api"
+	"github.com/mamori-dev/mamori/internal/server/export"
+	"github.com/mamori-dev/mamori/internal/server/store"
+	"github.com/mamori-dev/mamori/web"
+)
+
+func init() { register(serverCmd) }
+
+// serverFlags configure the server part of `mamori server` and `mamori run`.
+type serverFlags struct {
+	apiAddr         string
+	storeDSN        string
+	cluster         string
+	webhooks        []string
+	webhookHeaders  []string
+	exportFormat    string
+	updateFrequency string
+	noConsole       bool
+}
+
+func (f *serverFlags) bind(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.apiAddr, "api-addr", "127.0.0.1:9470", "address of the HTTP API and console (port 0 picks a free one; the address is kept in DATA_DIR/api/address)")
+	fl.StringVar(&f.storeDSN, "store", "", "finding store: a SQLite file or postgres://... [DATA_DIR/mamori.db]")
+	fl.StringVar(&f.cluster, "cluster", "local", "cluster name of this installation (exports, coverage)")
+	fl.StringArrayVar(&f.webhooks, "export-webhook", nil, "POST every exported finding to this URL (repeatable)")
+	fl.StringArrayVar(&f.webhookHeaders, "export-header", nil, "header added to webhook requests, \"Name: value\" (repeatable)")
+	fl.StringVar(&f.exportFormat, "export-format", string(export.FormatEventBus), fmt.Sprintf("webhook record format: %v", export.Formats))
+	fl.StringVar(&f.updateFrequency, "export-update-frequency", "6h", "how often updated findings are exported: 15m, 1h or 6h (new findings go at once)")
+	fl.BoolVar(&f.noConsole, "no-console", false, "serve the API only, without the web console")
+}
+
+func serverCmd() *cobra.Command {
+	var (
+		sf      serverFlags
+		dataDir string
+		verbose bool
+	)
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run the control plane: finding store, suppression, export, coverage, HTTP API and console",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			log := newLogger(verbose)
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			srv, err := startServer(ctx, &sf, dataDir, log, cmd.OutOrStdout())
+			if err != nil {
+				return err
+			}
+			<-ctx.Done()
+			srv.Close()
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dataDir, "data-dir", agent.DefaultDataDir, "directory for the server's state (store, API tokens, address)")
+	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "debug logging")
+	sf.bind(cmd)
+	return cmd
+}
+
+func newLogger(verbose bool) *slog.Logger {
+	level := slog.LevelInfo
+	if verbose {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+}
+
+// server is a running control plane.
+type server struct {
+	log      *slog.Logger
+	store    store.Store
+	cluster  string
+	local    api.Local
+	url      string
+	http     *http.Server
+	batcher  *export.Batcher
+	webhooks []*export.Webhook
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+
+	rulesMu   sync.Mutex
+	rules     []store.Rule
+	rulesRead time.Time
+
+	sinkQueue chan *finding.Finding
+	sinkDrops atomic.Uint64
+	closeOnce sync.Once
+}
+
+// startServer opens the store, starts export and serves the API and
+// console. It prints the API's address on out.
+func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.Logger, out io.Writer) (*server, error) {
+	freq, err := export.ParseUpdateFrequency(f.updateFrequency)
+	if err != nil {
+		return nil, fmt.Errorf("--export-update-frequency: %w", err)
+	}
+	format, err := export.ParseFormat(f.exportFormat)
+	if err != nil {
+		return nil, fmt.Errorf("--export-format: %w", err)
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	dsn := f.storeDSN
+	if dsn == "" {
+		dsn = filepath.Join(dataDir, "mamori.db")
+	}
+	reg := prometheus.NewRegistry()
+	st, err := store.Open(ctx, dsn, store.Options{Logger: log, Metrics: store.NewMetrics(reg)})
+	if err != nil {
+		return nil, err
+	}
+	if err := reg.Register(store.NewStatsCollector(st)); err != nil {
+		st.Close()
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	s := &server{log: log, store: st, cluster: f.cluster, local: api.LocalFor(dataDir), cancel: cancel}
+	fail := func(err error) (*server, error) {
+		cancel()
+		st.Close()
+		return nil, err
+	}
+
+	// Export: webhooks behind the batching policy.
+	enc, err := export.NewEncoder(format, export.Options{Cluster: f.cluster, ProductVersion: version})
+	if err != nil {
+		return fail(err)
+	}
+	headers := map[string]string{}
+	for _, h := range f.webhookHeaders {
+		k, v, ok := strings.Cut(h, ":")
+		if !ok || strings.TrimSpace(k) == "" {
+			return fail(fmt.Errorf("--export-header %q: want \"Name: value\"", h))
+		}
+		headers[strings.TrimSpace(k)] = strings.TrimSpace(v)
+	}
+	var sinks []export.Sink
+	for i, u := range f.webhooks {
+		w, err := export.NewWebhook(export.WebhookConfig{Name: fmt.Sprintf("webhook-%d", i), URL: u, Encoder: enc,
+			Headers: headers, UserAgent: "mamori/" + version, Logger: log})
+		if err != nil {
+			return fail(fmt.Errorf("--export-webhook: %w", err))
+		}
+		if err := reg.Register(w); err != nil {
+			return fail(err)
+		}
+		s.webhooks = append(s.webhooks, w)
+		sinks = append(sinks, w)
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); w.Run(ctx) }()
+	}
+	s.wg.Add(1)
+	go func() { defer s.wg.Done(); store.RunRetention(ctx, st, time.Hour, store.PurgeOptions{}, log) }()
+	s.batcher = export.NewBatcher(freq, sinks...)
+	s.wg.Add(1)
+	go func() { defer s.wg.Done(); s.batcher.Run(ctx) }()
+
+	// API and console.
+	tokens, _, err := s.local.OpenTokens()
+	if err != nil {
+		return fail(err)
+	}
+	host, _ := os.Hostname()
+	a, err := api.New(api.Options{Store: st, Tokens: tokens, Submit: s.Submit,
+		RulesDir: filepath.Join(dataDir, "rules"), IntelDir: filepath.Join(dataDir, "intel"),
+		Agent:   finding.Agent{NodeID: "mamori-server", Hostname: host, Version: version},
+		Version: version, Logger: log, Registerer: reg})
+	if err != nil {
+		return fail(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle(api.Prefix+"/", a)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	if !f.noConsole {
+		console, err := web.New(web.Options{API: a, Logger: log})
+		if err != nil {
+			return fail(err)
+		}
+		mux.Handle("/", console)
+	}
+	l, err := net.Listen("tcp", f.apiAddr)
+	if err != nil {
+		return fail(fmt.Errorf("api listener: %w", err))
+	}
+	s.url = "http://" + l.Addr().String()
+	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := s.http.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("api server", "err", err)
+		}
+	}()
+	if err := s.local.WriteAddress(s.url); err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.sinkQueue = make(chan *finding.Finding, 4096)
+	s.wg.Add(1)
+	go func() { defer s.wg.Done(); s.drainSink(ctx) }()
+	log.Info("server", "store", st.Engine(), "api", s.url, "webhooks", len(s.webhooks), "exportFormat", format,
+		"updateFrequency", freq, "tokenFile", s.local.TokensPath())
+	fmt.Fprintf(out, "mamori API and console: %s  (CLI: mamori findings list --data-dir %s)\n", s.url, dataDir)
+	return s, nil
+}
+
+// Close stops serving, flushes pending export updates and closes the store.
+func (s *server) Close() {
+	s.closeOnce.Do(func() {
+		s.local.RemoveAddress()
+		shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.http.Shutdown(shut)
+		s.cancel()
+		s.wg.Wait()
+		if err := s.store.Close(); err != nil {
+			s.log.Error("store close", "err", err)
+		}
+	})
+}
+
+// archiveRules returns the ARCHIVE rules, re-read at most every 2 s.
+func (s *server) archiveRules(ctx context.Context) ([]store.Rule, error) {
+	s.rulesMu.Lock()
+	defer s.rulesMu.Unlock()
+	if time.Since(s.rulesRead) < 2*time.Second {
+		return s.rules, nil
+	}
+	all, err := s.store.ListRules(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.rules = s.rules[:0]
+	for _, r := range all {
+		if r.Action == store.ActionArchive {
+			s.rules = append(s.rules, r)
+		}
+	}
+	s.rulesRead = time.Now()
+	return s.rules, nil
+}
+
+// Submit stores findings made on this host (the local agent's, samples)
+// the way ingest stores an agent's: suppression rules first, then the
+// merging upsert, then export of what is new or changed and not
+// suppressed.
+func (s *server) Submit(ctx context.Context, fs []*finding.Finding) error {
+	rules, err := s.archiveRules(ctx)
+	if err != nil {
+		return err
+	}
+	suppress := func(r *store.Record) string {
+		if len(rules) == 0 {
+			return ""
+		}
+		doc, err := store.Doc(r)
+		if err != nil {
+			return ""
+		}
+		for _, r := range rules {
+			if store.MatchAll(r.Criteria, doc) {
+				return r.ID
+			}
+		}
+		return ""
+	}
+	us := make([]store.Upsert, len(fs))
+	for i, f := range fs {
+		// The aggregator keeps createdAt while it holds a finding: that
+		// is the epoch its cumulative count belongs to.
+		us[i] = store.Upsert{Finding: f, Reporter: f.Service.AdditionalInfo.AgentDetails.AgentID,
+			Epoch: f.CreatedAt.UTC().Format(time.RFC3339Nano), Cluster: s.cluster, Suppress: suppress}
+	}
+	res, err := s.store.UpsertFindings(ctx, us)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, r := range res {
+		switch {
+		case r.Err != nil:
+			errs = append(errs, r.Err)
+		case r.Record == nil || r.Record.SuppressedBy != "":
+		case r.Outcome == store.OutcomeCreated:
+			s.batcher.Publish(r.Record.Finding, true)
+		case r.Outcome == store.OutcomeUpdated:
+			s.batcher.Publish(r.Record.Finding, false)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// AgentSink hands the local agent's findings to the store through a
+// bounded queue, so a slow disk never stalls detection; overflow is
+// counted and logged.
+func (s *server) AgentSink(f *finding.Finding, isNew bool) {
+	select {
+	case s.sinkQueue <- f:
+	default:
+		if n := s.sinkDrops.Add(1); n&(n-1) == 0 {
+			s.log.Warn("server: finding queue full, findings dropped", "dropped", n)
+		}
+	}
+}
+
+// drainSink stores queued findings in batches.
+func (s *server) drainSink(ctx context.Context) {
+	batch := make([]*finding.Finding, 0, 256)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case f := <-s.sinkQueue:
+			batch = append(batch[:0], f)
+		more:
+			for len(batch) < cap(batch) {
+				select {
+				case f := <-s.sinkQueue:
+					batch = append(batch, f)
+				default:
+					break more
+				}
+			}
+			if err := s.Submit(ctx, batch); err != nil && ctx.Err() == nil {
+				s.log.Error("server: store findings", "n", len(batch), "err", err)
+			}
+		}
+	}
+}
