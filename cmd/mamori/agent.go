@@ -36,6 +36,9 @@ type agentFlags struct {
 	rulesDir     string
 	quiet        bool
 	cpuProfile   string
+	// findingSinks are extra sinks for findings (not flags): `run` hands
+	// them to its embedded server.
+	findingSinks []agent.FindingSink
 }
 
 func (f *agentFlags) bind(cmd *cobra.Command, defaultPrint string) {
@@ -186,6 +189,7 @@ func startDetection(ctx context.Context, f *agentFlags, nodeID string, log *slog
 	if !f.quiet {
 		sinks = append(sinks, func(fd *finding.Finding, isNew bool) { fmt.Fprintln(out, finding.Line(fd, isNew)) })
 	}
+	sinks = append(sinks, f.findingSinks...)
 	log.Info("detection", "detectors", len(detectors), "customRules", len(rules), "intelIndicators", store.Set().Len(),
 		"findingsFile", file)
 	return agent.NewDetection(engine, finding.NewAggregator(0, 0), log, sinks...), func() { w.Close() }, nil

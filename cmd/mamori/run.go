@@ -1,7 +1,10 @@
 package main
 
 import (
+	"errors"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/spf13/cobra"
 )
@@ -9,14 +12,30 @@ import (
 func init() { register(runCmd) }
 
 func runCmd() *cobra.Command {
-	var f agentFlags
+	var (
+		f  agentFlags
+		sf serverFlags
+	)
 	cmd := &cobra.Command{
 		Use:   "run",
-		Short: "All-in-one: monitor this host and its containers and print findings (server and console to come)",
+		Short: "All-in-one: monitor this host and its containers, store findings, serve the API and console",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runAgent(cmd.Context(), &f, os.Stdout)
+			if os.Geteuid() != 0 {
+				return errors.New("the agent loads BPF programs and must run as root")
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			sf.rulesDir, sf.intelDir = f.rulesDir, f.intelDir
+			srv, err := startServer(ctx, &sf, f.dataDir, newLogger(f.verbose), os.Stdout)
+			if err != nil {
+				return err
+			}
+			defer srv.Close()
+			f.findingSinks = append(f.findingSinks, srv.AgentSink)
+			return runAgent(ctx, &f, os.Stdout)
 		},
 	}
 	f.bind(cmd, "")
+	sf.bind(cmd)
 	return cmd
 }

@@ -41,6 +41,9 @@ type serverFlags struct {
 	exportFormat    string
 	updateFrequency string
 	noConsole       bool
+	// rulesDir and intelDir are the directories distributed to agents
+	// [DATA_DIR/rules, DATA_DIR/intel].
+	rulesDir, intelDir string
 }
 
 func (f *serverFlags) bind(cmd *cobra.Command) {
@@ -53,6 +56,12 @@ func (f *serverFlags) bind(cmd *cobra.Command) {
 	fl.StringVar(&f.exportFormat, "export-format", string(export.FormatEventBus), fmt.Sprintf("webhook record format: %v", export.Formats))
 	fl.StringVar(&f.updateFrequency, "export-update-frequency", "6h", "how often updated findings are exported: 15m, 1h or 6h (new findings go at once)")
 	fl.BoolVar(&f.noConsole, "no-console", false, "serve the API only, without the web console")
+}
+
+// bindDirs adds --rules and --intel (`run` shares the agent's).
+func (f *serverFlags) bindDirs(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.rulesDir, "rules", "", "directory of custom rule files distributed to agents [DATA_DIR/rules]")
+	cmd.Flags().StringVar(&f.intelDir, "intel", "", "directory of threat-intel lists distributed to agents [DATA_DIR/intel]")
 }
 
 func serverCmd() *cobra.Command {
@@ -80,6 +89,7 @@ func serverCmd() *cobra.Command {
 	cmd.Flags().StringVar(&dataDir, "data-dir", agent.DefaultDataDir, "directory for the server's state (store, API tokens, address)")
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "debug logging")
 	sf.bind(cmd)
+	sf.bindDirs(cmd)
 	return cmd
 }
 
@@ -188,8 +198,14 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 		return fail(err)
 	}
 	host, _ := os.Hostname()
-	a, err := api.New(api.Options{Store: st, Tokens: tokens, Submit: s.Submit,
-		RulesDir: filepath.Join(dataDir, "rules"), IntelDir: filepath.Join(dataDir, "intel"),
+	rulesDir, intelDir := f.rulesDir, f.intelDir
+	if rulesDir == "" {
+		rulesDir = filepath.Join(dataDir, "rules")
+	}
+	if intelDir == "" {
+		intelDir = filepath.Join(dataDir, "intel")
+	}
+	a, err := api.New(api.Options{Store: st, Tokens: tokens, Submit: s.Submit, RulesDir: rulesDir, IntelDir: intelDir,
 		Agent:   finding.Agent{NodeID: "mamori-server", Hostname: host, Version: version},
 		Version: version, Logger: log, Registerer: reg})
 	if err != nil {
