@@ -19,12 +19,18 @@
 //     into them after Detect returns.
 //
 // The Engine routes each event only to the detectors that asked for its
-// kind and scope (slices built once at Add; no reflection, maps or
-// interface type switches per event). Custom YAML rules with CEL
-// conditions (rules.go) are detectors too; the engine indexes them by kind
-// and by the event parts their conditions need, and converts an event for
-// them once. Built-in detectors live one finding family per file and are
-// listed in Builtin.
+// kind and scope (slices built once at Add; no reflection, maps or type
+// switches per event). Custom YAML rules with CEL conditions (rules.go)
+// are detectors too; the engine indexes them by the kinds their conditions
+// can match, the event parts they need and the exact values, prefixes or
+// suffixes they require, so a rule costs nothing on events it cannot
+// match; SetRules and WatchRules replace them while the engine runs.
+// Built-in detectors are listed in Builtin and live by behaviour family:
+// intel.go (threat-intel IP, domain, hash), exec.go (new binaries,
+// fileless, miners, tools, elevation), commands.go (the SuspiciousCommand
+// families), shell.go (reverse and service shells), files.go (sensitive
+// files, runc, release_agent, secrets), kernel.go (injection, modules,
+// mounts, engine sockets, userfaultfd, libraries, raw sockets).
 //
 // An Engine is meant for one goroutine (the agent's dispatch goroutine):
 // stateful detectors keep their state without locks. Stats may be read
