@@ -26,41 +26,6 @@ const hostile = `<img src=x onerror=alert(1)>`
 
 type css = chromedp.CSS
 
-// browse is a logged-in console in Chromium over the real API and SQLite.
-type browse struct {
-	t       *testing.T
-	c       *console
-	ctx     context.Context
-	dialogs *webtest.Dialogs
-	art     string
-}
-
-func (b *browse) do(steps ...chromedp.Action[chromedp.Void]) {
-	b.t.Helper()
-	if err := chromedp.Do(b.ctx, steps...); err != nil {
-		b.t.Fatal(err)
-	}
-}
-
-func (b *browse) wait(expr string) {
-	b.t.Helper()
-	if err := webtest.WaitTrue(b.ctx, expr, 15*time.Second); err != nil {
-		b.shot("failed")
-		b.t.Fatal(err)
-	}
-}
-
-func (b *browse) eval(expr string) string {
-	b.t.Helper()
-	v, err := webtest.Eval[string](b.ctx, expr)
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	return v
-}
-
-func (b *browse) shot(name string) { webtest.Screenshot(b.ctx, b.t, b.art, "web-"+name) }
-
 // storeHostile stores a finding, as an agent would report it, whose every
 // runtime string is hostile markup.
 func storeHostile(t *testing.T, st store.Store) *finding.Finding {
@@ -90,80 +55,80 @@ func storeHostile(t *testing.T, st store.Store) *finding.Finding {
 func TestConsoleInBrowser(t *testing.T) {
 	webtest.Chromium(t)
 	c := newConsole(t, 0)
-	ctx, dialogs := webtest.Browser(t, 3*time.Minute)
-	b := &browse{t: t, c: c, ctx: ctx, dialogs: dialogs, art: webtest.ArtifactDir(t, artifacts)}
+	b := webtest.NewPage(t, artifacts, "web-", 3*time.Minute)
 
 	// Login: a wrong token is refused with a message, the right one gets in.
-	b.do(chromedp.Navigate(c.srv.URL), chromedp.WaitVisible(css("#token")))
-	b.shot("login")
-	b.do(chromedp.SendKeys(css("#token"), "mat1.000000000000.wrong"), chromedp.Click(css("#login-form button")))
-	b.wait(`document.querySelector('#login-error').textContent.includes('did not accept')`)
-	b.do(clear("#token"), chromedp.SendKeys(css("#token"), c.token), chromedp.Click(css("#login-form button")))
+	b.Do(chromedp.Navigate(c.srv.URL), chromedp.WaitVisible(css("#token")))
+	b.Shot("login")
+	b.Do(chromedp.SendKeys(css("#token"), "mat1.000000000000.wrong"), chromedp.Click(css("#login-form button")))
+	b.Wait(`document.querySelector('#login-error').textContent.includes('did not accept')`)
+	b.SetInput("#token", "")
+	b.Do(chromedp.SendKeys(css("#token"), c.token), chromedp.Click(css("#login-form button")))
 
 	// Empty state, then samples from its button.
-	b.wait(`!!document.querySelector('#empty-state')`)
-	if got := b.eval(`document.querySelector('#empty-state').textContent`); !strings.Contains(got, "mamori demo") {
+	b.Wait(`!!document.querySelector('#empty-state')`)
+	if got := b.Text(`document.querySelector('#empty-state').textContent`); !strings.Contains(got, "mamori demo") {
 		t.Errorf("empty state does not tell how to see a first finding: %q", got)
 	}
-	b.shot("empty")
-	b.do(chromedp.Click(css("#samples-empty")))
+	b.Shot("empty")
+	b.Do(chromedp.Click(css("#samples-empty")))
 	nSamples := len(finding.Catalogue)
-	b.wait(fmt.Sprintf(`document.querySelectorAll('#findings-body tr').length === %d`, nSamples))
-	if got := b.eval(`document.querySelector('#range').textContent`); got != fmt.Sprintf("1–%d of %d", nSamples, nSamples) {
+	b.Wait(fmt.Sprintf(`document.querySelectorAll('#findings-body tr').length === %d`, nSamples))
+	if got := b.Text(`document.querySelector('#range').textContent`); got != fmt.Sprintf("1–%d of %d", nSamples, nSamples) {
 		t.Errorf("range %q", got)
 	}
 
 	// Live update: a finding stored behind the page's back shows up
 	// without a reload.
 	f := storeHostile(t, c.store)
-	b.wait(`!!document.querySelector('tr[data-id="` + f.ID + `"]')`)
-	b.shot("findings")
+	b.Wait(`!!document.querySelector('tr[data-id="` + f.ID + `"]')`)
+	b.Shot("findings")
 
 	// Filters: type narrows to that type; the status filter shows archived ones.
-	b.do(chromedp.SendKeys(css("#f-type"), "Execution:Runtime/NewBinaryExecuted"))
-	b.wait(`document.querySelectorAll('#findings-body tr').length === 2`)
-	b.do(clear("#f-type"))
-	b.wait(fmt.Sprintf(`document.querySelectorAll('#findings-body tr').length === %d`, nSamples+1))
-	b.do(choose("#f-severity", "Low"))
-	b.wait(`document.querySelectorAll('#findings-body tr').length > 0 && [...document.querySelectorAll('#findings-body .sev')].every(e => e.textContent === 'Low')`)
-	b.do(choose("#f-severity", ""))
-	b.wait(fmt.Sprintf(`document.querySelectorAll('#findings-body tr').length === %d`, nSamples+1))
+	b.Do(chromedp.SendKeys(css("#f-type"), "Execution:Runtime/NewBinaryExecuted"))
+	b.Wait(`document.querySelectorAll('#findings-body tr').length === 2`)
+	b.SetInput("#f-type", "")
+	b.Wait(fmt.Sprintf(`document.querySelectorAll('#findings-body tr').length === %d`, nSamples+1))
+	b.SetInput("#f-severity", "Low")
+	b.Wait(`document.querySelectorAll('#findings-body tr').length > 0 && [...document.querySelectorAll('#findings-body .sev')].every(e => e.textContent === 'Low')`)
+	b.SetInput("#f-severity", "")
+	b.Wait(fmt.Sprintf(`document.querySelectorAll('#findings-body tr').length === %d`, nSamples+1))
 
 	// Detail of the hostile finding: lineage tree, every string as text.
-	b.do(chromedp.Click(css(`tr[data-id="` + f.ID + `"] a.type`)))
-	b.wait(`!!document.querySelector('#lineage-tree')`)
-	names := b.eval(`[...document.querySelectorAll('#lineage-tree .pname')].map(e => e.textContent).join('|')`)
+	b.Do(chromedp.Click(css(`tr[data-id="` + f.ID + `"] a.type`)))
+	b.Wait(`!!document.querySelector('#lineage-tree')`)
+	names := b.Text(`[...document.querySelectorAll('#lineage-tree .pname')].map(e => e.textContent).join('|')`)
 	if names != "init|sh|"+hostile[:15] {
 		t.Errorf("lineage names %q", names)
 	}
-	if got := b.eval(`document.querySelector('#lineage-tree li.acting .exe').textContent`); got != "/tmp/"+hostile {
+	if got := b.Text(`document.querySelector('#lineage-tree li.acting .exe').textContent`); got != "/tmp/"+hostile {
 		t.Errorf("acting exe rendered as %q", got)
 	}
-	if got := b.eval(`document.querySelector('#raw pre').textContent`); !strings.Contains(got, hostile) {
+	if got := b.Text(`document.querySelector('#raw pre').textContent`); !strings.Contains(got, hostile) {
 		t.Errorf("raw JSON lacks the hostile name")
 	}
-	inert(t, b)
-	b.shot("detail-hostile")
+	b.Inert()
+	b.Shot("detail-hostile")
 
 	// Archive and unarchive.
-	b.do(chromedp.Click(css("#archive")))
-	b.wait(`!!document.querySelector('#archived-tag')`)
+	b.Do(chromedp.Click(css("#archive")))
+	b.Wait(`!!document.querySelector('#archived-tag')`)
 	if !archived(t, c, f.ID) {
 		t.Errorf("archive button did not archive")
 	}
-	b.do(chromedp.Click(css("#archive")))
-	b.wait(`!document.querySelector('#archived-tag')`)
+	b.Do(chromedp.Click(css("#archive")))
+	b.Wait(`!document.querySelector('#archived-tag')`)
 	if archived(t, c, f.ID) {
 		t.Errorf("unarchive button did not unarchive")
 	}
 
 	// Suppress findings like this: the rule is prefilled from the finding
 	// and archives it.
-	b.do(chromedp.Click(css("#suppress")))
-	b.wait(`!!document.querySelector('#suppress-dialog[open]')`)
-	b.shot("suppress")
-	b.do(chromedp.Click(css("#rule-create")))
-	b.wait(`!!document.querySelector('#archived-tag')`)
+	b.Do(chromedp.Click(css("#suppress")))
+	b.Wait(`!!document.querySelector('#suppress-dialog[open]')`)
+	b.Shot("suppress")
+	b.Do(chromedp.Click(css("#rule-create")))
+	b.Wait(`!!document.querySelector('#archived-tag')`)
 	rules, err := c.store.ListRules(context.Background())
 	if err != nil || len(rules) != 1 {
 		t.Fatalf("rules %v %v", rules, err)
@@ -179,24 +144,24 @@ func TestConsoleInBrowser(t *testing.T) {
 	if rec, _ := c.store.GetFinding(context.Background(), f.ID); rec == nil || rec.SuppressedBy != r.ID {
 		t.Errorf("finding not suppressed by the new rule: %+v", rec)
 	}
-	inert(t, b)
+	b.Inert()
 
 	// Paging: past 50 findings, Next and Previous walk the pages.
 	seed(t, c.store, 60)
-	b.do(chromedp.Navigate(c.srv.URL + "/#/findings?archived="))
-	b.wait(`document.querySelectorAll('#findings-body tr').length === 50`)
-	b.do(chromedp.Click(css("#next")))
-	b.wait(`document.querySelector('#range').textContent.startsWith('51–')`)
-	b.do(chromedp.Click(css("#prev")))
-	b.wait(`document.querySelector('#range').textContent.startsWith('1–50')`)
+	b.Do(chromedp.Navigate(c.srv.URL + "/#/findings?archived="))
+	b.Wait(`document.querySelectorAll('#findings-body tr').length === 50`)
+	b.Do(chromedp.Click(css("#next")))
+	b.Wait(`document.querySelector('#range').textContent.startsWith('51–')`)
+	b.Do(chromedp.Click(css("#prev")))
+	b.Wait(`document.querySelector('#range').textContent.startsWith('1–50')`)
 
 	// Coverage: a healthy node and one whose hook failed, judged by the
 	// coverage monitor from their heartbeats.
 	heartbeats(t, c.store)
-	b.do(chromedp.Click(css(`nav a[data-view="coverage"]`)))
-	b.wait(`document.querySelectorAll('#coverage-body tr').length === 2`)
+	b.Do(chromedp.Click(css(`nav a[data-view="coverage"]`)))
+	b.Wait(`document.querySelectorAll('#coverage-body tr').length === 2`)
 	row := func(node string) string {
-		return b.eval(`document.querySelector('#coverage-body tr[data-node="` + node + `"]').textContent`)
+		return b.Text(`document.querySelector('#coverage-body tr[data-node="` + node + `"]').textContent`)
 	}
 	if got := row("node-ok"); !strings.Contains(got, "Healthy") || !strings.Contains(got, "6.18.0") || !strings.Contains(got, "2/3 attached") {
 		t.Errorf("healthy node row: %q", got)
@@ -206,11 +171,11 @@ func TestConsoleInBrowser(t *testing.T) {
 		!strings.Contains(got, "Part of the sensor is missing") {
 		t.Errorf("unhealthy node row lacks its reason in plain words: %q", got)
 	}
-	if pct := b.eval(`document.querySelector('#cluster-stats .pct').textContent`); pct != "50%" {
+	if pct := b.Text(`document.querySelector('#cluster-stats .pct').textContent`); pct != "50%" {
 		t.Errorf("cluster coverage %q, want 50%%", pct)
 	}
-	b.shot("coverage")
-	inert(t, b)
+	b.Shot("coverage")
+	b.Inert()
 }
 
 // heartbeats feeds the coverage monitor one healthy node and one with a
@@ -237,30 +202,6 @@ func heartbeats(t *testing.T, st store.Store) {
 		if _, err := m.Observe(context.Background(), hb, now); err != nil {
 			t.Fatal(err)
 		}
-	}
-}
-
-// clear empties an input as a user would, firing input.
-func clear(sel string) chromedp.Action[chromedp.Void] {
-	return chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`(() => { const e = document.querySelector(%q); e.value = '';
-		e.dispatchEvent(new Event('input', {bubbles: true})); })()`, sel))
-}
-
-// choose picks a select's option as a user would, firing change.
-func choose(sel, value string) chromedp.Action[chromedp.Void] {
-	return chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`(() => { const e = document.querySelector(%q); e.value = %q;
-		e.dispatchEvent(new Event('change', {bubbles: true})); })()`, sel, value))
-}
-
-// inert checks that no hostile markup became elements and no script ran.
-func inert(t *testing.T, b *browse) {
-	t.Helper()
-	n := b.eval(`String(document.querySelectorAll('main img, main script, main iframe, main svg, main u, main i, a[href^="javascript"], [onerror], [onload]').length)`)
-	if n != "0" {
-		t.Errorf("hostile markup became %s element(s)", n)
-	}
-	if d := b.dialogs.List(); len(d) > 0 {
-		t.Errorf("a script ran: dialogs %v", d)
 	}
 }
 

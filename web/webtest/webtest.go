@@ -151,3 +151,93 @@ func WaitTrue(ctx context.Context, expr string, timeout time.Duration) error {
 	}
 	return nil
 }
+
+// Page is a browser tab a test drives: each step fails the test on error
+// (after a screenshot named Prefix+"failed").
+type Page struct {
+	T       testing.TB
+	Ctx     context.Context
+	Dialogs *Dialogs
+	// Dir and Prefix name the screenshots: Dir/Prefix+name.png.
+	Dir, Prefix string
+}
+
+// NewPage starts a browser (see Browser) for a test whose screenshots go
+// to dir with names starting with prefix.
+func NewPage(tb testing.TB, dir, prefix string, timeout time.Duration) *Page {
+	tb.Helper()
+	ctx, d := Browser(tb, timeout)
+	return &Page{T: tb, Ctx: ctx, Dialogs: d, Dir: ArtifactDir(tb, dir), Prefix: prefix}
+}
+
+// Do runs actions.
+func (p *Page) Do(steps ...chromedp.Action[chromedp.Void]) {
+	p.T.Helper()
+	if err := chromedp.Do(p.Ctx, steps...); err != nil {
+		p.Shot("failed")
+		p.T.Fatal(err)
+	}
+}
+
+// Wait waits up to 30 s for a JavaScript expression to be true.
+func (p *Page) Wait(expr string) {
+	p.T.Helper()
+	if err := WaitTrue(p.Ctx, expr, 30*time.Second); err != nil {
+		p.Shot("failed")
+		p.T.Fatal(err)
+	}
+}
+
+// Text evaluates a JavaScript expression to a string.
+func (p *Page) Text(expr string) string {
+	p.T.Helper()
+	v, err := Eval[string](p.Ctx, expr)
+	if err != nil {
+		p.T.Fatal(err)
+	}
+	return v
+}
+
+// Shot saves a screenshot named Prefix+name.
+func (p *Page) Shot(name string) { Screenshot(p.Ctx, p.T, p.Dir, p.Prefix+name) }
+
+// Click clicks the element a CSS selector finds.
+func (p *Page) Click(sel string) {
+	p.T.Helper()
+	p.Do(chromedp.Click(chromedp.CSS(sel)))
+}
+
+// Type types text into the element a CSS selector finds.
+func (p *Page) Type(sel, text string) {
+	p.T.Helper()
+	p.Do(chromedp.SendKeys(chromedp.CSS(sel), text))
+}
+
+// Navigate loads url.
+func (p *Page) Navigate(url string) {
+	p.T.Helper()
+	p.Do(chromedp.Navigate(url))
+}
+
+// SetInput sets an input's or select's value as a user would, firing
+// input and change.
+func (p *Page) SetInput(sel, value string) {
+	p.T.Helper()
+	p.Do(chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`(() => { const e = document.querySelector(%q); e.value = %q;
+		e.dispatchEvent(new Event('input', {bubbles: true})); e.dispatchEvent(new Event('change', {bubbles: true})); })()`, sel, value)))
+}
+
+// Inert fails the test if markup from data became elements (an image,
+// script, frame, SVG, a javascript: link, an inline handler) or if any
+// script opened a dialog.
+func (p *Page) Inert() {
+	p.T.Helper()
+	n := p.Text(`String(document.querySelectorAll('main img, main script, main iframe, main svg, main u, main i, ` +
+		`a[href^="javascript"], [onerror], [onload]').length)`)
+	if n != "0" {
+		p.T.Errorf("markup from data became %s element(s)", n)
+	}
+	if d := p.Dialogs.List(); len(d) > 0 {
+		p.T.Errorf("a script ran: dialogs %v", d)
+	}
+}
