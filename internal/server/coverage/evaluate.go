@@ -1,0 +1,178 @@
+package coverage
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Statuses.
+const (
+	Healthy   = "Healthy"
+	Unhealthy = "Unhealthy"
+)
+
+// Issue types, the part of an issue string before the colon.
+const (
+	IssueExcluded       = "EXCLUDED_BY_LABEL"
+	IssueExited         = "AGENT_EXITED"
+	IssueNotReporting   = "AGENT_NOT_REPORTING"
+	IssueNoBTF          = "KERNEL_NO_BTF"
+	IssueSensorFailed   = "SENSOR_FAILED"
+	IssueHookFailed     = "HOOK_ATTACH_FAILED"
+	IssueEventsDropped  = "EVENTS_DROPPED"
+	IssueRuntimeOffline = "RUNTIME_UNREACHABLE"
+	IssueNoHeartbeat    = "NO_HEARTBEAT"
+)
+
+// dropWindow is the span drop rates are judged over.
+const dropWindow = time.Minute
+
+// state is the Monitor's bookkeeping kept with each node.
+type state struct {
+	// Samples are drop counters by source on the agent's clock, oldest
+	// first, spanning a little more than dropWindow.
+	Samples []sample  `json:"samples,omitempty"`
+	Started time.Time `json:"started,omitzero"`
+	// Enrolled is when the node was registered before its first heartbeat.
+	Enrolled time.Time `json:"enrolled,omitzero"`
+	// Dropped is the loss within dropWindow up to the latest heartbeat, by source.
+	Dropped map[string]uint64 `json:"dropped,omitempty"`
+}
+
+type sample struct {
+	T     time.Time         `json:"t"`
+	Drops map[string]uint64 `json:"d,omitempty"`
+}
+
+const maxSamples = 256
+
+// observeDrops folds a heartbeat's counters into the samples and returns
+// the loss within dropWindow by source.
+func (s *state) observeDrops(h *Heartbeat) {
+	restarted := !h.Started.Equal(s.Started)
+	if !restarted && len(s.Samples) > 0 {
+		last := s.Samples[len(s.Samples)-1].Drops
+		for k, v := range last {
+			if h.Drops[k] < v {
+				restarted = true // counters went back: a new agent process
+			}
+		}
+	}
+	if restarted {
+		s.Samples, s.Started = nil, h.Started
+		// Drops since a start within the window all count.
+		if !h.Started.IsZero() && h.Time.Sub(h.Started) <= dropWindow {
+			s.Samples = []sample{{T: h.Started}}
+		}
+	}
+	s.Samples = append(s.Samples, sample{T: h.Time, Drops: h.Drops})
+	// The reference is the latest sample at least dropWindow old, else the oldest.
+	ref := 0
+	for i, x := range s.Samples {
+		if h.Time.Sub(x.T) >= dropWindow {
+			ref = i
+		}
+	}
+	s.Samples = s.Samples[ref:]
+	if len(s.Samples) > maxSamples {
+		s.Samples = append(s.Samples[:1], s.Samples[len(s.Samples)-maxSamples+1:]...)
+	}
+	base := s.Samples[0].Drops
+	s.Dropped = nil
+	for k, v := range h.Drops {
+		if d := v - min(v, base[k]); d > 0 {
+			if s.Dropped == nil {
+				s.Dropped = map[string]uint64{}
+			}
+			s.Dropped[k] = d
+		}
+	}
+}
+
+// Policy are the thresholds of evaluation.
+type Policy struct {
+	// NotReportingAfter is how long without a heartbeat makes a node
+	// Unhealthy; 0 means three of the agent's announced intervals.
+	NotReportingAfter time.Duration
+	// DropThreshold is the loss within a minute tolerated before a node is
+	// Unhealthy [0: any loss].
+	DropThreshold uint64
+}
+
+func (p Policy) silenceLimit(h *Heartbeat) time.Duration {
+	if p.NotReportingAfter > 0 {
+		return p.NotReportingAfter
+	}
+	iv := DefaultInterval
+	if h != nil {
+		iv = h.Interval()
+	}
+	return 3 * iv
+}
+
+// evaluate returns the node's status and every issue, most important first.
+// h is nil for a node that never sent a heartbeat.
+func evaluate(h *Heartbeat, st *state, lastHeartbeat, now time.Time, p Policy) (string, []string) {
+	var issues []string
+	add := func(typ, format string, args ...any) {
+		issues = append(issues, typ+":"+fmt.Sprintf(format, args...))
+	}
+	if h == nil {
+		add(IssueNoHeartbeat, "no heartbeat since enrollment at %s", st.Enrolled.UTC().Format(time.RFC3339))
+		return Unhealthy, issues
+	}
+	if h.Labels[ManagedLabel] == "false" {
+		add(IssueExcluded, "excluded by label %s=false", ManagedLabel)
+	}
+	if h.Exit != nil {
+		add(IssueExited, "agent exited with code %d: %s", h.Exit.Code, orNone(h.Exit.Reason))
+	} else if now.Sub(lastHeartbeat) > p.silenceLimit(h) {
+		add(IssueNotReporting, "agent not reporting since %s", lastHeartbeat.UTC().Format(time.RFC3339))
+	}
+	if !h.BTF {
+		add(IssueNoBTF, "kernel %s lacks BTF (/sys/kernel/btf/vmlinux)", orNone(h.Kernel))
+	}
+	if h.SensorError != "" {
+		add(IssueSensorFailed, "sensor failed to load: %s", h.SensorError)
+	}
+	var failed []Hook
+	for _, k := range h.Hooks {
+		if !k.Attached && !k.Optional {
+			failed = append(failed, k)
+		}
+	}
+	if len(failed) > 0 {
+		more := ""
+		if len(failed) > 1 {
+			more = fmt.Sprintf(" (and %d more)", len(failed)-1)
+		}
+		add(IssueHookFailed, "hook %s failed to attach: %s%s", failed[0].Hook, orNone(failed[0].Error), more)
+	}
+	var total uint64
+	var parts []string
+	for _, k := range sortedKeys(st.Dropped) {
+		total += st.Dropped[k]
+		parts = append(parts, fmt.Sprintf("%s %d", k, st.Dropped[k]))
+	}
+	if total > p.DropThreshold {
+		add(IssueEventsDropped, "events dropped %d in the last minute (%s)", total, strings.Join(parts, ", "))
+	}
+	for _, r := range h.Runtimes {
+		if !r.Reachable {
+			add(IssueRuntimeOffline, "container runtime unreachable at %s: %s", orNone(r.Socket), orNone(r.Error))
+			break
+		}
+	}
+	if len(issues) > 0 {
+		return Unhealthy, issues
+	}
+	return Healthy, nil
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
+}

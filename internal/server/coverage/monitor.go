@@ -1,0 +1,325 @@
+package coverage
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/mamori-dev/mamori/internal/server/store"
+)
+
+// Event is one status transition of a node.
+type Event = store.CoverageEvent
+
+// Config configures a Monitor. Zero values take the defaults noted.
+type Config struct {
+	Store  store.Store // required
+	Policy Policy
+	// SweepEvery is how often every node is re-judged for silence [5s].
+	SweepEvery time.Duration
+	// PollEvery is how often the transition log is read for subscribers
+	// (transitions other replicas logged included) [1s].
+	PollEvery time.Duration
+	Metrics   *Metrics
+	Logger    *slog.Logger
+	// Now replaces the clock (tests).
+	Now func() time.Time
+}
+
+// Monitor keeps coverage: it folds heartbeats into node rows, re-judges
+// silent nodes, and delivers status transitions to subscribers. Several
+// replicas may run Monitors over one store: per-node locking in the store
+// makes each transition logged once.
+type Monitor struct {
+	cfg Config
+	st  store.Store
+	m   *Metrics
+	log *slog.Logger
+	now func() time.Time
+
+	mu      sync.Mutex
+	subs    map[int]*subscriber
+	nextSub int
+	nudge   chan struct{}
+}
+
+type subscriber struct {
+	ch      chan Event
+	dropped uint64
+}
+
+// New returns a Monitor; call Run to start its background work.
+func New(cfg Config) (*Monitor, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("coverage: no store")
+	}
+	if cfg.SweepEvery <= 0 {
+		cfg.SweepEvery = 5 * time.Second
+	}
+	if cfg.PollEvery <= 0 {
+		cfg.PollEvery = time.Second
+	}
+	m := &Monitor{cfg: cfg, st: cfg.Store, m: cfg.Metrics, log: cfg.Logger, now: cfg.Now,
+		subs: map[int]*subscriber{}, nudge: make(chan struct{}, 1)}
+	if m.m == nil {
+		m.m = NewMetrics(nil)
+	}
+	if m.log == nil {
+		m.log = slog.Default()
+	}
+	if m.now == nil {
+		m.now = time.Now
+	}
+	return m, nil
+}
+
+// Observe folds a validated heartbeat, received at received, into its
+// node's row and returns the node's status. A heartbeat older than the one
+// held (a spooled one replayed late) only proves the agent is reporting; its
+// contents do not replace newer ones.
+func (m *Monitor) Observe(ctx context.Context, h *Heartbeat, received time.Time) (*NodeStatus, error) {
+	n, ev, err := m.st.UpdateNode(ctx, h.NodeID, func(old *store.Node) (*store.Node, *store.CoverageEvent, error) {
+		var st state
+		cur := h
+		next := &store.Node{FirstSeen: received, LastHeartbeat: received}
+		if old != nil {
+			if err := decodeState(old, &st); err != nil {
+				return nil, nil, err
+			}
+			next.FirstSeen = old.FirstSeen
+			next.LastHeartbeat = latest(old.LastHeartbeat, received)
+			if held, _ := heartbeatOf(old); held != nil && held.Time.After(h.Time) {
+				cur = held
+			}
+		}
+		if cur == h {
+			st.observeDrops(h)
+		}
+		if err := fill(next, cur, &st); err != nil {
+			return nil, nil, err
+		}
+		return next, m.judge(old, next, cur, &st), nil
+	})
+	if err != nil {
+		m.m.Heartbeats.WithLabelValues("error").Inc()
+		return nil, fmt.Errorf("coverage: heartbeat of %s: %w", h.NodeID, err)
+	}
+	m.m.Heartbeats.WithLabelValues("ok").Inc()
+	m.logged(ev)
+	return statusOf(n)
+}
+
+// Enrolled registers a node that has not sent a heartbeat yet, so that an
+// agent which never comes up shows as Unhealthy (NO_HEARTBEAT). A node
+// already known is left alone.
+func (m *Monitor) Enrolled(ctx context.Context, nodeID, cluster string, at time.Time) error {
+	_, ev, err := m.st.UpdateNode(ctx, nodeID, func(old *store.Node) (*store.Node, *store.CoverageEvent, error) {
+		if old != nil {
+			return nil, nil, nil
+		}
+		st := state{Enrolled: at}
+		next := &store.Node{Cluster: cluster, ResourceType: "Instance", FirstSeen: at}
+		if err := fill(next, nil, &st); err != nil {
+			return nil, nil, err
+		}
+		return next, m.judge(nil, next, nil, &st), nil
+	})
+	if err != nil {
+		return fmt.Errorf("coverage: enroll %s: %w", nodeID, err)
+	}
+	m.logged(ev)
+	return nil
+}
+
+// fill sets a node row's descriptive fields and state from a heartbeat.
+func fill(n *store.Node, h *Heartbeat, st *state) error {
+	if h != nil {
+		doc, err := json.Marshal(h)
+		if err != nil {
+			return fmt.Errorf("encode heartbeat: %w", err)
+		}
+		n.Heartbeat = doc
+		n.Cluster, n.Hostname, n.ResourceType = h.Cluster, h.Hostname, h.resourceType()
+	}
+	s, err := json.Marshal(st)
+	if err != nil {
+		return fmt.Errorf("encode state: %w", err)
+	}
+	n.State = s
+	return nil
+}
+
+// judge evaluates next (whose heartbeat is h) and sets its status; it
+// returns the transition to log when status or issue changed.
+func (m *Monitor) judge(old, next *store.Node, h *Heartbeat, st *state) *store.CoverageEvent {
+	now := m.now()
+	status, issues := evaluate(h, st, next.LastHeartbeat, now, m.cfg.Policy)
+	next.Status, next.Issue = status, ""
+	if len(issues) > 0 {
+		next.Issue = issues[0]
+	}
+	next.StatusSince = now
+	if old != nil {
+		next.StatusSince = old.StatusSince
+		if old.Status == next.Status && old.Issue == next.Issue {
+			return nil
+		}
+		if old.Status != next.Status {
+			next.StatusSince = now
+		}
+		return &store.CoverageEvent{Cluster: next.Cluster, At: now, From: old.Status, To: next.Status,
+			Issue: next.Issue, Previous: old.Issue}
+	}
+	return &store.CoverageEvent{Cluster: next.Cluster, At: now, To: next.Status, Issue: next.Issue}
+}
+
+// Sweep re-judges every node now (silence is the one thing that changes
+// without a heartbeat).
+func (m *Monitor) Sweep(ctx context.Context) error {
+	nodes, err := m.st.ListNodes(ctx)
+	if err != nil {
+		return fmt.Errorf("coverage: sweep: %w", err)
+	}
+	counts := map[string]int{Healthy: 0, Unhealthy: 0}
+	var errs []error
+	for i := range nodes {
+		n := &nodes[i]
+		s, err := statusOf(n)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		status, issues := evaluate(s.heartbeat, &s.state, n.LastHeartbeat, m.now(), m.cfg.Policy)
+		if status == n.Status && (len(issues) == 0 && n.Issue == "" || len(issues) > 0 && issues[0] == n.Issue) {
+			counts[status]++
+			continue
+		}
+		// Changed: re-judge under the node's lock with its current row,
+		// so a heartbeat or another replica in between wins.
+		upd, ev, err := m.st.UpdateNode(ctx, n.NodeID, func(old *store.Node) (*store.Node, *store.CoverageEvent, error) {
+			if old == nil {
+				return nil, nil, nil
+			}
+			cur, err := statusOf(old)
+			if err != nil {
+				return nil, nil, err
+			}
+			next := *old
+			ev := m.judge(old, &next, cur.heartbeat, &cur.state)
+			if ev == nil {
+				return nil, nil, nil
+			}
+			return &next, ev, nil
+		})
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		m.logged(ev)
+		if upd != nil {
+			counts[upd.Status]++
+		} else {
+			counts[n.Status]++
+		}
+	}
+	for s, c := range counts {
+		m.m.Nodes.WithLabelValues(s).Set(float64(c))
+	}
+	return errors.Join(errs...)
+}
+
+// logged counts a transition and wakes the event tail.
+func (m *Monitor) logged(ev *store.CoverageEvent) {
+	if ev == nil {
+		return
+	}
+	m.m.Transitions.WithLabelValues(ev.To).Inc()
+	m.log.Info("coverage: status changed", "node", ev.NodeID, "from", ev.From, "to", ev.To, "issue", ev.Issue)
+	select {
+	case m.nudge <- struct{}{}:
+	default:
+	}
+}
+
+// Run sweeps and tails the transition log until ctx is done.
+func (m *Monitor) Run(ctx context.Context) error {
+	tail, err := newTail(ctx, m.st)
+	if err != nil {
+		return err
+	}
+	sweep := time.NewTicker(m.cfg.SweepEvery)
+	defer sweep.Stop()
+	poll := time.NewTicker(m.cfg.PollEvery)
+	defer poll.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-sweep.C:
+			if err := m.Sweep(ctx); err != nil && ctx.Err() == nil {
+				m.log.Warn("coverage: sweep", "err", err)
+			}
+		case <-poll.C:
+		case <-m.nudge:
+		}
+		evs, err := tail.next(ctx, m.now())
+		if err != nil {
+			if ctx.Err() == nil {
+				m.log.Warn("coverage: read transitions", "err", err)
+			}
+			continue
+		}
+		for _, ev := range evs {
+			m.publish(ev)
+		}
+	}
+}
+
+// Subscribe returns a channel receiving every status transition (from any
+// replica) from now on, and a function ending the subscription. A
+// subscriber that falls more than buf events behind loses events; the
+// losses are counted (mamori_coverage_subscriber_dropped_total).
+func (m *Monitor) Subscribe(buf int) (<-chan Event, func()) {
+	if buf <= 0 {
+		buf = 64
+	}
+	s := &subscriber{ch: make(chan Event, buf)}
+	m.mu.Lock()
+	id := m.nextSub
+	m.nextSub++
+	m.subs[id] = s
+	m.mu.Unlock()
+	var once sync.Once
+	return s.ch, func() {
+		once.Do(func() {
+			m.mu.Lock()
+			delete(m.subs, id)
+			m.mu.Unlock()
+			close(s.ch)
+		})
+	}
+}
+
+func (m *Monitor) publish(ev Event) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, s := range m.subs {
+		select {
+		case s.ch <- ev:
+		default:
+			s.dropped++
+			m.m.SubscriberDropped.Inc()
+		}
+	}
+}
+
+func latest(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
