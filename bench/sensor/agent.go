@@ -19,8 +19,9 @@ import (
 
 // agentProc is a `mamori agent` child pinned to the agent CPU.
 type agentProc struct {
-	cmd *exec.Cmd
-	dir string
+	cmd  *exec.Cmd
+	dir  string
+	done func() // stops it, once
 }
 
 type agentOptions struct {
@@ -33,7 +34,7 @@ type agentOptions struct {
 func startAgent(o agentOptions) *agentProc {
 	dir, err := os.MkdirTemp("", "mamori-bench-agent-")
 	if err != nil {
-		log.Fatal(err)
+		fatal(err)
 	}
 	args := []string{"-n", strconv.Itoa(*agentNice - *niceness), "taskset", "-c", strconv.Itoa(*agentCPU), *mamoriBin, "agent", "--data-dir", dir,
 		"--metrics-addr", metricsAddr, "--print", "", "-q"}
@@ -45,14 +46,15 @@ func startAgent(o agentOptions) *agentProc {
 	cmd := exec.Command("nice", args...)
 	logf, err := os.Create(dir + "/agent.log")
 	if err != nil {
-		log.Fatal(err)
+		fatal(err)
 	}
 	defer logf.Close()
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
-		log.Fatalf("start agent: %v", err)
+		fatalf("start agent: %v", err)
 	}
 	a := &agentProc{cmd: cmd, dir: dir}
+	a.done = onCleanup(a.terminate)
 	deadline := time.Now().Add(90 * time.Second)
 	for time.Now().Before(deadline) {
 		if m, err := scrape(); err == nil && m[`mamori_sensor_hooks{state="attached"}`] > 0 {
@@ -65,13 +67,15 @@ func startAgent(o agentOptions) *agentProc {
 		time.Sleep(100 * time.Millisecond)
 	}
 	b, _ := os.ReadFile(dir + "/agent.log")
-	log.Fatalf("agent did not come up within 90s:\n%s", b)
+	fatalf("agent did not come up within 90s:\n%s", b)
 	return nil
 }
 
 func (a *agentProc) pid() int { return a.cmd.Process.Pid }
 
-func (a *agentProc) stop() {
+func (a *agentProc) stop() { a.done() }
+
+func (a *agentProc) terminate() {
 	_ = a.cmd.Process.Signal(syscall.SIGINT)
 	done := make(chan struct{})
 	go func() { _ = a.cmd.Wait(); close(done) }()
@@ -120,7 +124,7 @@ func scrape() (map[string]float64, error) {
 func mustScrape() map[string]float64 {
 	m, err := scrape()
 	if err != nil {
-		log.Fatalf("agent metrics: %v", err)
+		fatalf("agent metrics: %v", err)
 	}
 	return m
 }

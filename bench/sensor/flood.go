@@ -209,18 +209,24 @@ func (e *env) rss() memResult {
 	defer ag.stop()
 	base := mustScrape()["mamori_process_table_entries"]
 	var cmds []*exec.Cmd
-	defer func() {
+	var mu sync.Mutex
+	killAll := onCleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
 		for _, c := range cmds {
 			_ = c.Process.Kill()
 			_ = c.Wait()
 		}
-	}()
+	})
+	defer killAll()
 	for i := 0; i < *rssProcs; i++ {
 		c := exec.Command("sleep", "600")
 		if err := c.Start(); err != nil {
-			log.Fatalf("start process %d: %v", i, err)
+			fatalf("start process %d: %v", i, err)
 		}
+		mu.Lock()
 		cmds = append(cmds, c)
+		mu.Unlock()
 	}
 	r := memResult{procs: len(cmds)}
 	deadline := time.Now().Add(30 * time.Second)

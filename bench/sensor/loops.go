@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/binary"
 	"fmt"
-	"log"
 	"net"
 	"os"
 	"os/exec"
@@ -40,23 +39,23 @@ type loop struct {
 func setup() *env {
 	dir, err := os.MkdirTemp("", "mamori-bench-")
 	if err != nil {
-		log.Fatal(err)
+		fatal(err)
 	}
 	e := &env{dir: dir, file: filepath.Join(dir, "unwatched"), unixPath: filepath.Join(dir, "nobody-listens")}
 	if err := os.WriteFile(e.file, []byte("x"), 0o644); err != nil {
-		log.Fatal(err)
+		fatal(err)
 	}
 	e.tiny = []string{filepath.Join(dir, "exit0")}
 	if runtime.GOARCH == "amd64" {
 		if err := os.WriteFile(e.tiny[0], tinyELF(), 0o755); err != nil {
-			log.Fatal(err)
+			fatal(err)
 		}
 	} else {
 		e.tiny = []string{"/bin/busybox", "true"} // static where busybox-static is installed
 	}
 	e.tcp, err = net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		log.Fatal(err)
+		fatal(err)
 	}
 	go func() {
 		for {
@@ -72,13 +71,13 @@ func setup() *env {
 	e.dnsAddr = "127.0.0.77:53"
 	e.dnsConn, err = net.ListenPacket("udp", e.dnsAddr)
 	if err != nil {
-		log.Fatalf("DNS server on %s: %v", e.dnsAddr, err)
+		fatalf("DNS server on %s: %v", e.dnsAddr, err)
 	}
 	go serveDNS(e.dnsConn)
 	q := dnsmessage.Message{Header: dnsmessage.Header{ID: 1, RecursionDesired: true},
 		Questions: []dnsmessage.Question{{Name: dnsmessage.MustNewName("bench.mamori.test."), Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET}}}
 	if e.query, err = q.Pack(); err != nil {
-		log.Fatal(err)
+		fatal(err)
 	}
 	return e
 }
@@ -97,7 +96,7 @@ func (e *env) loops() []loop {
 func execLoop(n int, argv ...string) {
 	for i := 0; i < n; i++ {
 		if err := exec.Command(argv[0], argv[1:]...).Run(); err != nil {
-			log.Fatalf("exec %s: %v", argv[0], err)
+			fatalf("exec %s: %v", argv[0], err)
 		}
 	}
 }
@@ -139,7 +138,7 @@ func (e *env) openLoop(n int) {
 	for i := 0; i < n; i++ {
 		fd, err := unix.Open(e.file, unix.O_RDONLY, 0)
 		if err != nil {
-			log.Fatal(err)
+			fatal(err)
 		}
 		unix.Close(fd)
 	}
@@ -150,7 +149,7 @@ func (e *env) tcpLoop(n int) {
 	for i := 0; i < n; i++ {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
-			log.Fatal(err)
+			fatal(err)
 		}
 		c.Close()
 	}
@@ -159,17 +158,17 @@ func (e *env) tcpLoop(n int) {
 func (e *env) dnsLoop(n int) {
 	c, err := net.Dial("udp", e.dnsAddr)
 	if err != nil {
-		log.Fatal(err)
+		fatal(err)
 	}
 	defer c.Close()
 	buf := make([]byte, 512)
 	for i := 0; i < n; i++ {
 		if _, err := c.Write(e.query); err != nil {
-			log.Fatal(err)
+			fatal(err)
 		}
 		_ = c.SetReadDeadline(time.Now().Add(time.Second))
 		if _, err := c.Read(buf); err != nil {
-			log.Fatalf("DNS answer: %v", err)
+			fatalf("DNS answer: %v", err)
 		}
 	}
 }
@@ -266,14 +265,14 @@ func (e *env) overhead() []loopResult {
 		l.run(max(1, l.n/10)) // warm caches, the listener's accept path, the DNS socket
 	}
 	without := func() {
-		waitQuiet()
+		waitQuiet(0)
 		for i, l := range loops {
 			res[i].without = append(res[i].without, timeChunks(l, res[i].chunkN)...)
 		}
 	}
 	with := func() {
 		ag := startAgent(agentOptions{})
-		waitQuiet()
+		waitQuiet(ag.pid())
 		for i, l := range loops {
 			res[i].with = append(res[i].with, timeChunks(l, res[i].chunkN)...)
 		}
@@ -296,19 +295,21 @@ func (e *env) overhead() []loopResult {
 var busyPhases, allPhases int
 
 // waitQuiet waits, up to -wait-quiet, until the machine's CPUs are mostly
-// idle for a second, so a phase does not start in the middle of another
-// tenant's build.
-func waitQuiet() {
+// idle for a second and no BPF programs but our agent's (pid ours) are
+// held, so a phase does not start in the middle of another tenant's build
+// or beside another sensor.
+func waitQuiet(ours int) {
 	allPhases++
 	deadline := time.Now().Add(*quietWait)
 	for {
 		busy := cpuBusy(time.Second)
-		if busy <= 0.15 {
+		others := otherBPFHolders(ours)
+		if busy <= 0.15 && len(others) == 0 {
 			return
 		}
 		if time.Now().After(deadline) {
 			busyPhases++
-			fmt.Printf("overhead: machine still %.0f%% busy; measuring anyway\n", 100*busy)
+			fmt.Printf("overhead: machine still %.0f%% busy, other BPF holders %v; measuring anyway\n", 100*busy, others)
 			return
 		}
 	}

@@ -22,9 +22,12 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"os/signal"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -56,12 +59,18 @@ func main() {
 	flag.Parse()
 	log.SetFlags(0)
 	if os.Geteuid() != 0 {
-		log.Fatal("run as root: the agent loads BPF programs")
+		fatal("run as root: the agent loads BPF programs")
 	}
 	if *workCPU == *agentCPU {
-		log.Fatal("-cpu and -agent-cpu must differ")
+		fatal("-cpu and -agent-cpu must differ")
 	}
 	pinSelf(*workCPU)
+	go func() {
+		c := make(chan os.Signal, 1)
+		signal.Notify(c, os.Interrupt, syscall.SIGTERM)
+		<-c
+		fatal("interrupted")
+	}()
 	parts := map[string]bool{}
 	for _, p := range strings.Split(*only, ",") {
 		parts[strings.TrimSpace(p)] = true
@@ -70,7 +79,8 @@ func main() {
 	m := machineInfo()
 	fmt.Print(m.text())
 	e := setup()
-	defer os.RemoveAll(e.dir)
+	onCleanup(func() { os.RemoveAll(e.dir) })
+	defer runCleanups()
 	res := results{machine: m}
 	if parts["overhead"] {
 		res.loops = e.overhead()
@@ -92,7 +102,7 @@ func main() {
 	fmt.Print("\n" + out)
 	if *markdown != "" {
 		if err := os.WriteFile(*markdown, []byte(out), 0o644); err != nil {
-			log.Fatalf("write %s: %v", *markdown, err)
+			fatalf("write %s: %v", *markdown, err)
 		}
 	}
 }
@@ -117,18 +127,18 @@ func pinSelf(cpu int) {
 	}
 	runtime.LockOSThread()
 	if err := unix.SchedSetaffinity(0, &want); err != nil {
-		log.Fatalf("pin to CPU %d: %v", cpu, err)
+		fatalf("pin to CPU %d: %v", cpu, err)
 	}
 	// PRIO_PROCESS with who 0 is the calling thread on Linux.
 	if err := unix.Setpriority(unix.PRIO_PROCESS, 0, *niceness); err != nil {
-		log.Fatalf("nice %d: %v", *niceness, err)
+		fatalf("nice %d: %v", *niceness, err)
 	}
 	exe, err := os.Executable()
 	if err != nil {
-		log.Fatalf("re-exec pinned: %v", err)
+		fatalf("re-exec pinned: %v", err)
 	}
 	env := append(os.Environ(), pinnedEnv+"=1")
-	log.Fatalf("re-exec pinned: %v", syscall.Exec(exe, os.Args, env))
+	fatalf("re-exec pinned: %v", syscall.Exec(exe, os.Args, env))
 }
 
 // machine describes where and under what load the benchmark ran.
@@ -207,7 +217,7 @@ func loadAvg() string {
 // otherBPFHolders lists processes other than this one that hold BPF program
 // file descriptors: another agent or a sensor test running beside the
 // benchmark adds its hooks' cost to both sides of every comparison.
-func otherBPFHolders() []string {
+func otherBPFHolders(skip ...int) []string {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
@@ -216,7 +226,7 @@ func otherBPFHolders() []string {
 	var out []string
 	for _, d := range ents {
 		pid, err := strconv.Atoi(d.Name())
-		if err != nil || pid == self {
+		if err != nil || pid == self || slices.Contains(skip, pid) {
 			continue
 		}
 		fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
@@ -236,3 +246,46 @@ func otherBPFHolders() []string {
 	}
 	return out
 }
+
+var (
+	cleanupMu sync.Mutex
+	cleanups  = map[int]func(){}
+	cleanupID int
+)
+
+// onCleanup registers f to run at exit or on interrupt (an agent to stop,
+// processes to kill) and returns a function that runs it early instead.
+func onCleanup(f func()) func() {
+	cleanupMu.Lock()
+	defer cleanupMu.Unlock()
+	cleanupID++
+	id := cleanupID
+	cleanups[id] = f
+	return func() {
+		cleanupMu.Lock()
+		g, ok := cleanups[id]
+		delete(cleanups, id)
+		cleanupMu.Unlock()
+		if ok {
+			g()
+		}
+	}
+}
+
+func runCleanups() {
+	cleanupMu.Lock()
+	fs := cleanups
+	cleanups = map[int]func(){}
+	cleanupMu.Unlock()
+	for _, f := range fs {
+		f()
+	}
+}
+
+// fatalf stops what the benchmark started, then exits.
+func fatalf(format string, args ...any) {
+	runCleanups()
+	log.Fatalf(format, args...)
+}
+
+func fatal(args ...any) { fatalf("%s", fmt.Sprint(args...)) }
