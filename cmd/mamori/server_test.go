@@ -1,0 +1,277 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mamori-dev/mamori/internal/finding"
+	"github.com/mamori-dev/mamori/internal/server/api"
+	"github.com/mamori-dev/mamori/internal/server/export"
+)
+
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+// mamoriBinary builds the command once per test run.
+func mamoriBinary(t *testing.T) string {
+	t.Helper()
+	binOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "mamori-bin-")
+		if err != nil {
+			binErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "mamori")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			binErr = err
+			t.Logf("%s", out)
+		}
+	})
+	if binErr != nil {
+		t.Fatalf("build mamori: %v", binErr)
+	}
+	return binPath
+}
+
+// cli runs the binary and returns stdout, stderr and whether it succeeded.
+func cli(t *testing.T, args ...string) (string, string, bool) {
+	t.Helper()
+	cmd := exec.Command(mamoriBinary(t), args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	return out.String(), errb.String(), err == nil
+}
+
+func cliJSON(t *testing.T, v any, args ...string) {
+	t.Helper()
+	out, errOut, ok := cli(t, append(args, "--json")...)
+	if !ok {
+		t.Fatalf("mamori %s: %s", strings.Join(args, " "), errOut)
+	}
+	if err := json.Unmarshal([]byte(out), v); err != nil {
+		t.Fatalf("mamori %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+}
+
+// hook is a webhook receiver collecting OCSF records.
+type hook struct {
+	mu   sync.Mutex
+	recs []export.OCSFFinding
+}
+
+func (h *hook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	b, _ := io.ReadAll(r.Body)
+	var f export.OCSFFinding
+	if err := json.Unmarshal(b, &f); err != nil {
+		w.WriteHeader(http.StatusBadRequest)
+		return
+	}
+	h.mu.Lock()
+	h.recs = append(h.recs, f)
+	h.mu.Unlock()
+}
+
+func (h *hook) snapshot() []export.OCSFFinding {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]export.OCSFFinding(nil), h.recs...)
+}
+
+// TestCLIEndToEnd runs `mamori server` as a process and drives it with the
+// CLI binary: samples, listing, filters, get, archive, suppression (stored
+// archived, never exported), coverage, and tokens with too small a scope.
+func TestCLIEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	dir := t.TempDir()
+	rcv := &hook{}
+	hs := httptest.NewServer(rcv)
+	defer hs.Close()
+	srv := exec.Command(mamoriBinary(t), "server", "--data-dir", dir, "--api-addr", "127.0.0.1:0", "--cluster", "e2e",
+		"--export-webhook", hs.URL, "--export-format", "ocsf", "--export-update-frequency", "15m")
+	var srvOut, srvErr bytes.Buffer
+	srv.Stdout, srv.Stderr = &srvOut, &srvErr
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = srv.Process.Signal(syscall.SIGTERM)
+		_ = srv.Wait()
+		if t.Failed() {
+			t.Logf("server stderr:\n%s", srvErr.String())
+		}
+	}()
+	local := api.LocalFor(dir)
+	var url, admin string
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		var err error
+		if url, admin, err = local.Read(); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server wrote no address: %v\n%s", err, srvErr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(srvOut.String(), url) || !strings.HasPrefix(url, "http://127.0.0.1:") {
+		t.Fatalf("server did not print its address %q: %q", url, srvOut.String())
+	}
+	d := "--data-dir=" + dir
+
+	// A suppression rule first, then samples: the suppressed type is
+	// stored archived and never exported.
+	const suppressed = "Discovery:Runtime/SuspiciousCommand"
+	var rule api.RuleResponse
+	cliJSON(t, &rule, "suppress", "add", d, "--name", "recon noise", "--type", suppressed)
+	if rule.ID == "" || rule.Action != "ARCHIVE" {
+		t.Fatalf("rule %+v", rule)
+	}
+	var samples api.SamplesResponse
+	cliJSON(t, &samples, "findings", "samples", d)
+	n := len(finding.Catalogue)
+	if samples.Created != n {
+		t.Fatalf("samples %d", samples.Created)
+	}
+	var page struct {
+		Findings []json.RawMessage
+		Total    int
+	}
+	cliJSON(t, &page, "findings", "list", d, "--limit", "20", "--all")
+	if page.Total != n-1 || len(page.Findings) != n-1 {
+		t.Fatalf("active findings: total %d, listed %d, want %d", page.Total, len(page.Findings), n-1)
+	}
+	cliJSON(t, &page, "findings", "list", d, "--archived")
+	var sup struct {
+		Type         string `json:"type"`
+		SuppressedBy string `json:"suppressedBy"`
+	}
+	if page.Total != 1 || json.Unmarshal(page.Findings[0], &sup) != nil || sup.SuppressedBy != rule.ID || sup.Type != suppressed {
+		t.Fatalf("suppressed finding: %d %s", page.Total, page.Findings)
+	}
+	cliJSON(t, &page, "findings", "list", d, "--severity", "High", "--type", "Execution:*", "--limit", "100")
+	for _, raw := range page.Findings {
+		var f finding.Finding
+		if err := json.Unmarshal(raw, &f); err != nil {
+			t.Fatal(err)
+		}
+		if f.SeverityLabel != "High" || !strings.HasPrefix(f.Type, "Execution:") || f.Service.Archived {
+			t.Errorf("filtered list returned %s %s", f.SeverityLabel, f.Type)
+		}
+	}
+	if page.Total == 0 {
+		t.Fatal("no High Execution sample")
+	}
+
+	// Exports: every new, unsuppressed finding at once, as OCSF Create.
+	deadline := time.Now().Add(15 * time.Second)
+	for len(rcv.snapshot()) < n-1 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // nothing more may arrive
+	recs := rcv.snapshot()
+	if len(recs) != n-1 {
+		t.Fatalf("webhook got %d records, want %d", len(recs), n-1)
+	}
+	for _, r := range recs {
+		if r.ClassUID != 2004 || r.ActivityID != export.OCSFActivityCreate || r.FindingInfo.Types[0] == suppressed {
+			t.Fatalf("exported record: class %d activity %d type %v", r.ClassUID, r.ActivityID, r.FindingInfo.Types)
+		}
+	}
+
+	// Get, in both forms, then archive.
+	id := recs[0].FindingInfo.UID
+	out, errOut, ok := cli(t, "findings", "get", id, d)
+	if !ok || !strings.Contains(out, "Id:              "+id) || !strings.Contains(out, "Cluster:         e2e") {
+		t.Fatalf("get: %s %s", out, errOut)
+	}
+	var rec map[string]any
+	cliJSON(t, &rec, "findings", "get", id, d)
+	if rec["id"] != id || rec["cluster"] != "e2e" {
+		t.Fatalf("get --json: %v", rec)
+	}
+	if out, errOut, ok = cli(t, "findings", "archive", id, d); !ok || !strings.Contains(out, "archived 1 of 1") {
+		t.Fatalf("archive: %s %s", out, errOut)
+	}
+	cliJSON(t, &page, "findings", "list", d, "--archived")
+	if page.Total != 2 {
+		t.Fatalf("archived after archive: %d", page.Total)
+	}
+	if out, _, ok = cli(t, "findings", "unarchive", id, d); !ok || !strings.Contains(out, "unarchived 1") {
+		t.Fatalf("unarchive: %s", out)
+	}
+	if out, errOut, ok = cli(t, "findings", "get", "ffffffffffffffffffffffffffffffff", d); ok || !strings.Contains(errOut, "404") {
+		t.Fatalf("unknown id: %s %s", out, errOut)
+	}
+
+	// Table output and coverage.
+	if out, _, ok = cli(t, "findings", "list", d, "--limit", "3"); !ok || !strings.HasPrefix(out, "SEVERITY") || !strings.Contains(out, "next page") {
+		t.Fatalf("table: %s", out)
+	}
+	var cov struct {
+		Nodes      []json.RawMessage
+		Statistics api.CoverageStatistics
+	}
+	cliJSON(t, &cov, "coverage", d)
+	if cov.Statistics.Overall.Total != len(cov.Nodes) {
+		t.Fatalf("coverage %+v", cov)
+	}
+	var rules struct{ Rules []api.RuleResponse }
+	cliJSON(t, &rules, "suppress", "list", d)
+	if len(rules.Rules) != 1 || rules.Rules[0].ID != rule.ID {
+		t.Fatalf("rules %+v", rules)
+	}
+
+	// --server and --token: a read token lists but cannot archive; no
+	// token is refused before any request.
+	reader := createToken(t, url, admin, api.ScopeRead)
+	if _, errOut, ok = cli(t, "findings", "list", "--server", url, "--token", reader, "--limit", "1"); !ok {
+		t.Fatalf("read token list: %s", errOut)
+	}
+	if _, errOut, ok = cli(t, "findings", "archive", id, "--server", url, "--token", reader); ok || !strings.Contains(errOut, "403") {
+		t.Fatalf("read token archived: %s", errOut)
+	}
+	if _, errOut, ok = cli(t, "findings", "list", "--server", url, "--token", "mat1.000000000000.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"); ok || !strings.Contains(errOut, "401") {
+		t.Fatalf("unknown token: %s", errOut)
+	}
+	if _, errOut, ok = cli(t, "suppress", "delete", rule.ID, d); !ok {
+		t.Fatalf("delete rule: %s", errOut)
+	}
+	if _, errOut, ok = cli(t, "findings", "list", "--data-dir", t.TempDir()); ok || !strings.Contains(errOut, "no local mamori server") {
+		t.Fatalf("empty data dir: %s", errOut)
+	}
+}
+
+func createToken(t *testing.T, url, admin string, scope api.Scope) string {
+	t.Helper()
+	b, _ := json.Marshal(api.TokenRequest{Name: "e2e " + string(scope), Scope: scope})
+	req, _ := http.NewRequestWithContext(context.Background(), "POST", url+api.Prefix+"/tokens", bytes.NewReader(b))
+	req.Header.Set("Authorization", "Bearer "+admin)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var tr api.TokenResponse
+	if err := json.NewDecoder(resp.Body).Decode(&tr); err != nil || resp.StatusCode != http.StatusCreated {
+		t.Fatalf("create token: %d %v", resp.StatusCode, err)
+	}
+	return tr.Value
+}
