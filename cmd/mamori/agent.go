@@ -177,6 +177,7 @@ func startDetection(ctx context.Context, f *agentFlags, nodeID string, log *slog
 	detectors = append(detectors, rules...)
 	host, _ := os.Hostname()
 	engine := detect.NewEngine(finding.Agent{NodeID: nodeID, Hostname: host, Version: version}, log, detectors...)
+	go detect.WatchRules(ctx.Done(), rulesDir, 2*time.Second, engine, func(err error) { log.Warn("custom rules reload", "err", err) })
 	w, err := finding.OpenFile(file)
 	if err != nil {
 		return nil, nil, err
