@@ -20,7 +20,7 @@ type clock struct {
 	t  time.Time
 }
 
-func (c *clock) now() time.Time     { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *clock) add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 
 // healthy is a heartbeat of a node with nothing wrong.
@@ -189,7 +189,10 @@ func TestStatistics(t *testing.T) {
 	c := &clock{t: start}
 	m, _ := newMonitor(t, store.EngineSQLite, c, coverage.Policy{})
 	ctx := context.Background()
-	for i, spec := range []struct{ node, cluster, platform string; bad bool }{
+	for i, spec := range []struct {
+		node, cluster, platform string
+		bad                     bool
+	}{
 		{"a1", "prod", "kubernetes", false}, {"a2", "prod", "kubernetes", true}, {"a3", "prod", "host", false},
 		{"b1", "dev", "ecs", false}, {"b2", "dev", "ecs", false},
 	} {
