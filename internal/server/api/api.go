@@ -52,9 +52,8 @@ type Options struct {
 	// ingest path, so suppression and export apply to them as to agents'
 	// findings. Without it they are upserted into Store directly.
 	Submit func(ctx context.Context, fs []*finding.Finding) error
-	// Coverage, when set, returns the nodes with their current status (the
-	// coverage package re-evaluates staleness); otherwise Store.ListNodes.
-	Coverage func(ctx context.Context) ([]store.Node, error)
+	// Coverage reads node coverage [a coverage.Monitor over Store].
+	Coverage CoverageView
 	// RulesDir and IntelDir hold the files distributed to agents.
 	RulesDir, IntelDir string
 	// Agent names the server itself as the reporter of sample findings.
@@ -89,6 +88,13 @@ func New(opt Options) (*API, error) {
 	}
 	if opt.Logger == nil {
 		opt.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opt.Coverage == nil {
+		c, err := defaultCoverage(opt.Store)
+		if err != nil {
+			return nil, err
+		}
+		opt.Coverage = c
 	}
 	if opt.Agent.NodeID == "" {
 		opt.Agent.NodeID = "mamori-server"

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mamori-dev/mamori/internal/server/coverage"
 	"github.com/mamori-dev/mamori/internal/server/store"
 )
 
@@ -180,9 +181,9 @@ func (c *Client) DeleteRule(ctx context.Context, id string) error {
 }
 
 // Coverage lists nodes; query takes cluster, status, resourceType.
-func (c *Client) Coverage(ctx context.Context, query url.Values) ([]store.Node, error) {
+func (c *Client) Coverage(ctx context.Context, query url.Values) ([]coverage.NodeStatus, error) {
 	var out struct {
-		Nodes []store.Node `json:"nodes"`
+		Nodes []coverage.NodeStatus `json:"nodes"`
 	}
 	err := c.do(ctx, http.MethodGet, "/coverage", query, nil, &out)
 	return out.Nodes, err

@@ -1,25 +1,24 @@
 package api
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/mamori-dev/mamori/internal/server/coverage"
 	"github.com/mamori-dev/mamori/internal/server/store"
 )
 
-// Coverage statuses.
-const (
-	Healthy   = "Healthy"
-	Unhealthy = "Unhealthy"
-)
-
-func (a *API) nodes(r *http.Request) ([]store.Node, error) {
-	if a.opt.Coverage != nil {
-		return a.opt.Coverage(r.Context())
-	}
-	return a.opt.Store.ListNodes(r.Context())
+// CoverageView is what the API reads coverage from: the coverage
+// package's Monitor, which judges each node at the time of the request
+// (an agent gone silent shows as not reporting even between sweeps).
+type CoverageView interface {
+	Nodes(ctx context.Context) ([]coverage.NodeStatus, error)
+	Node(ctx context.Context, nodeID string) (*coverage.NodeStatus, error)
 }
 
 // coverageFilters are the parameters of the coverage list.
@@ -32,14 +31,14 @@ func (a *API) listCoverage(w http.ResponseWriter, r *http.Request) error {
 			return errorf(http.StatusBadRequest, "unknown query parameter %q", k)
 		}
 	}
-	if s := v.Get("status"); s != "" && s != Healthy && s != Unhealthy {
+	if s := v.Get("status"); s != "" && s != coverage.Healthy && s != coverage.Unhealthy {
 		return errorf(http.StatusBadRequest, "status must be Healthy or Unhealthy")
 	}
-	nodes, err := a.nodes(r)
+	nodes, err := a.opt.Coverage.Nodes(r.Context())
 	if err != nil {
 		return err
 	}
-	out := make([]store.Node, 0, len(nodes))
+	out := make([]coverage.NodeStatus, 0, len(nodes))
 	for _, n := range nodes {
 		if (v.Get("cluster") == "" || n.Cluster == v.Get("cluster")) &&
 			(v.Get("status") == "" || n.Status == v.Get("status")) &&
@@ -47,41 +46,29 @@ func (a *API) listCoverage(w http.ResponseWriter, r *http.Request) error {
 			out = append(out, n)
 		}
 	}
-	slices.SortFunc(out, func(a, b store.Node) int {
-		return strings.Compare(a.Cluster+"\x00"+a.NodeID, b.Cluster+"\x00"+b.NodeID)
-	})
 	return writeJSON(w, http.StatusOK, map[string]any{"nodes": out})
 }
 
 func (a *API) getNode(w http.ResponseWriter, r *http.Request) error {
-	id := r.PathValue("nodeId")
-	if a.opt.Coverage != nil {
-		nodes, err := a.opt.Coverage(r.Context())
-		if err != nil {
-			return err
-		}
-		for _, n := range nodes {
-			if n.NodeID == id {
-				return writeJSON(w, http.StatusOK, n)
-			}
-		}
-		return errorf(http.StatusNotFound, "node %q: not found", id)
+	n, err := a.opt.Coverage.Node(r.Context(), r.PathValue("nodeId"))
+	if errors.Is(err, store.ErrNotFound) {
+		return errorf(http.StatusNotFound, "node %q: not found", r.PathValue("nodeId"))
 	}
-	n, err := a.opt.Store.GetNode(r.Context(), id)
 	if err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, n)
 }
 
-// CoverageCount counts nodes by status and names the issues of the
-// unhealthy ones by issue type (the part of "Type:Extra information"
-// before the colon).
+// CoverageCount counts nodes by status and their issues by type (the part
+// of "TYPE:extra information" before the colon; a node with several
+// issues counts under each).
 type CoverageCount struct {
-	Total     int            `json:"total"`
-	Healthy   int            `json:"healthy"`
-	Unhealthy int            `json:"unhealthy"`
-	Issues    map[string]int `json:"issues"`
+	Total          int            `json:"total"`
+	Healthy        int            `json:"healthy"`
+	Unhealthy      int            `json:"unhealthy"`
+	HealthyPercent float64        `json:"healthyPercent"`
+	Issues         map[string]int `json:"issues"`
 }
 
 // CoverageGroup is the count of one cluster and resource type.
@@ -91,29 +78,48 @@ type CoverageGroup struct {
 	CoverageCount
 }
 
-// CoverageStatistics is the answer of /coverage/statistics.
+// CoverageStatistics is the answer of /coverage/statistics: counts
+// overall and per cluster and resource type, plus the coverage package's
+// per resource type counts and cluster rollups.
 type CoverageStatistics struct {
-	Overall CoverageCount   `json:"overall"`
-	Groups  []CoverageGroup `json:"groups"`
+	Overall        CoverageCount            `json:"overall"`
+	Groups         []CoverageGroup          `json:"groups"`
+	ByResourceType []coverage.Group         `json:"byResourceType"`
+	ClusterRollups []coverage.ClusterStatus `json:"clusterRollups"`
 }
 
-func (c *CoverageCount) add(n store.Node) {
+func (c *CoverageCount) add(n coverage.NodeStatus) {
 	c.Total++
-	if n.Status == Healthy {
+	if n.Status == coverage.Healthy {
 		c.Healthy++
-		return
+	} else {
+		c.Unhealthy++
 	}
-	c.Unhealthy++
-	typ, _, _ := strings.Cut(n.Issue, ":")
-	if typ == "" {
-		typ = "Unknown"
+	issues := n.Issues
+	if len(issues) == 0 && n.Issue != "" {
+		issues = []string{n.Issue}
 	}
-	c.Issues[typ]++
+	seen := map[string]bool{}
+	for _, is := range issues {
+		typ, _, _ := strings.Cut(is, ":")
+		if typ != "" && !seen[typ] {
+			seen[typ] = true
+			c.Issues[typ]++
+		}
+	}
+}
+
+func (c *CoverageCount) percent() {
+	if c.Total > 0 {
+		c.HealthyPercent = float64(int(1000*float64(c.Healthy)/float64(c.Total)+0.5)) / 10
+	}
 }
 
 // CoverageStats counts nodes overall and per cluster and resource type.
-func CoverageStats(nodes []store.Node) CoverageStatistics {
-	st := CoverageStatistics{Overall: CoverageCount{Issues: map[string]int{}}, Groups: []CoverageGroup{}}
+func CoverageStats(nodes []coverage.NodeStatus) CoverageStatistics {
+	sum := coverage.Summarize(nodes)
+	st := CoverageStatistics{Overall: CoverageCount{Issues: map[string]int{}}, Groups: []CoverageGroup{},
+		ByResourceType: sum.ByResourceType, ClusterRollups: sum.Clusters}
 	idx := map[[2]string]int{}
 	for _, n := range nodes {
 		st.Overall.add(n)
@@ -127,6 +133,10 @@ func CoverageStats(nodes []store.Node) CoverageStatistics {
 		}
 		st.Groups[i].add(n)
 	}
+	st.Overall.percent()
+	for i := range st.Groups {
+		st.Groups[i].percent()
+	}
 	slices.SortFunc(st.Groups, func(a, b CoverageGroup) int {
 		return strings.Compare(a.Cluster+"\x00"+a.ResourceType, b.Cluster+"\x00"+b.ResourceType)
 	})
@@ -134,7 +144,7 @@ func CoverageStats(nodes []store.Node) CoverageStatistics {
 }
 
 func (a *API) coverageStats(w http.ResponseWriter, r *http.Request) error {
-	nodes, err := a.nodes(r)
+	nodes, err := a.opt.Coverage.Nodes(r.Context())
 	if err != nil {
 		return err
 	}
@@ -167,4 +177,14 @@ func (a *API) coverageEvents(w http.ResponseWriter, r *http.Request) error {
 		evs = []store.CoverageEvent{}
 	}
 	return writeJSON(w, http.StatusOK, map[string]any{"events": evs})
+}
+
+// defaultCoverage makes a Monitor over the store for reading (it is not
+// run: heartbeats and sweeps belong to the server's own Monitor).
+func defaultCoverage(st store.Store) (CoverageView, error) {
+	m, err := coverage.New(coverage.Config{Store: st})
+	if err != nil {
+		return nil, fmt.Errorf("api: coverage: %w", err)
+	}
+	return m, nil
 }

@@ -1,13 +1,10 @@
 package api
 
 import (
-	"context"
-	"encoding/json"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -67,59 +64,6 @@ func TestSuppressionRulesCRUD(t *testing.T) {
 	e.must(http.StatusNoContent, "DELETE", "/suppression-rules/"+created.ID, ScopeWrite, nil, nil)
 	e.must(http.StatusNotFound, "GET", "/suppression-rules/"+created.ID, ScopeRead, nil, nil)
 	e.must(http.StatusNotFound, "PUT", "/suppression-rules/"+created.ID, ScopeWrite, req, nil)
-}
-
-func TestCoverage(t *testing.T) {
-	e := newEnv(t)
-	ctx := context.Background()
-	now := time.Now().UTC().Truncate(time.Second)
-	put := func(id, cluster, typ, status, issue string) {
-		_, _, err := e.st.UpdateNode(ctx, id, func(old *store.Node) (*store.Node, *store.CoverageEvent, error) {
-			n := &store.Node{NodeID: id, Cluster: cluster, ResourceType: typ, Status: status, Issue: issue,
-				StatusSince: now, FirstSeen: now, LastHeartbeat: now, Heartbeat: json.RawMessage(`{"version":"t"}`)}
-			return n, &store.CoverageEvent{NodeID: id, Cluster: cluster, At: now, To: status, Issue: issue}, nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	put("n1", "prod", "EKSCluster", Healthy, "")
-	put("n2", "prod", "EKSCluster", Unhealthy, "AgentNotReporting:no heartbeat since 2025-01-01T00:00:00Z")
-	put("n3", "prod", "Instance", Unhealthy, "HookNotAttached:tracepoint/syscalls/sys_enter_openat: permission denied")
-	put("n4", "dev", "ECSCluster", Healthy, "")
-	put("n5", "dev", "ECSCluster", Unhealthy, "AgentNotReporting:no heartbeat since 2025-01-02T00:00:00Z")
-
-	var all struct{ Nodes []store.Node }
-	e.must(http.StatusOK, "GET", "/coverage", ScopeRead, nil, &all)
-	if len(all.Nodes) != 5 {
-		t.Fatalf("%d nodes", len(all.Nodes))
-	}
-	var bad struct{ Nodes []store.Node }
-	e.must(http.StatusOK, "GET", "/coverage?status=Unhealthy&cluster=prod", ScopeRead, nil, &bad)
-	if len(bad.Nodes) != 2 || bad.Nodes[0].NodeID != "n2" || !strings.HasPrefix(bad.Nodes[1].Issue, "HookNotAttached:") {
-		t.Fatalf("unhealthy prod: %+v", bad.Nodes)
-	}
-	var st CoverageStatistics
-	e.must(http.StatusOK, "GET", "/coverage/statistics", ScopeRead, nil, &st)
-	if st.Overall.Total != 5 || st.Overall.Healthy != 2 || st.Overall.Unhealthy != 3 || st.Overall.Issues["AgentNotReporting"] != 2 {
-		t.Fatalf("overall %+v", st.Overall)
-	}
-	if len(st.Groups) != 3 || st.Groups[0].Cluster != "dev" || st.Groups[0].Unhealthy != 1 || st.Groups[1].ResourceType != "EKSCluster" {
-		t.Fatalf("groups %+v", st.Groups)
-	}
-	var one store.Node
-	e.must(http.StatusOK, "GET", "/coverage/n3", ScopeRead, nil, &one)
-	if one.Status != Unhealthy {
-		t.Fatalf("n3 %+v", one)
-	}
-	e.must(http.StatusNotFound, "GET", "/coverage/nope", ScopeRead, nil, nil)
-	var evs struct{ Events []store.CoverageEvent }
-	e.must(http.StatusOK, "GET", "/coverage/events?after=2&limit=2", ScopeRead, nil, &evs)
-	if len(evs.Events) != 2 || evs.Events[0].Seq != 3 {
-		t.Fatalf("events %+v", evs.Events)
-	}
-	e.must(http.StatusBadRequest, "GET", "/coverage?status=Sick", ScopeRead, nil, nil)
-	e.must(http.StatusBadRequest, "GET", "/coverage?zone=a", ScopeRead, nil, nil)
 }
 
 func TestDistribution(t *testing.T) {
