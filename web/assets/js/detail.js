@@ -52,7 +52,7 @@ export async function showDetail(id) {
     ])),
     proc ? section('Process', 'process', kv([
       ['Name', proc.name], ['Executable', proc.executablePath], ['SHA-256', proc.executableSha256],
-      ['Command line', argv(proc.args)], ['User', userOf(proc)], ['PID', pid(proc)],
+      ['Command line', long(argv(proc.args), 'mono')], ['User', userOf(proc)], ['PID', pid(proc)],
       ['Working directory', proc.pwd], ['Started', time(proc.startTime)], ['UUID', proc.uuid],
     ])) : null,
     proc ? section('Process lineage', 'lineage', lineage(proc)) : null,
@@ -67,6 +67,13 @@ export async function showDetail(id) {
     ])),
     h('details', { class: 'card', id: 'raw' }, h('summary', null, 'Raw JSON'),
       h('pre', { class: 'json' }, JSON.stringify(f, null, 2)))));
+}
+
+// long shows a long text's start, with the rest one click away.
+function long(text, cls) {
+  if (text.length <= 240) return h('div', { class: cls }, text);
+  return h('details', { class: cls + ' long' },
+    h('summary', null, text.slice(0, 200) + ` … (${(text.length - 200).toLocaleString()} more characters)`), text);
 }
 
 function section(title, id, ...body) {
@@ -96,7 +103,7 @@ function lineage(proc) {
         h('span', { class: 'pname' }, vis(p.name || '?')),
         h('span', { class: 'mono exe' }, vis(p.executablePath || '')),
         p.acting ? h('span', { class: 'tag' }, 'acting process') : null),
-      h('div', { class: 'mono argv' }, argv(p.args)),
+      long(argv(p.args), 'mono argv'),
       h('div', { class: 'muted small' }, `pid ${pid(p)} · ${userOf(p)}`,
         p.startTime && !p.startTime.startsWith('0001') ? [' · started ', time(p.startTime)] : null));
     parent.append(li);
