@@ -152,3 +152,26 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("demo findings missing:\n%s", out)
 	}
 }
+
+// TestRuleReloadWithoutRestart adds a rule file to the running mamori's
+// rules directory; the rule fires without a restart.
+func TestRuleReloadWithoutRestart(t *testing.T) {
+	m := start(t)
+	rule := `rules:
+  - id: e2e-reloaded
+    type: Custom:Runtime/ReloadedRule
+    severity: Low
+    kinds: [open]
+    condition: event.file.path == "/etc/mamori-e2e-reloaded" && event.file.write
+`
+	path := filepath.Join(m.dir, "rules", "reloaded.yaml")
+	if err := os.WriteFile(path, []byte(rule), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(path) })
+	time.Sleep(3 * time.Second) // the rules directory is polled every 2s
+	id := attackContainer(t)
+	Sh(t, id, "echo x > /etc/mamori-e2e-reloaded")
+	f := m.Wait(t, "Custom:Runtime/ReloadedRule", InContainer(id))
+	expect(t, f, "Low", id)
+}
