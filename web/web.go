@@ -15,6 +15,7 @@ package web
 
 import (
 	"bytes"
+	"compress/gzip"
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
@@ -59,6 +60,7 @@ type Handler struct {
 
 type asset struct {
 	body  []byte
+	gz    []byte // gzip of body, nil when it does not pay
 	ctype string
 	etag  string
 }
@@ -88,7 +90,7 @@ func New(opt Options) (*Handler, error) {
 		if ctype == "" {
 			ctype = "application/octet-stream"
 		}
-		h.files["/"+p] = asset{body: b, ctype: ctype, etag: `"` + hex.EncodeToString(sum[:8]) + `"`}
+		h.files["/"+p] = asset{body: b, gz: gzipped(b), ctype: ctype, etag: `"` + hex.EncodeToString(sum[:8]) + `"`}
 		return nil
 	})
 	if err != nil {
@@ -135,8 +137,37 @@ func (h *Handler) serveFile(w http.ResponseWriter, r *http.Request, name, cache 
 		http.NotFound(w, r)
 		return
 	}
-	w.Header().Set("Content-Type", a.ctype)
-	w.Header().Set("Cache-Control", cache)
-	w.Header().Set("ETag", a.etag)
-	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(a.body))
+	hd := w.Header()
+	hd.Set("Content-Type", a.ctype)
+	hd.Set("Cache-Control", cache)
+	hd.Set("Vary", "Accept-Encoding")
+	body, etag := a.body, a.etag
+	if a.gz != nil && r.Header.Get("Range") == "" && acceptsGzip(r) {
+		body, etag = a.gz, strings.TrimSuffix(a.etag, `"`)+`-gz"`
+		hd.Set("Content-Encoding", "gzip")
+	}
+	hd.Set("ETag", etag)
+	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(body))
+}
+
+// gzipped compresses an asset once, at start; nil when it saves little.
+func gzipped(b []byte) []byte {
+	var buf bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+	_, _ = zw.Write(b)
+	_ = zw.Close()
+	if buf.Len() > len(b)*9/10 {
+		return nil
+	}
+	return buf.Bytes()
+}
+
+func acceptsGzip(r *http.Request) bool {
+	for _, part := range strings.Split(r.Header.Get("Accept-Encoding"), ",") {
+		enc, q, _ := strings.Cut(strings.TrimSpace(part), ";")
+		if strings.EqualFold(strings.TrimSpace(enc), "gzip") && strings.ReplaceAll(q, " ", "") != "q=0" {
+			return true
+		}
+	}
+	return false
 }

@@ -140,6 +140,11 @@ func TestPageAndHeaders(t *testing.T) {
 	if r = do(t, s, "GET", "/assets/js/app.js", "", map[string]string{"If-None-Match": etag}); r.StatusCode != http.StatusNotModified {
 		t.Errorf("revalidation: %d, want 304", r.StatusCode)
 	}
+	// Compressed when the browser takes gzip, with its own validator.
+	r = do(t, s, "GET", "/assets/js/findings.js", "", map[string]string{"Accept-Encoding": "gzip, br"})
+	if r.Header.Get("Content-Encoding") != "gzip" || r.Header.Get("ETag") == etag || !strings.Contains(r.Header.Get("Vary"), "Accept-Encoding") {
+		t.Errorf("gzip: encoding %q etag %q vary %q", r.Header.Get("Content-Encoding"), r.Header.Get("ETag"), r.Header.Get("Vary"))
+	}
 	var types []map[string]any
 	r = do(t, s, "GET", "/console/types", "", nil)
 	if err := json.NewDecoder(r.Body).Decode(&types); err != nil || len(types) != len(finding.Catalogue) {
