@@ -1,0 +1,147 @@
+package ingest_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/mamori-dev/mamori/internal/server/ingest"
+	"github.com/mamori-dev/mamori/internal/server/store"
+	"github.com/mamori-dev/mamori/internal/server/store/storetest"
+	"github.com/mamori-dev/mamori/internal/transport"
+)
+
+// TestTwoReplicasOverNATS runs the real path: agents' messages on an
+// embedded NATS JetStream, two server replicas (each its own NATS
+// connection, consumer, ingester and store pool) sharing one durable
+// consumer and one PostgreSQL database. Messages are published twice with
+// the same id (JetStream drops one), and a third of them re-sent with a new
+// id (the store adds nothing). Each finding is stored once with exactly the
+// count its agents reported, both replicas did part of the work, and
+// forged messages are terminated and counted.
+func TestTwoReplicasOverNATS(t *testing.T) {
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	emb, err := transport.StartEmbedded(transport.EmbeddedConfig{DataDir: t.TempDir(), Port: -1, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emb.Shutdown()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pub, err := emb.ConnectInProcess("publisher")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	js, _ := jetstream.New(pub)
+	if _, err := transport.EnsureStream(ctx, js, transport.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	dsn := storetest.PostgresDSN(t)
+	type replica struct {
+		st store.Store
+		tm *transport.Metrics
+		im *ingest.Metrics
+	}
+	var reps []replica
+	var wg sync.WaitGroup
+	for i := range 2 {
+		st, err := store.Open(ctx, dsn, store.Options{Logger: quiet})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		r := replica{st: st, tm: transport.NewMetrics(nil), im: ingest.NewMetrics(nil)}
+		in := newIngester(t, st, ingest.Config{Metrics: r.im, Logger: quiet})
+		nc, err := emb.ConnectInProcess("replica")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		rjs, _ := jetstream.New(nc)
+		cons, err := transport.NewConsumer(ctx, rjs, transport.ConsumerConfig{Handler: in.Handle, Metrics: r.tm,
+			Logger: quiet, Concurrency: 8})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Go(func() {
+			if err := cons.Run(ctx); err != nil {
+				t.Errorf("replica %d: %v", i, err)
+			}
+		})
+		reps = append(reps, r)
+	}
+	defer func() { cancel(); wg.Wait() }()
+
+	s := agentStream(t, 9, 3, 30, 2, 5)
+	rng := rand.New(rand.NewPCG(5, 6))
+	publish := func(node string, kind transport.Kind, payload []byte, msgID string) {
+		env := &transport.Envelope{V: transport.EnvelopeVersion, Kind: kind, NodeID: node, MsgID: msgID,
+			SentAt: time.Now().UTC(), Payload: payload}
+		data, err := env.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := nats.NewMsg(transport.SubjectFor(node, kind))
+		m.Data = data
+		m.Header.Set(jetstream.MsgIDHeader, node+":"+msgID)
+		if _, err := js.PublishMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resent := 0
+	for _, msg := range s.Msgs {
+		id := transport.NewMsgID()
+		publish(msg.NodeID, transport.KindFinding, msg.Payload, id)
+		publish(msg.NodeID, transport.KindFinding, msg.Payload, id) // JetStream de-duplicates
+		if rng.IntN(3) == 0 {
+			publish(msg.NodeID, transport.KindFinding, msg.Payload, transport.NewMsgID())
+			resent++
+		}
+	}
+	// Forgeries: a finding of another node on node-0's subject, and garbage.
+	publish("node-0", transport.KindFinding, mustJSON(t, validFinding("node-1")), transport.NewMsgID())
+	publish("node-0", transport.KindFinding, []byte(`{"id":"x"}`), transport.NewMsgID())
+
+	deadline := time.Now().Add(60 * time.Second)
+	want := len(s.Msgs) + resent + 2
+	for {
+		handled := 0.0
+		for _, r := range reps {
+			handled += testutil.ToFloat64(r.tm.Consumed.WithLabelValues("finding")) + testutil.ToFloat64(r.tm.Rejected.WithLabelValues("handler"))
+		}
+		if int(handled) >= want {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("handled %v of %d messages in time", handled, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	checkCounts(t, reps[0].st, s.Want)
+	var rejected, unchanged float64
+	for i, r := range reps {
+		c := testutil.ToFloat64(r.tm.Consumed.WithLabelValues("finding"))
+		if c == 0 {
+			t.Errorf("replica %d handled nothing: the work was not shared", i)
+		}
+		rejected += testutil.ToFloat64(r.tm.Rejected.WithLabelValues("handler"))
+		unchanged += testutil.ToFloat64(r.im.Messages.WithLabelValues("finding", "unchanged"))
+		t.Logf("replica %d: %v findings handled", i, c)
+	}
+	if rejected != 2 {
+		t.Errorf("%v forged messages terminated, want 2", rejected)
+	}
+	if unchanged < float64(resent) {
+		t.Errorf("%v re-sent states reported unchanged, want at least %d", unchanged, resent)
+	}
+}
