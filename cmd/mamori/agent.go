@@ -39,6 +39,9 @@ type agentFlags struct {
 	// findingSinks are extra sinks for findings (not flags): `run` hands
 	// them to its embedded server.
 	findingSinks []agent.FindingSink
+	// started, when set, runs beside a started agent (not a flag): `run`
+	// sends the agent's heartbeats to its embedded server.
+	started func(ctx context.Context, a *agent.Agent)
 }
 
 func (f *agentFlags) bind(cmd *cobra.Command, defaultPrint string) {
@@ -101,6 +104,9 @@ func runAgent(ctx context.Context, f *agentFlags, out *os.File) error {
 	a, err := agent.New(agent.Options{NodeID: nodeID, Logger: log})
 	if err != nil {
 		return err
+	}
+	if f.started != nil {
+		go f.started(ctx, a)
 	}
 	defer a.Close()
 	attached, failed := 0, 0

@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/mamori-dev/mamori/internal/agent"
 )
 
 func init() { register(runCmd) }
@@ -32,6 +35,7 @@ func runCmd() *cobra.Command {
 			}
 			defer srv.Close()
 			f.findingSinks = append(f.findingSinks, srv.AgentSink)
+			f.started = func(ctx context.Context, a *agent.Agent) { srv.heartbeats(ctx, a, sf.cluster) }
 			return runAgent(ctx, &f, os.Stdout)
 		},
 	}

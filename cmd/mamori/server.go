@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -24,7 +25,9 @@ import (
 	"github.com/mamori-dev/mamori/internal/agent"
 	"github.com/mamori-dev/mamori/internal/finding"
 	"github.com/mamori-dev/mamori/internal/server/api"
+	"github.com/mamori-dev/mamori/internal/server/coverage"
 	"github.com/mamori-dev/mamori/internal/server/export"
+	"github.com/mamori-dev/mamori/internal/server/ingest"
 	"github.com/mamori-dev/mamori/internal/server/store"
 	"github.com/mamori-dev/mamori/web"
 )
@@ -111,12 +114,10 @@ type server struct {
 	http     *http.Server
 	batcher  *export.Batcher
 	webhooks []*export.Webhook
+	coverage *coverage.Monitor
+	ingest   *ingest.Ingester
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
-
-	rulesMu   sync.Mutex
-	rules     []store.Rule
-	rulesRead time.Time
 
 	sinkQueue chan *finding.Finding
 	sinkDrops atomic.Uint64
@@ -154,6 +155,10 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 	s := &server{log: log, store: st, cluster: f.cluster, local: api.LocalFor(dataDir), cancel: cancel}
 	fail := func(err error) (*server, error) {
 		cancel()
+		s.wg.Wait()
+		if s.ingest != nil {
+			s.ingest.Close()
+		}
 		st.Close()
 		return nil, err
 	}
@@ -192,6 +197,29 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); s.batcher.Run(ctx) }()
 
+	// Coverage and ingest: every finding and heartbeat, the local agent's
+	// and samples included, takes the agents' path into the store.
+	s.coverage, err = coverage.New(coverage.Config{Store: st, Metrics: coverage.NewMetrics(reg), Logger: log})
+	if err != nil {
+		return fail(err)
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := s.coverage.Run(ctx); err != nil && ctx.Err() == nil {
+			log.Error("coverage", "err", err)
+		}
+	}()
+	s.ingest, err = ingest.New(ingest.Config{Store: st, Coverage: s.coverage, Metrics: ingest.NewMetrics(reg), Logger: log,
+		OnChange: func(c ingest.Change) {
+			if !c.Suppressed && c.Record != nil {
+				s.batcher.Publish(c.Record.Finding, c.New)
+			}
+		}})
+	if err != nil {
+		return fail(err)
+	}
+
 	// API and console.
 	tokens, _, err := s.local.OpenTokens()
 	if err != nil {
@@ -205,7 +233,8 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 	if intelDir == "" {
 		intelDir = filepath.Join(dataDir, "intel")
 	}
-	a, err := api.New(api.Options{Store: st, Tokens: tokens, Submit: s.Submit, RulesDir: rulesDir, IntelDir: intelDir,
+	a, err := api.New(api.Options{Store: st, Tokens: tokens, Submit: s.Submit, Coverage: s.coverage,
+		RulesChanged: s.ingest.InvalidateRules, RulesDir: rulesDir, IntelDir: intelDir,
 		Agent:   finding.Agent{NodeID: "mamori-server", Hostname: host, Version: version},
 		Version: version, Logger: log, Registerer: reg})
 	if err != nil {
@@ -256,81 +285,64 @@ func (s *server) Close() {
 		_ = s.http.Shutdown(shut)
 		s.cancel()
 		s.wg.Wait()
+		s.ingest.Close()
 		if err := s.store.Close(); err != nil {
 			s.log.Error("store close", "err", err)
 		}
 	})
 }
 
-// archiveRules returns the ARCHIVE rules, re-read at most every 2 s.
-func (s *server) archiveRules(ctx context.Context) ([]store.Rule, error) {
-	s.rulesMu.Lock()
-	defer s.rulesMu.Unlock()
-	if time.Since(s.rulesRead) < 2*time.Second {
-		return s.rules, nil
-	}
-	all, err := s.store.ListRules(ctx)
-	if err != nil {
-		return nil, err
-	}
-	s.rules = s.rules[:0]
-	for _, r := range all {
-		if r.Action == store.ActionArchive {
-			s.rules = append(s.rules, r)
+// Submit stores findings made on this host (the local agent's, samples)
+// through ingest, exactly as an agent's arrive: validated, bound to their
+// node, suppressed by rules, merged, exported. The findings are applied
+// concurrently so ingest commits them in one batch.
+func (s *server) Submit(ctx context.Context, fs []*finding.Finding) error {
+	errs := make([]error, len(fs))
+	var wg sync.WaitGroup
+	for i, f := range fs {
+		b, err := json.Marshal(f)
+		if err != nil {
+			errs[i] = fmt.Errorf("encode finding %s: %w", f.ID, err)
+			continue
 		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = s.ingest.Apply(ctx, ingest.Input{NodeID: f.Service.AdditionalInfo.AgentDetails.AgentID,
+				Kind: ingest.KindFinding, SentAt: time.Now(), Payload: b})
+		}()
 	}
-	s.rulesRead = time.Now()
-	return s.rules, nil
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
-// Submit stores findings made on this host (the local agent's, samples)
-// the way ingest stores an agent's: suppression rules first, then the
-// merging upsert, then export of what is new or changed and not
-// suppressed.
-func (s *server) Submit(ctx context.Context, fs []*finding.Finding) error {
-	rules, err := s.archiveRules(ctx)
+// Heartbeat applies the local agent's heartbeat.
+func (s *server) Heartbeat(ctx context.Context, hb coverage.Heartbeat) error {
+	b, err := json.Marshal(hb)
 	if err != nil {
-		return err
+		return fmt.Errorf("encode heartbeat: %w", err)
 	}
-	suppress := func(r *store.Record) string {
-		if len(rules) == 0 {
-			return ""
+	return s.ingest.Apply(ctx, ingest.Input{NodeID: hb.NodeID, Kind: ingest.KindHeartbeat, SentAt: time.Now(), Payload: b})
+}
+
+// heartbeatEvery is the local agent's heartbeat interval.
+const heartbeatEvery = 10 * time.Second
+
+// heartbeats reports the local agent's health to coverage until ctx ends.
+func (s *server) heartbeats(ctx context.Context, a *agent.Agent, cluster string) {
+	info := agent.HeartbeatInfo{Version: version, Cluster: cluster, Platform: "host", Interval: heartbeatEvery}
+	t := time.NewTicker(heartbeatEvery)
+	defer t.Stop()
+	for {
+		if err := s.Heartbeat(ctx, a.Heartbeat(info)); err != nil && ctx.Err() == nil {
+			s.log.Warn("local agent heartbeat", "err", err)
 		}
-		doc, err := store.Doc(r)
-		if err != nil {
-			return ""
-		}
-		for _, r := range rules {
-			if store.MatchAll(r.Criteria, doc) {
-				return r.ID
-			}
-		}
-		return ""
-	}
-	us := make([]store.Upsert, len(fs))
-	for i, f := range fs {
-		// The aggregator keeps createdAt while it holds a finding: that
-		// is the epoch its cumulative count belongs to.
-		us[i] = store.Upsert{Finding: f, Reporter: f.Service.AdditionalInfo.AgentDetails.AgentID,
-			Epoch: f.CreatedAt.UTC().Format(time.RFC3339Nano), Cluster: s.cluster, Suppress: suppress}
-	}
-	res, err := s.store.UpsertFindings(ctx, us)
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, r := range res {
-		switch {
-		case r.Err != nil:
-			errs = append(errs, r.Err)
-		case r.Record == nil || r.Record.SuppressedBy != "":
-		case r.Outcome == store.OutcomeCreated:
-			s.batcher.Publish(r.Record.Finding, true)
-		case r.Outcome == store.OutcomeUpdated:
-			s.batcher.Publish(r.Record.Finding, false)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
 	}
-	return errors.Join(errs...)
 }
 
 // AgentSink hands the local agent's findings to the store through a

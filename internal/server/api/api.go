@@ -54,6 +54,9 @@ type Options struct {
 	Submit func(ctx context.Context, fs []*finding.Finding) error
 	// Coverage reads node coverage [a coverage.Monitor over Store].
 	Coverage CoverageView
+	// RulesChanged is called after a suppression rule is created, changed
+	// or deleted (ingest re-reads its rules at once).
+	RulesChanged func()
 	// RulesDir and IntelDir hold the files distributed to agents.
 	RulesDir, IntelDir string
 	// Agent names the server itself as the reporter of sample findings.

@@ -71,6 +71,7 @@ func (a *API) createRule(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	a.rulesChanged()
 	return a.ruleResponse(w, r, http.StatusCreated, rule, apply)
 }
 
@@ -89,6 +90,7 @@ func (a *API) updateRule(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	a.rulesChanged()
 	return a.ruleResponse(w, r, http.StatusOK, updated, apply)
 }
 
@@ -108,6 +110,13 @@ func (a *API) deleteRule(w http.ResponseWriter, r *http.Request) error {
 	if err := a.opt.Store.DeleteRule(r.Context(), r.PathValue("id")); err != nil {
 		return err
 	}
+	a.rulesChanged()
 	w.WriteHeader(http.StatusNoContent)
 	return nil
+}
+
+func (a *API) rulesChanged() {
+	if a.opt.RulesChanged != nil {
+		a.opt.RulesChanged()
+	}
 }
