@@ -22,9 +22,11 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"mime"
 	"net/http"
 	"path"
+	"slices"
 	"strings"
 	"time"
 )
@@ -54,8 +56,12 @@ type Options struct {
 type Handler struct {
 	opt   Options
 	files map[string]asset
-	types []byte // the /console/types document
-	mux   *http.ServeMux
+	// version names this build's asset set; the page refers to its assets
+	// under /assets/v-VERSION/, which are cached as immutable.
+	version string
+	index   asset
+	types   []byte // the /console/types document
+	mux     *http.ServeMux
 }
 
 type asset struct {
@@ -96,6 +102,15 @@ func New(opt Options) (*Handler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("web: read embedded assets: %w", err)
 	}
+	names := slices.Sorted(maps.Keys(h.files))
+	sum := sha256.New()
+	for _, n := range names {
+		sum.Write([]byte(n + h.files[n].etag))
+	}
+	h.version = hex.EncodeToString(sum.Sum(nil)[:6])
+	idx := h.files["/assets/index.html"]
+	page := bytes.ReplaceAll(idx.body, []byte(`"/assets/`), []byte(`"/assets/v-`+h.version+`/`))
+	h.index = asset{body: page, gz: gzipped(page), ctype: idx.ctype, etag: `"` + h.version + `"`}
 	if h.types, err = typesJSON(); err != nil {
 		return nil, err
 	}
@@ -122,21 +137,30 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) serveIndex(w http.ResponseWriter, r *http.Request) {
-	h.serveFile(w, r, "/assets/index.html", "no-store")
+	h.serveFile(w, r, h.index, "no-cache")
 }
 
+// serveAsset serves /assets/v-VERSION/NAME as immutable (the version
+// changes with any asset, so a new binary's page asks for new URLs), and
+// /assets/NAME, or another build's version, revalidated on every use.
 func (h *Handler) serveAsset(w http.ResponseWriter, r *http.Request) {
-	// Revalidated on each load (cheap: an ETag match is a 304), so a new
-	// binary's assets are picked up without stale mixes of old and new.
-	h.serveFile(w, r, r.URL.Path, "no-cache")
-}
-
-func (h *Handler) serveFile(w http.ResponseWriter, r *http.Request, name, cache string) {
+	name, cache := r.URL.Path, "no-cache"
+	if rest, ok := strings.CutPrefix(name, "/assets/v-"); ok {
+		ver, file, _ := strings.Cut(rest, "/")
+		name = "/assets/" + file
+		if ver == h.version {
+			cache = "public, max-age=31536000, immutable"
+		}
+	}
 	a, ok := h.files[name]
-	if !ok || strings.HasSuffix(name, "/") {
+	if !ok || name == "/assets/index.html" {
 		http.NotFound(w, r)
 		return
 	}
+	h.serveFile(w, r, a, cache)
+}
+
+func (h *Handler) serveFile(w http.ResponseWriter, r *http.Request, a asset, cache string) {
 	hd := w.Header()
 	hd.Set("Content-Type", a.ctype)
 	hd.Set("Cache-Control", cache)

@@ -129,8 +129,28 @@ func TestPageAndHeaders(t *testing.T) {
 	}
 	r := do(t, s, "GET", "/", "", nil)
 	b, _ := io.ReadAll(r.Body)
-	if r.StatusCode != 200 || !strings.Contains(string(b), `src="/assets/js/app.js"`) {
-		t.Fatalf("index: %d %s", r.StatusCode, b)
+	m := regexp.MustCompile(`src="/assets/v-([0-9a-f]{12})/js/app.js"`).FindSubmatch(b)
+	if r.StatusCode != 200 || m == nil {
+		t.Fatalf("index does not load the versioned app.js: %d %s", r.StatusCode, b)
+	}
+	// Every module is preloaded, so the browser fetches them in parallel.
+	entries, _ := fs.ReadDir(assets, "assets/js")
+	for _, e := range entries {
+		if !strings.Contains(string(b), `href="/assets/v-`+string(m[1])+`/js/`+e.Name()+`"`) && e.Name() != "app.js" {
+			t.Errorf("index does not preload %s", e.Name())
+		}
+	}
+	// This build's versioned assets are immutable; others revalidate.
+	r = do(t, s, "GET", "/assets/v-"+string(m[1])+"/js/dom.js", "", nil)
+	if r.StatusCode != 200 || !strings.Contains(r.Header.Get("Cache-Control"), "immutable") {
+		t.Errorf("versioned asset: %d %q", r.StatusCode, r.Header.Get("Cache-Control"))
+	}
+	r = do(t, s, "GET", "/assets/v-000000000000/js/dom.js", "", nil)
+	if r.StatusCode != 200 || r.Header.Get("Cache-Control") != "no-cache" {
+		t.Errorf("other version's asset: %d %q", r.StatusCode, r.Header.Get("Cache-Control"))
+	}
+	if r = do(t, s, "GET", "/assets/index.html", "", nil); r.StatusCode != 404 {
+		t.Errorf("the page template is served as an asset: %d", r.StatusCode)
 	}
 	r = do(t, s, "GET", "/assets/js/app.js", "", nil)
 	if ct := r.Header.Get("Content-Type"); !strings.Contains(ct, "javascript") {

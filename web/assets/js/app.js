@@ -2,9 +2,10 @@
 // #/coverage) and the login view.
 import { h, mount, toast } from './dom.js';
 import * as api from './api.js';
-import { showFindings, stopFindings } from './findings.js';
+import { showFindings, stopFindings, prefetch } from './findings.js';
 import { showDetail } from './detail.js';
 import { showCoverage, stopCoverage } from './coverage.js';
+import { types } from './catalogue.js';
 
 let loggedIn = false;
 
@@ -90,6 +91,12 @@ async function start() {
     route();
   });
   window.addEventListener('hashchange', route);
+  // While the session is checked, start what the first view needs: the
+  // catalogue (public) and, for the list, its first page (a 401 there is
+  // harmless: the login view follows).
+  types().catch(() => {});
+  const { parts, query } = parseHash();
+  if (!parts[0] || (parts[0] === 'findings' && !parts[1])) prefetch(query);
   try {
     loggedIn = (await api.session()).loggedIn;
   } catch {

@@ -4,10 +4,11 @@ import * as api from './api.js';
 
 let cached = null;
 
-export async function types() {
+// types returns the catalogue; concurrent callers share one request.
+export function types() {
   if (!cached) {
-    const list = await api.catalogue();
-    cached = { list, byType: new Map(list.map((k) => [k.type, k])) };
+    cached = api.catalogue().then((list) => ({ list, byType: new Map(list.map((k) => [k.type, k])) }));
+    cached.catch(() => { cached = null; });
   }
   return cached;
 }

@@ -55,13 +55,17 @@ export function argv(args) {
   }).join(' ');
 }
 
+// Formatters are built once: building one per cell costs more than the
+// rest of a row.
+const thisYear = new Date().getFullYear();
+const fmtShort = new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false });
+const fmtLong = new Intl.DateTimeFormat(undefined, { year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false });
+
 export function fmtTime(s) {
   if (!s) return '';
   const d = new Date(s);
   if (isNaN(d) || d.getFullYear() < 1971) return '';
-  const opt = { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false };
-  if (d.getFullYear() !== new Date().getFullYear()) opt.year = 'numeric';
-  return d.toLocaleString(undefined, opt);
+  return (d.getFullYear() === thisYear ? fmtShort : fmtLong).format(d);
 }
 
 export function ago(s) {

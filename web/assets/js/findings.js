@@ -49,9 +49,22 @@ function syncHash() {
 
 const filtered = () => FILTERS.some((f) => st.q[f] !== '' && !(f === 'archived' && st.q[f] === 'false'));
 
+// prefetch starts loading the page a route will show, before the session
+// check returns; showFindings takes it over when the query matches.
+let early = null;
+export function prefetch(query) {
+  const s = stateFrom(query);
+  // A failed prefetch (not logged in yet) resolves to null: refetched later.
+  early = { key: JSON.stringify([s.q, s.sort, s.order]), page: fetchPage(s).catch(() => null) };
+}
+
 export async function showFindings(query) {
   stopFindings();
   st = stateFrom(query);
+  // The first page and the catalogue load side by side.
+  const key = JSON.stringify([st.q, st.sort, st.order]);
+  const first = early && early.key === key ? early.page : fetchPage(st);
+  early = null;
   const cat = await types();
   const tactics = [...new Set(cat.list.map((k) => k.tactic).filter(Boolean))].sort();
 
@@ -106,7 +119,7 @@ export async function showFindings(query) {
   mount(h('section', { class: 'findings' }, h('h1', null, 'Findings'), bar, actions,
     h('table', { class: 'list', id: 'findings' }, thead, st.tbody), st.empty, st.pager));
   document.getElementById('live').hidden = false;
-  await refresh(true);
+  await refresh(true, first);
 }
 
 function sortBy(key, fresh) {
@@ -146,14 +159,16 @@ async function generateSamples() {
 
 // refresh loads the current page; a poll calls it again every POLL_MS
 // while the tab is visible.
-async function refresh(now) {
+const fetchPage = (s) => api.findings({ ...s.q, sort: s.sort, order: s.order, limit: PAGE, cursor: s.cursors[s.page] });
+
+async function refresh(now, prefetched) {
   if (!st) return;
   const me = st;
   clearTimeout(me.timer);
   if (now || document.visibilityState === 'visible') {
     try {
       const t0 = performance.now();
-      const page = await api.findings({ ...me.q, sort: me.sort, order: me.order, limit: PAGE, cursor: me.cursors[me.page] });
+      const page = (await prefetched) || (await fetchPage(me));
       if (st !== me) return;
       render(page);
       const live = document.getElementById('live');
@@ -178,6 +193,8 @@ function render(page) {
   const first = st.seen.size === 0;
   const rows = page.items.map((f) => row(f, first));
   st.tbody.replaceChildren(...rows);
+  // User Timing mark: time from navigation to the first page on screen.
+  if (!performance.getEntriesByName('mamori:first-page').length) performance.mark('mamori:first-page');
   st.empty.replaceChildren();
   if (!page.items.length) st.empty.append(emptyState());
   const start = st.page * PAGE;
