@@ -114,40 +114,67 @@ func NewConsumer(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig
 		seen: newSeenSet(cfg.ReplayCache), lastLog: map[string]time.Time{}}, nil
 }
 
+// fetchWait is how long one pull waits for messages before it is renewed.
+const fetchWait = 5 * time.Second
+
 // Run consumes until ctx is cancelled, then waits for running handlers.
+//
+// It pulls with explicit Fetch requests, one batch after another, instead of
+// jetstream's Consume: Consume can skip re-pulling when a batch ends while
+// its previous pull request is still being sent, and then sits idle until
+// its heartbeat check fires (seen under load right after a server restart).
 func (c *Consumer) Run(ctx context.Context) error {
 	work := make(chan jetstream.Msg)
 	var wg sync.WaitGroup
 	for range c.cfg.Concurrency {
 		wg.Go(func() {
-			for msg := range work {
-				c.process(ctx, msg)
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case msg := <-work:
+					if ctx.Err() != nil {
+						_ = msg.Nak() // shutting down: let another replica have it now
+						continue
+					}
+					c.process(ctx, msg)
+				}
 			}
 		})
 	}
-	cc, err := c.cons.Consume(func(msg jetstream.Msg) {
-		select {
-		case work <- msg:
-		case <-ctx.Done():
-			// Not acked: redelivered to another replica after AckWait.
-		}
-	}, jetstream.PullMaxMessages(c.cfg.Concurrency*4),
-		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			if !errors.Is(err, nats.ErrConnectionClosed) {
-				c.log.Debug("consumer: pull", "err", err)
-			}
-		}))
-	if err != nil {
-		close(work)
-		wg.Wait()
-		return fmt.Errorf("consume %s: %w", c.cfg.Durable, err)
-	}
+	// The fetch loop is not waited for: a pull in progress ends by itself
+	// within fetchWait, and what it still receives is nak'ed.
+	go c.fetchLoop(ctx, work)
 	<-ctx.Done()
-	cc.Stop()
-	<-cc.Closed()
-	close(work)
 	wg.Wait()
 	return nil
+}
+
+func (c *Consumer) fetchLoop(ctx context.Context, work chan<- jetstream.Msg) {
+	batch := c.cfg.Concurrency * 16
+	for ctx.Err() == nil {
+		b, err := c.cons.Fetch(batch, jetstream.FetchMaxWait(fetchWait))
+		if err == nil {
+			for msg := range b.Messages() {
+				select {
+				case work <- msg:
+				case <-ctx.Done():
+					_ = msg.Nak()
+				}
+			}
+			err = b.Error()
+		}
+		if err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
+			if c.shouldLog("pull") {
+				c.log.Warn("consumer: pull failed; retrying", "err", err)
+			}
+			// Server away or restarting: do not spin.
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}
 }
 
 func (c *Consumer) process(ctx context.Context, msg jetstream.Msg) {
@@ -234,15 +261,22 @@ func (c *Consumer) verify(msg jetstream.Msg) (*Message, error) {
 // logReject logs at most one rejection per reason per second, so a hostile
 // flood cannot flood the log too; the metric counts every one.
 func (c *Consumer) logReject(reason, subject string, err error) {
-	c.logMu.Lock()
-	now := time.Now()
-	if now.Sub(c.lastLog[reason]) < time.Second {
-		c.logMu.Unlock()
+	if !c.shouldLog(reason) {
 		return
 	}
-	c.lastLog[reason] = now
-	c.logMu.Unlock()
 	c.log.Warn("consumer: message rejected", "reason", reason, "subject", fmt.Sprintf("%q", subject), "err", err)
+}
+
+// shouldLog allows one log line per key per second.
+func (c *Consumer) shouldLog(key string) bool {
+	c.logMu.Lock()
+	defer c.logMu.Unlock()
+	now := time.Now()
+	if now.Sub(c.lastLog[key]) < time.Second {
+		return false
+	}
+	c.lastLog[key] = now
+	return true
 }
 
 // seenSet remembers the last n keys (first in, first out).

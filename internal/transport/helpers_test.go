@@ -16,6 +16,15 @@ import (
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
+// testLogger logs warnings and errors into the test's output.
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
+
 // testBus is a real embedded NATS server with the MAMORI stream and an
 // enrollment endpoint.
 type testBus struct {
@@ -143,7 +152,9 @@ func (b *testBus) runConsumer(cfg ConsumerConfig) *Consumer {
 	if cfg.Metrics == nil {
 		cfg.Metrics = b.metrics
 	}
-	cfg.Logger = quietLogger()
+	if cfg.Logger == nil {
+		cfg.Logger = quietLogger()
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cons, err := NewConsumer(ctx, b.js, cfg)
 	if err != nil {

@@ -136,7 +136,7 @@ func TestOutageMidFlight(t *testing.T) {
 	port := b.port
 	creds := b.enroll("node-a")
 	col := newCollector()
-	b.runConsumer(ConsumerConfig{Handler: col.handle, AckWait: 2 * time.Second})
+	b.runConsumer(ConsumerConfig{Handler: col.handle, AckWait: 2 * time.Second, Logger: testLogger(t)})
 	p, err := NewPublisher(PublisherConfig{Creds: creds, SpoolDir: t.TempDir(), Logger: quietLogger(),
 		AckTimeout: time.Second, ReplayInterval: 100 * time.Millisecond, ReconnectWait: 100 * time.Millisecond,
 		NATSOptions: []nats.Option{nats.ReconnectJitter(0, 0)}})
@@ -166,18 +166,31 @@ func TestOutageMidFlight(t *testing.T) {
 	b.down()
 	<-done
 	b.start(port)
-	b.runConsumer(ConsumerConfig{Handler: col.handle, AckWait: 2 * time.Second})
+	b.runConsumer(ConsumerConfig{Handler: col.handle, AckWait: 2 * time.Second, Logger: testLogger(t)})
 	// Messages the dying server had handed to the old consumer are redelivered after AckWait.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := p.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "all distinct messages consumed", 20*time.Second, func() bool {
+	deadline := time.Now().Add(20 * time.Second)
+	for {
 		col.mu.Lock()
-		defer col.mu.Unlock()
-		return len(col.byID) >= len(want)
-	})
+		n := len(col.byID)
+		col.mu.Unlock()
+		if n >= len(want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			st, _ := b.js.Stream(context.Background(), StreamName)
+			si, _ := st.Info(context.Background())
+			c, _ := st.Consumer(context.Background(), DefaultDurable)
+			ci, _ := c.Info(context.Background())
+			t.Fatalf("%d of %d consumed; publisher %+v; stream %+v; consumer delivered %+v ackfloor %+v pending %d ackpending %d redelivered %d waiting %d",
+				n, len(want), p.Stats(), si.State.Msgs, ci.Delivered, ci.AckFloor, ci.NumPending, ci.NumAckPending, ci.NumRedelivered, ci.NumWaiting)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	col.mu.Lock()
 	defer col.mu.Unlock()
 	for id := range want {

@@ -61,6 +61,13 @@ type Publisher struct {
 	stop chan struct{}
 	wg   sync.WaitGroup
 
+	// inflight holds live publishes awaiting their ack, by dedup id. Whoever
+	// removes an entry (ack, error callback, Close) owns its fate, so each
+	// message is counted or spooled exactly once, even when nats.go reports
+	// a failure concurrently with Close.
+	mu       sync.Mutex
+	inflight map[string]SpoolRecord
+
 	published, replayed, spooled, rejected, permErr atomic.Uint64
 	closeOnce                                       sync.Once
 }
@@ -90,7 +97,8 @@ func NewPublisher(cfg PublisherConfig) (*Publisher, error) {
 		cfg.Logger = slog.Default()
 	}
 	p := &Publisher{cfg: cfg, nodeID: cfg.Creds.NodeID, m: orNewMetrics(cfg.Metrics),
-		log: cfg.Logger.With("component", "transport"), kick: make(chan struct{}, 1), stop: make(chan struct{})}
+		log: cfg.Logger.With("component", "transport"), kick: make(chan struct{}, 1), stop: make(chan struct{}),
+		inflight: map[string]SpoolRecord{}}
 	var err error
 	if p.spool, err = OpenSpool(SpoolConfig{Dir: cfg.SpoolDir, MaxBytes: cfg.SpoolMaxBytes,
 		Metrics: p.m, Logger: p.log}); err != nil {
@@ -184,10 +192,24 @@ func (p *Publisher) send(kind Kind, dedupID string, data []byte) error {
 	msg := nats.NewMsg(SubjectFor(p.nodeID, kind))
 	msg.Data = data
 	msg.Header.Set(jetstream.MsgIDHeader, dedupID)
+	p.mu.Lock()
+	p.inflight[dedupID] = SpoolRecord{Kind: kind, DedupID: dedupID, Data: data}
+	p.mu.Unlock()
 	if _, err := p.live.PublishMsgAsync(msg); err != nil {
-		return p.toSpool(kind, dedupID, data, publishReason(err))
+		if _, ok := p.take(dedupID); ok {
+			return p.toSpool(kind, dedupID, data, publishReason(err))
+		}
 	}
 	return nil
+}
+
+// take removes and returns the in-flight record for dedupID, if still there.
+func (p *Publisher) take(dedupID string) (SpoolRecord, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	r, ok := p.inflight[dedupID]
+	delete(p.inflight, dedupID)
+	return r, ok
 }
 
 func (p *Publisher) toSpool(kind Kind, dedupID string, data []byte, reason string) error {
@@ -225,24 +247,27 @@ func permanent(err error) bool {
 }
 
 func (p *Publisher) onAck(_ jetstream.JetStream, msg *nats.Msg, _ *jetstream.PubAck) {
+	r, ok := p.take(msg.Header.Get(jetstream.MsgIDHeader))
+	if !ok {
+		return
+	}
 	p.published.Add(1)
-	_, kind, _ := ParseSubject(msg.Subject)
-	p.m.Published.WithLabelValues(string(kind)).Inc()
+	p.m.Published.WithLabelValues(string(r.Kind)).Inc()
 }
 
 func (p *Publisher) onErr(_ jetstream.JetStream, msg *nats.Msg, err error) {
-	_, kind, perr := ParseSubject(msg.Subject)
-	if perr != nil {
+	r, ok := p.take(msg.Header.Get(jetstream.MsgIDHeader))
+	if !ok {
 		return
 	}
 	if permanent(err) {
 		p.rejected.Add(1)
-		p.m.SpoolDropped.WithLabelValues(string(kind), "rejected").Inc()
-		p.log.Warn("transport: server refused message; dropped", "kind", kind, "err", err)
+		p.m.SpoolDropped.WithLabelValues(string(r.Kind), "rejected").Inc()
+		p.log.Warn("transport: server refused message; dropped", "kind", r.Kind, "err", err)
 		return
 	}
-	if serr := p.toSpool(kind, msg.Header.Get(jetstream.MsgIDHeader), msg.Data, publishReason(err)); serr != nil {
-		p.log.Warn("transport: message lost", "kind", kind, "err", serr)
+	if serr := p.toSpool(r.Kind, r.DedupID, r.Data, publishReason(err)); serr != nil {
+		p.log.Warn("transport: message lost", "kind", r.Kind, "err", serr)
 	}
 	p.wake()
 }
@@ -341,17 +366,23 @@ func (p *Publisher) Flush(ctx context.Context) error {
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
 	for {
-		if p.live.PublishAsyncPending() == 0 && p.spool.Stats().Messages == 0 {
+		if p.pending() == 0 && p.spool.Stats().Messages == 0 {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("flush: %d in flight, %d spooled: %w",
-				p.live.PublishAsyncPending(), p.spool.Stats().Messages, ctx.Err())
+				p.pending(), p.spool.Stats().Messages, ctx.Err())
 		case <-t.C:
 			p.wake()
 		}
 	}
+}
+
+func (p *Publisher) pending() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.inflight)
 }
 
 // Stats returns a snapshot of the publisher's counters.
@@ -374,8 +405,18 @@ func (p *Publisher) Close(ctx context.Context) error {
 		case <-p.live.PublishAsyncComplete():
 		case <-ctx.Done():
 		}
-		p.live.CleanupPublisher() // pending publishes fail into onErr, i.e. the spool
+		p.live.CleanupPublisher()
 		p.nc.Close()
+		// Whatever is still unacknowledged goes to the spool for the next run.
+		p.mu.Lock()
+		left := p.inflight
+		p.inflight = map[string]SpoolRecord{}
+		p.mu.Unlock()
+		for _, r := range left {
+			if err := p.toSpool(r.Kind, r.DedupID, r.Data, "closing"); err != nil {
+				p.log.Warn("transport: message lost at close", "kind", r.Kind, "err", err)
+			}
+		}
 	})
 	return p.spool.Close()
 }

@@ -1,0 +1,162 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// With the server away and a small spool, heartbeats are dropped (and
+// counted) to keep findings; after the server returns, every finding and
+// every kept heartbeat arrives once, and nothing else.
+func TestPublisherSmallSpoolKeepsFindings(t *testing.T) {
+	b := startBus(t, t.TempDir(), -1)
+	port := b.port
+	creds := b.enroll("node-a")
+	m := NewMetrics(nil)
+	const limit = 24 << 10
+	p, err := NewPublisher(PublisherConfig{Creds: creds, SpoolDir: t.TempDir(), SpoolMaxBytes: limit, Metrics: m,
+		Logger: quietLogger(), ReplayInterval: 100 * time.Millisecond, ReconnectWait: 100 * time.Millisecond,
+		NATSOptions: []nats.Option{nats.ReconnectJitter(0, 0)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(context.Background())
+	waitFor(t, "connected", 10*time.Second, func() bool { return p.Stats().Connected })
+	b.down()
+	waitFor(t, "disconnected", 10*time.Second, func() bool { return !p.Stats().Connected })
+
+	findings := map[string]bool{}
+	pad := strings.Repeat("h", 150)
+	for i := range 600 {
+		if _, err := p.Publish(KindHeartbeat, map[string]any{"i": i, "pad": pad}); err != nil {
+			t.Fatalf("heartbeat %d: %v", i, err)
+		}
+		if i%10 == 0 {
+			id, err := p.Publish(KindFinding, map[string]any{"i": i, "type": "X"})
+			if err != nil {
+				t.Fatalf("finding %d: %v", i, err)
+			}
+			findings[msgIDHeader("node-a", id)] = true
+		}
+		if st := p.Stats().Spool; st.Bytes > limit {
+			t.Fatalf("spool %d bytes over its %d limit", st.Bytes, limit)
+		}
+	}
+	st := p.Stats()
+	dropped := st.Spool.Dropped[KindHeartbeat]
+	t.Logf("600 heartbeats + 60 findings into %d bytes: %d heartbeats dropped, %d messages kept",
+		limit, dropped, st.Spool.Messages)
+	if dropped == 0 || st.Spool.Dropped[KindFinding] != 0 {
+		t.Fatalf("drops: %v", st.Spool.Dropped)
+	}
+	if got := testutil.ToFloat64(m.SpoolDropped.WithLabelValues("heartbeat", "full")); uint64(got) != dropped {
+		t.Fatalf("spool_dropped_total{heartbeat,full} = %v, stats say %d", got, dropped)
+	}
+	kept := st.Spool.Messages
+
+	b.start(port)
+	col := newCollector()
+	b.runConsumer(ConsumerConfig{Handler: col.handle})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := p.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "kept messages consumed", 10*time.Second, func() bool { return int64(col.count()) == kept })
+	time.Sleep(200 * time.Millisecond)
+	col.mu.Lock()
+	defer col.mu.Unlock()
+	if int64(len(col.msgs)) != kept {
+		t.Fatalf("consumed %d, kept %d", len(col.msgs), kept)
+	}
+	for id := range findings {
+		if col.byID[id] != 1 {
+			t.Fatalf("finding %s delivered %d times", id, col.byID[id])
+		}
+	}
+}
+
+func TestPublisherRefusesInvalidMessages(t *testing.T) {
+	b := startBus(t, t.TempDir(), -1)
+	m := NewMetrics(nil)
+	p, err := NewPublisher(PublisherConfig{Creds: b.enroll("node-a"), SpoolDir: t.TempDir(), Metrics: m, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(context.Background())
+	_, err = p.Publish(KindFinding, map[string]string{"pad": strings.Repeat("x", MaxEnvelopeBytes)})
+	if RejectReason(err) != ReasonOversized {
+		t.Fatalf("oversized publish: %v", err)
+	}
+	if _, err := p.Publish("secrets", map[string]string{}); RejectReason(err) != ReasonKind {
+		t.Fatalf("unknown kind: %v", err)
+	}
+	if _, err := p.Publish(KindEvent, func() {}); err == nil {
+		t.Fatal("unmarshalable payload accepted")
+	}
+	if testutil.ToFloat64(m.PublishErrors.WithLabelValues(ReasonOversized)) != 1 {
+		t.Fatal("oversized publish not counted")
+	}
+	// Bad credentials are refused up front.
+	bad := *p.cfg.Creds
+	bad.NodeID = "node-b"
+	if _, err := NewPublisher(PublisherConfig{Creds: &bad, SpoolDir: t.TempDir()}); err == nil {
+		t.Fatal("publisher accepted credentials whose JWT names another node")
+	}
+}
+
+// Closing with messages in flight and the server gone keeps them in the spool
+// for the next run.
+func TestPublisherCloseKeepsUnacked(t *testing.T) {
+	b := startBus(t, t.TempDir(), -1)
+	port := b.port
+	creds := b.enroll("node-a")
+	spool := t.TempDir()
+	p, err := NewPublisher(PublisherConfig{Creds: creds, SpoolDir: spool, Logger: quietLogger(), AckTimeout: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "connected", 10*time.Second, func() bool { return p.Stats().Connected })
+	b.down()
+	for i := range 50 {
+		if _, err := p.Publish(KindFinding, map[string]int{"i": i}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := p.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st := p.Stats()
+	t.Logf("closed: %+v", st)
+	if st.Spool.Messages != 50 {
+		t.Fatalf("spool holds %d of 50 unacknowledged messages after Close", st.Spool.Messages)
+	}
+	if _, err := p.Publish(KindFinding, map[string]int{}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("publish after close: %v", err)
+	}
+
+	b.start(port)
+	col := newCollector()
+	b.runConsumer(ConsumerConfig{Handler: col.handle})
+	p2, err := NewPublisher(PublisherConfig{Creds: creds, SpoolDir: spool, Logger: quietLogger(), ReplayInterval: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p2.Close(context.Background())
+	waitFor(t, "previous run's messages delivered", 15*time.Second, func() bool {
+		if col.count() == 50 {
+			return true
+		}
+		t.Logf("consumed %d; publisher %+v", col.count(), p2.Stats())
+		time.Sleep(time.Second)
+		return false
+	})
+}
