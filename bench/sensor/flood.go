@@ -19,6 +19,8 @@ type floodStep struct {
 	generated  float64 // events/s the generator achieved
 	read       float64 // records/s the agent read
 	lost       float64 // lost events of every kind during the step
+	ringFull   float64 // of which: ring buffer full
+	recursion  float64 // of which: BPF programs skipped by recursion protection
 	backlog    float64 // records emitted but not yet read when the step ended
 	catchUp    time.Duration
 	agentShare float64 // share of its one core the agent used
@@ -132,10 +134,10 @@ func (e *env) throughput() floodResult {
 		res.steps = append(res.steps, s)
 		label := "max"
 		if rate > 0 {
-			label = fmt.Sprint(rate)
+			label = fmt.Sprintf("%d/s", rate)
 		}
-		fmt.Printf("throughput: target %s/s: generated %.0f/s, read %.0f/s, lost %.0f, backlog %.0f, agent CPU %.0f%%\n",
-			label, s.generated, s.read, s.lost, s.backlog, 100*s.agentShare)
+		fmt.Printf("throughput: target %s: generated %.0f/s, read %.0f/s, lost %.0f (ring full %.0f, recursion %.0f), backlog %.0f, agent CPU %.0f%%\n",
+			label, s.generated, s.read, s.lost, s.ringFull, s.recursion, s.backlog, 100*s.agentShare)
 		if !s.keptUp() {
 			break
 		}
@@ -143,8 +145,8 @@ func (e *env) throughput() floodResult {
 			// The generator is the limit: one last step at its full speed.
 			s := e.floodStep(ag, 0, res.fillerOn)
 			res.steps = append(res.steps, s)
-			fmt.Printf("throughput: target max: generated %.0f/s, read %.0f/s, lost %.0f, backlog %.0f, agent CPU %.0f%%\n",
-				s.generated, s.read, s.lost, s.backlog, 100*s.agentShare)
+			fmt.Printf("throughput: target max: generated %.0f/s, read %.0f/s, lost %.0f (ring full %.0f, recursion %.0f), backlog %.0f, agent CPU %.0f%%\n",
+				s.generated, s.read, s.lost, s.ringFull, s.recursion, s.backlog, 100*s.agentShare)
 			break
 		}
 	}
@@ -188,6 +190,8 @@ func (e *env) floodStep(ag *agentProc, rate int, filler bool) floodStep {
 		generated:  float64(g.done.Load()) / secs,
 		read:       (after["mamori_sensor_records_read_total"] - before["mamori_sensor_records_read_total"]) / secs,
 		lost:       lost(after) - lost(before),
+		ringFull:   after["mamori_sensor_kernel_drops_total{*}"] - before["mamori_sensor_kernel_drops_total{*}"],
+		recursion:  after["mamori_sensor_program_misses_total"] - before["mamori_sensor_program_misses_total"],
 		backlog:    emitted - atEnd["mamori_sensor_records_read_total"],
 		catchUp:    catch,
 		agentShare: cpu / secs,

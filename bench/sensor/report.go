@@ -91,14 +91,14 @@ func (r results) markdown() string {
 		}
 	}
 	if f := r.flood; f != nil {
-		b.WriteString("\n| generator target | generated | read by the agent | lost | backlog at step end | agent CPU (one core) | kept up |\n|---|---|---|---|---|---|---|\n")
+		b.WriteString("\n| generator target | generated | read by the agent | lost (ring full, recursion, other) | backlog at step end | agent CPU (one core) | kept up |\n|---|---|---|---|---|---|---|\n")
 		for _, s := range f.steps {
 			t := "as fast as possible"
 			if s.target > 0 {
 				t = commas(float64(s.target)) + "/s"
 			}
-			fmt.Fprintf(&b, "| %s | %s/s | %s/s | %s | %s | %.0f%% | %s |\n", t, commas(s.generated), commas(s.read),
-				commas(s.lost), commas(s.backlog), 100*s.agentShare, map[bool]string{true: "yes", false: "**no**"}[s.keptUp()])
+			fmt.Fprintf(&b, "| %s | %s/s | %s/s | %s (%s, %s, %s) | %s | %.0f%% | %s |\n", t, commas(s.generated), commas(s.read),
+				commas(s.lost), commas(s.ringFull), commas(s.recursion), commas(s.lost-s.ringFull-s.recursion), commas(max(0, s.backlog)), 100*s.agentShare, map[bool]string{true: "yes", false: "**no**"}[s.keptUp()])
 		}
 		b.WriteString("\nEvents are failed `connect()`s to a unix socket path (one event each, 280-byte records). One generator " +
 			"thread runs on the workload CPU; a second runs on the agent's CPU at `SCHED_IDLE`, taking only the time the agent leaves idle. " +
