@@ -118,6 +118,8 @@ type server struct {
 	ingest   *ingest.Ingester
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
+	sinkStop context.CancelFunc
+	sinkDone chan struct{}
 
 	sinkQueue chan *finding.Finding
 	sinkDrops atomic.Uint64
@@ -263,29 +265,40 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 			log.Error("api server", "err", err)
 		}
 	}()
+	s.sinkQueue = make(chan *finding.Finding, 4096)
+	sinkCtx, sinkStop := context.WithCancel(ctx)
+	s.sinkStop, s.sinkDone = sinkStop, make(chan struct{})
+	go func() { defer close(s.sinkDone); s.drainSink(sinkCtx) }()
 	if err := s.local.WriteAddress(s.url); err != nil {
 		s.Close()
 		return nil, err
 	}
-	s.sinkQueue = make(chan *finding.Finding, 4096)
-	s.wg.Add(1)
-	go func() { defer s.wg.Done(); s.drainSink(ctx) }()
 	log.Info("server", "store", st.Engine(), "api", s.url, "webhooks", len(s.webhooks), "exportFormat", format,
 		"updateFrequency", freq, "tokenFile", s.local.TokensPath())
 	fmt.Fprintf(out, "mamori API and console: %s  (CLI: mamori findings list --data-dir %s)\n", s.url, dataDir)
 	return s, nil
 }
 
-// Close stops serving, flushes pending export updates and closes the store.
+// Close stops taking findings, sends out the pending export updates
+// (giving webhooks a few seconds to deliver what is queued), and closes
+// the store.
 func (s *server) Close() {
 	s.closeOnce.Do(func() {
 		s.local.RemoveAddress()
 		shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = s.http.Shutdown(shut)
+		s.sinkStop()
+		<-s.sinkDone
+		s.ingest.Close()
+		s.batcher.Flush()
+		for _, w := range s.webhooks {
+			if !w.Drain(shut) {
+				s.log.Warn("export: webhook still had records at shutdown", "stats", w.Stats())
+			}
+		}
 		s.cancel()
 		s.wg.Wait()
-		s.ingest.Close()
 		if err := s.store.Close(); err != nil {
 			s.log.Error("store close", "err", err)
 		}

@@ -74,6 +74,7 @@ type Webhook struct {
 	stop  chan struct{} // closed when Run returns
 
 	queued, delivered, failed, dropped, retries, encodeErrs atomic.Uint64
+	inflight                                                atomic.Int64
 
 	descs map[string]*prometheus.Desc
 }
@@ -180,9 +181,29 @@ func (w *Webhook) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case r := <-w.queue:
+			w.inflight.Add(1)
 			w.deliver(ctx, r)
+			w.inflight.Add(-1)
 		}
 	}
+}
+
+// Drain waits until every queued record has been delivered or given up,
+// or ctx ends; it reports whether the queue emptied. Call it before
+// cancelling Run's context at shutdown so queued records get their chance.
+func (w *Webhook) Drain(ctx context.Context) bool {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for len(w.queue) > 0 || w.inflight.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-w.stop:
+			return len(w.queue) == 0
+		case <-t.C:
+		}
+	}
+	return true
 }
 
 // errPermanent marks a response not worth retrying.

@@ -278,6 +278,35 @@ func TestWebhookShutdownCountsLeftovers(t *testing.T) {
 	}
 }
 
+func TestWebhookDrain(t *testing.T) {
+	rc := newReceiver(t, func(n int, w http.ResponseWriter) { time.Sleep(20 * time.Millisecond) })
+	w, cancel, done := startWebhook(t, WebhookConfig{URL: rc.URL})
+	for range 5 {
+		w.Send(fixtures()["intel-dns"], true)
+	}
+	ctx, stop := context.WithTimeout(context.Background(), 5*time.Second)
+	defer stop()
+	if !w.Drain(ctx) {
+		t.Fatal("drain timed out")
+	}
+	cancel()
+	<-done
+	if s := w.Stats(); s.Delivered != 5 || s.Dropped != 0 {
+		t.Fatalf("after drain: %+v", s)
+	}
+	// A receiver that never answers: Drain gives up at its deadline.
+	block := make(chan struct{})
+	defer close(block)
+	slow := newReceiver(t, func(n int, w http.ResponseWriter) { <-block })
+	w2, _, _ := startWebhook(t, WebhookConfig{URL: slow.URL, Timeout: time.Minute})
+	w2.Send(fixtures()["intel-dns"], true)
+	short, stop2 := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer stop2()
+	if w2.Drain(short) {
+		t.Fatal("drain reported empty while a record was in flight")
+	}
+}
+
 func TestWebhookMetrics(t *testing.T) {
 	rc := newReceiver(t, nil)
 	w, _, _ := startWebhook(t, WebhookConfig{Name: "siem", URL: rc.URL})
