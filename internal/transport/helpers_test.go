@@ -17,18 +17,18 @@ import (
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // testLogger logs warnings and errors into the test's output.
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
 
 // testBus is a real embedded NATS server with the MAMORI stream and an
 // enrollment endpoint.
 type testBus struct {
-	t       *testing.T
+	t       testing.TB
 	dir     string
 	port    int
 	emb     *Embedded
@@ -40,7 +40,7 @@ type testBus struct {
 	metrics *Metrics
 }
 
-func startBus(t *testing.T, dir string, port int) *testBus {
+func startBus(t testing.TB, dir string, port int) *testBus {
 	t.Helper()
 	b := &testBus{t: t, dir: dir, metrics: NewMetrics(nil)}
 	b.start(port)
@@ -175,15 +175,6 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-func mustJSON(t testing.TB, v any) json.RawMessage {
-	t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 func jsonMarshal(v any) ([]byte, error)   { return json.Marshal(v) }
