@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/jwt/v2"
@@ -23,6 +24,10 @@ import (
 // (for an external cluster: mount the auth file from a shared secret); the
 // NATS servers trust it through the config fragment of NATSConfig.
 type Auth struct {
+	mu      sync.Mutex
+	path    string           // where LoadOrCreateAuth found it; Revoke persists here
+	revoked map[string]int64 // user public key -> JWTs issued up to this unix time are void
+
 	operator   nkeys.KeyPair
 	sysAccount nkeys.KeyPair
 	account    nkeys.KeyPair
@@ -39,6 +44,8 @@ type authFile struct {
 	SystemAccountSeed string `json:"systemAccountSeed"`
 	AccountSeed       string `json:"accountSeed"`
 	SigningKeySeed    string `json:"signingKeySeed"`
+	// Revoked lists revoked agent user keys (and the unix time of revocation).
+	Revoked map[string]int64 `json:"revoked,omitempty"`
 }
 
 // AccountName is the name of the NATS account agents and servers share.
@@ -54,7 +61,11 @@ func LoadOrCreateAuth(path string) (*Auth, error) {
 		if err := json.Unmarshal(data, &f); err != nil {
 			return nil, fmt.Errorf("auth file %s: %w", path, err)
 		}
-		return authFromFile(f)
+		a, err := authFromFile(f)
+		if a != nil {
+			a.path = path
+		}
+		return a, err
 	case !errors.Is(err, os.ErrNotExist):
 		return nil, fmt.Errorf("auth file: %w", err)
 	}
@@ -75,15 +86,39 @@ func LoadOrCreateAuth(path string) (*Auth, error) {
 	if err != nil {
 		return nil, err
 	}
-	out, _ := json.MarshalIndent(f, "", "  ")
-	if err := writeFileAtomic(path, out, 0o600); err != nil {
-		return nil, fmt.Errorf("auth file: %w", err)
+	a.path = path
+	if err := a.save(); err != nil {
+		return nil, err
 	}
 	return a, nil
 }
 
+// save writes the seeds and revocations to a.path. Caller holds a.mu or owns a.
+func (a *Auth) save() error {
+	var f authFile
+	for _, k := range []struct {
+		dst *string
+		kp  nkeys.KeyPair
+	}{{&f.OperatorSeed, a.operator}, {&f.SystemAccountSeed, a.sysAccount}, {&f.AccountSeed, a.account}, {&f.SigningKeySeed, a.signer}} {
+		seed, err := k.kp.Seed()
+		if err != nil {
+			return fmt.Errorf("auth: %w", err)
+		}
+		*k.dst = string(seed)
+	}
+	f.Revoked = a.revoked
+	out, _ := json.MarshalIndent(f, "", "  ")
+	if err := writeFileAtomic(a.path, out, 0o600); err != nil {
+		return fmt.Errorf("auth file: %w", err)
+	}
+	return nil
+}
+
 func authFromFile(f authFile) (*Auth, error) {
-	var a Auth
+	a := Auth{revoked: f.Revoked}
+	if a.revoked == nil {
+		a.revoked = map[string]int64{}
+	}
 	for _, k := range []struct {
 		dst   *nkeys.KeyPair
 		seed  string
@@ -126,6 +161,9 @@ func (a *Auth) encodeJWTs() error {
 	ac.Limits.JetStreamLimits.DiskStorage = jwt.NoLimit
 	ac.Limits.JetStreamLimits.MemoryStorage = jwt.NoLimit
 	ac.Limits.DisallowBearer = true
+	for pub, at := range a.revoked {
+		ac.RevokeAt(pub, time.Unix(at, 0))
+	}
 	if a.accountJWT, err = ac.Encode(a.operator); err != nil {
 		return fmt.Errorf("auth: account jwt: %w", err)
 	}
@@ -138,6 +176,41 @@ func (a *Auth) AccountPublicKey() string { k, _ := a.account.PublicKey(); return
 // SystemAccountPublicKey is the system account's public nkey.
 func (a *Auth) SystemAccountPublicKey() string { k, _ := a.sysAccount.PublicKey(); return k }
 
+// AccountJWT is the MAMORI account's current JWT (it carries revocations).
+func (a *Auth) AccountJWT() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.accountJWT
+}
+
+// Revoke voids every JWT issued so far to the agent user key userPub and
+// persists that. NATS servers learn it from the re-signed account JWT: the
+// embedded server through Embedded.RevokeUser, an external cluster when its
+// configuration (NATSConfig) is regenerated and reloaded.
+func (a *Auth) Revoke(userPub string) error {
+	if !nkeys.IsValidPublicUserKey(userPub) {
+		return errors.New("revoke: not a user public nkey")
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.revoked[userPub] = time.Now().Unix()
+	if err := a.encodeJWTs(); err != nil {
+		return err
+	}
+	if a.path == "" {
+		return nil
+	}
+	return a.save()
+}
+
+// IsRevoked reports whether userPub has been revoked.
+func (a *Auth) IsRevoked(userPub string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	_, ok := a.revoked[userPub]
+	return ok
+}
+
 // ConfigureServer sets opts up to trust this installation's operator and
 // resolve its two accounts from memory.
 func (a *Auth) ConfigureServer(opts *server.Options) error {
@@ -147,7 +220,7 @@ func (a *Auth) ConfigureServer(opts *server.Options) error {
 	}
 	res := &server.MemAccResolver{}
 	_ = res.Store(a.SystemAccountPublicKey(), a.sysJWT)
-	_ = res.Store(a.AccountPublicKey(), a.accountJWT)
+	_ = res.Store(a.AccountPublicKey(), a.AccountJWT())
 	opts.TrustedOperators = []*jwt.OperatorClaims{oc}
 	opts.AccountResolver = res
 	opts.SystemAccount = a.SystemAccountPublicKey()
@@ -159,6 +232,8 @@ func (a *Auth) ConfigureServer(opts *server.Options) error {
 // external NATS cluster that trusts this installation. Add jetstream, TLS
 // and cluster blocks around it.
 func (a *Auth) NATSConfig() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	var b strings.Builder
 	fmt.Fprintf(&b, "# mamori: generated; trusted operator and accounts\n")
 	fmt.Fprintf(&b, "operator: %q\n", a.operatorJWT)

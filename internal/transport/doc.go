@@ -76,7 +76,7 @@
 //	nodes, _ := transport.NewKVStore[transport.NodeRecord](ctx, js, transport.NodeBucket, 1)
 //	tokens := transport.NewTokens(toks)
 //	enr, _ := transport.NewEnroller(transport.EnrollerConfig{Auth: emb.Auth, Tokens: tokens, Nodes: nodes,
-//	    NATSURLs: []string{emb.ClientURL()}, CAPEM: emb.TLS.CAPEM, Metrics: m})
+//	    NATSURLs: []string{emb.ClientURL()}, CAPEM: emb.TLS.CAPEM, Revoke: emb.RevokeUser, Metrics: m})
 //	mux.Handle(transport.EnrollPath, enr)
 //	cons, _ := transport.NewConsumer(ctx, js, transport.ConsumerConfig{Handler: ingest, Metrics: m})
 //	go cons.Run(ctx)

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 )
@@ -150,6 +151,29 @@ func (e *Embedded) ConnectInProcess(name string, extra ...nats.Option) (*nats.Co
 		return nil, fmt.Errorf("embedded nats: connect in process: %w", err)
 	}
 	return nc, nil
+}
+
+// RevokeUser revokes an agent's user key (Auth.Revoke) and applies it to the
+// running server at once: the agent's connections are closed and it cannot
+// reconnect with that key.
+func (e *Embedded) RevokeUser(userPub string) error {
+	if err := e.Auth.Revoke(userPub); err != nil {
+		return err
+	}
+	accJWT := e.Auth.AccountJWT()
+	ac, err := jwt.DecodeAccountClaims(accJWT)
+	if err != nil {
+		return fmt.Errorf("revoke: %w", err)
+	}
+	if err := e.Server.AccountResolver().Store(ac.Subject, accJWT); err != nil {
+		return fmt.Errorf("revoke: %w", err)
+	}
+	acc, err := e.Server.LookupAccount(ac.Subject)
+	if err != nil {
+		return fmt.Errorf("revoke: %w", err)
+	}
+	e.Server.UpdateAccountClaims(acc, ac)
+	return nil
 }
 
 // Shutdown stops the server and waits for it to finish.

@@ -56,8 +56,12 @@ type EnrollerConfig struct {
 	NATSURLs []string      // what agents should dial, e.g. tls://mamori.example:4222
 	CAPEM    []byte        // the CA agents pin for the NATS connection
 	CredTTL  time.Duration // agent JWT lifetime; 0 means no expiry
-	Metrics  *Metrics
-	Logger   *slog.Logger
+	// Revoke, when set, is called with a node's old key when the node is
+	// re-bound to a new key or removed (Embedded.RevokeUser, or Auth.Revoke
+	// for an external cluster), so a stolen copy of the old credential dies.
+	Revoke  func(userPub string) error
+	Metrics *Metrics
+	Logger  *slog.Logger
 }
 
 // Enroller turns a join token and an agent's public key into a user JWT that
@@ -134,12 +138,39 @@ func (e *Enroller) Enroll(ctx context.Context, req EnrollRequest) (*EnrollRespon
 	if err != nil {
 		return nil, fmt.Errorf("enroll: %w", err)
 	}
+	if rev != 0 && existing.PublicKey != req.PublicKey && e.cfg.Revoke != nil {
+		if err := e.cfg.Revoke(existing.PublicKey); err != nil {
+			return nil, fmt.Errorf("enroll: revoke the node's previous key: %w", err)
+		}
+	}
 	userJWT, err := e.cfg.Auth.IssueAgentJWT(req.NodeID, req.PublicKey, e.cfg.CredTTL)
 	if err != nil {
 		return nil, fmt.Errorf("enroll: %w", err)
 	}
 	e.log.Info("agent enrolled", "node", req.NodeID, "token", tok.ID, "hostname", fmt.Sprintf("%q", req.Hostname))
 	return &EnrollResponse{NodeID: req.NodeID, JWT: userJWT, CAPEM: string(e.cfg.CAPEM), NATSURLs: e.cfg.NATSURLs}, nil
+}
+
+// Nodes lists the enrolled nodes.
+func (e *Enroller) Nodes(ctx context.Context) ([]NodeRecord, error) { return e.cfg.Nodes.List(ctx) }
+
+// RemoveNode forgets an enrolled node and revokes its key (when a Revoke
+// hook is configured). The node must enroll again, with a new token.
+func (e *Enroller) RemoveNode(ctx context.Context, nodeID string) error {
+	rec, _, err := e.cfg.Nodes.Get(ctx, nodeID)
+	if err != nil {
+		return fmt.Errorf("remove node %s: %w", nodeID, err)
+	}
+	if e.cfg.Revoke != nil {
+		if err := e.cfg.Revoke(rec.PublicKey); err != nil {
+			return fmt.Errorf("remove node %s: %w", nodeID, err)
+		}
+	}
+	if err := e.cfg.Nodes.Delete(ctx, nodeID); err != nil {
+		return fmt.Errorf("remove node %s: %w", nodeID, err)
+	}
+	e.log.Info("agent removed", "node", nodeID)
+	return nil
 }
 
 // ServeHTTP handles POST with a JSON EnrollRequest.

@@ -286,3 +286,57 @@ func TestNATSConfigForExternalServer(t *testing.T) {
 	}
 	snc.Close()
 }
+
+// Removing a node, or re-binding its id to a new key, revokes the old key:
+// its connection is cut and it cannot come back, also after a restart.
+func TestRevocation(t *testing.T) {
+	b := startBus(t, t.TempDir(), -1)
+	port := b.port
+	ctx := context.Background()
+	a, other := b.enroll("node-a"), b.enroll("node-b")
+	closed := make(chan struct{})
+	nca := agentConn(t, a, make(chan error, 4), nats.NoReconnect(), nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
+	ncb := agentConn(t, other, make(chan error, 4))
+
+	pub, _ := nkeys.FromSeed([]byte(a.Seed))
+	apub, _ := pub.PublicKey()
+	if err := b.enrol.RemoveNode(ctx, "node-a"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("revoked agent still connected")
+	}
+	if !nca.IsClosed() || !ncb.IsConnected() {
+		t.Fatalf("after revoking node-a: a closed=%v, b connected=%v", nca.IsClosed(), ncb.IsConnected())
+	}
+	if !b.emb.Auth.IsRevoked(apub) {
+		t.Fatal("key not recorded as revoked")
+	}
+	tc, _ := ClientTLSConfig(a.CAPEM)
+	if nc, err := nats.Connect(a.NATSURLs[0], nats.UserJWTAndSeed(a.JWT, a.Seed), nats.Secure(tc)); err == nil {
+		nc.Close()
+		t.Fatal("revoked credentials connected again")
+	}
+	// The revocation survives a restart (it is in the auth file).
+	b.down()
+	b.start(port)
+	if nc, err := nats.Connect(a.NATSURLs[0], nats.UserJWTAndSeed(a.JWT, a.Seed), nats.Secure(tc)); err == nil {
+		nc.Close()
+		t.Fatal("revoked credentials connected after a restart")
+	}
+	// The node can enroll again with a new token and key.
+	a2 := b.enroll("node-a")
+	agentConn(t, a2, make(chan error, 1))
+
+	// Re-binding node-a's id to yet another key revokes a2's key.
+	rebind, _, _ := b.tokens.Create(ctx, TokenOptions{AllowRebind: true})
+	if _, err := Enroll(ctx, EnrollOptions{URL: b.http.URL + EnrollPath, Token: rebind, NodeID: "node-a"}); err != nil {
+		t.Fatal(err)
+	}
+	if nc, err := nats.Connect(a2.NATSURLs[0], nats.UserJWTAndSeed(a2.JWT, a2.Seed), nats.Secure(tc)); err == nil {
+		nc.Close()
+		t.Fatal("credentials replaced by a rebind still connect")
+	}
+}

@@ -77,7 +77,7 @@ func (b *testBus) start(port int) {
 	}
 	b.tokens = NewTokens(tokStore)
 	b.enrol, err = NewEnroller(EnrollerConfig{Auth: emb.Auth, Tokens: b.tokens, Nodes: nodes,
-		NATSURLs: []string{emb.ClientURL()}, CAPEM: emb.TLS.CAPEM, Metrics: b.metrics, Logger: quietLogger()})
+		NATSURLs: []string{emb.ClientURL()}, CAPEM: emb.TLS.CAPEM, Revoke: emb.RevokeUser, Metrics: b.metrics, Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
