@@ -191,3 +191,29 @@ func mustEncode(t testing.TB, nodeID string, kind Kind) []byte {
 	}
 	return data
 }
+
+// A compromised agent publishing on its own subject an envelope that claims
+// to come from another node gets through NATS (it is its subject) but not
+// through the consumer.
+func TestAgentForgedEnvelopeRejected(t *testing.T) {
+	b := startBus(t, t.TempDir(), -1)
+	creds := b.enroll("node-a")
+	col := newCollector()
+	b.runConsumer(ConsumerConfig{Handler: col.handle})
+	nc := agentConn(t, creds, make(chan error, 4))
+	js, _ := jetstream.New(nc)
+	env, _ := NewEnvelope("node-b", KindFinding, map[string]string{"type": "Forged"})
+	data, _ := env.Encode()
+	msg := nats.NewMsg(SubjectFor("node-a", KindFinding))
+	msg.Data = data
+	msg.Header.Set(jetstream.MsgIDHeader, msgIDHeader("node-a", env.MsgID))
+	if _, err := js.PublishMsg(context.Background(), msg); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "rejection", 5*time.Second, func() bool {
+		return testutil.ToFloat64(b.metrics.Rejected.WithLabelValues(ReasonNodeMismatch)) == 1
+	})
+	if col.count() != 0 {
+		t.Fatal("forged envelope reached the handler")
+	}
+}

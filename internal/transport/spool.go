@@ -51,8 +51,8 @@ type SpoolRecord struct {
 
 // SpoolStats is a snapshot of the spool's counters.
 type SpoolStats struct {
-	Bytes       int64
-	Messages    int64
+	Bytes       int64           // on disk, including delivered records of partly replayed segments
+	Messages    int64           // not yet delivered
 	Dropped     map[Kind]uint64 // messages lost, any reason
 	WriteErrors uint64
 }
@@ -351,7 +351,7 @@ func (s *Spool) removeSegment(seg *segment) {
 	if i := slices.Index(list, seg); i >= 0 {
 		s.segs[seg.kind] = slices.Delete(list, i, i+1)
 		s.bytes -= seg.bytes
-		s.msgs -= int64(seg.count)
+		s.msgs -= int64(seg.count - seg.acked)
 	}
 	s.gauges()
 }
@@ -416,6 +416,7 @@ func (s *Spool) Checkout() (*SpoolBatch, error) {
 	}
 	s.mu.Lock()
 	if len(seg.done) != len(recs) {
+		s.msgs += int64(seg.acked)
 		seg.done, seg.acked = make([]bool, len(recs)), 0
 	}
 	s.mu.Unlock()
@@ -433,6 +434,8 @@ func (b *SpoolBatch) Delivered(i int) {
 	if !b.seg.done[i] {
 		b.seg.done[i] = true
 		b.seg.acked++
+		b.s.msgs--
+		b.s.gauges()
 	}
 }
 
@@ -460,22 +463,12 @@ func (b *SpoolBatch) Commit() bool {
 func (s *Spool) Stats() SpoolStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := SpoolStats{Bytes: s.bytes, Messages: s.msgs - s.ackedLocked(), WriteErrors: s.writeErr,
+	st := SpoolStats{Bytes: s.bytes, Messages: s.msgs, WriteErrors: s.writeErr,
 		Dropped: make(map[Kind]uint64, len(s.dropped))}
 	for k, v := range s.dropped {
 		st.Dropped[k] = v
 	}
 	return st
-}
-
-func (s *Spool) ackedLocked() int64 {
-	var n int64
-	for _, list := range s.segs {
-		for _, seg := range list {
-			n += int64(seg.acked)
-		}
-	}
-	return n
 }
 
 // Close syncs and closes the active segments. Further Appends fail with ErrClosed.
