@@ -49,6 +49,21 @@ func storeHostile(t *testing.T, st store.Store) *finding.Finding {
 	return f
 }
 
+// storeCustom stores a finding of a custom rule's own type.
+func storeCustom(t *testing.T, st store.Store) *finding.Finding {
+	now := time.Now().UTC()
+	ev := &event.Event{Time: now, Process: event.Process{PID: 77, Comm: "touch", Exe: "/bin/touch", Args: []string{"touch", "/etc/marker"},
+		UUID: "custom-uuid", Start: now}}
+	f := finding.New("Custom:Runtime/MarkerFileTouched", ev, finding.Agent{NodeID: "node-c"}, "", map[string]any{"ruleId": "marker-rule"})
+	f.Title, f.Description = "marker touched by touch", "The marker file was opened for writing."
+	f.Service.Detector.Rule = "marker-rule"
+	res, err := st.UpsertFindings(context.Background(), []store.Upsert{{Finding: f, Reporter: "node-c", Epoch: "1"}})
+	if err != nil || res[0].Err != nil {
+		t.Fatalf("store custom finding: %v %v", err, res)
+	}
+	return f
+}
+
 // TestConsoleInBrowser drives the console in Chromium over the real API
 // and store: login, samples, filters, paging, detail and lineage, hostile
 // strings, archive, suppression.
@@ -145,6 +160,37 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Errorf("finding not suppressed by the new rule: %+v", rec)
 	}
 	b.Inert()
+
+	// Threat-intel evidence and type-specific context of a sample.
+	var intel string
+	page, err := c.store.ListFindings(context.Background(), store.Query{Limit: 100,
+		Criteria: []store.Criterion{{Field: "type", Op: store.OpEq, Value: "Backdoor:Runtime/C&CActivity.B!DNS"}}})
+	if err != nil || len(page.Findings) != 1 {
+		t.Fatalf("sample intel finding: %v %v", page, err)
+	}
+	intel = page.Findings[0].ID
+	b.Navigate(c.srv.URL + "/#/findings/" + intel)
+	b.Wait(`(document.querySelector('#detail') || {dataset: {}}).dataset.id === '` + intel + `'`)
+	if got := b.Text(`document.querySelector('#evidence').textContent`); !strings.Contains(got, "mamori-sample-list") ||
+		!strings.Contains(got, "guarddutyc2activityb.com") {
+		t.Errorf("evidence section: %q", got)
+	}
+	if got := b.Text(`document.querySelector('#context').textContent`); !strings.Contains(got, "c2.guarddutyc2activityb.com") {
+		t.Errorf("context section lacks the queried domain: %q", got)
+	}
+	b.Shot("detail-intel")
+
+	// A custom rule's type, unknown to the catalogue, gets generic guidance
+	// and names its rule.
+	custom := storeCustom(t, c.store)
+	b.Navigate(c.srv.URL + "/#/findings/" + custom.ID)
+	b.Wait(`(document.querySelector('#detail') || {dataset: {}}).dataset.id === '` + custom.ID + `'`)
+	if got := b.Text(`document.querySelector('#guide').textContent`); !strings.Contains(got, "custom rule") {
+		t.Errorf("custom type guidance: %q", got)
+	}
+	if got := b.Text(`document.querySelector('#detector').textContent`); !strings.Contains(got, "marker-rule") {
+		t.Errorf("detector section does not name the rule: %q", got)
+	}
 
 	// Paging: past 50 findings, Next and Previous walk the pages.
 	seed(t, c.store, 60)

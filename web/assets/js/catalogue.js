@@ -19,7 +19,7 @@ export function guide(cat, f) {
   const k = cat.byType.get(f.type);
   if (k && k.means) return k;
   return {
-    means: f.description || 'A custom rule matched this behaviour.',
+    means: (f.description ? f.description + ' ' : '') + 'It was raised by a custom rule, not by a built-in detector.',
     do: ['Read the rule that raised it (see Detector below) for what its author meant it to catch.',
       'Look at the process, its parents and the container: is this behaviour expected for this workload?',
       'If it is expected, suppress findings like this one; if not, isolate the workload and investigate.'],
