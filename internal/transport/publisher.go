@@ -40,8 +40,9 @@ type PublisherStats struct {
 	Spool         SpoolStats
 }
 
-// Publisher sends an agent's messages to the MAMORI stream. Publish never
-// waits for the server: it hands the message to NATS asynchronously, and
+// Publisher sends an agent's messages to the MAMORI stream. Publish does not
+// wait for acks: it hands the message to NATS asynchronously (stalling at
+// most ~200ms when MaxPending publishes are already in flight), and
 // whatever is not acknowledged (disconnected, ack timeout, stream full) goes
 // to the on-disk spool, which a background loop replays once the connection
 // is back. Every message carries a Nats-Msg-Id, so a replay of a message the
