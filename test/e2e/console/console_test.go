@@ -2,6 +2,9 @@ package console
 
 import (
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -175,4 +178,58 @@ func TestConsole(t *testing.T) {
 	p.Inert()
 	p.Shot("samples")
 
+	coverage(t, m, p)
+}
+
+// coverage checks the Coverage page with two nodes: this host's, Healthy,
+// and a second `mamori run` sharing the store in cluster "edge", killed
+// with SIGKILL: it turns Unhealthy with the reason, live on the page.
+func coverage(t *testing.T, m *mamori, p *webtest.Page) {
+	t.Helper()
+	edge := launch(t, m.bin, "--store", "sqlite:"+filepath.Join(m.data, "mamori.db"), "--cluster", "edge")
+	edgeNode, localNode := nodeID(t, edge), nodeID(t, m)
+	p.Click(`nav a[data-view="coverage"]`)
+	nodeRow := func(id string) string { return `document.querySelector('#coverage-body tr[data-node="` + id + `"]')` }
+	p.Wait(`!!` + nodeRow(localNode) + ` && !!` + nodeRow(edgeNode))
+	out, _ := exec.Command("uname", "-r").Output()
+	kernel := strings.TrimSpace(string(out))
+	local := p.Text(nodeRow(localNode) + `.textContent`)
+	if !strings.Contains(local, "Healthy") || !strings.Contains(local, kernel) || !strings.Contains(local, "attached") {
+		t.Errorf("coverage of this host: %q", local)
+	}
+	p.Shot("coverage-healthy")
+
+	if err := edge.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	// Silence is judged after three heartbeat intervals (10 s each here);
+	// the page polls, so the change shows without a reload.
+	if err := webtest.WaitTrue(p.Ctx, nodeRow(edgeNode)+`.textContent.includes('Unhealthy')`, 60*time.Second); err != nil {
+		p.Shot("failed")
+		t.Fatal(err)
+	}
+	bad := p.Text(nodeRow(edgeNode) + `.textContent`)
+	if !strings.Contains(bad, "not reporting since") || !strings.Contains(bad, "AGENT_NOT_REPORTING") ||
+		!strings.Contains(bad, "Check that it runs") {
+		t.Errorf("unhealthy node without its reason in plain words: %q", bad)
+	}
+	if got := p.Text(nodeRow(localNode) + `.textContent`); !strings.Contains(got, "Healthy") || strings.Contains(got, "Unhealthy") {
+		t.Errorf("this host no longer healthy: %q", got)
+	}
+	stats := p.Text(`document.querySelector('#cluster-stats').textContent`)
+	if !strings.Contains(stats, "edge0%") || !strings.Contains(stats, "local100%") {
+		t.Errorf("per-cluster coverage: %q", stats)
+	}
+	p.Inert()
+	p.Shot("coverage-unhealthy")
+}
+
+// nodeID is the node id a mamori run keeps in its data directory.
+func nodeID(t *testing.T, m *mamori) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(m.data, "node-id"))
+	if err != nil {
+		t.Fatalf("node id: %v", err)
+	}
+	return strings.TrimSpace(string(b))
 }

@@ -1,6 +1,6 @@
 // Coverage: every cluster and node, Healthy or Unhealthy, and for an
 // Unhealthy one the reason in plain words.
-import { h, mount, vis, ago } from './dom.js';
+import { h, mount, vis, ago, fmtTime } from './dom.js';
 import * as api from './api.js';
 
 const POLL_MS = 5000;
@@ -35,7 +35,9 @@ export function explainIssue(issue) {
   const typ = (i < 0 ? s : s.slice(0, i)).trim();
   const extra = i < 0 ? '' : s.slice(i + 1).trim();
   const words = typ.replace(/([a-z])([A-Z])/g, '$1 $2').replace(/[_-]+/g, ' ').toLowerCase();
-  const what = extra || words;
+  // Times in the reason are shown in the reader's zone, with their age.
+  const what = (extra || words).replace(/\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)/g,
+    (ts) => `${fmtTime(ts)} (${ago(ts)})`);
   return { type: typ, what: what.charAt(0).toUpperCase() + what.slice(1), means: ISSUES[typ.toUpperCase()] || '' };
 }
 
