@@ -40,6 +40,7 @@ type serverFlags struct {
 	storeDSN        string
 	cluster         string
 	webhooks        []string
+	exportFiles     []string
 	webhookHeaders  []string
 	exportFormat    string
 	updateFrequency string
@@ -55,6 +56,7 @@ func (f *serverFlags) bind(cmd *cobra.Command) {
 	fl.StringVar(&f.storeDSN, "store", "", "finding store: a SQLite file or postgres://... [DATA_DIR/mamori.db]")
 	fl.StringVar(&f.cluster, "cluster", "local", "cluster name of this installation (exports, coverage)")
 	fl.StringArrayVar(&f.webhooks, "export-webhook", nil, "POST every exported finding to this URL (repeatable)")
+	fl.StringArrayVar(&f.exportFiles, "export-file", nil, "append every exported finding as a JSON line to this file (repeatable; format: --export-format)")
 	fl.StringArrayVar(&f.webhookHeaders, "export-header", nil, "header added to webhook requests, \"Name: value\" (repeatable)")
 	fl.StringVar(&f.exportFormat, "export-format", string(export.FormatEventBus), fmt.Sprintf("webhook record format: %v", export.Formats))
 	fl.StringVar(&f.updateFrequency, "export-update-frequency", "6h", "how often updated findings are exported: 15m, 1h or 6h (new findings go at once)")
@@ -114,6 +116,7 @@ type server struct {
 	http     *http.Server
 	batcher  *export.Batcher
 	webhooks []*export.Webhook
+	files    []*export.FileSink
 	coverage *coverage.Monitor
 	ingest   *ingest.Ingester
 	cancel   context.CancelFunc
@@ -161,6 +164,9 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 		if s.ingest != nil {
 			s.ingest.Close()
 		}
+		for _, f := range s.files {
+			f.Close()
+		}
 		st.Close()
 		return nil, err
 	}
@@ -192,6 +198,14 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 		sinks = append(sinks, w)
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); w.Run(ctx) }()
+	}
+	for _, p := range f.exportFiles {
+		fs, err := export.OpenFileSink(p, enc, log)
+		if err != nil {
+			return fail(fmt.Errorf("--export-file: %w", err))
+		}
+		s.files = append(s.files, fs)
+		sinks = append(sinks, fs)
 	}
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); store.RunRetention(ctx, st, time.Hour, store.PurgeOptions{}, log) }()
@@ -273,7 +287,7 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 		s.Close()
 		return nil, err
 	}
-	log.Info("server", "store", st.Engine(), "api", s.url, "webhooks", len(s.webhooks), "exportFormat", format,
+	log.Info("server", "store", st.Engine(), "api", s.url, "webhooks", len(s.webhooks), "exportFiles", len(s.files), "exportFormat", format,
 		"updateFrequency", freq, "tokenFile", s.local.TokensPath())
 	fmt.Fprintf(out, "mamori API and console: %s  (CLI: mamori findings list --data-dir %s)\n", s.url, dataDir)
 	return s, nil
@@ -299,6 +313,11 @@ func (s *server) Close() {
 		}
 		s.cancel()
 		s.wg.Wait()
+		for _, f := range s.files {
+			if err := f.Close(); err != nil {
+				s.log.Error("export file close", "err", err)
+			}
+		}
 		if err := s.store.Close(); err != nil {
 			s.log.Error("store close", "err", err)
 		}

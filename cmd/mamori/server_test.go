@@ -106,7 +106,7 @@ func TestCLIEndToEnd(t *testing.T) {
 	hs := httptest.NewServer(rcv)
 	defer hs.Close()
 	srv := exec.Command(mamoriBinary(t), "server", "--data-dir", dir, "--api-addr", "127.0.0.1:0", "--cluster", "e2e",
-		"--export-webhook", hs.URL, "--export-format", "ocsf", "--export-update-frequency", "15m")
+		"--export-webhook", hs.URL, "--export-file", filepath.Join(dir, "export.jsonl"), "--export-format", "ocsf", "--export-update-frequency", "15m")
 	var srvOut, srvErr bytes.Buffer
 	srv.Stdout, srv.Stderr = &srvOut, &srvErr
 	if err := srv.Start(); err != nil {
@@ -194,6 +194,15 @@ func TestCLIEndToEnd(t *testing.T) {
 		if r.ClassUID != 2004 || r.ActivityID != export.OCSFActivityCreate || r.FindingInfo.Types[0] == suppressed {
 			t.Fatalf("exported record: class %d activity %d type %v", r.ClassUID, r.ActivityID, r.FindingInfo.Types)
 		}
+	}
+
+	// The export file holds the same records, one per line.
+	b, err := os.ReadFile(filepath.Join(dir, "export.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lines := strings.Count(string(b), "\n"); lines != n-1 || !strings.Contains(string(b), `"class_uid":2004`) {
+		t.Fatalf("export file: %d lines", lines)
 	}
 
 	// Get, in both forms, then archive.

@@ -74,7 +74,10 @@ type Webhook struct {
 	stop  chan struct{} // closed when Run returns
 
 	queued, delivered, failed, dropped, retries, encodeErrs atomic.Uint64
-	inflight                                                atomic.Int64
+	// outstanding counts records accepted and not yet finished (queued or
+	// in flight); it is raised before a record enters the queue, so Drain
+	// never sees a record in neither place.
+	outstanding atomic.Int64
 
 	descs map[string]*prometheus.Desc
 }
@@ -150,11 +153,13 @@ func (w *Webhook) Send(f *finding.Finding, isNew bool) bool {
 		return false
 	default:
 	}
+	w.outstanding.Add(1)
 	select {
 	case w.queue <- record{id: f.ID, key: RecordID(f), body: body}:
 		w.queued.Add(1)
 		return true
 	default:
+		w.outstanding.Add(-1)
 		if n := w.dropped.Add(1); n&(n-1) == 0 { // log at powers of two, not per drop
 			w.cfg.Logger.Warn("webhook: queue full, record dropped", "webhook", w.cfg.Name, "dropped", n)
 		}
@@ -171,6 +176,7 @@ func (w *Webhook) Run(ctx context.Context) {
 			select {
 			case <-w.queue:
 				w.dropped.Add(1)
+				w.outstanding.Add(-1)
 			default:
 				return
 			}
@@ -181,9 +187,8 @@ func (w *Webhook) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case r := <-w.queue:
-			w.inflight.Add(1)
 			w.deliver(ctx, r)
-			w.inflight.Add(-1)
+			w.outstanding.Add(-1)
 		}
 	}
 }
@@ -194,7 +199,7 @@ func (w *Webhook) Run(ctx context.Context) {
 func (w *Webhook) Drain(ctx context.Context) bool {
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
-	for len(w.queue) > 0 || w.inflight.Load() > 0 {
+	for w.outstanding.Load() > 0 {
 		select {
 		case <-ctx.Done():
 			return false

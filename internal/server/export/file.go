@@ -1,0 +1,71 @@
+package export
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+
+	"github.com/mamori-dev/mamori/internal/finding"
+)
+
+// FileSink appends one encoded record per line to a file (JSON lines: an
+// OCSF or event-bus archive that log shippers and data lakes pick up).
+// The file is created with mode 0600: records carry command lines.
+type FileSink struct {
+	path string
+	enc  Encoder
+	log  *slog.Logger
+
+	mu sync.Mutex
+	f  *os.File
+
+	written, failed atomic.Uint64
+}
+
+// OpenFileSink opens path for appending records made by enc.
+func OpenFileSink(path string, enc Encoder, log *slog.Logger) (*FileSink, error) {
+	if enc == nil {
+		return nil, fmt.Errorf("export file %s: no encoder", path)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("export file: %w", err)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &FileSink{path: path, enc: enc, log: log, f: f}, nil
+}
+
+// Send appends f's record. A failed write (a full disk) is counted and
+// logged; it reports false.
+func (s *FileSink) Send(f *finding.Finding, isNew bool) bool {
+	b, err := s.enc.Encode(f, isNew)
+	if err != nil {
+		s.failed.Add(1)
+		s.log.Error("export file: encode", "finding", f.ID, "err", err)
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, err := s.f.Write(append(b, '\n')); err != nil {
+		if n := s.failed.Add(1); n&(n-1) == 0 {
+			s.log.Error("export file: write", "path", s.path, "failed", n, "err", err)
+		}
+		return false
+	}
+	s.written.Add(1)
+	return true
+}
+
+// Counts returns records written and failed.
+func (s *FileSink) Counts() (written, failed uint64) { return s.written.Load(), s.failed.Load() }
+
+// Close closes the file.
+func (s *FileSink) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.f.Close()
+}

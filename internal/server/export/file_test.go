@@ -1,0 +1,67 @@
+package export
+
+import (
+	"bufio"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func TestFileSinkJSONLines(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "findings.ocsf.jsonl")
+	enc, _ := NewEncoder(FormatOCSF, testOptions)
+	fs, err := OpenFileSink(path, enc, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := NewBatcher(time.Hour, fs)
+	fx := fixtures()
+	for _, f := range fx {
+		b.Publish(f, true)
+	}
+	b.Publish(revision(fx["reverse-shell"], 9), false)
+	b.Flush()
+	if err := fs.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Errorf("mode %v", st.Mode().Perm())
+	}
+	file, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer file.Close()
+	sc := bufio.NewScanner(file)
+	sc.Buffer(nil, 1<<20)
+	var acts []int
+	for sc.Scan() {
+		var r OCSFFinding
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			t.Fatalf("line %d: %v", len(acts)+1, err)
+		}
+		if r.ClassUID != OCSFClassDetectionFinding {
+			t.Fatalf("class %d", r.ClassUID)
+		}
+		acts = append(acts, r.ActivityID)
+	}
+	if len(acts) != len(fx)+1 || acts[len(acts)-1] != OCSFActivityUpdate {
+		t.Fatalf("activities %v", acts)
+	}
+	if w, f := fs.Counts(); w != uint64(len(fx)+1) || f != 0 {
+		t.Fatalf("counts %d %d", w, f)
+	}
+	// Writes after close fail and are counted, not lost silently.
+	if fs.Send(fx["intel-dns"], true) {
+		t.Fatal("write to a closed file succeeded")
+	}
+	if _, f := fs.Counts(); f != 1 {
+		t.Fatalf("failed %d", f)
+	}
+}
