@@ -161,6 +161,21 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	b.Inert()
 
+	// The rule is listed under Suppression rules, and can be deleted.
+	b.Click(`nav a[data-view="rules"]`)
+	b.Wait(`!!document.querySelector('#rules-body tr[data-id="` + r.ID + `"]')`)
+	if got := b.Text(`document.querySelector('#rules-body').textContent`); !strings.Contains(got, "/tmp/"+hostile) {
+		t.Errorf("rule criteria not shown as text: %q", got)
+	}
+	b.Inert()
+	b.Shot("rules")
+	b.Click(`#rules-body tr[data-id="` + r.ID + `"] button.delete`)
+	b.Click(`#rules-body tr[data-id="` + r.ID + `"] button.delete`)
+	b.Wait(`!!document.querySelector('#rules-empty')`)
+	if rules, _ := c.store.ListRules(context.Background()); len(rules) != 0 {
+		t.Errorf("rule not deleted: %+v", rules)
+	}
+
 	// Threat-intel evidence and type-specific context of a sample.
 	var intel string
 	page, err := c.store.ListFindings(context.Background(), store.Query{Limit: 100,

@@ -56,6 +56,7 @@ export const samples = () => call('POST', v1('/sample-findings'), {});
 export const suppressionRules = async () => (await call('GET', v1('/suppression-rules'))).rules || [];
 // createSuppression saves rule {name, description, action, criteria}; with
 // applyExisting an ARCHIVE rule also archives the stored findings it matches.
+export const deleteRule = (id) => call('DELETE', v1('/suppression-rules/' + encodeURIComponent(id)));
 export const createSuppression = (rule, applyExisting) =>
   call('POST', v1('/suppression-rules' + (applyExisting ? '?applyExisting=true' : '')), rule);
 

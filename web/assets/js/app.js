@@ -6,6 +6,7 @@ import { showFindings, stopFindings, prefetch } from './findings.js';
 import { showDetail } from './detail.js';
 import { showCoverage, stopCoverage } from './coverage.js';
 import { types } from './catalogue.js';
+import { showRules } from './rules.js';
 
 let loggedIn = false;
 
@@ -35,6 +36,9 @@ async function route() {
     if (parts[0] === 'coverage') {
       setNav('coverage');
       await showCoverage();
+    } else if (parts[0] === 'rules') {
+      setNav('rules');
+      await showRules();
     } else if (parts[0] === 'findings' && parts[1]) {
       setNav('findings');
       await showDetail(parts[1]);
