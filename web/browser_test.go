@@ -80,6 +80,13 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.SetInput("#token", "")
 	b.Do(chromedp.SendKeys(css("#token"), c.token), chromedp.Click(css("#login-form button")))
 
+	// The Content-Security-Policy holds in the browser: an inline script
+	// put into the page does not run.
+	if got := b.Text(`(() => { const e = document.createElement('script'); e.textContent = 'window.__inline = 1';
+		document.body.append(e); e.remove(); return String(window.__inline); })()`); got != "undefined" {
+		t.Errorf("an inline script ran despite the CSP: %s", got)
+	}
+
 	// Empty state, then samples from its button.
 	b.Wait(`!!document.querySelector('#empty-state')`)
 	if got := b.Text(`document.querySelector('#empty-state').textContent`); !strings.Contains(got, "mamori demo") {
