@@ -206,10 +206,16 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 		}
 		s.files = append(s.files, fs)
 		sinks = append(sinks, fs)
+		if err := reg.Register(fs); err != nil {
+			return fail(err)
+		}
 	}
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); store.RunRetention(ctx, st, time.Hour, store.PurgeOptions{}, log) }()
 	s.batcher = export.NewBatcher(freq, sinks...)
+	if err := reg.Register(s.batcher); err != nil {
+		return fail(err)
+	}
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); s.batcher.Run(ctx) }()
 

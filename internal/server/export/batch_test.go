@@ -2,7 +2,9 @@ package export
 
 import (
 	"context"
+
 	"encoding/json"
+	"github.com/prometheus/client_golang/prometheus"
 	"testing"
 	"time"
 
@@ -37,6 +39,13 @@ func TestBatcherPolicy(t *testing.T) {
 	}
 	if s := b.Stats(); s.Pending != 2 || s.Updates != 4 || s.Coalesced != 2 {
 		t.Fatalf("stats %+v", s)
+	}
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(b); err != nil {
+		t.Fatal(err)
+	}
+	if got := gather(t, reg); got["mamori_export_updates_pending"] != 2 || got["mamori_export_new_total"] != 1 || got["mamori_export_updates_coalesced_total"] != 2 {
+		t.Fatalf("metrics %v", got)
 	}
 	if n := b.Flush(); n != 2 {
 		t.Fatalf("flushed %d", n)
@@ -113,4 +122,20 @@ func TestBatcherToWebhook(t *testing.T) {
 	if rc.headers[0].Get("Idempotency-Key") == rc.headers[1].Get("Idempotency-Key") {
 		t.Error("two revisions share a record id")
 	}
+}
+
+// gather reads every metric of reg by name (labels summed).
+func gather(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			out[mf.GetName()] += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return out
 }

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func TestFileSinkJSONLines(t *testing.T) {
@@ -56,6 +58,13 @@ func TestFileSinkJSONLines(t *testing.T) {
 	}
 	if w, f := fs.Counts(); w != uint64(len(fx)+1) || f != 0 {
 		t.Fatalf("counts %d %d", w, f)
+	}
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(fs); err != nil {
+		t.Fatal(err)
+	}
+	if got := gather(t, reg); got["mamori_export_file_records_total"] != float64(len(fx)+1) {
+		t.Fatalf("metrics %v", got)
 	}
 	// Writes after close fail and are counted, not lost silently.
 	if fs.Send(fx["intel-dns"], true) {
