@@ -37,6 +37,12 @@ func (p permanentError) Unwrap() error { return p.err }
 // Permanent marks a handler error as not worth retrying.
 func Permanent(err error) error { return permanentError{err} }
 
+// IsPermanent reports whether err (or an error it wraps) came from Permanent.
+func IsPermanent(err error) bool {
+	var p permanentError
+	return errors.As(err, &p)
+}
+
 // ConsumerConfig configures a server-side consumer. Zero values take defaults.
 type ConsumerConfig struct {
 	Durable          string        // DefaultDurable; replicas sharing a name share the work

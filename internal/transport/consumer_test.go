@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -247,5 +248,15 @@ func TestConsumerReplicasShareWork(t *testing.T) {
 		if c2.byID[id] > 0 {
 			t.Fatalf("message %s handled by both replicas", id)
 		}
+	}
+}
+
+func TestIsPermanent(t *testing.T) {
+	base := errors.New("bad finding")
+	if !IsPermanent(Permanent(base)) || !IsPermanent(fmt.Errorf("ctx: %w", Permanent(base))) || IsPermanent(base) {
+		t.Fatal("IsPermanent misclassifies")
+	}
+	if !errors.Is(Permanent(base), base) {
+		t.Fatal("Permanent hides the cause")
 	}
 }
