@@ -57,7 +57,7 @@ function showLogin(message) {
   const err = h('p', { class: 'error', id: 'login-error' }, message || '');
   const form = h('form', { class: 'login', id: 'login-form', method: 'post', action: '/console/login' },
     h('h1', null, 'Log in to mamori'),
-    h('p', { class: 'muted' }, 'Paste an API token. A local `mamori run` or `mamori server` keeps its admin token in its data directory, readable by root only:'),
+    h('p', { class: 'muted' }, 'Paste an API token. A local mamori run or mamori server keeps its admin token in its data directory, readable by root only:'),
     h('pre', null, 'sudo cat /var/lib/mamori/api/admin.token'),
     h('p', { class: 'muted small' }, 'A token with read scope can look; archiving and suppression rules need write scope.'),
     input,

@@ -255,7 +255,7 @@ function emptyState() {
   if (filtered()) return h('p', { class: 'empty pad' }, 'No findings match these filters.');
   return h('div', { class: 'empty card', id: 'empty-state' },
     h('h2', null, 'No findings yet — good news, or nothing has happened yet'),
-    h('p', null, 'To see a first finding, run the demo on a host where `mamori run` is running:'),
+    h('p', null, 'To see a first finding, run the demo on the host where mamori run is running:'),
     h('pre', null, 'sudo mamori demo'),
     h('p', null, 'It starts a throwaway container and performs harmless but real attack behaviours in it (a command-and-control domain lookup, a dropped binary, a mount attempt…). Their findings appear here within seconds.'),
     h('p', null, 'Or generate one sample finding of every type to try the console, exports and suppression rules:'),
