@@ -23,6 +23,25 @@ const recordCols = `id, doc, cluster, suppressed_by, revision, archived, occurre
 const findingCols = `id, type, severity, resource_type, node_id, cluster, namespace, container_id, image,
 	created_at, updated_at, first_seen, last_seen, occurrences, archived, sample, suppressed_by, revision, doc`
 
+// The upsert path's statements, prepared once on SQLite.
+const (
+	sqlMsgInsert = `INSERT INTO applied_messages (msg_key, applied_at) VALUES ($1, $2)
+		ON CONFLICT (msg_key) DO NOTHING`
+	sqlContribution = `SELECT cumulative FROM finding_counts WHERE finding_id = $1 AND reporter = $2 AND epoch = $3`
+	sqlUpdate       = `UPDATE findings SET type = $2, severity = $3, resource_type = $4, node_id = $5,
+		cluster = $6, namespace = $7, container_id = $8, image = $9, created_at = $10, updated_at = $11, first_seen = $12,
+		last_seen = $13, occurrences = $14, archived = $15, sample = $16, suppressed_by = $17, revision = $18, doc = $19
+		WHERE id = $1`
+	sqlInsert = `INSERT INTO findings (` + findingCols + `)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+		ON CONFLICT (id) DO NOTHING`
+	sqlSetContribution = `INSERT INTO finding_counts (finding_id, reporter, epoch, cumulative) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (finding_id, reporter, epoch) DO UPDATE SET cumulative = excluded.cumulative`
+	sqlLock = `SELECT ` + recordCols + ` FROM findings WHERE id = $1`
+)
+
+var hotStatements = []string{sqlMsgInsert, sqlContribution, sqlUpdate, sqlInsert, sqlSetContribution, sqlLock}
+
 type scanner interface{ Scan(dest ...any) error }
 
 func scanRecord(sc scanner) (*Record, error) {
@@ -187,8 +206,7 @@ func (s *sqlStore) upsertOne(ctx context.Context, tx *sql.Tx, u *Upsert, now tim
 		return Result{Outcome: OutcomeRejected, Err: fmt.Errorf("%w: finding without a usable id", ErrInvalid)}, nil
 	}
 	if u.MsgKey != "" {
-		r, err := tx.ExecContext(ctx, s.q(`INSERT INTO applied_messages (msg_key, applied_at) VALUES ($1, $2)
-			ON CONFLICT (msg_key) DO NOTHING`), cleanText(u.MsgKey), micros(now))
+		r, err := s.txExec(ctx, tx, sqlMsgInsert, cleanText(u.MsgKey), micros(now))
 		if err != nil {
 			return Result{}, fmt.Errorf("record message: %w", err)
 		}
@@ -228,8 +246,11 @@ func (s *sqlStore) upsertOne(ctx context.Context, tx *sql.Tx, u *Upsert, now tim
 			ErrNodeMismatch, in.ID, nodeOf(cur.Finding), nodeOf(in))}, nil
 	}
 	var prev int64
-	err = tx.QueryRowContext(ctx, s.q(`SELECT cumulative FROM finding_counts WHERE finding_id = $1 AND reporter = $2 AND epoch = $3`),
-		in.ID, reporter, epoch).Scan(&prev)
+	row, err := s.txQueryRow(ctx, tx, sqlContribution,
+		in.ID, reporter, epoch)
+	if err == nil {
+		err = row.Scan(&prev)
+	}
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return Result{}, fmt.Errorf("read contribution: %w", err)
 	}
@@ -248,10 +269,7 @@ func (s *sqlStore) upsertOne(ctx context.Context, tx *sql.Tx, u *Upsert, now tim
 		return Result{}, err
 	}
 	args := s.rowArgs(rec, doc)
-	if _, err := tx.ExecContext(ctx, s.q(`UPDATE findings SET type = $2, severity = $3, resource_type = $4, node_id = $5,
-		cluster = $6, namespace = $7, container_id = $8, image = $9, created_at = $10, updated_at = $11, first_seen = $12,
-		last_seen = $13, occurrences = $14, archived = $15, sample = $16, suppressed_by = $17, revision = $18, doc = $19
-		WHERE id = $1`), args...); err != nil {
+	if _, err := s.txExec(ctx, tx, sqlUpdate, args...); err != nil {
 		return Result{}, fmt.Errorf("update: %w", err)
 	}
 	return Result{Outcome: OutcomeUpdated, Delta: delta, Record: rec}, nil
@@ -259,11 +277,15 @@ func (s *sqlStore) upsertOne(ctx context.Context, tx *sql.Tx, u *Upsert, now tim
 
 // lockFinding reads a finding for update (nil when absent).
 func (s *sqlStore) lockFinding(ctx context.Context, tx *sql.Tx, id string) (*Record, error) {
-	q := `SELECT ` + recordCols + ` FROM findings WHERE id = $1`
+	q := sqlLock
 	if s.engine == EnginePostgres {
 		q += ` FOR UPDATE`
 	}
-	r, err := scanRecord(tx.QueryRowContext(ctx, s.q(q), id))
+	row, err := s.txQueryRow(ctx, tx, q, id)
+	if err != nil {
+		return nil, fmt.Errorf("read finding: %w", err)
+	}
+	r, err := scanRecord(row)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
@@ -290,9 +312,7 @@ func (s *sqlStore) insertFinding(ctx context.Context, tx *sql.Tx, u *Upsert, cum
 	if err != nil {
 		return nil, err
 	}
-	r, err := tx.ExecContext(ctx, s.q(`INSERT INTO findings (`+findingCols+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
-		ON CONFLICT (id) DO NOTHING`), s.rowArgs(rec, doc)...)
+	r, err := s.txExec(ctx, tx, sqlInsert, s.rowArgs(rec, doc)...)
 	if err != nil {
 		return nil, fmt.Errorf("insert: %w", err)
 	}
@@ -305,8 +325,7 @@ func (s *sqlStore) insertFinding(ctx context.Context, tx *sql.Tx, u *Upsert, cum
 }
 
 func (s *sqlStore) setContribution(ctx context.Context, tx *sql.Tx, id, reporter, epoch string, cum int64) error {
-	_, err := tx.ExecContext(ctx, s.q(`INSERT INTO finding_counts (finding_id, reporter, epoch, cumulative) VALUES ($1, $2, $3, $4)
-		ON CONFLICT (finding_id, reporter, epoch) DO UPDATE SET cumulative = excluded.cumulative`), id, reporter, epoch, cum)
+	_, err := s.txExec(ctx, tx, sqlSetContribution, id, reporter, epoch, cum)
 	if err != nil {
 		return fmt.Errorf("record contribution: %w", err)
 	}

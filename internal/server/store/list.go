@@ -99,7 +99,14 @@ func (s *sqlStore) positive(c Criterion, arg func(any) string) (string, error) {
 		return "", fmt.Errorf("%w: criterion value: %v", ErrInvalid, err)
 	}
 	if s.engine == EngineSQLite {
-		return "mamori_crit(doc, " + arg(c.Field) + ", " + arg(string(c.Op)) + ", " + arg(string(vj)) + ")", nil
+		expr := "mamori_crit(doc, " + arg(c.Field) + ", " + arg(string(c.Op)) + ", " + arg(string(vj)) + ")"
+		// Decoding every document is slow; a string the criterion needs
+		// must appear in the document's text (written by encoding/json),
+		// which instr checks at C speed first.
+		if frag := literalFragment(c); frag != "" {
+			expr = "instr(doc, " + arg(frag) + ") > 0 AND " + expr
+		}
+		return expr, nil
 	}
 	path := "$"
 	for _, seg := range strings.Split(c.Field, ".") {
@@ -131,7 +138,9 @@ func (s *sqlStore) columnExpr(col column, c Criterion, arg func(any) string) str
 		}
 		if c.Op == OpMatches {
 			if s.engine == EngineSQLite {
-				return "mamori_glob(" + arg(v) + ", " + col.name + ")"
+				// GLOB has the same '*' and '?' and is case-sensitive; only
+				// '[' opens a class, so it is spelled as a class of itself.
+				return col.name + " GLOB " + arg(strings.ReplaceAll(v, "[", "[[]"))
 			}
 			return col.name + " LIKE " + arg(globLike(v))
 		}
@@ -256,7 +265,13 @@ func (s *sqlStore) ListFindings(ctx context.Context, q Query) (page *Page, err e
 	if q.Asc {
 		dir, cmpOp = "ASC", ">"
 	}
-	stmt := `SELECT ` + recordCols + `, ` + sc.name + ` FROM findings WHERE ` + where
+	// The inner query sorts and pages narrow rows (id and sort key) through
+	// the indexes; only the page's documents are read, whatever the plan.
+	keyCol := sc.name
+	if sc.kind == colText && s.engine == EnginePostgres {
+		keyCol += ` COLLATE "C"` // bytewise, as Go compares strings
+	}
+	inner := `SELECT id, ` + sc.name + ` AS sort_key FROM findings WHERE ` + where
 	if q.Cursor != "" {
 		cur, err := decodeCursor(q.Cursor)
 		if err != nil {
@@ -270,18 +285,16 @@ func (s *sqlStore) ListFindings(ctx context.Context, q Query) (page *Page, err e
 			return nil, err
 		}
 		args = append(args, v, cur.ID)
-		stmt += fmt.Sprintf(" AND (%s, id) %s ($%d, $%d)", sc.name, cmpOp, len(args)-1, len(args))
+		inner += fmt.Sprintf(" AND (%s, id) %s ($%d, $%d)", keyCol, cmpOp, len(args)-1, len(args))
 		q.Offset = 0
 	}
-	collate := ""
+	inner += fmt.Sprintf(" ORDER BY %s %s, id %s LIMIT %d OFFSET %d", keyCol, dir, dir, limit+1, q.Offset)
+	outerKey := "k.sort_key"
 	if sc.kind == colText && s.engine == EnginePostgres {
-		collate = ` COLLATE "C"`
+		outerKey += ` COLLATE "C"`
 	}
-	stmt += fmt.Sprintf(" ORDER BY %s%s %s, id %s LIMIT %d OFFSET %d", sc.name, collate, dir, dir, limit+1, q.Offset)
-	if sc.kind == colText && s.engine == EnginePostgres && q.Cursor != "" {
-		// Keyset comparison in the same (bytewise) order as the sort.
-		stmt = strings.Replace(stmt, "("+sc.name+", id) "+cmpOp, "("+sc.name+` COLLATE "C", id) `+cmpOp, 1)
-	}
+	stmt := `SELECT f.` + strings.ReplaceAll(recordCols, ", ", ", f.") + `, k.sort_key FROM (` + inner +
+		`) k JOIN findings f ON f.id = k.id ORDER BY ` + outerKey + ` ` + dir + `, k.id ` + dir
 	rows, err := s.r.QueryContext(ctx, s.q(stmt), args...)
 	if err != nil {
 		return nil, fmt.Errorf("list findings: %w", err)
@@ -366,4 +379,31 @@ func sortKey(v any) any {
 		return string(t)
 	}
 	return v
+}
+
+// literalFragment is a piece of text that must occur, JSON-encoded, in any
+// document a string criterion (eq or matches) can hold for: the value, or
+// the longest run of a pattern without wildcards.
+func literalFragment(c Criterion) string {
+	v, ok := c.Value.(string)
+	if !ok || (c.Op != OpEq && c.Op != OpMatches) || timeFields[c.Field] {
+		return ""
+	}
+	if c.Op == OpMatches {
+		best := ""
+		for _, part := range strings.FieldsFunc(v, func(r rune) bool { return r == '*' || r == '?' }) {
+			if len(part) > len(best) {
+				best = part
+			}
+		}
+		v = best
+	}
+	if len(v) < 3 {
+		return ""
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return ""
+	}
+	return string(b[1 : len(b)-1]) // without the quotes: a substring of the encoded value
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -59,6 +60,7 @@ type sqlStore struct {
 	log    *slog.Logger
 	m      *Metrics
 	now    func() time.Time
+	stmts  sync.Map // query → *sql.Stmt prepared on w (SQLite hot paths)
 }
 
 func newSQLStore(engine string, w, r *sql.DB, o Options) *sqlStore {
@@ -78,7 +80,12 @@ func newSQLStore(engine string, w, r *sql.DB, o Options) *sqlStore {
 func (s *sqlStore) Engine() string { return s.engine }
 
 func (s *sqlStore) Close() error {
-	err := s.w.Close()
+	var err error
+	s.stmts.Range(func(_, v any) bool {
+		err = errors.Join(err, v.(*sql.Stmt).Close())
+		return true
+	})
+	err = errors.Join(err, s.w.Close())
 	if s.r != s.w {
 		err = errors.Join(err, s.r.Close())
 	}
@@ -127,6 +134,16 @@ func OpenSQLite(ctx context.Context, path string, o Options) (Store, error) {
 	if err := s.migrate(ctx, o.targetVersion); err != nil {
 		w.Close()
 		return nil, err
+	}
+	if err := s.prepareHot(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	// Planner statistics decide between the sort and filter indexes (an
+	// archived filter sorted by severity is 0.1 ms with them, 20 ms
+	// without); optimize refreshes them only where they are stale.
+	if _, err := w.ExecContext(ctx, `PRAGMA optimize=0x10002`); err != nil {
+		s.log.Warn("sqlite: optimize", "err", err)
 	}
 	r, err := sql.Open("sqlite", base+"&_pragma=query_only(ON)")
 	if err != nil {
@@ -240,4 +257,49 @@ func nullable(s string) any {
 		return nil
 	}
 	return s
+}
+
+// txExec and txQueryRow run a hot-path statement in tx. On SQLite the
+// statement is prepared once and reused (parsing would otherwise dominate
+// small statements); pgx caches PostgreSQL's prepared statements itself.
+func (s *sqlStore) txExec(ctx context.Context, tx *sql.Tx, query string, args ...any) (sql.Result, error) {
+	if s.engine != EngineSQLite {
+		return tx.ExecContext(ctx, s.q(query), args...)
+	}
+	if st := s.prepared(query); st != nil {
+		return tx.StmtContext(ctx, st).ExecContext(ctx, args...)
+	}
+	return tx.ExecContext(ctx, s.q(query), args...)
+}
+
+func (s *sqlStore) txQueryRow(ctx context.Context, tx *sql.Tx, query string, args ...any) (*sql.Row, error) {
+	if s.engine != EngineSQLite {
+		return tx.QueryRowContext(ctx, s.q(query), args...), nil
+	}
+	if st := s.prepared(query); st != nil {
+		return tx.StmtContext(ctx, st).QueryRowContext(ctx, args...), nil
+	}
+	return tx.QueryRowContext(ctx, s.q(query), args...), nil
+}
+
+// prepared returns the statement prepared at open, or nil for others.
+// Statements cannot be prepared lazily: the one writer connection is held
+// by the transaction that needs them.
+func (s *sqlStore) prepared(query string) *sql.Stmt {
+	if v, ok := s.stmts.Load(query); ok {
+		return v.(*sql.Stmt)
+	}
+	return nil
+}
+
+// prepareHot prepares the upsert path's statements on the writer.
+func (s *sqlStore) prepareHot(ctx context.Context) error {
+	for _, q := range hotStatements {
+		st, err := s.w.PrepareContext(ctx, s.q(q))
+		if err != nil {
+			return fmt.Errorf("sqlite: prepare: %w", err)
+		}
+		s.stmts.Store(q, st)
+	}
+	return nil
 }

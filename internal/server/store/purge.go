@@ -57,6 +57,12 @@ func (s *sqlStore) Purge(ctx context.Context, o PurgeOptions) (res PurgeResult, 
 			}
 		}
 	}
+	if s.engine == EngineSQLite {
+		// Keep planner statistics current (PostgreSQL's autovacuum does this).
+		if _, err := s.w.ExecContext(ctx, `PRAGMA optimize=0x10002`); err != nil {
+			s.log.Warn("sqlite: optimize", "err", err)
+		}
+	}
 	s.m.Purged.WithLabelValues(s.engine, "findings").Add(float64(res.Findings))
 	s.m.Purged.WithLabelValues(s.engine, "messages").Add(float64(res.Messages))
 	s.m.Purged.WithLabelValues(s.engine, "coverage_events").Add(float64(res.CoverageEvents))

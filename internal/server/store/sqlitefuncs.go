@@ -11,19 +11,12 @@ import (
 
 var sqliteFuncsOnce sync.Once
 
-// registerSQLiteFuncs gives SQLite the criteria semantics as SQL functions,
-// so list queries evaluate exactly what Criterion.Match evaluates:
+// registerSQLiteFuncs gives SQLite the criteria semantics as an SQL
+// function, so list queries evaluate exactly what Criterion.Match evaluates:
 //
-//	mamori_glob(pattern, text)            wildcard match, 0 for NULL
-//	mamori_crit(doc, field, op, valueJSON) one criterion (positive form) on a finding document
+//	mamori_crit(doc, field, op, valueJSON)  one criterion (positive form) on a finding document
 func registerSQLiteFuncs() {
 	sqliteFuncsOnce.Do(func() {
-		sqlite.MustRegisterDeterministicScalarFunction("mamori_glob", 2,
-			func(_ *sqlite.FunctionContext, args []driver.Value) (driver.Value, error) {
-				p, ok1 := args[0].(string)
-				v, ok2 := textOf(args[1])
-				return boolInt(ok1 && ok2 && globMatch(p, v)), nil
-			})
 		sqlite.MustRegisterDeterministicScalarFunction("mamori_crit", 4,
 			func(_ *sqlite.FunctionContext, args []driver.Value) (driver.Value, error) {
 				doc, ok := textOf(args[0])
