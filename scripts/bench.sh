@@ -51,6 +51,8 @@ echo "== syscall → finding latency under background load"
 taskset -c 0 bin/bench-latency -mamori bin/mamori -agent-cpu 1 -markdown bench/results/latency.md
 
 if [ -n "$readme" ]; then
+	block=$(mktemp)
+	trap 'rm -f "$block"' EXIT
 	{
 		echo "Measured with \`sudo scripts/bench.sh\`."
 		echo
@@ -65,8 +67,8 @@ if [ -n "$readme" ]; then
 		echo "Syscall → finding latency (\`bench/latency\`):"
 		echo
 		cat bench/results/latency.md
-	} >bench/results/readme-block.md
-	awk -v block=bench/results/readme-block.md '
+	} >"$block"
+	awk -v block="$block" '
 		/<!-- bench:begin -->/ { print; while ((getline l < block) > 0) print l; skip = 1; next }
 		/<!-- bench:end -->/ { skip = 0 }
 		!skip { print }' README.md >README.md.bench && mv README.md.bench README.md

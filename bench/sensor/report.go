@@ -51,8 +51,8 @@ func (r results) markdown() string {
 		"process and container tables, every built-in detector) pinned to CPU %d at nice %d. Load average %s before, %s after.\n",
 		m.date, m.ncpu, m.cpu, m.kernel, *workCPU, *niceness, *agentCPU, *agentNice, m.loadBefore, m.loadAfter)
 	if others := uniq(append(append([]string(nil), m.others...), m.othersAfter...)); len(others) > 0 {
-		fmt.Fprintf(&b, "**Other processes held BPF programs during the run** (their hooks burden both sides): %s.\n",
-			strings.Join(others, ", "))
+		fmt.Fprintf(&b, "Other processes held BPF programs when the run started or ended: %s. Each overhead phase "+
+			"first waited for none to be loaded.\n", strings.Join(others, ", "))
 	}
 	b.WriteString("\n")
 	r.summary(&b)
