@@ -198,15 +198,6 @@ func Decode(data []byte) (*Heartbeat, error) {
 	return &h, nil
 }
 
-// totalDrops sums the drop counters.
-func (h *Heartbeat) totalDrops() uint64 {
-	var n uint64
-	for _, v := range h.Drops {
-		n += v
-	}
-	return n
-}
-
 // resourceType names what the node is in the finding vocabulary.
 func (h *Heartbeat) resourceType() string {
 	switch h.Platform {

@@ -275,9 +275,6 @@ func TestListPaging(t *testing.T) {
 					}
 					q.Cursor = p.Next
 				}
-				if sortField == "type" && engine == store.EnginePostgres {
-					// Bytewise in both engines; checked like the others.
-				}
 				if !slices.Equal(got, want) {
 					t.Errorf("sort %s asc=%v: keyset pages differ from the expected order (%d vs %d rows)", sortField, asc, len(got), len(want))
 				}
