@@ -178,13 +178,14 @@ func (h *Heartbeat) Validate() error {
 }
 
 // Decode parses and validates one heartbeat document: at most
-// MaxHeartbeatBytes, unknown fields refused, no trailing data.
+// MaxHeartbeatBytes, one JSON object, no trailing data. Unknown fields are
+// ignored, so a newer agent keeps reporting to an older server during a
+// rolling upgrade.
 func Decode(data []byte) (*Heartbeat, error) {
 	if len(data) > MaxHeartbeatBytes {
 		return nil, fmt.Errorf("heartbeat is %d bytes, limit %d", len(data), MaxHeartbeatBytes)
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
 	var h Heartbeat
 	if err := dec.Decode(&h); err != nil {
 		return nil, fmt.Errorf("decode heartbeat: %w", err)
