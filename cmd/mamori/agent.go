@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/mamori-dev/mamori/internal/agent"
@@ -58,15 +59,40 @@ func (f *agentFlags) bind(cmd *cobra.Command, defaultPrint string) {
 }
 
 func agentCmd() *cobra.Command {
-	var f agentFlags
+	var (
+		f                          agentFlags
+		serverURL, joinToken, clus string
+	)
 	cmd := &cobra.Command{
 		Use:   "agent",
-		Short: "Run the node agent: load the sensor and stream enriched events",
+		Short: "Run the node agent: load the sensor, detect, and report to a server (--server) or a findings file",
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if serverURL != "" {
+				if os.Geteuid() != 0 {
+					return errors.New("the agent loads BPF programs and must run as root")
+				}
+				nodeID, err := agent.LoadNodeID(f.dataDir)
+				if err != nil {
+					return err
+				}
+				log := newLogger(f.verbose)
+				link, err := connectAgent(cmd.Context(), f.dataDir, nodeID, serverURL, joinToken, prometheus.NewRegistry(), log)
+				if err != nil {
+					return err
+				}
+				defer link.Close()
+				f.findingSinks = append(f.findingSinks, link.Sink)
+				f.started = func(ctx context.Context, a *agent.Agent) {
+					link.heartbeats(ctx, a, agent.HeartbeatInfo{Version: version, Cluster: clus, Platform: "host", Interval: heartbeatEvery})
+				}
+			}
 			return runAgent(cmd.Context(), &f, os.Stdout)
 		},
 	}
 	f.bind(cmd, "")
+	cmd.Flags().StringVar(&serverURL, "server", "", "mamori server API URL to enroll with and report to (findings and heartbeats over NATS JetStream, spooled while it is away)")
+	cmd.Flags().StringVar(&joinToken, "join-token", os.Getenv("MAMORI_JOIN_TOKEN"), "join token for the first enrollment (the server keeps one in DATA_DIR/join-token)")
+	cmd.Flags().StringVar(&clus, "cluster", "", "cluster this node belongs to (coverage)")
 	return cmd
 }
 

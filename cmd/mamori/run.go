@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/mamori-dev/mamori/internal/agent"
@@ -34,8 +36,26 @@ func runCmd() *cobra.Command {
 				return err
 			}
 			defer srv.Close()
-			f.findingSinks = append(f.findingSinks, srv.AgentSink)
-			f.started = func(ctx context.Context, a *agent.Agent) { srv.heartbeats(ctx, a, sf.cluster) }
+			// The local agent takes the same path as any other: enrolled
+			// with a one-time token, publishing over NATS JetStream.
+			nodeID, err := agent.LoadNodeID(f.dataDir)
+			if err != nil {
+				return err
+			}
+			tok, err := srv.bus.localToken(ctx)
+			if err != nil {
+				return err
+			}
+			log := newLogger(f.verbose)
+			link, err := connectAgent(ctx, f.dataDir, nodeID, srv.url, tok, prometheus.NewRegistry(), log)
+			if err != nil {
+				return fmt.Errorf("connect the local agent: %w", err)
+			}
+			defer link.Close()
+			f.findingSinks = append(f.findingSinks, link.Sink)
+			f.started = func(ctx context.Context, a *agent.Agent) {
+				link.heartbeats(ctx, a, agent.HeartbeatInfo{Version: version, Cluster: sf.cluster, Platform: "host", Interval: heartbeatEvery})
+			}
 			return runAgent(ctx, &f, os.Stdout)
 		},
 	}

@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -45,6 +44,8 @@ type serverFlags struct {
 	exportFormat    string
 	updateFrequency string
 	noConsole       bool
+	natsHost        string
+	natsPort        int
 	// rulesDir and intelDir are the directories distributed to agents
 	// [DATA_DIR/rules, DATA_DIR/intel].
 	rulesDir, intelDir string
@@ -61,6 +62,8 @@ func (f *serverFlags) bind(cmd *cobra.Command) {
 	fl.StringVar(&f.exportFormat, "export-format", string(export.FormatEventBus), fmt.Sprintf("webhook record format: %v", export.Formats))
 	fl.StringVar(&f.updateFrequency, "export-update-frequency", "6h", "how often updated findings are exported: 15m, 1h or 6h (new findings go at once)")
 	fl.BoolVar(&f.noConsole, "no-console", false, "serve the API only, without the web console")
+	fl.StringVar(&f.natsHost, "nats-host", "127.0.0.1", "address the embedded NATS JetStream server (agent transport, TLS) listens on; 0.0.0.0 for agents on other hosts")
+	fl.IntVar(&f.natsPort, "nats-port", 4222, "port of the embedded NATS server (-1 picks a free one)")
 }
 
 // bindDirs adds --rules and --intel (`run` shares the agent's).
@@ -121,11 +124,8 @@ type server struct {
 	ingest   *ingest.Ingester
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
-	sinkStop context.CancelFunc
-	sinkDone chan struct{}
 
-	sinkQueue chan *finding.Finding
-	sinkDrops atomic.Uint64
+	bus       *bus
 	closeOnce sync.Once
 }
 
@@ -272,8 +272,13 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 		}
 		mux.Handle("/", console)
 	}
+	// Agents reach ingest over NATS JetStream; enrollment is on the API.
+	if s.bus, err = startBus(ctx, dataDir, f.natsHost, f.natsPort, mux, s.ingest.Handle, reg, log); err != nil {
+		return fail(err)
+	}
 	l, err := net.Listen("tcp", f.apiAddr)
 	if err != nil {
+		s.bus.Close()
 		return fail(fmt.Errorf("api listener: %w", err))
 	}
 	s.url = "http://" + l.Addr().String()
@@ -285,10 +290,6 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 			log.Error("api server", "err", err)
 		}
 	}()
-	s.sinkQueue = make(chan *finding.Finding, 4096)
-	sinkCtx, sinkStop := context.WithCancel(ctx)
-	s.sinkStop, s.sinkDone = sinkStop, make(chan struct{})
-	go func() { defer close(s.sinkDone); s.drainSink(sinkCtx) }()
 	if err := s.local.WriteAddress(s.url); err != nil {
 		s.Close()
 		return nil, err
@@ -308,8 +309,6 @@ func (s *server) Close() {
 		shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = s.http.Shutdown(shut)
-		s.sinkStop()
-		<-s.sinkDone
 		s.ingest.Close()
 		s.batcher.Flush()
 		for _, w := range s.webhooks {
@@ -319,6 +318,9 @@ func (s *server) Close() {
 		}
 		s.cancel()
 		s.wg.Wait()
+		if s.bus != nil {
+			s.bus.Close()
+		}
 		for _, f := range s.files {
 			if err := f.Close(); err != nil {
 				s.log.Error("export file close", "err", err)
@@ -354,69 +356,5 @@ func (s *server) Submit(ctx context.Context, fs []*finding.Finding) error {
 	return errors.Join(errs...)
 }
 
-// Heartbeat applies the local agent's heartbeat.
-func (s *server) Heartbeat(ctx context.Context, hb coverage.Heartbeat) error {
-	b, err := json.Marshal(hb)
-	if err != nil {
-		return fmt.Errorf("encode heartbeat: %w", err)
-	}
-	return s.ingest.Apply(ctx, ingest.Input{NodeID: hb.NodeID, Kind: ingest.KindHeartbeat, SentAt: time.Now(), Payload: b})
-}
-
 // heartbeatEvery is the local agent's heartbeat interval.
 const heartbeatEvery = 10 * time.Second
-
-// heartbeats reports the local agent's health to coverage until ctx ends.
-func (s *server) heartbeats(ctx context.Context, a *agent.Agent, cluster string) {
-	info := agent.HeartbeatInfo{Version: version, Cluster: cluster, Platform: "host", Interval: heartbeatEvery}
-	t := time.NewTicker(heartbeatEvery)
-	defer t.Stop()
-	for {
-		if err := s.Heartbeat(ctx, a.Heartbeat(info)); err != nil && ctx.Err() == nil {
-			s.log.Warn("local agent heartbeat", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
-// AgentSink hands the local agent's findings to the store through a
-// bounded queue, so a slow disk never stalls detection; overflow is
-// counted and logged.
-func (s *server) AgentSink(f *finding.Finding, isNew bool) {
-	select {
-	case s.sinkQueue <- f:
-	default:
-		if n := s.sinkDrops.Add(1); n&(n-1) == 0 {
-			s.log.Warn("server: finding queue full, findings dropped", "dropped", n)
-		}
-	}
-}
-
-// drainSink stores queued findings in batches.
-func (s *server) drainSink(ctx context.Context) {
-	batch := make([]*finding.Finding, 0, 256)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case f := <-s.sinkQueue:
-			batch = append(batch[:0], f)
-		more:
-			for len(batch) < cap(batch) {
-				select {
-				case f := <-s.sinkQueue:
-					batch = append(batch, f)
-				default:
-					break more
-				}
-			}
-			if err := s.Submit(ctx, batch); err != nil && ctx.Err() == nil {
-				s.log.Error("server: store findings", "n", len(batch), "err", err)
-			}
-		}
-	}
-}

@@ -76,6 +76,7 @@ type entry struct {
 	exited           time.Time // zero while alive
 	seen             time.Time // last event, for eviction
 	containerID      string
+	userLooked       bool // the name lookup ran (a uid may have no name)
 	// lineage is built once and shared by the process's events until an
 	// entry that could appear in it changes (gen moves on).
 	lineage    []event.Ancestor
@@ -202,9 +203,12 @@ func (t *Table) Apply(ev *event.Event) {
 	case event.KindExit:
 		e.exited = now
 	}
-	if e.user == "" || ev.Kind == event.KindSetID {
-		e.user = t.users.name(p.PID, p.UID)
-		t.gen++
+	if !e.userLooked || ev.Kind == event.KindSetID {
+		if u := t.users.name(p.PID, p.UID); u != e.user {
+			e.user = u
+			t.gen++
+		}
+		e.userLooked = true
 	}
 	t.fill(p, e)
 	if len(t.byPID) > t.opts.Capacity {

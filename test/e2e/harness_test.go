@@ -127,7 +127,7 @@ func launch() (*mamori, error) {
 		return nil, err
 	}
 	m.cmd = exec.Command(bin, "run", "--data-dir", filepath.Join(dir, "data"),
-		"--findings-file", m.findings, "--metrics-addr", "", "--print", "",
+		"--findings-file", m.findings, "--metrics-addr", "", "--print", "", "--api-addr", "127.0.0.1:0", "--nats-port", "-1",
 		"--intel", filepath.Join(dir, "intel"), "--rules", filepath.Join(dir, "rules"))
 	m.cmd.Stdout, m.cmd.Stderr = m.log, m.log
 	if err := m.cmd.Start(); err != nil {

@@ -1,0 +1,149 @@
+package e2e
+
+import (
+	"encoding/json"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// freePort asks the kernel for a loopback port nobody uses.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func startProc(t *testing.T, name string, args ...string) *exec.Cmd {
+	t.Helper()
+	logf, err := os.Create(filepath.Join(t.TempDir(), name+".log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGINT)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(logf.Name())
+			t.Logf("%s log:\n%s", name, b[max(0, len(b)-3000):])
+		}
+	})
+	return cmd
+}
+
+func waitFile(t *testing.T, path string) string {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+			return strings.TrimSpace(string(b))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s never appeared", path)
+	return ""
+}
+
+// serverFindings lists the server's findings through the CLI.
+func serverFindings(t *testing.T, bin, dataDir string) []Finding {
+	t.Helper()
+	out, err := exec.Command(bin, "findings", "list", "--data-dir", dataDir, "--json").Output()
+	if err != nil {
+		return nil
+	}
+	var page struct {
+		Findings []Finding `json:"findings"`
+	}
+	if json.Unmarshal(out, &page) == nil && page.Findings != nil {
+		return page.Findings
+	}
+	var list []Finding
+	_ = json.Unmarshal(out, &list)
+	return list
+}
+
+func waitServerFinding(t *testing.T, bin, dataDir, nodeID, path string) Finding {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, f := range serverFindings(t, bin, dataDir) {
+			if f.Str("service.additionalInfo.agentDetails.agentId") == nodeID && strings.Contains(f.String(), path) {
+				return f
+			}
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Fatalf("no finding about %s from node %s reached the server", path, nodeID)
+	return nil
+}
+
+// TestRemoteAgentThroughOutage: a separate `mamori agent` enrolls with a
+// `mamori server` by join token and reports over NATS JetStream; the server
+// is killed with SIGKILL, the agent keeps detecting, and after the server
+// restarts on the same data directory what the agent saw in between
+// arrives, counted once.
+func TestRemoteAgentThroughOutage(t *testing.T) {
+	m := start(t)
+	bin := filepath.Join(m.dir, "mamori")
+	srvDir, agDir := t.TempDir(), t.TempDir()
+	natsPort, apiPort := freePort(t), freePort(t)
+	serverArgs := []string{bin, "server", "--data-dir", srvDir, "--api-addr", "127.0.0.1:" + strconv.Itoa(apiPort),
+		"--nats-port", strconv.Itoa(natsPort), "--cluster", "edge"}
+	srv := startProc(t, "server", serverArgs...)
+	token := waitFile(t, filepath.Join(srvDir, "join-token"))
+	url := waitFile(t, filepath.Join(srvDir, "api", "address"))
+
+	startProc(t, "agent", bin, "agent", "--data-dir", agDir, "--server", url, "--join-token", token, "--cluster", "edge",
+		"--metrics-addr", "", "-q")
+	nodeID := waitFile(t, filepath.Join(agDir, "node-id"))
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if _, err := os.Stat(filepath.Join(agDir, "events.sock")); err == nil {
+			break
+		}
+	}
+	time.Sleep(time.Second) // detection subscribed
+	secret := "/root/.ssh/mamori-e2e-" + randHex(t)
+	os.MkdirAll("/root/.ssh", 0o700)
+	_ = os.WriteFile(secret, []byte("x"), 0o600)
+	t.Cleanup(func() { os.Remove(secret) })
+	exec.Command("cat", secret).Run()
+	f := waitServerFinding(t, bin, srvDir, nodeID, secret)
+	if f.Str("type") != "CredentialAccess:Runtime/SensitiveFileRead" {
+		t.Fatalf("type %s", f.Str("type"))
+	}
+
+	// Outage: kill the server hard, detect meanwhile, restart.
+	_ = srv.Process.Kill()
+	_ = srv.Wait()
+	during := secret + "-during-outage"
+	_ = os.WriteFile(during, []byte("x"), 0o600)
+	t.Cleanup(func() { os.Remove(during) })
+	exec.Command("cat", during).Run()
+	time.Sleep(3 * time.Second)
+	startProc(t, "server-again", serverArgs...)
+	g := waitServerFinding(t, bin, srvDir, nodeID, during)
+	if g.Num("service.count") != 1 {
+		t.Errorf("finding from the outage counted %v times", g.Num("service.count"))
+	}
+}
