@@ -16,8 +16,12 @@ import (
 	"github.com/mamori-dev/mamori/internal/finding"
 )
 
-// recordCols are the columns scanRecord reads, in order.
-const recordCols = `id, doc, cluster, suppressed_by, revision, archived, occurrences`
+// recordCols are the columns scanRecord reads, in order; recordColsF the
+// same of a table aliased f.
+const (
+	recordCols  = `id, doc, cluster, suppressed_by, revision, archived, occurrences`
+	recordColsF = `f.id, f.doc, f.cluster, f.suppressed_by, f.revision, f.archived, f.occurrences`
+)
 
 // findingCols are the columns a finding row is written with, in rowArgs order.
 const findingCols = `id, type, severity, resource_type, node_id, cluster, namespace, container_id, image,
@@ -27,8 +31,7 @@ const findingCols = `id, type, severity, resource_type, node_id, cluster, namesp
 const (
 	sqlMsgInsert = `INSERT INTO applied_messages (msg_key, applied_at) VALUES ($1, $2)
 		ON CONFLICT (msg_key) DO NOTHING`
-	sqlContribution = `SELECT cumulative FROM finding_counts WHERE finding_id = $1 AND reporter = $2 AND epoch = $3`
-	sqlUpdate       = `UPDATE findings SET type = $2, severity = $3, resource_type = $4, node_id = $5,
+	sqlUpdate = `UPDATE findings SET type = $2, severity = $3, resource_type = $4, node_id = $5,
 		cluster = $6, namespace = $7, container_id = $8, image = $9, created_at = $10, updated_at = $11, first_seen = $12,
 		last_seen = $13, occurrences = $14, archived = $15, sample = $16, suppressed_by = $17, revision = $18, doc = $19
 		WHERE id = $1`
@@ -37,10 +40,11 @@ const (
 		ON CONFLICT (id) DO NOTHING`
 	sqlSetContribution = `INSERT INTO finding_counts (finding_id, reporter, epoch, cumulative) VALUES ($1, $2, $3, $4)
 		ON CONFLICT (finding_id, reporter, epoch) DO UPDATE SET cumulative = excluded.cumulative`
-	sqlLock = `SELECT ` + recordCols + ` FROM findings WHERE id = $1`
+	sqlLock = `SELECT ` + recordColsF + `, c.cumulative FROM findings f
+		LEFT JOIN finding_counts c ON c.finding_id = f.id AND c.reporter = $2 AND c.epoch = $3 WHERE f.id = $1`
 )
 
-var hotStatements = []string{sqlMsgInsert, sqlContribution, sqlUpdate, sqlInsert, sqlSetContribution, sqlLock}
+var hotStatements = []string{sqlMsgInsert, sqlUpdate, sqlInsert, sqlSetContribution, sqlLock}
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -218,7 +222,7 @@ func (s *sqlStore) upsertOne(ctx context.Context, tx *sql.Tx, u *Upsert, now tim
 	}
 	reporter, epoch := cleanText(u.Reporter), cleanText(u.Epoch)
 	cum := max(in.Service.Count, 1)
-	cur, err := s.lockFinding(ctx, tx, in.ID)
+	cur, prev, err := s.lockFinding(ctx, tx, in.ID, reporter, epoch)
 	if err != nil {
 		return Result{}, err
 	}
@@ -234,7 +238,7 @@ func (s *sqlStore) upsertOne(ctx context.Context, tx *sql.Tx, u *Upsert, now tim
 			return Result{Outcome: OutcomeCreated, Delta: cum, Record: rec}, nil
 		}
 		// Another transaction inserted it first: merge into theirs.
-		if cur, err = s.lockFinding(ctx, tx, in.ID); err != nil {
+		if cur, prev, err = s.lockFinding(ctx, tx, in.ID, reporter, epoch); err != nil {
 			return Result{}, err
 		}
 		if cur == nil {
@@ -244,15 +248,6 @@ func (s *sqlStore) upsertOne(ctx context.Context, tx *sql.Tx, u *Upsert, now tim
 	if nodeOf(cur.Finding) != nodeOf(in) {
 		return Result{Outcome: OutcomeRejected, Err: fmt.Errorf("%w: %s is node %q's, not %q's",
 			ErrNodeMismatch, in.ID, nodeOf(cur.Finding), nodeOf(in))}, nil
-	}
-	var prev int64
-	row, err := s.txQueryRow(ctx, tx, sqlContribution,
-		in.ID, reporter, epoch)
-	if err == nil {
-		err = row.Scan(&prev)
-	}
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return Result{}, fmt.Errorf("read contribution: %w", err)
 	}
 	delta := max(cum-prev, 0)
 	if delta > 0 {
@@ -275,25 +270,46 @@ func (s *sqlStore) upsertOne(ctx context.Context, tx *sql.Tx, u *Upsert, now tim
 	return Result{Outcome: OutcomeUpdated, Delta: delta, Record: rec}, nil
 }
 
-// lockFinding reads a finding for update (nil when absent).
-func (s *sqlStore) lockFinding(ctx context.Context, tx *sql.Tx, id string) (*Record, error) {
+// lockFinding reads a finding for update (nil when absent) with the
+// reporter's highest cumulative count in the epoch (0 when none).
+func (s *sqlStore) lockFinding(ctx context.Context, tx *sql.Tx, id, reporter, epoch string) (*Record, int64, error) {
 	q := sqlLock
 	if s.engine == EnginePostgres {
-		q += ` FOR UPDATE`
+		q += ` FOR UPDATE OF f`
 	}
-	row, err := s.txQueryRow(ctx, tx, q, id)
+	row, err := s.txQueryRow(ctx, tx, q, id, reporter, epoch)
 	if err != nil {
-		return nil, fmt.Errorf("read finding: %w", err)
+		return nil, 0, fmt.Errorf("read finding: %w", err)
 	}
-	r, err := scanRecord(row)
+	var prev sql.NullInt64
+	r, err := scanRecord(plusScanner{row, []any{&prev}})
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, nil
+		return nil, 0, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read finding: %w", err)
+		return nil, 0, fmt.Errorf("read finding: %w", err)
 	}
-	return r, nil
+	if s.engine == EnginePostgres {
+		// After waiting for the row lock, PostgreSQL re-checks the locked
+		// row but not the joined one, which is then from before the lock
+		// holder's commit. Read the contribution afresh under the lock.
+		prev = sql.NullInt64{}
+		err := tx.QueryRowContext(ctx, `SELECT cumulative FROM finding_counts WHERE finding_id = $1 AND reporter = $2 AND epoch = $3`,
+			id, reporter, epoch).Scan(&prev)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return nil, 0, fmt.Errorf("read contribution: %w", err)
+		}
+	}
+	return r, prev.Int64, nil
 }
+
+// plusScanner scans the record columns plus trailing ones.
+type plusScanner struct {
+	sc    scanner
+	extra []any
+}
+
+func (p plusScanner) Scan(dest ...any) error { return p.sc.Scan(append(dest, p.extra...)...) }
 
 // insertFinding inserts a new finding; it returns nil when another
 // transaction inserted the id first.

@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"crypto/sha256"
-	"database/sql"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -293,7 +292,7 @@ func (s *sqlStore) ListFindings(ctx context.Context, q Query) (page *Page, err e
 	if sc.kind == colText && s.engine == EnginePostgres {
 		outerKey += ` COLLATE "C"`
 	}
-	stmt := `SELECT f.` + strings.ReplaceAll(recordCols, ", ", ", f.") + `, k.sort_key FROM (` + inner +
+	stmt := `SELECT ` + recordColsF + `, k.sort_key FROM (` + inner +
 		`) k JOIN findings f ON f.id = k.id ORDER BY ` + outerKey + ` ` + dir + `, k.id ` + dir
 	rows, err := s.r.QueryContext(ctx, s.q(stmt), args...)
 	if err != nil {
@@ -303,7 +302,7 @@ func (s *sqlStore) ListFindings(ctx context.Context, q Query) (page *Page, err e
 	var lastKey any
 	for rows.Next() {
 		var key any
-		rec, err := scanRecord(multiScanner{rows, &key})
+		rec, err := scanRecord(plusScanner{rows, []any{&key}})
 		if err != nil {
 			return nil, fmt.Errorf("list findings: %w", err)
 		}
@@ -320,14 +319,6 @@ func (s *sqlStore) ListFindings(ctx context.Context, q Query) (page *Page, err e
 	}
 	return page, nil
 }
-
-// multiScanner scans the record columns plus one trailing column.
-type multiScanner struct {
-	rows  *sql.Rows
-	extra *any
-}
-
-func (m multiScanner) Scan(dest ...any) error { return m.rows.Scan(append(dest, m.extra)...) }
 
 func encodeCursor(c cursor) string {
 	b, _ := json.Marshal(c)
