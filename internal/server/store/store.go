@@ -17,10 +17,9 @@
 // UpsertFindings applies agent findings. Each Upsert names:
 //
 //   - MsgKey: the id of the message that carried it (transport
-//     Message.DedupKey). Applied keys are recorded (kept MessageTTL, longer
-//     than the transport's stale limit); a key seen before makes the upsert
-//     a no-op (OutcomeDuplicate), so a replayed or redelivered message never
-//     counts twice.
+//     Message.DedupKey). Applied keys are recorded (kept MessageTTL); a key
+//     seen before makes the upsert a no-op (OutcomeDuplicate), so a
+//     replayed or redelivered message never counts twice.
 //   - Reporter and Epoch: whose count this is. An agent's service.count is
 //     cumulative within one aggregation epoch (finding.Aggregator: a held
 //     finding keeps its createdAt and grows its count; after eviction or
@@ -70,9 +69,10 @@ const (
 	// DefaultRetention is how long a finding is kept after its last update.
 	DefaultRetention = 90 * 24 * time.Hour
 	// DefaultMessageTTL is how long applied message ids are remembered. It
-	// exceeds the transport consumer's stale limit (14 days), so any message
-	// old enough to be forgotten here is already refused as stale there.
-	DefaultMessageTTL = 15 * 24 * time.Hour
+	// bounds the table (one row per finding message); a replay older than
+	// this is still harmless, because the count rule (highest cumulative
+	// per reporter and epoch) makes re-applying it add nothing.
+	DefaultMessageTTL = 48 * time.Hour
 	// DefaultPageSize and MaxPageSize bound ListFindings pages.
 	DefaultPageSize = 50
 	MaxPageSize     = 1000
