@@ -64,7 +64,7 @@ func startBus(ctx context.Context, dataDir, host string, port int, mux *http.Ser
 		return fail(err)
 	}
 	mux.Handle(transport.EnrollPath, enr)
-	cons, err := transport.NewConsumer(ctx, js, transport.ConsumerConfig{Handler: handler, Metrics: m, Logger: log})
+	cons, err := transport.NewConsumer(ctx, js, transport.ConsumerConfig{Handler: handler, Concurrency: 64, Metrics: m, Logger: log})
 	if err != nil {
 		return fail(err)
 	}
