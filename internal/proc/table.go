@@ -203,7 +203,9 @@ func (t *Table) Apply(ev *event.Event) {
 	case event.KindExit:
 		e.exited = now
 	}
-	if !e.userLooked || ev.Kind == event.KindSetID {
+	// Look up again on exec while nameless: a process entering a container
+	// sees the container's /etc/passwd only from then on.
+	if !e.userLooked || ev.Kind == event.KindSetID || (ev.Kind == event.KindExec && e.user == "") {
 		if u := t.users.name(p.PID, p.UID); u != e.user {
 			e.user = u
 			t.gen++
