@@ -182,12 +182,12 @@ func TestConsole(t *testing.T) {
 }
 
 // coverage checks the Coverage page with two nodes: this host's, Healthy,
-// and a second `mamori run` sharing the store in cluster "edge", killed
-// with SIGKILL: it turns Unhealthy with the reason, live on the page.
+// and a remote `mamori agent` enrolled by join token in cluster "edge",
+// killed with SIGKILL: it turns Unhealthy with the reason, live on the page.
 func coverage(t *testing.T, m *mamori, p *webtest.Page) {
 	t.Helper()
-	edge := launch(t, m.bin, "--store", "sqlite:"+filepath.Join(m.data, "mamori.db"), "--cluster", "edge")
-	edgeNode, localNode := nodeID(t, edge), nodeID(t, m)
+	edge := startAgent(t, m, "edge")
+	edgeNode, localNode := nodeID(t, edge.data), nodeID(t, m.data)
 	p.Click(`nav a[data-view="coverage"]`)
 	nodeRow := func(id string) string { return `document.querySelector('#coverage-body tr[data-node="` + id + `"]')` }
 	p.Wait(`!!` + nodeRow(localNode) + ` && !!` + nodeRow(edgeNode))
@@ -224,10 +224,10 @@ func coverage(t *testing.T, m *mamori, p *webtest.Page) {
 	p.Shot("coverage-unhealthy")
 }
 
-// nodeID is the node id a mamori run keeps in its data directory.
-func nodeID(t *testing.T, m *mamori) string {
+// nodeID is the node id an agent keeps in its data directory.
+func nodeID(t *testing.T, data string) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(m.data, "node-id"))
+	b, err := os.ReadFile(filepath.Join(data, "node-id"))
 	if err != nil {
 		t.Fatalf("node id: %v", err)
 	}

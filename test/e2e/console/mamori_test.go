@@ -51,7 +51,7 @@ func launch(t *testing.T, bin string, extra ...string) *mamori {
 		t.Fatal(err)
 	}
 	args := append([]string{"run", "--data-dir", m.data, "--metrics-addr", "", "--print", "", "--quiet",
-		"--api-addr", "127.0.0.1:0"}, extra...)
+		"--api-addr", "127.0.0.1:0", "--nats-port", "-1"}, extra...)
 	m.cmd = exec.Command(bin, args...)
 	m.cmd.Stdout, m.cmd.Stderr = m.log, m.log
 	if err := m.cmd.Start(); err != nil {
@@ -69,6 +69,56 @@ func launch(t *testing.T, bin string, extra ...string) *mamori {
 		time.Sleep(200 * time.Millisecond)
 	}
 	t.Fatalf("mamori run not ready within 90s; log:\n%s", m.logTail())
+	return nil
+}
+
+// agentProc is a remote `mamori agent` reporting to a mamori run.
+type agentProc struct {
+	data string
+	cmd  *exec.Cmd
+	log  *os.File
+}
+
+// startAgent enrolls a separate `mamori agent` with m by its join token, in
+// cluster, and waits until its sensor runs. It is stopped at cleanup.
+func startAgent(t *testing.T, m *mamori, cluster string) *agentProc {
+	t.Helper()
+	dir := t.TempDir()
+	tok, err := os.ReadFile(filepath.Join(m.data, "join-token"))
+	if err != nil {
+		t.Fatalf("join token: %v", err)
+	}
+	a := &agentProc{data: filepath.Join(dir, "data")}
+	if a.log, err = os.Create(filepath.Join(dir, "agent.log")); err != nil {
+		t.Fatal(err)
+	}
+	a.cmd = exec.Command(m.bin, "agent", "--data-dir", a.data, "--server", m.url, "--join-token", strings.TrimSpace(string(tok)),
+		"--cluster", cluster, "--metrics-addr", "", "--print", "", "--quiet")
+	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
+	if err := a.cmd.Start(); err != nil {
+		t.Fatalf("start mamori agent: %v", err)
+	}
+	t.Cleanup(func() {
+		if a.cmd.ProcessState == nil {
+			_ = a.cmd.Process.Kill()
+			_ = a.cmd.Wait()
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(a.log.Name())
+			t.Logf("agent log (tail):\n%s", b[max(0, len(b)-4000):])
+		}
+	})
+	for deadline := time.Now().Add(90 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if c, err := net.Dial("unix", filepath.Join(a.data, "events.sock")); err == nil {
+			c.Close()
+			return a
+		}
+		if a.cmd.ProcessState != nil {
+			break
+		}
+	}
+	b, _ := os.ReadFile(a.log.Name())
+	t.Fatalf("mamori agent not ready within 90s; log:\n%s", b)
 	return nil
 }
 
