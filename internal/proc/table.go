@@ -251,7 +251,7 @@ func (t *Table) forkLocked(parent *entry, f *event.Fork, now time.Time) {
 		pid: f.ChildPID, ppid: parent.pid, startTicks: ticks,
 		uuid: t.uuidTicks(f.ChildPID, ticks), parentUUID: parent.uuid,
 		name: parent.name, exe: parent.exe, cwd: parent.cwd, args: parent.args,
-		uid: parent.uid, euid: parent.euid, user: parent.user, sha256: parent.sha256,
+		uid: parent.uid, euid: parent.euid, user: parent.user, userLooked: parent.userLooked, sha256: parent.sha256,
 		start: t.opts.BootTime.Add(time.Duration(f.ChildStartNS)), seen: now,
 		containerID: parent.containerID,
 	}

@@ -50,17 +50,22 @@ func (u *userNames) name(pid uint32, uid uint32) string {
 		if len(u.byNS) >= maxNamespaces {
 			u.byNS = map[string]passwd{}
 		}
-		p = passwd{names: readPasswd(filepath.Join(dir, "root", "etc", "passwd")), read: time.Now()}
-		u.byNS[ns] = p
+		names, ok := readPasswd(filepath.Join(dir, "root", "etc", "passwd"))
+		p = passwd{names: names, read: time.Now()}
+		// A process that exited mid-read says nothing about its namespace:
+		// only a file actually read is remembered.
+		if ok {
+			u.byNS[ns] = p
+		}
 	}
 	return p.names[uid]
 }
 
-func readPasswd(path string) map[uint32]string {
+func readPasswd(path string) (map[uint32]string, bool) {
 	names := map[uint32]string{}
 	f, err := os.Open(path)
 	if err != nil {
-		return names
+		return names, false
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(&limited{r: f, n: maxPasswdBytes})
@@ -77,7 +82,7 @@ func readPasswd(path string) map[uint32]string {
 			names[uint32(id)] = fields[0]
 		}
 	}
-	return names
+	return names, true
 }
 
 type limited struct {
