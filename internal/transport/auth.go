@@ -185,8 +185,8 @@ func (a *Auth) AccountJWT() string {
 
 // Revoke voids every JWT issued so far to the agent user key userPub and
 // persists that. NATS servers learn it from the re-signed account JWT: the
-// embedded server through Embedded.RevokeUser, an external cluster when its
-// configuration (NATSConfig) is regenerated and reloaded.
+// embedded server through Embedded.RevokeUser, an external cluster through
+// ClusterRevoker, which pushes it to the cluster's account resolver.
 func (a *Auth) Revoke(userPub string) error {
 	if !nkeys.IsValidPublicUserKey(userPub) {
 		return errors.New("revoke: not a user public nkey")
@@ -227,21 +227,78 @@ func (a *Auth) ConfigureServer(opts *server.Options) error {
 	return nil
 }
 
-// NATSConfig is a nats-server configuration fragment (operator, system
-// account, memory resolver preloaded with both accounts) for running an
-// external NATS cluster that trusts this installation. Add jetstream, TLS
-// and cluster blocks around it.
-func (a *Auth) NATSConfig() string {
+// NATSConfig is a nats-server configuration fragment for an external NATS
+// cluster that trusts this installation: the operator, the system account,
+// and a full account resolver keeping account JWTs in resolverDir
+// (one directory per NATS server), preloaded with both accounts. The full
+// resolver is what lets mamori server replicas push a re-signed account JWT
+// (a revocation) to the running cluster. Add listen, TLS, jetstream and
+// cluster blocks around it.
+func (a *Auth) NATSConfig(resolverDir string) string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	var b strings.Builder
 	fmt.Fprintf(&b, "# mamori: generated; trusted operator and accounts\n")
 	fmt.Fprintf(&b, "operator: %q\n", a.operatorJWT)
 	fmt.Fprintf(&b, "system_account: %s\n", a.SystemAccountPublicKey())
-	fmt.Fprintf(&b, "resolver: MEMORY\n")
+	fmt.Fprintf(&b, "resolver: {\n  type: full\n  dir: %q\n  allow_delete: false\n  interval: \"2m\"\n}\n", resolverDir)
 	fmt.Fprintf(&b, "resolver_preload: {\n  %s: %q\n  %s: %q\n}\n",
 		a.SystemAccountPublicKey(), a.sysJWT, a.AccountPublicKey(), a.accountJWT)
 	return b.String()
+}
+
+// SystemCreds mints a user (JWT and seed) of the system account, which is
+// what may push account JWT updates to an external cluster's resolver.
+func (a *Auth) SystemCreds(name string) (userJWT, seed string, err error) {
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		return "", "", fmt.Errorf("create system user: %w", err)
+	}
+	pub, _ := kp.PublicKey()
+	s, _ := kp.Seed()
+	uc := jwt.NewUserClaims(pub)
+	uc.Name = "system:" + name
+	if userJWT, err = uc.Encode(a.sysAccount); err != nil {
+		return "", "", fmt.Errorf("sign system user jwt: %w", err)
+	}
+	return userJWT, string(s), nil
+}
+
+// Revocations returns a copy of the revoked user keys and their times.
+func (a *Auth) Revocations() map[string]int64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make(map[string]int64, len(a.revoked))
+	for k, v := range a.revoked {
+		out[k] = v
+	}
+	return out
+}
+
+// MergeRevocations adds revocations other replicas made (keeping the later
+// time of each key) and re-signs the account JWT when anything changed.
+func (a *Auth) MergeRevocations(m map[string]int64) (changed bool, err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for k, at := range m {
+		if !nkeys.IsValidPublicUserKey(k) {
+			continue
+		}
+		if old, ok := a.revoked[k]; !ok || at > old {
+			a.revoked[k] = at
+			changed = true
+		}
+	}
+	if !changed {
+		return false, nil
+	}
+	if err := a.encodeJWTs(); err != nil {
+		return false, err
+	}
+	if a.path == "" {
+		return true, nil
+	}
+	return true, a.save()
 }
 
 // AgentPermissions are the rights an agent user gets: publish on its own

@@ -189,6 +189,9 @@ type ServerConnConfig struct {
 	Auth  *Auth    // the installation's auth; a server user is minted from it
 	CAPEM []byte   // CA of the NATS servers' certificates; system roots when nil
 	Name  string
+	// System connects as a system-account user (for pushing account JWTs,
+	// see ClusterRevoker) instead of a server user of the MAMORI account.
+	System bool
 }
 
 // ConnectServer connects a mamori server replica to an external NATS cluster,
@@ -197,7 +200,11 @@ func ConnectServer(ctx context.Context, cfg ServerConnConfig, extra ...nats.Opti
 	if len(cfg.URLs) == 0 || cfg.Auth == nil {
 		return nil, fmt.Errorf("connect server: URLs and Auth are required")
 	}
-	userJWT, seed, err := cfg.Auth.ServerCreds(cfg.Name)
+	creds := cfg.Auth.ServerCreds
+	if cfg.System {
+		creds = cfg.Auth.SystemCreds
+	}
+	userJWT, seed, err := creds(cfg.Name)
 	if err != nil {
 		return nil, err
 	}

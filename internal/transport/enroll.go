@@ -29,6 +29,9 @@ type EnrollRequest struct {
 	NodeID    string `json:"nodeId"`
 	PublicKey string `json:"publicKey"` // the agent's user nkey (U...), made on the node
 	Hostname  string `json:"hostname,omitempty"`
+	// Cluster is the cluster the agent says it belongs to (its --cluster),
+	// so coverage can list the node before its first heartbeat.
+	Cluster string `json:"cluster,omitempty"`
 }
 
 // EnrollResponse is the server's answer to a successful enrollment.
@@ -59,9 +62,13 @@ type EnrollerConfig struct {
 	// Revoke, when set, is called with a node's old key when the node is
 	// re-bound to a new key or removed (Embedded.RevokeUser, or Auth.Revoke
 	// for an external cluster), so a stolen copy of the old credential dies.
-	Revoke  func(userPub string) error
-	Metrics *Metrics
-	Logger  *slog.Logger
+	Revoke func(userPub string) error
+	// Enrolled, when set, is told of every successful enrollment (coverage
+	// lists the node as not reporting until its first heartbeat). An error
+	// is logged; the enrollment stands.
+	Enrolled func(ctx context.Context, nodeID, cluster string, at time.Time) error
+	Metrics  *Metrics
+	Logger   *slog.Logger
 }
 
 // Enroller turns a join token and an agent's public key into a user JWT that
@@ -109,6 +116,9 @@ func (e *Enroller) Enroll(ctx context.Context, req EnrollRequest) (*EnrollRespon
 	if len(req.Hostname) > 253 {
 		return nil, fmt.Errorf("%w: hostname too long", errBadEnroll)
 	}
+	if !validCluster(req.Cluster) {
+		return nil, fmt.Errorf("%w: cluster must be at most 128 of [A-Za-z0-9._:/-]", errBadEnroll)
+	}
 	tok, err := e.cfg.Tokens.Check(ctx, req.Token)
 	if err != nil {
 		return nil, err
@@ -147,7 +157,12 @@ func (e *Enroller) Enroll(ctx context.Context, req EnrollRequest) (*EnrollRespon
 	if err != nil {
 		return nil, fmt.Errorf("enroll: %w", err)
 	}
-	e.log.Info("agent enrolled", "node", req.NodeID, "token", tok.ID, "hostname", fmt.Sprintf("%q", req.Hostname))
+	e.log.Info("agent enrolled", "node", req.NodeID, "token", tok.ID, "hostname", fmt.Sprintf("%q", req.Hostname), "cluster", req.Cluster)
+	if e.cfg.Enrolled != nil {
+		if err := e.cfg.Enrolled(ctx, req.NodeID, req.Cluster, rec.EnrolledAt); err != nil {
+			e.log.Warn("enrollment: coverage not told", "node", req.NodeID, "err", err)
+		}
+	}
 	return &EnrollResponse{NodeID: req.NodeID, JWT: userJWT, CAPEM: string(e.cfg.CAPEM), NATSURLs: e.cfg.NATSURLs}, nil
 }
 
@@ -228,6 +243,8 @@ type EnrollOptions struct {
 	URL    string // full enroll URL, e.g. https://mamori:8443/api/v1/agents/enroll
 	Token  string
 	NodeID string
+	// Cluster is passed to the server (EnrollRequest.Cluster).
+	Cluster string
 	// CAFingerprint, when set, must equal CAFingerprint of the CA the server
 	// hands out (hex SHA-256): it pins the bus CA even over an enrollment
 	// channel the agent cannot fully verify.
@@ -249,7 +266,7 @@ func Enroll(ctx context.Context, o EnrollOptions) (*Credentials, error) {
 	pub, _ := kp.PublicKey()
 	seed, _ := kp.Seed()
 	host, _ := os.Hostname()
-	body, _ := json.Marshal(EnrollRequest{Token: o.Token, NodeID: o.NodeID, PublicKey: pub, Hostname: host})
+	body, _ := json.Marshal(EnrollRequest{Token: o.Token, NodeID: o.NodeID, PublicKey: pub, Hostname: host, Cluster: o.Cluster})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, o.URL, bytes.NewReader(body))
 	if err != nil {
 		return nil, fmt.Errorf("enroll: %w", err)
@@ -300,4 +317,20 @@ func Enroll(ctx context.Context, o EnrollOptions) (*Credentials, error) {
 		return nil, fmt.Errorf("enroll: %w", err)
 	}
 	return c, nil
+}
+
+// validCluster accepts empty or a short name of letters, digits and ._:/-
+// (Kubernetes and ECS cluster names and ARNs fit).
+func validCluster(c string) bool {
+	if len(c) > 128 {
+		return false
+	}
+	for _, r := range c {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', strings.ContainsRune("._:/-", r):
+		default:
+			return false
+		}
+	}
+	return true
 }

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +15,7 @@ import (
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -235,7 +237,7 @@ func TestNATSConfigForExternalServer(t *testing.T) {
 	if err != nil || again.AccountPublicKey() != auth.AccountPublicKey() {
 		t.Fatalf("auth not persisted: %v", err)
 	}
-	conf := auth.NATSConfig() + "listen: 127.0.0.1:-1\njetstream: {store_dir: " + `"` + filepath.Join(dir, "js") + `"` + "}\n"
+	conf := auth.NATSConfig(filepath.Join(dir, "jwt")) + "listen: 127.0.0.1:-1\njetstream: {store_dir: " + `"` + filepath.Join(dir, "js") + `"` + "}\n"
 	confPath := filepath.Join(dir, "nats.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
@@ -278,13 +280,62 @@ func TestNATSConfigForExternalServer(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("external server let ext-1 publish as ext-2")
 	}
-	// A server replica's credentials work there too.
-	sj, ss, _ := auth.ServerCreds("replica")
-	snc, err := nats.Connect(s.ClientURL(), nats.UserJWTAndSeed(sj, ss))
+	// A server replica's credentials work there too, and its revoker pushes
+	// a revocation to the running server: ext-1's connection is cut and
+	// its credential refused from then on.
+	ctx := context.Background()
+	snc, err := ConnectServer(ctx, ServerConnConfig{URLs: []string{s.ClientURL()}, Auth: auth, Name: "replica"})
 	if err != nil {
 		t.Fatalf("server creds: %v", err)
 	}
-	snc.Close()
+	defer snc.Close()
+	sys, err := ConnectServer(ctx, ServerConnConfig{URLs: []string{s.ClientURL()}, Auth: auth, Name: "replica", System: true})
+	if err != nil {
+		t.Fatalf("system creds: %v", err)
+	}
+	defer sys.Close()
+	js, _ := jetstream.New(snc)
+	rev, err := NewClusterRevoker(ctx, js, 1, auth, sys, nil)
+	if err != nil {
+		t.Fatalf("revoker: %v", err)
+	}
+	if err := rev.Revoke(pub); err != nil {
+		t.Fatalf("revoke: %v", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for nc.IsConnected() && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if nc.IsConnected() {
+		t.Fatal("revoked agent still connected to the external server")
+	}
+	if again, err := nats.Connect(s.ClientURL(), nats.UserJWTAndSeed(userJWT, string(seed))); err == nil {
+		again.Close()
+		t.Fatal("revoked credential accepted by the external server")
+	}
+	// A replica starting from an auth file without the revocation merges it
+	// from the shared bucket and does not un-revoke the key.
+	copyAuth := filepath.Join(dir, "copy.json")
+	raw, _ := os.ReadFile(filepath.Join(dir, "auth.json"))
+	var f authFile
+	_ = json.Unmarshal(raw, &f)
+	f.Revoked = nil
+	raw, _ = json.Marshal(f)
+	_ = os.WriteFile(copyAuth, raw, 0o600)
+	old, err := LoadOrCreateAuth(copyAuth)
+	if err != nil || old.IsRevoked(pub) {
+		t.Fatalf("stale copy: %v", err)
+	}
+	if _, err := NewClusterRevoker(ctx, js, 1, old, sys, nil); err != nil {
+		t.Fatalf("second replica's revoker: %v", err)
+	}
+	if !old.IsRevoked(pub) {
+		t.Fatal("replica with a stale auth file did not learn the revocation")
+	}
+	if again, err := nats.Connect(s.ClientURL(), nats.UserJWTAndSeed(userJWT, string(seed))); err == nil {
+		again.Close()
+		t.Fatal("revocation undone by a replica with a stale auth file")
+	}
 }
 
 // Removing a node, or re-binding its id to a new key, revokes the old key:
