@@ -76,7 +76,7 @@ func agentCmd() *cobra.Command {
 					return err
 				}
 				log := newLogger(f.verbose)
-				link, err := connectAgent(cmd.Context(), f.dataDir, nodeID, serverURL, joinToken, prometheus.NewRegistry(), log)
+				link, err := connectAgent(cmd.Context(), f.dataDir, nodeID, clus, serverURL, joinToken, prometheus.NewRegistry(), log)
 				if err != nil {
 					return err
 				}

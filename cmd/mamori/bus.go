@@ -19,52 +19,116 @@ import (
 	"github.com/mamori-dev/mamori/internal/transport"
 )
 
-// bus is the server side of the agent transport: the embedded NATS
-// JetStream server, enrollment and the consumer feeding ingest.
+// bus is the server side of the agent transport: NATS JetStream (embedded,
+// or an external cluster), enrollment and the consumer feeding ingest.
 type bus struct {
-	emb    *transport.Embedded
+	emb    *transport.Embedded // nil on an external cluster
 	nc     *nats.Conn
+	sys    *nats.Conn // system-account connection (external cluster only)
 	tokens *transport.Tokens
 }
 
-// startBus starts the embedded NATS server, mounts enrollment on mux and
-// consumes agent messages into handler. It keeps a multi-use join token in
+// busConfig says where the transport runs and what it feeds.
+type busConfig struct {
+	dataDir string
+	// Embedded NATS.
+	host string
+	port int
+	// External cluster: when urls is set, no NATS server is embedded.
+	urls       []string
+	agentURLs  []string // handed to agents [urls]
+	authFile   string   // the installation's NATS auth, shared by every replica
+	caFile     string   // CA of the NATS servers' certificates
+	replicas   int      // JetStream replicas of the stream and buckets
+	serverName string
+
+	handler  transport.Handler
+	enrolled func(ctx context.Context, nodeID, cluster string, at time.Time) error
+}
+
+// startBus starts or joins NATS, mounts enrollment on mux and consumes agent
+// messages into cfg.handler. It keeps a multi-use join token in
 // DATA_DIR/join-token (0600) for agents on other hosts.
-func startBus(ctx context.Context, dataDir, host string, port int, mux *http.ServeMux, handler transport.Handler,
-	reg prometheus.Registerer, log *slog.Logger) (*bus, error) {
+func startBus(ctx context.Context, cfg busConfig, mux *http.ServeMux, reg prometheus.Registerer, log *slog.Logger) (*bus, error) {
 	m := transport.NewMetrics(reg)
-	emb, err := transport.StartEmbedded(transport.EmbeddedConfig{DataDir: dataDir, Host: host, Port: port, Logger: log, ServerName: "mamori"})
-	if err != nil {
-		return nil, fmt.Errorf("start NATS: %w", err)
-	}
-	b := &bus{emb: emb}
+	b := &bus{}
 	fail := func(err error) (*bus, error) { b.Close(); return nil, err }
-	if b.nc, err = emb.ConnectInProcess("mamori-server"); err != nil {
-		return fail(fmt.Errorf("connect to NATS: %w", err))
+	var (
+		auth   *transport.Auth
+		caPEM  []byte
+		urls   []string
+		revoke func(string) error
+	)
+	if len(cfg.urls) == 0 {
+		emb, err := transport.StartEmbedded(transport.EmbeddedConfig{DataDir: cfg.dataDir, Host: cfg.host, Port: cfg.port, Logger: log, ServerName: "mamori"})
+		if err != nil {
+			return nil, fmt.Errorf("start NATS: %w", err)
+		}
+		b.emb, auth, caPEM, urls, revoke = emb, emb.Auth, emb.TLS.CAPEM, []string{emb.ClientURL()}, emb.RevokeUser
+		if b.nc, err = emb.ConnectInProcess("mamori-server"); err != nil {
+			return fail(fmt.Errorf("connect to NATS: %w", err))
+		}
+	} else {
+		var err error
+		if auth, err = loadSharedAuth(cfg.authFile); err != nil {
+			return nil, err
+		}
+		if caPEM, err = os.ReadFile(cfg.caFile); err != nil {
+			return nil, fmt.Errorf("--nats-ca: %w", err)
+		}
+		urls = cfg.agentURLs
+		if len(urls) == 0 {
+			urls = cfg.urls
+		}
+		conn := transport.ServerConnConfig{URLs: cfg.urls, Auth: auth, CAPEM: caPEM, Name: cfg.serverName}
+		if b.nc, err = transport.ConnectServer(ctx, conn); err != nil {
+			return nil, err
+		}
+		conn.System = true
+		if b.sys, err = transport.ConnectServer(ctx, conn); err != nil {
+			return fail(err)
+		}
 	}
 	js, err := jetstream.New(b.nc)
 	if err != nil {
 		return fail(err)
 	}
-	if _, err := transport.EnsureStream(ctx, js, transport.StreamOptions{}); err != nil {
+	// A cluster that is still electing its JetStream leader refuses for a
+	// while; keep trying rather than crash-loop.
+	ensure := func(ctx context.Context) error {
+		_, err := transport.EnsureStream(ctx, js, transport.StreamOptions{Replicas: cfg.replicas})
+		return err
+	}
+	if b.emb == nil {
+		ensure = retrying(2*time.Minute, log, "NATS cluster not ready for JetStream", ensure)
+	}
+	if err := ensure(ctx); err != nil {
 		return fail(err)
 	}
-	toks, err := transport.NewKVStore[transport.TokenRecord](ctx, js, transport.TokenBucket, 1)
+	toks, err := transport.NewKVStore[transport.TokenRecord](ctx, js, transport.TokenBucket, cfg.replicas)
 	if err != nil {
 		return fail(err)
 	}
-	nodes, err := transport.NewKVStore[transport.NodeRecord](ctx, js, transport.NodeBucket, 1)
+	nodes, err := transport.NewKVStore[transport.NodeRecord](ctx, js, transport.NodeBucket, cfg.replicas)
 	if err != nil {
 		return fail(err)
+	}
+	if b.sys != nil {
+		rev, err := transport.NewClusterRevoker(ctx, js, cfg.replicas, auth, b.sys, log)
+		if err != nil {
+			return fail(err)
+		}
+		revoke = rev.Revoke
+		go rev.Run(ctx, revocationPushEvery)
 	}
 	b.tokens = transport.NewTokens(toks)
-	enr, err := transport.NewEnroller(transport.EnrollerConfig{Auth: emb.Auth, Tokens: b.tokens, Nodes: nodes,
-		NATSURLs: []string{emb.ClientURL()}, CAPEM: emb.TLS.CAPEM, Revoke: emb.RevokeUser, Metrics: m, Logger: log})
+	enr, err := transport.NewEnroller(transport.EnrollerConfig{Auth: auth, Tokens: b.tokens, Nodes: nodes,
+		NATSURLs: urls, CAPEM: caPEM, Revoke: revoke, Enrolled: cfg.enrolled, Metrics: m, Logger: log})
 	if err != nil {
 		return fail(err)
 	}
 	mux.Handle(transport.EnrollPath, enr)
-	cons, err := transport.NewConsumer(ctx, js, transport.ConsumerConfig{Handler: handler, Concurrency: 64, Metrics: m, Logger: log})
+	cons, err := transport.NewConsumer(ctx, js, transport.ConsumerConfig{Handler: cfg.handler, Concurrency: 64, Metrics: m, Logger: log})
 	if err != nil {
 		return fail(err)
 	}
@@ -73,11 +137,51 @@ func startBus(ctx context.Context, dataDir, host string, port int, mux *http.Ser
 			log.Error("transport consumer", "err", err)
 		}
 	}()
-	if err := b.writeJoinToken(ctx, filepath.Join(dataDir, "join-token")); err != nil {
+	tokenFile := filepath.Join(cfg.dataDir, "join-token")
+	if err := b.writeJoinToken(ctx, tokenFile); err != nil {
 		return fail(err)
 	}
-	log.Info("agent transport", "nats", emb.ClientURL(), "joinTokenFile", filepath.Join(dataDir, "join-token"))
+	log.Info("agent transport", "nats", urls, "external", b.emb == nil, "replicas", max(cfg.replicas, 1), "joinTokenFile", tokenFile)
 	return b, nil
+}
+
+// revocationPushEvery bounds how long a NATS server restarted with an old
+// account JWT may still accept a revoked agent key.
+const revocationPushEvery = 10 * time.Second
+
+// retrying wraps f so it is retried every second until it succeeds, ctx
+// ends or within passes.
+func retrying(within time.Duration, log *slog.Logger, what string, f func(context.Context) error) func(context.Context) error {
+	return func(ctx context.Context) error {
+		deadline := time.Now().Add(within)
+		for {
+			err := f(ctx)
+			if err == nil || ctx.Err() != nil || time.Now().After(deadline) {
+				return err
+			}
+			log.Warn(what+"; retrying", "err", err)
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Second):
+			}
+		}
+	}
+}
+
+// loadSharedAuth reads the installation's NATS auth file on an external
+// cluster. It is never created here: every replica must mount the same one
+// (made by `mamori server nats-config`), or agents enrolled by one replica
+// would be strangers to the others.
+func loadSharedAuth(path string) (*transport.Auth, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("--nats-auth: %w (create it with `mamori server nats-config` and give every replica the same file)", err)
+	}
+	auth, err := transport.LoadOrCreateAuth(path)
+	if err != nil {
+		return nil, fmt.Errorf("--nats-auth: %w", err)
+	}
+	return auth, nil
 }
 
 // writeJoinToken makes a multi-use join token for remote agents unless one
@@ -103,10 +207,13 @@ func (b *bus) localToken(ctx context.Context) (string, error) {
 	return tok, err
 }
 
-// Close stops the NATS connection and server.
+// Close stops the NATS connections and the embedded server.
 func (b *bus) Close() {
 	if b.nc != nil {
 		b.nc.Close()
+	}
+	if b.sys != nil {
+		b.sys.Close()
 	}
 	if b.emb != nil {
 		b.emb.Shutdown()
@@ -122,14 +229,14 @@ type agentLink struct {
 // connectAgent loads the node's credentials from dataDir, enrolling with
 // token at serverURL first when there are none, and starts a publisher
 // that spools to dataDir/spool while the server is away.
-func connectAgent(ctx context.Context, dataDir, nodeID, serverURL, token string, reg prometheus.Registerer, log *slog.Logger) (*agentLink, error) {
+func connectAgent(ctx context.Context, dataDir, nodeID, cluster, serverURL, token string, reg prometheus.Registerer, log *slog.Logger) (*agentLink, error) {
 	creds, err := transport.LoadCredentials(dataDir)
 	if err != nil || creds.NodeID != nodeID {
 		if token == "" {
 			return nil, fmt.Errorf("agent is not enrolled: pass --join-token (the server keeps one in its DATA_DIR/join-token)")
 		}
 		creds, err = transport.Enroll(ctx, transport.EnrollOptions{URL: strings.TrimSuffix(serverURL, "/") + transport.EnrollPath,
-			Token: token, NodeID: nodeID})
+			Token: token, NodeID: nodeID, Cluster: cluster})
 		if err != nil {
 			return nil, err
 		}

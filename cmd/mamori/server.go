@@ -28,6 +28,7 @@ import (
 	"github.com/mamori-dev/mamori/internal/server/export"
 	"github.com/mamori-dev/mamori/internal/server/ingest"
 	"github.com/mamori-dev/mamori/internal/server/store"
+	"github.com/mamori-dev/mamori/internal/transport"
 	"github.com/mamori-dev/mamori/web"
 )
 
@@ -46,6 +47,12 @@ type serverFlags struct {
 	noConsole       bool
 	natsHost        string
 	natsPort        int
+	// External NATS cluster (replicas).
+	natsURLs      []string
+	natsAgentURLs []string
+	natsAuth      string
+	natsCA        string
+	natsReplicas  int
 	// rulesDir and intelDir are the directories distributed to agents
 	// [DATA_DIR/rules, DATA_DIR/intel].
 	rulesDir, intelDir string
@@ -64,6 +71,11 @@ func (f *serverFlags) bind(cmd *cobra.Command) {
 	fl.BoolVar(&f.noConsole, "no-console", false, "serve the API only, without the web console")
 	fl.StringVar(&f.natsHost, "nats-host", "127.0.0.1", "address the embedded NATS JetStream server (agent transport, TLS) listens on; 0.0.0.0 for agents on other hosts")
 	fl.IntVar(&f.natsPort, "nats-port", 4222, "port of the embedded NATS server (-1 picks a free one)")
+	fl.StringSliceVar(&f.natsURLs, "nats-url", nil, "join an external NATS JetStream cluster at these URLs (tls://host:4222,...) instead of embedding one; run N replicas with one PostgreSQL --store")
+	fl.StringSliceVar(&f.natsAgentURLs, "nats-agent-url", nil, "NATS URLs handed to enrolling agents [--nats-url]")
+	fl.StringVar(&f.natsAuth, "nats-auth", "", "with --nats-url: the installation's NATS auth file, the same on every replica [DATA_DIR/nats/auth.json] (see `mamori server nats-config`)")
+	fl.StringVar(&f.natsCA, "nats-ca", "", "with --nats-url: CA certificate (PEM) of the NATS servers, also handed to agents [DATA_DIR/nats/tls/ca.pem]")
+	fl.IntVar(&f.natsReplicas, "nats-replicas", 1, "JetStream replicas of mamori's stream and buckets (3 on a 3-server cluster)")
 }
 
 // bindDirs adds --rules and --intel (`run` shares the agent's).
@@ -98,6 +110,7 @@ func serverCmd() *cobra.Command {
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "debug logging")
 	sf.bind(cmd)
 	sf.bindDirs(cmd)
+	cmd.AddCommand(natsConfigCmd())
 	return cmd
 }
 
@@ -273,7 +286,17 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 		mux.Handle("/", console)
 	}
 	// Agents reach ingest over NATS JetStream; enrollment is on the API.
-	if s.bus, err = startBus(ctx, dataDir, f.natsHost, f.natsPort, mux, s.ingest.Handle, reg, log); err != nil {
+	bc := busConfig{dataDir: dataDir, host: f.natsHost, port: f.natsPort, urls: f.natsURLs, agentURLs: f.natsAgentURLs,
+		authFile: f.natsAuth, caFile: f.natsCA, replicas: f.natsReplicas, serverName: "mamori-server@" + host,
+		handler: s.ingest.Handle, enrolled: s.coverage.Enrolled}
+	authFile, tlsDir, _ := transport.EmbeddedPaths(dataDir)
+	if bc.authFile == "" {
+		bc.authFile = authFile
+	}
+	if bc.caFile == "" {
+		bc.caFile = filepath.Join(tlsDir, "ca.pem")
+	}
+	if s.bus, err = startBus(ctx, bc, mux, reg, log); err != nil {
 		return fail(err)
 	}
 	l, err := net.Listen("tcp", f.apiAddr)

@@ -64,6 +64,26 @@ func (r *ClusterRevoker) Revoke(userPub string) error {
 	return r.sync(ctx)
 }
 
+// Run re-merges and re-pushes every interval until ctx ends, so a NATS
+// server that was down during a revocation (and restarted with an older
+// account JWT) learns it within one interval, as do replicas' auth files.
+func (r *ClusterRevoker) Run(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if err := r.sync(sctx); err != nil && ctx.Err() == nil {
+			r.log.Warn("revocations: periodic push failed", "err", err)
+		}
+		cancel()
+	}
+}
+
 // sync merges the bucket's revocations (other replicas') into the account
 // JWT and pushes it. Pushing unchanged claims is harmless, so it always
 // pushes: the cluster may have been set up from an older config.
