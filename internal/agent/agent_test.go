@@ -292,6 +292,7 @@ func TestEventsCommandStreamsFromAgent(t *testing.T) {
 
 func TestHeartbeatForCoverage(t *testing.T) {
 	a := startAgent(t)
+	_ = exec.Command("/bin/true").Run() // an event, also when run alone
 	waitFor(t, "any", func(*event.Event) bool { return true })
 	hb := a.Heartbeat(HeartbeatInfo{Version: "test", Interval: 10 * time.Second})
 	if err := hb.Validate(); err != nil {
@@ -312,5 +313,14 @@ func TestHeartbeatForCoverage(t *testing.T) {
 		if _, ok := hb.Drops[k]; !ok {
 			t.Errorf("heartbeat lacks the %s drop counter", k)
 		}
+	}
+	// podman (installed on every machine these tests run on) is reported
+	// with the storage it is read from.
+	podman := false
+	for _, r := range hb.Runtimes {
+		podman = podman || (r.Name == "podman" && r.Reachable && r.Socket == "/var/lib/containers/storage")
+	}
+	if !podman {
+		t.Errorf("heartbeat runtimes %+v lack a reachable podman", hb.Runtimes)
 	}
 }

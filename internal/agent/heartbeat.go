@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"os"
 	"time"
 
@@ -19,7 +20,8 @@ type HeartbeatInfo struct {
 }
 
 // Heartbeat reports the agent's health for coverage: its hooks with their
-// errors, every loss counter, the last event time and the kernel.
+// errors, every loss counter, the last event time, the kernel, and whether
+// each installed container runtime's metadata can be read.
 func (a *Agent) Heartbeat(info HeartbeatInfo) coverage.Heartbeat {
 	st := a.Stats()
 	host, _ := os.Hostname()
@@ -43,6 +45,13 @@ func (a *Agent) Heartbeat(info HeartbeatInfo) coverage.Heartbeat {
 			"hash":           st.Processes.HashDropped,
 			"container_full": st.Containers.TableFull,
 		},
+	}
+	if a.ctrs != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		for _, r := range a.ctrs.Runtimes(ctx) {
+			hb.Runtimes = append(hb.Runtimes, coverage.Runtime{Name: r.Name, Socket: r.Path, Reachable: r.Reachable, Error: r.Error})
+		}
+		cancel()
 	}
 	for _, h := range a.Hooks() {
 		hb.Hooks = append(hb.Hooks, coverage.Hook{Program: h.Program, Family: h.Family, Hook: h.Hook,
