@@ -62,6 +62,7 @@ func agentCmd() *cobra.Command {
 	var (
 		f                          agentFlags
 		serverURL, joinToken, clus string
+		caFingerprint              string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -76,7 +77,7 @@ func agentCmd() *cobra.Command {
 					return err
 				}
 				log := newLogger(f.verbose)
-				link, err := connectAgent(cmd.Context(), f.dataDir, nodeID, clus, serverURL, joinToken, prometheus.NewRegistry(), log)
+				link, err := connectAgent(cmd.Context(), f.dataDir, nodeID, clus, serverURL, joinToken, caFingerprint, prometheus.NewRegistry(), log)
 				if err != nil {
 					return err
 				}
@@ -93,6 +94,7 @@ func agentCmd() *cobra.Command {
 	cmd.Flags().StringVar(&serverURL, "server", "", "mamori server API URL to enroll with and report to (findings and heartbeats over NATS JetStream, spooled while it is away)")
 	cmd.Flags().StringVar(&joinToken, "join-token", os.Getenv("MAMORI_JOIN_TOKEN"), "join token for the first enrollment (the server keeps one in DATA_DIR/join-token)")
 	cmd.Flags().StringVar(&clus, "cluster", "", "cluster this node belongs to (coverage)")
+	cmd.Flags().StringVar(&caFingerprint, "ca-fingerprint", os.Getenv("MAMORI_CA_FINGERPRINT"), "SHA-256 of the server's API CA (printed by `mamori server`): enroll over its self-signed HTTPS trusting only that CA")
 	return cmd
 }
 

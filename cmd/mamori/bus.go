@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -229,14 +231,20 @@ type agentLink struct {
 // connectAgent loads the node's credentials from dataDir, enrolling with
 // token at serverURL first when there are none, and starts a publisher
 // that spools to dataDir/spool while the server is away.
-func connectAgent(ctx context.Context, dataDir, nodeID, cluster, serverURL, token string, reg prometheus.Registerer, log *slog.Logger) (*agentLink, error) {
+func connectAgent(ctx context.Context, dataDir, nodeID, cluster, serverURL, token, caFingerprint string, reg prometheus.Registerer, log *slog.Logger) (*agentLink, error) {
 	creds, err := transport.LoadCredentials(dataDir)
 	if err != nil || creds.NodeID != nodeID {
 		if token == "" {
 			return nil, fmt.Errorf("agent is not enrolled: pass --join-token (the server keeps one in its DATA_DIR/join-token)")
 		}
-		creds, err = transport.Enroll(ctx, transport.EnrollOptions{URL: strings.TrimSuffix(serverURL, "/") + transport.EnrollPath,
-			Token: token, NodeID: nodeID, Cluster: cluster})
+		opts := transport.EnrollOptions{URL: strings.TrimSuffix(serverURL, "/") + transport.EnrollPath,
+			Token: token, NodeID: nodeID, Cluster: cluster}
+		if caFingerprint != "" {
+			opts.HTTPClient = transport.PinnedHTTPClient(caFingerprint, 30*time.Second)
+		} else if u, err := url.Parse(serverURL); err == nil && u.Scheme == "http" && !isLoopbackHost(u.Hostname()) {
+			log.Warn("enrolling over plain HTTP: the join token crosses the network in clear; use the server's https:// URL with --ca-fingerprint", "server", serverURL)
+		}
+		creds, err = transport.Enroll(ctx, opts)
 		if err != nil {
 			return nil, err
 		}
@@ -250,6 +258,14 @@ func connectAgent(ctx context.Context, dataDir, nodeID, cluster, serverURL, toke
 		return nil, fmt.Errorf("publisher: %w", err)
 	}
 	return &agentLink{pub: pub, log: log}, nil
+}
+
+func isLoopbackHost(h string) bool {
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
 }
 
 // Sink publishes findings; Publish never blocks (it spools).

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -58,7 +59,16 @@ func (c *clientFlags) client() (*api.Client, error) {
 	if c.token != "" {
 		tok = c.token
 	}
-	return api.NewClient(u, tok)
+	cl, err := api.NewClient(u, tok)
+	if err != nil || !strings.HasPrefix(u, "https://") {
+		return cl, err
+	}
+	// The local server's own CA, kept beside its address.
+	ca, err := os.ReadFile(filepath.Join(api.LocalFor(c.dataDir).TLSDir(), "ca.pem"))
+	if err != nil {
+		return nil, fmt.Errorf("api CA: %w", err)
+	}
+	return cl, cl.TrustCA(ca)
 }
 
 func printJSON(w io.Writer, v any) error {

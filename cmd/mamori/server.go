@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -53,6 +54,8 @@ type serverFlags struct {
 	natsAuth      string
 	natsCA        string
 	natsReplicas  int
+	apiTLS        string
+	apiTLSHosts   []string
 	// rulesDir and intelDir are the directories distributed to agents
 	// [DATA_DIR/rules, DATA_DIR/intel].
 	rulesDir, intelDir string
@@ -61,6 +64,8 @@ type serverFlags struct {
 func (f *serverFlags) bind(cmd *cobra.Command) {
 	fl := cmd.Flags()
 	fl.StringVar(&f.apiAddr, "api-addr", "127.0.0.1:9470", "address of the HTTP API and console (port 0 picks a free one; the address is kept in DATA_DIR/api/address)")
+	fl.StringVar(&f.apiTLS, "api-tls", "auto", "serve the API over HTTPS with a certificate of the server's own CA (DATA_DIR/api/tls): on, off, or auto (on unless --api-addr is loopback)")
+	fl.StringSliceVar(&f.apiTLSHosts, "api-tls-host", nil, "names and addresses the API certificate must cover besides loopback and the hostname (repeatable)")
 	fl.StringVar(&f.storeDSN, "store", "", "finding store: a SQLite file or postgres://... [DATA_DIR/mamori.db]")
 	fl.StringVar(&f.cluster, "cluster", "local", "cluster name of this installation (exports, coverage)")
 	fl.StringArrayVar(&f.webhooks, "export-webhook", nil, "POST every exported finding to this URL (repeatable)")
@@ -140,6 +145,8 @@ type server struct {
 
 	bus       *bus
 	closeOnce sync.Once
+	// caFingerprint pins the API's own CA when it serves HTTPS ("" otherwise).
+	caFingerprint string
 }
 
 // startServer opens the store, starts export and serves the API and
@@ -304,7 +311,17 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 		s.bus.Close()
 		return fail(fmt.Errorf("api listener: %w", err))
 	}
+	fingerprint, err := s.serveTLS(f, &l)
+	if err != nil {
+		l.Close()
+		s.bus.Close()
+		return fail(err)
+	}
 	s.url = "http://" + l.Addr().String()
+	s.caFingerprint = fingerprint
+	if fingerprint != "" {
+		s.url = "https://" + l.Addr().String()
+	}
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	s.wg.Add(1)
 	go func() {
@@ -320,7 +337,45 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 	log.Info("server", "store", st.Engine(), "api", s.url, "webhooks", len(s.webhooks), "exportFiles", len(s.files), "exportFormat", format,
 		"updateFrequency", freq, "tokenFile", s.local.TokensPath())
 	fmt.Fprintf(out, "mamori API and console: %s  (CLI: mamori findings list --data-dir %s)\n", s.url, dataDir)
+	if fingerprint != "" {
+		fmt.Fprintf(out, "agents on other hosts: mamori agent --server %s --join-token \"$(cat %s)\" --ca-fingerprint %s\n",
+			s.url, filepath.Join(dataDir, "join-token"), fingerprint)
+	}
 	return s, nil
+}
+
+// serveTLS wraps *l in TLS when f.apiTLS asks for it, with a certificate of
+// the server's own CA, and returns that CA's fingerprint ("" for plain
+// HTTP). Agents pin it (--ca-fingerprint) so the join token never crosses
+// the network in clear or to an impostor.
+func (s *server) serveTLS(f *serverFlags, l *net.Listener) (string, error) {
+	host, _, _ := net.SplitHostPort((*l).Addr().String())
+	ip := net.ParseIP(host)
+	switch f.apiTLS {
+	case "off":
+		return "", nil
+	case "auto":
+		if ip != nil && ip.IsLoopback() {
+			return "", nil
+		}
+	case "on":
+	default:
+		return "", fmt.Errorf("--api-tls %q: want on, off or auto", f.apiTLS)
+	}
+	hosts := append(transport.DefaultTLSHosts(), f.apiTLSHosts...)
+	if ip != nil && !ip.IsUnspecified() {
+		hosts = append(hosts, host)
+	}
+	tlsm, err := transport.LoadOrCreateTLS(s.local.TLSDir(), hosts)
+	if err != nil {
+		return "", fmt.Errorf("api tls: %w", err)
+	}
+	fp, err := transport.CAFingerprint(tlsm.CAPEM)
+	if err != nil {
+		return "", fmt.Errorf("api tls: %w", err)
+	}
+	*l = tls.NewListener(*l, tlsm.ServerTLSConfigWithCA())
+	return fp, nil
 }
 
 // Close stops taking findings, sends out the pending export updates

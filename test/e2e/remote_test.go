@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mamori-dev/mamori/internal/transport"
 )
 
 // freePort asks the kernel for a loopback port nobody uses.
@@ -99,7 +101,9 @@ func waitServerFinding(t *testing.T, bin, dataDir, nodeID, path string) Finding 
 }
 
 // TestRemoteAgentThroughOutage: a separate `mamori agent` enrolls with a
-// `mamori server` by join token and reports over NATS JetStream; the server
+// `mamori server` by join token over the server's self-signed HTTPS, pinning
+// its CA by fingerprint (a wrong fingerprint is refused before the token is
+// sent), and reports over NATS JetStream; the server
 // is killed with SIGKILL, the agent keeps detecting, and after the server
 // restarts on the same data directory what the agent saw in between
 // arrives, counted once.
@@ -109,13 +113,30 @@ func TestRemoteAgentThroughOutage(t *testing.T) {
 	srvDir, agDir := t.TempDir(), t.TempDir()
 	natsPort, apiPort := freePort(t), freePort(t)
 	serverArgs := []string{bin, "server", "--data-dir", srvDir, "--api-addr", "127.0.0.1:" + strconv.Itoa(apiPort),
-		"--nats-port", strconv.Itoa(natsPort), "--cluster", "edge"}
+		"--nats-port", strconv.Itoa(natsPort), "--cluster", "edge", "--api-tls", "on"}
 	srv := startProc(t, "server", serverArgs...)
 	token := waitFile(t, filepath.Join(srvDir, "join-token"))
 	url := waitFile(t, filepath.Join(srvDir, "api", "address"))
+	if !strings.HasPrefix(url, "https://") {
+		t.Fatalf("server with --api-tls on serves %s", url)
+	}
+	ca, err := os.ReadFile(filepath.Join(srvDir, "api", "tls", "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fp, err := transport.CAFingerprint(ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrong := strings.Repeat("0", len(fp))
+	out, err := exec.Command(bin, "agent", "--data-dir", t.TempDir(), "--server", url, "--join-token", token,
+		"--ca-fingerprint", wrong, "--metrics-addr", "", "-q").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "pinned fingerprint") {
+		t.Fatalf("agent with a wrong CA fingerprint: %v\n%s", err, out)
+	}
 
 	startProc(t, "agent", bin, "agent", "--data-dir", agDir, "--server", url, "--join-token", token, "--cluster", "edge",
-		"--metrics-addr", "", "-q")
+		"--ca-fingerprint", fp, "--metrics-addr", "", "-q")
 	nodeID := waitFile(t, filepath.Join(agDir, "node-id"))
 	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 		if _, err := os.Stat(filepath.Join(agDir, "events.sock")); err == nil {

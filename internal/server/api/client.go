@@ -3,6 +3,8 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,6 +32,17 @@ func NewClient(base, token string) (*Client, error) {
 		return nil, fmt.Errorf("server URL %q: want http(s)://host:port", base)
 	}
 	return &Client{base: strings.TrimRight(base, "/"), token: token, http: &http.Client{Timeout: 60 * time.Second}}, nil
+}
+
+// TrustCA makes the client trust only the CA in caPEM (a server's own
+// self-signed API certificate, DATA_DIR/api/tls/ca.pem).
+func (c *Client) TrustCA(caPEM []byte) error {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return errors.New("api client: no CA certificate in PEM")
+	}
+	c.http.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+	return nil
 }
 
 // StatusError is an API error answer.

@@ -13,6 +13,7 @@ import (
 //	tokens.json   API tokens, hashed (0600)
 //	admin.token   the bootstrap admin token, made at first start (0600)
 //	address       the running server's URL, "http://127.0.0.1:PORT" (0600)
+//	tls/          CA and certificate when the API serves HTTPS (ca.pem)
 //
 // The CLI reads address and admin.token to reach a local `mamori run`; only
 // root (the owner of the data directory) can.
@@ -23,6 +24,9 @@ func LocalFor(dataDir string) Local { return Local{Dir: filepath.Join(dataDir, "
 
 // TokensPath is the token file.
 func (l Local) TokensPath() string { return filepath.Join(l.Dir, "tokens.json") }
+
+// TLSDir keeps the API's CA and certificate when it serves HTTPS.
+func (l Local) TLSDir() string { return filepath.Join(l.Dir, "tls") }
 
 func (l Local) tokenPath() string   { return filepath.Join(l.Dir, "admin.token") }
 func (l Local) addressPath() string { return filepath.Join(l.Dir, "address") }
