@@ -284,7 +284,8 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 	}
 	mux := http.NewServeMux()
 	mux.Handle(api.Prefix+"/", a)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	// Prometheus scrapes with a read token (authorization: credentials_file).
+	mux.Handle("GET /metrics", a.Protect(api.ScopeRead, promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
 	if !f.noConsole {
 		console, err := web.New(web.Options{API: a, Logger: log})
 		if err != nil {

@@ -260,6 +260,25 @@ func TestCLIEndToEnd(t *testing.T) {
 	if _, errOut, ok = cli(t, "findings", "list", "--server", url, "--token", "mat1.000000000000.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"); ok || !strings.Contains(errOut, "401") {
 		t.Fatalf("unknown token: %s", errOut)
 	}
+	// Prometheus metrics: a read token, nothing less.
+	for _, c := range []struct {
+		token string
+		want  int
+	}{{"", http.StatusUnauthorized}, {createToken(t, url, admin, api.ScopeAgent), http.StatusForbidden}, {reader, http.StatusOK}} {
+		req, _ := http.NewRequest(http.MethodGet, url+"/metrics", nil)
+		if c.token != "" {
+			req.Header.Set("Authorization", "Bearer "+c.token)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != c.want || (c.want == http.StatusOK && !strings.Contains(string(body), "mamori_")) {
+			t.Fatalf("/metrics with token %q: %d (want %d)", c.token, res.StatusCode, c.want)
+		}
+	}
 	if _, errOut, ok = cli(t, "suppress", "delete", rule.ID, d); !ok {
 		t.Fatalf("delete rule: %s", errOut)
 	}

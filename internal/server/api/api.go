@@ -192,26 +192,44 @@ func (a *API) wrap(rt route) http.Handler {
 		defer func() {
 			a.metrics.observe(label, sw.status, time.Since(start))
 		}()
-		if rt.scope != "" {
-			tok, err := a.opt.Tokens.Check(bearer(r))
-			if err != nil {
-				if !errors.Is(err, ErrNoToken) && !errors.Is(err, ErrInvalidToken) {
-					a.opt.Logger.Error("api: token check", "err", err)
-					writeError(sw, http.StatusInternalServerError, "token check failed")
-					return
-				}
-				sw.Header().Set("WWW-Authenticate", `Bearer realm="mamori"`)
-				writeError(sw, http.StatusUnauthorized, err.Error())
-				return
-			}
-			if !tok.Scope.Allows(rt.scope) {
-				writeError(sw, http.StatusForbidden, fmt.Sprintf("token %q has scope %s; this needs %s", tok.Name, tok.Scope, rt.scope))
-				return
-			}
+		if rt.scope != "" && !a.authorize(sw, r, rt.scope) {
+			return
 		}
 		r.Body = http.MaxBytesReader(sw, r.Body, maxBody)
 		if err := rt.handler(sw, r); err != nil {
 			a.fail(sw, r, err)
+		}
+	})
+}
+
+// authorize checks r's bearer token for scope, answering 401 or 403 itself
+// when it does not do.
+func (a *API) authorize(w http.ResponseWriter, r *http.Request, scope Scope) bool {
+	tok, err := a.opt.Tokens.Check(bearer(r))
+	if err != nil {
+		if !errors.Is(err, ErrNoToken) && !errors.Is(err, ErrInvalidToken) {
+			a.opt.Logger.Error("api: token check", "err", err)
+			writeError(w, http.StatusInternalServerError, "token check failed")
+			return false
+		}
+		w.Header().Set("WWW-Authenticate", `Bearer realm="mamori"`)
+		writeError(w, http.StatusUnauthorized, err.Error())
+		return false
+	}
+	if !tok.Scope.Allows(scope) {
+		writeError(w, http.StatusForbidden, fmt.Sprintf("token %q has scope %s; this needs %s", tok.Name, tok.Scope, scope))
+		return false
+	}
+	return true
+}
+
+// Protect serves h only to requests bearing a token of scope (401/403
+// otherwise): the server's Prometheus /metrics sits behind it, since metric
+// labels name nodes, clusters and rules.
+func (a *API) Protect(scope Scope, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a.authorize(w, r, scope) {
+			h.ServeHTTP(w, r)
 		}
 	})
 }
