@@ -24,10 +24,11 @@ import (
 // bus is the server side of the agent transport: NATS JetStream (embedded,
 // or an external cluster), enrollment and the consumer feeding ingest.
 type bus struct {
-	emb    *transport.Embedded // nil on an external cluster
-	nc     *nats.Conn
-	sys    *nats.Conn // system-account connection (external cluster only)
-	tokens *transport.Tokens
+	emb      *transport.Embedded // nil on an external cluster
+	nc       *nats.Conn
+	sys      *nats.Conn // system-account connection (external cluster only)
+	tokens   *transport.Tokens
+	enroller *transport.Enroller
 }
 
 // busConfig says where the transport runs and what it feeds.
@@ -130,6 +131,7 @@ func startBus(ctx context.Context, cfg busConfig, mux *http.ServeMux, reg promet
 		return fail(err)
 	}
 	mux.Handle(transport.EnrollPath, enr)
+	b.enroller = enr
 	cons, err := transport.NewConsumer(ctx, js, transport.ConsumerConfig{Handler: cfg.handler, Concurrency: 64, Metrics: m, Logger: log})
 	if err != nil {
 		return fail(err)

@@ -275,25 +275,8 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 	if intelDir == "" {
 		intelDir = filepath.Join(dataDir, "intel")
 	}
-	a, err := api.New(api.Options{Store: st, Tokens: tokens, Submit: s.Submit, Coverage: s.coverage,
-		RulesChanged: s.ingest.InvalidateRules, RulesDir: rulesDir, IntelDir: intelDir,
-		Agent:   finding.Agent{NodeID: "mamori-server", Hostname: host, Version: version},
-		Version: version, Logger: log, Registerer: reg})
-	if err != nil {
-		return fail(err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle(api.Prefix+"/", a)
-	// Prometheus scrapes with a read token (authorization: credentials_file).
-	mux.Handle("GET /metrics", a.Protect(api.ScopeRead, promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
-	if !f.noConsole {
-		console, err := web.New(web.Options{API: a, Logger: log})
-		if err != nil {
-			return fail(err)
-		}
-		mux.Handle("/", console)
-	}
 	// Agents reach ingest over NATS JetStream; enrollment is on the API.
+	mux := http.NewServeMux()
 	bc := busConfig{dataDir: dataDir, host: f.natsHost, port: f.natsPort, urls: f.natsURLs, agentURLs: f.natsAgentURLs,
 		authFile: f.natsAuth, caFile: f.natsCA, replicas: f.natsReplicas, serverName: "mamori-server@" + host,
 		handler: s.ingest.Handle, enrolled: s.coverage.Enrolled}
@@ -306,6 +289,25 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 	}
 	if s.bus, err = startBus(ctx, bc, mux, reg, log); err != nil {
 		return fail(err)
+	}
+	a, err := api.New(api.Options{Store: st, Tokens: tokens, Submit: s.Submit, Coverage: s.coverage,
+		RulesChanged: s.ingest.InvalidateRules, RulesDir: rulesDir, IntelDir: intelDir,
+		Agent:   finding.Agent{NodeID: "mamori-server", Hostname: host, Version: version},
+		Version: version, Logger: log, Registerer: reg, Agents: s.bus.enroller})
+	if err != nil {
+		s.bus.Close()
+		return fail(err)
+	}
+	mux.Handle(api.Prefix+"/", a)
+	// Prometheus scrapes with a read token (authorization: credentials_file).
+	mux.Handle("GET /metrics", a.Protect(api.ScopeRead, promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
+	if !f.noConsole {
+		console, err := web.New(web.Options{API: a, Logger: log})
+		if err != nil {
+			s.bus.Close()
+			return fail(err)
+		}
+		mux.Handle("/", console)
 	}
 	l, err := net.Listen("tcp", f.apiAddr)
 	if err != nil {

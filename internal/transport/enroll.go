@@ -166,6 +166,11 @@ func (e *Enroller) Enroll(ctx context.Context, req EnrollRequest) (*EnrollRespon
 	return &EnrollResponse{NodeID: req.NodeID, JWT: userJWT, CAPEM: string(e.cfg.CAPEM), NATSURLs: e.cfg.NATSURLs}, nil
 }
 
+// CreateJoinToken makes a join token agents enroll with here.
+func (e *Enroller) CreateJoinToken(ctx context.Context, o TokenOptions) (string, TokenRecord, error) {
+	return e.cfg.Tokens.Create(ctx, o)
+}
+
 // Nodes lists the enrolled nodes.
 func (e *Enroller) Nodes(ctx context.Context) ([]NodeRecord, error) { return e.cfg.Nodes.List(ctx) }
 

@@ -431,12 +431,36 @@ func TestReplicasOnExternalNATSCluster(t *testing.T) {
 	// Replica 2 did not make the revocation and its auth file predates it;
 	// restarting it must not undo it (it pushes the account JWT at start).
 	r2.stop()
-	startReplica(t, bin, "replica-2b", filepath.Join(dir, "r2"), r2args...)
+	r2 = startReplica(t, bin, "replica-2b", filepath.Join(dir, "r2"), r2args...)
 	for _, u := range cluster.urls[1:] {
 		if connectsWith(old, u) {
 			t.Fatalf("revocation undone by replica 2's restart (%s)", u)
 		}
 	}
+	// An operator lists and removes agents through the CLI: removing node-b
+	// on replica 2 revokes its credential everywhere; a join token made
+	// there enrolls a new node.
+	cli := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(bin, append(args, "--data-dir", filepath.Join(dir, "r2"))...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("mamori %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	if out := cli("agents", "list"); !strings.Contains(out, "node-a") || !strings.Contains(out, "node-b") {
+		t.Fatalf("agents list:\n%s", out)
+	}
+	cli("agents", "remove", "node-b")
+	for _, u := range cluster.urls[1:] {
+		waitFor(t, 15*time.Second, "removed node-b refused by "+u, func() bool { return !connectsWith(b.creds, u) })
+	}
+	fresh := strings.TrimSpace(cli("agents", "join-token", "--ttl", "10m"))
+	enrollAgent(t, r1, fresh, "node-c")
+	if out := cli("agents", "list"); strings.Contains(out, "node-b") || !strings.Contains(out, "node-c") {
+		t.Fatalf("agents list after remove and a new enrollment:\n%s", out)
+	}
+
 	// The NATS server that was down during the revocation comes back with
 	// the old account JWT; the replicas' periodic push (every 10s) fixes it.
 	cluster.restart(t, 0)

@@ -65,6 +65,9 @@ type Options struct {
 	Logger  *slog.Logger
 	// Registerer receives the API's metrics (nil: not registered).
 	Registerer prometheus.Registerer
+	// Agents manages enrolled agents and join tokens (nil: the routes
+	// answer 501).
+	Agents AgentAdmin
 }
 
 // API is the HTTP API handler.
@@ -131,6 +134,9 @@ func New(opt Options) (*API, error) {
 		{"GET", "/coverage/events", ScopeRead, a.coverageEvents},
 		{"GET", "/coverage/{nodeId}", ScopeRead, a.getNode},
 		{"GET", "/distribution/{kind}", ScopeAgent, a.distribution},
+		{"GET", "/agents", ScopeRead, a.listAgents},
+		{"DELETE", "/agents/{nodeId}", ScopeAdmin, a.removeAgent},
+		{"POST", "/join-tokens", ScopeAdmin, a.createJoinToken},
 		{"GET", "/tokens", ScopeAdmin, a.listTokens},
 		{"POST", "/tokens", ScopeAdmin, a.createToken},
 		{"DELETE", "/tokens/{id}", ScopeAdmin, a.revokeToken},

@@ -16,6 +16,7 @@ import (
 
 	"github.com/mamori-dev/mamori/internal/server/coverage"
 	"github.com/mamori-dev/mamori/internal/server/store"
+	"github.com/mamori-dev/mamori/internal/transport"
 )
 
 // Client calls the API; the CLI uses it.
@@ -222,4 +223,27 @@ func (c *Client) Raw(ctx context.Context, path string, query url.Values) (json.R
 func IsStatus(err error, status int) bool {
 	var se *StatusError
 	return errors.As(err, &se) && se.Status == status
+}
+
+// ListAgents returns the enrolled agents.
+func (c *Client) ListAgents(ctx context.Context) ([]transport.NodeRecord, error) {
+	var out struct {
+		Agents []transport.NodeRecord `json:"agents"`
+	}
+	err := c.do(ctx, http.MethodGet, "/agents", nil, nil, &out)
+	return out.Agents, err
+}
+
+// RemoveAgent forgets an agent and revokes its credential.
+func (c *Client) RemoveAgent(ctx context.Context, nodeID string) error {
+	return c.do(ctx, http.MethodDelete, "/agents/"+url.PathEscape(nodeID), nil, nil, nil)
+}
+
+// CreateJoinToken makes a join token for enrolling agents.
+func (c *Client) CreateJoinToken(ctx context.Context, req JoinTokenRequest) (*JoinTokenResponse, error) {
+	var out JoinTokenResponse
+	if err := c.do(ctx, http.MethodPost, "/join-tokens", nil, req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
 }

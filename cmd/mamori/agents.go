@@ -1,0 +1,92 @@
+package main
+
+import (
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mamori-dev/mamori/internal/server/api"
+)
+
+func init() { register(agentsCmd) }
+
+// agentsCmd manages enrolled agents and join tokens through the API.
+func agentsCmd() *cobra.Command {
+	var cf clientFlags
+	cmd := &cobra.Command{
+		Use:   "agents",
+		Short: "List and remove enrolled agents; make join tokens",
+	}
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List enrolled agents",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			agents, err := c.ListAgents(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if cf.json {
+				return printJSON(cmd.OutOrStdout(), map[string]any{"agents": agents})
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NODE\tHOSTNAME\tENROLLED\tJOIN TOKEN")
+			for _, a := range agents {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", a.NodeID, a.Hostname, a.EnrolledAt.Format(time.RFC3339), a.TokenID)
+			}
+			return tw.Flush()
+		},
+	}
+	remove := &cobra.Command{
+		Use:   "remove NODE_ID",
+		Short: "Forget an agent and revoke its credential at once (it must enroll again with a new token)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			if err := c.RemoveAgent(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "removed %s; its credential is revoked\n", args[0])
+			return nil
+		},
+	}
+	var req api.JoinTokenRequest
+	join := &cobra.Command{
+		Use:   "join-token",
+		Short: "Make a join token for enrolling agents (shown once)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			tok, err := c.CreateJoinToken(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			if cf.json {
+				return printJSON(cmd.OutOrStdout(), tok)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), tok.Token)
+			return nil
+		},
+	}
+	join.Flags().StringVar(&req.Description, "description", "", "what the token is for")
+	join.Flags().StringVar(&req.TTL, "ttl", "24h", "lifetime (Go duration; 0: never expires)")
+	join.Flags().IntVar(&req.MaxUses, "uses", 1, "how many agents may enroll with it (-1: unlimited)")
+	join.Flags().BoolVar(&req.AllowRebind, "rebind", false, "may re-enroll a node id bound to another key (revoking the old one)")
+	for _, sub := range []*cobra.Command{list, remove, join} {
+		cf.bind(sub)
+		cmd.AddCommand(sub)
+	}
+	return cmd
+}

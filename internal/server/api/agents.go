@@ -1,0 +1,116 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/mamori-dev/mamori/internal/transport"
+)
+
+// AgentAdmin manages enrolled agents and their join tokens: the server's
+// side of the agent transport (transport.Enroller and transport.Tokens).
+type AgentAdmin interface {
+	Nodes(ctx context.Context) ([]transport.NodeRecord, error)
+	// RemoveNode forgets a node and revokes its credential at once.
+	RemoveNode(ctx context.Context, nodeID string) error
+	CreateJoinToken(ctx context.Context, o transport.TokenOptions) (string, transport.TokenRecord, error)
+}
+
+// JoinTokenRequest creates a join token for enrolling agents.
+type JoinTokenRequest struct {
+	Description string `json:"description,omitempty"`
+	// TTL is a Go duration ("24h", the default); "0" never expires.
+	TTL string `json:"ttl,omitempty"`
+	// MaxUses is how many agents may enroll with it: 1 by default, -1 unlimited.
+	MaxUses int `json:"maxUses,omitempty"`
+	// AllowRebind lets it re-enroll a node id bound to another key (a node
+	// that lost its data dir); the old key is revoked.
+	AllowRebind bool `json:"allowRebind,omitempty"`
+}
+
+// JoinTokenResponse carries a new join token: the only time it is shown.
+type JoinTokenResponse struct {
+	Token       string    `json:"token"`
+	ID          string    `json:"id"`
+	Description string    `json:"description,omitempty"`
+	CreatedAt   time.Time `json:"createdAt"`
+	ExpiresAt   time.Time `json:"expiresAt,omitzero"`
+	MaxUses     int       `json:"maxUses"`
+	Uses        int       `json:"uses"`
+	AllowRebind bool      `json:"allowRebind,omitempty"`
+}
+
+func (a *API) listAgents(w http.ResponseWriter, r *http.Request) error {
+	if a.opt.Agents == nil {
+		return errorf(http.StatusNotImplemented, "this server has no agent transport")
+	}
+	nodes, err := a.opt.Agents.Nodes(r.Context())
+	if err != nil {
+		return err
+	}
+	if nodes == nil {
+		nodes = []transport.NodeRecord{}
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"agents": nodes})
+}
+
+func (a *API) removeAgent(w http.ResponseWriter, r *http.Request) error {
+	if a.opt.Agents == nil {
+		return errorf(http.StatusNotImplemented, "this server has no agent transport")
+	}
+	id := r.PathValue("nodeId")
+	if !transport.ValidNodeID(id) {
+		return errorf(http.StatusBadRequest, "invalid node id")
+	}
+	err := a.opt.Agents.RemoveNode(r.Context(), id)
+	if errors.Is(err, transport.ErrNotFound) {
+		return errorf(http.StatusNotFound, "no enrolled agent %q", id)
+	}
+	if err != nil {
+		return err
+	}
+	a.opt.Logger.Info("api: agent removed and its credential revoked", "node", id)
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (a *API) createJoinToken(w http.ResponseWriter, r *http.Request) error {
+	if a.opt.Agents == nil {
+		return errorf(http.StatusNotImplemented, "this server has no agent transport")
+	}
+	var req JoinTokenRequest
+	if err := readJSON(r, &req); err != nil {
+		return err
+	}
+	if len(req.Description) > 200 {
+		return errorf(http.StatusBadRequest, "description over 200 characters")
+	}
+	o := transport.TokenOptions{Description: req.Description, AllowRebind: req.AllowRebind}
+	switch req.TTL {
+	case "":
+	case "0":
+		o.TTL = -1
+	default:
+		d, err := time.ParseDuration(req.TTL)
+		if err != nil || d <= 0 {
+			return errorf(http.StatusBadRequest, "ttl must be a positive duration like 24h, or 0 for none")
+		}
+		o.TTL = d
+	}
+	switch {
+	case req.MaxUses == -1:
+		o.MaxUses = transport.UnlimitedUses
+	case req.MaxUses < -1 || req.MaxUses > 1_000_000:
+		return errorf(http.StatusBadRequest, "maxUses must be 1-1000000, or -1 for unlimited")
+	default:
+		o.MaxUses = req.MaxUses
+	}
+	tok, rec, err := a.opt.Agents.CreateJoinToken(r.Context(), o)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusCreated, JoinTokenResponse{Token: tok, ID: rec.ID, Description: rec.Description,
+		CreatedAt: rec.CreatedAt, ExpiresAt: rec.ExpiresAt, MaxUses: rec.MaxUses, Uses: rec.Uses, AllowRebind: rec.AllowRebind})
+}

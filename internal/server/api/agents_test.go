@@ -1,0 +1,82 @@
+package api
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"testing"
+
+	"github.com/nats-io/jwt/v2"
+
+	"github.com/mamori-dev/mamori/internal/transport"
+)
+
+// An admin makes a join token, an agent enrolls with it, the agent is
+// listed, and removing it revokes its key; each route checks its scope.
+func TestAgentAdministration(t *testing.T) {
+	e := newEnv(t)
+	// Without an agent transport the routes say so.
+	e.must(http.StatusNotImplemented, "GET", "/agents", ScopeRead, nil, nil)
+
+	dir := t.TempDir()
+	auth, err := transport.LoadOrCreateAuth(filepath.Join(dir, "auth.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsm, err := transport.LoadOrCreateTLS(filepath.Join(dir, "tls"), []string{"127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var revoked []string
+	enr, err := transport.NewEnroller(transport.EnrollerConfig{Auth: auth, Tokens: transport.NewTokens(transport.NewMemStore[transport.TokenRecord]()),
+		Nodes: transport.NewMemStore[transport.NodeRecord](), NATSURLs: []string{"tls://127.0.0.1:4222"}, CAPEM: tlsm.CAPEM,
+		Revoke: func(pub string) error { revoked = append(revoked, pub); return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.api.opt.Agents = enr
+	enrollSrv := httptest.NewServer(enr)
+	t.Cleanup(enrollSrv.Close)
+
+	var list struct{ Agents []transport.NodeRecord }
+	e.must(http.StatusOK, "GET", "/agents", ScopeRead, nil, &list)
+	if len(list.Agents) != 0 {
+		t.Fatalf("agents before any enrollment: %+v", list.Agents)
+	}
+	// Join tokens are an admin's to make.
+	e.must(http.StatusForbidden, "POST", "/join-tokens", ScopeWrite, JoinTokenRequest{}, nil)
+	e.must(http.StatusBadRequest, "POST", "/join-tokens", ScopeAdmin, JoinTokenRequest{TTL: "soon"}, nil)
+	e.must(http.StatusBadRequest, "POST", "/join-tokens", ScopeAdmin, JoinTokenRequest{MaxUses: -7}, nil)
+	var jt JoinTokenResponse
+	e.must(http.StatusCreated, "POST", "/join-tokens", ScopeAdmin, JoinTokenRequest{Description: "rack 4", TTL: "1h", MaxUses: 2}, &jt)
+	if jt.Token == "" || jt.MaxUses != 2 || jt.ExpiresAt.IsZero() {
+		t.Fatalf("join token %+v", jt)
+	}
+	creds, err := transport.Enroll(context.Background(), transport.EnrollOptions{URL: enrollSrv.URL, Token: jt.Token, NodeID: "rack4-n1"})
+	if err != nil {
+		t.Fatalf("enroll with the API's join token: %v", err)
+	}
+	e.must(http.StatusOK, "GET", "/agents", ScopeRead, nil, &list)
+	if len(list.Agents) != 1 || list.Agents[0].NodeID != "rack4-n1" || list.Agents[0].TokenID != jt.ID {
+		t.Fatalf("agents %+v", list.Agents)
+	}
+
+	// Removal: admin only, unknown and invalid ids answered as such, and the
+	// agent's key is revoked.
+	e.must(http.StatusForbidden, "DELETE", "/agents/rack4-n1", ScopeWrite, nil, nil)
+	e.must(http.StatusNotFound, "DELETE", "/agents/rack4-n9", ScopeAdmin, nil, nil)
+	e.must(http.StatusBadRequest, "DELETE", "/agents/rack4%20n1", ScopeAdmin, nil, nil)
+	e.must(http.StatusNoContent, "DELETE", "/agents/rack4-n1", ScopeAdmin, nil, nil)
+	uc, err := jwt.DecodeUserClaims(creds.JWT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(revoked) != 1 || revoked[0] != uc.Subject {
+		t.Fatalf("revoked %v, want the agent's key %s", revoked, uc.Subject)
+	}
+	e.must(http.StatusOK, "GET", "/agents", ScopeRead, nil, &list)
+	if len(list.Agents) != 0 {
+		t.Fatalf("agents after removal: %+v", list.Agents)
+	}
+}
