@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -30,6 +31,10 @@ type HookStatus struct {
 	Attached bool   `json:"attached"`
 	Optional bool   `json:"optional,omitempty"`
 	Error    string `json:"error,omitempty"`
+	// DetachedAt is when the hook was last found detached by another
+	// process (and re-attached); Detaches counts such findings.
+	DetachedAt time.Time `json:"detachedAt,omitzero"`
+	Detaches   int       `json:"detaches,omitempty"`
 }
 
 // family is one compiled BPF object (one bpf/*.bpf.c file).
@@ -53,11 +58,13 @@ type Options struct {
 
 // Sensor owns the loaded programs, their links and the shared maps.
 type Sensor struct {
-	opts   Options
-	log    *slog.Logger
-	maps   map[string]*ebpf.Map
-	colls  []*ebpf.Collection
-	links  []link.Link
+	opts  Options
+	log   *slog.Logger
+	maps  map[string]*ebpf.Map
+	colls []*ebpf.Collection
+	links []link.Link
+	// held are the attached hooks integrity checks look after.
+	held   []*heldHook
 	mu     sync.Mutex
 	status []HookStatus
 	cgroup string
@@ -239,6 +246,7 @@ func (s *Sensor) attachOne(fam family, ps *ebpf.ProgramSpec, prog *ebpf.Program,
 		} else {
 			st.Attached = true
 			s.links = append(s.links, l)
+			s.held = append(s.held, &heldHook{status: len(s.status), link: l, prog: prog, spec: ps})
 		}
 		s.status = append(s.status, st)
 	}
@@ -334,12 +342,15 @@ func (s *Sensor) Close() error {
 			}
 		}()
 	}
-	for _, l := range s.links {
+	s.mu.Lock() // VerifyHooks may be swapping links
+	links := s.links
+	s.links, s.held = nil, nil
+	s.mu.Unlock()
+	for _, l := range links {
 		work <- l
 	}
 	close(work)
 	wg.Wait()
-	s.links = nil
 	for _, c := range s.colls {
 		c.Close()
 	}
