@@ -145,8 +145,11 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	var wg sync.WaitGroup
 	out := make(chan *event.Event, 1024)
-	wg.Add(4)
+	wg.Add(5)
 	go func() { defer wg.Done(); a.procs.Run(ctx) }()
+	// A hook detached by another root process is re-attached within this
+	// period, and heartbeats report it (coverage: HOOK_DETACHED).
+	go func() { defer wg.Done(); a.sensor.WatchHooks(ctx, 2*time.Second) }()
 	go func() { defer wg.Done(); a.retry.Run(ctx, a.queue, out) }()
 	go func() { defer wg.Done(); a.dispatch(ctx, out) }()
 	go func() {
