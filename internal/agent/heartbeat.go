@@ -55,7 +55,7 @@ func (a *Agent) Heartbeat(info HeartbeatInfo) coverage.Heartbeat {
 	}
 	for _, h := range a.Hooks() {
 		hb.Hooks = append(hb.Hooks, coverage.Hook{Program: h.Program, Family: h.Family, Hook: h.Hook,
-			Attached: h.Attached, Optional: h.Optional, Error: h.Error})
+			Attached: h.Attached, Optional: h.Optional, Error: h.Error, DetachedAt: h.DetachedAt, Detaches: h.Detaches})
 	}
 	if st.Sensor.LastEvent.IsZero() {
 		hb.LastEvent = time.Time{}

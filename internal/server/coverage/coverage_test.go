@@ -67,6 +67,14 @@ func TestIssues(t *testing.T) {
 			h.Hooks = append(h.Hooks, coverage.Hook{Program: "mount", Family: "mount", Hook: "tracepoint/syscalls/sys_enter_mount", Error: "no such tracepoint"},
 				coverage.Hook{Program: "umount", Family: "mount", Hook: "tracepoint/syscalls/sys_enter_umount", Error: "EINVAL"})
 		}, "HOOK_ATTACH_FAILED:hook tracepoint/syscalls/sys_enter_mount failed to attach: no such tracepoint (and 1 more)"},
+		{"hook detached by another process", func(h *coverage.Heartbeat) {
+			h.Hooks = append(h.Hooks, coverage.Hook{Program: "dns_ingress", Family: "dns", Hook: "cgroup_skb/ingress", Attached: true,
+				DetachedAt: h.Time.Add(-20 * time.Second), Detaches: 1})
+		}, "HOOK_DETACHED:hook cgroup_skb/ingress was detached by another process at 2026-03-01T11:59:40Z (re-attached; detachments since the agent started: 1)"},
+		{"hook detached over a minute ago", func(h *coverage.Heartbeat) {
+			h.Hooks = append(h.Hooks, coverage.Hook{Program: "dns_ingress", Family: "dns", Hook: "cgroup_skb/ingress", Attached: true,
+				DetachedAt: h.Time.Add(-61 * time.Second), Detaches: 1})
+		}, ""},
 		{"runtime unreachable", func(h *coverage.Heartbeat) {
 			h.Runtimes = append(h.Runtimes, coverage.Runtime{Name: "docker", Socket: "/var/run/docker.sock", Error: "connection refused"})
 		}, "RUNTIME_UNREACHABLE:container runtime unreachable at /var/run/docker.sock: connection refused"},

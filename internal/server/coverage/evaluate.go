@@ -23,6 +23,7 @@ const (
 	IssueEventsDropped  = "EVENTS_DROPPED"
 	IssueRuntimeOffline = "RUNTIME_UNREACHABLE"
 	IssueNoHeartbeat    = "NO_HEARTBEAT"
+	IssueHookDetached   = "HOOK_DETACHED"
 )
 
 // dropWindow is the span drop rates are judged over.
@@ -148,6 +149,15 @@ func evaluate(h *Heartbeat, st *state, lastHeartbeat, now time.Time, p Policy) (
 			more = fmt.Sprintf(" (and %d more)", len(failed)-1)
 		}
 		add(IssueHookFailed, "hook %s failed to attach: %s%s", failed[0].Hook, orNone(failed[0].Error), more)
+	}
+	// A hook another process detached is re-attached by the agent within
+	// seconds; the node stays Unhealthy for a minute so it is seen.
+	for _, k := range h.Hooks {
+		if !k.DetachedAt.IsZero() && h.Time.Sub(k.DetachedAt) < dropWindow {
+			add(IssueHookDetached, "hook %s was detached by another process at %s (re-attached; detachments since the agent started: %d)",
+				k.Hook, k.DetachedAt.UTC().Format(time.RFC3339), k.Detaches)
+			break
+		}
 	}
 	var total uint64
 	var parts []string

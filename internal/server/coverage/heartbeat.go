@@ -15,6 +15,7 @@
 //	EVENTS_DROPPED       events dropped 120 in the last minute (kernel 100, queue 20)
 //	RUNTIME_UNREACHABLE  container runtime unreachable at /run/containerd/containerd.sock: <error>
 //	NO_HEARTBEAT         no heartbeat since enrollment at 2026-03-01T12:00:00Z
+//	HOOK_DETACHED        hook cgroup_skb/ingress was detached by another process at T (re-attached; ...)
 //
 // Every issue found is listed in NodeStatus.Issues. "Not reporting" is
 // judged on the server's clock from when heartbeats were received; drop
@@ -81,6 +82,10 @@ type Hook struct {
 	Attached bool   `json:"attached"`
 	Optional bool   `json:"optional,omitempty"`
 	Error    string `json:"error,omitempty"`
+	// DetachedAt is when another process last detached the hook (the agent
+	// re-attaches it); Detaches counts it since the agent started.
+	DetachedAt time.Time `json:"detachedAt,omitzero"`
+	Detaches   int       `json:"detaches,omitempty"`
 }
 
 // Runtime is one container runtime the agent talks to.
