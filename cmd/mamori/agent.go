@@ -37,6 +37,7 @@ type agentFlags struct {
 	rulesDir     string
 	quiet        bool
 	cpuProfile   string
+	labels       map[string]string
 	// findingSinks are extra sinks for findings (not flags): `run` hands
 	// them to its embedded server.
 	findingSinks []agent.FindingSink
@@ -54,6 +55,7 @@ func (f *agentFlags) bind(cmd *cobra.Command, defaultPrint string) {
 	cmd.Flags().StringVar(&f.intelDir, "intel", "", "directory of threat-intel lists (plain, CSV, STIX 2.1), reloaded on change [DATA_DIR/intel]")
 	cmd.Flags().StringVar(&f.rulesDir, "rules", "", "directory of custom rule files (*.yaml) [DATA_DIR/rules]")
 	cmd.Flags().BoolVarP(&f.quiet, "quiet", "q", false, "do not print findings to the terminal")
+	cmd.Flags().StringToStringVar(&f.labels, "label", nil, "node label reported in heartbeats, KEY=VALUE (repeatable); mamori.io/managed=false opts the node out of coverage")
 	cmd.Flags().StringVar(&f.cpuProfile, "cpuprofile", "", "write a Go CPU profile to this file (for benchmarks)")
 	_ = cmd.Flags().MarkHidden("cpuprofile")
 }
@@ -84,7 +86,7 @@ func agentCmd() *cobra.Command {
 				defer link.Close()
 				f.findingSinks = append(f.findingSinks, link.Sink)
 				f.started = func(ctx context.Context, a *agent.Agent) {
-					link.heartbeats(ctx, a, agent.HeartbeatInfo{Version: version, Cluster: clus, Platform: "host", Interval: heartbeatEvery})
+					link.heartbeats(ctx, a, agent.HeartbeatInfo{Version: version, Cluster: clus, Platform: "host", Interval: heartbeatEvery, Labels: f.labels})
 				}
 			}
 			return runAgent(cmd.Context(), &f, os.Stdout)

@@ -54,7 +54,7 @@ func runCmd() *cobra.Command {
 			defer link.Close()
 			f.findingSinks = append(f.findingSinks, link.Sink)
 			f.started = func(ctx context.Context, a *agent.Agent) {
-				link.heartbeats(ctx, a, agent.HeartbeatInfo{Version: version, Cluster: sf.cluster, Platform: "host", Interval: heartbeatEvery})
+				link.heartbeats(ctx, a, agent.HeartbeatInfo{Version: version, Cluster: sf.cluster, Platform: "host", Interval: heartbeatEvery, Labels: f.labels})
 			}
 			return runAgent(ctx, &f, os.Stdout)
 		},

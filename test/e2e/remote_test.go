@@ -136,7 +136,7 @@ func TestRemoteAgentThroughOutage(t *testing.T) {
 	}
 
 	startProc(t, "agent", bin, "agent", "--data-dir", agDir, "--server", url, "--join-token", token, "--cluster", "edge",
-		"--ca-fingerprint", fp, "--metrics-addr", "", "-q")
+		"--ca-fingerprint", fp, "--metrics-addr", "", "-q", "--label", "mamori.io/managed=false")
 	nodeID := waitFile(t, filepath.Join(agDir, "node-id"))
 	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 		if _, err := os.Stat(filepath.Join(agDir, "events.sock")); err == nil {
@@ -152,6 +152,11 @@ func TestRemoteAgentThroughOutage(t *testing.T) {
 	f := waitServerFinding(t, bin, srvDir, nodeID, secret)
 	if f.Str("type") != "CredentialAccess:Runtime/SensitiveFileRead" {
 		t.Fatalf("type %s", f.Str("type"))
+	}
+
+	// The node opted out of coverage with its label, and coverage says so.
+	if status, issue := nodeIssue(t, bin, srvDir); status != "Unhealthy" || issue != "EXCLUDED_BY_LABEL:excluded by label mamori.io/managed=false" {
+		t.Errorf("coverage of the opted-out node: %s %q", status, issue)
 	}
 
 	// Outage: kill the server hard, detect meanwhile, restart.
