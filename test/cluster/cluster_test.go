@@ -16,7 +16,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -26,71 +25,11 @@ import (
 	"github.com/mamori-dev/mamori/internal/finding"
 	"github.com/mamori-dev/mamori/internal/server/api"
 	"github.com/mamori-dev/mamori/internal/server/store/storetest"
+	"github.com/mamori-dev/mamori/internal/testenv"
 	"github.com/mamori-dev/mamori/internal/transport"
 )
 
 func TestMain(m *testing.M) { storetest.Main(m) }
-
-// proc is a child process with its log kept for failures.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	log  string
-}
-
-func startProc(t *testing.T, dir, name string, args ...string) *proc {
-	t.Helper()
-	log := filepath.Join(t.TempDir(), name+".log")
-	f, err := os.Create(log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Dir, cmd.Stdout, cmd.Stderr = dir, f, f
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, log: log}
-	t.Cleanup(func() {
-		p.stop()
-		if t.Failed() {
-			b, _ := os.ReadFile(log)
-			t.Logf("%s log (tail):\n%s", name, b[max(0, len(b)-4000):])
-		}
-	})
-	return p
-}
-
-func (p *proc) stop() {
-	if p.cmd.ProcessState != nil {
-		return
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = p.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(15 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-done
-	}
-}
-
-func (p *proc) kill9() {
-	_ = p.cmd.Process.Kill()
-	_ = p.cmd.Wait()
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 func build(t *testing.T, dir, out, pkg string) string {
 	t.Helper()
@@ -117,7 +56,7 @@ func waitFor(t *testing.T, within time.Duration, what string, ok func() bool) {
 // fragment `mamori server nats-config` prints.
 type natsCluster struct {
 	urls  []string
-	procs []*proc
+	procs []*testenv.Process
 	bin   string
 	dirs  []string
 }
@@ -125,14 +64,14 @@ type natsCluster struct {
 // restart starts server i again on its config and store.
 func (c *natsCluster) restart(t *testing.T, i int) {
 	t.Helper()
-	c.procs[i] = startProc(t, c.dirs[i], fmt.Sprintf("nats-%d-again", i), c.bin, "-c", filepath.Join(c.dirs[i], "nats.conf"))
+	c.procs[i] = testenv.StartProcess(t, c.dirs[i], fmt.Sprintf("nats-%d-again", i), c.bin, "-c", filepath.Join(c.dirs[i], "nats.conf"))
 }
 
 func startNATS(t *testing.T, natsBin, fragment string) *natsCluster {
 	t.Helper()
 	c := &natsCluster{bin: natsBin}
-	ports := []int{freePort(t), freePort(t), freePort(t)}
-	routes := []int{freePort(t), freePort(t), freePort(t)}
+	ports := []int{testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t)}
+	routes := []int{testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t)}
 	for i := range 3 {
 		dir := t.TempDir()
 		var rs []string
@@ -160,7 +99,7 @@ cluster { name: mamori-test, listen: 127.0.0.1:%d, routes: [%s] }
 			t.Fatal(err)
 		}
 		c.dirs = append(c.dirs, dir)
-		c.procs = append(c.procs, startProc(t, dir, fmt.Sprintf("nats-%d", i), natsBin, "-c", path))
+		c.procs = append(c.procs, testenv.StartProcess(t, dir, fmt.Sprintf("nats-%d", i), natsBin, "-c", path))
 		c.urls = append(c.urls, fmt.Sprintf("tls://127.0.0.1:%d", ports[i]))
 	}
 	for _, u := range c.urls {
@@ -178,7 +117,7 @@ cluster { name: mamori-test, listen: 127.0.0.1:%d, routes: [%s] }
 
 // replica is one `mamori server` joined to the cluster.
 type replica struct {
-	*proc
+	*testenv.Process
 	dataDir string
 	client  *api.Client
 	enroll  string // enrollment URL
@@ -188,12 +127,12 @@ func startReplica(t *testing.T, bin, name, dataDir string, args ...string) *repl
 	t.Helper()
 	_ = os.Remove(filepath.Join(dataDir, "api", "address"))
 	all := append([]string{bin, "server", "--data-dir", dataDir, "--api-addr", "127.0.0.1:0", "--no-console"}, args...)
-	p := startProc(t, "", name, all...)
-	r := &replica{proc: p, dataDir: dataDir}
+	p := testenv.StartProcess(t, "", name, all...)
+	r := &replica{Process: p, dataDir: dataDir}
 	waitFor(t, 150*time.Second, name+" API address", func() bool {
 		_, err := os.Stat(filepath.Join(dataDir, "api", "address"))
-		if p.cmd.ProcessState != nil {
-			t.Fatalf("%s exited: %v", name, p.cmd.ProcessState)
+		if p.Exited() {
+			t.Fatalf("%s exited: %v", name, p.Cmd.ProcessState)
 		}
 		return err == nil
 	})
@@ -249,7 +188,7 @@ func enrollAgent(t *testing.T, r *replica, token, node string) *agentSim {
 	t.Helper()
 	creds, err := transport.Enroll(context.Background(), transport.EnrollOptions{URL: r.enroll, Token: token, NodeID: node, Cluster: "prod"})
 	if err != nil {
-		t.Fatalf("enroll %s through %s: %v", node, r.name, err)
+		t.Fatalf("enroll %s through %s: %v", node, r.Name, err)
 	}
 	pub, err := transport.NewPublisher(transport.PublisherConfig{Creds: creds, SpoolDir: t.TempDir()})
 	if err != nil {
@@ -367,8 +306,8 @@ func TestReplicasOnExternalNATSCluster(t *testing.T) {
 
 	// SIGKILL replica 1 and one NATS server, keep reporting: updates of the
 	// first findings (cumulative count 2) and new ones.
-	r1.kill9()
-	cluster.procs[0].kill9()
+	r1.Kill()
+	cluster.procs[0].Kill()
 	a.report(t, 0, 40, 2, want)
 	b.report(t, 0, 40, 2, want)
 	a.report(t, 40, 80, 1, want)
@@ -430,7 +369,7 @@ func TestReplicasOnExternalNATSCluster(t *testing.T) {
 	}
 	// Replica 2 did not make the revocation and its auth file predates it;
 	// restarting it must not undo it (it pushes the account JWT at start).
-	r2.stop()
+	r2.Stop()
 	r2 = startReplica(t, bin, "replica-2b", filepath.Join(dir, "r2"), r2args...)
 	for _, u := range cluster.urls[1:] {
 		if connectsWith(old, u) {

@@ -2,57 +2,17 @@ package e2e
 
 import (
 	"encoding/json"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/mamori-dev/mamori/internal/testenv"
 	"github.com/mamori-dev/mamori/internal/transport"
 )
-
-// freePort asks the kernel for a loopback port nobody uses.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-func startProc(t *testing.T, name string, args ...string) *exec.Cmd {
-	t.Helper()
-	logf, err := os.Create(filepath.Join(t.TempDir(), name+".log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGINT)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-		}
-		if t.Failed() {
-			b, _ := os.ReadFile(logf.Name())
-			t.Logf("%s log:\n%s", name, b[max(0, len(b)-3000):])
-		}
-	})
-	return cmd
-}
 
 func waitFile(t *testing.T, path string) string {
 	t.Helper()
@@ -111,10 +71,10 @@ func TestRemoteAgentThroughOutage(t *testing.T) {
 	m := start(t)
 	bin := filepath.Join(m.dir, "mamori")
 	srvDir, agDir := t.TempDir(), t.TempDir()
-	natsPort, apiPort := freePort(t), freePort(t)
+	natsPort, apiPort := testenv.FreePort(t), testenv.FreePort(t)
 	serverArgs := []string{bin, "server", "--data-dir", srvDir, "--api-addr", "127.0.0.1:" + strconv.Itoa(apiPort),
 		"--nats-port", strconv.Itoa(natsPort), "--cluster", "edge", "--api-tls", "on"}
-	srv := startProc(t, "server", serverArgs...)
+	srv := testenv.StartProcess(t, "", "server", serverArgs...)
 	token := waitFile(t, filepath.Join(srvDir, "join-token"))
 	url := waitFile(t, filepath.Join(srvDir, "api", "address"))
 	if !strings.HasPrefix(url, "https://") {
@@ -135,7 +95,7 @@ func TestRemoteAgentThroughOutage(t *testing.T) {
 		t.Fatalf("agent with a wrong CA fingerprint: %v\n%s", err, out)
 	}
 
-	startProc(t, "agent", bin, "agent", "--data-dir", agDir, "--server", url, "--join-token", token, "--cluster", "edge",
+	testenv.StartProcess(t, "", "agent", bin, "agent", "--data-dir", agDir, "--server", url, "--join-token", token, "--cluster", "edge",
 		"--ca-fingerprint", fp, "--metrics-addr", "", "-q", "--label", "mamori.io/managed=false")
 	nodeID := waitFile(t, filepath.Join(agDir, "node-id"))
 	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
@@ -160,14 +120,13 @@ func TestRemoteAgentThroughOutage(t *testing.T) {
 	}
 
 	// Outage: kill the server hard, detect meanwhile, restart.
-	_ = srv.Process.Kill()
-	_ = srv.Wait()
+	srv.Kill()
 	during := secret + "-during-outage"
 	_ = os.WriteFile(during, []byte("x"), 0o600)
 	t.Cleanup(func() { os.Remove(during) })
 	exec.Command("cat", during).Run()
 	time.Sleep(3 * time.Second)
-	startProc(t, "server-again", serverArgs...)
+	testenv.StartProcess(t, "", "server-again", serverArgs...)
 	g := waitServerFinding(t, bin, srvDir, nodeID, during)
 	if g.Num("service.count") != 1 {
 		t.Errorf("finding from the outage counted %v times", g.Num("service.count"))
