@@ -40,7 +40,7 @@ type TokenOptions struct {
 // kept; the token itself is shown once, at creation.
 type TokenRecord struct {
 	ID          string    `json:"id"`
-	SecretHash  string    `json:"secretHash"`
+	SecretHash  string    `json:"secretHash,omitempty"` // always set when stored
 	Description string    `json:"description,omitempty"`
 	CreatedAt   time.Time `json:"createdAt"`
 	ExpiresAt   time.Time `json:"expiresAt,omitzero"`

@@ -32,14 +32,8 @@ type JoinTokenRequest struct {
 
 // JoinTokenResponse carries a new join token: the only time it is shown.
 type JoinTokenResponse struct {
-	Token       string    `json:"token"`
-	ID          string    `json:"id"`
-	Description string    `json:"description,omitempty"`
-	CreatedAt   time.Time `json:"createdAt"`
-	ExpiresAt   time.Time `json:"expiresAt,omitzero"`
-	MaxUses     int       `json:"maxUses"`
-	Uses        int       `json:"uses"`
-	AllowRebind bool      `json:"allowRebind,omitempty"`
+	Token string `json:"token"`
+	transport.TokenRecord
 }
 
 func (a *API) listAgents(w http.ResponseWriter, r *http.Request) error {
@@ -111,6 +105,6 @@ func (a *API) createJoinToken(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusCreated, JoinTokenResponse{Token: tok, ID: rec.ID, Description: rec.Description,
-		CreatedAt: rec.CreatedAt, ExpiresAt: rec.ExpiresAt, MaxUses: rec.MaxUses, Uses: rec.Uses, AllowRebind: rec.AllowRebind})
+	rec.SecretHash = "" // the token itself is in the answer; its hash is nobody's business
+	return writeJSON(w, http.StatusCreated, JoinTokenResponse{Token: tok, TokenRecord: rec})
 }

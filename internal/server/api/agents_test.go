@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/nats-io/jwt/v2"
@@ -50,8 +51,11 @@ func TestAgentAdministration(t *testing.T) {
 	e.must(http.StatusBadRequest, "POST", "/join-tokens", ScopeAdmin, JoinTokenRequest{MaxUses: -7}, nil)
 	var jt JoinTokenResponse
 	e.must(http.StatusCreated, "POST", "/join-tokens", ScopeAdmin, JoinTokenRequest{Description: "rack 4", TTL: "1h", MaxUses: 2}, &jt)
-	if jt.Token == "" || jt.MaxUses != 2 || jt.ExpiresAt.IsZero() {
+	if jt.Token == "" || jt.MaxUses != 2 || jt.ExpiresAt.IsZero() || jt.SecretHash != "" {
 		t.Fatalf("join token %+v", jt)
+	}
+	if _, raw := e.do("POST", "/join-tokens", e.tokens[ScopeAdmin], JoinTokenRequest{}); strings.Contains(string(raw), "secretHash") {
+		t.Fatalf("join token answer shows the stored hash: %s", raw)
 	}
 	creds, err := transport.Enroll(context.Background(), transport.EnrollOptions{URL: enrollSrv.URL, Token: jt.Token, NodeID: "rack4-n1"})
 	if err != nil {
