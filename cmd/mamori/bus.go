@@ -29,6 +29,7 @@ type bus struct {
 	sys      *nats.Conn // system-account connection (external cluster only)
 	tokens   *transport.Tokens
 	enroller *transport.Enroller
+	js       jetstream.JetStream
 }
 
 // busConfig says where the transport runs and what it feeds.
@@ -96,6 +97,7 @@ func startBus(ctx context.Context, cfg busConfig, mux *http.ServeMux, reg promet
 	if err != nil {
 		return fail(err)
 	}
+	b.js = js
 	// A cluster that is still electing its JetStream leader refuses for a
 	// while; keep trying rather than crash-loop.
 	ensure := func(ctx context.Context) error {

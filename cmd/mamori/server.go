@@ -263,10 +263,6 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 	}
 
 	// API and console.
-	tokens, _, err := s.local.OpenTokens()
-	if err != nil {
-		return fail(err)
-	}
 	host, _ := os.Hostname()
 	rulesDir, intelDir := f.rulesDir, f.intelDir
 	if rulesDir == "" {
@@ -289,6 +285,22 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 	}
 	if s.bus, err = startBus(ctx, bc, mux, reg, log); err != nil {
 		return fail(err)
+	}
+	// API tokens: a file in the data dir, or the cluster's bucket when
+	// replicas share the work (a token made on one works on all).
+	var tokens api.TokenStore
+	if s.bus.emb != nil {
+		tokens, _, err = s.local.OpenTokens()
+	} else {
+		var kv *transport.KVStore[api.Token]
+		if kv, err = transport.NewKVStore[api.Token](ctx, s.bus.js, api.APITokenBucket, f.natsReplicas); err == nil {
+			tokens = api.NewKVTokens(kv)
+			_, err = s.local.EnsureAdmin(tokens)
+		}
+	}
+	if err != nil {
+		s.bus.Close()
+		return fail(fmt.Errorf("api tokens: %w", err))
 	}
 	a, err := api.New(api.Options{Store: st, Tokens: tokens, Submit: s.Submit, Coverage: s.coverage,
 		RulesChanged: s.ingest.InvalidateRules, RulesDir: rulesDir, IntelDir: intelDir,

@@ -120,6 +120,7 @@ type replica struct {
 	*testenv.Process
 	dataDir string
 	client  *api.Client
+	base    string // API URL
 	enroll  string // enrollment URL
 }
 
@@ -143,6 +144,7 @@ func startReplica(t *testing.T, bin, name, dataDir string, args ...string) *repl
 	if r.client, err = api.NewClient(base, tok); err != nil {
 		t.Fatal(err)
 	}
+	r.base = base
 	r.enroll = strings.TrimSuffix(base, "/") + transport.EnrollPath
 	return r
 }
@@ -154,6 +156,16 @@ func (r *replica) joinToken(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// createAPIToken makes a read token through r's API.
+func createAPIToken(t *testing.T, r *replica, name string) (token, id string) {
+	t.Helper()
+	resp, err := r.client.CreateToken(context.Background(), api.TokenRequest{Name: name, Scope: api.ScopeRead})
+	if err != nil {
+		t.Fatalf("create API token on %s: %v", r.Name, err)
+	}
+	return resp.Value, resp.ID
 }
 
 // findingCounts lists every stored finding's id and count through r's API.
@@ -278,6 +290,21 @@ func TestReplicasOnExternalNATSCluster(t *testing.T) {
 	r1 := startReplica(t, bin, "replica-1", filepath.Join(dir, "r1"), common...)
 	r2args := append(append([]string{}, common...), "--nats-auth", authCopy)
 	r2 := startReplica(t, bin, "replica-2", filepath.Join(dir, "r2"), r2args...)
+
+	// API tokens live in the cluster too: one made through replica 1 reads
+	// through replica 2, and revoking it there shuts it out of both.
+	madeToken, madeID := createAPIToken(t, r1, "cluster reader")
+	shared, _ := api.NewClient(r2.base, madeToken)
+	if _, err := shared.ListFindings(context.Background(), nil); err != nil {
+		t.Fatalf("replica 1's token refused by replica 2: %v", err)
+	}
+	if err := r2.client.RevokeToken(context.Background(), madeID); err != nil {
+		t.Fatalf("revoke through replica 2: %v", err)
+	}
+	other, _ := api.NewClient(r1.base, madeToken)
+	if _, err := other.ListFindings(context.Background(), nil); !api.IsStatus(err, 401) {
+		t.Fatalf("token revoked on replica 2 still works on replica 1: %v", err)
+	}
 
 	// Join tokens live in the cluster: replica 2 honours replica 1's.
 	a := enrollAgent(t, r1, r1.joinToken(t), "node-a")

@@ -47,7 +47,7 @@ var errNotFound = errors.New("not found")
 // Options configure the API.
 type Options struct {
 	Store  store.Store
-	Tokens *TokenFile
+	Tokens TokenStore
 	// Submit stores findings the API makes (samples) through the server's
 	// ingest path, so suppression and export apply to them as to agents'
 	// findings. Without it they are upserted into Store directly.

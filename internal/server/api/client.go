@@ -247,3 +247,17 @@ func (c *Client) CreateJoinToken(ctx context.Context, req JoinTokenRequest) (*Jo
 	}
 	return &out, nil
 }
+
+// CreateToken makes an API token (admin scope needed).
+func (c *Client) CreateToken(ctx context.Context, req TokenRequest) (*TokenResponse, error) {
+	var out TokenResponse
+	if err := c.do(ctx, http.MethodPost, "/tokens", nil, req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// RevokeToken revokes an API token by id.
+func (c *Client) RevokeToken(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, "/tokens/"+url.PathEscape(id), nil, nil, nil)
+}

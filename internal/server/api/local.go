@@ -43,9 +43,8 @@ func (l Local) mkdir() error {
 }
 
 // OpenTokens opens the token file and makes sure a usable admin token is
-// kept in admin.token: at first start it creates one; if the kept one no
-// longer checks (revoked, file lost) it creates a new one. It returns the
-// token file and the admin token.
+// kept in admin.token (EnsureAdmin). It returns the token file and the
+// admin token.
 func (l Local) OpenTokens() (*TokenFile, string, error) {
 	if err := l.mkdir(); err != nil {
 		return nil, "", err
@@ -54,22 +53,36 @@ func (l Local) OpenTokens() (*TokenFile, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	if b, err := os.ReadFile(l.tokenPath()); err == nil {
-		tok := strings.TrimSpace(string(b))
-		if rec, err := tf.Check(tok); err == nil && rec.Scope == ScopeAdmin {
-			return tf, tok, nil
-		}
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return nil, "", fmt.Errorf("admin token: %w", err)
-	}
-	tok, _, err := tf.Create("local admin (made at first start)", ScopeAdmin, 0)
+	tok, err := l.EnsureAdmin(tf)
 	if err != nil {
 		return nil, "", err
 	}
-	if err := writeFileAtomic(l.tokenPath(), []byte(tok+"\n")); err != nil {
-		return nil, "", fmt.Errorf("admin token: %w", err)
-	}
 	return tf, tok, nil
+}
+
+// EnsureAdmin makes sure admin.token holds an admin token ts accepts: at
+// first start it creates one; if the kept one no longer checks (revoked,
+// store lost) it creates a new one.
+func (l Local) EnsureAdmin(ts TokenStore) (string, error) {
+	if err := l.mkdir(); err != nil {
+		return "", err
+	}
+	if b, err := os.ReadFile(l.tokenPath()); err == nil {
+		tok := strings.TrimSpace(string(b))
+		if rec, err := ts.Check(tok); err == nil && rec.Scope == ScopeAdmin {
+			return tok, nil
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("admin token: %w", err)
+	}
+	tok, _, err := ts.Create("local admin (made at first start)", ScopeAdmin, 0)
+	if err != nil {
+		return "", err
+	}
+	if err := writeFileAtomic(l.tokenPath(), []byte(tok+"\n")); err != nil {
+		return "", fmt.Errorf("admin token: %w", err)
+	}
+	return tok, nil
 }
 
 // WriteAddress records the running server's URL.

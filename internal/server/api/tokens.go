@@ -204,9 +204,21 @@ func hashSecret(s string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// Create makes a token and returns it (the only time it is visible) with
-// its record. ttl 0 means it does not expire.
-func (t *TokenFile) Create(name string, scope Scope, ttl time.Duration) (string, Token, error) {
+// TokenStore keeps API tokens: a TokenFile on one host, KVTokens where
+// server replicas share them.
+type TokenStore interface {
+	// Create makes a token and returns it (the only time it is visible)
+	// with its record. ttl 0 means it does not expire.
+	Create(name string, scope Scope, ttl time.Duration) (string, Token, error)
+	Revoke(id string) error
+	// List returns the tokens, oldest first, without their hashes.
+	List() ([]Token, error)
+	// Check verifies a presented token and returns its record.
+	Check(tok string) (Token, error)
+}
+
+// newToken makes a token and its record.
+func newToken(now time.Time, name string, scope Scope, ttl time.Duration) (string, Token, error) {
 	if _, ok := scopeRank[scope]; !ok {
 		return "", Token{}, fmt.Errorf("api tokens: unknown scope %q", scope)
 	}
@@ -217,13 +229,61 @@ func (t *TokenFile) Create(name string, scope Scope, ttl time.Duration) (string,
 	var secret [32]byte
 	_, _ = rand.Read(id[:])
 	_, _ = rand.Read(secret[:])
-	now := t.now().UTC().Truncate(time.Second)
+	now = now.UTC().Truncate(time.Second)
 	rec := Token{ID: hex.EncodeToString(id[:]), Name: name, Scope: scope, CreatedAt: now}
 	if ttl > 0 {
 		rec.ExpiresAt = now.Add(ttl)
 	}
 	sec := base64.RawURLEncoding.EncodeToString(secret[:])
 	rec.SecretHash = hashSecret(sec)
+	return tokenPrefix + rec.ID + "." + sec, rec, nil
+}
+
+// parseToken splits a presented token into its id and secret.
+func parseToken(tok string) (id, secret string, err error) {
+	if tok == "" {
+		return "", "", ErrNoToken
+	}
+	rest, ok := strings.CutPrefix(tok, tokenPrefix)
+	id, sec, ok2 := strings.Cut(rest, ".")
+	if !ok || !ok2 || len(id) != 12 || len(sec) != 43 {
+		return "", "", ErrInvalidToken
+	}
+	return id, sec, nil
+}
+
+// verify checks secret against a stored record at now.
+func verify(rec Token, found bool, secret string, now time.Time) (Token, error) {
+	if !found || subtle.ConstantTimeCompare([]byte(hashSecret(secret)), []byte(rec.SecretHash)) != 1 {
+		return Token{}, ErrInvalidToken
+	}
+	if !rec.ExpiresAt.IsZero() && !now.Before(rec.ExpiresAt) {
+		return Token{}, ErrInvalidToken
+	}
+	return rec, nil
+}
+
+// listed sorts tokens oldest first and clears their hashes.
+func listed(toks []Token) []Token {
+	for i := range toks {
+		toks[i].SecretHash = ""
+	}
+	slices.SortFunc(toks, func(a, b Token) int {
+		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return toks
+}
+
+// Create makes a token and returns it (the only time it is visible) with
+// its record. ttl 0 means it does not expire.
+func (t *TokenFile) Create(name string, scope Scope, ttl time.Duration) (string, Token, error) {
+	tok, rec, err := newToken(t.now(), name, scope, ttl)
+	if err != nil {
+		return "", Token{}, err
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if err := t.load(); err != nil { // never overwrite another writer's tokens
@@ -234,7 +294,7 @@ func (t *TokenFile) Create(name string, scope Scope, ttl time.Duration) (string,
 		delete(t.tokens, rec.ID)
 		return "", Token{}, err
 	}
-	return tokenPrefix + rec.ID + "." + sec, rec, nil
+	return tok, rec, nil
 }
 
 // Revoke deletes the token with this id.
@@ -260,40 +320,23 @@ func (t *TokenFile) List() ([]Token, error) {
 	}
 	out := make([]Token, 0, len(t.tokens))
 	for _, tok := range t.tokens {
-		tok.SecretHash = ""
 		out = append(out, tok)
 	}
-	slices.SortFunc(out, func(a, b Token) int {
-		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
-			return c
-		}
-		return strings.Compare(a.ID, b.ID)
-	})
-	return out, nil
+	return listed(out), nil
 }
 
 // Check verifies a presented token and returns its record.
 func (t *TokenFile) Check(tok string) (Token, error) {
-	if tok == "" {
-		return Token{}, ErrNoToken
-	}
-	rest, ok := strings.CutPrefix(tok, tokenPrefix)
-	id, sec, ok2 := strings.Cut(rest, ".")
-	if !ok || !ok2 || len(id) != 12 || len(sec) != 43 {
-		return Token{}, ErrInvalidToken
+	id, sec, err := parseToken(tok)
+	if err != nil {
+		return Token{}, err
 	}
 	t.mu.Lock()
-	err := t.refresh()
+	err = t.refresh()
 	rec, found := t.tokens[id]
 	t.mu.Unlock()
 	if err != nil {
 		return Token{}, err
 	}
-	if !found || subtle.ConstantTimeCompare([]byte(hashSecret(sec)), []byte(rec.SecretHash)) != 1 {
-		return Token{}, ErrInvalidToken
-	}
-	if !rec.ExpiresAt.IsZero() && !t.now().Before(rec.ExpiresAt) {
-		return Token{}, ErrInvalidToken
-	}
-	return rec, nil
+	return verify(rec, found, sec, t.now())
 }
