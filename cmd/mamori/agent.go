@@ -65,6 +65,7 @@ func agentCmd() *cobra.Command {
 		f                          agentFlags
 		serverURL, joinToken, clus string
 		caFingerprint              string
+		syncEvery                  time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -85,6 +86,9 @@ func agentCmd() *cobra.Command {
 				}
 				defer link.Close()
 				f.findingSinks = append(f.findingSinks, link.Sink)
+				if err := link.syncDistribution(cmd.Context(), serverURL, caFingerprint, f.dataDir, f.rulesDir, f.intelDir, syncEvery); err != nil {
+					return err
+				}
 				f.started = func(ctx context.Context, a *agent.Agent) {
 					link.heartbeats(ctx, a, agent.HeartbeatInfo{Version: version, Cluster: clus, Platform: "host", Interval: heartbeatEvery, Labels: f.labels})
 				}
@@ -96,6 +100,7 @@ func agentCmd() *cobra.Command {
 	cmd.Flags().StringVar(&serverURL, "server", "", "mamori server API URL to enroll with and report to (findings and heartbeats over NATS JetStream, spooled while it is away)")
 	cmd.Flags().StringVar(&joinToken, "join-token", os.Getenv("MAMORI_JOIN_TOKEN"), "join token for the first enrollment (the server keeps one in DATA_DIR/join-token)")
 	cmd.Flags().StringVar(&clus, "cluster", "", "cluster this node belongs to (coverage)")
+	cmd.Flags().DurationVar(&syncEvery, "sync-interval", 30*time.Second, "how often the server's distributed rules and intel are fetched into --rules and --intel")
 	cmd.Flags().StringVar(&caFingerprint, "ca-fingerprint", os.Getenv("MAMORI_CA_FINGERPRINT"), "SHA-256 of the server's API CA (printed by `mamori server`): enroll over its self-signed HTTPS trusting only that CA")
 	return cmd
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/mamori-dev/mamori/internal/agent"
 	"github.com/mamori-dev/mamori/internal/finding"
+	"github.com/mamori-dev/mamori/internal/rulesync"
 	"github.com/mamori-dev/mamori/internal/transport"
 )
 
@@ -228,8 +229,9 @@ func (b *bus) Close() {
 
 // agentLink is the agent side: enrollment and the publisher.
 type agentLink struct {
-	pub *transport.Publisher
-	log *slog.Logger
+	pub   *transport.Publisher
+	creds *transport.Credentials
+	log   *slog.Logger
 }
 
 // connectAgent loads the node's credentials from dataDir, enrolling with
@@ -261,7 +263,7 @@ func connectAgent(ctx context.Context, dataDir, nodeID, cluster, serverURL, toke
 	if err != nil {
 		return nil, fmt.Errorf("publisher: %w", err)
 	}
-	return &agentLink{pub: pub, log: log}, nil
+	return &agentLink{pub: pub, creds: creds, log: log}, nil
 }
 
 func isLoopbackHost(h string) bool {
@@ -270,6 +272,33 @@ func isLoopbackHost(h string) bool {
 	}
 	ip := net.ParseIP(h)
 	return ip != nil && ip.IsLoopback()
+}
+
+// syncDistribution mirrors the server's rules and intel into the agent's
+// directories in the background (the agent's watchers reload them). Agents
+// enrolled by a server that issues no API token skip it.
+func (l *agentLink) syncDistribution(ctx context.Context, serverURL, caFingerprint, dataDir, rulesDir, intelDir string, every time.Duration) error {
+	if l.creds.APIToken == "" {
+		l.log.Info("server distributes no rules or intel to this agent (no API token in its credentials)")
+		return nil
+	}
+	if rulesDir == "" {
+		rulesDir = filepath.Join(dataDir, "rules")
+	}
+	if intelDir == "" {
+		intelDir = filepath.Join(dataDir, "intel")
+	}
+	var client *http.Client
+	if caFingerprint != "" {
+		client = transport.PinnedHTTPClient(caFingerprint, time.Minute)
+	}
+	s, err := rulesync.New(rulesync.Config{BaseURL: serverURL, Token: l.creds.APIToken, Client: client,
+		Dirs: map[string]string{"rules": rulesDir, "intel": intelDir}, Interval: every, Logger: l.log})
+	if err != nil {
+		return err
+	}
+	go s.Run(ctx)
+	return nil
 }
 
 // Sink publishes findings; Publish never blocks (it spools).

@@ -271,6 +271,12 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 	if intelDir == "" {
 		intelDir = filepath.Join(dataDir, "intel")
 	}
+	// Made at start so operators see where distributed files go.
+	for _, d := range []string{rulesDir, intelDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return fail(fmt.Errorf("create %s: %w", d, err))
+		}
+	}
 	// Agents reach ingest over NATS JetStream; enrollment is on the API.
 	mux := http.NewServeMux()
 	bc := busConfig{dataDir: dataDir, host: f.natsHost, port: f.natsPort, urls: f.natsURLs, agentURLs: f.natsAgentURLs,
@@ -302,6 +308,7 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 		s.bus.Close()
 		return fail(fmt.Errorf("api tokens: %w", err))
 	}
+	s.bus.enroller.SetAgentTokens(api.AgentTokens{Store: tokens})
 	a, err := api.New(api.Options{Store: st, Tokens: tokens, Submit: s.Submit, Coverage: s.coverage,
 		RulesChanged: s.ingest.InvalidateRules, RulesDir: rulesDir, IntelDir: intelDir,
 		Agent:   finding.Agent{NodeID: "mamori-server", Hostname: host, Version: version},

@@ -581,10 +581,18 @@ func (r *Rule) eval(in *ruleInput, present part, hit func(Hit)) {
 		return
 	}
 	r.matches.Add(1)
-	data := templateData(in.eventMap())
+	m := in.eventMap()
+	data := templateData(m)
 	h := Hit{Type: r.spec.Type, Severity: r.severity, Rule: r.spec.ID,
 		Title: render(r.title, data), Description: render(r.desc, data), KeyActor: render(r.dedup, data),
-		Context: map[string]any{"ruleId": r.spec.ID}}
+		Context: map[string]any{"ruleId": r.spec.ID, "eventKind": m["kind"]}}
+	// What the event was about (the file, address, query...): the process
+	// and container are in the finding already.
+	for _, p := range partNames {
+		if v, ok := m[p]; ok && p != "container" {
+			h.Context[p] = v
+		}
+	}
 	if h.Title == "" {
 		h.Title = r.spec.ID
 	}

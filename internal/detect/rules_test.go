@@ -47,6 +47,11 @@ func TestRulesCompileAndFire(t *testing.T) {
 	if err := finding.Validate(f); err != nil {
 		t.Fatal(err)
 	}
+	// The finding says what the event was about, not only which rule.
+	ctx := f.Service.RuntimeDetails.Context
+	if net, _ := ctx["net"].(map[string]any); ctx["ruleId"] != "netcat-listener" || ctx["eventKind"] != "listen" || net == nil || net["localPort"] == nil {
+		t.Fatalf("context %v", ctx)
+	}
 	// The same process connecting is another kind: the rule is not even run.
 	ev.Kind = event.KindConnect
 	got = nil

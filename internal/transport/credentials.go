@@ -20,6 +20,8 @@ type Credentials struct {
 	Seed     string   `json:"seed"`
 	CAPEM    []byte   `json:"caPem"`
 	NATSURLs []string `json:"natsUrls"`
+	// APIToken fetches the server's distributed rules and intel.
+	APIToken string `json:"apiToken,omitempty"`
 }
 
 // CredentialsFile is where SaveCredentials puts them under a data dir.

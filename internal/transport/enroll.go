@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/jwt/v2"
@@ -40,6 +41,9 @@ type EnrollResponse struct {
 	JWT      string   `json:"jwt"`
 	CAPEM    string   `json:"caPem"`
 	NATSURLs []string `json:"natsUrls"`
+	// APIToken is an agent-scope API token for fetching the rules and
+	// intel the server distributes (empty when the server issues none).
+	APIToken string `json:"apiToken,omitempty"`
 }
 
 // NodeRecord binds an enrolled node id to the key it enrolled with.
@@ -67,14 +71,24 @@ type EnrollerConfig struct {
 	// lists the node as not reporting until its first heartbeat). An error
 	// is logged; the enrollment stands.
 	Enrolled func(ctx context.Context, nodeID, cluster string, at time.Time) error
-	Metrics  *Metrics
-	Logger   *slog.Logger
+	// AgentTokens, when set, issues each enrolled agent its API token and
+	// revokes it with the node (SetAgentTokens may set it later).
+	AgentTokens AgentTokens
+	Metrics     *Metrics
+	Logger      *slog.Logger
+}
+
+// AgentTokens issues and revokes the API token of an enrolled node.
+type AgentTokens interface {
+	Issue(ctx context.Context, nodeID string) (string, error)
+	Revoke(ctx context.Context, nodeID string) error
 }
 
 // Enroller turns a join token and an agent's public key into a user JWT that
 // may publish only on that node's subjects. It is an http.Handler: mount it
 // at EnrollPath (over HTTPS in production: the token travels in the body).
 type Enroller struct {
+	mu  sync.Mutex // guards cfg.AgentTokens
 	cfg EnrollerConfig
 	m   *Metrics
 	log *slog.Logger
@@ -157,18 +171,38 @@ func (e *Enroller) Enroll(ctx context.Context, req EnrollRequest) (*EnrollRespon
 	if err != nil {
 		return nil, fmt.Errorf("enroll: %w", err)
 	}
+	var apiToken string
+	if at := e.agentTokens(); at != nil {
+		if apiToken, err = at.Issue(ctx, req.NodeID); err != nil {
+			return nil, fmt.Errorf("enroll: api token: %w", err)
+		}
+	}
 	e.log.Info("agent enrolled", "node", req.NodeID, "token", tok.ID, "hostname", fmt.Sprintf("%q", req.Hostname), "cluster", req.Cluster)
 	if e.cfg.Enrolled != nil {
 		if err := e.cfg.Enrolled(ctx, req.NodeID, req.Cluster, rec.EnrolledAt); err != nil {
 			e.log.Warn("enrollment: coverage not told", "node", req.NodeID, "err", err)
 		}
 	}
-	return &EnrollResponse{NodeID: req.NodeID, JWT: userJWT, CAPEM: string(e.cfg.CAPEM), NATSURLs: e.cfg.NATSURLs}, nil
+	return &EnrollResponse{NodeID: req.NodeID, JWT: userJWT, CAPEM: string(e.cfg.CAPEM), NATSURLs: e.cfg.NATSURLs, APIToken: apiToken}, nil
 }
 
 // CreateJoinToken makes a join token agents enroll with here.
 func (e *Enroller) CreateJoinToken(ctx context.Context, o TokenOptions) (string, TokenRecord, error) {
 	return e.cfg.Tokens.Create(ctx, o)
+}
+
+// SetAgentTokens sets EnrollerConfig.AgentTokens after construction (the
+// token store may need the transport the Enroller is part of).
+func (e *Enroller) SetAgentTokens(at AgentTokens) {
+	e.mu.Lock()
+	e.cfg.AgentTokens = at
+	e.mu.Unlock()
+}
+
+func (e *Enroller) agentTokens() AgentTokens {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.cfg.AgentTokens
 }
 
 // Nodes lists the enrolled nodes.
@@ -188,6 +222,11 @@ func (e *Enroller) RemoveNode(ctx context.Context, nodeID string) error {
 	}
 	if err := e.cfg.Nodes.Delete(ctx, nodeID); err != nil {
 		return fmt.Errorf("remove node %s: %w", nodeID, err)
+	}
+	if at := e.agentTokens(); at != nil {
+		if err := at.Revoke(ctx, nodeID); err != nil {
+			return fmt.Errorf("remove node %s: api token: %w", nodeID, err)
+		}
 	}
 	e.log.Info("agent removed", "node", nodeID)
 	return nil
@@ -314,7 +353,8 @@ func Enroll(ctx context.Context, o EnrollOptions) (*Credentials, error) {
 			return nil, errors.New("enroll: CA fingerprint does not match the pinned one")
 		}
 	}
-	c := &Credentials{NodeID: resp.NodeID, JWT: resp.JWT, Seed: string(seed), CAPEM: []byte(resp.CAPEM), NATSURLs: resp.NATSURLs}
+	c := &Credentials{NodeID: resp.NodeID, JWT: resp.JWT, Seed: string(seed), CAPEM: []byte(resp.CAPEM), NATSURLs: resp.NATSURLs,
+		APIToken: resp.APIToken}
 	if c.NodeID != o.NodeID {
 		return nil, fmt.Errorf("enroll: server enrolled %q, asked for %q", c.NodeID, o.NodeID)
 	}

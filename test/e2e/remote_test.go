@@ -47,16 +47,22 @@ func serverFindings(t *testing.T, bin, dataDir string) []Finding {
 
 func waitServerFinding(t *testing.T, bin, dataDir, nodeID, path string) Finding {
 	t.Helper()
+	return waitServer(t, bin, dataDir, nodeID, "about "+path, func(f Finding) bool { return strings.Contains(f.String(), path) })
+}
+
+// waitServer waits for a finding of node matching match on the server.
+func waitServer(t *testing.T, bin, dataDir, nodeID, what string, match func(Finding) bool) Finding {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		for _, f := range serverFindings(t, bin, dataDir) {
-			if f.Str("service.additionalInfo.agentDetails.agentId") == nodeID && strings.Contains(f.String(), path) {
+			if f.Str("service.additionalInfo.agentDetails.agentId") == nodeID && match(f) {
 				return f
 			}
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	t.Fatalf("no finding about %s from node %s reached the server", path, nodeID)
+	t.Fatalf("no finding %s from node %s reached the server", what, nodeID)
 	return nil
 }
 
@@ -95,8 +101,19 @@ func TestRemoteAgentThroughOutage(t *testing.T) {
 		t.Fatalf("agent with a wrong CA fingerprint: %v\n%s", err, out)
 	}
 
+	// A custom rule kept on the server reaches the agent by distribution.
+	rule := `rules:
+  - id: e2e-distributed
+    type: Custom:Runtime/DistributedRule
+    severity: Medium
+    kinds: [open]
+    condition: event.file.path == "/etc/mamori-e2e-distributed" && event.file.write
+`
+	if err := os.WriteFile(filepath.Join(srvDir, "rules", "distributed.yaml"), []byte(rule), 0o644); err != nil { // the server made the directory
+		t.Fatal(err)
+	}
 	testenv.StartProcess(t, "", "agent", bin, "agent", "--data-dir", agDir, "--server", url, "--join-token", token, "--cluster", "edge",
-		"--ca-fingerprint", fp, "--metrics-addr", "", "-q", "--label", "mamori.io/managed=false")
+		"--ca-fingerprint", fp, "--metrics-addr", "", "-q", "--label", "mamori.io/managed=false", "--sync-interval", "1s")
 	nodeID := waitFile(t, filepath.Join(agDir, "node-id"))
 	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 		if _, err := os.Stat(filepath.Join(agDir, "events.sock")); err == nil {
@@ -113,6 +130,17 @@ func TestRemoteAgentThroughOutage(t *testing.T) {
 	if f.Str("type") != "CredentialAccess:Runtime/SensitiveFileRead" {
 		t.Fatalf("type %s", f.Str("type"))
 	}
+
+	// The distributed rule is in the agent's rules directory and fires.
+	waitFile(t, filepath.Join(agDir, "rules", "distributed.yaml"))
+	time.Sleep(3 * time.Second) // the agent polls its rules directory every 2s
+	t.Cleanup(func() { os.Remove("/etc/mamori-e2e-distributed") })
+	if err := os.WriteFile("/etc/mamori-e2e-distributed", []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitServer(t, bin, srvDir, nodeID, "of the distributed rule", func(f Finding) bool {
+		return f.Str("type") == "Custom:Runtime/DistributedRule" && strings.Contains(f.String(), "/etc/mamori-e2e-distributed")
+	})
 
 	// The node opted out of coverage with its label, and coverage says so.
 	if status, issue := nodeIssue(t, bin, srvDir); status != "Unhealthy" || issue != "EXCLUDED_BY_LABEL:excluded by label mamori.io/managed=false" {
