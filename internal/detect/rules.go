@@ -585,14 +585,16 @@ func (r *Rule) eval(in *ruleInput, present part, hit func(Hit)) {
 	data := templateData(m)
 	h := Hit{Type: r.spec.Type, Severity: r.severity, Rule: r.spec.ID,
 		Title: render(r.title, data), Description: render(r.desc, data), KeyActor: render(r.dedup, data),
-		Context: map[string]any{"ruleId": r.spec.ID, "eventKind": m["kind"]}}
+		Context: map[string]any{"ruleId": r.spec.ID}}
 	// What the event was about (the file, address, query...): the process
 	// and container are in the finding already.
+	matched := map[string]any{"kind": m["kind"]}
 	for _, p := range partNames {
 		if v, ok := m[p]; ok && p != "container" {
-			h.Context[p] = v
+			matched[p] = v
 		}
 	}
+	h.Context["event"] = matched
 	if h.Title == "" {
 		h.Title = r.spec.ID
 	}

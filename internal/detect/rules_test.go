@@ -49,7 +49,8 @@ func TestRulesCompileAndFire(t *testing.T) {
 	}
 	// The finding says what the event was about, not only which rule.
 	ctx := f.Service.RuntimeDetails.Context
-	if net, _ := ctx["net"].(map[string]any); ctx["ruleId"] != "netcat-listener" || ctx["eventKind"] != "listen" || net == nil || net["localPort"] == nil {
+	matched, _ := ctx["event"].(map[string]any)
+	if net, _ := matched["net"].(map[string]any); ctx["ruleId"] != "netcat-listener" || matched["kind"] != "listen" || net == nil || net["localPort"] == nil {
 		t.Fatalf("context %v", ctx)
 	}
 	// The same process connecting is another kind: the rule is not even run.

@@ -26,8 +26,9 @@ type Kind struct {
 
 // CommonContext are context keys any finding may carry: the syscall's
 // outcome ("success" or the errno name: attempts count) and, for findings
-// raised by a custom rule, the rule's id.
-var CommonContext = []string{"result", "ruleId"}
+// raised by a custom rule, the rule's id and the event it matched (its kind
+// and what it was about: the file, address, query...).
+var CommonContext = []string{"result", "ruleId", "event"}
 
 // Severity bands, as in the reference.
 const (
