@@ -292,6 +292,12 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 	if s.bus, err = startBus(ctx, bc, mux, reg, log); err != nil {
 		return fail(err)
 	}
+	// Coverage transitions go out on the bus for integrators
+	// (mamori.events.coverage.<node>), once whichever replica saw them.
+	if err := s.publishCoverage(ctx, f.natsReplicas); err != nil {
+		s.bus.Close()
+		return fail(err)
+	}
 	// API tokens: a file in the data dir, or the cluster's bucket when
 	// replicas share the work (a token made on one works on all).
 	var tokens api.TokenStore
@@ -364,6 +370,34 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 			s.url, filepath.Join(dataDir, "join-token"), fingerprint)
 	}
 	return s, nil
+}
+
+// publishCoverage forwards every coverage transition to the event stream,
+// with the transition's store sequence as message id.
+func (s *server) publishCoverage(ctx context.Context, replicas int) error {
+	pub, err := transport.NewEventPublisher(ctx, s.bus.js, replicas)
+	if err != nil {
+		return err
+	}
+	events, stop := s.coverage.Subscribe(1024)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev := <-events:
+				pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				if err := pub.Publish(pctx, transport.CoverageEventSubject(ev.NodeID), fmt.Sprintf("coverage-%d", ev.Seq), ev); err != nil && ctx.Err() == nil {
+					s.log.Warn("coverage event not published (it stays in /api/v1/coverage/events)", "node", ev.NodeID, "seq", ev.Seq, "err", err)
+				}
+				cancel()
+			}
+		}
+	}()
+	return nil
 }
 
 // serveTLS wraps *l in TLS when f.apiTLS asks for it, with a certificate of

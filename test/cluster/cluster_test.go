@@ -326,6 +326,13 @@ func TestReplicasOnExternalNATSCluster(t *testing.T) {
 		return false
 	})
 
+	// Both replicas learn of node-a's first transition (one logged it, the
+	// other read it from the log) and publish it: the stream keeps one.
+	time.Sleep(3 * time.Second)
+	if n := coverageEvents(t, cluster.urls, authFile, tlsDir, "node-a"); n != 1 {
+		t.Fatalf("node-a's enrollment transition published %d times, want once", n)
+	}
+
 	want := map[string]int64{}
 	a.report(t, 0, 40, 1, want)
 	b.report(t, 0, 40, 1, want)
@@ -461,4 +468,32 @@ func streamState(t *testing.T, urls []string, authFile, tlsDir string) string {
 			ci.Name, ci.Delivered.Stream, ci.AckFloor.Stream, ci.NumPending, ci.NumAckPending, ci.NumRedelivered, ci.Cluster)
 	}
 	return out
+}
+
+// coverageEvents counts the coverage transitions of node on the event stream.
+func coverageEvents(t *testing.T, urls []string, authFile, tlsDir, node string) uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	auth, err := transport.LoadOrCreateAuth(authFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPEM, _ := os.ReadFile(filepath.Join(tlsDir, "ca.pem"))
+	nc, err := transport.ConnectServer(ctx, transport.ServerConnConfig{URLs: urls, Auth: auth, CAPEM: caPEM, Name: "test-events"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	st, err := js.Stream(ctx, transport.EventStreamName)
+	if err != nil {
+		t.Fatalf("event stream: %v", err)
+	}
+	subj := transport.CoverageEventSubject(node)
+	si, err := st.Info(ctx, jetstream.WithSubjectFilter(subj))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return si.State.Subjects[subj]
 }
