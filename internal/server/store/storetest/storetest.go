@@ -236,3 +236,14 @@ func lastLines(b []byte) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// StartPostgres starts a throwaway PostgreSQL server (as storetest does for
+// tests) for programs such as benchmarks, and returns the address of an
+// empty database and a function that stops the server and removes it.
+func StartPostgres() (dsn string, stop func(), err error) {
+	s, err := start()
+	if err != nil {
+		return "", nil, err
+	}
+	return s.dsn(testDB), s.stop, nil
+}
