@@ -44,6 +44,9 @@ func startServer(bin, dir, dsn string) (*server, error) {
 	if dsn != "" {
 		args = append(args, "--store", dsn)
 	}
+	if *profile != "" {
+		args = append(args, "--cpuprofile", *profile)
+	}
 	s.cmd = exec.Command(bin, args...)
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
 	if err := s.cmd.Start(); err != nil {

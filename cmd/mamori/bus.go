@@ -135,7 +135,7 @@ func startBus(ctx context.Context, cfg busConfig, mux *http.ServeMux, reg promet
 	}
 	mux.Handle(transport.EnrollPath, enr)
 	b.enroller = enr
-	cons, err := transport.NewConsumer(ctx, js, transport.ConsumerConfig{Handler: cfg.handler, Concurrency: 64, Metrics: m, Logger: log})
+	cons, err := transport.NewConsumer(ctx, js, transport.ConsumerConfig{Handler: cfg.handler, Concurrency: 1024, Metrics: m, Logger: log})
 	if err != nil {
 		return fail(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"syscall"
@@ -91,9 +92,10 @@ func (f *serverFlags) bindDirs(cmd *cobra.Command) {
 
 func serverCmd() *cobra.Command {
 	var (
-		sf      serverFlags
-		dataDir string
-		verbose bool
+		sf         serverFlags
+		dataDir    string
+		verbose    bool
+		cpuProfile string
 	)
 	cmd := &cobra.Command{
 		Use:   "server",
@@ -102,6 +104,16 @@ func serverCmd() *cobra.Command {
 			log := newLogger(verbose)
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			if cpuProfile != "" {
+				pf, err := os.Create(cpuProfile)
+				if err != nil {
+					return fmt.Errorf("cpu profile: %w", err)
+				}
+				if err := pprof.StartCPUProfile(pf); err != nil {
+					return fmt.Errorf("cpu profile: %w", err)
+				}
+				defer pprof.StopCPUProfile()
+			}
 			srv, err := startServer(ctx, &sf, dataDir, log, cmd.OutOrStdout())
 			if err != nil {
 				return err
@@ -113,6 +125,8 @@ func serverCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&dataDir, "data-dir", agent.DefaultDataDir, "directory for the server's state (store, API tokens, address)")
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "debug logging")
+	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile to this file (for benchmarks)")
+	_ = cmd.Flags().MarkHidden("cpuprofile")
 	sf.bind(cmd)
 	sf.bindDirs(cmd)
 	cmd.AddCommand(natsConfigCmd())

@@ -39,6 +39,9 @@ type state struct {
 	Enrolled time.Time `json:"enrolled,omitzero"`
 	// Dropped is the loss within dropWindow up to the latest heartbeat, by source.
 	Dropped map[string]uint64 `json:"dropped,omitempty"`
+	// Held is the time of the heartbeat kept in the row, so a new one is
+	// compared without decoding it.
+	Held time.Time `json:"held,omitzero"`
 }
 
 type sample struct {
@@ -47,6 +50,11 @@ type sample struct {
 }
 
 const maxSamples = 256
+
+// sampleEvery thins the drop history: an agent reporting every second
+// keeps a dozen samples a minute, not sixty (each heartbeat decodes them).
+// The loss "in the last minute" is then judged over 60 to 65 seconds.
+const sampleEvery = 5 * time.Second
 
 // observeDrops folds a heartbeat's counters into the samples and returns
 // the loss within dropWindow by source.
@@ -67,7 +75,9 @@ func (s *state) observeDrops(h *Heartbeat) {
 			s.Samples = []sample{{T: h.Started}}
 		}
 	}
-	s.Samples = append(s.Samples, sample{T: h.Time, Drops: h.Drops})
+	if n := len(s.Samples); n == 0 || h.Time.Sub(s.Samples[n-1].T) >= sampleEvery {
+		s.Samples = append(s.Samples, sample{T: h.Time, Drops: h.Drops})
+	}
 	// The reference is the latest sample at least dropWindow old, else the oldest.
 	ref := 0
 	for i, x := range s.Samples {

@@ -9,6 +9,7 @@ type Metrics struct {
 	Transitions       *prometheus.CounterVec // to: Healthy | Unhealthy
 	Nodes             *prometheus.GaugeVec   // status, as of the last sweep
 	SubscriberDropped prometheus.Counter
+	HeartbeatBatch    prometheus.Histogram // heartbeats per store transaction
 }
 
 // NewMetrics creates the collectors and registers them with reg (skipped when nil).
@@ -23,9 +24,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "nodes", Help: "Nodes by coverage status at the last sweep."}, []string{"status"}),
 		SubscriberDropped: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "subscriber_dropped_total", Help: "Transitions a slow subscriber did not receive."}),
+		HeartbeatBatch: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub,
+			Name: "heartbeat_batch", Help: "Heartbeats committed per store transaction.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 10)}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Heartbeats, m.Transitions, m.Nodes, m.SubscriberDropped)
+		reg.MustRegister(m.Heartbeats, m.Transitions, m.Nodes, m.SubscriberDropped, m.HeartbeatBatch)
 	}
 	return m
 }

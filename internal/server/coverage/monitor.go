@@ -45,6 +45,10 @@ type Monitor struct {
 	subs    map[int]*subscriber
 	nextSub int
 	nudge   chan struct{}
+
+	// Heartbeats waiting for the batch writer (batch.go).
+	hbq         chan *hbReq
+	startWriter sync.Once
 }
 
 type subscriber struct {
@@ -64,7 +68,7 @@ func New(cfg Config) (*Monitor, error) {
 		cfg.PollEvery = time.Second
 	}
 	m := &Monitor{cfg: cfg, st: cfg.Store, m: cfg.Metrics, log: cfg.Logger, now: cfg.Now,
-		subs: map[int]*subscriber{}, nudge: make(chan struct{}, 1)}
+		subs: map[int]*subscriber{}, nudge: make(chan struct{}, 1), hbq: make(chan *hbReq, heartbeatQueue)}
 	if m.m == nil {
 		m.m = NewMetrics(nil)
 	}
@@ -80,9 +84,26 @@ func New(cfg Config) (*Monitor, error) {
 // Observe folds a validated heartbeat, received at received, into its
 // node's row and returns the node's status. A heartbeat older than the one
 // held (a spooled one replayed late) only proves the agent is reporting; its
-// contents do not replace newer ones.
+// contents do not replace newer ones. Heartbeats arriving together are
+// committed in one transaction (see batch.go).
 func (m *Monitor) Observe(ctx context.Context, h *Heartbeat, received time.Time) (*NodeStatus, error) {
-	n, ev, err := m.st.UpdateNode(ctx, h.NodeID, func(old *store.Node) (*store.Node, *store.CoverageEvent, error) {
+	n, err := m.observeBatched(ctx, h, received)
+	if err != nil {
+		return nil, err
+	}
+	return statusOf(n)
+}
+
+// Record is Observe for callers that do not need the status back (ingest):
+// it spares decoding the row again.
+func (m *Monitor) Record(ctx context.Context, h *Heartbeat, received time.Time) error {
+	_, err := m.observeBatched(ctx, h, received)
+	return err
+}
+
+// observeFn is the read-modify-write of one heartbeat on its node's row.
+func (m *Monitor) observeFn(h *Heartbeat, received time.Time) func(old *store.Node) (*store.Node, *store.CoverageEvent, error) {
+	return func(old *store.Node) (*store.Node, *store.CoverageEvent, error) {
 		var st state
 		cur := h
 		next := &store.Node{FirstSeen: received, LastHeartbeat: received}
@@ -92,25 +113,28 @@ func (m *Monitor) Observe(ctx context.Context, h *Heartbeat, received time.Time)
 			}
 			next.FirstSeen = old.FirstSeen
 			next.LastHeartbeat = latest(old.LastHeartbeat, received)
-			if held, _ := heartbeatOf(old); held != nil && held.Time.After(h.Time) {
-				cur = held
+			held := st.Held
+			if held.IsZero() && len(old.Heartbeat) > 0 { // a row written before Held was kept
+				if hb, _ := heartbeatOf(old); hb != nil {
+					held = hb.Time
+				}
+			}
+			// Only a late replay needs the held heartbeat decoded.
+			if held.After(h.Time) {
+				if hb, _ := heartbeatOf(old); hb != nil {
+					cur = hb
+				}
 			}
 		}
 		if cur == h {
 			st.observeDrops(h)
+			st.Held = h.Time
 		}
 		if err := fill(next, cur, &st); err != nil {
 			return nil, nil, err
 		}
 		return next, m.judge(old, next, cur, &st), nil
-	})
-	if err != nil {
-		m.m.Heartbeats.WithLabelValues("error").Inc()
-		return nil, fmt.Errorf("coverage: heartbeat of %s: %w", h.NodeID, err)
 	}
-	m.m.Heartbeats.WithLabelValues("ok").Inc()
-	m.logged(ev)
-	return statusOf(n)
 }
 
 // Enrolled registers a node that has not sent a heartbeat yet, so that an

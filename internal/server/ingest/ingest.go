@@ -393,7 +393,7 @@ func (in *Ingester) heartbeat(ctx context.Context, msg Input) (string, error) {
 	if in.cfg.Coverage == nil {
 		return "ignored", nil
 	}
-	if _, err := in.cfg.Coverage.Observe(ctx, h, in.now()); err != nil {
+	if err := in.cfg.Coverage.Record(ctx, h, in.now()); err != nil {
 		return "", err
 	}
 	return "ok", nil

@@ -6,10 +6,23 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"time"
 )
 
 const nodeCols = `node_id, cluster, hostname, resource_type, status, issue, status_since, first_seen, last_heartbeat, heartbeat, state`
+
+// Statements of the heartbeat path (prepared once on SQLite: hotStatements).
+const (
+	sqlNodeGet   = `SELECT ` + nodeCols + ` FROM nodes WHERE node_id = $1`
+	sqlNodeWrite = `INSERT INTO nodes (` + nodeCols + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+		ON CONFLICT (node_id) DO UPDATE SET cluster = excluded.cluster, hostname = excluded.hostname,
+		resource_type = excluded.resource_type, status = excluded.status, issue = excluded.issue,
+		status_since = excluded.status_since, first_seen = excluded.first_seen, last_heartbeat = excluded.last_heartbeat,
+		heartbeat = excluded.heartbeat, state = excluded.state`
+	sqlNodeEvent = `INSERT INTO coverage_events (node_id, cluster, at, from_status, to_status, issue, previous_issue)
+		VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING seq`
+)
 
 func scanNode(sc scanner) (*Node, error) {
 	var (
@@ -39,61 +52,107 @@ func nodeLockKey(id string) int64 {
 }
 
 func (s *sqlStore) UpdateNode(ctx context.Context, nodeID string,
-	fn func(old *Node) (*Node, *CoverageEvent, error)) (n *Node, ev *CoverageEvent, err error) {
-	defer s.observe("node_update", time.Now(), &err)
-	if nodeID == "" {
-		return nil, nil, fmt.Errorf("%w: empty node id", ErrInvalid)
-	}
-	err = s.tx(ctx, func(tx *sql.Tx) error {
-		n, ev = nil, nil
-		if s.engine == EnginePostgres {
-			if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, nodeLockKey(nodeID)); err != nil {
-				return fmt.Errorf("lock node: %w", err)
-			}
-		}
-		old, err := scanNode(tx.QueryRowContext(ctx, s.q(`SELECT `+nodeCols+` FROM nodes WHERE node_id = $1`), nodeID))
-		if errors.Is(err, sql.ErrNoRows) {
-			old = nil
-		} else if err != nil {
-			return fmt.Errorf("read node: %w", err)
-		}
-		next, event, err := fn(old)
-		if err != nil {
-			return err
-		}
-		if next != nil {
-			next.NodeID = nodeID
-			_, err := tx.ExecContext(ctx, s.q(`INSERT INTO nodes (`+nodeCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-				ON CONFLICT (node_id) DO UPDATE SET cluster = excluded.cluster, hostname = excluded.hostname,
-				resource_type = excluded.resource_type, status = excluded.status, issue = excluded.issue,
-				status_since = excluded.status_since, first_seen = excluded.first_seen, last_heartbeat = excluded.last_heartbeat,
-				heartbeat = excluded.heartbeat, state = excluded.state`),
-				nodeID, cleanText(next.Cluster), cleanText(next.Hostname), next.ResourceType, next.Status, cleanText(next.Issue),
-				micros(next.StatusSince), micros(next.FirstSeen), micros(next.LastHeartbeat),
-				cleanText(string(next.Heartbeat)), cleanText(string(next.State)))
-			if err != nil {
-				return fmt.Errorf("write node: %w", err)
-			}
-		}
-		if event != nil {
-			event.NodeID = nodeID
-			if event.At.IsZero() {
-				event.At = s.now()
-			}
-			err := tx.QueryRowContext(ctx, s.q(`INSERT INTO coverage_events (node_id, cluster, at, from_status, to_status, issue, previous_issue)
-				VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING seq`), nodeID, cleanText(event.Cluster), micros(event.At),
-				event.From, event.To, cleanText(event.Issue), cleanText(event.Previous)).Scan(&event.Seq)
-			if err != nil {
-				return fmt.Errorf("log coverage event: %w", err)
-			}
-		}
-		n, ev = next, event
-		return nil
-	})
+	fn func(old *Node) (*Node, *CoverageEvent, error)) (*Node, *CoverageEvent, error) {
+	res, err := s.UpdateNodes(ctx, []NodeUpdate{{NodeID: nodeID, Fn: fn}})
 	if err != nil {
 		return nil, nil, err
 	}
-	return n, ev, nil
+	return res[0].Node, res[0].Event, res[0].Err
+}
+
+// UpdateNodes applies updates in order in one transaction: heartbeats of a
+// thousand nodes cost one commit, not a thousand. Updates of one node see
+// each other's result. An update whose Fn fails is skipped (its Err is
+// set); a store error fails them all.
+func (s *sqlStore) UpdateNodes(ctx context.Context, updates []NodeUpdate) (res []NodeResult, err error) {
+	defer s.observe("node_update", time.Now(), &err)
+	for _, u := range updates {
+		if u.NodeID == "" {
+			return nil, fmt.Errorf("%w: empty node id", ErrInvalid)
+		}
+	}
+	err = s.tx(ctx, func(tx *sql.Tx) error {
+		res = make([]NodeResult, len(updates))
+		if s.engine == EnginePostgres {
+			// Every node's lock, in one order, so that two replicas' batches
+			// cannot deadlock.
+			keys := make([]int64, 0, len(updates))
+			seen := map[string]bool{}
+			for _, u := range updates {
+				if !seen[u.NodeID] {
+					seen[u.NodeID] = true
+					keys = append(keys, nodeLockKey(u.NodeID))
+				}
+			}
+			slices.Sort(keys)
+			for _, k := range keys {
+				if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, k); err != nil {
+					return fmt.Errorf("lock node: %w", err)
+				}
+			}
+		}
+		current := map[string]*Node{} // rows as this transaction left them
+		for i, u := range updates {
+			old, ok := current[u.NodeID]
+			if !ok {
+				var err error
+				row, err := s.txQueryRow(ctx, tx, sqlNodeGet, u.NodeID)
+				if err != nil {
+					return fmt.Errorf("read node: %w", err)
+				}
+				old, err = scanNode(row)
+				if errors.Is(err, sql.ErrNoRows) {
+					old = nil
+				} else if err != nil {
+					return fmt.Errorf("read node: %w", err)
+				}
+				current[u.NodeID] = old
+			}
+			next, event, err := u.Fn(old)
+			if err != nil {
+				res[i].Err = err
+				continue
+			}
+			if next != nil {
+				next.NodeID = u.NodeID
+				if err := s.writeNode(ctx, tx, next); err != nil {
+					return err
+				}
+				current[u.NodeID] = next
+			}
+			if event != nil {
+				event.NodeID = u.NodeID
+				if event.At.IsZero() {
+					event.At = s.now()
+				}
+				row, err := s.txQueryRow(ctx, tx, sqlNodeEvent, u.NodeID, cleanText(event.Cluster), micros(event.At),
+					event.From, event.To, cleanText(event.Issue), cleanText(event.Previous))
+				if err == nil {
+					err = row.Scan(&event.Seq)
+				}
+				if err != nil {
+					return fmt.Errorf("log coverage event: %w", err)
+				}
+			}
+			res[i].Node, res[i].Event = next, event
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+func (s *sqlStore) writeNode(ctx context.Context, tx *sql.Tx, n *Node) error {
+	_, err := s.txExec(ctx, tx, sqlNodeWrite,
+		n.NodeID, cleanText(n.Cluster), cleanText(n.Hostname), n.ResourceType, n.Status, cleanText(n.Issue),
+		micros(n.StatusSince), micros(n.FirstSeen), micros(n.LastHeartbeat),
+		cleanText(string(n.Heartbeat)), cleanText(string(n.State)))
+	if err != nil {
+		return fmt.Errorf("write node: %w", err)
+	}
+	return nil
 }
 
 func (s *sqlStore) GetNode(ctx context.Context, nodeID string) (n *Node, err error) {

@@ -131,6 +131,9 @@ type Store interface {
 	// event log in the same transaction. fn may run more than once (a
 	// retried transaction) and must not have side effects.
 	UpdateNode(ctx context.Context, nodeID string, fn func(old *Node) (*Node, *CoverageEvent, error)) (*Node, *CoverageEvent, error)
+	// UpdateNodes applies several UpdateNode-style updates in one
+	// transaction, in order; an update's Fn error only skips that update.
+	UpdateNodes(ctx context.Context, updates []NodeUpdate) ([]NodeResult, error)
 	GetNode(ctx context.Context, nodeID string) (*Node, error)
 	ListNodes(ctx context.Context) ([]Node, error)
 	DeleteNode(ctx context.Context, nodeID string) error
@@ -302,6 +305,19 @@ type Node struct {
 	// package's own bookkeeping (e.g. drop counter history).
 	Heartbeat json.RawMessage `json:"heartbeat,omitempty"`
 	State     json.RawMessage `json:"-"`
+}
+
+// NodeUpdate is one update of UpdateNodes.
+type NodeUpdate struct {
+	NodeID string
+	Fn     func(old *Node) (*Node, *CoverageEvent, error)
+}
+
+// NodeResult is what one NodeUpdate did.
+type NodeResult struct {
+	Node  *Node
+	Event *CoverageEvent
+	Err   error // Fn's error; the update was skipped
 }
 
 // CoverageEvent is one logged status transition.

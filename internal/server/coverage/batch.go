@@ -1,0 +1,91 @@
+package coverage
+
+import (
+	"context"
+	"time"
+
+	"github.com/mamori-dev/mamori/internal/server/store"
+)
+
+// Heartbeats are committed in batches: the first one waiting starts a
+// transaction and every one that arrived meanwhile joins it, so a fleet of
+// agents costs one commit per batch instead of one per heartbeat. The queue
+// is bounded; a full queue makes callers wait (the transport redelivers what
+// is not acknowledged), it never drops.
+const (
+	heartbeatQueue    = 4096
+	maxHeartbeatBatch = 512
+)
+
+type hbReq struct {
+	h        *Heartbeat
+	received time.Time
+	done     chan hbRes
+}
+
+type hbRes struct {
+	n   *store.Node
+	err error
+}
+
+// observeBatched queues h and waits until its batch is committed.
+func (m *Monitor) observeBatched(ctx context.Context, h *Heartbeat, received time.Time) (*store.Node, error) {
+	m.startWriter.Do(func() { go m.writer() })
+	req := &hbReq{h: h, received: received, done: make(chan hbRes, 1)}
+	select {
+	case m.hbq <- req:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	select {
+	case r := <-req.done:
+		return r.n, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// writer commits queued heartbeats for the life of the process.
+func (m *Monitor) writer() {
+	batch := make([]*hbReq, 0, maxHeartbeatBatch)
+	for req := range m.hbq {
+		batch = append(batch[:0], req)
+	fill:
+		for len(batch) < maxHeartbeatBatch {
+			select {
+			case r := <-m.hbq:
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		m.commitHeartbeats(batch)
+	}
+}
+
+func (m *Monitor) commitHeartbeats(batch []*hbReq) {
+	ups := make([]store.NodeUpdate, len(batch))
+	for i, r := range batch {
+		ups[i] = store.NodeUpdate{NodeID: r.h.NodeID, Fn: m.observeFn(r.h, r.received)}
+	}
+	m.m.HeartbeatBatch.Observe(float64(len(batch)))
+	// Not a caller's context: one giving up must not fail the others.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := m.st.UpdateNodes(ctx, ups)
+	for i, r := range batch {
+		if err != nil {
+			m.m.Heartbeats.WithLabelValues("error").Inc()
+			r.done <- hbRes{err: err}
+			continue
+		}
+		if res[i].Err != nil {
+			m.m.Heartbeats.WithLabelValues("error").Inc()
+			r.done <- hbRes{err: res[i].Err}
+			continue
+		}
+		m.m.Heartbeats.WithLabelValues("ok").Inc()
+		m.logged(res[i].Event)
+		r.done <- hbRes{n: res[i].Node}
+	}
+}
