@@ -4,9 +4,12 @@
 #     core and memory with 1,000 processes (bench/sensor; the workload is
 #     pinned to CPU 0 and the agent to CPU 1);
 #   - Go micro-benchmarks: detection engine, decoder, process table;
-#   - syscall → finding latency (bench/latency).
-# Tables go to bench/results/. With --readme, the README's benchmark block
-# (between the bench:begin/bench:end markers) is replaced by them.
+#   - syscall → finding latency (bench/latency);
+#   - the control plane with 1,000 simulated agents (bench/ingest; SQLite
+#     and a throwaway PostgreSQL).
+# Tables go to bench/results/. With --readme, the README's benchmark blocks
+# (between the bench:begin/bench:end and bench-ingest:begin/end markers) are
+# replaced by them.
 #
 #   sudo scripts/bench.sh [--quick] [--readme] [bench/sensor flags...]
 set -eu
@@ -32,8 +35,11 @@ mkdir -p bin bench/results
 go build -o bin/mamori ./cmd/mamori
 go build -o bin/bench-sensor ./bench/sensor
 go build -o bin/bench-latency ./bench/latency
+go build -o bin/bench-ingest ./bench/ingest
 benchtime=2s
+ingestquick=""
 if [ -n "$quick" ]; then
+	ingestquick="-quick"
 	set -- -scale 0.2 -rounds 2 -step-seconds 2 "$@"
 	benchtime=0.3s
 fi
@@ -49,6 +55,10 @@ go test ./internal/detect/ ./internal/sensor/ ./internal/proc/ -run '^$' -bench 
 echo
 echo "== syscall → finding latency under background load"
 taskset -c 0 bin/bench-latency -mamori bin/mamori -agent-cpu 1 -markdown bench/results/latency.md
+
+echo
+echo "== control plane: 1,000 simulated agents"
+bin/bench-ingest -mamori bin/mamori $ingestquick -markdown bench/results/ingest.md
 
 if [ -n "$readme" ]; then
 	block=$(mktemp)
@@ -72,5 +82,16 @@ if [ -n "$readme" ]; then
 		/<!-- bench:begin -->/ { print; while ((getline l < block) > 0) print l; skip = 1; next }
 		/<!-- bench:end -->/ { skip = 0 }
 		!skip { print }' README.md >README.md.bench && mv README.md.bench README.md
-	echo "bench: README.md benchmark block updated"
+	iblock=$(mktemp)
+	{
+		echo "Measured with \`sudo scripts/bench.sh\` (\`bench/ingest\`)."
+		echo
+		cat bench/results/ingest.md
+	} >"$iblock"
+	awk -v block="$iblock" '
+		/<!-- bench-ingest:begin -->/ { print; while ((getline l < block) > 0) print l; skip = 1; next }
+		/<!-- bench-ingest:end -->/ { skip = 0 }
+		!skip { print }' README.md >README.md.bench && mv README.md.bench README.md
+	rm -f "$iblock"
+	echo "bench: README.md benchmark blocks updated"
 fi

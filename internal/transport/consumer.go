@@ -106,12 +106,16 @@ func NewConsumer(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig
 		cfg.Logger = slog.Default()
 	}
 	cons, err := js.CreateOrUpdateConsumer(ctx, StreamName, jetstream.ConsumerConfig{
-		Durable:       cfg.Durable,
-		Description:   "mamori server ingest",
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       cfg.AckWait,
-		MaxDeliver:    cfg.MaxDeliver,
-		MaxAckPending: cfg.Concurrency * 256,
+		Durable:     cfg.Durable,
+		Description: "mamori server ingest",
+		AckPolicy:   jetstream.AckExplicitPolicy,
+		AckWait:     cfg.AckWait,
+		MaxDeliver:  cfg.MaxDeliver,
+		// Room for a few replicas' handlers and their next pull, and no
+		// more: messages pulled beyond what the handlers can finish within
+		// AckWait would be redelivered while still queued, and redelivery
+		// under overload makes the overload worse.
+		MaxAckPending: cfg.Concurrency * 8,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("consumer %s: %w", cfg.Durable, err)
@@ -157,7 +161,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 }
 
 func (c *Consumer) fetchLoop(ctx context.Context, work chan<- jetstream.Msg) {
-	batch := c.cfg.Concurrency * 16
+	batch := c.cfg.Concurrency // at most one batch waits for the handlers
 	for ctx.Err() == nil {
 		b, err := c.cons.Fetch(batch, jetstream.FetchMaxWait(fetchWait))
 		if err == nil {

@@ -35,7 +35,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0002, 2.5, 12)}, []string{"kind"}),
 		Lag: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub,
 			Name: "lag_seconds", Help: "From the agent sending a message to its effect being stored.",
-			Buckets: prometheus.ExponentialBuckets(0.001, 3, 12)}, []string{"kind"}),
+			// Fine around the 250 ms objective, coarse beyond it.
+			Buckets: []float64{0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1, 2.5, 5, 10, 30, 60, 120, 300}},
+			[]string{"kind"}),
 		Batch: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub,
 			Name: "batch_findings", Help: "Findings committed per store transaction.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 10)}),
