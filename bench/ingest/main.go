@@ -33,7 +33,7 @@ var (
 	nAgents   = flag.Int("agents", 1000, "simulated agents")
 	hbRate    = flag.Int("heartbeats", 10000, "heartbeats per second, all agents together")
 	fRate     = flag.Int("findings", 5000, "findings per second, all agents together (half new, half updates)")
-	sustain   = flag.String("also", "2000:1000", "lower rates (heartbeats:findings per second, comma-separated) measured first, to show what is sustained")
+	sustain   = flag.String("also", "2000:1000,3000:1500", "lower rates (heartbeats:findings per second, comma-separated) measured first, to show what is sustained")
 	seconds   = flag.Int("seconds", 30, "length of the sustained phase")
 	engines   = flag.String("engines", "sqlite,postgres", "stores to measure")
 	probeRate = flag.Int("probes", 5, "probe findings per second timed until the API returns them")

@@ -15,6 +15,7 @@ import (
 const (
 	heartbeatQueue    = 4096
 	maxHeartbeatBatch = 512
+	batchLinger       = 20 * time.Millisecond
 )
 
 type hbReq struct {
@@ -50,15 +51,33 @@ func (m *Monitor) writer() {
 	batch := make([]*hbReq, 0, maxHeartbeatBatch)
 	for req := range m.hbq {
 		batch = append(batch[:0], req)
+		// Under load, linger briefly so batches fill: a commit costs the
+		// pages it writes, whatever the number of rows on them. Alone, a
+		// heartbeat is committed at once.
+	drain:
+		for len(batch) < maxHeartbeatBatch {
+			select {
+			case x := <-m.hbq:
+				batch = append(batch, x)
+			default:
+				break drain
+			}
+		}
+		if len(batch) == 1 || len(batch) >= maxHeartbeatBatch {
+			m.commitHeartbeats(batch)
+			continue
+		}
+		linger := time.NewTimer(batchLinger)
 	fill:
 		for len(batch) < maxHeartbeatBatch {
 			select {
 			case r := <-m.hbq:
 				batch = append(batch, r)
-			default:
+			case <-linger.C:
 				break fill
 			}
 		}
+		linger.Stop()
 		m.commitHeartbeats(batch)
 	}
 }
