@@ -181,7 +181,7 @@ func runPhase(s *server, agents []*simAgent, r *result, hb, f int) error {
 	for i := 0; i < *seconds; i++ {
 		time.Sleep(time.Second)
 		if mf, err := s.metrics(); err == nil {
-			log.Printf("  t=%2ds sent %d hb, %d findings; stored %.0f hb, %.0f findings", i+1, l.heartbeats.Load(), l.findings.Load(),
+			log.Printf("  t=%4.1fs sent %d hb, %d findings; stored %.0f hb, %.0f findings", time.Since(start).Seconds(), l.heartbeats.Load(), l.findings.Load(),
 				stored(mf, "heartbeat")-stored(before, "heartbeat"), stored(mf, "finding")-stored(before, "finding"))
 		}
 	}
