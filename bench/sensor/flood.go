@@ -51,9 +51,10 @@ func (f floodResult) best() (floodStep, bool) {
 	return b, ok
 }
 
-// generator issues failed connects to a unix socket path nobody listens on:
-// the sensor reports every one (attempts count), it is cheap for the
-// kernel, and it changes nothing. One thread runs on the workload CPU; a
+// generator issues failed connects to an abstract unix socket address
+// nobody listens on: the sensor reports every one (attempts count), it is
+// cheap for the kernel (no path walk: the generator must not be the
+// limit), and it changes nothing. One thread runs on the workload CPU; a
 // filler thread runs on the agent's CPU at SCHED_IDLE, so it only takes
 // what the agent leaves idle and the agent keeps its whole core.
 type generator struct {
@@ -158,7 +159,7 @@ func (e *env) throughput() floodResult {
 func (e *env) floodStep(ag *agentProc, rate int, filler bool) floodStep {
 	before := mustScrape()
 	cpu0 := cpuSeconds(ag.pid())
-	g := &generator{path: e.unixPath}
+	g := &generator{path: fmt.Sprintf("@mamori-bench-nobody-%d", os.Getpid())}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	start := time.Now()

@@ -100,7 +100,7 @@ func (r results) markdown() string {
 			fmt.Fprintf(&b, "| %s | %s/s | %s/s | %s (%s, %s, %s) | %s | %.0f%% | %s |\n", t, commas(s.generated), commas(s.read),
 				commas(s.lost), commas(s.ringFull), commas(s.recursion), commas(s.lost-s.ringFull-s.recursion), commas(max(0, s.backlog)), 100*s.agentShare, map[bool]string{true: "yes", false: "**no**"}[s.keptUp()])
 		}
-		b.WriteString("\nEvents are failed `connect()`s to a unix socket path (one event each, 280-byte records). One generator " +
+		b.WriteString("\nEvents are failed `connect()`s to an abstract unix socket address nobody listens on (one event each). One generator " +
 			"thread runs on the workload CPU; a second runs on the agent's CPU at `SCHED_IDLE`, taking only the time the agent leaves idle. " +
 			"Lost counts ring-buffer drops, BPF recursion misses, decoder refusals and retry-cache drops.\n")
 	}
