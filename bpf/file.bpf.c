@@ -4,10 +4,12 @@
  *
  * Opens are the hottest syscall on most hosts, so they are filtered in the
  * kernel: an absolute path is looked up in the watch_paths LPM trie (longest
- * prefix wins, its value says whether reads, writes or both matter); an
- * open that no entry watches costs one string read and one lookup and
- * reaches nothing else. Relative paths with write intent are always sent
- * (user space resolves them against the cwd and filters).
+ * prefix wins, its value says whether reads, writes or both matter). An
+ * open under a root no entry starts with (/tmp, /proc, ...) costs a
+ * two-byte read; one that no entry watches a string read and one lookup.
+ * Relative paths with write intent are always sent (user space resolves
+ * them against the cwd and filters). Every operation has one hook, at
+ * syscall exit (exit_take in syscall.h).
  *
  * EV_OPEN    args: 0 flags, 1 mode, 2 dfd, 3 watch bits; ret = fd or -errno
  *            strs: 0 resolved path (walk of the new fd; empty on failure),
@@ -74,6 +76,18 @@ static __always_inline int root_watched(unsigned char c)
  * paths return WATCH_WRITE|WATCH_READ|4 so the caller decides. */
 static __always_inline __u32 watch_bits(const char *upath)
 {
+	/* Two bytes settle most calls (a relative path, or a root nobody
+	 * watches such as /tmp) before the whole path is copied. A failed read
+	 * (a short string at the end of a page) takes the long way. */
+	char head[2];
+	if (bpf_probe_read_user(head, sizeof(head), upath) == 0) {
+		if (head[0] == 0)
+			return 0;
+		if (head[0] != '/')
+			return 4 | WATCH_WRITE;
+		if (!root_watched((unsigned char)head[1]))
+			return 0;
+	}
 	__u32 zero = 0;
 	struct path_key *k = bpf_map_lookup_elem(&key_scratch, &zero);
 	if (!k)
@@ -103,27 +117,24 @@ static __always_inline int open_interesting(const char *upath, __u64 flags)
 	return bits & WATCH_READ;
 }
 
-static __always_inline int enter_open_common(__u32 fam, const char *upath, __u64 flags, unsigned long *args)
-{
-	if (!should_trace())
-		return 0;
-	if (!open_interesting(upath, flags))
-		return 0;
-	stash_put(fam, args);
-	return 0;
-}
-
 /* exit_open_common emits one EV_OPEN; pi is the index of the path arg. */
 static __always_inline int exit_open_common(__u32 fam, long ret, int pi)
 {
 	struct stash st;
-	if (stash_take(fam, &st))
+	if (exit_take(&st))
+		return 0;
+	const char *up = (const char *)st.args[pi & 3];
+	__u64 flags = st.args[(pi + 1) & 3];
+	if (fam == SC_CREAT)
+		flags = 01 | O_CREAT | O_TRUNC;
+	if (fam == SC_OPENAT2)
+		bpf_probe_read_user(&flags, sizeof(flags), (void *)st.args[2]);
+	if (!open_interesting(up, flags))
 		return 0;
 	struct scratch *s = begin_event(EV_OPEN);
 	if (!s)
 		return 0;
 	s->hdr.ret = ret;
-	const char *up = (const char *)st.args[pi & 3];
 	/* open(path, flags, mode) and openat(dfd, path, flags, mode) */
 	s->hdr.args[0] = st.args[pi + 1];
 	s->hdr.args[1] = st.args[pi + 2];
@@ -148,45 +159,28 @@ static __always_inline int exit_open_common(__u32 fam, long ret, int pi)
 	return 0;
 }
 
-SYS_ENTER(openat) { unsigned long a[6] = ARGS(ctx); return enter_open_common(SC_OPENAT, (const char *)a[1], a[2], a); }
 SYS_EXIT(openat) { return exit_open_common(SC_OPENAT, ctx->ret, 1); }
-SYS_ENTER(open) { unsigned long a[6] = ARGS(ctx); return enter_open_common(SC_OPEN, (const char *)a[0], a[1], a); }
 SYS_EXIT(open) { return exit_open_common(SC_OPEN, ctx->ret, 0); }
-SYS_ENTER(creat) { unsigned long a[6] = ARGS(ctx); return enter_open_common(SC_CREAT, (const char *)a[0], 01 | O_CREAT | O_TRUNC, a); }
 SYS_EXIT(creat) { return exit_open_common(SC_CREAT, ctx->ret, 0); }
-
-SYS_ENTER(openat2)
-{
-	__u64 flags = 0;
-	bpf_probe_read_user(&flags, sizeof(flags), (void *)ctx->args[2]);
-	unsigned long a[6] = ARGS(ctx);
-	return enter_open_common(SC_OPENAT2, (const char *)a[1], flags, a);
-}
 SYS_EXIT(openat2) { return exit_open_common(SC_OPENAT2, ctx->ret, 1); }
 
 /* Two-path operations: a rename or link touching a watched path (or a
- * relative one) is sent. */
-static __always_inline int enter_two(__u32 fam, const char *a, const char *b, unsigned long *args)
-{
-	if (!should_trace())
-		return 0;
-	if (!(watch_bits(a) & WATCH_WRITE) && !(watch_bits(b) & WATCH_WRITE))
-		return 0;
-	stash_put(fam, args);
-	return 0;
-}
-
+ * relative one) is sent; a symlink when the link itself lands on one. */
 static __always_inline int exit_two(__u32 fam, __u32 kind, long ret, int ai, int bi)
 {
 	struct stash st;
-	if (stash_take(fam, &st))
+	if (exit_take(&st))
+		return 0;
+	const char *a = (const char *)st.args[ai];
+	const char *b = (const char *)st.args[bi];
+	/* a symlink's target is free text: only where the link lands counts */
+	int symlink = fam == SC_SYMLINK || fam == SC_SYMLINKAT;
+	if (!(watch_bits(b) & WATCH_WRITE) && (symlink || !(watch_bits(a) & WATCH_WRITE)))
 		return 0;
 	struct scratch *s = begin_event(kind);
 	if (!s)
 		return 0;
 	s->hdr.ret = ret;
-	const char *a = (const char *)st.args[ai];
-	const char *b = (const char *)st.args[bi];
 	if (fam == SC_RENAMEAT2 || fam == SC_LINKAT)
 		s->hdr.args[0] = st.args[4];
 	__u32 off = put_user_str(s, 0, a);
@@ -200,36 +194,22 @@ static __always_inline int exit_two(__u32 fam, __u32 kind, long ret, int ai, int
 	return 0;
 }
 
-SYS_ENTER(rename) { unsigned long a[6] = ARGS(ctx); return enter_two(SC_RENAME, (void *)a[0], (void *)a[1], a); }
 SYS_EXIT(rename) { return exit_two(SC_RENAME, EV_RENAME, ctx->ret, 0, 1); }
-SYS_ENTER(renameat) { unsigned long a[6] = ARGS(ctx); return enter_two(SC_RENAMEAT, (void *)a[1], (void *)a[3], a); }
 SYS_EXIT(renameat) { return exit_two(SC_RENAMEAT, EV_RENAME, ctx->ret, 1, 3); }
-SYS_ENTER(renameat2) { unsigned long a[6] = ARGS(ctx); return enter_two(SC_RENAMEAT2, (void *)a[1], (void *)a[3], a); }
 SYS_EXIT(renameat2) { return exit_two(SC_RENAMEAT2, EV_RENAME, ctx->ret, 1, 3); }
-SYS_ENTER(link) { unsigned long a[6] = ARGS(ctx); return enter_two(SC_LINK, (void *)a[0], (void *)a[1], a); }
 SYS_EXIT(link) { return exit_two(SC_LINK, EV_LINK, ctx->ret, 0, 1); }
-SYS_ENTER(linkat) { unsigned long a[6] = ARGS(ctx); return enter_two(SC_LINKAT, (void *)a[1], (void *)a[3], a); }
 SYS_EXIT(linkat) { return exit_two(SC_LINKAT, EV_LINK, ctx->ret, 1, 3); }
-SYS_ENTER(symlink) { unsigned long a[6] = ARGS(ctx); return enter_two(SC_SYMLINK, (void *)a[1], (void *)a[1], a); }
 SYS_EXIT(symlink) { return exit_two(SC_SYMLINK, EV_SYMLINK, ctx->ret, 0, 1); }
-SYS_ENTER(symlinkat) { unsigned long a[6] = ARGS(ctx); return enter_two(SC_SYMLINKAT, (void *)a[2], (void *)a[2], a); }
 SYS_EXIT(symlinkat) { return exit_two(SC_SYMLINKAT, EV_SYMLINK, ctx->ret, 0, 2); }
 
-/* One-path operations. */
-static __always_inline int enter_one(__u32 fam, const char *p, unsigned long *args, int always)
-{
-	if (!should_trace())
-		return 0;
-	if (!always && !(watch_bits(p) & WATCH_WRITE))
-		return 0;
-	stash_put(fam, args);
-	return 0;
-}
-
-static __always_inline int exit_one(__u32 fam, __u32 kind, long ret, int pi, int fdi)
+/* exit_one reports a one-path operation; watched says the path must be
+ * under a write-watched prefix (unlink, rmdir), else every call is sent. */
+static __always_inline int exit_one(__u32 fam, __u32 kind, long ret, int pi, int fdi, int watched)
 {
 	struct stash st;
-	if (stash_take(fam, &st))
+	if (exit_take(&st))
+		return 0;
+	if (watched && !(watch_bits((const char *)st.args[pi & 3]) & WATCH_WRITE))
 		return 0;
 	struct scratch *s = begin_event(kind);
 	if (!s)
@@ -294,28 +274,17 @@ static __always_inline int exit_one(__u32 fam, __u32 kind, long ret, int pi, int
 	return 0;
 }
 
-SYS_ENTER(unlink) { unsigned long a[6] = ARGS(ctx); return enter_one(SC_UNLINK, (void *)a[0], a, 0); }
-SYS_EXIT(unlink) { return exit_one(SC_UNLINK, EV_UNLINK, ctx->ret, 0, -1); }
-SYS_ENTER(unlinkat) { unsigned long a[6] = ARGS(ctx); return enter_one(SC_UNLINKAT, (void *)a[1], a, 0); }
-SYS_EXIT(unlinkat) { return exit_one(SC_UNLINKAT, EV_UNLINK, ctx->ret, 1, -1); }
-SYS_ENTER(rmdir) { unsigned long a[6] = ARGS(ctx); return enter_one(SC_RMDIR, (void *)a[0], a, 0); }
-SYS_EXIT(rmdir) { return exit_one(SC_RMDIR, EV_UNLINK, ctx->ret, 0, -1); }
+SYS_EXIT(unlink) { return exit_one(SC_UNLINK, EV_UNLINK, ctx->ret, 0, -1, 1); }
+SYS_EXIT(unlinkat) { return exit_one(SC_UNLINKAT, EV_UNLINK, ctx->ret, 1, -1, 1); }
+SYS_EXIT(rmdir) { return exit_one(SC_RMDIR, EV_UNLINK, ctx->ret, 0, -1, 1); }
 
 /* chmod and chown are rare and security-relevant everywhere (setuid bits):
  * all are sent. */
-STASH_ALL(chmod, SC_CHMOD)
-SYS_EXIT(chmod) { return exit_one(SC_CHMOD, EV_CHMOD, ctx->ret, 0, -1); }
-STASH_ALL(fchmod, SC_FCHMOD)
-SYS_EXIT(fchmod) { return exit_one(SC_FCHMOD, EV_CHMOD, ctx->ret, -1, 0); }
-STASH_ALL(fchmodat, SC_FCHMODAT)
-SYS_EXIT(fchmodat) { return exit_one(SC_FCHMODAT, EV_CHMOD, ctx->ret, 1, -1); }
-STASH_ALL(fchmodat2, SC_FCHMODAT2)
-SYS_EXIT(fchmodat2) { return exit_one(SC_FCHMODAT2, EV_CHMOD, ctx->ret, 1, -1); }
-STASH_ALL(chown, SC_CHOWN)
-SYS_EXIT(chown) { return exit_one(SC_CHOWN, EV_CHOWN, ctx->ret, 0, -1); }
-STASH_ALL(lchown, SC_LCHOWN)
-SYS_EXIT(lchown) { return exit_one(SC_LCHOWN, EV_CHOWN, ctx->ret, 0, -1); }
-STASH_ALL(fchown, SC_FCHOWN)
-SYS_EXIT(fchown) { return exit_one(SC_FCHOWN, EV_CHOWN, ctx->ret, -1, 0); }
-STASH_ALL(fchownat, SC_FCHOWNAT)
-SYS_EXIT(fchownat) { return exit_one(SC_FCHOWNAT, EV_CHOWN, ctx->ret, 1, -1); }
+SYS_EXIT(chmod) { return exit_one(SC_CHMOD, EV_CHMOD, ctx->ret, 0, -1, 0); }
+SYS_EXIT(fchmod) { return exit_one(SC_FCHMOD, EV_CHMOD, ctx->ret, -1, 0, 0); }
+SYS_EXIT(fchmodat) { return exit_one(SC_FCHMODAT, EV_CHMOD, ctx->ret, 1, -1, 0); }
+SYS_EXIT(fchmodat2) { return exit_one(SC_FCHMODAT2, EV_CHMOD, ctx->ret, 1, -1, 0); }
+SYS_EXIT(chown) { return exit_one(SC_CHOWN, EV_CHOWN, ctx->ret, 0, -1, 0); }
+SYS_EXIT(lchown) { return exit_one(SC_LCHOWN, EV_CHOWN, ctx->ret, 0, -1, 0); }
+SYS_EXIT(fchown) { return exit_one(SC_FCHOWN, EV_CHOWN, ctx->ret, -1, 0, 0); }
+SYS_EXIT(fchownat) { return exit_one(SC_FCHOWNAT, EV_CHOWN, ctx->ret, 1, -1, 0); }

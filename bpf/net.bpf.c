@@ -17,11 +17,10 @@
  */
 #include "syscall.h"
 
-STASH_ALL(socket, SC_SOCKET)
 SYS_EXIT(socket)
 {
 	struct stash st;
-	if (stash_take(SC_SOCKET, &st))
+	if (exit_take(&st))
 		return 0;
 	struct scratch *s = begin_event(EV_SOCKET);
 	if (!s)
@@ -34,10 +33,10 @@ SYS_EXIT(socket)
 	return 0;
 }
 
-static __always_inline int exit_addr(__u32 fam, __u32 kind, long ret)
+static __always_inline int exit_addr(__u32 kind, long ret)
 {
 	struct stash st;
-	if (stash_take(fam, &st))
+	if (exit_take(&st))
 		return 0;
 	struct scratch *s = begin_event(kind);
 	if (!s)
@@ -56,10 +55,8 @@ static __always_inline int exit_addr(__u32 fam, __u32 kind, long ret)
 	return 0;
 }
 
-STASH_ALL(connect, SC_CONNECT)
-SYS_EXIT(connect) { return exit_addr(SC_CONNECT, EV_CONNECT, ctx->ret); }
-STASH_ALL(bind, SC_BIND)
-SYS_EXIT(bind) { return exit_addr(SC_BIND, EV_BIND, ctx->ret); }
+SYS_EXIT(connect) { return exit_addr(EV_CONNECT, ctx->ret); }
+SYS_EXIT(bind) { return exit_addr(EV_BIND, ctx->ret); }
 
 static __always_inline int emit_sock(__u32 kind, long ret, __u64 a0, __u64 a1, long fd)
 {
@@ -79,46 +76,35 @@ static __always_inline int emit_sock(__u32 kind, long ret, __u64 a0, __u64 a1, l
 	return 0;
 }
 
-STASH_ALL(listen, SC_LISTEN)
 SYS_EXIT(listen)
 {
 	struct stash st;
-	if (stash_take(SC_LISTEN, &st))
+	if (exit_take(&st))
 		return 0;
 	return emit_sock(EV_LISTEN, ctx->ret, st.args[0], st.args[1], st.args[0]);
 }
 
-STASH_ALL(accept, SC_ACCEPT)
 SYS_EXIT(accept)
 {
 	struct stash st;
-	if (stash_take(SC_ACCEPT, &st))
+	if (exit_take(&st))
 		return 0;
 	return emit_sock(EV_ACCEPT, ctx->ret, st.args[0], 0, ctx->ret);
 }
 
-STASH_ALL(accept4, SC_ACCEPT4)
 SYS_EXIT(accept4)
 {
 	struct stash st;
-	if (stash_take(SC_ACCEPT4, &st))
+	if (exit_take(&st))
 		return 0;
 	return emit_sock(EV_ACCEPT, ctx->ret, st.args[0], st.args[3], ctx->ret);
 }
 
-/* dup onto stdio is rare; only that case is stashed. */
-static __always_inline int enter_dup(__u32 fam, unsigned long *args)
-{
-	if (args[1] > 2 || !should_trace())
-		return 0;
-	stash_put(fam, args);
-	return 0;
-}
-
-static __always_inline int exit_dup(__u32 fam, long ret)
+/* dup onto stdio is rare; only that case is looked at. */
+static __always_inline int exit_dup(long ret)
 {
 	struct stash st;
-	if (stash_take(fam, &st) || ret < 0)
+	if (ret < 0 || exit_take(&st) || st.args[1] > 2)
 		return 0;
 	struct file *f = file_of_fd(st.args[1]);
 	if (!is_socket_file(f))
@@ -126,7 +112,5 @@ static __always_inline int exit_dup(__u32 fam, long ret)
 	return emit_sock(EV_DUP, ret, st.args[0], st.args[1], st.args[1]);
 }
 
-SYS_ENTER(dup2) { unsigned long a[6] = ARGS(ctx); return enter_dup(SC_DUP2, a); }
-SYS_EXIT(dup2) { return exit_dup(SC_DUP2, ctx->ret); }
-SYS_ENTER(dup3) { unsigned long a[6] = ARGS(ctx); return enter_dup(SC_DUP3, a); }
-SYS_EXIT(dup3) { return exit_dup(SC_DUP3, ctx->ret); }
+SYS_EXIT(dup2) { return exit_dup(ctx->ret); }
+SYS_EXIT(dup3) { return exit_dup(ctx->ret); }

@@ -3,7 +3,8 @@
  * Privilege and kernel surface: mount, umount, module loads, ptrace,
  * process_vm_readv/writev, memfd_create, userfaultfd, bpf(), credential
  * changes, namespaces, and executable memory. Each is reported at syscall
- * exit with its result, so failed attempts count.
+ * exit with its result, so failed attempts count; only init_module (no exit
+ * tracepoint everywhere) and the credential changes (old ids) keep an entry.
  *
  * EV_MOUNT       args: 0 flags; strs: 0 source, 1 target, 2 fs type
  * EV_UMOUNT      args: 0 flags; strs: 0 target
@@ -31,9 +32,11 @@
 #define PROT_EXEC 4
 #define MAP_ANONYMOUS 0x20
 
-static __always_inline struct scratch *begin_exit(__u32 fam, __u32 kind, long ret, struct stash *st)
+/* begin_exit starts the event of a syscall reported at exit, its
+ * arguments in st; NULL when it is not reported. */
+static __always_inline struct scratch *begin_exit(__u32 kind, long ret, struct stash *st)
 {
-	if (stash_take(fam, st))
+	if (exit_take(st))
 		return NULL;
 	struct scratch *s = begin_event(kind);
 	if (!s)
@@ -42,11 +45,10 @@ static __always_inline struct scratch *begin_exit(__u32 fam, __u32 kind, long re
 	return s;
 }
 
-STASH_ALL(mount, SC_MOUNT)
 SYS_EXIT(mount)
 {
 	struct stash st;
-	struct scratch *s = begin_exit(SC_MOUNT, EV_MOUNT, ctx->ret, &st);
+	struct scratch *s = begin_exit(EV_MOUNT, ctx->ret, &st);
 	if (!s)
 		return 0;
 	s->hdr.args[0] = st.args[3];
@@ -57,11 +59,10 @@ SYS_EXIT(mount)
 	return 0;
 }
 
-STASH_ALL(umount, SC_UMOUNT2)
 SYS_EXIT(umount)
 {
 	struct stash st;
-	struct scratch *s = begin_exit(SC_UMOUNT2, EV_UMOUNT, ctx->ret, &st);
+	struct scratch *s = begin_exit(EV_UMOUNT, ctx->ret, &st);
 	if (!s)
 		return 0;
 	s->hdr.args[0] = st.args[1];
@@ -86,11 +87,10 @@ SYS_ENTER(init_module)
 	return 0;
 }
 
-STASH_ALL(finit_module, SC_FINIT_MODULE)
 SYS_EXIT(finit_module)
 {
 	struct stash st;
-	struct scratch *s = begin_exit(SC_FINIT_MODULE, EV_MODULE, ctx->ret, &st);
+	struct scratch *s = begin_exit(EV_MODULE, ctx->ret, &st);
 	if (!s)
 		return 0;
 	s->hdr.args[0] = 1;
@@ -119,31 +119,25 @@ static __always_inline int ptrace_interesting(long req)
 	return 0;
 }
 
-SYS_ENTER(ptrace)
-{
-	if (ptrace_interesting(ctx->args[0]) && should_trace())
-	{
-		unsigned long a[6] = ARGS(ctx);
-		stash_put(SC_PTRACE, a);
-	}
-	return 0;
-}
 SYS_EXIT(ptrace)
 {
 	struct stash st;
-	struct scratch *s = begin_exit(SC_PTRACE, EV_PTRACE, ctx->ret, &st);
+	if (exit_take(&st) || !ptrace_interesting(st.args[0]))
+		return 0;
+	struct scratch *s = begin_event(EV_PTRACE);
 	if (!s)
 		return 0;
+	s->hdr.ret = ctx->ret;
 	s->hdr.args[0] = st.args[0];
 	s->hdr.args[1] = st.args[1];
 	submit(s, 0);
 	return 0;
 }
 
-static __always_inline int exit_vm(__u32 fam, long ret, int write)
+static __always_inline int exit_vm(long ret, int write)
 {
 	struct stash st;
-	struct scratch *s = begin_exit(fam, EV_PROCESS_VM, ret, &st);
+	struct scratch *s = begin_exit(EV_PROCESS_VM, ret, &st);
 	if (!s)
 		return 0;
 	s->hdr.args[0] = st.args[0];
@@ -151,16 +145,13 @@ static __always_inline int exit_vm(__u32 fam, long ret, int write)
 	submit(s, 0);
 	return 0;
 }
-STASH_ALL(process_vm_readv, SC_VM_READV)
-SYS_EXIT(process_vm_readv) { return exit_vm(SC_VM_READV, ctx->ret, 0); }
-STASH_ALL(process_vm_writev, SC_VM_WRITEV)
-SYS_EXIT(process_vm_writev) { return exit_vm(SC_VM_WRITEV, ctx->ret, 1); }
+SYS_EXIT(process_vm_readv) { return exit_vm(ctx->ret, 0); }
+SYS_EXIT(process_vm_writev) { return exit_vm(ctx->ret, 1); }
 
-STASH_ALL(memfd_create, SC_MEMFD_CREATE)
 SYS_EXIT(memfd_create)
 {
 	struct stash st;
-	struct scratch *s = begin_exit(SC_MEMFD_CREATE, EV_MEMFD, ctx->ret, &st);
+	struct scratch *s = begin_exit(EV_MEMFD, ctx->ret, &st);
 	if (!s)
 		return 0;
 	s->hdr.args[0] = st.args[1];
@@ -168,11 +159,10 @@ SYS_EXIT(memfd_create)
 	return 0;
 }
 
-STASH_ALL(userfaultfd, SC_USERFAULTFD)
 SYS_EXIT(userfaultfd)
 {
 	struct stash st;
-	struct scratch *s = begin_exit(SC_USERFAULTFD, EV_USERFAULTFD, ctx->ret, &st);
+	struct scratch *s = begin_exit(EV_USERFAULTFD, ctx->ret, &st);
 	if (!s)
 		return 0;
 	s->hdr.args[0] = st.args[0];
@@ -180,23 +170,20 @@ SYS_EXIT(userfaultfd)
 	return 0;
 }
 
-/* bpf(): program loads and attachments matter; map lookups do not. */
-SYS_ENTER(bpf)
-{
-	long cmd = ctx->args[0];
-	if ((cmd == 0 || cmd == 5 || cmd == 8 || cmd == 17 || cmd == 28) && should_trace())
-	{
-		unsigned long a[6] = ARGS(ctx);
-		stash_put(SC_BPF, a);
-	}
-	return 0;
-}
+/* bpf(): map creation, program loads and attachments matter; map lookups
+ * do not. */
 SYS_EXIT(bpf)
 {
 	struct stash st;
-	struct scratch *s = begin_exit(SC_BPF, EV_BPF, ctx->ret, &st);
+	if (exit_take(&st))
+		return 0;
+	long cmd = st.args[0];
+	if (cmd != 0 && cmd != 5 && cmd != 8 && cmd != 17 && cmd != 28)
+		return 0;
+	struct scratch *s = begin_event(EV_BPF);
 	if (!s)
 		return 0;
+	s->hdr.ret = ctx->ret;
 	s->hdr.args[0] = st.args[0];
 	if (st.args[0] == 5) {
 		__u32 type = 0;
@@ -207,7 +194,8 @@ SYS_EXIT(bpf)
 	return 0;
 }
 
-/* Credential changes: the entry also keeps the old ids. */
+/* Credential changes: the old ids are gone by the exit, so these keep an
+ * entry that stashes them. */
 static __always_inline int enter_setid(__u32 fam, unsigned long *args)
 {
 	if (!should_trace())
@@ -223,9 +211,12 @@ static __always_inline int enter_setid(__u32 fam, unsigned long *args)
 static __always_inline int exit_setid(__u32 fam, long ret)
 {
 	struct stash st;
-	struct scratch *s = begin_exit(fam, EV_SETID, ret, &st);
+	if (stash_take(fam, &st))
+		return 0;
+	struct scratch *s = begin_event(EV_SETID);
 	if (!s)
 		return 0;
+	s->hdr.ret = ret;
 	s->hdr.args[0] = fam - SC_SETUID;
 	s->hdr.args[1] = st.args[0];
 	s->hdr.args[2] = st.args[1];
@@ -261,9 +252,12 @@ SYS_ENTER(capset)
 SYS_EXIT(capset)
 {
 	struct stash st;
-	struct scratch *s = begin_exit(SC_CAPSET, EV_CAPSET, ctx->ret, &st);
+	if (stash_take(SC_CAPSET, &st))
+		return 0;
+	struct scratch *s = begin_event(EV_CAPSET);
 	if (!s)
 		return 0;
+	s->hdr.ret = ctx->ret;
 	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
 	s->hdr.args[0] = BPF_CORE_READ(t, cred, cap_effective.val);
 	s->hdr.args[1] = st.args[0];
@@ -271,11 +265,10 @@ SYS_EXIT(capset)
 	return 0;
 }
 
-STASH_ALL(unshare, SC_UNSHARE)
 SYS_EXIT(unshare)
 {
 	struct stash st;
-	struct scratch *s = begin_exit(SC_UNSHARE, EV_UNSHARE, ctx->ret, &st);
+	struct scratch *s = begin_exit(EV_UNSHARE, ctx->ret, &st);
 	if (!s)
 		return 0;
 	s->hdr.args[0] = st.args[0];
@@ -283,11 +276,10 @@ SYS_EXIT(unshare)
 	return 0;
 }
 
-STASH_ALL(setns, SC_SETNS)
 SYS_EXIT(setns)
 {
 	struct stash st;
-	struct scratch *s = begin_exit(SC_SETNS, EV_SETNS, ctx->ret, &st);
+	struct scratch *s = begin_exit(EV_SETNS, ctx->ret, &st);
 	if (!s)
 		return 0;
 	s->hdr.args[0] = st.args[0];
@@ -309,21 +301,15 @@ static long vma_cb(struct task_struct *task, struct vm_area_struct *vma, struct 
 	return 0;
 }
 
-SYS_ENTER(mprotect)
-{
-	if ((ctx->args[2] & PROT_EXEC) && should_trace())
-	{
-		unsigned long a[6] = ARGS(ctx);
-		stash_put(SC_MPROTECT, a);
-	}
-	return 0;
-}
 SYS_EXIT(mprotect)
 {
 	struct stash st;
-	struct scratch *s = begin_exit(SC_MPROTECT, EV_MPROTECT, ctx->ret, &st);
+	if (exit_take(&st) || !(st.args[2] & PROT_EXEC))
+		return 0;
+	struct scratch *s = begin_event(EV_MPROTECT);
 	if (!s)
 		return 0;
+	s->hdr.ret = ctx->ret;
 	s->hdr.args[0] = st.args[0];
 	s->hdr.args[1] = st.args[1];
 	s->hdr.args[2] = st.args[2];
@@ -336,21 +322,15 @@ SYS_EXIT(mprotect)
 	return 0;
 }
 
-SYS_ENTER(mmap)
-{
-	if ((ctx->args[2] & PROT_EXEC) && should_trace())
-	{
-		unsigned long a[6] = ARGS(ctx);
-		stash_put(SC_MMAP, a);
-	}
-	return 0;
-}
 SYS_EXIT(mmap)
 {
 	struct stash st;
-	struct scratch *s = begin_exit(SC_MMAP, EV_MMAP, ctx->ret, &st);
+	if (exit_take(&st) || !(st.args[2] & PROT_EXEC))
+		return 0;
+	struct scratch *s = begin_event(EV_MMAP);
 	if (!s)
 		return 0;
+	s->hdr.ret = ctx->ret;
 	s->hdr.args[0] = ctx->ret;
 	s->hdr.args[1] = st.args[1];
 	s->hdr.args[2] = st.args[2];

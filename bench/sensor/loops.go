@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
@@ -84,13 +85,26 @@ func setup() *env {
 
 func (e *env) loops() []loop {
 	sc := func(n int) int { return max(1, int(float64(n)**scale)) }
-	return []loop{
+	all := []loop{
 		{"exec tiny static binary", sc(2000), func(n int) { execLoop(n, e.tiny...) }},
 		{"exec /bin/true (dynamic)", sc(2000), func(n int) { execLoop(n, "/bin/true") }},
 		{"open+close unwatched file", sc(200000), e.openLoop},
 		{"TCP connect+accept+close, loopback", sc(20000), e.tcpLoop},
 		{"DNS query+answer, loopback UDP", sc(20000), e.dnsLoop},
 	}
+	if *loopFilter == "" {
+		return all
+	}
+	var picked []loop
+	for _, l := range all {
+		for _, w := range strings.Split(*loopFilter, ",") {
+			if w = strings.TrimSpace(w); w != "" && strings.Contains(l.name, w) {
+				picked = append(picked, l)
+				break
+			}
+		}
+	}
+	return picked
 }
 
 func execLoop(n int, argv ...string) {
@@ -273,8 +287,14 @@ func (e *env) overhead() []loopResult {
 	with := func() {
 		ag := startAgent(agentOptions{})
 		waitQuiet(ag.pid())
+		if *stopAgent {
+			_ = ag.cmd.Process.Signal(syscall.SIGSTOP)
+		}
 		for i, l := range loops {
 			res[i].with = append(res[i].with, timeChunks(l, res[i].chunkN)...)
+		}
+		if *stopAgent {
+			_ = ag.cmd.Process.Signal(syscall.SIGCONT)
 		}
 		ag.stop()
 	}

@@ -48,7 +48,9 @@ var (
 	niceness   = flag.Int("nice", -20, "nice value of the workloads, so other tenants of their CPU barely preempt them")
 	agentNice  = flag.Int("agent-nice", -20, "nice value of the agent, so other tenants of its CPU do not take its core")
 	quietWait  = flag.Duration("wait-quiet", 2*time.Minute, "longest wait, before each overhead phase, for the machine to be ≤ 15% busy")
-	only       = flag.String("only", "overhead,bpf,throughput,rss", "parts to run, comma-separated")
+	only       = flag.String("only", "overhead,floor,bpf,throughput,rss", "parts to run, comma-separated")
+	loopFilter = flag.String("loops", "", "run only the overhead loops whose name contains one of these comma-separated words")
+	stopAgent  = flag.Bool("agent-stopped", false, "diagnostic: stop the agent (SIGSTOP) once its hooks are attached, so the overhead loops measure the kernel side alone")
 )
 
 const metricsAddr = "127.0.0.1:19464"
@@ -84,6 +86,9 @@ func main() {
 	res := results{machine: m}
 	if parts["overhead"] {
 		res.loops = e.overhead()
+	}
+	if parts["floor"] {
+		res.floor = e.hookFloor()
 	}
 	if parts["bpf"] {
 		res.bpf = e.bpfCost()

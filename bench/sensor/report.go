@@ -15,6 +15,7 @@ const (
 type results struct {
 	machine machine
 	loops   []loopResult
+	floor   *loopResult
 	bpf     []bpfLoopCost
 	flood   *floodResult
 	mem     *memResult
@@ -70,6 +71,12 @@ func (r results) markdown() string {
 		} else {
 			fmt.Fprintf(&b, "Every phase started on a machine ≤ 15%% busy (waited up to %s).\n", *quietWait)
 		}
+	}
+	if f := r.floor; f != nil {
+		fmt.Fprintf(&b, "\nThe floor under the open loop's figure: one syscall tracepoint whose program does nothing (no agent running), "+
+			"timed the same way: %s → %s ns/op, slowdown %.3f (medians %.3f), %s ns per call. No syscall-tracepoint sensor can report "+
+			"opens for less on this machine; kprobes, fentry and BPF LSM, which would be cheaper, are not available here.\n",
+			commas(f.nsPerOp(f.without)), commas(f.nsPerOp(f.with)), f.ratio(), f.medianRatio(), commas(f.nsPerOp(f.with)-f.nsPerOp(f.without)))
 	}
 	if len(r.bpf) > 0 {
 		b.WriteString("\n| loop | agent's BPF programs run per op | their kernel time per op | measured extra time per op | costliest programs (ns/op) |\n|---|---|---|---|---|\n")

@@ -68,60 +68,38 @@ type fileStash struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	fileMapConfigMap       = "config_map"
-	fileMapDrops           = "drops"
-	fileMapEmitted         = "emitted"
-	fileMapEvents          = "events"
-	fileMapKeyScratch      = "key_scratch"
-	fileMapScratchMap      = "scratch_map"
-	fileMapStashMap        = "stash_map"
-	fileMapStashPending    = "stash_pending"
-	fileMapWatchPaths      = "watch_paths"
-	fileMapWatchRoots      = "watch_roots"
-	fileProgEnterChmod     = "enter_chmod"
-	fileProgEnterChown     = "enter_chown"
-	fileProgEnterCreat     = "enter_creat"
-	fileProgEnterFchmod    = "enter_fchmod"
-	fileProgEnterFchmodat  = "enter_fchmodat"
-	fileProgEnterFchmodat2 = "enter_fchmodat2"
-	fileProgEnterFchown    = "enter_fchown"
-	fileProgEnterFchownat  = "enter_fchownat"
-	fileProgEnterLchown    = "enter_lchown"
-	fileProgEnterLink      = "enter_link"
-	fileProgEnterLinkat    = "enter_linkat"
-	fileProgEnterOpen      = "enter_open"
-	fileProgEnterOpenat    = "enter_openat"
-	fileProgEnterOpenat2   = "enter_openat2"
-	fileProgEnterRename    = "enter_rename"
-	fileProgEnterRenameat  = "enter_renameat"
-	fileProgEnterRenameat2 = "enter_renameat2"
-	fileProgEnterRmdir     = "enter_rmdir"
-	fileProgEnterSymlink   = "enter_symlink"
-	fileProgEnterSymlinkat = "enter_symlinkat"
-	fileProgEnterUnlink    = "enter_unlink"
-	fileProgEnterUnlinkat  = "enter_unlinkat"
-	fileProgExitChmod      = "exit_chmod"
-	fileProgExitChown      = "exit_chown"
-	fileProgExitCreat      = "exit_creat"
-	fileProgExitFchmod     = "exit_fchmod"
-	fileProgExitFchmodat   = "exit_fchmodat"
-	fileProgExitFchmodat2  = "exit_fchmodat2"
-	fileProgExitFchown     = "exit_fchown"
-	fileProgExitFchownat   = "exit_fchownat"
-	fileProgExitLchown     = "exit_lchown"
-	fileProgExitLink       = "exit_link"
-	fileProgExitLinkat     = "exit_linkat"
-	fileProgExitOpen       = "exit_open"
-	fileProgExitOpenat     = "exit_openat"
-	fileProgExitOpenat2    = "exit_openat2"
-	fileProgExitRename     = "exit_rename"
-	fileProgExitRenameat   = "exit_renameat"
-	fileProgExitRenameat2  = "exit_renameat2"
-	fileProgExitRmdir      = "exit_rmdir"
-	fileProgExitSymlink    = "exit_symlink"
-	fileProgExitSymlinkat  = "exit_symlinkat"
-	fileProgExitUnlink     = "exit_unlink"
-	fileProgExitUnlinkat   = "exit_unlinkat"
+	fileMapConfigMap      = "config_map"
+	fileMapDrops          = "drops"
+	fileMapEmitted        = "emitted"
+	fileMapEvents         = "events"
+	fileMapKeyScratch     = "key_scratch"
+	fileMapScratchMap     = "scratch_map"
+	fileMapStashMap       = "stash_map"
+	fileMapStashPending   = "stash_pending"
+	fileMapWatchPaths     = "watch_paths"
+	fileMapWatchRoots     = "watch_roots"
+	fileProgExitChmod     = "exit_chmod"
+	fileProgExitChown     = "exit_chown"
+	fileProgExitCreat     = "exit_creat"
+	fileProgExitFchmod    = "exit_fchmod"
+	fileProgExitFchmodat  = "exit_fchmodat"
+	fileProgExitFchmodat2 = "exit_fchmodat2"
+	fileProgExitFchown    = "exit_fchown"
+	fileProgExitFchownat  = "exit_fchownat"
+	fileProgExitLchown    = "exit_lchown"
+	fileProgExitLink      = "exit_link"
+	fileProgExitLinkat    = "exit_linkat"
+	fileProgExitOpen      = "exit_open"
+	fileProgExitOpenat    = "exit_openat"
+	fileProgExitOpenat2   = "exit_openat2"
+	fileProgExitRename    = "exit_rename"
+	fileProgExitRenameat  = "exit_renameat"
+	fileProgExitRenameat2 = "exit_renameat2"
+	fileProgExitRmdir     = "exit_rmdir"
+	fileProgExitSymlink   = "exit_symlink"
+	fileProgExitSymlinkat = "exit_symlinkat"
+	fileProgExitUnlink    = "exit_unlink"
+	fileProgExitUnlinkat  = "exit_unlinkat"
 )
 
 // loadFile returns the embedded CollectionSpec for file.
@@ -166,50 +144,28 @@ type fileSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type fileProgramSpecs struct {
-	EnterChmod     *ebpf.ProgramSpec `ebpf:"enter_chmod"`
-	EnterChown     *ebpf.ProgramSpec `ebpf:"enter_chown"`
-	EnterCreat     *ebpf.ProgramSpec `ebpf:"enter_creat"`
-	EnterFchmod    *ebpf.ProgramSpec `ebpf:"enter_fchmod"`
-	EnterFchmodat  *ebpf.ProgramSpec `ebpf:"enter_fchmodat"`
-	EnterFchmodat2 *ebpf.ProgramSpec `ebpf:"enter_fchmodat2"`
-	EnterFchown    *ebpf.ProgramSpec `ebpf:"enter_fchown"`
-	EnterFchownat  *ebpf.ProgramSpec `ebpf:"enter_fchownat"`
-	EnterLchown    *ebpf.ProgramSpec `ebpf:"enter_lchown"`
-	EnterLink      *ebpf.ProgramSpec `ebpf:"enter_link"`
-	EnterLinkat    *ebpf.ProgramSpec `ebpf:"enter_linkat"`
-	EnterOpen      *ebpf.ProgramSpec `ebpf:"enter_open"`
-	EnterOpenat    *ebpf.ProgramSpec `ebpf:"enter_openat"`
-	EnterOpenat2   *ebpf.ProgramSpec `ebpf:"enter_openat2"`
-	EnterRename    *ebpf.ProgramSpec `ebpf:"enter_rename"`
-	EnterRenameat  *ebpf.ProgramSpec `ebpf:"enter_renameat"`
-	EnterRenameat2 *ebpf.ProgramSpec `ebpf:"enter_renameat2"`
-	EnterRmdir     *ebpf.ProgramSpec `ebpf:"enter_rmdir"`
-	EnterSymlink   *ebpf.ProgramSpec `ebpf:"enter_symlink"`
-	EnterSymlinkat *ebpf.ProgramSpec `ebpf:"enter_symlinkat"`
-	EnterUnlink    *ebpf.ProgramSpec `ebpf:"enter_unlink"`
-	EnterUnlinkat  *ebpf.ProgramSpec `ebpf:"enter_unlinkat"`
-	ExitChmod      *ebpf.ProgramSpec `ebpf:"exit_chmod"`
-	ExitChown      *ebpf.ProgramSpec `ebpf:"exit_chown"`
-	ExitCreat      *ebpf.ProgramSpec `ebpf:"exit_creat"`
-	ExitFchmod     *ebpf.ProgramSpec `ebpf:"exit_fchmod"`
-	ExitFchmodat   *ebpf.ProgramSpec `ebpf:"exit_fchmodat"`
-	ExitFchmodat2  *ebpf.ProgramSpec `ebpf:"exit_fchmodat2"`
-	ExitFchown     *ebpf.ProgramSpec `ebpf:"exit_fchown"`
-	ExitFchownat   *ebpf.ProgramSpec `ebpf:"exit_fchownat"`
-	ExitLchown     *ebpf.ProgramSpec `ebpf:"exit_lchown"`
-	ExitLink       *ebpf.ProgramSpec `ebpf:"exit_link"`
-	ExitLinkat     *ebpf.ProgramSpec `ebpf:"exit_linkat"`
-	ExitOpen       *ebpf.ProgramSpec `ebpf:"exit_open"`
-	ExitOpenat     *ebpf.ProgramSpec `ebpf:"exit_openat"`
-	ExitOpenat2    *ebpf.ProgramSpec `ebpf:"exit_openat2"`
-	ExitRename     *ebpf.ProgramSpec `ebpf:"exit_rename"`
-	ExitRenameat   *ebpf.ProgramSpec `ebpf:"exit_renameat"`
-	ExitRenameat2  *ebpf.ProgramSpec `ebpf:"exit_renameat2"`
-	ExitRmdir      *ebpf.ProgramSpec `ebpf:"exit_rmdir"`
-	ExitSymlink    *ebpf.ProgramSpec `ebpf:"exit_symlink"`
-	ExitSymlinkat  *ebpf.ProgramSpec `ebpf:"exit_symlinkat"`
-	ExitUnlink     *ebpf.ProgramSpec `ebpf:"exit_unlink"`
-	ExitUnlinkat   *ebpf.ProgramSpec `ebpf:"exit_unlinkat"`
+	ExitChmod     *ebpf.ProgramSpec `ebpf:"exit_chmod"`
+	ExitChown     *ebpf.ProgramSpec `ebpf:"exit_chown"`
+	ExitCreat     *ebpf.ProgramSpec `ebpf:"exit_creat"`
+	ExitFchmod    *ebpf.ProgramSpec `ebpf:"exit_fchmod"`
+	ExitFchmodat  *ebpf.ProgramSpec `ebpf:"exit_fchmodat"`
+	ExitFchmodat2 *ebpf.ProgramSpec `ebpf:"exit_fchmodat2"`
+	ExitFchown    *ebpf.ProgramSpec `ebpf:"exit_fchown"`
+	ExitFchownat  *ebpf.ProgramSpec `ebpf:"exit_fchownat"`
+	ExitLchown    *ebpf.ProgramSpec `ebpf:"exit_lchown"`
+	ExitLink      *ebpf.ProgramSpec `ebpf:"exit_link"`
+	ExitLinkat    *ebpf.ProgramSpec `ebpf:"exit_linkat"`
+	ExitOpen      *ebpf.ProgramSpec `ebpf:"exit_open"`
+	ExitOpenat    *ebpf.ProgramSpec `ebpf:"exit_openat"`
+	ExitOpenat2   *ebpf.ProgramSpec `ebpf:"exit_openat2"`
+	ExitRename    *ebpf.ProgramSpec `ebpf:"exit_rename"`
+	ExitRenameat  *ebpf.ProgramSpec `ebpf:"exit_renameat"`
+	ExitRenameat2 *ebpf.ProgramSpec `ebpf:"exit_renameat2"`
+	ExitRmdir     *ebpf.ProgramSpec `ebpf:"exit_rmdir"`
+	ExitSymlink   *ebpf.ProgramSpec `ebpf:"exit_symlink"`
+	ExitSymlinkat *ebpf.ProgramSpec `ebpf:"exit_symlinkat"`
+	ExitUnlink    *ebpf.ProgramSpec `ebpf:"exit_unlink"`
+	ExitUnlinkat  *ebpf.ProgramSpec `ebpf:"exit_unlinkat"`
 }
 
 // fileMapSpecs contains maps before they are loaded into the kernel.
@@ -291,76 +247,32 @@ type fileVariables struct {
 //
 // It can be passed to loadFileObjects or ebpf.CollectionSpec.LoadAndAssign.
 type filePrograms struct {
-	EnterChmod     *ebpf.Program `ebpf:"enter_chmod"`
-	EnterChown     *ebpf.Program `ebpf:"enter_chown"`
-	EnterCreat     *ebpf.Program `ebpf:"enter_creat"`
-	EnterFchmod    *ebpf.Program `ebpf:"enter_fchmod"`
-	EnterFchmodat  *ebpf.Program `ebpf:"enter_fchmodat"`
-	EnterFchmodat2 *ebpf.Program `ebpf:"enter_fchmodat2"`
-	EnterFchown    *ebpf.Program `ebpf:"enter_fchown"`
-	EnterFchownat  *ebpf.Program `ebpf:"enter_fchownat"`
-	EnterLchown    *ebpf.Program `ebpf:"enter_lchown"`
-	EnterLink      *ebpf.Program `ebpf:"enter_link"`
-	EnterLinkat    *ebpf.Program `ebpf:"enter_linkat"`
-	EnterOpen      *ebpf.Program `ebpf:"enter_open"`
-	EnterOpenat    *ebpf.Program `ebpf:"enter_openat"`
-	EnterOpenat2   *ebpf.Program `ebpf:"enter_openat2"`
-	EnterRename    *ebpf.Program `ebpf:"enter_rename"`
-	EnterRenameat  *ebpf.Program `ebpf:"enter_renameat"`
-	EnterRenameat2 *ebpf.Program `ebpf:"enter_renameat2"`
-	EnterRmdir     *ebpf.Program `ebpf:"enter_rmdir"`
-	EnterSymlink   *ebpf.Program `ebpf:"enter_symlink"`
-	EnterSymlinkat *ebpf.Program `ebpf:"enter_symlinkat"`
-	EnterUnlink    *ebpf.Program `ebpf:"enter_unlink"`
-	EnterUnlinkat  *ebpf.Program `ebpf:"enter_unlinkat"`
-	ExitChmod      *ebpf.Program `ebpf:"exit_chmod"`
-	ExitChown      *ebpf.Program `ebpf:"exit_chown"`
-	ExitCreat      *ebpf.Program `ebpf:"exit_creat"`
-	ExitFchmod     *ebpf.Program `ebpf:"exit_fchmod"`
-	ExitFchmodat   *ebpf.Program `ebpf:"exit_fchmodat"`
-	ExitFchmodat2  *ebpf.Program `ebpf:"exit_fchmodat2"`
-	ExitFchown     *ebpf.Program `ebpf:"exit_fchown"`
-	ExitFchownat   *ebpf.Program `ebpf:"exit_fchownat"`
-	ExitLchown     *ebpf.Program `ebpf:"exit_lchown"`
-	ExitLink       *ebpf.Program `ebpf:"exit_link"`
-	ExitLinkat     *ebpf.Program `ebpf:"exit_linkat"`
-	ExitOpen       *ebpf.Program `ebpf:"exit_open"`
-	ExitOpenat     *ebpf.Program `ebpf:"exit_openat"`
-	ExitOpenat2    *ebpf.Program `ebpf:"exit_openat2"`
-	ExitRename     *ebpf.Program `ebpf:"exit_rename"`
-	ExitRenameat   *ebpf.Program `ebpf:"exit_renameat"`
-	ExitRenameat2  *ebpf.Program `ebpf:"exit_renameat2"`
-	ExitRmdir      *ebpf.Program `ebpf:"exit_rmdir"`
-	ExitSymlink    *ebpf.Program `ebpf:"exit_symlink"`
-	ExitSymlinkat  *ebpf.Program `ebpf:"exit_symlinkat"`
-	ExitUnlink     *ebpf.Program `ebpf:"exit_unlink"`
-	ExitUnlinkat   *ebpf.Program `ebpf:"exit_unlinkat"`
+	ExitChmod     *ebpf.Program `ebpf:"exit_chmod"`
+	ExitChown     *ebpf.Program `ebpf:"exit_chown"`
+	ExitCreat     *ebpf.Program `ebpf:"exit_creat"`
+	ExitFchmod    *ebpf.Program `ebpf:"exit_fchmod"`
+	ExitFchmodat  *ebpf.Program `ebpf:"exit_fchmodat"`
+	ExitFchmodat2 *ebpf.Program `ebpf:"exit_fchmodat2"`
+	ExitFchown    *ebpf.Program `ebpf:"exit_fchown"`
+	ExitFchownat  *ebpf.Program `ebpf:"exit_fchownat"`
+	ExitLchown    *ebpf.Program `ebpf:"exit_lchown"`
+	ExitLink      *ebpf.Program `ebpf:"exit_link"`
+	ExitLinkat    *ebpf.Program `ebpf:"exit_linkat"`
+	ExitOpen      *ebpf.Program `ebpf:"exit_open"`
+	ExitOpenat    *ebpf.Program `ebpf:"exit_openat"`
+	ExitOpenat2   *ebpf.Program `ebpf:"exit_openat2"`
+	ExitRename    *ebpf.Program `ebpf:"exit_rename"`
+	ExitRenameat  *ebpf.Program `ebpf:"exit_renameat"`
+	ExitRenameat2 *ebpf.Program `ebpf:"exit_renameat2"`
+	ExitRmdir     *ebpf.Program `ebpf:"exit_rmdir"`
+	ExitSymlink   *ebpf.Program `ebpf:"exit_symlink"`
+	ExitSymlinkat *ebpf.Program `ebpf:"exit_symlinkat"`
+	ExitUnlink    *ebpf.Program `ebpf:"exit_unlink"`
+	ExitUnlinkat  *ebpf.Program `ebpf:"exit_unlinkat"`
 }
 
 func (p *filePrograms) Close() error {
 	return _FileClose(
-		p.EnterChmod,
-		p.EnterChown,
-		p.EnterCreat,
-		p.EnterFchmod,
-		p.EnterFchmodat,
-		p.EnterFchmodat2,
-		p.EnterFchown,
-		p.EnterFchownat,
-		p.EnterLchown,
-		p.EnterLink,
-		p.EnterLinkat,
-		p.EnterOpen,
-		p.EnterOpenat,
-		p.EnterOpenat2,
-		p.EnterRename,
-		p.EnterRenameat,
-		p.EnterRenameat2,
-		p.EnterRmdir,
-		p.EnterSymlink,
-		p.EnterSymlinkat,
-		p.EnterUnlink,
-		p.EnterUnlinkat,
 		p.ExitChmod,
 		p.ExitChown,
 		p.ExitCreat,

@@ -57,29 +57,21 @@ type netStash struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	netMapConfigMap     = "config_map"
-	netMapDrops         = "drops"
-	netMapEmitted       = "emitted"
-	netMapEvents        = "events"
-	netMapScratchMap    = "scratch_map"
-	netMapStashMap      = "stash_map"
-	netMapStashPending  = "stash_pending"
-	netProgEnterAccept  = "enter_accept"
-	netProgEnterAccept4 = "enter_accept4"
-	netProgEnterBind    = "enter_bind"
-	netProgEnterConnect = "enter_connect"
-	netProgEnterDup2    = "enter_dup2"
-	netProgEnterDup3    = "enter_dup3"
-	netProgEnterListen  = "enter_listen"
-	netProgEnterSocket  = "enter_socket"
-	netProgExitAccept   = "exit_accept"
-	netProgExitAccept4  = "exit_accept4"
-	netProgExitBind     = "exit_bind"
-	netProgExitConnect  = "exit_connect"
-	netProgExitDup2     = "exit_dup2"
-	netProgExitDup3     = "exit_dup3"
-	netProgExitListen   = "exit_listen"
-	netProgExitSocket   = "exit_socket"
+	netMapConfigMap    = "config_map"
+	netMapDrops        = "drops"
+	netMapEmitted      = "emitted"
+	netMapEvents       = "events"
+	netMapScratchMap   = "scratch_map"
+	netMapStashMap     = "stash_map"
+	netMapStashPending = "stash_pending"
+	netProgExitAccept  = "exit_accept"
+	netProgExitAccept4 = "exit_accept4"
+	netProgExitBind    = "exit_bind"
+	netProgExitConnect = "exit_connect"
+	netProgExitDup2    = "exit_dup2"
+	netProgExitDup3    = "exit_dup3"
+	netProgExitListen  = "exit_listen"
+	netProgExitSocket  = "exit_socket"
 )
 
 // loadNet returns the embedded CollectionSpec for net.
@@ -124,22 +116,14 @@ type netSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type netProgramSpecs struct {
-	EnterAccept  *ebpf.ProgramSpec `ebpf:"enter_accept"`
-	EnterAccept4 *ebpf.ProgramSpec `ebpf:"enter_accept4"`
-	EnterBind    *ebpf.ProgramSpec `ebpf:"enter_bind"`
-	EnterConnect *ebpf.ProgramSpec `ebpf:"enter_connect"`
-	EnterDup2    *ebpf.ProgramSpec `ebpf:"enter_dup2"`
-	EnterDup3    *ebpf.ProgramSpec `ebpf:"enter_dup3"`
-	EnterListen  *ebpf.ProgramSpec `ebpf:"enter_listen"`
-	EnterSocket  *ebpf.ProgramSpec `ebpf:"enter_socket"`
-	ExitAccept   *ebpf.ProgramSpec `ebpf:"exit_accept"`
-	ExitAccept4  *ebpf.ProgramSpec `ebpf:"exit_accept4"`
-	ExitBind     *ebpf.ProgramSpec `ebpf:"exit_bind"`
-	ExitConnect  *ebpf.ProgramSpec `ebpf:"exit_connect"`
-	ExitDup2     *ebpf.ProgramSpec `ebpf:"exit_dup2"`
-	ExitDup3     *ebpf.ProgramSpec `ebpf:"exit_dup3"`
-	ExitListen   *ebpf.ProgramSpec `ebpf:"exit_listen"`
-	ExitSocket   *ebpf.ProgramSpec `ebpf:"exit_socket"`
+	ExitAccept  *ebpf.ProgramSpec `ebpf:"exit_accept"`
+	ExitAccept4 *ebpf.ProgramSpec `ebpf:"exit_accept4"`
+	ExitBind    *ebpf.ProgramSpec `ebpf:"exit_bind"`
+	ExitConnect *ebpf.ProgramSpec `ebpf:"exit_connect"`
+	ExitDup2    *ebpf.ProgramSpec `ebpf:"exit_dup2"`
+	ExitDup3    *ebpf.ProgramSpec `ebpf:"exit_dup3"`
+	ExitListen  *ebpf.ProgramSpec `ebpf:"exit_listen"`
+	ExitSocket  *ebpf.ProgramSpec `ebpf:"exit_socket"`
 }
 
 // netMapSpecs contains maps before they are loaded into the kernel.
@@ -212,34 +196,18 @@ type netVariables struct {
 //
 // It can be passed to loadNetObjects or ebpf.CollectionSpec.LoadAndAssign.
 type netPrograms struct {
-	EnterAccept  *ebpf.Program `ebpf:"enter_accept"`
-	EnterAccept4 *ebpf.Program `ebpf:"enter_accept4"`
-	EnterBind    *ebpf.Program `ebpf:"enter_bind"`
-	EnterConnect *ebpf.Program `ebpf:"enter_connect"`
-	EnterDup2    *ebpf.Program `ebpf:"enter_dup2"`
-	EnterDup3    *ebpf.Program `ebpf:"enter_dup3"`
-	EnterListen  *ebpf.Program `ebpf:"enter_listen"`
-	EnterSocket  *ebpf.Program `ebpf:"enter_socket"`
-	ExitAccept   *ebpf.Program `ebpf:"exit_accept"`
-	ExitAccept4  *ebpf.Program `ebpf:"exit_accept4"`
-	ExitBind     *ebpf.Program `ebpf:"exit_bind"`
-	ExitConnect  *ebpf.Program `ebpf:"exit_connect"`
-	ExitDup2     *ebpf.Program `ebpf:"exit_dup2"`
-	ExitDup3     *ebpf.Program `ebpf:"exit_dup3"`
-	ExitListen   *ebpf.Program `ebpf:"exit_listen"`
-	ExitSocket   *ebpf.Program `ebpf:"exit_socket"`
+	ExitAccept  *ebpf.Program `ebpf:"exit_accept"`
+	ExitAccept4 *ebpf.Program `ebpf:"exit_accept4"`
+	ExitBind    *ebpf.Program `ebpf:"exit_bind"`
+	ExitConnect *ebpf.Program `ebpf:"exit_connect"`
+	ExitDup2    *ebpf.Program `ebpf:"exit_dup2"`
+	ExitDup3    *ebpf.Program `ebpf:"exit_dup3"`
+	ExitListen  *ebpf.Program `ebpf:"exit_listen"`
+	ExitSocket  *ebpf.Program `ebpf:"exit_socket"`
 }
 
 func (p *netPrograms) Close() error {
 	return _NetClose(
-		p.EnterAccept,
-		p.EnterAccept4,
-		p.EnterBind,
-		p.EnterConnect,
-		p.EnterDup2,
-		p.EnterDup3,
-		p.EnterListen,
-		p.EnterSocket,
 		p.ExitAccept,
 		p.ExitAccept4,
 		p.ExitBind,

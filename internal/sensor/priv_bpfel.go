@@ -57,54 +57,41 @@ type privStash struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	privMapConfigMap             = "config_map"
-	privMapDrops                 = "drops"
-	privMapEmitted               = "emitted"
-	privMapEvents                = "events"
-	privMapScratchMap            = "scratch_map"
-	privMapStashMap              = "stash_map"
-	privMapStashPending          = "stash_pending"
-	privProgEnterBpf             = "enter_bpf"
-	privProgEnterCapset          = "enter_capset"
-	privProgEnterFinitModule     = "enter_finit_module"
-	privProgEnterInitModule      = "enter_init_module"
-	privProgEnterMemfdCreate     = "enter_memfd_create"
-	privProgEnterMmap            = "enter_mmap"
-	privProgEnterMount           = "enter_mount"
-	privProgEnterMprotect        = "enter_mprotect"
-	privProgEnterProcessVmReadv  = "enter_process_vm_readv"
-	privProgEnterProcessVmWritev = "enter_process_vm_writev"
-	privProgEnterPtrace          = "enter_ptrace"
-	privProgEnterSetgid          = "enter_setgid"
-	privProgEnterSetns           = "enter_setns"
-	privProgEnterSetregid        = "enter_setregid"
-	privProgEnterSetresgid       = "enter_setresgid"
-	privProgEnterSetresuid       = "enter_setresuid"
-	privProgEnterSetreuid        = "enter_setreuid"
-	privProgEnterSetuid          = "enter_setuid"
-	privProgEnterUmount          = "enter_umount"
-	privProgEnterUnshare         = "enter_unshare"
-	privProgEnterUserfaultfd     = "enter_userfaultfd"
-	privProgExitBpf              = "exit_bpf"
-	privProgExitCapset           = "exit_capset"
-	privProgExitFinitModule      = "exit_finit_module"
-	privProgExitMemfdCreate      = "exit_memfd_create"
-	privProgExitMmap             = "exit_mmap"
-	privProgExitMount            = "exit_mount"
-	privProgExitMprotect         = "exit_mprotect"
-	privProgExitProcessVmReadv   = "exit_process_vm_readv"
-	privProgExitProcessVmWritev  = "exit_process_vm_writev"
-	privProgExitPtrace           = "exit_ptrace"
-	privProgExitSetgid           = "exit_setgid"
-	privProgExitSetns            = "exit_setns"
-	privProgExitSetregid         = "exit_setregid"
-	privProgExitSetresgid        = "exit_setresgid"
-	privProgExitSetresuid        = "exit_setresuid"
-	privProgExitSetreuid         = "exit_setreuid"
-	privProgExitSetuid           = "exit_setuid"
-	privProgExitUmount           = "exit_umount"
-	privProgExitUnshare          = "exit_unshare"
-	privProgExitUserfaultfd      = "exit_userfaultfd"
+	privMapConfigMap            = "config_map"
+	privMapDrops                = "drops"
+	privMapEmitted              = "emitted"
+	privMapEvents               = "events"
+	privMapScratchMap           = "scratch_map"
+	privMapStashMap             = "stash_map"
+	privMapStashPending         = "stash_pending"
+	privProgEnterCapset         = "enter_capset"
+	privProgEnterInitModule     = "enter_init_module"
+	privProgEnterSetgid         = "enter_setgid"
+	privProgEnterSetregid       = "enter_setregid"
+	privProgEnterSetresgid      = "enter_setresgid"
+	privProgEnterSetresuid      = "enter_setresuid"
+	privProgEnterSetreuid       = "enter_setreuid"
+	privProgEnterSetuid         = "enter_setuid"
+	privProgExitBpf             = "exit_bpf"
+	privProgExitCapset          = "exit_capset"
+	privProgExitFinitModule     = "exit_finit_module"
+	privProgExitMemfdCreate     = "exit_memfd_create"
+	privProgExitMmap            = "exit_mmap"
+	privProgExitMount           = "exit_mount"
+	privProgExitMprotect        = "exit_mprotect"
+	privProgExitProcessVmReadv  = "exit_process_vm_readv"
+	privProgExitProcessVmWritev = "exit_process_vm_writev"
+	privProgExitPtrace          = "exit_ptrace"
+	privProgExitSetgid          = "exit_setgid"
+	privProgExitSetns           = "exit_setns"
+	privProgExitSetregid        = "exit_setregid"
+	privProgExitSetresgid       = "exit_setresgid"
+	privProgExitSetresuid       = "exit_setresuid"
+	privProgExitSetreuid        = "exit_setreuid"
+	privProgExitSetuid          = "exit_setuid"
+	privProgExitUmount          = "exit_umount"
+	privProgExitUnshare         = "exit_unshare"
+	privProgExitUserfaultfd     = "exit_userfaultfd"
 )
 
 // loadPriv returns the embedded CollectionSpec for priv.
@@ -149,47 +136,34 @@ type privSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type privProgramSpecs struct {
-	EnterBpf             *ebpf.ProgramSpec `ebpf:"enter_bpf"`
-	EnterCapset          *ebpf.ProgramSpec `ebpf:"enter_capset"`
-	EnterFinitModule     *ebpf.ProgramSpec `ebpf:"enter_finit_module"`
-	EnterInitModule      *ebpf.ProgramSpec `ebpf:"enter_init_module"`
-	EnterMemfdCreate     *ebpf.ProgramSpec `ebpf:"enter_memfd_create"`
-	EnterMmap            *ebpf.ProgramSpec `ebpf:"enter_mmap"`
-	EnterMount           *ebpf.ProgramSpec `ebpf:"enter_mount"`
-	EnterMprotect        *ebpf.ProgramSpec `ebpf:"enter_mprotect"`
-	EnterProcessVmReadv  *ebpf.ProgramSpec `ebpf:"enter_process_vm_readv"`
-	EnterProcessVmWritev *ebpf.ProgramSpec `ebpf:"enter_process_vm_writev"`
-	EnterPtrace          *ebpf.ProgramSpec `ebpf:"enter_ptrace"`
-	EnterSetgid          *ebpf.ProgramSpec `ebpf:"enter_setgid"`
-	EnterSetns           *ebpf.ProgramSpec `ebpf:"enter_setns"`
-	EnterSetregid        *ebpf.ProgramSpec `ebpf:"enter_setregid"`
-	EnterSetresgid       *ebpf.ProgramSpec `ebpf:"enter_setresgid"`
-	EnterSetresuid       *ebpf.ProgramSpec `ebpf:"enter_setresuid"`
-	EnterSetreuid        *ebpf.ProgramSpec `ebpf:"enter_setreuid"`
-	EnterSetuid          *ebpf.ProgramSpec `ebpf:"enter_setuid"`
-	EnterUmount          *ebpf.ProgramSpec `ebpf:"enter_umount"`
-	EnterUnshare         *ebpf.ProgramSpec `ebpf:"enter_unshare"`
-	EnterUserfaultfd     *ebpf.ProgramSpec `ebpf:"enter_userfaultfd"`
-	ExitBpf              *ebpf.ProgramSpec `ebpf:"exit_bpf"`
-	ExitCapset           *ebpf.ProgramSpec `ebpf:"exit_capset"`
-	ExitFinitModule      *ebpf.ProgramSpec `ebpf:"exit_finit_module"`
-	ExitMemfdCreate      *ebpf.ProgramSpec `ebpf:"exit_memfd_create"`
-	ExitMmap             *ebpf.ProgramSpec `ebpf:"exit_mmap"`
-	ExitMount            *ebpf.ProgramSpec `ebpf:"exit_mount"`
-	ExitMprotect         *ebpf.ProgramSpec `ebpf:"exit_mprotect"`
-	ExitProcessVmReadv   *ebpf.ProgramSpec `ebpf:"exit_process_vm_readv"`
-	ExitProcessVmWritev  *ebpf.ProgramSpec `ebpf:"exit_process_vm_writev"`
-	ExitPtrace           *ebpf.ProgramSpec `ebpf:"exit_ptrace"`
-	ExitSetgid           *ebpf.ProgramSpec `ebpf:"exit_setgid"`
-	ExitSetns            *ebpf.ProgramSpec `ebpf:"exit_setns"`
-	ExitSetregid         *ebpf.ProgramSpec `ebpf:"exit_setregid"`
-	ExitSetresgid        *ebpf.ProgramSpec `ebpf:"exit_setresgid"`
-	ExitSetresuid        *ebpf.ProgramSpec `ebpf:"exit_setresuid"`
-	ExitSetreuid         *ebpf.ProgramSpec `ebpf:"exit_setreuid"`
-	ExitSetuid           *ebpf.ProgramSpec `ebpf:"exit_setuid"`
-	ExitUmount           *ebpf.ProgramSpec `ebpf:"exit_umount"`
-	ExitUnshare          *ebpf.ProgramSpec `ebpf:"exit_unshare"`
-	ExitUserfaultfd      *ebpf.ProgramSpec `ebpf:"exit_userfaultfd"`
+	EnterCapset         *ebpf.ProgramSpec `ebpf:"enter_capset"`
+	EnterInitModule     *ebpf.ProgramSpec `ebpf:"enter_init_module"`
+	EnterSetgid         *ebpf.ProgramSpec `ebpf:"enter_setgid"`
+	EnterSetregid       *ebpf.ProgramSpec `ebpf:"enter_setregid"`
+	EnterSetresgid      *ebpf.ProgramSpec `ebpf:"enter_setresgid"`
+	EnterSetresuid      *ebpf.ProgramSpec `ebpf:"enter_setresuid"`
+	EnterSetreuid       *ebpf.ProgramSpec `ebpf:"enter_setreuid"`
+	EnterSetuid         *ebpf.ProgramSpec `ebpf:"enter_setuid"`
+	ExitBpf             *ebpf.ProgramSpec `ebpf:"exit_bpf"`
+	ExitCapset          *ebpf.ProgramSpec `ebpf:"exit_capset"`
+	ExitFinitModule     *ebpf.ProgramSpec `ebpf:"exit_finit_module"`
+	ExitMemfdCreate     *ebpf.ProgramSpec `ebpf:"exit_memfd_create"`
+	ExitMmap            *ebpf.ProgramSpec `ebpf:"exit_mmap"`
+	ExitMount           *ebpf.ProgramSpec `ebpf:"exit_mount"`
+	ExitMprotect        *ebpf.ProgramSpec `ebpf:"exit_mprotect"`
+	ExitProcessVmReadv  *ebpf.ProgramSpec `ebpf:"exit_process_vm_readv"`
+	ExitProcessVmWritev *ebpf.ProgramSpec `ebpf:"exit_process_vm_writev"`
+	ExitPtrace          *ebpf.ProgramSpec `ebpf:"exit_ptrace"`
+	ExitSetgid          *ebpf.ProgramSpec `ebpf:"exit_setgid"`
+	ExitSetns           *ebpf.ProgramSpec `ebpf:"exit_setns"`
+	ExitSetregid        *ebpf.ProgramSpec `ebpf:"exit_setregid"`
+	ExitSetresgid       *ebpf.ProgramSpec `ebpf:"exit_setresgid"`
+	ExitSetresuid       *ebpf.ProgramSpec `ebpf:"exit_setresuid"`
+	ExitSetreuid        *ebpf.ProgramSpec `ebpf:"exit_setreuid"`
+	ExitSetuid          *ebpf.ProgramSpec `ebpf:"exit_setuid"`
+	ExitUmount          *ebpf.ProgramSpec `ebpf:"exit_umount"`
+	ExitUnshare         *ebpf.ProgramSpec `ebpf:"exit_unshare"`
+	ExitUserfaultfd     *ebpf.ProgramSpec `ebpf:"exit_userfaultfd"`
 }
 
 // privMapSpecs contains maps before they are loaded into the kernel.
@@ -262,72 +236,46 @@ type privVariables struct {
 //
 // It can be passed to loadPrivObjects or ebpf.CollectionSpec.LoadAndAssign.
 type privPrograms struct {
-	EnterBpf             *ebpf.Program `ebpf:"enter_bpf"`
-	EnterCapset          *ebpf.Program `ebpf:"enter_capset"`
-	EnterFinitModule     *ebpf.Program `ebpf:"enter_finit_module"`
-	EnterInitModule      *ebpf.Program `ebpf:"enter_init_module"`
-	EnterMemfdCreate     *ebpf.Program `ebpf:"enter_memfd_create"`
-	EnterMmap            *ebpf.Program `ebpf:"enter_mmap"`
-	EnterMount           *ebpf.Program `ebpf:"enter_mount"`
-	EnterMprotect        *ebpf.Program `ebpf:"enter_mprotect"`
-	EnterProcessVmReadv  *ebpf.Program `ebpf:"enter_process_vm_readv"`
-	EnterProcessVmWritev *ebpf.Program `ebpf:"enter_process_vm_writev"`
-	EnterPtrace          *ebpf.Program `ebpf:"enter_ptrace"`
-	EnterSetgid          *ebpf.Program `ebpf:"enter_setgid"`
-	EnterSetns           *ebpf.Program `ebpf:"enter_setns"`
-	EnterSetregid        *ebpf.Program `ebpf:"enter_setregid"`
-	EnterSetresgid       *ebpf.Program `ebpf:"enter_setresgid"`
-	EnterSetresuid       *ebpf.Program `ebpf:"enter_setresuid"`
-	EnterSetreuid        *ebpf.Program `ebpf:"enter_setreuid"`
-	EnterSetuid          *ebpf.Program `ebpf:"enter_setuid"`
-	EnterUmount          *ebpf.Program `ebpf:"enter_umount"`
-	EnterUnshare         *ebpf.Program `ebpf:"enter_unshare"`
-	EnterUserfaultfd     *ebpf.Program `ebpf:"enter_userfaultfd"`
-	ExitBpf              *ebpf.Program `ebpf:"exit_bpf"`
-	ExitCapset           *ebpf.Program `ebpf:"exit_capset"`
-	ExitFinitModule      *ebpf.Program `ebpf:"exit_finit_module"`
-	ExitMemfdCreate      *ebpf.Program `ebpf:"exit_memfd_create"`
-	ExitMmap             *ebpf.Program `ebpf:"exit_mmap"`
-	ExitMount            *ebpf.Program `ebpf:"exit_mount"`
-	ExitMprotect         *ebpf.Program `ebpf:"exit_mprotect"`
-	ExitProcessVmReadv   *ebpf.Program `ebpf:"exit_process_vm_readv"`
-	ExitProcessVmWritev  *ebpf.Program `ebpf:"exit_process_vm_writev"`
-	ExitPtrace           *ebpf.Program `ebpf:"exit_ptrace"`
-	ExitSetgid           *ebpf.Program `ebpf:"exit_setgid"`
-	ExitSetns            *ebpf.Program `ebpf:"exit_setns"`
-	ExitSetregid         *ebpf.Program `ebpf:"exit_setregid"`
-	ExitSetresgid        *ebpf.Program `ebpf:"exit_setresgid"`
-	ExitSetresuid        *ebpf.Program `ebpf:"exit_setresuid"`
-	ExitSetreuid         *ebpf.Program `ebpf:"exit_setreuid"`
-	ExitSetuid           *ebpf.Program `ebpf:"exit_setuid"`
-	ExitUmount           *ebpf.Program `ebpf:"exit_umount"`
-	ExitUnshare          *ebpf.Program `ebpf:"exit_unshare"`
-	ExitUserfaultfd      *ebpf.Program `ebpf:"exit_userfaultfd"`
+	EnterCapset         *ebpf.Program `ebpf:"enter_capset"`
+	EnterInitModule     *ebpf.Program `ebpf:"enter_init_module"`
+	EnterSetgid         *ebpf.Program `ebpf:"enter_setgid"`
+	EnterSetregid       *ebpf.Program `ebpf:"enter_setregid"`
+	EnterSetresgid      *ebpf.Program `ebpf:"enter_setresgid"`
+	EnterSetresuid      *ebpf.Program `ebpf:"enter_setresuid"`
+	EnterSetreuid       *ebpf.Program `ebpf:"enter_setreuid"`
+	EnterSetuid         *ebpf.Program `ebpf:"enter_setuid"`
+	ExitBpf             *ebpf.Program `ebpf:"exit_bpf"`
+	ExitCapset          *ebpf.Program `ebpf:"exit_capset"`
+	ExitFinitModule     *ebpf.Program `ebpf:"exit_finit_module"`
+	ExitMemfdCreate     *ebpf.Program `ebpf:"exit_memfd_create"`
+	ExitMmap            *ebpf.Program `ebpf:"exit_mmap"`
+	ExitMount           *ebpf.Program `ebpf:"exit_mount"`
+	ExitMprotect        *ebpf.Program `ebpf:"exit_mprotect"`
+	ExitProcessVmReadv  *ebpf.Program `ebpf:"exit_process_vm_readv"`
+	ExitProcessVmWritev *ebpf.Program `ebpf:"exit_process_vm_writev"`
+	ExitPtrace          *ebpf.Program `ebpf:"exit_ptrace"`
+	ExitSetgid          *ebpf.Program `ebpf:"exit_setgid"`
+	ExitSetns           *ebpf.Program `ebpf:"exit_setns"`
+	ExitSetregid        *ebpf.Program `ebpf:"exit_setregid"`
+	ExitSetresgid       *ebpf.Program `ebpf:"exit_setresgid"`
+	ExitSetresuid       *ebpf.Program `ebpf:"exit_setresuid"`
+	ExitSetreuid        *ebpf.Program `ebpf:"exit_setreuid"`
+	ExitSetuid          *ebpf.Program `ebpf:"exit_setuid"`
+	ExitUmount          *ebpf.Program `ebpf:"exit_umount"`
+	ExitUnshare         *ebpf.Program `ebpf:"exit_unshare"`
+	ExitUserfaultfd     *ebpf.Program `ebpf:"exit_userfaultfd"`
 }
 
 func (p *privPrograms) Close() error {
 	return _PrivClose(
-		p.EnterBpf,
 		p.EnterCapset,
-		p.EnterFinitModule,
 		p.EnterInitModule,
-		p.EnterMemfdCreate,
-		p.EnterMmap,
-		p.EnterMount,
-		p.EnterMprotect,
-		p.EnterProcessVmReadv,
-		p.EnterProcessVmWritev,
-		p.EnterPtrace,
 		p.EnterSetgid,
-		p.EnterSetns,
 		p.EnterSetregid,
 		p.EnterSetresgid,
 		p.EnterSetresuid,
 		p.EnterSetreuid,
 		p.EnterSetuid,
-		p.EnterUmount,
-		p.EnterUnshare,
-		p.EnterUserfaultfd,
 		p.ExitBpf,
 		p.ExitCapset,
 		p.ExitFinitModule,
