@@ -8,8 +8,9 @@
  * and even egress may run on another task's time. So the process identity
  * is taken where it is certain, at connect() and sendto() to port 53 (the
  * cgroup/connect and cgroup/sendmsg hooks run in the caller's context), and
- * kept per socket cookie; the packet programs look it up. Cookies are never
- * reused within a boot, so a stale entry can only be missing, never wrong.
+ * kept in the socket's own storage; the packet programs read it from the
+ * packet's socket. The storage dies with the socket, so nothing is evicted
+ * and closing a socket costs no program run.
  *
  * Only the client side is reported: egress to remote port 53 (a query) and
  * ingress from remote port 53 (its response). A local resolver's side of
@@ -53,10 +54,10 @@ struct owner {
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	/* live sockets that sent to port 53; sock_release frees entries early */
-	__uint(max_entries, 8192);
-	__type(key, __u64); /* socket cookie */
+	/* socket-local: freed with its socket, never evicted, no close hook */
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct owner);
 } dns_owners SEC(".maps");
 
@@ -84,14 +85,18 @@ static __always_inline int remember_owner(struct bpf_sock_addr *ctx)
 {
 	if (bpf_ntohs(ctx->user_port) != DNS_PORT || !enabled())
 		return 1;
-	__u64 cookie = bpf_get_socket_cookie(ctx);
 	struct owner o = {};
 	fill_hdr(&o.hdr, EV_DNS);
 	/* fill_hdr's ns_pid is the calling thread's; the process is wanted */
 	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
 	o.hdr.ns_pid = ns_pid_of(BPF_CORE_READ(t, group_leader));
 	o.self = !should_trace();
-	bpf_map_update_elem(&dns_owners, &cookie, &o, BPF_ANY);
+	struct bpf_sock *sk = ctx->sk;
+	if (!sk)
+		return 1;
+	struct owner *st = bpf_sk_storage_get(&dns_owners, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (st)
+		__builtin_memcpy(st, &o, sizeof(o));
 	return 1;
 }
 
@@ -106,15 +111,6 @@ int dns_sendmsg4(struct bpf_sock_addr *ctx) { return remember_owner(ctx); }
 
 SEC("cgroup/sendmsg6")
 int dns_sendmsg6(struct bpf_sock_addr *ctx) { return remember_owner(ctx); }
-
-/* A closed socket's entry goes at once rather than waiting for eviction. */
-SEC("cgroup/sock_release")
-int dns_sock_release(struct bpf_sock *sk)
-{
-	__u64 cookie = bpf_get_socket_cookie(sk);
-	bpf_map_delete_elem(&dns_owners, &cookie);
-	return 1;
-}
 
 /* handle reports one packet when it is client-side DNS. */
 static __always_inline int handle(struct __sk_buff *skb, __u32 ingress)
@@ -173,7 +169,12 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 ingress)
 		return 1; /* a TCP length prefix sent on its own: nothing to read */
 
 	__u64 cookie = bpf_get_socket_cookie(skb);
-	struct owner *o = bpf_map_lookup_elem(&dns_owners, &cookie);
+	struct owner *o = 0;
+	struct bpf_sock *sk = skb->sk;
+	if (sk)
+		sk = bpf_sk_fullsock(sk);
+	if (sk)
+		o = bpf_sk_storage_get(&dns_owners, sk, 0, 0);
 	if (o && o->self)
 		return 1;
 

@@ -85,21 +85,20 @@ type dnsStash struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	dnsMapConfigMap       = "config_map"
-	dnsMapDnsOwners       = "dns_owners"
-	dnsMapDrops           = "drops"
-	dnsMapEmitted         = "emitted"
-	dnsMapEvents          = "events"
-	dnsMapScratchMap      = "scratch_map"
-	dnsMapStashMap        = "stash_map"
-	dnsMapStashPending    = "stash_pending"
-	dnsProgDnsConnect4    = "dns_connect4"
-	dnsProgDnsConnect6    = "dns_connect6"
-	dnsProgDnsEgress      = "dns_egress"
-	dnsProgDnsIngress     = "dns_ingress"
-	dnsProgDnsSendmsg4    = "dns_sendmsg4"
-	dnsProgDnsSendmsg6    = "dns_sendmsg6"
-	dnsProgDnsSockRelease = "dns_sock_release"
+	dnsMapConfigMap    = "config_map"
+	dnsMapDnsOwners    = "dns_owners"
+	dnsMapDrops        = "drops"
+	dnsMapEmitted      = "emitted"
+	dnsMapEvents       = "events"
+	dnsMapScratchMap   = "scratch_map"
+	dnsMapStashMap     = "stash_map"
+	dnsMapStashPending = "stash_pending"
+	dnsProgDnsConnect4 = "dns_connect4"
+	dnsProgDnsConnect6 = "dns_connect6"
+	dnsProgDnsEgress   = "dns_egress"
+	dnsProgDnsIngress  = "dns_ingress"
+	dnsProgDnsSendmsg4 = "dns_sendmsg4"
+	dnsProgDnsSendmsg6 = "dns_sendmsg6"
 )
 
 // loadDns returns the embedded CollectionSpec for dns.
@@ -144,13 +143,12 @@ type dnsSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type dnsProgramSpecs struct {
-	DnsConnect4    *ebpf.ProgramSpec `ebpf:"dns_connect4"`
-	DnsConnect6    *ebpf.ProgramSpec `ebpf:"dns_connect6"`
-	DnsEgress      *ebpf.ProgramSpec `ebpf:"dns_egress"`
-	DnsIngress     *ebpf.ProgramSpec `ebpf:"dns_ingress"`
-	DnsSendmsg4    *ebpf.ProgramSpec `ebpf:"dns_sendmsg4"`
-	DnsSendmsg6    *ebpf.ProgramSpec `ebpf:"dns_sendmsg6"`
-	DnsSockRelease *ebpf.ProgramSpec `ebpf:"dns_sock_release"`
+	DnsConnect4 *ebpf.ProgramSpec `ebpf:"dns_connect4"`
+	DnsConnect6 *ebpf.ProgramSpec `ebpf:"dns_connect6"`
+	DnsEgress   *ebpf.ProgramSpec `ebpf:"dns_egress"`
+	DnsIngress  *ebpf.ProgramSpec `ebpf:"dns_ingress"`
+	DnsSendmsg4 *ebpf.ProgramSpec `ebpf:"dns_sendmsg4"`
+	DnsSendmsg6 *ebpf.ProgramSpec `ebpf:"dns_sendmsg6"`
 }
 
 // dnsMapSpecs contains maps before they are loaded into the kernel.
@@ -226,13 +224,12 @@ type dnsVariables struct {
 //
 // It can be passed to loadDnsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type dnsPrograms struct {
-	DnsConnect4    *ebpf.Program `ebpf:"dns_connect4"`
-	DnsConnect6    *ebpf.Program `ebpf:"dns_connect6"`
-	DnsEgress      *ebpf.Program `ebpf:"dns_egress"`
-	DnsIngress     *ebpf.Program `ebpf:"dns_ingress"`
-	DnsSendmsg4    *ebpf.Program `ebpf:"dns_sendmsg4"`
-	DnsSendmsg6    *ebpf.Program `ebpf:"dns_sendmsg6"`
-	DnsSockRelease *ebpf.Program `ebpf:"dns_sock_release"`
+	DnsConnect4 *ebpf.Program `ebpf:"dns_connect4"`
+	DnsConnect6 *ebpf.Program `ebpf:"dns_connect6"`
+	DnsEgress   *ebpf.Program `ebpf:"dns_egress"`
+	DnsIngress  *ebpf.Program `ebpf:"dns_ingress"`
+	DnsSendmsg4 *ebpf.Program `ebpf:"dns_sendmsg4"`
+	DnsSendmsg6 *ebpf.Program `ebpf:"dns_sendmsg6"`
 }
 
 func (p *dnsPrograms) Close() error {
@@ -243,7 +240,6 @@ func (p *dnsPrograms) Close() error {
 		p.DnsIngress,
 		p.DnsSendmsg4,
 		p.DnsSendmsg6,
-		p.DnsSockRelease,
 	)
 }
 
