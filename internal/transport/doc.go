@@ -52,8 +52,8 @@
 // stream full) is appended to the Spool, a bounded on-disk queue that
 // evicts heartbeats first, then events, findings last, and counts every
 // loss. A background loop replays the spool when connected. Replays are
-// de-duplicated by JetStream (Nats-Msg-Id, StreamOptions.Duplicates window)
-// and must also be by the server: Consumer hands each Message with a
+// de-duplicated by JetStream within its short window (Nats-Msg-Id,
+// StreamOptions.Duplicates) and, beyond it, must be by the server: Consumer hands each Message with a
 // DedupKey to use as the idempotency key of the store's upsert.
 //
 // The Consumer verifies everything before its Handler sees it: size, strict

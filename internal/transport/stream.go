@@ -13,7 +13,7 @@ type StreamOptions struct {
 	Replicas   int           // 1; use 3 on an external cluster
 	MaxBytes   int64         // 1 GiB
 	MaxAge     time.Duration // 7 days
-	Duplicates time.Duration // de-duplication window, 2 hours
+	Duplicates time.Duration // de-duplication window, 2 minutes (see EnsureStream)
 }
 
 // EnsureStream creates or updates the MAMORI stream: a file-backed work
@@ -21,6 +21,12 @@ type StreamOptions struct {
 // agents' three subjects, with Nats-Msg-Id de-duplication. When full it
 // refuses new messages rather than dropping stored ones, so agents spool
 // (and count) instead of the server losing data silently.
+//
+// The de-duplication window is short on purpose: JetStream keeps every
+// message id of the window in memory, so at 3,000 messages/s a 2-hour window
+// holds ~20 million ids (gigabytes). It covers a publisher's resend after an
+// ack timeout; older replays are refused by the store's applied-message
+// record (kept 48 h) and the consumer's replay cache.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, o StreamOptions) (jetstream.Stream, error) {
 	if o.Replicas <= 0 {
 		o.Replicas = 1
@@ -32,7 +38,7 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, o StreamOptions) 
 		o.MaxAge = 7 * 24 * time.Hour
 	}
 	if o.Duplicates <= 0 {
-		o.Duplicates = 2 * time.Hour
+		o.Duplicates = 2 * time.Minute
 	}
 	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        StreamName,

@@ -35,6 +35,12 @@ const (
 		cluster = $6, namespace = $7, container_id = $8, image = $9, created_at = $10, updated_at = $11, first_seen = $12,
 		last_seen = $13, occurrences = $14, archived = $15, sample = $16, suppressed_by = $17, revision = $18, doc = $19
 		WHERE id = $1`
+	// sqlUpdateCounts is the common merge: a further occurrence changes the
+	// count, times, revision and document but none of the finding's
+	// identity columns. Naming only those columns keeps SQLite from
+	// rewriting the entries of the nine indexes over the others.
+	sqlUpdateCounts = `UPDATE findings SET updated_at = $2, last_seen = $3, occurrences = $4, archived = $5,
+		suppressed_by = $6, revision = $7, doc = $8 WHERE id = $1`
 	sqlInsert = `INSERT INTO findings (` + findingCols + `)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
 		ON CONFLICT (id) DO NOTHING`
@@ -44,7 +50,7 @@ const (
 		LEFT JOIN finding_counts c ON c.finding_id = f.id AND c.reporter = $2 AND c.epoch = $3 WHERE f.id = $1`
 )
 
-var hotStatements = []string{sqlMsgInsert, sqlUpdate, sqlInsert, sqlSetContribution, sqlLock, sqlNodeGet, sqlNodeWrite, sqlNodeEvent}
+var hotStatements = []string{sqlMsgInsert, sqlUpdate, sqlUpdateCounts, sqlInsert, sqlSetContribution, sqlLock, sqlNodeGet, sqlNodeWrite, sqlNodeEvent}
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -157,6 +163,18 @@ func (s *sqlStore) rowArgs(r *Record, doc []byte) []any {
 		s.docArg(doc)}
 }
 
+// sameIdentity reports whether two rowArgs rows agree on every column
+// sqlUpdateCounts leaves alone: type through image (1-8), created_at (9),
+// first_seen (11) and sample (15).
+func sameIdentity(a, b []any) bool {
+	for _, i := range []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 15} {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
 func nodeOf(f *finding.Finding) string {
 	if d := f.Resource.InstanceDetails; d != nil {
 		return d.NodeID
@@ -264,7 +282,11 @@ func (s *sqlStore) upsertOne(ctx context.Context, tx *sql.Tx, u *Upsert, now tim
 		return Result{}, err
 	}
 	args := s.rowArgs(rec, doc)
-	if _, err := s.txExec(ctx, tx, sqlUpdate, args...); err != nil {
+	q := sqlUpdate
+	if old := s.rowArgs(cur, nil); sameIdentity(old, args) {
+		q, args = sqlUpdateCounts, []any{args[0], args[10], args[12], args[13], args[14], args[16], args[17], args[18]}
+	}
+	if _, err := s.txExec(ctx, tx, q, args...); err != nil {
 		return Result{}, fmt.Errorf("update: %w", err)
 	}
 	return Result{Outcome: OutcomeUpdated, Delta: delta, Record: rec}, nil

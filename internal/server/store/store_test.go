@@ -307,3 +307,43 @@ func TestRetentionPurge(t *testing.T) {
 		}
 	})
 }
+
+// TestUpdateKeepsColumnsTrue checks both update statements: a further
+// occurrence (the narrow one) and a newer occurrence whose severity
+// differs (the full one) leave every filterable column equal to the
+// document, so the indexed queries find what the document says.
+func TestUpdateKeepsColumnsTrue(t *testing.T) {
+	forEngine(t, func(t *testing.T, engine string) {
+		st := storetest.Open(t, engine, store.Options{})
+		ctx := context.Background()
+		t0 := time.Now().UTC().Add(-time.Hour).Truncate(time.Millisecond)
+		f := storetest.Finding(storetest.Spec{Node: "node-1", Actor: "/tmp/x", Container: "c1", Seen: t0})
+		upsert(t, st, store.Upsert{Finding: f, MsgKey: "m:1", Reporter: "r", Epoch: epochOf(f)})
+		count := func(c store.Criterion) int {
+			t.Helper()
+			page, err := st.ListFindings(ctx, store.Query{Criteria: []store.Criterion{c}, Limit: store.MaxPageSize})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return len(page.Findings)
+		}
+		// A further occurrence: count and last seen move.
+		upsert(t, st, store.Upsert{Finding: cumulative(f, 7, t0.Add(time.Minute)), MsgKey: "m:2", Reporter: "r", Epoch: epochOf(f)})
+		if n := count(store.Criterion{Field: "service.count", Op: store.OpEq, Value: 7}); n != 1 {
+			t.Errorf("count column not updated: %d match count 7", n)
+		}
+		if n := count(store.Criterion{Field: "service.eventLastSeen", Op: store.OpGt, Value: t0.Add(30 * time.Second).Format(time.RFC3339Nano)}); n != 1 {
+			t.Errorf("last-seen column not updated: %d match", n)
+		}
+		// A newer occurrence with another severity takes the full update.
+		g := cumulative(f, 8, t0.Add(2*time.Minute))
+		g.Severity = f.Severity + 1
+		upsert(t, st, store.Upsert{Finding: g, MsgKey: "m:3", Reporter: "r", Epoch: epochOf(f)})
+		if n := count(store.Criterion{Field: "severity", Op: store.OpEq, Value: g.Severity}); n != 1 {
+			t.Errorf("severity column not updated: %d match %v", n, g.Severity)
+		}
+		if n := count(store.Criterion{Field: "severity", Op: store.OpEq, Value: f.Severity}); n != 0 {
+			t.Errorf("old severity still matches %d", n)
+		}
+	})
+}
