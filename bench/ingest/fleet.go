@@ -11,9 +11,28 @@ import (
 
 	"github.com/mamori-dev/mamori/internal/event"
 	"github.com/mamori-dev/mamori/internal/finding"
+	"github.com/mamori-dev/mamori/internal/sensor"
 	"github.com/mamori-dev/mamori/internal/server/coverage"
 	"github.com/mamori-dev/mamori/internal/transport"
 )
+
+// realHooks is the hook list a real agent on this machine reports: every
+// program of the sensor, attached (the two module hooks absent, as here).
+var realHooks = func() []coverage.Hook {
+	ps, err := sensor.Programs()
+	if err != nil {
+		panic(err)
+	}
+	out := make([]coverage.Hook, 0, len(ps))
+	for _, p := range ps {
+		h := coverage.Hook{Program: p.Program, Family: p.Family, Hook: p.Hook, Optional: p.Optional, Attached: true}
+		if p.Program == "enter_init_module" || p.Program == "exit_finit_module" {
+			h.Attached, h.Optional, h.Error = false, true, "not available on this kernel: no such tracepoint"
+		}
+		out = append(out, h)
+	}
+	return out
+}()
 
 // simAgent is one simulated node: the agent's own enrollment and publisher
 // (its credential, its NATS connection, its spool), fed by the generator
@@ -25,6 +44,7 @@ type simAgent struct {
 
 	mu       sync.Mutex
 	findings []*finding.Finding // made so far, for updates
+	elide    coverage.HookElision
 }
 
 // enrollFleet enrolls n agents against s, 32 at a time.
@@ -82,12 +102,18 @@ func closeFleet(agents []*simAgent) {
 	wg.Wait()
 }
 
-// heartbeat is what a healthy agent reports.
+// heartbeat is what a healthy agent on this machine reports: the real
+// hook list, elided as the agent elides it when unchanged.
 func (a *simAgent) heartbeat(now time.Time) coverage.Heartbeat {
-	return coverage.Heartbeat{NodeID: a.node, Hostname: a.node + ".bench", Cluster: "bench", Platform: "host",
+	hb := coverage.Heartbeat{NodeID: a.node, Hostname: a.node + ".bench", Cluster: "bench", Platform: "host",
 		AgentVersion: "bench", Kernel: "6.18.0", BTF: true, Time: now, Started: a.started, IntervalSeconds: 10,
-		LastEvent: now, Drops: map[string]uint64{"kernel": 0, "decode": 0},
-		Hooks: []coverage.Hook{{Program: "on_exec", Family: "process", Hook: "tp_btf/sched_process_exec", Attached: true}}}
+		LastEvent: now, Drops: map[string]uint64{"kernel": 0, "decode": 0, "queue": 0, "retry": 0, "spool": 0},
+		Hooks:    realHooks,
+		Runtimes: []coverage.Runtime{{Name: "podman", Socket: "/var/lib/containers/storage", Reachable: true}}}
+	a.mu.Lock()
+	a.elide.Apply(&hb)
+	a.mu.Unlock()
+	return hb
 }
 
 // nextFinding returns a new finding of this node, or (update) a later count

@@ -19,6 +19,7 @@ import (
 	"github.com/mamori-dev/mamori/internal/agent"
 	"github.com/mamori-dev/mamori/internal/finding"
 	"github.com/mamori-dev/mamori/internal/rulesync"
+	"github.com/mamori-dev/mamori/internal/server/coverage"
 	"github.com/mamori-dev/mamori/internal/transport"
 )
 
@@ -313,8 +314,11 @@ func (l *agentLink) Sink(f *finding.Finding, isNew bool) {
 func (l *agentLink) heartbeats(ctx context.Context, a *agent.Agent, info agent.HeartbeatInfo) {
 	t := time.NewTicker(info.Interval)
 	defer t.Stop()
+	var elide coverage.HookElision
 	for {
-		if _, err := l.pub.Publish(transport.KindHeartbeat, a.Heartbeat(info)); err != nil {
+		hb := a.Heartbeat(info)
+		elide.Apply(&hb)
+		if _, err := l.pub.Publish(transport.KindHeartbeat, hb); err != nil {
 			l.log.Warn("publish heartbeat", "err", err)
 		}
 		select {

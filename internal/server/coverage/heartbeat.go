@@ -63,6 +63,10 @@ type Heartbeat struct {
 	// IntervalSeconds is how often the agent sends heartbeats [30].
 	IntervalSeconds int    `json:"intervalSeconds,omitempty"`
 	Hooks           []Hook `json:"hooks,omitempty"`
+	// HooksDigest names the hook list (HooksDigest). A heartbeat whose
+	// list did not change since the agent last sent it carries only the
+	// digest; the server restores the list (see HookElision).
+	HooksDigest string `json:"hooksDigest,omitempty"`
 	// Drops are cumulative loss counters since Started, by where the loss
 	// happened ("kernel", "decode", "queue", "retry", "spool", ...).
 	Drops     map[string]uint64 `json:"drops,omitempty"`
@@ -140,6 +144,7 @@ func (h *Heartbeat) Validate() error {
 	text("agentVersion", h.AgentVersion, 128)
 	text("kernel", h.Kernel, 255)
 	text("sensorError", h.SensorError, maxText)
+	text("hooksDigest", h.HooksDigest, 64)
 	switch h.Platform {
 	case "", "host", "kubernetes", "ecs":
 	default:

@@ -10,6 +10,7 @@ type Metrics struct {
 	Nodes             *prometheus.GaugeVec   // status, as of the last sweep
 	SubscriberDropped prometheus.Counter
 	HeartbeatBatch    prometheus.Histogram // heartbeats per store transaction
+	HooksUnknown      prometheus.Counter   // digest-only heartbeats whose list was not known
 }
 
 // NewMetrics creates the collectors and registers them with reg (skipped when nil).
@@ -27,9 +28,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		HeartbeatBatch: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub,
 			Name: "heartbeat_batch", Help: "Heartbeats committed per store transaction.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 10)}),
+		HooksUnknown: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "heartbeat_hooks_unknown_total", Help: "Heartbeats carrying only a hook-list digest this replica did not know (the last stored list stood in until the agent's next full list)."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Heartbeats, m.Transitions, m.Nodes, m.SubscriberDropped, m.HeartbeatBatch)
+		reg.MustRegister(m.Heartbeats, m.Transitions, m.Nodes, m.SubscriberDropped, m.HeartbeatBatch, m.HooksUnknown)
 	}
 	return m
 }

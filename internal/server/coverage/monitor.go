@@ -47,7 +47,9 @@ type Monitor struct {
 	nudge   chan struct{}
 
 	// Heartbeats waiting for the batch writer (batch.go).
-	hbq         chan *hbReq
+	hbq chan *hbReq
+	// Last full hook list per node (hooklist.go).
+	hooks       hookCache
 	startWriter sync.Once
 }
 
@@ -107,6 +109,15 @@ func (m *Monitor) observeFn(h *Heartbeat, received time.Time) func(old *store.No
 		var st state
 		cur := h
 		next := &store.Node{FirstSeen: received, LastHeartbeat: received}
+		if !m.restoreHooks(h, func() *Heartbeat {
+			if old == nil {
+				return nil
+			}
+			hb, _ := heartbeatOf(old)
+			return hb
+		}) {
+			m.m.HooksUnknown.Inc()
+		}
 		if old != nil {
 			if err := decodeState(old, &st); err != nil {
 				return nil, nil, err
