@@ -153,6 +153,21 @@ func (t *TokenFile) refresh() error {
 	return t.load()
 }
 
+// reloadIfChanged rereads the file when another writer changed it since
+// this one last read or wrote it; the caller holds mu. Unlike refresh it
+// always looks, and unlike load it does not re-parse an unchanged file
+// (enrolling a thousand agents would otherwise parse it a thousand times).
+func (t *TokenFile) reloadIfChanged() error {
+	st, err := os.Stat(t.path)
+	if errors.Is(err, os.ErrNotExist) && t.size == 0 && t.modTime.IsZero() {
+		return nil
+	}
+	if err == nil && st.ModTime().Equal(t.modTime) && st.Size() == t.size {
+		return nil
+	}
+	return t.load()
+}
+
 // save writes the tokens atomically; the caller holds mu.
 func (t *TokenFile) save() error {
 	doc := tokenFileDoc{Tokens: make([]Token, 0, len(t.tokens))}
@@ -286,7 +301,7 @@ func (t *TokenFile) Create(name string, scope Scope, ttl time.Duration) (string,
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if err := t.load(); err != nil { // never overwrite another writer's tokens
+	if err := t.reloadIfChanged(); err != nil { // never overwrite another writer's tokens
 		return "", Token{}, err
 	}
 	t.tokens[rec.ID] = rec
