@@ -84,6 +84,18 @@ func TestElidedHooksRestored(t *testing.T) {
 			check(beat(m2, true), coverage.Unhealthy, "HOOK_ATTACH_FAILED:hook tp_btf/sched_process_exec", "digest only, other replica")
 			check(beat(m1, false), coverage.Healthy, "", "repaired (full list)")
 			check(beat(m2, false), coverage.Healthy, "", "digest only after the repair, other replica")
+
+			// Stored apart: the heartbeat row without the list, the list
+			// under the digest of the repaired one.
+			n, err := st.GetNode(ctx, "n1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := healthy("n1", c.now())
+			if strings.Contains(string(n.Heartbeat), `"hooks":`) || len(n.Hooks) == 0 || n.HooksDigest != coverage.HooksDigest(want.Hooks) {
+				t.Errorf("stored row: heartbeat %s, hooks %d bytes, digest %q (want %q)", n.Heartbeat, len(n.Hooks),
+					n.HooksDigest, coverage.HooksDigest(want.Hooks))
+			}
 		})
 	}
 }

@@ -141,7 +141,11 @@ func (m *Monitor) observeFn(h *Heartbeat, received time.Time) func(old *store.No
 			st.observeDrops(h)
 			st.Held = h.Time
 		}
-		if err := fill(next, cur, &st); err != nil {
+		storedDigest := ""
+		if old != nil {
+			storedDigest = old.HooksDigest
+		}
+		if err := fill(next, cur, &st, storedDigest); err != nil {
 			return nil, nil, err
 		}
 		return next, m.judge(old, next, cur, &st), nil
@@ -158,7 +162,7 @@ func (m *Monitor) Enrolled(ctx context.Context, nodeID, cluster string, at time.
 		}
 		st := state{Enrolled: at}
 		next := &store.Node{Cluster: cluster, ResourceType: "Instance", FirstSeen: at}
-		if err := fill(next, nil, &st); err != nil {
+		if err := fill(next, nil, &st, ""); err != nil {
 			return nil, nil, err
 		}
 		return next, m.judge(nil, next, nil, &st), nil
@@ -170,10 +174,27 @@ func (m *Monitor) Enrolled(ctx context.Context, nodeID, cluster string, at time.
 	return nil
 }
 
-// fill sets a node row's descriptive fields and state from a heartbeat.
-func fill(n *store.Node, h *Heartbeat, st *state) error {
+// fill sets a node row's descriptive fields and state from a heartbeat;
+// storedDigest names the hook list already stored for the node.
+func fill(n *store.Node, h *Heartbeat, st *state, storedDigest string) error {
 	if h != nil {
-		doc, err := json.Marshal(h)
+		// The hook list goes to its own row, written by the store only
+		// when its digest changes; the heartbeat row carries the rest.
+		body := *h
+		body.Hooks = nil
+		if len(h.Hooks) > 0 {
+			if body.HooksDigest == "" { // an agent that does not elide
+				body.HooksDigest = HooksDigest(h.Hooks)
+			}
+		}
+		if len(h.Hooks) > 0 && body.HooksDigest != storedDigest {
+			hooks, err := json.Marshal(h.Hooks)
+			if err != nil {
+				return fmt.Errorf("encode hooks: %w", err)
+			}
+			n.Hooks, n.HooksDigest = hooks, body.HooksDigest
+		}
+		doc, err := json.Marshal(&body)
 		if err != nil {
 			return fmt.Errorf("encode heartbeat: %w", err)
 		}

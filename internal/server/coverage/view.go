@@ -57,6 +57,14 @@ func heartbeatOf(n *store.Node) (*Heartbeat, error) {
 	if err := json.Unmarshal(n.Heartbeat, &h); err != nil {
 		return nil, fmt.Errorf("node %s: stored heartbeat: %w", n.NodeID, err)
 	}
+	// The hook list is stored apart (fill); rows written before it was
+	// carry it inline.
+	if len(h.Hooks) == 0 && len(n.Hooks) > 0 {
+		if err := json.Unmarshal(n.Hooks, &h.Hooks); err != nil {
+			return nil, fmt.Errorf("node %s: stored hooks: %w", n.NodeID, err)
+		}
+		h.HooksDigest = n.HooksDigest
+	}
 	return &h, nil
 }
 

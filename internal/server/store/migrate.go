@@ -106,6 +106,15 @@ CREATE INDEX findings_namespace ON findings (namespace);
 CREATE INDEX findings_image ON findings (image);
 CREATE INDEX findings_container ON findings (container_id);
 `},
+	// A node's hook list is most of its heartbeat and rarely changes: kept
+	// apart, it is written when it changes instead of with every heartbeat.
+	{4, "node hook lists", `
+CREATE TABLE node_hooks (
+	node_id TEXT PRIMARY KEY REFERENCES nodes(node_id) ON DELETE CASCADE,
+	digest  TEXT NOT NULL,
+	hooks   TEXT NOT NULL
+);
+`},
 }
 
 // LatestSchema is the schema version this build writes.

@@ -14,7 +14,12 @@ const nodeCols = `node_id, cluster, hostname, resource_type, status, issue, stat
 
 // Statements of the heartbeat path (prepared once on SQLite: hotStatements).
 const (
-	sqlNodeGet   = `SELECT ` + nodeCols + ` FROM nodes WHERE node_id = $1`
+	// nodeSelect reads a node with its hook list.
+	nodeSelect = `SELECT n.node_id, n.cluster, n.hostname, n.resource_type, n.status, n.issue, n.status_since, n.first_seen,
+		n.last_heartbeat, n.heartbeat, n.state, h.digest, h.hooks FROM nodes n LEFT JOIN node_hooks h ON h.node_id = n.node_id`
+	sqlNodeGet   = nodeSelect + ` WHERE n.node_id = $1`
+	sqlNodeHooks = `INSERT INTO node_hooks (node_id, digest, hooks) VALUES ($1, $2, $3)
+		ON CONFLICT (node_id) DO UPDATE SET digest = excluded.digest, hooks = excluded.hooks`
 	sqlNodeWrite = `INSERT INTO nodes (` + nodeCols + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 		ON CONFLICT (node_id) DO UPDATE SET cluster = excluded.cluster, hostname = excluded.hostname,
 		resource_type = excluded.resource_type, status = excluded.status, issue = excluded.issue,
@@ -29,9 +34,15 @@ func scanNode(sc scanner) (*Node, error) {
 		n              Node
 		hb, st         string
 		since, fs, lhb int64
+		digest, hooks  sql.NullString
 	)
-	if err := sc.Scan(&n.NodeID, &n.Cluster, &n.Hostname, &n.ResourceType, &n.Status, &n.Issue, &since, &fs, &lhb, &hb, &st); err != nil {
+	if err := sc.Scan(&n.NodeID, &n.Cluster, &n.Hostname, &n.ResourceType, &n.Status, &n.Issue, &since, &fs, &lhb, &hb, &st,
+		&digest, &hooks); err != nil {
 		return nil, err
+	}
+	n.HooksDigest = digest.String
+	if hooks.String != "" {
+		n.Hooks = []byte(hooks.String)
 	}
 	n.StatusSince, n.FirstSeen, n.LastHeartbeat = fromMicros(since), fromMicros(fs), fromMicros(lhb)
 	if hb != "" {
@@ -115,7 +126,7 @@ func (s *sqlStore) UpdateNodes(ctx context.Context, updates []NodeUpdate) (res [
 			}
 			if next != nil {
 				next.NodeID = u.NodeID
-				if err := s.writeNode(ctx, tx, next); err != nil {
+				if err := s.writeNode(ctx, tx, next, old); err != nil {
 					return err
 				}
 				current[u.NodeID] = next
@@ -144,7 +155,9 @@ func (s *sqlStore) UpdateNodes(ctx context.Context, updates []NodeUpdate) (res [
 	return res, nil
 }
 
-func (s *sqlStore) writeNode(ctx context.Context, tx *sql.Tx, n *Node) error {
+// writeNode writes n's row, and its hook list when that differs from
+// old's (a node without a new list keeps the stored one).
+func (s *sqlStore) writeNode(ctx context.Context, tx *sql.Tx, n, old *Node) error {
 	_, err := s.txExec(ctx, tx, sqlNodeWrite,
 		n.NodeID, cleanText(n.Cluster), cleanText(n.Hostname), n.ResourceType, n.Status, cleanText(n.Issue),
 		micros(n.StatusSince), micros(n.FirstSeen), micros(n.LastHeartbeat),
@@ -152,12 +165,21 @@ func (s *sqlStore) writeNode(ctx context.Context, tx *sql.Tx, n *Node) error {
 	if err != nil {
 		return fmt.Errorf("write node: %w", err)
 	}
+	if n.HooksDigest == "" || len(n.Hooks) == 0 || (old != nil && old.HooksDigest == n.HooksDigest) {
+		if old != nil && n.HooksDigest == "" {
+			n.HooksDigest, n.Hooks = old.HooksDigest, old.Hooks
+		}
+		return nil
+	}
+	if _, err := s.txExec(ctx, tx, sqlNodeHooks, n.NodeID, cleanText(n.HooksDigest), cleanText(string(n.Hooks))); err != nil {
+		return fmt.Errorf("write node hooks: %w", err)
+	}
 	return nil
 }
 
 func (s *sqlStore) GetNode(ctx context.Context, nodeID string) (n *Node, err error) {
 	defer s.observe("node_get", time.Now(), &err)
-	n, err = scanNode(s.r.QueryRowContext(ctx, s.q(`SELECT `+nodeCols+` FROM nodes WHERE node_id = $1`), nodeID))
+	n, err = scanNode(s.r.QueryRowContext(ctx, s.q(sqlNodeGet), nodeID))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("node %s: %w", nodeID, ErrNotFound)
 	}
@@ -169,7 +191,7 @@ func (s *sqlStore) GetNode(ctx context.Context, nodeID string) (n *Node, err err
 
 func (s *sqlStore) ListNodes(ctx context.Context) (out []Node, err error) {
 	defer s.observe("node_list", time.Now(), &err)
-	rows, err := s.r.QueryContext(ctx, `SELECT `+nodeCols+` FROM nodes ORDER BY cluster, node_id`)
+	rows, err := s.r.QueryContext(ctx, nodeSelect+` ORDER BY n.cluster, n.node_id`)
 	if err != nil {
 		return nil, fmt.Errorf("list nodes: %w", err)
 	}

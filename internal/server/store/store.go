@@ -305,6 +305,11 @@ type Node struct {
 	// package's own bookkeeping (e.g. drop counter history).
 	Heartbeat json.RawMessage `json:"heartbeat,omitempty"`
 	State     json.RawMessage `json:"-"`
+	// Hooks is the node's hook list (JSON) named by HooksDigest, stored
+	// apart and written only when the digest changes; a Node written with
+	// an empty HooksDigest keeps the stored list.
+	Hooks       json.RawMessage `json:"-"`
+	HooksDigest string          `json:"-"`
 }
 
 // NodeUpdate is one update of UpdateNodes.
