@@ -19,6 +19,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"time"
@@ -40,6 +41,7 @@ var (
 	quick     = flag.Bool("quick", false, "short run: 8 s phases")
 	markdown  = flag.String("markdown", "", "also write the tables as markdown to this file")
 	profile   = flag.String("server-profile", "", "write the server's CPU profile here (skips the outage phase)")
+	selfProf  = flag.String("agents-profile", "", "write this program's CPU profile (the simulated agents) here")
 )
 
 // result is one engine's run.
@@ -65,6 +67,16 @@ type result struct {
 func main() {
 	flag.Parse()
 	log.SetFlags(0)
+	if *selfProf != "" {
+		f, err := os.Create(*selfProf)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			log.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if *quick {
 		*seconds = 8
 	}

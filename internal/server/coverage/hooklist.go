@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"slices"
 	"sync"
 )
 
@@ -28,8 +29,9 @@ type HookElision struct {
 	// again [10].
 	FullEvery int
 
-	last  string
-	since int
+	last      string
+	lastHooks []Hook // the list last digested, to skip re-hashing an equal one
+	since     int
 }
 
 // Apply prepares h for sending.
@@ -38,7 +40,11 @@ func (e *HookElision) Apply(h *Heartbeat) {
 	if every <= 0 {
 		every = 10
 	}
-	d := HooksDigest(h.Hooks)
+	d := e.last
+	if e.last == "" || !slices.Equal(h.Hooks, e.lastHooks) {
+		d = HooksDigest(h.Hooks)
+		e.lastHooks = slices.Clone(h.Hooks)
+	}
 	h.HooksDigest = d
 	if d == e.last && e.since < every-1 {
 		e.since++
