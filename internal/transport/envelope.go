@@ -7,8 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"time"
+
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // EnvelopeVersion is the only envelope version this build reads and writes.
@@ -120,6 +122,18 @@ func (e *Envelope) Encode() ([]byte, error) {
 // Validate checks every field: version, kind, ids, time and that the payload
 // is a JSON object.
 func (e *Envelope) Validate() error {
+	if err := e.validateFields(); err != nil {
+		return err
+	}
+	if !json.Valid(e.Payload) {
+		return reject(ReasonPayload, "payload is not a JSON object")
+	}
+	return nil
+}
+
+// validateFields is Validate short of parsing the payload, for a payload
+// already parsed.
+func (e *Envelope) validateFields() error {
 	if e.V != EnvelopeVersion {
 		return reject(ReasonVersion, "unsupported envelope version %d", e.V)
 	}
@@ -136,7 +150,7 @@ func (e *Envelope) Validate() error {
 		return reject(ReasonSentAt, "sentAt missing")
 	}
 	p := bytes.TrimLeft(e.Payload, " \t\r\n")
-	if len(p) == 0 || p[0] != '{' || !json.Valid(p) {
+	if len(p) == 0 || p[0] != '{' {
 		return reject(ReasonPayload, "payload is not a JSON object")
 	}
 	return nil
@@ -154,56 +168,32 @@ func DecodeEnvelope(data []byte, limit int) (*Envelope, error) {
 	if len(data) > limit {
 		return nil, reject(ReasonOversized, "message is %d bytes, limit %d", len(data), limit)
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
-		return nil, reject(ReasonMalformed, "not a JSON object")
+	// One pass of a strict decoder: names match exactly, a name appears
+	// once, unknown names, invalid UTF-8 and trailing data are errors. The
+	// payload is checked as JSON by that same pass.
+	var w wireEnvelope
+	if err := jsonv2.Unmarshal(data, &w, jsonv2.RejectUnknownMembers(true)); err != nil {
+		return nil, reject(ReasonMalformed, "%v", err)
 	}
-	var e Envelope
-	seen := map[string]bool{}
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return nil, reject(ReasonMalformed, "bad key: %v", err)
-		}
-		key, _ := tok.(string)
-		if seen[key] {
-			return nil, reject(ReasonMalformed, "duplicate field %q", key)
-		}
-		seen[key] = true
-		var target any
-		switch key {
-		case "v":
-			target = &e.V
-		case "kind":
-			target = &e.Kind
-		case "nodeId":
-			target = &e.NodeID
-		case "msgId":
-			target = &e.MsgID
-		case "sentAt":
-			target = &e.SentAt
-		case "payload":
-			target = &e.Payload
-		default:
-			return nil, reject(ReasonMalformed, "unknown field %q", key)
-		}
-		if err := dec.Decode(target); err != nil {
-			return nil, reject(ReasonMalformed, "field %q: %v", key, err)
+	for name, present := range map[string]bool{"v": w.V != nil, "kind": w.Kind != nil, "nodeId": w.NodeID != nil,
+		"msgId": w.MsgID != nil, "sentAt": w.SentAt != nil, "payload": w.Payload != nil} {
+		if !present {
+			return nil, reject(ReasonMalformed, "missing or null field %q", name)
 		}
 	}
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('}') {
-		return nil, reject(ReasonMalformed, "unterminated object")
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, reject(ReasonMalformed, "trailing data after envelope")
-	}
-	for _, f := range []string{"v", "kind", "nodeId", "msgId", "sentAt", "payload"} {
-		if !seen[f] {
-			return nil, reject(ReasonMalformed, "missing field %q", f)
-		}
-	}
-	if err := e.Validate(); err != nil {
+	e := Envelope{V: *w.V, Kind: *w.Kind, NodeID: *w.NodeID, MsgID: *w.MsgID, SentAt: *w.SentAt, Payload: json.RawMessage(w.Payload)}
+	if err := e.validateFields(); err != nil {
 		return nil, err
 	}
 	return &e, nil
+}
+
+// wireEnvelope is an Envelope as decoded: nil marks an absent field.
+type wireEnvelope struct {
+	V       *int           `json:"v"`
+	Kind    *Kind          `json:"kind"`
+	NodeID  *string        `json:"nodeId"`
+	MsgID   *string        `json:"msgId"`
+	SentAt  *time.Time     `json:"sentAt"`
+	Payload jsontext.Value `json:"payload"`
 }

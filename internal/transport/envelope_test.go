@@ -75,7 +75,7 @@ func TestDecodeEnvelopeRejectsHostileInput(t *testing.T) {
 		{"node id with dot", validEnvelope(map[string]string{"nodeId": `"a.b"`}), ReasonNodeID},
 		{"node id wildcard", validEnvelope(map[string]string{"nodeId": `"*"`}), ReasonNodeID},
 		{"node id too long", validEnvelope(map[string]string{"nodeId": `"` + strings.Repeat("a", 65) + `"`}), ReasonNodeID},
-		{"node id null", validEnvelope(map[string]string{"nodeId": `null`}), ReasonNodeID},
+		{"node id null", validEnvelope(map[string]string{"nodeId": `null`}), ReasonMalformed},
 		{"short msg id", validEnvelope(map[string]string{"msgId": `"abc"`}), ReasonMsgID},
 		{"msg id with colon", validEnvelope(map[string]string{"msgId": `"0123456789abcdef:0123"`}), ReasonMsgID},
 		{"bad time", validEnvelope(map[string]string{"sentAt": `"yesterday"`}), ReasonMalformed},
