@@ -89,8 +89,8 @@ func ValidMsgID(id string) bool {
 // NewEnvelope wraps payload (any JSON-marshalable value, or json.RawMessage)
 // for nodeID with a fresh msgId and the current time.
 func NewEnvelope(nodeID string, kind Kind, payload any) (*Envelope, error) {
-	raw, ok := payload.(json.RawMessage)
-	if !ok {
+	raw, given := payload.(json.RawMessage)
+	if !given {
 		var err error
 		if raw, err = json.Marshal(payload); err != nil {
 			return nil, fmt.Errorf("encode %s payload: %w", kind, err)
@@ -98,7 +98,11 @@ func NewEnvelope(nodeID string, kind Kind, payload any) (*Envelope, error) {
 	}
 	e := &Envelope{V: EnvelopeVersion, Kind: kind, NodeID: nodeID, MsgID: NewMsgID(),
 		SentAt: time.Now().UTC().Truncate(time.Microsecond), Payload: raw}
-	if err := e.Validate(); err != nil {
+	check := e.Validate
+	if !given {
+		check = e.validateFields // json.Marshal made it: valid JSON
+	}
+	if err := check(); err != nil {
 		return nil, err
 	}
 	return e, nil
@@ -106,12 +110,14 @@ func NewEnvelope(nodeID string, kind Kind, payload any) (*Envelope, error) {
 
 // Encode validates e and returns its JSON form, refusing anything over MaxEnvelopeBytes.
 func (e *Envelope) Encode() ([]byte, error) {
-	if err := e.Validate(); err != nil {
+	if err := e.validateFields(); err != nil {
 		return nil, err
 	}
-	b, err := json.Marshal(e)
+	// The marshal checks the payload is valid JSON as it copies it.
+	b, err := jsonv2.Marshal(&wireOut{V: e.V, Kind: e.Kind, NodeID: e.NodeID, MsgID: e.MsgID, SentAt: e.SentAt,
+		Payload: jsontext.Value(e.Payload)})
 	if err != nil {
-		return nil, fmt.Errorf("encode envelope: %w", err)
+		return nil, reject(ReasonPayload, "encode envelope: %v", err)
 	}
 	if len(b) > MaxEnvelopeBytes {
 		return nil, reject(ReasonOversized, "envelope is %d bytes, limit %d", len(b), MaxEnvelopeBytes)
@@ -186,6 +192,16 @@ func DecodeEnvelope(data []byte, limit int) (*Envelope, error) {
 		return nil, err
 	}
 	return &e, nil
+}
+
+// wireOut is an Envelope as encoded.
+type wireOut struct {
+	V       int            `json:"v"`
+	Kind    Kind           `json:"kind"`
+	NodeID  string         `json:"nodeId"`
+	MsgID   string         `json:"msgId"`
+	SentAt  time.Time      `json:"sentAt"`
+	Payload jsontext.Value `json:"payload"`
 }
 
 // wireEnvelope is an Envelope as decoded: nil marks an absent field.
