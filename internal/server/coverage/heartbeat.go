@@ -27,15 +27,14 @@
 package coverage
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
-	"io"
 	"maps"
 	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	jsonv2 "github.com/go-json-experiment/json"
 )
 
 // ManagedLabel opts a node out of coverage when set to "false".
@@ -195,13 +194,11 @@ func Decode(data []byte) (*Heartbeat, error) {
 	if len(data) > MaxHeartbeatBytes {
 		return nil, fmt.Errorf("heartbeat is %d bytes, limit %d", len(data), MaxHeartbeatBytes)
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
+	// One strict pass: exact names, each once, valid UTF-8, no trailing
+	// data; unknown names are skipped.
 	var h Heartbeat
-	if err := dec.Decode(&h); err != nil {
+	if err := jsonv2.Unmarshal(data, &h); err != nil {
 		return nil, fmt.Errorf("decode heartbeat: %w", err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, fmt.Errorf("decode heartbeat: trailing data")
 	}
 	if err := h.Validate(); err != nil {
 		return nil, err
