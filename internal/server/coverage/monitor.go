@@ -93,7 +93,7 @@ func (m *Monitor) Observe(ctx context.Context, h *Heartbeat, received time.Time)
 	if err != nil {
 		return nil, err
 	}
-	return statusOf(n)
+	return m.statusOf(n)
 }
 
 // Record is Observe for callers that do not need the status back (ingest):
@@ -113,7 +113,7 @@ func (m *Monitor) observeFn(h *Heartbeat, received time.Time) func(old *store.No
 			if old == nil {
 				return nil
 			}
-			hb, _ := heartbeatOf(old)
+			hb, _ := m.heartbeatOf(old)
 			return hb
 		}) {
 			m.m.HooksUnknown.Inc()
@@ -126,13 +126,13 @@ func (m *Monitor) observeFn(h *Heartbeat, received time.Time) func(old *store.No
 			next.LastHeartbeat = latest(old.LastHeartbeat, received)
 			held := st.Held
 			if held.IsZero() && len(old.Heartbeat) > 0 { // a row written before Held was kept
-				if hb, _ := heartbeatOf(old); hb != nil {
+				if hb, _ := m.heartbeatOf(old); hb != nil {
 					held = hb.Time
 				}
 			}
 			// Only a late replay needs the held heartbeat decoded.
 			if held.After(h.Time) {
-				if hb, _ := heartbeatOf(old); hb != nil {
+				if hb, _ := m.heartbeatOf(old); hb != nil {
 					cur = hb
 				}
 			}
@@ -244,7 +244,7 @@ func (m *Monitor) Sweep(ctx context.Context) error {
 	var errs []error
 	for i := range nodes {
 		n := &nodes[i]
-		s, err := statusOf(n)
+		s, err := m.statusOf(n)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -260,7 +260,7 @@ func (m *Monitor) Sweep(ctx context.Context) error {
 			if old == nil {
 				return nil, nil, nil
 			}
-			cur, err := statusOf(old)
+			cur, err := m.statusOf(old)
 			if err != nil {
 				return nil, nil, err
 			}

@@ -7,6 +7,8 @@ import (
 	"sort"
 	"time"
 
+	jsonv2 "github.com/go-json-experiment/json"
+
 	"github.com/mamori-dev/mamori/internal/server/store"
 )
 
@@ -43,22 +45,31 @@ func decodeState(n *store.Node, st *state) error {
 	if len(n.State) == 0 {
 		return nil
 	}
-	if err := json.Unmarshal(n.State, st); err != nil {
+	if err := jsonv2.Unmarshal(n.State, st); err != nil {
 		return fmt.Errorf("node %s: stored state: %w", n.NodeID, err)
 	}
 	return nil
 }
 
-func heartbeatOf(n *store.Node) (*Heartbeat, error) {
+// heartbeatOf decodes a node's stored heartbeat. Its hook list comes from
+// the cache when the digest matches (a sweep then decodes no hook lists),
+// else from the stored list.
+func (m *Monitor) heartbeatOf(n *store.Node) (*Heartbeat, error) {
 	if len(n.Heartbeat) == 0 {
 		return nil, nil
 	}
 	var h Heartbeat
-	if err := json.Unmarshal(n.Heartbeat, &h); err != nil {
+	if err := jsonv2.Unmarshal(n.Heartbeat, &h); err != nil {
 		return nil, fmt.Errorf("node %s: stored heartbeat: %w", n.NodeID, err)
 	}
 	// The hook list is stored apart (fill); rows written before it was
 	// carry it inline.
+	if len(h.Hooks) == 0 && n.HooksDigest != "" {
+		if hooks, ok := m.hooks.get(n.NodeID, n.HooksDigest); ok {
+			h.Hooks, h.HooksDigest = hooks, n.HooksDigest
+			return &h, nil
+		}
+	}
 	if len(h.Hooks) == 0 && len(n.Hooks) > 0 {
 		if err := json.Unmarshal(n.Hooks, &h.Hooks); err != nil {
 			return nil, fmt.Errorf("node %s: stored hooks: %w", n.NodeID, err)
@@ -70,13 +81,13 @@ func heartbeatOf(n *store.Node) (*Heartbeat, error) {
 
 // statusOf turns a stored row into its view. Issues are as stored: the
 // row is re-judged by Sweep and on every heartbeat.
-func statusOf(n *store.Node) (*NodeStatus, error) {
+func (m *Monitor) statusOf(n *store.Node) (*NodeStatus, error) {
 	s := &NodeStatus{NodeID: n.NodeID, Hostname: n.Hostname, Cluster: n.Cluster, ResourceType: n.ResourceType,
 		Status: n.Status, Issue: n.Issue, StatusSince: n.StatusSince, FirstSeen: n.FirstSeen, LastHeartbeat: n.LastHeartbeat}
 	if err := decodeState(n, &s.state); err != nil {
 		return nil, err
 	}
-	h, err := heartbeatOf(n)
+	h, err := m.heartbeatOf(n)
 	if err != nil {
 		return nil, err
 	}
@@ -102,7 +113,7 @@ func (m *Monitor) Nodes(ctx context.Context) ([]NodeStatus, error) {
 	}
 	out := make([]NodeStatus, 0, len(rows))
 	for i := range rows {
-		s, err := statusOf(&rows[i])
+		s, err := m.statusOf(&rows[i])
 		if err != nil {
 			return nil, fmt.Errorf("coverage: %w", err)
 		}
@@ -118,7 +129,7 @@ func (m *Monitor) Node(ctx context.Context, nodeID string) (*NodeStatus, error) 
 	if err != nil {
 		return nil, fmt.Errorf("coverage: %w", err)
 	}
-	s, err := statusOf(n)
+	s, err := m.statusOf(n)
 	if err != nil {
 		return nil, fmt.Errorf("coverage: %w", err)
 	}
