@@ -21,15 +21,14 @@
 package ingest
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"sync"
 	"time"
+
+	jsonv2 "github.com/go-json-experiment/json"
 
 	"github.com/mamori-dev/mamori/internal/finding"
 	"github.com/mamori-dev/mamori/internal/server/coverage"
@@ -251,13 +250,11 @@ func DecodeFinding(payload []byte, limit int, sender string, now time.Time) (*fi
 	if len(payload) > limit {
 		return nil, reject("oversized", "finding is %d bytes, limit %d", len(payload), limit)
 	}
-	dec := json.NewDecoder(bytes.NewReader(payload))
+	// One strict pass: exact names, each once, valid UTF-8, no trailing
+	// data (unknown names are skipped, for agents newer than the server).
 	var f finding.Finding
-	if err := dec.Decode(&f); err != nil {
+	if err := jsonv2.Unmarshal(payload, &f); err != nil {
 		return nil, reject("malformed", "decode finding: %v", err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, reject("malformed", "trailing data after the finding")
 	}
 	if err := finding.Validate(&f); err != nil {
 		return nil, reject("invalid", "%v", err)

@@ -13,6 +13,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	jsonv2 "github.com/go-json-experiment/json"
+
 	"github.com/mamori-dev/mamori/internal/finding"
 )
 
@@ -65,7 +67,7 @@ func scanRecord(sc scanner) (*Record, error) {
 		return nil, err
 	}
 	f := new(finding.Finding)
-	if err := json.Unmarshal([]byte(doc), f); err != nil {
+	if err := jsonv2.Unmarshal([]byte(doc), f); err != nil {
 		return nil, fmt.Errorf("finding %s: stored document: %w", id, err)
 	}
 	// Archiving changes the column only; the column is the truth.
