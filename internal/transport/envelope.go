@@ -181,10 +181,9 @@ func DecodeEnvelope(data []byte, limit int) (*Envelope, error) {
 	if err := jsonv2.Unmarshal(data, &w, jsonv2.RejectUnknownMembers(true)); err != nil {
 		return nil, reject(ReasonMalformed, "%v", err)
 	}
-	for name, present := range map[string]bool{"v": w.V != nil, "kind": w.Kind != nil, "nodeId": w.NodeID != nil,
-		"msgId": w.MsgID != nil, "sentAt": w.SentAt != nil, "payload": w.Payload != nil} {
+	for i, present := range [...]bool{w.V != nil, w.Kind != nil, w.NodeID != nil, w.MsgID != nil, w.SentAt != nil, w.Payload != nil} {
 		if !present {
-			return nil, reject(ReasonMalformed, "missing or null field %q", name)
+			return nil, reject(ReasonMalformed, "missing or null field %q", envelopeFields[i])
 		}
 	}
 	e := Envelope{V: *w.V, Kind: *w.Kind, NodeID: *w.NodeID, MsgID: *w.MsgID, SentAt: *w.SentAt, Payload: json.RawMessage(w.Payload)}
@@ -203,6 +202,8 @@ type wireOut struct {
 	SentAt  time.Time      `json:"sentAt"`
 	Payload jsontext.Value `json:"payload"`
 }
+
+var envelopeFields = [...]string{"v", "kind", "nodeId", "msgId", "sentAt", "payload"}
 
 // wireEnvelope is an Envelope as decoded: nil marks an absent field.
 type wireEnvelope struct {
