@@ -493,18 +493,25 @@ func (s *sqlStore) ArchiveMatching(ctx context.Context, criteria []Criterion, ru
 
 func (s *sqlStore) Stats(ctx context.Context) (st Stats, err error) {
 	defer s.observe("stats", time.Now(), &err)
-	var archived, suppressed sql.NullInt64
-	err = s.r.QueryRowContext(ctx, `SELECT COUNT(*), SUM(CASE WHEN archived THEN 1 ELSE 0 END),
-		SUM(CASE WHEN suppressed_by IS NOT NULL THEN 1 ELSE 0 END) FROM findings`).Scan(&st.Findings, &archived, &suppressed)
-	if err != nil {
-		return st, fmt.Errorf("stats: %w", err)
-	}
-	st.Archived, st.Suppressed = int(archived.Int64), int(suppressed.Int64)
-	if err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM rules`).Scan(&st.Rules); err != nil {
-		return st, fmt.Errorf("stats: %w", err)
-	}
-	if err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM nodes`).Scan(&st.Nodes); err != nil {
-		return st, fmt.Errorf("stats: %w", err)
+	// Each count is answered from an index, never from the finding rows
+	// (a scan of their documents cost seconds per scrape at 10^5 findings).
+	for _, c := range []struct {
+		q   string
+		dst *int
+	}{
+		{`SELECT COUNT(*) FROM findings`, &st.Findings},
+		{`SELECT COUNT(*) FROM findings WHERE archived = $1`, &st.Archived},
+		{`SELECT COUNT(*) FROM findings WHERE suppressed_by IS NOT NULL`, &st.Suppressed},
+		{`SELECT COUNT(*) FROM rules`, &st.Rules},
+		{`SELECT COUNT(*) FROM nodes`, &st.Nodes},
+	} {
+		var args []any
+		if strings.Contains(c.q, "$1") {
+			args = append(args, true)
+		}
+		if err := s.r.QueryRowContext(ctx, s.q(c.q), args...).Scan(c.dst); err != nil {
+			return st, fmt.Errorf("stats: %w", err)
+		}
 	}
 	return st, nil
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -41,11 +42,37 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-// StatsCollector exports Store.Stats as gauges, read on each scrape.
-type StatsCollector struct{ st Store }
+// StatsCollector exports Store.Stats as gauges. Counting is done at most
+// once per statsMaxAge, however often (and however many) scrapers ask: the
+// counts cost index scans that grow with the store.
+type StatsCollector struct {
+	st Store
+
+	mu   sync.Mutex
+	at   time.Time
+	last Stats
+}
+
+const statsMaxAge = 10 * time.Second
 
 // NewStatsCollector returns a collector over st; register it once.
 func NewStatsCollector(st Store) *StatsCollector { return &StatsCollector{st: st} }
+
+func (c *StatsCollector) stats() (Stats, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.at.IsZero() && time.Since(c.at) < statsMaxAge {
+		return c.last, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := c.st.Stats(ctx)
+	if err != nil {
+		return st, err
+	}
+	c.at, c.last = time.Now(), st
+	return st, nil
+}
 
 var descStored = prometheus.NewDesc("mamori_store_findings", "Stored findings, by state (all, archived, suppressed).", []string{"state"}, nil)
 var descRules = prometheus.NewDesc("mamori_store_rules", "Saved filters and suppression rules.", nil, nil)
@@ -60,9 +87,7 @@ func (c *StatsCollector) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector.
 func (c *StatsCollector) Collect(ch chan<- prometheus.Metric) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	st, err := c.st.Stats(ctx)
+	st, err := c.stats()
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(descStored, err)
 		return
