@@ -31,7 +31,11 @@ type hbRes struct {
 
 // observeBatched queues h and waits until its batch is committed.
 func (m *Monitor) observeBatched(ctx context.Context, h *Heartbeat, received time.Time) (*store.Node, error) {
-	m.startWriter.Do(func() { go m.writer() })
+	m.startWriter.Do(func() {
+		for range m.cfg.Writers {
+			go m.writer()
+		}
+	})
 	req := &hbReq{h: h, received: received, done: make(chan hbRes, 1)}
 	select {
 	case m.hbq <- req:

@@ -24,8 +24,12 @@ type Config struct {
 	// PollEvery is how often the transition log is read for subscribers
 	// (transitions other replicas logged included) [1s].
 	PollEvery time.Duration
-	Metrics   *Metrics
-	Logger    *slog.Logger
+	// Writers is the number of heartbeat batches committed at once [1 on
+	// SQLite, which has one writer anyway; 4 on PostgreSQL, where a batch
+	// spends most of its time in round trips].
+	Writers int
+	Metrics *Metrics
+	Logger  *slog.Logger
 	// Now replaces the clock (tests).
 	Now func() time.Time
 }
@@ -68,6 +72,12 @@ func New(cfg Config) (*Monitor, error) {
 	}
 	if cfg.PollEvery <= 0 {
 		cfg.PollEvery = time.Second
+	}
+	if cfg.Writers <= 0 {
+		cfg.Writers = 1
+		if cfg.Store.Engine() == store.EnginePostgres {
+			cfg.Writers = 4
+		}
 	}
 	m := &Monitor{cfg: cfg, st: cfg.Store, m: cfg.Metrics, log: cfg.Logger, now: cfg.Now,
 		subs: map[int]*subscriber{}, nudge: make(chan struct{}, 1), hbq: make(chan *hbReq, heartbeatQueue)}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"slices"
 	"time"
 )
@@ -84,29 +85,21 @@ func (s *sqlStore) UpdateNodes(ctx context.Context, updates []NodeUpdate) (res [
 	}
 	err = s.tx(ctx, func(tx *sql.Tx) error {
 		res = make([]NodeResult, len(updates))
+		// stored: rows as read (nil: no row yet); current: as this
+		// transaction leaves them. Each changed node is written once, at
+		// the end, however many of its heartbeats the batch holds.
+		stored, current := map[string]*Node{}, map[string]*Node{}
 		if s.engine == EnginePostgres {
-			// Every node's lock, in one order, so that two replicas' batches
-			// cannot deadlock.
-			keys := make([]int64, 0, len(updates))
-			seen := map[string]bool{}
-			for _, u := range updates {
-				if !seen[u.NodeID] {
-					seen[u.NodeID] = true
-					keys = append(keys, nodeLockKey(u.NodeID))
-				}
+			if err := s.lockAndReadNodes(ctx, tx, updates, stored); err != nil {
+				return err
 			}
-			slices.Sort(keys)
-			for _, k := range keys {
-				if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, k); err != nil {
-					return fmt.Errorf("lock node: %w", err)
-				}
-			}
+			maps.Copy(current, stored)
 		}
-		current := map[string]*Node{} // rows as this transaction left them
+		var dirty []string // in first-change order
+		changed := map[string]bool{}
 		for i, u := range updates {
 			old, ok := current[u.NodeID]
 			if !ok {
-				var err error
 				row, err := s.txQueryRow(ctx, tx, sqlNodeGet, u.NodeID)
 				if err != nil {
 					return fmt.Errorf("read node: %w", err)
@@ -117,7 +110,7 @@ func (s *sqlStore) UpdateNodes(ctx context.Context, updates []NodeUpdate) (res [
 				} else if err != nil {
 					return fmt.Errorf("read node: %w", err)
 				}
-				current[u.NodeID] = old
+				stored[u.NodeID], current[u.NodeID] = old, old
 			}
 			next, event, err := u.Fn(old)
 			if err != nil {
@@ -126,8 +119,13 @@ func (s *sqlStore) UpdateNodes(ctx context.Context, updates []NodeUpdate) (res [
 			}
 			if next != nil {
 				next.NodeID = u.NodeID
-				if err := s.writeNode(ctx, tx, next, old); err != nil {
-					return err
+				// A node without a new hook list keeps the one it has.
+				if old != nil && next.HooksDigest == "" {
+					next.HooksDigest, next.Hooks = old.HooksDigest, old.Hooks
+				}
+				if !changed[u.NodeID] {
+					changed[u.NodeID] = true
+					dirty = append(dirty, u.NodeID)
 				}
 				current[u.NodeID] = next
 			}
@@ -147,12 +145,53 @@ func (s *sqlStore) UpdateNodes(ctx context.Context, updates []NodeUpdate) (res [
 			}
 			res[i].Node, res[i].Event = next, event
 		}
+		for _, id := range dirty {
+			if err := s.writeNode(ctx, tx, current[id], stored[id]); err != nil {
+				return err
+			}
+		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
 	return res, nil
+}
+
+// lockAndReadNodes takes every updated node's lock, in one order so that
+// two replicas' batches cannot deadlock, and reads their rows into stored
+// (nil for a node without a row): two round trips for the whole batch.
+func (s *sqlStore) lockAndReadNodes(ctx context.Context, tx *sql.Tx, updates []NodeUpdate, stored map[string]*Node) error {
+	var ids []string
+	var keys []int64
+	for _, u := range updates {
+		if _, ok := stored[u.NodeID]; !ok {
+			stored[u.NodeID] = nil
+			ids = append(ids, u.NodeID)
+			keys = append(keys, nodeLockKey(u.NodeID))
+		}
+	}
+	slices.Sort(keys)
+	// unnest yields the array in order, so the locks are taken in key order.
+	if _, err := tx.ExecContext(ctx, `SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS k`, keys); err != nil {
+		return fmt.Errorf("lock nodes: %w", err)
+	}
+	rows, err := tx.QueryContext(ctx, nodeSelect+` WHERE n.node_id = ANY($1)`, ids)
+	if err != nil {
+		return fmt.Errorf("read nodes: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		n, err := scanNode(rows)
+		if err != nil {
+			return fmt.Errorf("read nodes: %w", err)
+		}
+		stored[n.NodeID] = n
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read nodes: %w", err)
+	}
+	return nil
 }
 
 // writeNode writes n's row, and its hook list when that differs from
@@ -166,9 +205,6 @@ func (s *sqlStore) writeNode(ctx context.Context, tx *sql.Tx, n, old *Node) erro
 		return fmt.Errorf("write node: %w", err)
 	}
 	if n.HooksDigest == "" || len(n.Hooks) == 0 || (old != nil && old.HooksDigest == n.HooksDigest) {
-		if old != nil && n.HooksDigest == "" {
-			n.HooksDigest, n.Hooks = old.HooksDigest, old.Hooks
-		}
 		return nil
 	}
 	if _, err := s.txExec(ctx, tx, sqlNodeHooks, n.NodeID, cleanText(n.HooksDigest), cleanText(string(n.Hooks))); err != nil {

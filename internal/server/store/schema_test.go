@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -220,6 +221,69 @@ func TestNodesAndEvents(t *testing.T) {
 		}
 		if _, err := st.GetNode(ctx, "n1"); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("deleted node: %v", err)
+		}
+	})
+}
+
+// TestUpdateNodesBatch: several heartbeats of one node in one batch each
+// see the one before, the row is written once with the last, and a node
+// whose later update carries no hook list keeps the list an earlier one
+// stored.
+func TestUpdateNodesBatch(t *testing.T) {
+	forEngine(t, func(t *testing.T, engine string) {
+		st := storetest.Open(t, engine, store.Options{})
+		ctx := context.Background()
+		now := time.Now().UTC().Truncate(time.Microsecond)
+		beat := func(id string, n int, digest string) store.NodeUpdate {
+			return store.NodeUpdate{NodeID: id, Fn: func(old *store.Node) (*store.Node, *store.CoverageEvent, error) {
+				prev := 0
+				if old != nil {
+					prev = int(old.LastHeartbeat.Sub(now) / time.Second)
+				}
+				if old != nil && prev != n-1 {
+					return nil, nil, fmt.Errorf("%s beat %d saw beat %d", id, n, prev)
+				}
+				next := &store.Node{Cluster: "c", Hostname: id, ResourceType: "Instance", Status: "Healthy",
+					StatusSince: now, FirstSeen: now, LastHeartbeat: now.Add(time.Duration(n) * time.Second),
+					Heartbeat: fmt.Appendf(nil, `{"n":%d}`, n), State: []byte(`{}`)}
+				if digest != "" {
+					next.HooksDigest, next.Hooks = digest, []byte(`[{"program":"`+digest+`"}]`)
+				}
+				var ev *store.CoverageEvent
+				if old == nil {
+					ev = &store.CoverageEvent{Cluster: "c", To: "Healthy"}
+				}
+				return next, ev, nil
+			}}
+		}
+		res, err := st.UpdateNodes(ctx, []store.NodeUpdate{beat("a", 0, "d1"), beat("b", 0, ""), beat("a", 1, ""), beat("a", 2, "")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, r := range res {
+			if r.Err != nil {
+				t.Errorf("update %d: %v", i, r.Err)
+			}
+		}
+		if res[0].Event == nil || res[1].Event == nil || res[2].Event != nil {
+			t.Errorf("events: %+v %+v %+v", res[0].Event, res[1].Event, res[2].Event)
+		}
+		if res[3].Node.HooksDigest != "d1" {
+			t.Errorf("result of the last beat has hooks %q, want the batch's first", res[3].Node.HooksDigest)
+		}
+		a, err := st.GetNode(ctx, "a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(a.Heartbeat) != `{"n":2}` || a.HooksDigest != "d1" || string(a.Hooks) != `[{"program":"d1"}]` {
+			t.Errorf("stored a: heartbeat %s, hooks %q %s", a.Heartbeat, a.HooksDigest, a.Hooks)
+		}
+		// The next batch reads what this one committed.
+		if res, err := st.UpdateNodes(ctx, []store.NodeUpdate{beat("a", 3, "d2")}); err != nil || res[0].Err != nil {
+			t.Fatalf("second batch: %v %+v", err, res)
+		}
+		if a, _ := st.GetNode(ctx, "a"); a == nil || a.HooksDigest != "d2" || string(a.Heartbeat) != `{"n":3}` {
+			t.Errorf("after the second batch: %+v", a)
 		}
 	})
 }
