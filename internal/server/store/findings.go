@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	jsonv2 "github.com/go-json-experiment/json"
 
@@ -199,12 +198,22 @@ func (s *sqlStore) UpsertFindings(ctx context.Context, us []Upsert) (res []Resul
 	err = s.tx(ctx, func(tx *sql.Tx) error {
 		res = make([]Result, len(us))
 		now := s.now().UTC()
+		var b *batchState
+		if s.engine == EnginePostgres {
+			var err error
+			if b, err = s.preloadBatch(ctx, tx, us, now); err != nil {
+				return err
+			}
+		}
 		for _, i := range order {
-			r, err := s.upsertOne(ctx, tx, &us[i], now)
+			r, err := s.upsertOne(ctx, tx, &us[i], now, b)
 			if err != nil {
 				return fmt.Errorf("upsert finding %s: %w", idOf(us[i]), err)
 			}
 			res[i] = r
+		}
+		if b != nil {
+			return s.flushCounts(ctx, tx, b)
 		}
 		return nil
 	})
@@ -224,26 +233,34 @@ func idOf(u Upsert) string {
 	return u.Finding.ID
 }
 
-func (s *sqlStore) upsertOne(ctx context.Context, tx *sql.Tx, u *Upsert, now time.Time) (Result, error) {
+// upsertOne merges one finding. b is the PostgreSQL batch's state (nil on
+// SQLite): message key, row and counts come from it instead of a statement
+// each, and it is kept current for the batch's later findings.
+func (s *sqlStore) upsertOne(ctx context.Context, tx *sql.Tx, u *Upsert, now time.Time, b *batchState) (Result, error) {
 	in := u.Finding
-	if in == nil || in.ID == "" || len(in.ID) > 128 || !utf8.ValidString(in.ID) || strings.ContainsRune(in.ID, 0) {
+	if in == nil || !usableID(in.ID) {
 		return Result{Outcome: OutcomeRejected, Err: fmt.Errorf("%w: finding without a usable id", ErrInvalid)}, nil
 	}
 	if u.MsgKey != "" {
-		r, err := s.txExec(ctx, tx, sqlMsgInsert, cleanText(u.MsgKey), micros(now))
+		fresh, err := s.recordMessage(ctx, tx, b, cleanText(u.MsgKey), now)
 		if err != nil {
-			return Result{}, fmt.Errorf("record message: %w", err)
+			return Result{}, err
 		}
-		if n, err := r.RowsAffected(); err != nil {
-			return Result{}, fmt.Errorf("record message: %w", err)
-		} else if n == 0 {
+		if !fresh {
 			return Result{Outcome: OutcomeDuplicate}, nil
 		}
 	}
 	reporter, epoch := cleanText(u.Reporter), cleanText(u.Epoch)
+	key := countKey{in.ID, reporter, epoch}
 	cum := max(in.Service.Count, 1)
-	cur, prev, err := s.lockFinding(ctx, tx, in.ID, reporter, epoch)
-	if err != nil {
+	var (
+		cur  *Record
+		prev int64
+		err  error
+	)
+	if b != nil {
+		cur, prev = b.recs[in.ID], b.counts[key]
+	} else if cur, prev, err = s.lockFinding(ctx, tx, in.ID, reporter, epoch); err != nil {
 		return Result{}, err
 	}
 	if cur == nil {
@@ -252,8 +269,11 @@ func (s *sqlStore) upsertOne(ctx context.Context, tx *sql.Tx, u *Upsert, now tim
 			return Result{}, err
 		}
 		if rec != nil {
-			if err := s.setContribution(ctx, tx, in.ID, reporter, epoch, cum); err != nil {
+			if err := s.setContribution(ctx, tx, b, key, cum); err != nil {
 				return Result{}, err
+			}
+			if b != nil {
+				b.recs[in.ID] = rec
 			}
 			return Result{Outcome: OutcomeCreated, Delta: cum, Record: rec}, nil
 		}
@@ -264,6 +284,9 @@ func (s *sqlStore) upsertOne(ctx context.Context, tx *sql.Tx, u *Upsert, now tim
 		if cur == nil {
 			return Result{}, fmt.Errorf("finding %s vanished during upsert", in.ID)
 		}
+		if b != nil {
+			b.recs[in.ID] = cur
+		}
 	}
 	if nodeOf(cur.Finding) != nodeOf(in) {
 		return Result{Outcome: OutcomeRejected, Err: fmt.Errorf("%w: %s is node %q's, not %q's",
@@ -271,7 +294,7 @@ func (s *sqlStore) upsertOne(ctx context.Context, tx *sql.Tx, u *Upsert, now tim
 	}
 	delta := max(cum-prev, 0)
 	if delta > 0 {
-		if err := s.setContribution(ctx, tx, in.ID, reporter, epoch, cum); err != nil {
+		if err := s.setContribution(ctx, tx, b, key, cum); err != nil {
 			return Result{}, err
 		}
 	}
@@ -291,7 +314,28 @@ func (s *sqlStore) upsertOne(ctx context.Context, tx *sql.Tx, u *Upsert, now tim
 	if _, err := s.txExec(ctx, tx, q, args...); err != nil {
 		return Result{}, fmt.Errorf("update: %w", err)
 	}
+	if b != nil {
+		b.recs[in.ID] = rec
+	}
 	return Result{Outcome: OutcomeUpdated, Delta: delta, Record: rec}, nil
+}
+
+// recordMessage records a message key and reports whether it was new.
+func (s *sqlStore) recordMessage(ctx context.Context, tx *sql.Tx, b *batchState, key string, now time.Time) (bool, error) {
+	if b != nil {
+		fresh := b.fresh[key]
+		b.fresh[key] = false // a second copy in the batch is a duplicate
+		return fresh, nil
+	}
+	r, err := s.txExec(ctx, tx, sqlMsgInsert, key, micros(now))
+	if err != nil {
+		return false, fmt.Errorf("record message: %w", err)
+	}
+	n, err := r.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("record message: %w", err)
+	}
+	return n > 0, nil
 }
 
 // lockFinding reads a finding for update (nil when absent) with the
@@ -364,8 +408,12 @@ func (s *sqlStore) insertFinding(ctx context.Context, tx *sql.Tx, u *Upsert, cum
 	return rec, nil
 }
 
-func (s *sqlStore) setContribution(ctx context.Context, tx *sql.Tx, id, reporter, epoch string, cum int64) error {
-	_, err := s.txExec(ctx, tx, sqlSetContribution, id, reporter, epoch, cum)
+func (s *sqlStore) setContribution(ctx context.Context, tx *sql.Tx, b *batchState, k countKey, cum int64) error {
+	if b != nil {
+		b.counts[k], b.dirty[k] = cum, true // written by flushCounts
+		return nil
+	}
+	_, err := s.txExec(ctx, tx, sqlSetContribution, k.id, k.reporter, k.epoch, cum)
 	if err != nil {
 		return fmt.Errorf("record contribution: %w", err)
 	}

@@ -347,3 +347,51 @@ func TestUpdateKeepsColumnsTrue(t *testing.T) {
 		}
 	})
 }
+
+// TestOneBatchManyCopies: one batch holding a finding's creation, a
+// redelivered copy and later counts from two reporters merges them as
+// separate batches would; replaying the batch changes nothing.
+func TestOneBatchManyCopies(t *testing.T) {
+	forEngine(t, func(t *testing.T, engine string) {
+		st := storetest.Open(t, engine, store.Options{})
+		t0 := time.Now().UTC().Add(-time.Hour).Truncate(time.Millisecond)
+		f := storetest.Finding(storetest.Spec{Node: "node-1", Actor: "/tmp/x", Container: "c1", Seen: t0})
+		ep := epochOf(f)
+		batch := []store.Upsert{
+			{Finding: f, MsgKey: "a:1", Reporter: "a", Epoch: ep},
+			{Finding: f, MsgKey: "a:1", Reporter: "a", Epoch: ep},
+			{Finding: cumulative(f, 3, t0.Add(time.Minute)), MsgKey: "b:1", Reporter: "b", Epoch: ep},
+			{Finding: cumulative(f, 4, t0.Add(2*time.Minute)), MsgKey: "a:2", Reporter: "a", Epoch: ep},
+		}
+		res := upsert(t, st, batch...)
+		want := []struct {
+			outcome store.Outcome
+			delta   int64
+		}{{store.OutcomeCreated, 1}, {store.OutcomeDuplicate, 0}, {store.OutcomeUpdated, 3}, {store.OutcomeUpdated, 3}}
+		for i, w := range want {
+			if res[i].Outcome != w.outcome || res[i].Delta != w.delta {
+				t.Errorf("upsert %d: %s delta %d, want %s delta %d", i, res[i].Outcome, res[i].Delta, w.outcome, w.delta)
+			}
+		}
+		got, err := st.GetFinding(context.Background(), f.ID)
+		if err != nil || got.Service.Count != 7 || !got.Service.EventLastSeen.Equal(t0.Add(2*time.Minute)) {
+			t.Fatalf("stored %+v %v, want count 7", got, err)
+		}
+		for i, r := range upsert(t, st, batch...) {
+			if r.Outcome != store.OutcomeDuplicate {
+				t.Errorf("replayed upsert %d: %s", i, r.Outcome)
+			}
+		}
+		// New messages with counts already seen add nothing.
+		again := []store.Upsert{{Finding: cumulative(f, 4, t0.Add(2*time.Minute)), MsgKey: "a:3", Reporter: "a", Epoch: ep},
+			{Finding: cumulative(f, 3, t0.Add(time.Minute)), MsgKey: "b:2", Reporter: "b", Epoch: ep}}
+		for i, r := range upsert(t, st, again...) {
+			if r.Outcome != store.OutcomeUnchanged {
+				t.Errorf("resent count %d: %s", i, r.Outcome)
+			}
+		}
+		if got, _ := st.GetFinding(context.Background(), f.ID); got == nil || got.Service.Count != 7 {
+			t.Errorf("count after resends: %+v", got)
+		}
+	})
+}
