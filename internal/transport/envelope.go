@@ -114,8 +114,7 @@ func (e *Envelope) Encode() ([]byte, error) {
 		return nil, err
 	}
 	// The marshal checks the payload is valid JSON as it copies it.
-	b, err := jsonv2.Marshal(&wireOut{V: e.V, Kind: e.Kind, NodeID: e.NodeID, MsgID: e.MsgID, SentAt: e.SentAt,
-		Payload: jsontext.Value(e.Payload)})
+	b, err := jsonv2.Marshal(e)
 	if err != nil {
 		return nil, reject(ReasonPayload, "encode envelope: %v", err)
 	}
@@ -191,16 +190,6 @@ func DecodeEnvelope(data []byte, limit int) (*Envelope, error) {
 		return nil, err
 	}
 	return &e, nil
-}
-
-// wireOut is an Envelope as encoded.
-type wireOut struct {
-	V       int            `json:"v"`
-	Kind    Kind           `json:"kind"`
-	NodeID  string         `json:"nodeId"`
-	MsgID   string         `json:"msgId"`
-	SentAt  time.Time      `json:"sentAt"`
-	Payload jsontext.Value `json:"payload"`
 }
 
 var envelopeFields = [...]string{"v", "kind", "nodeId", "msgId", "sentAt", "payload"}
