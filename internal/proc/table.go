@@ -81,6 +81,10 @@ type entry struct {
 	// entry that could appear in it changes (gen moves on).
 	lineage    []event.Ancestor
 	lineageGen uint64
+	// inLineage: some built lineage holds this entry, so its changes must
+	// move gen on. A leaf (most processes of an exec-heavy workload) can
+	// exec, change user and go without invalidating every cached lineage.
+	inLineage bool
 }
 
 // Table is the process table. Apply is meant for the single pipeline
@@ -92,8 +96,8 @@ type Table struct {
 	mu    sync.Mutex
 	byPID map[uint32]*entry
 	byID  map[string]*entry
-	// gen counts changes that can alter some lineage: execs, user
-	// changes, removals.
+	// gen counts changes that can alter a lineage already built: execs,
+	// user changes and removals of entries some lineage holds.
 	gen   uint64
 	users *userNames
 	hash  *hasher
@@ -187,7 +191,7 @@ func (t *Table) Apply(ev *event.Event) {
 
 	switch ev.Kind {
 	case event.KindExec:
-		t.gen++
+		t.changedLocked(e)
 		if x := ev.Exec; x != nil {
 			e.exe, e.args, e.cwd, e.sha256 = x.Path, x.Args, x.Cwd, ""
 			if sum, ok := t.hash.cached(x); ok {
@@ -208,7 +212,7 @@ func (t *Table) Apply(ev *event.Event) {
 	if !e.userLooked || ev.Kind == event.KindSetID || (ev.Kind == event.KindExec && e.user == "") {
 		if u := t.users.name(p.PID, p.UID); u != e.user {
 			e.user = u
-			t.gen++
+			t.changedLocked(e)
 		}
 		e.userLooked = true
 	}
@@ -263,8 +267,16 @@ func (t *Table) insertLocked(e *entry) {
 	t.byID[e.uuid] = e
 }
 
+// changedLocked records that e's name, image or user changed: lineages
+// holding it are stale.
+func (t *Table) changedLocked(e *entry) {
+	if e.inLineage {
+		t.gen++
+	}
+}
+
 func (t *Table) removeLocked(e *entry) {
-	t.gen++
+	t.changedLocked(e)
 	if t.byPID[e.pid] == e {
 		delete(t.byPID, e.pid)
 	}
@@ -302,23 +314,39 @@ func (t *Table) fill(p *event.Process, e *entry) {
 }
 
 func (t *Table) lineageOf(e *entry) []event.Ancestor {
-	out := []event.Ancestor{}
+	// Fast path: the parent's own lineage, when current, is the rest of
+	// ours — one allocation of the right size, no walk (a process tree's
+	// new leaves are most of an exec-heavy workload's lineages).
+	if a := t.byID[e.parentUUID]; a != nil && e.parentUUID != "" && a.parentUUID != a.uuid &&
+		a.lineage != nil && a.lineageGen == t.gen {
+		a.inLineage = true
+		out := make([]event.Ancestor, 1+min(len(a.lineage), MaxLineage-1))
+		out[0] = ancestorOf(a)
+		copy(out[1:], a.lineage)
+		return out
+	}
+	out := make([]event.Ancestor, 0, 8)
 	seen := 0
 	for id := e.parentUUID; id != "" && seen < MaxLineage; seen++ {
 		a := t.byID[id]
 		if a == nil {
 			break
 		}
-		out = append(out, event.Ancestor{
-			PID: a.pid, NSPID: a.nspid, UUID: a.uuid, ParentUUID: a.parentUUID, Name: a.name,
-			Exe: a.exe, Args: a.args, UID: a.uid, EUID: a.euid, User: a.user, Start: a.start,
-		})
+		a.inLineage = true
+		out = append(out, ancestorOf(a))
 		if a.parentUUID == a.uuid {
 			break
 		}
 		id = a.parentUUID
 	}
 	return out
+}
+
+func ancestorOf(a *entry) event.Ancestor {
+	return event.Ancestor{
+		PID: a.pid, NSPID: a.nspid, UUID: a.uuid, ParentUUID: a.parentUUID, Name: a.name,
+		Exe: a.exe, Args: a.args, UID: a.uid, EUID: a.euid, User: a.user, Start: a.start,
+	}
 }
 
 // evictLocked drops exited processes past their grace, then, if still

@@ -215,3 +215,43 @@ func TestReadProcHostileName(t *testing.T) {
 		t.Fatal("truncated stat accepted")
 	}
 }
+
+// TestLineageFollowsAncestorExec: after an ancestor execs, its
+// descendants' next events show its new image; a leaf's exec leaves the
+// lineages already built in place (they are shared, not rebuilt).
+func TestLineageFollowsAncestorExec(t *testing.T) {
+	tb := newTable(t, Options{})
+	exec := func(pid, ppid uint32, start, pstart uint64, path string) *event.Event {
+		ev := &event.Event{Kind: event.KindExec, Process: event.Process{PID: pid, PPID: ppid, StartNS: start, ParentStartNS: pstart},
+			Exec: &event.Exec{Path: path, Args: []string{path}}}
+		tb.Apply(ev)
+		return ev
+	}
+	fork := func(pid uint32, start uint64, child uint32, cstart uint64) {
+		tb.Apply(&event.Event{Kind: event.KindFork, Process: event.Process{PID: pid, StartNS: start},
+			Fork: &event.Fork{ChildPID: child, ChildTID: child, ChildStartNS: cstart}})
+	}
+	other := func(pid uint32, start uint64) *event.Event {
+		ev := &event.Event{Kind: event.KindConnect, Process: event.Process{PID: pid, StartNS: start}}
+		tb.Apply(ev)
+		return ev
+	}
+	exec(100, 1, 5e9, 0, "/bin/sh")
+	fork(100, 5e9, 101, 6e9)
+	exec(101, 100, 6e9, 5e9, "/usr/bin/make")
+	fork(101, 6e9, 102, 7e9)
+	first := exec(102, 101, 7e9, 6e9, "/usr/bin/cc").Process.Lineage
+	if len(first) != 2 || first[0].Exe != "/usr/bin/make" || first[1].Exe != "/bin/sh" {
+		t.Fatalf("lineage %+v", first)
+	}
+	// A leaf execing (102 has no children) does not rebuild 102's lineage.
+	exec(102, 101, 7e9, 6e9, "/usr/bin/ld")
+	if again := other(102, 7e9).Process.Lineage; &again[0] != &first[0] {
+		t.Error("a leaf's exec rebuilt the lineage")
+	}
+	// The middle ancestor execs: its descendant sees the new image.
+	exec(101, 100, 6e9, 5e9, "/usr/bin/ninja")
+	if got := other(102, 7e9).Process.Lineage; len(got) != 2 || got[0].Exe != "/usr/bin/ninja" {
+		t.Errorf("after the parent's exec: lineage %+v", got)
+	}
+}
