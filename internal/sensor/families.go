@@ -2,7 +2,10 @@ package sensor
 
 import (
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
+
+	"github.com/cilium/ebpf"
 )
 
 // families lists the compiled hook families in load order. The first one
@@ -27,15 +30,14 @@ func Programs() ([]HookStatus, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read %s programs: %w", fam.name, err)
 		}
-		names := make([]string, 0, len(spec.Programs))
-		for name := range spec.Programs {
-			names = append(names, name)
-		}
-		sort.Strings(names)
-		for _, name := range names {
-			ps := spec.Programs[name]
-			out = append(out, HookStatus{Program: name, Family: fam.name, Hook: ps.SectionName, Optional: isOptional(ps.SectionName)})
+		for _, name := range slices.Sorted(maps.Keys(spec.Programs)) {
+			out = append(out, hookStatus(fam, name, spec.Programs[name]))
 		}
 	}
 	return out, nil
+}
+
+// hookStatus is a program's status before it is attached.
+func hookStatus(fam family, name string, ps *ebpf.ProgramSpec) HookStatus {
+	return HookStatus{Program: name, Family: fam.name, Hook: ps.SectionName, Optional: isOptional(ps.SectionName)}
 }

@@ -4,8 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -194,14 +195,9 @@ func (s *Sensor) loadFamily(fam family) error {
 		s.colls = append(s.colls, coll)
 		return s.attachAll(fam, spec, coll)
 	}
-	names := make([]string, 0, len(spec.Programs))
-	for name := range spec.Programs {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
+	for _, name := range slices.Sorted(maps.Keys(spec.Programs)) {
 		ps := spec.Programs[name]
-		st := HookStatus{Program: name, Family: fam.name, Hook: ps.SectionName, Optional: isOptional(ps.SectionName)}
+		st := hookStatus(fam, name, ps)
 		one := &ebpf.CollectionSpec{Maps: spec.Maps, Programs: map[string]*ebpf.ProgramSpec{name: ps}}
 		coll, err := ebpf.NewCollectionWithOptions(one, ebpf.CollectionOptions{MapReplacements: all})
 		if err != nil {
@@ -218,14 +214,9 @@ func (s *Sensor) loadFamily(fam family) error {
 
 // attachAll attaches every program of a family loaded in one collection.
 func (s *Sensor) attachAll(fam family, spec *ebpf.CollectionSpec, coll *ebpf.Collection) error {
-	names := make([]string, 0, len(spec.Programs))
-	for name := range spec.Programs {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
+	for _, name := range slices.Sorted(maps.Keys(spec.Programs)) {
 		ps := spec.Programs[name]
-		st := HookStatus{Program: name, Family: fam.name, Hook: ps.SectionName, Optional: isOptional(ps.SectionName)}
+		st := hookStatus(fam, name, ps)
 		s.attachOne(fam, ps, coll.Programs[name], st)
 	}
 	return nil
