@@ -285,7 +285,13 @@ func (s *sqlStore) upsertOne(ctx context.Context, tx *sql.Tx, u *Upsert, now tim
 			return Result{}, fmt.Errorf("finding %s vanished during upsert", in.ID)
 		}
 		if b != nil {
+			// The winner's counts for every reporter were not preloaded
+			// (there was no row then); later copies in this batch need them.
 			b.recs[in.ID] = cur
+			if err := s.reloadCounts(ctx, tx, b, in.ID); err != nil {
+				return Result{}, err
+			}
+			prev = b.counts[key]
 		}
 	}
 	if nodeOf(cur.Finding) != nodeOf(in) {

@@ -99,6 +99,25 @@ func (s *sqlStore) preloadBatch(ctx context.Context, tx *sql.Tx, us []Upsert, no
 	return b, nil
 }
 
+// reloadCounts reads a finding's counts afresh, for a row another
+// transaction inserted after the batch's preload; it holds the row lock.
+func (s *sqlStore) reloadCounts(ctx context.Context, tx *sql.Tx, b *batchState, id string) error {
+	err := queryEach(ctx, tx, `SELECT reporter, epoch, cumulative FROM finding_counts WHERE finding_id = $1`,
+		[]any{id}, func(rows *sql.Rows) error {
+			k := countKey{id: id}
+			var c int64
+			if err := rows.Scan(&k.reporter, &k.epoch, &c); err != nil {
+				return err
+			}
+			b.counts[k] = c
+			return nil
+		})
+	if err != nil {
+		return fmt.Errorf("read contributions of %s: %w", id, err)
+	}
+	return nil
+}
+
 // flushCounts writes the counts the batch raised.
 func (s *sqlStore) flushCounts(ctx context.Context, tx *sql.Tx, b *batchState) error {
 	if len(b.dirty) == 0 {

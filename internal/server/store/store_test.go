@@ -395,3 +395,41 @@ func TestOneBatchManyCopies(t *testing.T) {
 		}
 	})
 }
+
+// TestConcurrentBatchesOnNewFinding races batches that each carry several
+// reporters' copies of a finding no row exists for yet: the batch that
+// loses the insert must still count each reporter once.
+func TestConcurrentBatchesOnNewFinding(t *testing.T) {
+	forEngine(t, func(t *testing.T, engine string) {
+		st := storetest.Open(t, engine, store.Options{})
+		t0 := time.Now().UTC().Add(-time.Hour).Truncate(time.Millisecond)
+		const rounds, batches = 30, 4
+		for r := range rounds {
+			f := storetest.Finding(storetest.Spec{Node: "node-1", Actor: fmt.Sprintf("/tmp/race-%d", r), Container: "c1", Seen: t0})
+			ep := epochOf(f)
+			start := make(chan struct{})
+			var wg sync.WaitGroup
+			for g := range batches {
+				wg.Go(func() {
+					<-start
+					_, err := st.UpsertFindings(context.Background(), []store.Upsert{
+						{Finding: cumulative(f, 2, t0), MsgKey: fmt.Sprintf("a:%d:%d", r, g), Reporter: "a", Epoch: ep},
+						{Finding: cumulative(f, 5, t0), MsgKey: fmt.Sprintf("b:%d:%d", r, g), Reporter: "b", Epoch: ep},
+					})
+					if err != nil {
+						t.Errorf("round %d batch %d: %v", r, g, err)
+					}
+				})
+			}
+			close(start)
+			wg.Wait()
+			got, err := st.GetFinding(context.Background(), f.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Service.Count != 7 {
+				t.Fatalf("round %d: count %d, want 7 (2 from reporter a, 5 from b)", r, got.Service.Count)
+			}
+		}
+	})
+}
