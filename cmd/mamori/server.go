@@ -328,7 +328,10 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 		s.bus.Close()
 		return fail(fmt.Errorf("api tokens: %w", err))
 	}
-	s.bus.enroller.SetAgentTokens(api.AgentTokens{Store: tokens})
+	// Enrolled agents' tokens are rows in the store (earlier builds kept
+	// them with people's, where they still work until the node re-enrolls).
+	s.bus.enroller.SetAgentTokens(api.AgentTokens{Store: st, Legacy: tokens})
+	tokens = api.WithAgentTokens(tokens, st)
 	a, err := api.New(api.Options{Store: st, Tokens: tokens, Submit: s.Submit, Coverage: s.coverage,
 		RulesChanged: s.ingest.InvalidateRules, RulesDir: rulesDir, IntelDir: intelDir,
 		Agent:   finding.Agent{NodeID: "mamori-server", Hostname: host, Version: version},

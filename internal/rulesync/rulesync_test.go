@@ -36,11 +36,11 @@ func server(t *testing.T) (url, token, rulesDir, intelDir string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	token, err = api.AgentTokens{Store: tf}.Issue(context.Background(), "node-1")
+	token, err = api.AgentTokens{Store: st}.Issue(context.Background(), "node-1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := api.New(api.Options{Store: st, Tokens: tf, RulesDir: rulesDir, IntelDir: intelDir,
+	a, err := api.New(api.Options{Store: st, Tokens: api.WithAgentTokens(tf, st), RulesDir: rulesDir, IntelDir: intelDir,
 		Agent: finding.Agent{NodeID: "srv"}, Version: "test", Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)

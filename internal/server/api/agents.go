@@ -111,33 +111,3 @@ func (a *API) createJoinToken(w http.ResponseWriter, r *http.Request) error {
 
 // AgentTokenName names the API token issued to an enrolled node.
 func AgentTokenName(nodeID string) string { return "agent:" + nodeID }
-
-// AgentTokens issues each enrolled agent an agent-scope API token (it
-// fetches the distributed rules and intel with it, nothing else) and
-// revokes it with the node: transport.AgentTokens over a TokenStore.
-type AgentTokens struct{ Store TokenStore }
-
-// Issue revokes the node's earlier tokens (a re-enrollment) and makes one.
-func (a AgentTokens) Issue(ctx context.Context, nodeID string) (string, error) {
-	if err := a.Revoke(ctx, nodeID); err != nil {
-		return "", err
-	}
-	tok, _, err := a.Store.Create(AgentTokenName(nodeID), ScopeAgent, 0)
-	return tok, err
-}
-
-// Revoke revokes every token issued to the node.
-func (a AgentTokens) Revoke(ctx context.Context, nodeID string) error {
-	toks, err := a.Store.List()
-	if err != nil {
-		return err
-	}
-	for _, t := range toks {
-		if t.Name == AgentTokenName(nodeID) && t.Scope == ScopeAgent {
-			if err := a.Store.Revoke(t.ID); err != nil && !errors.Is(err, errNotFound) {
-				return err
-			}
-		}
-	}
-	return nil
-}

@@ -120,6 +120,16 @@ CREATE TABLE node_hooks (
 	{5, "suppressed findings index", `
 CREATE INDEX findings_suppressed ON findings (suppressed_by) WHERE suppressed_by IS NOT NULL;
 `},
+	// Enrolled agents' API tokens, one per node: replaced or revoked by
+	// key, where a token file was rewritten whole on every enrollment.
+	{6, "agent API tokens", `
+CREATE TABLE agent_tokens (
+	node_id     TEXT PRIMARY KEY,
+	token_id    TEXT NOT NULL UNIQUE,
+	secret_hash TEXT NOT NULL,
+	created_at  BIGINT NOT NULL
+);
+`},
 }
 
 // LatestSchema is the schema version this build writes.

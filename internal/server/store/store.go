@@ -141,6 +141,17 @@ type Store interface {
 	// first, at most limit (default 1000).
 	CoverageEvents(ctx context.Context, after int64, limit int) ([]CoverageEvent, error)
 
+	// PutAgentToken stores a node's agent API token, replacing the one it
+	// had.
+	PutAgentToken(ctx context.Context, t AgentToken) error
+	// AgentToken returns the agent token with this token id, or ErrNotFound.
+	AgentToken(ctx context.Context, tokenID string) (*AgentToken, error)
+	// DeleteAgentToken deletes the token of a node (nodeID set) or the one
+	// with a token id (tokenID set); ErrNotFound when there is none.
+	DeleteAgentToken(ctx context.Context, nodeID, tokenID string) error
+	// ListAgentTokens returns every agent token, by node id.
+	ListAgentTokens(ctx context.Context) ([]AgentToken, error)
+
 	Close() error
 }
 

@@ -433,3 +433,49 @@ func TestConcurrentBatchesOnNewFinding(t *testing.T) {
 		}
 	})
 }
+
+func TestAgentTokens(t *testing.T) {
+	forEngine(t, func(t *testing.T, engine string) {
+		st := storetest.Open(t, engine, store.Options{})
+		ctx := context.Background()
+		at := time.Now().UTC().Truncate(time.Second)
+		if err := st.PutAgentToken(ctx, store.AgentToken{NodeID: "n1", TokenID: "aaaaaaaaaaaa", SecretHash: "h1", CreatedAt: at}); err != nil {
+			t.Fatal(err)
+		}
+		got, err := st.AgentToken(ctx, "aaaaaaaaaaaa")
+		if err != nil || got.NodeID != "n1" || got.SecretHash != "h1" || !got.CreatedAt.Equal(at) {
+			t.Fatalf("get: %+v %v", got, err)
+		}
+		// A node's new token replaces its old one.
+		if err := st.PutAgentToken(ctx, store.AgentToken{NodeID: "n1", TokenID: "bbbbbbbbbbbb", SecretHash: "h2", CreatedAt: at}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.AgentToken(ctx, "aaaaaaaaaaaa"); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("replaced token: %v", err)
+		}
+		if err := st.PutAgentToken(ctx, store.AgentToken{NodeID: "n2", TokenID: "cccccccccccc", SecretHash: "h3", CreatedAt: at}); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.PutAgentToken(ctx, store.AgentToken{NodeID: "n3"}); !errors.Is(err, store.ErrInvalid) {
+			t.Errorf("token without id and hash: %v", err)
+		}
+		list, err := st.ListAgentTokens(ctx)
+		if err != nil || len(list) != 2 || list[0].TokenID != "bbbbbbbbbbbb" || list[1].NodeID != "n2" {
+			t.Fatalf("list: %+v %v", list, err)
+		}
+		if err := st.DeleteAgentToken(ctx, "", "cccccccccccc"); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.DeleteAgentToken(ctx, "n1", ""); err != nil {
+			t.Fatal(err)
+		}
+		for _, del := range [][2]string{{"n1", ""}, {"", "cccccccccccc"}} {
+			if err := st.DeleteAgentToken(ctx, del[0], del[1]); !errors.Is(err, store.ErrNotFound) {
+				t.Errorf("delete %v again: %v", del, err)
+			}
+		}
+		if err := st.DeleteAgentToken(ctx, "", ""); !errors.Is(err, store.ErrInvalid) {
+			t.Errorf("delete without a key: %v", err)
+		}
+	})
+}
