@@ -37,6 +37,7 @@ type agentFlags struct {
 	rulesDir     string
 	quiet        bool
 	cpuProfile   string
+	memProfile   string
 	labels       map[string]string
 	// findingSinks are extra sinks for findings (not flags): `run` hands
 	// them to its embedded server.
@@ -58,6 +59,8 @@ func (f *agentFlags) bind(cmd *cobra.Command, defaultPrint string) {
 	cmd.Flags().StringToStringVar(&f.labels, "label", nil, "node label reported in heartbeats, KEY=VALUE (repeatable); mamori.io/managed=false opts the node out of coverage")
 	cmd.Flags().StringVar(&f.cpuProfile, "cpuprofile", "", "write a Go CPU profile to this file (for benchmarks)")
 	_ = cmd.Flags().MarkHidden("cpuprofile")
+	cmd.Flags().StringVar(&f.memProfile, "memprofile", "", "write a Go allocation profile to this file at exit (for benchmarks)")
+	_ = cmd.Flags().MarkHidden("memprofile")
 }
 
 func agentCmd() *cobra.Command {
@@ -133,6 +136,13 @@ func runAgent(ctx context.Context, f *agentFlags, out *os.File) error {
 			return fmt.Errorf("cpu profile: %w", err)
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if f.memProfile != "" {
+		defer func() {
+			if err := writeAllocProfile(f.memProfile); err != nil {
+				log.Warn("memory profile", "err", err)
+			}
+		}()
 	}
 
 	start := time.Now()
@@ -249,4 +259,14 @@ func printFilter(kinds string) (*agent.Filter, error) {
 		return nil, fmt.Errorf("--print: %w", err)
 	}
 	return &f, nil
+}
+
+// writeAllocProfile writes the allocations made since start to path.
+func writeAllocProfile(path string) error {
+	pf, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer pf.Close()
+	return pprof.Lookup("allocs").WriteTo(pf, 0)
 }

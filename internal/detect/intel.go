@@ -143,10 +143,14 @@ func newHashIntel(store *intel.Store) Detector {
 
 func (d *hashIntel) Detect(ev *event.Event, hit func(Hit)) {
 	p := &ev.Process
-	if p.ExeSHA256 == "" || p.UUID == "" || d.done.has(p.UUID+p.ExeSHA256) {
+	if p.ExeSHA256 == "" || p.UUID == "" {
 		return
 	}
-	d.done.add(p.UUID + p.ExeSHA256)
+	key := p.UUID + p.ExeSHA256
+	if d.done.has(key) {
+		return
+	}
+	d.done.add(key)
 	ms := d.store.Set().Hash(p.ExeSHA256)
 	if len(ms) == 0 {
 		return

@@ -1,6 +1,7 @@
 package sensor
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"net/netip"
@@ -187,6 +188,8 @@ func decodeKind(ev *event.Event, r *record, clock Clock) error {
 	return nil
 }
 
+var ldPreload, ldLibPath = []byte("LD_PRELOAD="), []byte("LD_LIBRARY_PATH=")
+
 func decodeExec(ev *event.Event, r *record, clock Clock) {
 	a := &r.args
 	x := &event.Exec{
@@ -208,14 +211,14 @@ func decodeExec(ev *event.Event, r *record, clock Clock) {
 		// A memfd has no place in any mount: name it as /proc/PID/exe does.
 		x.Path = "/" + name + " (deleted)"
 	}
-	for _, kv := range splitNUL(r.strs[5]) {
+	eachNUL(r.strs[5], func(kv []byte) {
 		switch {
-		case strings.HasPrefix(kv, "LD_PRELOAD="):
-			x.LDPreload = kv[len("LD_PRELOAD="):]
-		case strings.HasPrefix(kv, "LD_LIBRARY_PATH="):
-			x.LDLibPath = kv[len("LD_LIBRARY_PATH="):]
+		case bytes.HasPrefix(kv, ldPreload):
+			x.LDPreload = string(kv[len(ldPreload):])
+		case bytes.HasPrefix(kv, ldLibPath):
+			x.LDLibPath = string(kv[len(ldLibPath):])
 		}
-	}
+	})
 	ev.Exec = x
 	ev.Process.Exe = x.Path
 	ev.Process.Args = x.Args

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Record layout (bpf/include/mamori.h, struct event_hdr), little endian.
@@ -132,16 +133,28 @@ func reversePath(walk []byte) []byte {
 	return out
 }
 
-// splitNUL splits a NUL-separated block (argv, environ) into strings.
+// splitNUL splits a NUL-separated block (argv) into strings. The parts
+// share one string: two allocations per exec instead of one per argument.
 func splitNUL(b []byte) []string {
 	b = bytes.TrimRight(b, "\x00")
 	if len(b) == 0 {
 		return nil
 	}
-	parts := bytes.Split(b, []byte{0})
-	out := make([]string, len(parts))
-	for i, p := range parts {
-		out[i] = string(p)
+	return strings.Split(string(b), "\x00")
+}
+
+// eachNUL calls fn with each part of a NUL-separated block (environ)
+// without copying any: most of an environment is looked at, not kept.
+func eachNUL(b []byte, fn func(part []byte)) {
+	for len(b) > 0 {
+		part := b
+		if i := bytes.IndexByte(b, 0); i >= 0 {
+			part, b = b[:i], b[i+1:]
+		} else {
+			b = nil
+		}
+		if len(part) > 0 {
+			fn(part)
+		}
 	}
-	return out
 }
