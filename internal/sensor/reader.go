@@ -75,7 +75,20 @@ func (s *Sensor) Run(ctx context.Context, h Handler) error {
 		return fmt.Errorf("open ring buffer: %w", err)
 	}
 	defer rd.Close()
-	stop := context.AfterFunc(ctx, func() { rd.Close() }) // interrupts a blocked read
+	w, err := newRingWaiter(m, rd)
+	if err != nil {
+		s.log.Debug("ring buffer: waiting in epoll_wait instead of the Go poller", "err", err)
+	}
+	// Cancellation interrupts a blocked wait or read. The reader itself is
+	// closed only by this goroutine when a waiter calls it (its
+	// AvailableBytes does not survive a concurrent Close).
+	stop := context.AfterFunc(ctx, func() {
+		if w != nil {
+			w.close()
+		} else {
+			rd.Close()
+		}
+	})
 	defer stop()
 	dec := NewDecoder()
 	var rec ringbuf.Record
@@ -83,25 +96,37 @@ func (s *Sensor) Run(ctx context.Context, h Handler) error {
 		// The kernel wakes the reader only once a batch is waiting
 		// (bpf/include/mamori.h, wakeup_flag); the deadline bounds how long
 		// a lone record waits.
-		rd.SetDeadline(time.Now().Add(pollInterval))
-		if err := rd.ReadInto(&rec); err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
+		if w != nil {
+			if err := w.wait(pollInterval); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return fmt.Errorf("wait for ring buffer: %w", err)
+			}
+			rd.SetDeadline(time.Now()) // drain what is there, without blocking
+		} else {
+			rd.SetDeadline(time.Now().Add(pollInterval))
+		}
+		for {
+			if err := rd.ReadInto(&rec); err != nil {
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					break
+				}
+				if errors.Is(err, ringbuf.ErrClosed) && ctx.Err() != nil {
+					return nil
+				}
+				return fmt.Errorf("read ring buffer: %w", err)
+			}
+			s.stats.read.Add(1)
+			ev, err := dec.Decode(rec.RawSample)
+			if err != nil {
+				s.stats.decodeErrs.Add(1)
+				s.log.Debug("decode record", "err", err)
 				continue
 			}
-			if errors.Is(err, ringbuf.ErrClosed) && ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("read ring buffer: %w", err)
+			s.stats.last.Store(time.Now().UnixNano())
+			h(ev)
 		}
-		s.stats.read.Add(1)
-		ev, err := dec.Decode(rec.RawSample)
-		if err != nil {
-			s.stats.decodeErrs.Add(1)
-			s.log.Debug("decode record", "err", err)
-			continue
-		}
-		s.stats.last.Store(time.Now().UnixNano())
-		h(ev)
 	}
 }
 
