@@ -51,16 +51,22 @@ func newRingWaiter(m *ebpf.Map, rd *ringbuf.Reader) (*ringWaiter, error) {
 	return &ringWaiter{f: f, rc: rc, rd: rd}, nil
 }
 
-// wait returns once records are waiting and the kernel woke the reader,
-// or after d (records may be waiting then too: lone records do not wake).
+// batchBytes is what the kernel lets wait before it wakes the reader
+// (WAKEUP_BYTES in bpf/include/mamori.h).
+const batchBytes = 256 << 10
+
+// wait returns once a batch is waiting (the kernel wakes the reader then),
+// or after d, whatever is waiting: records are read in batches, as many as
+// a few milliseconds bring, not one wakeup and drain for every few.
 func (w *ringWaiter) wait(d time.Duration) error {
-	if w.rd.AvailableBytes() > 0 {
+	full := func(uintptr) bool { return w.rd.AvailableBytes() >= batchBytes }
+	if full(0) {
 		return nil
 	}
 	if err := w.f.SetReadDeadline(time.Now().Add(d)); err != nil {
 		return err
 	}
-	err := w.rc.Read(func(uintptr) bool { return w.rd.AvailableBytes() > 0 })
+	err := w.rc.Read(full)
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		return nil
 	}
