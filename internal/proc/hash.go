@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -29,6 +31,7 @@ type hashJob struct {
 	pid  uint32
 	uuid string
 	key  fileKey
+	path string // as the exec event gave it, for a process already gone
 }
 
 // hasher computes executable SHA-256s on its own goroutine, reading the
@@ -67,7 +70,7 @@ func (h *hasher) cached(x *event.Exec) (string, bool) {
 
 func (h *hasher) enqueue(pid uint32, uuid string, x *event.Exec) {
 	select {
-	case h.jobs <- hashJob{pid: pid, uuid: uuid, key: keyOf(x)}:
+	case h.jobs <- hashJob{pid: pid, uuid: uuid, key: keyOf(x), path: x.Path}:
 		h.queued.Add(1)
 	default:
 		h.dropped.Add(1)
@@ -117,9 +120,19 @@ func (h *hasher) run(j hashJob) {
 }
 
 // hashExe hashes /proc/PID/exe after checking it is still the image the
-// exec event described (the process may have exec'd again or exited).
+// exec event described (the process may have exec'd again or exited). A
+// process that already exited (a dropper that ran for a millisecond) has
+// no /proc/PID/exe: the file at its path is hashed instead if it is the
+// very file executed (device, inode, mtime and ctime).
 func (h *hasher) hashExe(j hashJob) (string, error) {
 	f, err := os.Open(filepath.Join(h.t.opts.ProcRoot, strconv.FormatUint(uint64(j.pid), 10), "exe"))
+	byPath := false
+	if errors.Is(err, fs.ErrNotExist) && filepath.IsAbs(j.path) {
+		// Non-blocking and no symlinks: a FIFO or a link planted at the
+		// path must neither stall the hasher nor redirect it.
+		f, err = os.OpenFile(j.path, os.O_RDONLY|unix.O_NONBLOCK|unix.O_NOFOLLOW, 0)
+		byPath = true
+	}
 	if err != nil {
 		return "", fmt.Errorf("open exe: %w", err)
 	}
@@ -131,6 +144,9 @@ func (h *hasher) hashExe(j hashJob) (string, error) {
 	if st.Ino != j.key.ino {
 		return "", fmt.Errorf("exe changed: inode %d, want %d", st.Ino, j.key.ino)
 	}
+	if byPath && !sameImage(&st, j.key) {
+		return "", fmt.Errorf("%s is no longer the executed file", j.path)
+	}
 	if st.Size > h.maxBytes {
 		return "", fmt.Errorf("exe too large to hash: %d bytes", st.Size)
 	}
@@ -139,4 +155,12 @@ func (h *hasher) hashExe(j hashJob) (string, error) {
 		return "", fmt.Errorf("read exe: %w", err)
 	}
 	return hex.EncodeToString(d.Sum(nil)), nil
+}
+
+// sameImage reports whether st is the regular file k describes. The
+// kernel gives the device as MAJOR<<20|MINOR, stat in the user encoding.
+func sameImage(st *unix.Stat_t, k fileKey) bool {
+	kdev := uint64(unix.Major(st.Dev))<<20 | uint64(unix.Minor(st.Dev))
+	return st.Mode&unix.S_IFMT == unix.S_IFREG && (kdev == uint64(k.dev) || st.Dev == uint64(k.dev)) &&
+		st.Mtim.Nano() == k.mtime && st.Ctim.Nano() == k.ctime
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -253,5 +254,71 @@ func TestLineageFollowsAncestorExec(t *testing.T) {
 	exec(101, 100, 6e9, 5e9, "/usr/bin/ninja")
 	if got := other(102, 7e9).Process.Lineage; len(got) != 2 || got[0].Exe != "/usr/bin/ninja" {
 		t.Errorf("after the parent's exec: lineage %+v", got)
+	}
+}
+
+// A process gone before the hasher reached it (a dropper that ran for a
+// millisecond) is hashed through the file at its path, but only while that
+// is the very file it executed.
+func TestExitedProcessHashedByPath(t *testing.T) {
+	tb := newTable(t, Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go tb.Run(ctx)
+
+	src, err := exec.LookPath("true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	run := func(name string) (*event.Exec, int) {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(path)
+		if err := cmd.Run(); err != nil {
+			t.Fatal(err)
+		}
+		var st unix.Stat_t
+		if err := unix.Stat(path, &st); err != nil {
+			t.Fatal(err)
+		}
+		kdev := uint32(unix.Major(st.Dev))<<20 | uint32(unix.Minor(st.Dev)) // as the kernel reports it
+		return &event.Exec{Path: path, Inode: st.Ino, Dev: kdev,
+			MTime: time.Unix(st.Mtim.Unix()), CTime: time.Unix(st.Ctim.Unix())}, cmd.Process.Pid
+	}
+	hashOf := func(x *event.Exec, pid int) string {
+		start := uint64(time.Now().UnixNano())
+		tb.Apply(&event.Event{Kind: event.KindExec, Process: event.Process{PID: uint32(pid), StartNS: start}, Exec: x})
+		var got string
+		for end := time.Now().Add(time.Second); time.Now().Before(end) && got == ""; {
+			later := &event.Event{Kind: event.KindOpen, Process: event.Process{PID: uint32(pid), StartNS: start}}
+			tb.Apply(later)
+			got = later.Process.ExeSHA256
+			time.Sleep(5 * time.Millisecond)
+		}
+		return got
+	}
+	sum := sha256.Sum256(data)
+	x, pid := run("dropper")
+	if got := hashOf(x, pid); got != hex.EncodeToString(sum[:]) {
+		t.Fatalf("exited process: sha256 %q, want %x (stats %+v)", got, sum, tb.Stats())
+	}
+	// The file changed after the process ran: not the executed image.
+	y, pid2 := run("rewritten")
+	if err := os.WriteFile(y.Path, append(data, 0), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	failed := tb.Stats().HashFailed
+	if got := hashOf(y, pid2); got != "" {
+		t.Fatalf("hash of a file rewritten since the exec: %q", got)
+	}
+	if tb.Stats().HashFailed == failed {
+		t.Errorf("the refused hash was not counted: %+v", tb.Stats())
 	}
 }
