@@ -122,7 +122,14 @@ func runEngine(engine string) ([]*result, error) {
 	ctx := context.Background()
 	agents, took, err := enrollFleet(ctx, s, *nAgents, dir)
 	if err != nil {
-		return nil, err
+		b, _ := os.ReadFile(s.log)
+		var problems []string
+		for l := range strings.Lines(string(b)) {
+			if strings.Contains(l, "level=ERROR") || strings.Contains(l, "level=WARN") {
+				problems = append(problems, l)
+			}
+		}
+		return nil, fmt.Errorf("%w\nserver log, warnings and errors:\n%s", err, tail([]byte(strings.Join(problems, "")), 3000))
 	}
 	defer closeFleet(agents)
 	log.Printf("%d agents enrolled in %s", len(agents), took.Round(time.Millisecond))

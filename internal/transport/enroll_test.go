@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -389,5 +391,44 @@ func TestRevocation(t *testing.T) {
 	if nc, err := nats.Connect(a2.NATSURLs[0], nats.UserJWTAndSeed(a2.JWT, a2.Seed), nats.Secure(tc)); err == nil {
 		nc.Close()
 		t.Fatal("credentials replaced by a rebind still connect")
+	}
+}
+
+// A fleet enrolling at once with one shared token (a DaemonSet rollout)
+// through two replicas on one key-value bucket: every node gets in, each
+// use is counted once, and the token is used up exactly at its limit.
+func TestSharedTokenUnderConcurrentEnrollment(t *testing.T) {
+	b := startBus(t, t.TempDir(), -1)
+	ctx := context.Background()
+	kv, err := NewKVStore[TokenRecord](ctx, b.js, "mamori_join_tokens_race", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	replicas := []*Tokens{NewTokens(kv), NewTokens(kv)}
+	const fleet = 300
+	tok, _, err := replicas[0].Create(ctx, TokenOptions{Description: "daemonset", MaxUses: fleet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var failed atomic.Int32
+	for i := range fleet {
+		wg.Go(func() {
+			if _, err := replicas[i%2].Redeem(ctx, tok); err != nil {
+				failed.Add(1)
+				t.Errorf("node %d: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	if failed.Load() > 0 {
+		t.Fatalf("%d of %d enrollments refused", failed.Load(), fleet)
+	}
+	rec, err := replicas[1].Check(ctx, tok)
+	if err == nil || !errors.Is(err, ErrInvalidToken) {
+		t.Fatalf("token after %d uses of %d: %+v %v", fleet, fleet, rec, err)
+	}
+	if _, err := replicas[0].Redeem(ctx, tok); !errors.Is(err, ErrInvalidToken) {
+		t.Fatalf("use beyond the limit: %v", err)
 	}
 }

@@ -9,9 +9,15 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	mrand "math/rand/v2"
 	"strings"
+	"sync"
 	"time"
 )
+
+// redeemAttempts bounds the compare-and-set retries of one redemption.
+const redeemAttempts = 12
 
 // ErrInvalidToken is returned for any unusable join token: malformed, unknown,
 // wrong secret, expired, revoked or used up. Callers are deliberately not
@@ -67,6 +73,12 @@ func (r *TokenRecord) usable(now time.Time) error {
 type Tokens struct {
 	store Store[TokenRecord]
 	now   func() time.Time
+	// redeem serialises this replica's redemptions of one token (striped
+	// by token): a fleet enrolling at once with one shared token (a
+	// DaemonSet rollout) otherwise retries its compare-and-set into the
+	// ground. Replicas still race each other; that is what the retries
+	// with backoff are for.
+	redeem [64]sync.Mutex
 }
 
 // NewTokens manages tokens in store (a KVStore for replicated servers).
@@ -155,7 +167,12 @@ func (t *Tokens) Check(ctx context.Context, tok string) (TokenRecord, error) {
 
 // Redeem verifies tok and counts one use, atomically even across replicas.
 func (t *Tokens) Redeem(ctx context.Context, tok string) (TokenRecord, error) {
-	for range 8 {
+	h := fnv.New32a()
+	h.Write([]byte(tok))
+	mu := &t.redeem[h.Sum32()%uint32(len(t.redeem))]
+	mu.Lock()
+	defer mu.Unlock()
+	for attempt := range redeemAttempts {
 		rec, rev, err := t.check(ctx, tok)
 		if err != nil {
 			return TokenRecord{}, err
@@ -167,6 +184,14 @@ func (t *Tokens) Redeem(ctx context.Context, tok string) (TokenRecord, error) {
 		}
 		if !errors.Is(err, ErrConflict) {
 			return TokenRecord{}, fmt.Errorf("join token: %w", err)
+		}
+		// Another replica counted a use meanwhile: back off a random
+		// while, growing, so the replicas stop colliding.
+		wait := time.Duration(1+mrand.IntN(5<<min(attempt, 5))) * time.Millisecond
+		select {
+		case <-ctx.Done():
+			return TokenRecord{}, fmt.Errorf("join token: %w", ctx.Err())
+		case <-time.After(wait):
 		}
 	}
 	return TokenRecord{}, fmt.Errorf("join token: %w (too much contention)", ErrConflict)
