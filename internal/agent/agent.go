@@ -66,6 +66,7 @@ type Agent struct {
 	started    time.Time
 	dispatched atomic.Uint64
 	lifeLost   atomic.Uint64
+	hashLost   atomic.Uint64
 }
 
 // New loads the sensor and prepares the tables. Nothing runs until Run.
@@ -87,6 +88,7 @@ func New(opts Options) (*Agent, error) {
 
 	po := opts.Processes
 	po.NodeID, po.Logger = opts.NodeID, log
+	po.Hashed = a.hashed
 	procs, err := proc.New(po)
 	if err != nil {
 		return nil, fmt.Errorf("process table: %w", err)
@@ -201,6 +203,17 @@ func (a *Agent) lifecycle(ev *event.Event) {
 	}
 }
 
+// hashed receives a process's late hash from the process table's hashing
+// goroutine: the event goes down the pipeline like a kernel one (container
+// resolution, detection), unless the queue stays full, which is counted.
+func (a *Agent) hashed(ev *event.Event) {
+	select {
+	case a.queue <- ev:
+	case <-time.After(100 * time.Millisecond):
+		a.hashLost.Add(1)
+	}
+}
+
 func (a *Agent) dispatch(ctx context.Context, in <-chan *event.Event) {
 	for {
 		select {
@@ -239,6 +252,8 @@ type Stats struct {
 	Dispatched uint64               `json:"dispatched"`
 	// LifecycleLost counts container start/stop events lost to a full queue.
 	LifecycleLost uint64 `json:"lifecycleLost"`
+	// HashEventsLost counts late-hash (exec_hashed) events lost to a full queue.
+	HashEventsLost uint64 `json:"hashEventsLost"`
 }
 
 // Stats returns the pipeline's counters.
@@ -247,6 +262,6 @@ func (a *Agent) Stats() Stats {
 		NodeID: a.opts.NodeID, Started: a.started,
 		Sensor: a.sensor.Counters(), Containers: a.ctrs.Stats(), Retry: a.retry.Stats(),
 		Processes: a.procs.Stats(), Queue: len(a.queue), QueueCap: cap(a.queue),
-		Dispatched: a.dispatched.Load(), LifecycleLost: a.lifeLost.Load(),
+		Dispatched: a.dispatched.Load(), LifecycleLost: a.lifeLost.Load(), HashEventsLost: a.hashLost.Load(),
 	}
 }

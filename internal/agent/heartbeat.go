@@ -42,7 +42,7 @@ func (a *Agent) Heartbeat(info HeartbeatInfo) coverage.Heartbeat {
 			"bpf_recursion":  st.Sensor.ProgramMisses,
 			"retry":          st.Retry.Dropped,
 			"lifecycle":      st.LifecycleLost + st.Containers.LifecycleDropped,
-			"hash":           st.Processes.HashDropped,
+			"hash":           st.Processes.HashDropped + st.HashEventsLost,
 			"container_full": st.Containers.TableFull,
 		},
 	}

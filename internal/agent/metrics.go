@@ -27,6 +27,7 @@ var (
 	descQueueCap     = prometheus.NewDesc("mamori_agent_queue_capacity", "Capacity of the reader queue.", nil, nil)
 	descDispatched   = prometheus.NewDesc("mamori_agent_events_dispatched_total", "Enriched events handed to subscribers.", nil, nil)
 	descLifeLost     = prometheus.NewDesc("mamori_agent_lifecycle_events_lost_total", "Container start/stop events lost to a full queue.", nil, nil)
+	descHashLost     = prometheus.NewDesc("mamori_agent_hash_events_lost_total", "Late-hash (exec_hashed) events lost to a full queue.", nil, nil)
 	descRetry        = prometheus.NewDesc("mamori_retry_cache_events_total", "Events that waited for their container, by outcome.", []string{"outcome"}, nil)
 	descRetryPending = prometheus.NewDesc("mamori_retry_cache_pending", "Events waiting for their container now.", nil, nil)
 	descCtr          = prometheus.NewDesc("mamori_container_table_size", "Container table sizes.", []string{"what"}, nil)
@@ -39,7 +40,7 @@ var (
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descEmitted, descKernelDrops, descRead, descDecodeErrors, descProgMisses,
-		descHooks, descQueue, descQueueCap, descDispatched, descLifeLost, descRetry, descRetryPending, descCtr,
+		descHooks, descQueue, descQueueCap, descDispatched, descLifeLost, descHashLost, descRetry, descRetryPending, descCtr,
 		descCtrCount, descProcEntries, descProcCount, descHash} {
 		ch <- d
 	}
@@ -81,6 +82,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descQueueCap, float64(s.QueueCap))
 	counter(descDispatched, s.Dispatched)
 	counter(descLifeLost, s.LifecycleLost)
+	counter(descHashLost, s.HashEventsLost)
 	r := s.Retry
 	counter(descRetry, r.Held, "held")
 	counter(descRetry, r.Released, "released")

@@ -135,7 +135,7 @@ type hashIntel struct {
 func newHashIntel(store *intel.Store) Detector {
 	return &hashIntel{
 		base: base{name: "intel-hash", scope: Both, types: values(hashTypes),
-			kinds: []event.Kind{event.KindExec, event.KindExit, event.KindOpen, event.KindConnect, event.KindSocket,
+			kinds: []event.Kind{event.KindExec, event.KindExecHashed, event.KindExit, event.KindOpen, event.KindConnect, event.KindSocket,
 				event.KindFork, event.KindDNS, event.KindMmap, event.KindMprotect, event.KindBind, event.KindListen}},
 		store: store, done: newLRU(16384),
 	}

@@ -47,6 +47,10 @@ const (
 	KindCgroupRmdir    Kind = 33
 	KindContainerStart Kind = 64 // derived in user space from cgroup + runtime metadata
 	KindContainerStop  Kind = 65
+	// KindExecHashed: an executable's SHA-256 became known after its exec
+	// event went out (hashing runs off the hot path), so checks on the hash
+	// still see a process that exited or went quiet meanwhile.
+	KindExecHashed Kind = 66
 )
 
 // MaxKernelKind bounds the kinds the kernel emits (exclusive).
@@ -63,6 +67,7 @@ var kindNames = map[Kind]string{
 	KindUnshare: "unshare", KindSetns: "setns", KindMprotect: "mprotect", KindMmap: "mmap",
 	KindCgroupMkdir: "cgroup_mkdir", KindCgroupRmdir: "cgroup_rmdir",
 	KindContainerStart: "container_start", KindContainerStop: "container_stop",
+	KindExecHashed: "exec_hashed",
 }
 
 var kindByName = func() map[string]Kind {

@@ -50,6 +50,8 @@ func (e *Event) Summary() string {
 		fmt.Fprintf(&b, " %s on %s type %s", safe(e.Mount.Source), safe(e.Mount.Target), safe(e.Mount.FSType))
 	case e.Access != nil:
 		fmt.Fprintf(&b, " %s %s target=%d", e.Access.Op, e.Access.Request, e.Access.TargetPID)
+	case e.Kind == KindExecHashed:
+		fmt.Fprintf(&b, " %s sha256=%s", safe(e.Process.Exe), e.Process.ExeSHA256)
 	case e.Container != nil && (e.Kind == KindContainerStart || e.Kind == KindContainerStop):
 		fmt.Fprintf(&b, " name=%s image=%s", safe(e.Container.Name), safe(e.Container.Image))
 	}

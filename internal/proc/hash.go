@@ -11,8 +11,10 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -29,6 +31,7 @@ type fileKey struct {
 
 type hashJob struct {
 	pid  uint32
+	ppid uint32 // its root resolves the path of a process already gone
 	uuid string
 	key  fileKey
 	path string // as the exec event gave it, for a process already gone
@@ -68,9 +71,9 @@ func (h *hasher) cached(x *event.Exec) (string, bool) {
 	return s, ok
 }
 
-func (h *hasher) enqueue(pid uint32, uuid string, x *event.Exec) {
+func (h *hasher) enqueue(pid, ppid uint32, uuid string, x *event.Exec) {
 	select {
-	case h.jobs <- hashJob{pid: pid, uuid: uuid, key: keyOf(x), path: x.Path}:
+	case h.jobs <- hashJob{pid: pid, ppid: ppid, uuid: uuid, key: keyOf(x), path: x.Path}:
 		h.queued.Add(1)
 	default:
 		h.dropped.Add(1)
@@ -112,26 +115,58 @@ func (h *hasher) run(j hashJob) {
 		h.hits.Add(1)
 	}
 	h.done.Add(1)
+	var ev *event.Event
 	h.t.mu.Lock()
 	if e := h.t.byID[j.uuid]; e != nil {
 		e.sha256 = sum
+		if h.t.opts.Hashed != nil {
+			ev = h.t.hashedEvent(e)
+		}
 	}
 	h.t.mu.Unlock()
+	if ev != nil {
+		h.t.opts.Hashed(ev)
+	}
+}
+
+// hashedEvent describes e, whose hash just became known, as its own
+// events would; the caller holds t.mu.
+func (t *Table) hashedEvent(e *entry) *event.Event {
+	ev := &event.Event{Kind: event.KindExecHashed, Time: time.Now(), Process: event.Process{
+		PID: e.pid, NSPID: e.nspid, PPID: e.ppid, UID: e.uid, EUID: e.euid, Comm: e.name, CgroupID: e.cgroup,
+		StartNS: e.startTicks * (1e9 / ticksPerSecond), Exe: e.exe, Args: e.args, Cwd: e.cwd,
+	}}
+	// The container comes from the cgroup, resolved down the pipeline as
+	// for kernel events.
+	t.fill(&ev.Process, e)
+	return ev
 }
 
 // hashExe hashes /proc/PID/exe after checking it is still the image the
 // exec event described (the process may have exec'd again or exited). A
 // process that already exited (a dropper that ran for a millisecond) has
 // no /proc/PID/exe: the file at its path is hashed instead if it is the
-// very file executed (device, inode, mtime and ctime).
+// very file executed (device, inode, mtime, ctime), resolved in its
+// parent's root (the same container, as a rule) and else in the host's.
 func (h *hasher) hashExe(j hashJob) (string, error) {
 	f, err := os.Open(filepath.Join(h.t.opts.ProcRoot, strconv.FormatUint(uint64(j.pid), 10), "exe"))
 	byPath := false
 	if errors.Is(err, fs.ErrNotExist) && filepath.IsAbs(j.path) {
-		// Non-blocking and no symlinks: a FIFO or a link planted at the
-		// path must neither stall the hasher nor redirect it.
-		f, err = os.OpenFile(j.path, os.O_RDONLY|unix.O_NONBLOCK|unix.O_NOFOLLOW, 0)
 		byPath = true
+		roots := []string{"/"}
+		if j.ppid != 0 {
+			roots = []string{filepath.Join(h.t.opts.ProcRoot, strconv.FormatUint(uint64(j.ppid), 10), "root"), "/"}
+		}
+		for _, root := range roots {
+			if f, err = openInRoot(root, j.path); err == nil {
+				var st unix.Stat_t
+				if unix.Fstat(int(f.Fd()), &st) == nil && sameImage(&st, j.key) {
+					break
+				}
+				f.Close()
+				f, err = nil, fmt.Errorf("%s is no longer the executed file", j.path)
+			}
+		}
 	}
 	if err != nil {
 		return "", fmt.Errorf("open exe: %w", err)
@@ -155,6 +190,25 @@ func (h *hasher) hashExe(j hashJob) (string, error) {
 		return "", fmt.Errorf("read exe: %w", err)
 	}
 	return hex.EncodeToString(d.Sum(nil)), nil
+}
+
+// openInRoot opens path as seen from root (a process's /proc/PID/root):
+// symlinks and ".." stay inside it, magic links are refused, and the open
+// neither blocks (a FIFO planted at the path) nor follows a final link.
+func openInRoot(root, path string) (*os.File, error) {
+	dir, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open root %s: %w", root, err)
+	}
+	defer unix.Close(dir)
+	fd, err := unix.Openat2(dir, strings.TrimPrefix(path, "/"), &unix.OpenHow{
+		Flags:   unix.O_RDONLY | unix.O_NONBLOCK | unix.O_NOFOLLOW | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open %s in %s: %w", path, root, err)
+	}
+	return os.NewFile(uintptr(fd), path), nil
 }
 
 // sameImage reports whether st is the regular file k describes. The

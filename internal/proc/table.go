@@ -45,7 +45,11 @@ type Options struct {
 	HashMaxBytes int64
 	// BootTime converts boot-relative start times to wall time.
 	BootTime time.Time
-	Logger   *slog.Logger
+	// Hashed, when set, receives a KindExecHashed event for a process
+	// whose executable's hash was computed after its exec (never with a
+	// lock held; from the hashing goroutine).
+	Hashed func(*event.Event)
+	Logger *slog.Logger
 }
 
 // Stats are the table's counters and sizes.
@@ -76,6 +80,7 @@ type entry struct {
 	exited           time.Time // zero while alive
 	seen             time.Time // last event, for eviction
 	containerID      string
+	cgroup           uint64
 	userLooked       bool // the name lookup ran (a uid may have no name)
 	// lineage is built once and shared by the process's events until an
 	// entry that could appear in it changes (gen moves on).
@@ -185,6 +190,9 @@ func (t *Table) Apply(ev *event.Event) {
 		e.containerID = ev.Container.ID
 	}
 	e.uid, e.euid = p.UID, p.EUID
+	if p.CgroupID != 0 {
+		e.cgroup = p.CgroupID
+	}
 	if p.Comm != "" {
 		e.name = p.Comm
 	}
@@ -197,7 +205,7 @@ func (t *Table) Apply(ev *event.Event) {
 			if sum, ok := t.hash.cached(x); ok {
 				e.sha256 = sum
 			} else {
-				t.hash.enqueue(p.PID, e.uuid, x)
+				t.hash.enqueue(p.PID, e.ppid, e.uuid, x)
 			}
 		}
 	case event.KindFork:
@@ -257,7 +265,7 @@ func (t *Table) forkLocked(parent *entry, f *event.Fork, now time.Time) {
 		name: parent.name, exe: parent.exe, cwd: parent.cwd, args: parent.args,
 		uid: parent.uid, euid: parent.euid, user: parent.user, userLooked: parent.userLooked, sha256: parent.sha256,
 		start: t.opts.BootTime.Add(time.Duration(f.ChildStartNS)), seen: now,
-		containerID: parent.containerID,
+		containerID: parent.containerID, cgroup: parent.cgroup,
 	}
 	t.insertLocked(c)
 }

@@ -258,10 +258,12 @@ func TestLineageFollowsAncestorExec(t *testing.T) {
 }
 
 // A process gone before the hasher reached it (a dropper that ran for a
-// millisecond) is hashed through the file at its path, but only while that
-// is the very file it executed.
+// millisecond) is hashed through the file at its path, resolved in its
+// parent's root, but only while that is the very file it executed; the
+// late hash goes out as an exec_hashed event with the process's identity.
 func TestExitedProcessHashedByPath(t *testing.T) {
-	tb := newTable(t, Options{})
+	hashed := make(chan *event.Event, 4)
+	tb := newTable(t, Options{Hashed: func(ev *event.Event) { hashed <- ev }})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go tb.Run(ctx)
@@ -292,22 +294,24 @@ func TestExitedProcessHashedByPath(t *testing.T) {
 		return &event.Exec{Path: path, Inode: st.Ino, Dev: kdev,
 			MTime: time.Unix(st.Mtim.Unix()), CTime: time.Unix(st.Ctim.Unix())}, cmd.Process.Pid
 	}
-	hashOf := func(x *event.Exec, pid int) string {
-		start := uint64(time.Now().UnixNano())
-		tb.Apply(&event.Event{Kind: event.KindExec, Process: event.Process{PID: uint32(pid), StartNS: start}, Exec: x})
-		var got string
-		for end := time.Now().Add(time.Second); time.Now().Before(end) && got == ""; {
-			later := &event.Event{Kind: event.KindOpen, Process: event.Process{PID: uint32(pid), StartNS: start}}
-			tb.Apply(later)
-			got = later.Process.ExeSHA256
-			time.Sleep(5 * time.Millisecond)
-		}
-		return got
+	applyExec := func(x *event.Exec, pid int) *event.Event {
+		ev := &event.Event{Kind: event.KindExec, Exec: x, Process: event.Process{PID: uint32(pid), PPID: uint32(os.Getpid()),
+			StartNS: uint64(time.Now().UnixNano()), CgroupID: 4242}}
+		tb.Apply(ev)
+		return ev
 	}
 	sum := sha256.Sum256(data)
 	x, pid := run("dropper")
-	if got := hashOf(x, pid); got != hex.EncodeToString(sum[:]) {
-		t.Fatalf("exited process: sha256 %q, want %x (stats %+v)", got, sum, tb.Stats())
+	ev := applyExec(x, pid)
+	select {
+	case h := <-hashed:
+		p := h.Process
+		if h.Kind != event.KindExecHashed || p.UUID != ev.Process.UUID || p.ExeSHA256 != hex.EncodeToString(sum[:]) ||
+			p.Exe != x.Path || p.CgroupID != 4242 || p.PPID != uint32(os.Getpid()) {
+			t.Fatalf("late hash event %+v, want %s of %s (%s)", h, hex.EncodeToString(sum[:]), x.Path, ev.Process.UUID)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatalf("no late hash for an exited process (stats %+v)", tb.Stats())
 	}
 	// The file changed after the process ran: not the executed image.
 	y, pid2 := run("rewritten")
@@ -315,8 +319,11 @@ func TestExitedProcessHashedByPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	failed := tb.Stats().HashFailed
-	if got := hashOf(y, pid2); got != "" {
-		t.Fatalf("hash of a file rewritten since the exec: %q", got)
+	applyExec(y, pid2)
+	select {
+	case h := <-hashed:
+		t.Fatalf("hash of a file rewritten since the exec: %+v", h.Process)
+	case <-time.After(500 * time.Millisecond):
 	}
 	if tb.Stats().HashFailed == failed {
 		t.Errorf("the refused hash was not counted: %+v", tb.Stats())

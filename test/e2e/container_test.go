@@ -221,19 +221,22 @@ func TestSuspiciousShellCreated(t *testing.T) {
 }
 
 // TestMaliciousFileExecuted lists a payload's hash as malware (and
-// another's on a custom list), then runs both long enough to be hashed.
+// another's on a custom list), then runs both long enough to be hashed,
+// and a third listed one that exits at once: it is hashed after it is gone
+// (through its parent shell's root) and reported all the same.
 func TestMaliciousFileExecuted(t *testing.T) {
 	m := start(t)
 	id := attackContainer(t)
 	salt := randHex(t)
 	out := Sh(t, id, "cp /bin/busybox /tmp/sleep && echo "+salt+" >> /tmp/sleep && "+
-		"cp /bin/busybox /tmp/usleep && echo custom"+salt+" >> /tmp/usleep && sha256sum /tmp/sleep /tmp/usleep")
+		"cp /bin/busybox /tmp/usleep && echo custom"+salt+" >> /tmp/usleep && "+
+		"cp /bin/busybox /tmp/true && echo short"+salt+" >> /tmp/true && sha256sum /tmp/sleep /tmp/usleep /tmp/true")
 	sums := strings.Fields(out)
-	if len(sums) < 4 {
+	if len(sums) < 6 {
 		t.Fatalf("sha256sum: %q", out)
 	}
 	intel := filepath.Join(m.dir, "intel")
-	if err := os.WriteFile(filepath.Join(intel, "malware-"+salt+".txt"), []byte(sums[0]+"\n"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(intel, "malware-"+salt+".txt"), []byte(sums[0]+"\n"+sums[4]+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(intel, "malware-custom-"+salt+".txt"), []byte(sums[2]+"\n"), 0o644); err != nil {
@@ -248,6 +251,11 @@ func TestMaliciousFileExecuted(t *testing.T) {
 	ctxHas(t, g, "threatFileSha256", sums[2])
 	// The image's own busybox is not listed.
 	m.None(t, "Execution:Runtime/MaliciousFileExecuted", 0, and(InContainer(id), ctxIs("threatFilePath", "/bin/busybox")))
+
+	Sh(t, id, "/tmp/true; sleep 2")
+	h := m.Wait(t, "Execution:Runtime/MaliciousFileExecuted", and(InContainer(id), ctxIs("threatFilePath", "/tmp/true")))
+	expect(t, h, "High", id)
+	ctxHas(t, h, "threatFileSha256", sums[4])
 }
 
 func listen(t *testing.T) net.Listener {
