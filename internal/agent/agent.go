@@ -156,7 +156,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); a.dispatch(ctx, out) }()
 	go func() {
 		defer wg.Done()
-		t := time.NewTicker(10 * time.Second)
+		// Often enough that exited leaves (proc.Options.LeafExitGrace)
+		// leave soon after their grace during an exec storm.
+		t := time.NewTicker(2 * time.Second)
 		defer t.Stop()
 		for {
 			select {

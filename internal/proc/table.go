@@ -39,6 +39,11 @@ type Options struct {
 	// ExitGrace keeps an exited process for events still in flight and
 	// for its children's lineage [30s].
 	ExitGrace time.Duration
+	// LeafExitGrace is ExitGrace for an exited process no lineage holds
+	// (no child has named it an ancestor): only its own late events need
+	// it, and an exec storm would otherwise keep ExitGrace's worth of
+	// short-lived processes in memory [5s].
+	LeafExitGrace time.Duration
 	// HashQueue bounds executables waiting to be hashed [1024].
 	HashQueue int
 	// HashMaxBytes skips hashing larger files [256 MiB].
@@ -124,6 +129,9 @@ func New(opts Options) (*Table, error) {
 	}
 	if opts.ExitGrace <= 0 {
 		opts.ExitGrace = 30 * time.Second
+	}
+	if opts.LeafExitGrace <= 0 {
+		opts.LeafExitGrace = min(5*time.Second, opts.ExitGrace)
 	}
 	if opts.HashQueue <= 0 {
 		opts.HashQueue = 1024
@@ -361,7 +369,11 @@ func ancestorOf(a *entry) event.Ancestor {
 // over capacity, the least recently seen tenth of the table.
 func (t *Table) evictLocked(now time.Time) {
 	for _, e := range t.byPID {
-		if !e.exited.IsZero() && now.Sub(e.exited) > t.opts.ExitGrace {
+		grace := t.opts.ExitGrace
+		if !e.inLineage {
+			grace = t.opts.LeafExitGrace
+		}
+		if !e.exited.IsZero() && now.Sub(e.exited) > grace {
 			t.removeLocked(e)
 			t.expired.Add(1)
 		}
@@ -387,7 +399,11 @@ func (t *Table) Expire(now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, e := range t.byPID {
-		if !e.exited.IsZero() && now.Sub(e.exited) > t.opts.ExitGrace {
+		grace := t.opts.ExitGrace
+		if !e.inLineage {
+			grace = t.opts.LeafExitGrace
+		}
+		if !e.exited.IsZero() && now.Sub(e.exited) > grace {
 			t.removeLocked(e)
 			t.expired.Add(1)
 		}

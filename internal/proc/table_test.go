@@ -329,3 +329,27 @@ func TestExitedProcessHashedByPath(t *testing.T) {
 		t.Errorf("the refused hash was not counted: %+v", tb.Stats())
 	}
 }
+
+// An exited leaf leaves after LeafExitGrace; an exited parent whose child
+// named it in a lineage stays for ExitGrace.
+func TestExitedLeavesGoFirst(t *testing.T) {
+	tb := newTable(t, Options{ExitGrace: time.Hour, LeafExitGrace: time.Millisecond})
+	parent := event.Process{PID: 300, StartNS: 3e9}
+	child := event.Process{PID: 301, StartNS: 4e9, PPID: 300, ParentStartNS: 3e9}
+	tb.Apply(&event.Event{Kind: event.KindFork, Process: parent, Fork: &event.Fork{ChildPID: 301, ChildStartNS: 4e9}})
+	ev := &event.Event{Kind: event.KindOpen, Process: child}
+	tb.Apply(ev)
+	if len(ev.Process.Lineage) == 0 || ev.Process.Lineage[0].PID != 300 {
+		t.Fatalf("child's lineage %+v", ev.Process.Lineage)
+	}
+	for _, p := range []event.Process{child, parent} {
+		tb.Apply(&event.Event{Kind: event.KindExit, Process: p, Exit: &event.Exit{}})
+	}
+	tb.Expire(time.Now().Add(time.Second))
+	if _, ok := tb.Lookup(301); ok {
+		t.Error("exited leaf still held after LeafExitGrace")
+	}
+	if _, ok := tb.Lookup(300); !ok {
+		t.Error("exited parent named in a lineage dropped before ExitGrace")
+	}
+}
