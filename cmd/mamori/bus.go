@@ -100,31 +100,31 @@ func startBus(ctx context.Context, cfg busConfig, mux *http.ServeMux, reg promet
 		return fail(err)
 	}
 	b.js = js
-	// A cluster that is still electing its JetStream leader refuses for a
-	// while; keep trying rather than crash-loop.
-	ensure := func(ctx context.Context) error {
-		_, err := transport.EnsureStream(ctx, js, transport.StreamOptions{Replicas: cfg.replicas})
-		return err
-	}
-	if b.emb == nil {
-		ensure = retrying(2*time.Minute, log, "NATS cluster not ready for JetStream", ensure)
-	}
-	if err := ensure(ctx); err != nil {
-		return fail(err)
-	}
-	toks, err := transport.NewKVStore[transport.TokenRecord](ctx, js, transport.TokenBucket, cfg.replicas)
-	if err != nil {
-		return fail(err)
-	}
-	nodes, err := transport.NewKVStore[transport.NodeRecord](ctx, js, transport.NodeBucket, cfg.replicas)
-	if err != nil {
-		return fail(err)
-	}
-	if b.sys != nil {
-		rev, err := transport.NewClusterRevoker(ctx, js, cfg.replicas, auth, b.sys, log)
-		if err != nil {
-			return fail(err)
+	var (
+		toks  *transport.KVStore[transport.TokenRecord]
+		nodes *transport.KVStore[transport.NodeRecord]
+		rev   *transport.ClusterRevoker
+	)
+	err = b.retryJS(ctx, log, func(ctx context.Context) error {
+		if _, err := transport.EnsureStream(ctx, js, transport.StreamOptions{Replicas: cfg.replicas}); err != nil {
+			return err
 		}
+		var err error
+		if toks, err = transport.NewKVStore[transport.TokenRecord](ctx, js, transport.TokenBucket, cfg.replicas); err != nil {
+			return err
+		}
+		if nodes, err = transport.NewKVStore[transport.NodeRecord](ctx, js, transport.NodeBucket, cfg.replicas); err != nil {
+			return err
+		}
+		if b.sys != nil {
+			rev, err = transport.NewClusterRevoker(ctx, js, cfg.replicas, auth, b.sys, log)
+		}
+		return err
+	})
+	if err != nil {
+		return fail(err)
+	}
+	if rev != nil {
 		revoke = rev.Revoke
 		go rev.Run(ctx, revocationPushEvery)
 	}
@@ -136,7 +136,12 @@ func startBus(ctx context.Context, cfg busConfig, mux *http.ServeMux, reg promet
 	}
 	mux.Handle(transport.EnrollPath, enr)
 	b.enroller = enr
-	cons, err := transport.NewConsumer(ctx, js, transport.ConsumerConfig{Handler: cfg.handler, Concurrency: 1024, Metrics: m, Logger: log})
+	var cons *transport.Consumer
+	err = b.retryJS(ctx, log, func(ctx context.Context) error {
+		var err error
+		cons, err = transport.NewConsumer(ctx, js, transport.ConsumerConfig{Handler: cfg.handler, Concurrency: 1024, Metrics: m, Logger: log})
+		return err
+	})
 	if err != nil {
 		return fail(err)
 	}
@@ -146,7 +151,7 @@ func startBus(ctx context.Context, cfg busConfig, mux *http.ServeMux, reg promet
 		}
 	}()
 	tokenFile := filepath.Join(cfg.dataDir, "join-token")
-	if err := b.writeJoinToken(ctx, tokenFile); err != nil {
+	if err := b.retryJS(ctx, log, func(ctx context.Context) error { return b.writeJoinToken(ctx, tokenFile) }); err != nil {
 		return fail(err)
 	}
 	log.Info("agent transport", "nats", urls, "external", b.emb == nil, "replicas", max(cfg.replicas, 1), "joinTokenFile", tokenFile)
@@ -159,6 +164,17 @@ const revocationPushEvery = 10 * time.Second
 
 // retrying wraps f so it is retried every second until it succeeds, ctx
 // ends or within passes.
+// retryJS runs f, JetStream setup, once on the embedded server and on an
+// external cluster for up to two minutes: a cluster still electing its
+// JetStream leaders (just started, or after losing a server) refuses or
+// times out for a while, and a replica should wait rather than crash-loop.
+func (b *bus) retryJS(ctx context.Context, log *slog.Logger, f func(context.Context) error) error {
+	if b.emb != nil {
+		return f(ctx)
+	}
+	return retrying(2*time.Minute, log, "NATS cluster not ready for JetStream", f)(ctx)
+}
+
 func retrying(within time.Duration, log *slog.Logger, what string, f func(context.Context) error) func(context.Context) error {
 	return func(ctx context.Context) error {
 		deadline := time.Now().Add(within)

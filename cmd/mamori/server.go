@@ -319,7 +319,12 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 		tokens, _, err = s.local.OpenTokens()
 	} else {
 		var kv *transport.KVStore[api.Token]
-		if kv, err = transport.NewKVStore[api.Token](ctx, s.bus.js, api.APITokenBucket, f.natsReplicas); err == nil {
+		err = s.bus.retryJS(ctx, log, func(ctx context.Context) error {
+			var err error
+			kv, err = transport.NewKVStore[api.Token](ctx, s.bus.js, api.APITokenBucket, f.natsReplicas)
+			return err
+		})
+		if err == nil {
 			tokens = api.NewKVTokens(kv)
 			_, err = s.local.EnsureAdmin(tokens)
 		}
@@ -392,7 +397,12 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 // publishCoverage forwards every coverage transition to the event stream,
 // with the transition's store sequence as message id.
 func (s *server) publishCoverage(ctx context.Context, replicas int) error {
-	pub, err := transport.NewEventPublisher(ctx, s.bus.js, replicas)
+	var pub *transport.EventPublisher
+	err := s.bus.retryJS(ctx, s.log, func(ctx context.Context) error {
+		var err error
+		pub, err = transport.NewEventPublisher(ctx, s.bus.js, replicas)
+		return err
+	})
 	if err != nil {
 		return err
 	}
