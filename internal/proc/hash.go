@@ -150,23 +150,8 @@ func (t *Table) hashedEvent(e *entry) *event.Event {
 // parent's root (the same container, as a rule) and else in the host's.
 func (h *hasher) hashExe(j hashJob) (string, error) {
 	f, err := os.Open(filepath.Join(h.t.opts.ProcRoot, strconv.FormatUint(uint64(j.pid), 10), "exe"))
-	byPath := false
 	if errors.Is(err, fs.ErrNotExist) && filepath.IsAbs(j.path) {
-		byPath = true
-		roots := []string{"/"}
-		if j.ppid != 0 {
-			roots = []string{filepath.Join(h.t.opts.ProcRoot, strconv.FormatUint(uint64(j.ppid), 10), "root"), "/"}
-		}
-		for _, root := range roots {
-			if f, err = openInRoot(root, j.path); err == nil {
-				var st unix.Stat_t
-				if unix.Fstat(int(f.Fd()), &st) == nil && sameImage(&st, j.key) {
-					break
-				}
-				f.Close()
-				f, err = nil, fmt.Errorf("%s is no longer the executed file", j.path)
-			}
-		}
+		f, err = h.openExecuted(j)
 	}
 	if err != nil {
 		return "", fmt.Errorf("open exe: %w", err)
@@ -179,9 +164,6 @@ func (h *hasher) hashExe(j hashJob) (string, error) {
 	if st.Ino != j.key.ino {
 		return "", fmt.Errorf("exe changed: inode %d, want %d", st.Ino, j.key.ino)
 	}
-	if byPath && !sameImage(&st, j.key) {
-		return "", fmt.Errorf("%s is no longer the executed file", j.path)
-	}
 	if st.Size > h.maxBytes {
 		return "", fmt.Errorf("exe too large to hash: %d bytes", st.Size)
 	}
@@ -190,6 +172,29 @@ func (h *hasher) hashExe(j hashJob) (string, error) {
 		return "", fmt.Errorf("read exe: %w", err)
 	}
 	return hex.EncodeToString(d.Sum(nil)), nil
+}
+
+// openExecuted opens the file at a gone process's exec path, in its
+// parent's root and else the host's, if it is the very file executed.
+func (h *hasher) openExecuted(j hashJob) (*os.File, error) {
+	roots := []string{"/"}
+	if j.ppid != 0 {
+		roots = []string{filepath.Join(h.t.opts.ProcRoot, strconv.FormatUint(uint64(j.ppid), 10), "root"), "/"}
+	}
+	err := fmt.Errorf("%s is no longer the executed file", j.path)
+	for _, root := range roots {
+		f, oerr := openInRoot(root, j.path)
+		if oerr != nil {
+			err = oerr
+			continue
+		}
+		var st unix.Stat_t
+		if unix.Fstat(int(f.Fd()), &st) == nil && sameImage(&st, j.key) {
+			return f, nil
+		}
+		f.Close()
+	}
+	return nil, err
 }
 
 // openInRoot opens path as seen from root (a process's /proc/PID/root):
