@@ -78,10 +78,12 @@ func (s *Sensor) Run(ctx context.Context, h Handler) error {
 	w, err := newRingWaiter(m, rd)
 	if err != nil {
 		s.log.Debug("ring buffer: waiting in epoll_wait instead of the Go poller", "err", err)
+	} else {
+		defer w.close()
 	}
-	// Cancellation interrupts a blocked wait or read. The reader itself is
-	// closed only by this goroutine when a waiter calls it (its
-	// AvailableBytes does not survive a concurrent Close).
+	// Cancellation interrupts a blocked wait or read. With a waiter, the
+	// reader is closed only by this goroutine, on return: the waiter calls
+	// its AvailableBytes, which does not survive a concurrent Close.
 	stop := context.AfterFunc(ctx, func() {
 		if w != nil {
 			w.close()
