@@ -34,7 +34,6 @@ type AgentTokens struct {
 	// tokens into; a node's tokens there are revoked when it enrolls again
 	// or is removed.
 	Legacy TokenStore
-	now    func() time.Time
 }
 
 // Issue makes the node's token, replacing (so revoking) any it had.
@@ -42,11 +41,7 @@ func (a AgentTokens) Issue(ctx context.Context, nodeID string) (string, error) {
 	if err := a.revokeLegacy(nodeID); err != nil {
 		return "", err
 	}
-	now := time.Now
-	if a.now != nil {
-		now = a.now
-	}
-	tok, rec, err := newToken(now(), AgentTokenName(nodeID), ScopeAgent, 0)
+	tok, rec, err := newToken(time.Now(), AgentTokenName(nodeID), ScopeAgent, 0)
 	if err != nil {
 		return "", err
 	}
