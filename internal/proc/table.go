@@ -368,16 +368,7 @@ func ancestorOf(a *entry) event.Ancestor {
 // evictLocked drops exited processes past their grace, then, if still
 // over capacity, the least recently seen tenth of the table.
 func (t *Table) evictLocked(now time.Time) {
-	for _, e := range t.byPID {
-		grace := t.opts.ExitGrace
-		if !e.inLineage {
-			grace = t.opts.LeafExitGrace
-		}
-		if !e.exited.IsZero() && now.Sub(e.exited) > grace {
-			t.removeLocked(e)
-			t.expired.Add(1)
-		}
-	}
+	t.expireLocked(now)
 	if len(t.byPID) <= t.opts.Capacity {
 		return
 	}
@@ -398,6 +389,12 @@ func (t *Table) evictLocked(now time.Time) {
 func (t *Table) Expire(now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.expireLocked(now)
+}
+
+// expireLocked removes exited processes past their grace: LeafExitGrace
+// for those no lineage holds, ExitGrace for the others.
+func (t *Table) expireLocked(now time.Time) {
 	for _, e := range t.byPID {
 		grace := t.opts.ExitGrace
 		if !e.inLineage {
