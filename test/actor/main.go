@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -141,11 +142,27 @@ func run(action string, a []string) error {
 		return unix.Unmount(arg(a, 0), 0)
 	case "ptrace-attach":
 		pid := num(arg(a, 0))
+		// The tracer is this OS thread, not the process: the detach must
+		// come from the thread that attached.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
 		if err := unix.PtraceAttach(pid); err != nil {
 			return err
 		}
+		// Detach needs the tracee stopped: wait for the attach's SIGSTOP,
+		// again when a signal to this (Go) process interrupts the wait —
+		// detaching early fails with ESRCH.
 		var ws unix.WaitStatus
-		_, _ = unix.Wait4(pid, &ws, 0, nil)
+		for {
+			_, err := unix.Wait4(pid, &ws, unix.WALL, nil)
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("wait for tracee: %w", err)
+			}
+			break
+		}
 		return unix.PtraceDetach(pid)
 	case "ptrace-traceme":
 		_, _, e := unix.RawSyscall(unix.SYS_PTRACE, unix.PTRACE_TRACEME, 0, 0)
