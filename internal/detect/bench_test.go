@@ -89,6 +89,26 @@ func runEngineBench(b *testing.B, e *Engine) {
 
 func BenchmarkEngineBuiltin(b *testing.B) { runEngineBench(b, builtinEngine(b)) }
 
+// BenchmarkEngineExec is the built-in detectors on an exec alone: what an
+// exec storm costs the agent in detection.
+func BenchmarkEngineExec(b *testing.B) {
+	e := builtinEngine(b)
+	ev := benchEvents()[11]
+	if ev.Kind != event.KindExec {
+		b.Fatalf("event 11 is %s", ev.Kind)
+	}
+	ev.Exec.Args = []string{"/usr/bin/python3", "/srv/app/main.py", "--port", "8080", "--workers", "4"}
+	n := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		x := *ev
+		e.Process(&x, func(*finding.Finding) { n++ })
+	}
+	if n != 0 {
+		b.Fatalf("%d findings from a benign exec", n)
+	}
+}
+
 func BenchmarkEngineWith100Rules(b *testing.B) {
 	for _, style := range []string{"listed", "inferred", "process-only"} {
 		b.Run(style, func(b *testing.B) {

@@ -16,12 +16,19 @@ type cmdPattern struct {
 	severity float64 // 0: the catalogue's
 	what     string  // context: which defence or technique
 	re       *regexp.Regexp
+	needles  []string // see needles.go
 	// container limits the pattern to containers (host admins run it).
 	container bool
 }
 
 func pat(typ string, sev float64, what, re string) cmdPattern {
-	return cmdPattern{typ: typ, severity: sev, what: what, re: regexp.MustCompile(re)}
+	return cmdPattern{typ: typ, severity: sev, what: what, re: regexp.MustCompile(re), needles: needlesOf(re)}
+}
+
+// inContainer limits p to containers.
+func inContainer(p cmdPattern) cmdPattern {
+	p.container = true
+	return p
 }
 
 const (
@@ -48,8 +55,8 @@ var cmdPatterns = []cmdPattern{
 	// Discovery.
 	pat(tDiscovery, 0, "cloud metadata queried", `169\.254\.169\.254|metadata\.google\.internal|100\.100\.100\.200|fd00:ec2::254`),
 	pat(tDiscovery, 0, "Kubernetes discovery", `kubectl\s+(.*\s)?(get|describe)\s+(secrets?|pods?|serviceaccounts?|nodes|clusterrolebindings?)|kubectl\s+auth\s+can-i`),
-	{typ: tDiscovery, what: "user or network enumeration", container: true,
-		re: regexp.MustCompile(`^(getent passwd|cat /etc/passwd|compgen -u|arp -a|netstat -[a-z]*[ant][a-z]*|ss -[a-z]*[tu][a-z]*p|ip neigh|cat /proc/net/(tcp|arp))`)},
+	inContainer(pat(tDiscovery, 0, "user or network enumeration",
+		`^(getent passwd|cat /etc/passwd|compgen -u|arp -a|netstat -[a-z]*[ant][a-z]*|ss -[a-z]*[tu][a-z]*p|ip neigh|cat /proc/net/(tcp|arp))`)),
 	// Persistence.
 	pat(tPersist, 0, "cron job installed", `(^|[;&| ])crontab( -u \S+)? (-|/\S+)( |$)|echo .*>>?\s*/(etc/crontab|etc/cron\.d/|var/spool/cron/)`),
 	pat(tPersist, 0, "service enabled", `systemctl (--now )?enable |update-rc\.d \S+ (defaults|enable)|chkconfig \S+ on|rc-update add `),
@@ -75,7 +82,7 @@ func commands() Detector {
 		line := commandLine(x.Args)
 		seen := map[string]bool{}
 		for _, p := range cmdPatterns {
-			if seen[p.typ] || (p.container && ev.Container == nil) || !p.re.MatchString(line) {
+			if seen[p.typ] || (p.container && ev.Container == nil) || !mayMatch(line, p.needles) || !p.re.MatchString(line) {
 				continue
 			}
 			seen[p.typ] = true
