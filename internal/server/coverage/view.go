@@ -70,6 +70,15 @@ func (m *Monitor) heartbeatOf(n *store.Node) (*Heartbeat, error) {
 			return &h, nil
 		}
 	}
+	if len(h.Hooks) == 0 && len(n.Hooks) == 0 && n.HooksDigest != "" {
+		// Read without its list, which this replica has not cached.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := n.LoadHooks(ctx)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+	}
 	if len(h.Hooks) == 0 && len(n.Hooks) > 0 {
 		if err := json.Unmarshal(n.Hooks, &h.Hooks); err != nil {
 			return nil, fmt.Errorf("node %s: stored hooks: %w", n.NodeID, err)

@@ -19,6 +19,11 @@ const (
 	nodeSelect = `SELECT n.node_id, n.cluster, n.hostname, n.resource_type, n.status, n.issue, n.status_since, n.first_seen,
 		n.last_heartbeat, n.heartbeat, n.state, h.digest, h.hooks FROM nodes n LEFT JOIN node_hooks h ON h.node_id = n.node_id`
 	sqlNodeGet   = nodeSelect + ` WHERE n.node_id = $1`
+	// Updates read rows without the hook list (Node.LoadHooks).
+	nodeSelectForUpdate = `SELECT n.node_id, n.cluster, n.hostname, n.resource_type, n.status, n.issue, n.status_since, n.first_seen,
+		n.last_heartbeat, n.heartbeat, n.state, h.digest, NULL FROM nodes n LEFT JOIN node_hooks h ON h.node_id = n.node_id`
+	sqlNodeGetForUpdate = nodeSelectForUpdate + ` WHERE n.node_id = $1`
+	sqlNodeHooksGet     = `SELECT hooks FROM node_hooks WHERE node_id = $1 AND digest = $2`
 	sqlNodeHooks = `INSERT INTO node_hooks (node_id, digest, hooks) VALUES ($1, $2, $3)
 		ON CONFLICT (node_id) DO UPDATE SET digest = excluded.digest, hooks = excluded.hooks`
 	sqlNodeWrite = `INSERT INTO nodes (` + nodeCols + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
@@ -100,7 +105,7 @@ func (s *sqlStore) UpdateNodes(ctx context.Context, updates []NodeUpdate) (res [
 		for i, u := range updates {
 			old, ok := current[u.NodeID]
 			if !ok {
-				row, err := s.txQueryRow(ctx, tx, sqlNodeGet, u.NodeID)
+				row, err := s.txQueryRow(ctx, tx, sqlNodeGetForUpdate, u.NodeID)
 				if err != nil {
 					return fmt.Errorf("read node: %w", err)
 				}
@@ -109,6 +114,9 @@ func (s *sqlStore) UpdateNodes(ctx context.Context, updates []NodeUpdate) (res [
 					old = nil
 				} else if err != nil {
 					return fmt.Errorf("read node: %w", err)
+				}
+				if old != nil {
+					old.hooksFrom = s.hooksIn(tx, old.NodeID, old.HooksDigest)
 				}
 				stored[u.NodeID], current[u.NodeID] = old, old
 			}
@@ -121,7 +129,7 @@ func (s *sqlStore) UpdateNodes(ctx context.Context, updates []NodeUpdate) (res [
 				next.NodeID = u.NodeID
 				// A node without a new hook list keeps the one it has.
 				if old != nil && next.HooksDigest == "" {
-					next.HooksDigest, next.Hooks = old.HooksDigest, old.Hooks
+					next.HooksDigest, next.Hooks, next.hooksFrom = old.HooksDigest, old.Hooks, old.hooksFrom
 				}
 				if !changed[u.NodeID] {
 					changed[u.NodeID] = true
@@ -155,7 +163,37 @@ func (s *sqlStore) UpdateNodes(ctx context.Context, updates []NodeUpdate) (res [
 	if err != nil {
 		return nil, err
 	}
+	// The transaction is over: a list still unread comes from the pool.
+	for _, r := range res {
+		if n := r.Node; n != nil && n.hooksFrom != nil {
+			n.hooksFrom = s.hooksIn(nil, n.NodeID, n.HooksDigest)
+		}
+	}
 	return res, nil
+}
+
+// hooksIn reads a node's hook list named digest through tx, or the read
+// pool when tx is nil.
+func (s *sqlStore) hooksIn(tx *sql.Tx, nodeID, digest string) func(context.Context) ([]byte, error) {
+	if digest == "" {
+		return nil
+	}
+	return func(ctx context.Context) ([]byte, error) {
+		var hooks string
+		var err error
+		if tx != nil {
+			var row *sql.Row
+			if row, err = s.txQueryRow(ctx, tx, sqlNodeHooksGet, nodeID, digest); err == nil {
+				err = row.Scan(&hooks)
+			}
+		} else {
+			err = s.r.QueryRowContext(ctx, s.q(sqlNodeHooksGet), nodeID, digest).Scan(&hooks)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return []byte(hooks), nil
+	}
 }
 
 // lockAndReadNodes takes every updated node's lock, in one order so that
@@ -176,7 +214,7 @@ func (s *sqlStore) lockAndReadNodes(ctx context.Context, tx *sql.Tx, updates []N
 	if _, err := tx.ExecContext(ctx, `SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS k`, keys); err != nil {
 		return fmt.Errorf("lock nodes: %w", err)
 	}
-	rows, err := tx.QueryContext(ctx, nodeSelect+` WHERE n.node_id = ANY($1)`, ids)
+	rows, err := tx.QueryContext(ctx, nodeSelectForUpdate+` WHERE n.node_id = ANY($1)`, ids)
 	if err != nil {
 		return fmt.Errorf("read nodes: %w", err)
 	}
@@ -186,6 +224,7 @@ func (s *sqlStore) lockAndReadNodes(ctx context.Context, tx *sql.Tx, updates []N
 		if err != nil {
 			return fmt.Errorf("read nodes: %w", err)
 		}
+		n.hooksFrom = s.hooksIn(tx, n.NodeID, n.HooksDigest)
 		stored[n.NodeID] = n
 	}
 	if err := rows.Err(); err != nil {

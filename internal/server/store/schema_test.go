@@ -285,5 +285,32 @@ func TestUpdateNodesBatch(t *testing.T) {
 		if a, _ := st.GetNode(ctx, "a"); a == nil || a.HooksDigest != "d2" || string(a.Heartbeat) != `{"n":3}` {
 			t.Errorf("after the second batch: %+v", a)
 		}
+
+		// Updates read rows without the hook list; it loads on demand,
+		// inside the update and from its result afterwards.
+		var inside string
+		res, err = st.UpdateNodes(ctx, []store.NodeUpdate{{NodeID: "a", Fn: func(old *store.Node) (*store.Node, *store.CoverageEvent, error) {
+			if len(old.Hooks) != 0 || old.HooksDigest != "d2" {
+				return nil, nil, fmt.Errorf("row read with hooks %q under %q", old.Hooks, old.HooksDigest)
+			}
+			if err := old.LoadHooks(ctx); err != nil {
+				return nil, nil, err
+			}
+			inside = string(old.Hooks)
+			next := *old
+			next.Hooks, next.HooksDigest = nil, "" // keeps the stored list
+			next.Heartbeat = []byte(`{"n":4}`)
+			return &next, nil, nil
+		}}})
+		if err != nil || res[0].Err != nil {
+			t.Fatalf("third batch: %v %+v", err, res)
+		}
+		if inside != `[{"program":"d2"}]` {
+			t.Errorf("hooks loaded inside the update: %q", inside)
+		}
+		after := res[0].Node
+		if err := after.LoadHooks(ctx); err != nil || string(after.Hooks) != `[{"program":"d2"}]` || after.HooksDigest != "d2" {
+			t.Errorf("hooks of the result: %q %q %v", after.Hooks, after.HooksDigest, err)
+		}
 	})
 }

@@ -59,6 +59,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/mamori-dev/mamori/internal/finding"
@@ -321,6 +322,25 @@ type Node struct {
 	// an empty HooksDigest keeps the stored list.
 	Hooks       json.RawMessage `json:"-"`
 	HooksDigest string          `json:"-"`
+
+	// hooksFrom reads the list named by HooksDigest when the row was read
+	// without it (see LoadHooks).
+	hooksFrom func(ctx context.Context) ([]byte, error)
+}
+
+// LoadHooks fills Hooks when the row was read without its list: node
+// updates read rows without it, since the list is large (a heartbeat's
+// bulk) and rarely needed — its digest says whether it changed.
+func (n *Node) LoadHooks(ctx context.Context) error {
+	if len(n.Hooks) > 0 || n.HooksDigest == "" || n.hooksFrom == nil {
+		return nil
+	}
+	b, err := n.hooksFrom(ctx)
+	if err != nil {
+		return fmt.Errorf("node %s: load hook list: %w", n.NodeID, err)
+	}
+	n.Hooks = b
+	return nil
 }
 
 // NodeUpdate is one update of UpdateNodes.

@@ -1,0 +1,72 @@
+package coverage_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mamori-dev/mamori/internal/server/coverage"
+	"github.com/mamori-dev/mamori/internal/server/store"
+	"github.com/mamori-dev/mamori/internal/server/store/storetest"
+)
+
+// BenchmarkHeartbeats is the server's cost per heartbeat of a steady fleet
+// (1,000 nodes, a 40-hook list each, elided as agents send it) recorded by
+// 256 concurrent handlers, as ingest does: op = one heartbeat.
+func BenchmarkHeartbeats(b *testing.B) {
+	for _, engine := range storetest.Engines {
+		b.Run(engine, func(b *testing.B) {
+			st := storetest.Open(b, engine, store.Options{})
+			m, err := coverage.New(coverage.Config{Store: st, Logger: slog.New(slog.DiscardHandler)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			const nodes = 1000
+			hooks := make([]coverage.Hook, 40)
+			for i := range hooks {
+				hooks[i] = coverage.Hook{Program: fmt.Sprintf("prog_%02d", i), Family: "file", Hook: fmt.Sprintf("tracepoint/syscalls/sys_exit_call%02d", i), Attached: true}
+			}
+			elide := make([]coverage.HookElision, nodes)
+			beat := func(i int) *coverage.Heartbeat {
+				now := time.Now().UTC()
+				h := healthy(fmt.Sprintf("node-%04d", i), now)
+				h.Hooks = hooks
+				elide[i].Apply(h)
+				return h
+			}
+			ctx := context.Background()
+			for i := range nodes { // every node known, its list stored
+				if err := m.Record(ctx, beat(i), time.Now()); err != nil {
+					b.Fatal(err)
+				}
+			}
+			var mu sync.Mutex
+			next := 0
+			b.ResetTimer()
+			var wg sync.WaitGroup
+			work := make(chan struct{})
+			for range 256 {
+				wg.Go(func() {
+					for range work {
+						mu.Lock()
+						i := next % nodes
+						next++
+						h := beat(i)
+						mu.Unlock()
+						if err := m.Record(ctx, h, time.Now()); err != nil {
+							b.Error(err)
+						}
+					}
+				})
+			}
+			for b.Loop() {
+				work <- struct{}{}
+			}
+			close(work)
+			wg.Wait()
+		})
+	}
+}
