@@ -18,13 +18,13 @@ const (
 	// nodeSelect reads a node with its hook list.
 	nodeSelect = `SELECT n.node_id, n.cluster, n.hostname, n.resource_type, n.status, n.issue, n.status_since, n.first_seen,
 		n.last_heartbeat, n.heartbeat, n.state, h.digest, h.hooks FROM nodes n LEFT JOIN node_hooks h ON h.node_id = n.node_id`
-	sqlNodeGet   = nodeSelect + ` WHERE n.node_id = $1`
+	sqlNodeGet = nodeSelect + ` WHERE n.node_id = $1`
 	// Updates read rows without the hook list (Node.LoadHooks).
 	nodeSelectForUpdate = `SELECT n.node_id, n.cluster, n.hostname, n.resource_type, n.status, n.issue, n.status_since, n.first_seen,
 		n.last_heartbeat, n.heartbeat, n.state, h.digest, NULL FROM nodes n LEFT JOIN node_hooks h ON h.node_id = n.node_id`
 	sqlNodeGetForUpdate = nodeSelectForUpdate + ` WHERE n.node_id = $1`
 	sqlNodeHooksGet     = `SELECT hooks FROM node_hooks WHERE node_id = $1 AND digest = $2`
-	sqlNodeHooks = `INSERT INTO node_hooks (node_id, digest, hooks) VALUES ($1, $2, $3)
+	sqlNodeHooks        = `INSERT INTO node_hooks (node_id, digest, hooks) VALUES ($1, $2, $3)
 		ON CONFLICT (node_id) DO UPDATE SET digest = excluded.digest, hooks = excluded.hooks`
 	sqlNodeWrite = `INSERT INTO nodes (` + nodeCols + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 		ON CONFLICT (node_id) DO UPDATE SET cluster = excluded.cluster, hostname = excluded.hostname,
