@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/mamori-dev/mamori/internal/transport"
@@ -111,3 +112,8 @@ func (a *API) createJoinToken(w http.ResponseWriter, r *http.Request) error {
 
 // AgentTokenName names the API token issued to an enrolled node.
 func AgentTokenName(nodeID string) string { return "agent:" + nodeID }
+
+// isAgentToken reports whether t is a token issued at enrollment.
+func isAgentToken(t Token) bool {
+	return t.Scope == ScopeAgent && strings.HasPrefix(t.Name, "agent:")
+}

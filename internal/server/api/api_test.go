@@ -141,6 +141,23 @@ func TestTokensAPI(t *testing.T) {
 	if !slices.ContainsFunc(list.Tokens, func(x Token) bool { return x.ID == created.ID && x.SecretHash == "" }) {
 		t.Fatalf("list %+v", list)
 	}
+	// An enrolled node's token is listed only on request.
+	var agentTok TokenResponse
+	e.must(http.StatusCreated, "POST", "/tokens", ScopeAdmin, TokenRequest{Name: AgentTokenName("n9"), Scope: ScopeAgent}, &agentTok)
+	listed := func(q string) bool {
+		var l struct{ Tokens []Token }
+		e.must(http.StatusOK, "GET", "/tokens"+q, ScopeAdmin, nil, &l)
+		if !slices.ContainsFunc(l.Tokens, func(x Token) bool { return x.ID == created.ID }) {
+			t.Fatalf("GET /tokens%s left out the person's token: %+v", q, l)
+		}
+		return slices.ContainsFunc(l.Tokens, func(x Token) bool { return x.ID == agentTok.ID })
+	}
+	if listed("") || listed("?agents=false") || !listed("?agents=true") {
+		t.Errorf("agent token listed by default %v, with agents=false %v, with agents=true %v", listed(""), listed("?agents=false"), listed("?agents=true"))
+	}
+	if code, _ := e.do("GET", "/tokens?agents=maybe", e.tokens[ScopeAdmin], nil); code != http.StatusBadRequest {
+		t.Errorf("agents=maybe: %d, want 400", code)
+	}
 	for _, bad := range []any{TokenRequest{Name: "x", Scope: "root"}, TokenRequest{Scope: ScopeRead}, TokenRequest{Name: "x", Scope: ScopeRead, TTL: "-1h"},
 		`{"name":"x","scope":"read","extra":1}`} {
 		if code, b := e.do("POST", "/tokens", e.tokens[ScopeAdmin], bad); code != http.StatusBadRequest {

@@ -2,6 +2,7 @@ package api
 
 import (
 	"net/http"
+	"slices"
 	"time"
 )
 
@@ -23,6 +24,14 @@ func (a *API) listTokens(w http.ResponseWriter, r *http.Request) error {
 	toks, err := a.opt.Tokens.List()
 	if err != nil {
 		return err
+	}
+	// A fleet's agent tokens (one per node) would bury the people's.
+	switch v := r.URL.Query().Get("agents"); v {
+	case "true":
+	case "", "false":
+		toks = slices.DeleteFunc(toks, func(t Token) bool { return isAgentToken(t) })
+	default:
+		return errorf(http.StatusBadRequest, "agents must be true or false, not %q", v)
 	}
 	return writeJSON(w, http.StatusOK, map[string]any{"tokens": toks})
 }
