@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -114,6 +115,9 @@ func New(opts Options) (*Agent, error) {
 		return nil, fmt.Errorf("load sensor: %w", err)
 	}
 	a.sensor = s
+	// Loading parsed the kernel's BTF (tens of MB, now garbage): hand it
+	// back before the pipeline starts, so steady-state memory is ours.
+	debug.FreeOSMemory()
 	a.retry = ctrs.NewRetryCache(container.RetryOptions{Capacity: opts.QueueSize, MaxWait: opts.RetryWait})
 	return a, nil
 }
