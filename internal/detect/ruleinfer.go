@@ -752,3 +752,21 @@ func fill(v reflect.Value) {
 		v.SetFloat(7)
 	}
 }
+
+// readsExeHash reports whether the condition reads
+// event.process.executableSha256.
+func readsExeHash(root celast.Expr) bool {
+	found := false
+	celast.PreOrderVisit(root, celast.NewExprVisitor(func(e celast.Expr) {
+		if e.Kind() != celast.SelectKind || e.AsSelect().FieldName() != "executableSha256" {
+			return
+		}
+		p := e.AsSelect().Operand()
+		if p.Kind() == celast.SelectKind && p.AsSelect().FieldName() == "process" {
+			if o := p.AsSelect().Operand(); o.Kind() == celast.IdentKind && o.AsIdent() == "event" {
+				found = true
+			}
+		}
+	}))
+	return found
+}

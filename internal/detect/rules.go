@@ -38,6 +38,10 @@ import (
 //	    condition: event.process.name in ["nc", "ncat"]
 //	    disabled: false
 //
+// A rule that lists exec and reads event.process.executableSha256 also
+// runs on exec_hashed, the event carrying a hash known only after the exec
+// went out (a binary that exited before it was hashed).
+//
 // Titles, descriptions and dedup keys are text/template over the same
 // map; a part the event lacks renders empty. Rendered text is attacker
 // data: control characters are escaped.
@@ -377,6 +381,11 @@ func compileRule(s ruleSpec, line func(string) int) (*Rule, int, error) {
 		return nil, line("condition"), fmt.Errorf("condition: %w", err)
 	}
 	r.kinds = listed.and(f.kinds)
+	// A hash rule listing exec must also see the late hash of an exec
+	// (exec_hashed): a binary gone before it was hashed is known only then.
+	if len(s.Kinds) > 0 && listed.has(event.KindExec) && f.kinds.has(event.KindExecHashed) && readsExeHash(root) {
+		r.kinds.add(event.KindExecHashed)
+	}
 	r.kindList = r.kinds.known()
 	if len(r.kindList) == 0 {
 		return nil, line("condition"), errors.New("condition can never be true on the kinds the rule lists")

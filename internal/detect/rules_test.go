@@ -1,6 +1,8 @@
 package detect
 
 import (
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -135,4 +137,43 @@ func FuzzParseRules(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A hash rule that lists exec also runs on the late hash of an exec
+// (exec_hashed): the only event that names a short-lived binary's hash.
+// Told otherwise by its condition, or reading no hash, it does not.
+func TestHashRuleSeesLateHashes(t *testing.T) {
+	const sum = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+	kindsOf := func(r *Rule) []string {
+		var out []string
+		for _, k := range r.Kinds() {
+			out = append(out, k.String())
+		}
+		slices.Sort(out)
+		return out
+	}
+	src := func(kinds, cond string) string {
+		return fmt.Sprintf("rules:\n  - id: r\n    type: Custom:Runtime/BadHash\n    kinds: [%s]\n    condition: %q\n", kinds, cond)
+	}
+	for _, c := range []struct{ kinds, cond, want string }{
+		{"exec", `event.process.executableSha256 == "` + sum + `"`, "exec exec_hashed"},
+		{"exec, open", `event.process.executableSha256 in ["` + sum + `"]`, "exec exec_hashed open"},
+		{"exec", `event.kind == "exec" && event.process.executableSha256 == "` + sum + `"`, "exec"},
+		{"exec", `event.process.name == "dropper"`, "exec"},
+		{"open", `event.process.executableSha256 == "` + sum + `"`, "open"},
+	} {
+		r := compile(t, src(c.kinds, c.cond))
+		if got := strings.Join(kindsOf(r), " "); got != c.want {
+			t.Errorf("kinds [%s], %s: runs on %q, want %q", c.kinds, c.cond, got, c.want)
+		}
+	}
+	// And it fires on the late event.
+	r := compile(t, src("exec", `event.process.executableSha256 == "`+sum+`"`))
+	e := NewEngine(finding.Agent{NodeID: "n"}, nil, r)
+	var got []*finding.Finding
+	e.Process(&event.Event{Kind: event.KindExecHashed, Process: event.Process{PID: 9, UUID: "u9", Comm: "dropper",
+		Exe: "/tmp/dropper", ExeSHA256: sum}}, func(f *finding.Finding) { got = append(got, f) })
+	if len(got) != 1 || got[0].Type != "Custom:Runtime/BadHash" {
+		t.Fatalf("findings on the late hash: %+v", got)
+	}
 }
