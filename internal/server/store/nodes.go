@@ -189,6 +189,11 @@ func (s *sqlStore) hooksIn(tx *sql.Tx, nodeID, digest string) func(context.Conte
 		} else {
 			err = s.r.QueryRowContext(ctx, s.q(sqlNodeHooksGet), nodeID, digest).Scan(&hooks)
 		}
+		if errors.Is(err, sql.ErrNoRows) {
+			// Replaced since the row was read (only possible once the
+			// transaction is over): the caller goes without this list.
+			return nil, nil
+		}
 		if err != nil {
 			return nil, err
 		}
