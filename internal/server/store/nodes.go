@@ -153,6 +153,9 @@ func (s *sqlStore) UpdateNodes(ctx context.Context, updates []NodeUpdate) (res [
 			}
 			res[i].Node, res[i].Event = next, event
 		}
+		if s.engine == EnginePostgres {
+			return s.writeNodesBatch(ctx, tx, dirty, current, stored)
+		}
 		for _, id := range dirty {
 			if err := s.writeNode(ctx, tx, current[id], stored[id]); err != nil {
 				return err
@@ -248,11 +251,58 @@ func (s *sqlStore) writeNode(ctx context.Context, tx *sql.Tx, n, old *Node) erro
 	if err != nil {
 		return fmt.Errorf("write node: %w", err)
 	}
+	return s.writeHooks(ctx, tx, n, old)
+}
+
+// writeHooks writes n's hook list when it differs from old's (a node
+// without a new list keeps the stored one).
+func (s *sqlStore) writeHooks(ctx context.Context, tx *sql.Tx, n, old *Node) error {
 	if n.HooksDigest == "" || len(n.Hooks) == 0 || (old != nil && old.HooksDigest == n.HooksDigest) {
 		return nil
 	}
 	if _, err := s.txExec(ctx, tx, sqlNodeHooks, n.NodeID, cleanText(n.HooksDigest), cleanText(string(n.Hooks))); err != nil {
 		return fmt.Errorf("write node hooks: %w", err)
+	}
+	return nil
+}
+
+// sqlNodeWriteBatch upserts many node rows from parallel arrays.
+const sqlNodeWriteBatch = `INSERT INTO nodes (` + nodeCols + `)
+	SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+		$7::bigint[], $8::bigint[], $9::bigint[], $10::text[], $11::text[])
+	ON CONFLICT (node_id) DO UPDATE SET cluster = excluded.cluster, hostname = excluded.hostname,
+		resource_type = excluded.resource_type, status = excluded.status, issue = excluded.issue,
+		status_since = excluded.status_since, first_seen = excluded.first_seen, last_heartbeat = excluded.last_heartbeat,
+		heartbeat = excluded.heartbeat, state = excluded.state`
+
+// writeNodesBatch writes the changed rows of a batch in one statement on
+// PostgreSQL, where each statement is a round trip: a heartbeat batch
+// costs three round trips, not two plus one per node. Hook lists change
+// rarely and are written one by one.
+func (s *sqlStore) writeNodesBatch(ctx context.Context, tx *sql.Tx, ids []string, current, stored map[string]*Node) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	var cols [8][]string
+	var times [3][]int64
+	for _, id := range ids {
+		n := current[id]
+		for i, v := range []string{n.NodeID, cleanText(n.Cluster), cleanText(n.Hostname), n.ResourceType, n.Status,
+			cleanText(n.Issue), cleanText(string(n.Heartbeat)), cleanText(string(n.State))} {
+			cols[i] = append(cols[i], v)
+		}
+		for i, t := range []time.Time{n.StatusSince, n.FirstSeen, n.LastHeartbeat} {
+			times[i] = append(times[i], micros(t))
+		}
+	}
+	if _, err := tx.ExecContext(ctx, sqlNodeWriteBatch, cols[0], cols[1], cols[2], cols[3], cols[4], cols[5],
+		times[0], times[1], times[2], cols[6], cols[7]); err != nil {
+		return fmt.Errorf("write nodes: %w", err)
+	}
+	for _, id := range ids {
+		if err := s.writeHooks(ctx, tx, current[id], stored[id]); err != nil {
+			return err
+		}
 	}
 	return nil
 }
