@@ -110,3 +110,53 @@ func TestTwoWritersOneDatabase(t *testing.T) {
 		t.Logf("%d messages (%d deliveries): %v", len(msgs), len(queues[0])+len(queues[1]), outcomes)
 	})
 }
+
+// TestBatchMixesCountAndFullUpdates: within one batch a finding's count
+// updates (written together at the batch's end on PostgreSQL) and an update
+// that changes its identity columns (written at once) leave the latest
+// state, whichever comes last.
+func TestBatchMixesCountAndFullUpdates(t *testing.T) {
+	forEngine(t, func(t *testing.T, engine string) {
+		st := storetest.Open(t, engine, store.Options{})
+		ctx := context.Background()
+		base := time.Now().UTC().Add(-time.Minute).Truncate(time.Millisecond)
+		up := func(actor, image string, count int64, key string) store.Upsert {
+			f := storetest.Finding(storetest.Spec{Node: "n1", Actor: actor, Container: "c1", Image: image,
+				Seen: base.Add(time.Duration(count) * time.Second), Count: count})
+			return store.Upsert{Finding: f, MsgKey: key, Reporter: "n1", Epoch: "e1"}
+		}
+		check := func(actor string, count int64, image string) {
+			t.Helper()
+			id := up(actor, image, 1, "").Finding.ID
+			r, err := st.GetFinding(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f := r.Finding
+			if f.Service.Count != count || f.Resource.ContainerDetails == nil || f.Resource.ContainerDetails.Image != image {
+				t.Errorf("%s: count %d image %+v, want %d %q", actor, f.Service.Count, f.Resource.ContainerDetails, count, image)
+			}
+		}
+		// Count updates around an image change; then a batch ending with one.
+		batch := []store.Upsert{up("/bin/a", "img:1", 1, "a1"), up("/bin/a", "img:1", 2, "a2"), up("/bin/a", "img:2", 3, "a3"),
+			up("/bin/a", "img:2", 5, "a5"), up("/bin/b", "img:1", 1, "b1"), up("/bin/b", "img:1", 2, "b2"), up("/bin/b", "img:3", 3, "b3")}
+		res, err := st.UpsertFindings(ctx, batch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, r := range res {
+			if r.Err != nil {
+				t.Fatalf("upsert %d: %v", i, r.Err)
+			}
+		}
+		check("/bin/a", 5, "img:2")
+		check("/bin/b", 3, "img:3")
+		// The next batch: count updates only, of both.
+		if _, err := st.UpsertFindings(ctx, []store.Upsert{up("/bin/a", "img:2", 8, "a8"), up("/bin/b", "img:3", 4, "b4"),
+			up("/bin/b", "img:3", 6, "b6")}); err != nil {
+			t.Fatal(err)
+		}
+		check("/bin/a", 8, "img:2")
+		check("/bin/b", 6, "img:3")
+	})
+}

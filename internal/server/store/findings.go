@@ -213,6 +213,9 @@ func (s *sqlStore) UpsertFindings(ctx context.Context, us []Upsert) (res []Resul
 			res[i] = r
 		}
 		if b != nil {
+			if err := s.flushUpdates(ctx, tx, b); err != nil {
+				return err
+			}
 			return s.flushCounts(ctx, tx, b)
 		}
 		return nil
@@ -317,8 +320,17 @@ func (s *sqlStore) upsertOne(ctx context.Context, tx *sql.Tx, u *Upsert, now tim
 	if old := s.rowArgs(cur, nil); sameIdentity(old, args) {
 		q, args = sqlUpdateCounts, []any{args[0], args[10], args[12], args[13], args[14], args[16], args[17], args[18]}
 	}
-	if _, err := s.txExec(ctx, tx, q, args...); err != nil {
-		return Result{}, fmt.Errorf("update: %w", err)
+	switch {
+	case b != nil && q == sqlUpdateCounts:
+		// Written with the batch's other counts-only updates at its end.
+		b.updates[in.ID] = countsUpdateOf(rec, doc)
+	default:
+		if b != nil {
+			delete(b.updates, in.ID) // this full update supersedes it
+		}
+		if _, err := s.txExec(ctx, tx, q, args...); err != nil {
+			return Result{}, fmt.Errorf("update: %w", err)
+		}
 	}
 	if b != nil {
 		b.recs[in.ID] = rec

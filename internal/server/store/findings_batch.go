@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -24,6 +25,27 @@ type batchState struct {
 	recs   map[string]*Record // rows as locked or since written (absent: no row)
 	counts map[countKey]int64 // highest cumulative count per finding, reporter and epoch
 	dirty  map[countKey]bool  // counts to write at the end
+	// updates are the counts-only row updates written at the end in one
+	// statement, the latest per finding.
+	updates map[string]countsUpdate
+}
+
+// countsUpdate is one row of sqlUpdateCountsBatch.
+type countsUpdate struct {
+	updated, last, occurrences, revision int64
+	archived                             bool
+	suppressedBy                         *string
+	doc                                  string
+}
+
+func countsUpdateOf(r *Record, doc []byte) countsUpdate {
+	f := r.Finding
+	u := countsUpdate{updated: micros(f.UpdatedAt), last: micros(f.Service.EventLastSeen), occurrences: f.Service.Count,
+		revision: r.Revision, archived: f.Service.Archived, doc: string(doc)}
+	if r.SuppressedBy != "" {
+		u.suppressedBy = &r.SuppressedBy
+	}
+	return u
 }
 
 type countKey struct{ id, reporter, epoch string }
@@ -36,7 +58,8 @@ func usableID(id string) bool {
 // preloadBatch records the batch's message keys, locks its existing rows
 // in id order and reads their counts.
 func (s *sqlStore) preloadBatch(ctx context.Context, tx *sql.Tx, us []Upsert, now time.Time) (*batchState, error) {
-	b := &batchState{fresh: map[string]bool{}, recs: map[string]*Record{}, counts: map[countKey]int64{}, dirty: map[countKey]bool{}}
+	b := &batchState{fresh: map[string]bool{}, recs: map[string]*Record{}, counts: map[countKey]int64{}, dirty: map[countKey]bool{},
+		updates: map[string]countsUpdate{}}
 	var keys, ids []string
 	for _, u := range us {
 		id := idOf(u)
@@ -114,6 +137,37 @@ func (s *sqlStore) reloadCounts(ctx context.Context, tx *sql.Tx, b *batchState, 
 		})
 	if err != nil {
 		return fmt.Errorf("read contributions of %s: %w", id, err)
+	}
+	return nil
+}
+
+// sqlUpdateCountsBatch is sqlUpdateCounts over parallel arrays.
+const sqlUpdateCountsBatch = `UPDATE findings AS f SET updated_at = u.updated_at, last_seen = u.last_seen,
+	occurrences = u.occurrences, archived = u.archived, suppressed_by = u.suppressed_by, revision = u.revision,
+	doc = u.doc::jsonb
+	FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::boolean[], $6::text[], $7::bigint[], $8::text[])
+		AS u(id, updated_at, last_seen, occurrences, archived, suppressed_by, revision, doc)
+	WHERE f.id = u.id`
+
+// flushUpdates writes the batch's counts-only updates in one statement.
+func (s *sqlStore) flushUpdates(ctx context.Context, tx *sql.Tx, b *batchState) error {
+	if len(b.updates) == 0 {
+		return nil
+	}
+	var (
+		ids, docs                []string
+		updated, last, occ, revs []int64
+		archived                 []bool
+		suppressed               []*string
+	)
+	for _, id := range slices.Sorted(maps.Keys(b.updates)) {
+		u := b.updates[id]
+		ids, docs = append(ids, id), append(docs, u.doc)
+		updated, last, occ, revs = append(updated, u.updated), append(last, u.last), append(occ, u.occurrences), append(revs, u.revision)
+		archived, suppressed = append(archived, u.archived), append(suppressed, u.suppressedBy)
+	}
+	if _, err := tx.ExecContext(ctx, sqlUpdateCountsBatch, ids, updated, last, occ, archived, suppressed, revs, docs); err != nil {
+		return fmt.Errorf("update findings: %w", err)
 	}
 	return nil
 }
