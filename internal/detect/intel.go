@@ -129,15 +129,18 @@ func dnsIntel(store *intel.Store) Detector {
 type hashIntel struct {
 	base
 	store *intel.Store
-	done  *lru
+	done  *lru[procHash]
 }
+
+// procHash is a process and its executable's hash: checked once.
+type procHash struct{ uuid, sha256 string }
 
 func newHashIntel(store *intel.Store) Detector {
 	return &hashIntel{
 		base: base{name: "intel-hash", scope: Both, types: values(hashTypes),
 			kinds: []event.Kind{event.KindExec, event.KindExecHashed, event.KindExit, event.KindOpen, event.KindConnect, event.KindSocket,
 				event.KindFork, event.KindDNS, event.KindMmap, event.KindMprotect, event.KindBind, event.KindListen}},
-		store: store, done: newLRU(16384),
+		store: store, done: newLRU[procHash](16384),
 	}
 }
 
@@ -146,7 +149,7 @@ func (d *hashIntel) Detect(ev *event.Event, hit func(Hit)) {
 	if p.ExeSHA256 == "" || p.UUID == "" {
 		return
 	}
-	key := p.UUID + p.ExeSHA256
+	key := procHash{p.UUID, p.ExeSHA256}
 	if d.done.has(key) {
 		return
 	}

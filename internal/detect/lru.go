@@ -2,18 +2,18 @@ package detect
 
 import "container/list"
 
-// lru is a bounded set of strings, for detectors' per-process state.
-type lru struct {
+// lru is a bounded set of keys, for detectors' per-process state.
+type lru[K comparable] struct {
 	cap int
 	l   *list.List
-	m   map[string]*list.Element
+	m   map[K]*list.Element
 }
 
-func newLRU(capacity int) *lru {
-	return &lru{cap: capacity, l: list.New(), m: map[string]*list.Element{}}
+func newLRU[K comparable](capacity int) *lru[K] {
+	return &lru[K]{cap: capacity, l: list.New(), m: map[K]*list.Element{}}
 }
 
-func (c *lru) has(k string) bool {
+func (c *lru[K]) has(k K) bool {
 	e, ok := c.m[k]
 	if ok {
 		c.l.MoveToFront(e)
@@ -21,7 +21,7 @@ func (c *lru) has(k string) bool {
 	return ok
 }
 
-func (c *lru) add(k string) {
+func (c *lru[K]) add(k K) {
 	if e, ok := c.m[k]; ok {
 		c.l.MoveToFront(e)
 		return
@@ -30,11 +30,11 @@ func (c *lru) add(k string) {
 	if c.l.Len() > c.cap {
 		old := c.l.Back()
 		c.l.Remove(old)
-		delete(c.m, old.Value.(string))
+		delete(c.m, old.Value.(K))
 	}
 }
 
-func (c *lru) remove(k string) {
+func (c *lru[K]) remove(k K) {
 	if e, ok := c.m[k]; ok {
 		c.l.Remove(e)
 		delete(c.m, k)

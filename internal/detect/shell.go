@@ -13,14 +13,14 @@ import (
 // that dup'ed a socket onto stdio, bounded.
 type reverseShell struct {
 	base
-	duped *lru // process uuids with a socket on fd 0-2
+	duped *lru[string] // process uuids with a socket on fd 0-2
 	addr  map[string]string
 }
 
 func newReverseShell() Detector {
 	return &reverseShell{
 		base:  base{name: "reverse-shell", scope: Both, kinds: []event.Kind{event.KindDup, event.KindExec}, types: []string{"Execution:Runtime/ReverseShell"}},
-		duped: newLRU(8192), addr: map[string]string{},
+		duped: newLRU[string](8192), addr: map[string]string{},
 	}
 }
 
@@ -77,7 +77,7 @@ func remoteOf(n *event.Net) string {
 // services exist to do exactly that and are excluded.
 type shellFromService struct {
 	base
-	facing *lru
+	facing *lru[string]
 }
 
 var loginServices = map[string]bool{"sshd": true, "dropbear": true, "telnetd": true, "in.telnetd": true, "login": true,
@@ -88,7 +88,7 @@ func newShellFromService() Detector {
 	return &shellFromService{
 		base: base{name: "shell-from-service", scope: Both, kinds: []event.Kind{event.KindListen, event.KindAccept, event.KindExec},
 			types: []string{"Execution:Runtime/SuspiciousShellCreated"}},
-		facing: newLRU(8192),
+		facing: newLRU[string](8192),
 	}
 }
 

@@ -8,6 +8,7 @@
 package proc
 
 import (
+	"crypto/sha1"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -168,8 +169,19 @@ func (t *Table) uuidTicks(pid uint32, ticks uint64) string {
 	if pid == 0 {
 		return ""
 	}
-	key := strconv.FormatUint(uint64(pid), 10) + ":" + strconv.FormatUint(ticks, 10)
-	return uuid.NewSHA1(t.ns, []byte(key)).String()
+	// uuid.NewSHA1(t.ns, "PID:TICKS"), built on the stack: this runs for
+	// every new process.
+	var buf [16 + 2*20 + 1]byte
+	b := append(buf[:0], t.ns[:]...)
+	b = strconv.AppendUint(b, uint64(pid), 10)
+	b = append(b, ':')
+	b = strconv.AppendUint(b, ticks, 10)
+	sum := sha1.Sum(b)
+	var u uuid.UUID
+	copy(u[:], sum[:16])
+	u[6] = u[6]&0x0f | 0x50 // version 5
+	u[8] = u[8]&0x3f | 0x80 // RFC 4122 variant
+	return u.String()
 }
 
 // Apply updates the table from ev and fills ev.Process with what the table

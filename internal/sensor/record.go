@@ -124,13 +124,19 @@ func reversePath(walk []byte) []byte {
 	if len(walk) == 0 {
 		return []byte("/")
 	}
-	parts := bytes.Split(bytes.TrimSuffix(walk, []byte("/")), []byte("/"))
+	walk = bytes.TrimSuffix(walk, []byte("/"))
 	out := make([]byte, 0, len(walk)+1)
-	for i := len(parts) - 1; i >= 0; i-- {
+	// Components from the last to the first, without splitting: this runs
+	// for two paths of every exec.
+	for end := len(walk); ; {
+		start := bytes.LastIndexByte(walk[:end], '/') + 1
 		out = append(out, '/')
-		out = append(out, parts[i]...)
+		out = append(out, walk[start:end]...)
+		if start == 0 {
+			return out
+		}
+		end = start - 1
 	}
-	return out
 }
 
 // splitNUL splits a NUL-separated block (argv) into strings. The parts
