@@ -42,6 +42,7 @@ var (
 	markdown  = flag.String("markdown", "", "also write the tables as markdown to this file")
 	profile   = flag.String("server-profile", "", "write the server's CPU profile here (skips the outage phase)")
 	selfProf  = flag.String("agents-profile", "", "write this program's CPU profile (the simulated agents) here")
+	srvArgs   = flag.String("server-args", "", "extra arguments of `mamori server`, space-separated (e.g. --stream-max-bytes 33554432)")
 )
 
 // result is one engine's run.

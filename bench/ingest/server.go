@@ -47,6 +47,7 @@ func startServer(bin, dir, dsn string) (*server, error) {
 	if *profile != "" {
 		args = append(args, "--cpuprofile", *profile)
 	}
+	args = append(args, strings.Fields(*srvArgs)...)
 	s.cmd = exec.Command(bin, args...)
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
 	if err := s.cmd.Start(); err != nil {

@@ -41,12 +41,13 @@ type busConfig struct {
 	host string
 	port int
 	// External cluster: when urls is set, no NATS server is embedded.
-	urls       []string
-	agentURLs  []string // handed to agents [urls]
-	authFile   string   // the installation's NATS auth, shared by every replica
-	caFile     string   // CA of the NATS servers' certificates
-	replicas   int      // JetStream replicas of the stream and buckets
-	serverName string
+	urls        []string
+	agentURLs   []string // handed to agents [urls]
+	authFile    string   // the installation's NATS auth, shared by every replica
+	caFile      string   // CA of the NATS servers' certificates
+	replicas    int      // JetStream replicas of the stream and buckets
+	streamBytes int64    // the stream's bound [transport's default]
+	serverName  string
 
 	handler  transport.Handler
 	enrolled func(ctx context.Context, nodeID, cluster string, at time.Time) error
@@ -106,7 +107,7 @@ func startBus(ctx context.Context, cfg busConfig, mux *http.ServeMux, reg promet
 		rev   *transport.ClusterRevoker
 	)
 	err = b.retryJS(ctx, log, func(ctx context.Context) error {
-		if _, err := transport.EnsureStream(ctx, js, transport.StreamOptions{Replicas: cfg.replicas}); err != nil {
+		if _, err := transport.EnsureStream(ctx, js, transport.StreamOptions{Replicas: cfg.replicas, MaxBytes: cfg.streamBytes}); err != nil {
 			return err
 		}
 		var err error

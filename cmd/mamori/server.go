@@ -55,6 +55,7 @@ type serverFlags struct {
 	natsAuth      string
 	natsCA        string
 	natsReplicas  int
+	streamBytes   int64
 	apiTLS        string
 	apiTLSHosts   []string
 	// rulesDir and intelDir are the directories distributed to agents
@@ -82,6 +83,7 @@ func (f *serverFlags) bind(cmd *cobra.Command) {
 	fl.StringVar(&f.natsAuth, "nats-auth", "", "with --nats-url: the installation's NATS auth file, the same on every replica [DATA_DIR/nats/auth.json] (see `mamori server nats-config`)")
 	fl.StringVar(&f.natsCA, "nats-ca", "", "with --nats-url: CA certificate (PEM) of the NATS servers, also handed to agents [DATA_DIR/nats/tls/ca.pem]")
 	fl.IntVar(&f.natsReplicas, "nats-replicas", 1, "JetStream replicas of mamori's stream and buckets (3 on a 3-server cluster)")
+	fl.Int64Var(&f.streamBytes, "stream-max-bytes", 1<<30, "bound of the agents' message stream; when it is full agents keep new messages in their spools and retry")
 }
 
 // bindDirs adds --rules and --intel (`run` shares the agent's).
@@ -294,7 +296,7 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 	// Agents reach ingest over NATS JetStream; enrollment is on the API.
 	mux := http.NewServeMux()
 	bc := busConfig{dataDir: dataDir, host: f.natsHost, port: f.natsPort, urls: f.natsURLs, agentURLs: f.natsAgentURLs,
-		authFile: f.natsAuth, caFile: f.natsCA, replicas: f.natsReplicas, serverName: "mamori-server@" + host,
+		authFile: f.natsAuth, caFile: f.natsCA, replicas: f.natsReplicas, streamBytes: f.streamBytes, serverName: "mamori-server@" + host,
 		handler: s.ingest.Handle, enrolled: s.coverage.Enrolled}
 	authFile, tlsDir, _ := transport.EmbeddedPaths(dataDir)
 	if bc.authFile == "" {

@@ -160,3 +160,61 @@ func TestPublisherCloseKeepsUnacked(t *testing.T) {
 		return false
 	})
 }
+
+// A full stream (the server's bound, --stream-max-bytes) refuses new
+// messages for now: the agent spools them instead of dropping them, and
+// replays them once the server has consumed enough to make room. Every
+// finding arrives exactly once.
+func TestFullStreamSpoolsAndReplays(t *testing.T) {
+	b := startBus(t, t.TempDir(), -1)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := EnsureStream(ctx, b.js, StreamOptions{Duplicates: time.Hour, MaxBytes: 64 << 10}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := NewPublisher(PublisherConfig{Creds: b.enroll("node-a"), SpoolDir: t.TempDir(), Logger: quietLogger(),
+		ReplayInterval: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(context.Background())
+	waitFor(t, "connected", 10*time.Second, func() bool { return p.Stats().Connected })
+
+	const n = 300 // ~1 KB each: several times the stream's bound
+	pad := strings.Repeat("f", 900)
+	ids := map[string]bool{}
+	for i := range n {
+		id, err := p.Publish(KindFinding, map[string]any{"i": i, "type": "X", "pad": pad})
+		if err != nil {
+			t.Fatalf("finding %d: %v", i, err)
+		}
+		ids[msgIDHeader("node-a", id)] = true
+	}
+	waitFor(t, "refused messages spooled", 20*time.Second, func() bool { st := p.Stats(); return st.Published+st.Spooled >= n })
+	st := p.Stats()
+	t.Logf("stream bound 64 KiB: %d published live, %d spooled", st.Published, st.Spooled)
+	if st.Spooled == 0 || st.Rejected != 0 {
+		t.Fatalf("with the stream full: %+v, want some spooled and none rejected", st)
+	}
+
+	col := newCollector()
+	b.runConsumer(ConsumerConfig{Handler: col.handle})
+	if err := p.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "every finding consumed", 30*time.Second, func() bool { return col.count() >= n })
+	time.Sleep(200 * time.Millisecond)
+	col.mu.Lock()
+	defer col.mu.Unlock()
+	if len(col.msgs) != n {
+		t.Fatalf("consumed %d, published %d", len(col.msgs), n)
+	}
+	for id := range ids {
+		if col.byID[id] != 1 {
+			t.Fatalf("finding %s delivered %d times", id, col.byID[id])
+		}
+	}
+	if st := p.Stats(); st.Rejected != 0 || st.Spool.Messages != 0 {
+		t.Fatalf("after the replay: %+v", st)
+	}
+}
