@@ -176,6 +176,9 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 	if err != nil {
 		return nil, fmt.Errorf("--export-format: %w", err)
 	}
+	if f.streamBytes < 1<<20 {
+		return nil, fmt.Errorf("--stream-max-bytes: %d is under the 1 MiB a stream of agent messages needs", f.streamBytes)
+	}
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}

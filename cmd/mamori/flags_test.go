@@ -1,0 +1,24 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+// Server flags out of range are refused with the flag's name, before
+// anything starts.
+func TestServerRefusesBadBounds(t *testing.T) {
+	for _, args := range [][]string{
+		{"--stream-max-bytes", "10"},
+		{"--stream-max-bytes", "-1"},
+		{"--export-update-frequency", "2m"},
+	} {
+		cmd := serverCmd()
+		cmd.SetArgs(append([]string{"--data-dir", t.TempDir(), "--nats-port", "-1", "--api-addr", "127.0.0.1:0"}, args...))
+		cmd.SilenceUsage, cmd.SilenceErrors = true, true
+		err := cmd.Execute()
+		if err == nil || !strings.Contains(err.Error(), args[0]) {
+			t.Errorf("%v: %v, want an error naming %s", args, err, args[0])
+		}
+	}
+}
