@@ -72,18 +72,29 @@ struct dns_record {
 	__u8 payload[DNS_PAYLOAD_MAX];
 };
 
-static __always_inline int enabled(void)
+/* config_on returns the sensor's configuration, or NULL when paused. */
+static __always_inline struct config *config_on(void)
 {
 	__u32 zero = 0;
 	struct config *c = bpf_map_lookup_elem(&config_map, &zero);
-	return c && c->enabled;
+	return c && c->enabled ? c : 0;
+}
+
+/* dns_port reports whether DNS is read on port (53 unless configured). */
+static __always_inline int dns_port(struct config *c, __u16 port)
+{
+	if (!c->dns_ports[0])
+		return port == DNS_PORT;
+	return port && (port == c->dns_ports[0] || port == c->dns_ports[1] || port == c->dns_ports[2] ||
+			port == c->dns_ports[3]);
 }
 
 /* remember_owner records the calling process as the socket's owner when
  * the destination is a DNS server. */
 static __always_inline int remember_owner(struct bpf_sock_addr *ctx)
 {
-	if (bpf_ntohs(ctx->user_port) != DNS_PORT || !enabled())
+	struct config *c = config_on();
+	if (!c || !dns_port(c, bpf_ntohs(ctx->user_port)))
 		return 1;
 	struct owner o = {};
 	fill_hdr(&o.hdr, EV_DNS);
@@ -115,7 +126,8 @@ int dns_sendmsg6(struct bpf_sock_addr *ctx) { return remember_owner(ctx); }
 /* handle reports one packet when it is client-side DNS. */
 static __always_inline int handle(struct __sk_buff *skb, __u32 ingress)
 {
-	if (!enabled())
+	struct config *c = config_on();
+	if (!c)
 		return 1;
 	__u8 local[16] = {}, remote[16] = {};
 	__u32 l4off, family;
@@ -153,7 +165,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 ingress)
 	__u16 sport = bpf_ntohs(ports[0]), dport = bpf_ntohs(ports[1]);
 	__u16 rport = ingress ? sport : dport;
 	__u16 lport = ingress ? dport : sport;
-	if (rport != DNS_PORT)
+	if (!dns_port(c, rport))
 		return 1;
 	__u32 poff = l4off + 8;
 	if (proto == IPPROTO_TCP_) {

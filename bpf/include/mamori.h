@@ -156,6 +156,7 @@ struct {
 struct config {
 	__u32 self_pid;     /* the agent: its own syscalls are not reported */
 	__u32 enabled;      /* 0 pauses every program (user space toggles it) */
+	__u16 dns_ports[4]; /* ports DNS is read on; all 0: port 53 */
 };
 
 struct {

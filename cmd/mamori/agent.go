@@ -22,6 +22,7 @@ import (
 	"github.com/mamori-dev/mamori/internal/event"
 	"github.com/mamori-dev/mamori/internal/finding"
 	"github.com/mamori-dev/mamori/internal/intel"
+	"github.com/mamori-dev/mamori/internal/sensor"
 )
 
 func init() { register(agentCmd) }
@@ -39,6 +40,7 @@ type agentFlags struct {
 	cpuProfile   string
 	memProfile   string
 	labels       map[string]string
+	dnsPorts     []uint
 	// findingSinks are extra sinks for findings (not flags): `run` hands
 	// them to its embedded server.
 	findingSinks []agent.FindingSink
@@ -57,6 +59,7 @@ func (f *agentFlags) bind(cmd *cobra.Command, defaultPrint string) {
 	cmd.Flags().StringVar(&f.rulesDir, "rules", "", "directory of custom rule files (*.yaml) [DATA_DIR/rules]")
 	cmd.Flags().BoolVarP(&f.quiet, "quiet", "q", false, "do not print findings to the terminal")
 	cmd.Flags().StringToStringVar(&f.labels, "label", nil, "node label reported in heartbeats, KEY=VALUE (repeatable); mamori.io/managed=false opts the node out of coverage")
+	cmd.Flags().UintSliceVar(&f.dnsPorts, "dns-ports", []uint{53}, "server ports DNS is read on, comma-separated (at most 4; e.g. 53,8600 for Consul)")
 	cmd.Flags().StringVar(&f.cpuProfile, "cpuprofile", "", "write a Go CPU profile to this file (for benchmarks)")
 	_ = cmd.Flags().MarkHidden("cpuprofile")
 	cmd.Flags().StringVar(&f.memProfile, "memprofile", "", "write a Go allocation profile to this file at exit (for benchmarks)")
@@ -146,7 +149,11 @@ func runAgent(ctx context.Context, f *agentFlags, out *os.File) error {
 	}
 
 	start := time.Now()
-	a, err := agent.New(agent.Options{NodeID: nodeID, Logger: log})
+	ports, err := dnsPorts(f.dnsPorts)
+	if err != nil {
+		return err
+	}
+	a, err := agent.New(agent.Options{NodeID: nodeID, Logger: log, Sensor: sensor.Options{DNSPorts: ports}})
 	if err != nil {
 		return err
 	}
@@ -269,4 +276,19 @@ func writeAllocProfile(path string) error {
 	}
 	defer pf.Close()
 	return pprof.Lookup("allocs").WriteTo(pf, 0)
+}
+
+// dnsPorts checks --dns-ports.
+func dnsPorts(in []uint) ([]uint16, error) {
+	if len(in) > sensor.MaxDNSPorts {
+		return nil, fmt.Errorf("--dns-ports: %d ports, at most %d", len(in), sensor.MaxDNSPorts)
+	}
+	out := make([]uint16, 0, len(in))
+	for _, p := range in {
+		if p == 0 || p > 65535 {
+			return nil, fmt.Errorf("--dns-ports: %d is not a port", p)
+		}
+		out = append(out, uint16(p))
+	}
+	return out, nil
 }

@@ -22,3 +22,14 @@ func TestServerRefusesBadBounds(t *testing.T) {
 		}
 	}
 }
+
+func TestDNSPortsFlag(t *testing.T) {
+	if got, err := dnsPorts([]uint{53, 8600}); err != nil || len(got) != 2 || got[1] != 8600 {
+		t.Fatalf("53,8600: %v %v", got, err)
+	}
+	for _, bad := range [][]uint{{0}, {70000}, {1, 2, 3, 4, 5}} {
+		if _, err := dnsPorts(bad); err == nil || !strings.Contains(err.Error(), "--dns-ports") {
+			t.Errorf("%v: %v, want an error naming --dns-ports", bad, err)
+		}
+	}
+}

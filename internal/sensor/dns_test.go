@@ -261,3 +261,40 @@ func TestDNSIgnoresOtherTraffic(t *testing.T) {
 		})
 	}
 }
+
+// A resolver on another port (Consul's 8600, dnsmasq's 5353) is read once
+// the sensor is told its port; 53 stays watched alongside.
+func TestDNSOnConfiguredPort(t *testing.T) {
+	places := places(t)
+	zone := map[string]netip.Addr{"svc.consul.test.example.": netip.MustParseAddr("10.8.6.0")}
+	port := 8600
+	srv := startDNSServer(t, "", port, zone)
+	if err := shared.SetDNSPorts([]uint16{53, uint16(port)}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := shared.SetDNSPorts(nil); err != nil {
+			t.Error(err)
+		}
+	})
+	for _, w := range places {
+		t.Run(w.name, func(t *testing.T) {
+			mark, pid, id := dnsQuery(t, w, "svc.consul.test.example", srv.addr(), "udp")
+			q := waitFrom(t, mark, "dns query on port 8600", func(ev *event.Event) bool {
+				return ev.Kind == event.KindDNS && w.from(ev) && ev.DNS.ID == id && !ev.DNS.Response
+			})
+			r := waitFrom(t, mark, "dns response on port 8600", func(ev *event.Event) bool {
+				return ev.Kind == event.KindDNS && w.from(ev) && ev.DNS.ID == id && ev.DNS.Response
+			})
+			if q.DNS.ServerPort != 8600 || r.DNS.Name != "svc.consul.test.example" || !slices.Equal(r.DNS.Answers, []string{"10.8.6.0"}) {
+				t.Errorf("query %+v, response %+v", q.DNS, r.DNS)
+			}
+			checkDNSProcess(t, w, mark, pid, q, r)
+		})
+	}
+	for _, bad := range [][]uint16{{53, 0}, {1, 2, 3, 4, 5}} {
+		if err := shared.SetDNSPorts(bad); err == nil {
+			t.Errorf("ports %v accepted", bad)
+		}
+	}
+}

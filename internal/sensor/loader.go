@@ -53,8 +53,28 @@ type Options struct {
 	RingBufferBytes uint32
 	// Only limits loading to these families (for tests); empty loads all.
 	Only []string
+	// DNSPorts are the server ports DNS is read on, at most MaxDNSPorts;
+	// empty means 53.
+	DNSPorts []uint16
 	// Logger receives load/attach diagnostics.
 	Logger *slog.Logger
+}
+
+// MaxDNSPorts is how many DNS ports the sensor can watch (the kernel side
+// compares each packet's port with a fixed array).
+const MaxDNSPorts = 4
+
+// checkDNSPorts refuses a port list the kernel side cannot hold.
+func checkDNSPorts(ports []uint16) error {
+	if len(ports) > MaxDNSPorts {
+		return fmt.Errorf("dns ports: %d given, at most %d", len(ports), MaxDNSPorts)
+	}
+	for _, p := range ports {
+		if p == 0 {
+			return errors.New("dns ports: port 0")
+		}
+	}
+	return nil
 }
 
 // Sensor owns the loaded programs, their links and the shared maps.
@@ -86,6 +106,9 @@ func Load(opts Options) (*Sensor, error) {
 	}
 	if err := ensureMounts(); err != nil {
 		log.Warn("mount kernel filesystems", "err", err)
+	}
+	if err := checkDNSPorts(opts.DNSPorts); err != nil {
+		return nil, err
 	}
 	s := &Sensor{opts: opts, log: log, maps: map[string]*ebpf.Map{}}
 	if s.cgroup = opts.CgroupRoot; s.cgroup == "" {
@@ -298,17 +321,33 @@ func (s *Sensor) writeConfig(enabled bool) error {
 	if !ok {
 		return errors.New("config map missing")
 	}
+	// struct config in bpf/include/mamori.h.
 	cfg := struct {
-		SelfPID uint32
-		Enabled uint32
+		SelfPID  uint32
+		Enabled  uint32
+		DNSPorts [MaxDNSPorts]uint16
 	}{SelfPID: uint32(os.Getpid())}
 	if enabled {
 		cfg.Enabled = 1
 	}
+	s.mu.Lock()
+	copy(cfg.DNSPorts[:], s.opts.DNSPorts)
+	s.mu.Unlock()
 	if err := m.Put(uint32(0), cfg); err != nil {
 		return fmt.Errorf("write sensor config: %w", err)
 	}
 	return nil
+}
+
+// SetDNSPorts changes the ports DNS is read on (empty: 53).
+func (s *Sensor) SetDNSPorts(ports []uint16) error {
+	if err := checkDNSPorts(ports); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.opts.DNSPorts = slices.Clone(ports)
+	s.mu.Unlock()
+	return s.writeConfig(true)
 }
 
 // Status lists every program with whether it is attached and why not.

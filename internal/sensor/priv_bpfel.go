@@ -14,9 +14,10 @@ import (
 )
 
 type privConfig struct {
-	_       structs.HostLayout
-	SelfPid uint32
-	Enabled uint32
+	_        structs.HostLayout
+	SelfPid  uint32
+	Enabled  uint32
+	DnsPorts [4]uint16
 }
 
 type privScratch struct {
