@@ -15,22 +15,26 @@ const nodeCols = `node_id, cluster, hostname, resource_type, status, issue, stat
 
 // Statements of the heartbeat path (prepared once on SQLite: hotStatements).
 const (
+	// nodeColumns are a node row's columns as scanNode reads them, the
+	// hook list last; nodeFrom joins the list's row.
+	nodeColumns = `SELECT n.node_id, n.cluster, n.hostname, n.resource_type, n.status, n.issue, n.status_since, n.first_seen,
+		n.last_heartbeat, n.heartbeat, n.state, h.digest, `
+	nodeFrom = ` FROM nodes n LEFT JOIN node_hooks h ON h.node_id = n.node_id`
 	// nodeSelect reads a node with its hook list.
-	nodeSelect = `SELECT n.node_id, n.cluster, n.hostname, n.resource_type, n.status, n.issue, n.status_since, n.first_seen,
-		n.last_heartbeat, n.heartbeat, n.state, h.digest, h.hooks FROM nodes n LEFT JOIN node_hooks h ON h.node_id = n.node_id`
+	nodeSelect = nodeColumns + `h.hooks` + nodeFrom
 	sqlNodeGet = nodeSelect + ` WHERE n.node_id = $1`
 	// Updates read rows without the hook list (Node.LoadHooks).
-	nodeSelectForUpdate = `SELECT n.node_id, n.cluster, n.hostname, n.resource_type, n.status, n.issue, n.status_since, n.first_seen,
-		n.last_heartbeat, n.heartbeat, n.state, h.digest, NULL FROM nodes n LEFT JOIN node_hooks h ON h.node_id = n.node_id`
+	nodeSelectForUpdate = nodeColumns + `NULL` + nodeFrom
 	sqlNodeGetForUpdate = nodeSelectForUpdate + ` WHERE n.node_id = $1`
 	sqlNodeHooksGet     = `SELECT hooks FROM node_hooks WHERE node_id = $1 AND digest = $2`
 	sqlNodeHooks        = `INSERT INTO node_hooks (node_id, digest, hooks) VALUES ($1, $2, $3)
 		ON CONFLICT (node_id) DO UPDATE SET digest = excluded.digest, hooks = excluded.hooks`
-	sqlNodeWrite = `INSERT INTO nodes (` + nodeCols + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-		ON CONFLICT (node_id) DO UPDATE SET cluster = excluded.cluster, hostname = excluded.hostname,
+	// nodeUpsert ends both node writes: one row, or many from arrays.
+	nodeUpsert = ` ON CONFLICT (node_id) DO UPDATE SET cluster = excluded.cluster, hostname = excluded.hostname,
 		resource_type = excluded.resource_type, status = excluded.status, issue = excluded.issue,
 		status_since = excluded.status_since, first_seen = excluded.first_seen, last_heartbeat = excluded.last_heartbeat,
 		heartbeat = excluded.heartbeat, state = excluded.state`
+	sqlNodeWrite = `INSERT INTO nodes (` + nodeCols + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)` + nodeUpsert
 	sqlNodeEvent = `INSERT INTO coverage_events (node_id, cluster, at, from_status, to_status, issue, previous_issue)
 		VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING seq`
 )
@@ -269,11 +273,7 @@ func (s *sqlStore) writeHooks(ctx context.Context, tx *sql.Tx, n, old *Node) err
 // sqlNodeWriteBatch upserts many node rows from parallel arrays.
 const sqlNodeWriteBatch = `INSERT INTO nodes (` + nodeCols + `)
 	SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-		$7::bigint[], $8::bigint[], $9::bigint[], $10::text[], $11::text[])
-	ON CONFLICT (node_id) DO UPDATE SET cluster = excluded.cluster, hostname = excluded.hostname,
-		resource_type = excluded.resource_type, status = excluded.status, issue = excluded.issue,
-		status_since = excluded.status_since, first_seen = excluded.first_seen, last_heartbeat = excluded.last_heartbeat,
-		heartbeat = excluded.heartbeat, state = excluded.state`
+		$7::bigint[], $8::bigint[], $9::bigint[], $10::text[], $11::text[])` + nodeUpsert
 
 // writeNodesBatch writes the changed rows of a batch in one statement on
 // PostgreSQL, where each statement is a round trip: a heartbeat batch
