@@ -280,15 +280,15 @@ func writeAllocProfile(path string) error {
 
 // dnsPorts checks --dns-ports.
 func dnsPorts(in []uint) ([]uint16, error) {
-	if len(in) > sensor.MaxDNSPorts {
-		return nil, fmt.Errorf("--dns-ports: %d ports, at most %d", len(in), sensor.MaxDNSPorts)
-	}
 	out := make([]uint16, 0, len(in))
 	for _, p := range in {
-		if p == 0 || p > 65535 {
+		if p > 65535 {
 			return nil, fmt.Errorf("--dns-ports: %d is not a port", p)
 		}
 		out = append(out, uint16(p))
+	}
+	if err := sensor.CheckDNSPorts(out); err != nil {
+		return nil, fmt.Errorf("--dns-ports: %w", err)
 	}
 	return out, nil
 }

@@ -64,8 +64,8 @@ type Options struct {
 // compares each packet's port with a fixed array).
 const MaxDNSPorts = 4
 
-// checkDNSPorts refuses a port list the kernel side cannot hold.
-func checkDNSPorts(ports []uint16) error {
+// CheckDNSPorts refuses a port list the kernel side cannot hold.
+func CheckDNSPorts(ports []uint16) error {
 	if len(ports) > MaxDNSPorts {
 		return fmt.Errorf("dns ports: %d given, at most %d", len(ports), MaxDNSPorts)
 	}
@@ -107,7 +107,7 @@ func Load(opts Options) (*Sensor, error) {
 	if err := ensureMounts(); err != nil {
 		log.Warn("mount kernel filesystems", "err", err)
 	}
-	if err := checkDNSPorts(opts.DNSPorts); err != nil {
+	if err := CheckDNSPorts(opts.DNSPorts); err != nil {
 		return nil, err
 	}
 	s := &Sensor{opts: opts, log: log, maps: map[string]*ebpf.Map{}}
@@ -341,7 +341,7 @@ func (s *Sensor) writeConfig(enabled bool) error {
 
 // SetDNSPorts changes the ports DNS is read on (empty: 53).
 func (s *Sensor) SetDNSPorts(ports []uint16) error {
-	if err := checkDNSPorts(ports); err != nil {
+	if err := CheckDNSPorts(ports); err != nil {
 		return err
 	}
 	s.mu.Lock()
