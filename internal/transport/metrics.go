@@ -31,7 +31,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Published: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "published_total", Help: "Messages acknowledged by JetStream on first publish, by kind."}, []string{"kind"}),
 		PublishErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
-			Name: "publish_errors_total", Help: "Live publishes that failed (then spooled), by reason."}, []string{"reason"}),
+			Name: "publish_errors_total", Help: "Live publishes that failed or were held back while backing off (reason backoff), then spooled, by reason."}, []string{"reason"}),
 		SpoolBytes: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
 			Name: "spool_bytes", Help: "Bytes held in the on-disk spool."}),
 		SpoolMessages: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,

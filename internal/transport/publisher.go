@@ -22,6 +22,8 @@ type PublisherConfig struct {
 	AckTimeout     time.Duration // a publish not acked by then is spooled: 5s
 	MaxPending     int           // async publishes in flight: 1024
 	ReplayInterval time.Duration // spool replay retry period: 2s
+	BackoffBase    time.Duration // first pause after the server refuses for now: 250ms, doubling per failed probe
+	BackoffMax     time.Duration // longest pause: 30s
 	ReconnectWait  time.Duration // between reconnect attempts: 1s
 	Metrics        *Metrics
 	Logger         *slog.Logger
@@ -36,6 +38,7 @@ type PublisherStats struct {
 	Replayed      uint64 // acked from the spool
 	Spooled       uint64 // went to the spool (disconnected, timeout, server refused for now)
 	Rejected      uint64 // refused by the server for good (4xx): dropped
+	BackingOff    bool   // the server refused for now; new messages are spooled until a probe succeeds
 	PermissionErr uint64 // the NATS server refused a publish or subscription
 	Spool         SpoolStats
 }
@@ -45,7 +48,9 @@ type PublisherStats struct {
 // most ~200ms when MaxPending publishes are already in flight), and
 // whatever is not acknowledged (disconnected, ack timeout, stream full) goes
 // to the on-disk spool, which a background loop replays once the connection
-// is back. Every message carries a Nats-Msg-Id, so a replay of a message the
+// is back. While the server refuses messages for now it backs off (see
+// pacer): new messages go straight to the spool, and replay resumes with a
+// small window that grows as acks come back. Every message carries a Nats-Msg-Id, so a replay of a message the
 // server did get is discarded by JetStream (within the de-duplication window)
 // and by the server's idempotent upsert keyed by Message.DedupKey.
 type Publisher struct {
@@ -57,6 +62,8 @@ type Publisher struct {
 	live   jetstream.JetStream // callbacks route failures to the spool
 	replay jetstream.JetStream // futures: replay waits for each ack
 	spool  *Spool
+	pace   *pacer
+	window int // replay publishes in flight at once; owned by replayLoop
 
 	kick chan struct{}
 	stop chan struct{}
@@ -94,12 +101,18 @@ func NewPublisher(cfg PublisherConfig) (*Publisher, error) {
 	if cfg.ReconnectWait <= 0 {
 		cfg.ReconnectWait = time.Second
 	}
+	if cfg.BackoffBase <= 0 {
+		cfg.BackoffBase = 250 * time.Millisecond
+	}
+	if cfg.BackoffMax <= 0 {
+		cfg.BackoffMax = 30 * time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	p := &Publisher{cfg: cfg, nodeID: cfg.Creds.NodeID, m: orNewMetrics(cfg.Metrics),
 		log: cfg.Logger.With("component", "transport"), kick: make(chan struct{}, 1), stop: make(chan struct{}),
-		inflight: map[string]SpoolRecord{}}
+		inflight: map[string]SpoolRecord{}, pace: newPacer(cfg.BackoffBase, cfg.BackoffMax), window: maxReplayWindow}
 	var err error
 	if p.spool, err = OpenSpool(SpoolConfig{Dir: cfg.SpoolDir, MaxBytes: cfg.SpoolMaxBytes,
 		Metrics: p.m, Logger: p.log}); err != nil {
@@ -190,6 +203,9 @@ func (p *Publisher) send(kind Kind, dedupID string, data []byte) error {
 	if !p.nc.IsConnected() {
 		return p.toSpool(kind, dedupID, data, "disconnected")
 	}
+	if p.pace.wait(time.Now()) > 0 {
+		return p.toSpool(kind, dedupID, data, "backoff")
+	}
 	msg := nats.NewMsg(SubjectFor(p.nodeID, kind))
 	msg.Data = data
 	msg.Header.Set(jetstream.MsgIDHeader, dedupID)
@@ -198,10 +214,21 @@ func (p *Publisher) send(kind Kind, dedupID string, data []byte) error {
 	p.mu.Unlock()
 	if _, err := p.live.PublishMsgAsync(msg); err != nil {
 		if _, ok := p.take(dedupID); ok {
+			p.refused(err)
 			return p.toSpool(kind, dedupID, data, publishReason(err))
 		}
 	}
 	return nil
+}
+
+// refused starts or extends a backoff when err says the server could not
+// take a message for now. A lost connection is not such a refusal: the
+// reconnect logic paces that.
+func (p *Publisher) refused(err error) {
+	if permanent(err) || publishReason(err) == "disconnected" {
+		return
+	}
+	p.pace.fail(time.Now())
 }
 
 // take removes and returns the in-flight record for dedupID, if still there.
@@ -252,6 +279,7 @@ func (p *Publisher) onAck(_ jetstream.JetStream, msg *nats.Msg, _ *jetstream.Pub
 	if !ok {
 		return
 	}
+	p.pace.ok(time.Now())
 	p.published.Add(1)
 	p.m.Published.WithLabelValues(string(r.Kind)).Inc()
 }
@@ -267,6 +295,7 @@ func (p *Publisher) onErr(_ jetstream.JetStream, msg *nats.Msg, err error) {
 		p.log.Warn("transport: server refused message; dropped", "kind", r.Kind, "err", err)
 		return
 	}
+	p.refused(err)
 	if serr := p.toSpool(r.Kind, r.DedupID, r.Data, publishReason(err)); serr != nil {
 		p.log.Warn("transport: message lost", "kind", r.Kind, "err", serr)
 	}
@@ -293,6 +322,14 @@ func (p *Publisher) replayLoop() {
 		case <-t.C:
 		}
 		for p.nc.IsConnected() {
+			if d := p.pace.wait(time.Now()); d > 0 {
+				select {
+				case <-p.stop:
+					return
+				case <-time.After(d):
+				}
+				continue
+			}
 			more, err := p.replayOne()
 			if err != nil {
 				p.log.Warn("transport: replay interrupted", "err", err)
@@ -310,23 +347,52 @@ func (p *Publisher) replayLoop() {
 	}
 }
 
-// replayOne replays one spool segment. It reports whether there may be more.
+// Replay window: publishes in flight at once while replaying. A failed
+// probe shrinks it to minReplayWindow; each fully acked window doubles it.
+const (
+	minReplayWindow = 8
+	maxReplayWindow = 512
+)
+
+// replayOne replays one spool segment, a window of records at a time, and
+// stops at the first window with a refusal. It reports whether there may be
+// more.
 func (p *Publisher) replayOne() (bool, error) {
 	b, err := p.spool.Checkout()
 	if err != nil || b == nil {
 		return false, err
 	}
 	kind := b.Kind()
+	next := 0
+	var failed error
+	for failed == nil && next < len(b.Records) {
+		next, failed = p.replayWindow(b, kind, next)
+	}
+	gone := b.Commit()
+	if failed != nil {
+		return false, fmt.Errorf("replay %s: %w", kind, failed)
+	}
+	return gone, nil
+}
+
+// replayWindow publishes up to p.window undelivered records of b from index
+// from on, waits for their acks, and returns where the next window starts.
+func (p *Publisher) replayWindow(b *SpoolBatch, kind Kind, from int) (int, error) {
 	type pending struct {
 		i   int
 		fut jetstream.PubAckFuture
 	}
+	if p.pace.backingOff() {
+		p.window = minReplayWindow // a probe: the server refused the last attempt
+	}
 	var futs []pending
 	var failed error
-	for i, r := range b.Records {
+	i := from
+	for ; i < len(b.Records) && len(futs) < p.window; i++ {
 		if b.IsDelivered(i) {
 			continue
 		}
+		r := b.Records[i]
 		msg := nats.NewMsg(SubjectFor(p.nodeID, kind))
 		msg.Data = r.Data
 		msg.Header.Set(jetstream.MsgIDHeader, r.DedupID)
@@ -343,6 +409,7 @@ func (p *Publisher) replayOne() (bool, error) {
 			b.Delivered(f.i)
 			p.replayed.Add(1)
 			p.m.Replayed.WithLabelValues(string(kind)).Inc()
+			p.pace.ok(time.Now())
 		case err := <-f.fut.Err():
 			if permanent(err) {
 				b.Delivered(f.i) // nothing more to do with it
@@ -353,11 +420,13 @@ func (p *Publisher) replayOne() (bool, error) {
 			failed = err
 		}
 	}
-	gone := b.Commit()
 	if failed != nil {
-		return false, fmt.Errorf("replay %s: %w", kind, failed)
+		p.refused(failed)
+		p.window = minReplayWindow
+		return i, failed
 	}
-	return gone, nil
+	p.window = min(2*p.window, maxReplayWindow)
+	return i, nil
 }
 
 // Flush waits until every message published so far is acknowledged or
@@ -391,7 +460,7 @@ func (p *Publisher) Stats() PublisherStats {
 	return PublisherStats{
 		Connected: p.nc.IsConnected(), Published: p.published.Load(), Replayed: p.replayed.Load(),
 		Spooled: p.spooled.Load(), Rejected: p.rejected.Load(), PermissionErr: p.permErr.Load(),
-		Spool: p.spool.Stats(),
+		BackingOff: p.pace.backingOff(), Spool: p.spool.Stats(),
 	}
 }
 

@@ -3,7 +3,9 @@ package transport
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -172,15 +174,25 @@ func TestFullStreamSpoolsAndReplays(t *testing.T) {
 	if _, err := EnsureStream(ctx, b.js, StreamOptions{Duplicates: time.Hour, MaxBytes: 64 << 10}); err != nil {
 		t.Fatal(err)
 	}
+	// Every attempt the agent makes reaches this subscription, accepted or
+	// refused: it counts what the server has to read.
+	var attempts atomic.Int64
+	sub, err := b.nc.Subscribe(SubjectFor("node-a", KindFinding), func(*nats.Msg) { attempts.Add(1) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	m := NewMetrics(nil)
 	p, err := NewPublisher(PublisherConfig{Creds: b.enroll("node-a"), SpoolDir: t.TempDir(), Logger: quietLogger(),
-		ReplayInterval: 100 * time.Millisecond})
+		Metrics: m, ReplayInterval: 100 * time.Millisecond, BackoffBase: 200 * time.Millisecond, BackoffMax: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p.Close(context.Background())
 	waitFor(t, "connected", 10*time.Second, func() bool { return p.Stats().Connected })
 
-	const n = 300 // ~1 KB each: several times the stream's bound
+	// ~1 KB each, 2 s of them: several times the stream's bound.
+	const n = 300
 	pad := strings.Repeat("f", 900)
 	ids := map[string]bool{}
 	for i := range n {
@@ -189,12 +201,22 @@ func TestFullStreamSpoolsAndReplays(t *testing.T) {
 			t.Fatalf("finding %d: %v", i, err)
 		}
 		ids[msgIDHeader("node-a", id)] = true
+		time.Sleep(7 * time.Millisecond)
 	}
 	waitFor(t, "refused messages spooled", 20*time.Second, func() bool { st := p.Stats(); return st.Published+st.Spooled >= n })
+	time.Sleep(time.Second) // a few more probes
 	st := p.Stats()
-	t.Logf("stream bound 64 KiB: %d published live, %d spooled", st.Published, st.Spooled)
-	if st.Spooled == 0 || st.Rejected != 0 {
-		t.Fatalf("with the stream full: %+v, want some spooled and none rejected", st)
+	held := testutil.ToFloat64(m.PublishErrors.WithLabelValues("backoff"))
+	t.Logf("stream bound 64 KiB: %d published live, %d spooled (%.0f held back while backing off); %d attempts reached the server",
+		st.Published, st.Spooled, held, attempts.Load())
+	if st.Spooled == 0 || st.Rejected != 0 || !st.BackingOff {
+		t.Fatalf("with the stream full: %+v, want some spooled, none rejected, and backing off", st)
+	}
+	// Backing off, the agent does not send what the server cannot take: the
+	// server reads the accepted messages, the refused ones of each failed
+	// burst, and small probes — not every message plus every replay.
+	if held < n/2 || attempts.Load() > n {
+		t.Fatalf("%.0f of %d held back, %d attempts: the agent kept sending to a full stream", held, n, attempts.Load())
 	}
 
 	col := newCollector()
@@ -216,5 +238,40 @@ func TestFullStreamSpoolsAndReplays(t *testing.T) {
 	}
 	if st := p.Stats(); st.Rejected != 0 || st.Spool.Messages != 0 {
 		t.Fatalf("after the replay: %+v", st)
+	}
+}
+
+// Lowering the stream's bound below what it holds (a restart with a smaller
+// --stream-max-bytes during a backlog) keeps every stored message: the
+// stream refuses new ones until the backlog drains, it does not discard.
+func TestShrinkingTheStreamKeepsItsMessages(t *testing.T) {
+	b := startBus(t, t.TempDir(), -1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pad := strings.Repeat("x", 4000)
+	for i := range 600 { // ~2.4 MB
+		msg := nats.NewMsg(SubjectFor("node-a", KindEvent))
+		msg.Data = []byte(pad)
+		msg.Header.Set("Nats-Msg-Id", fmt.Sprintf("m%d", i))
+		if _, err := b.js.PublishMsg(ctx, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := EnsureStream(ctx, b.js, StreamOptions{Duplicates: time.Hour, MaxBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 600 || info.Config.MaxBytes != 1<<20 {
+		t.Fatalf("after lowering the bound: %d messages (want 600), bound %d", info.State.Msgs, info.Config.MaxBytes)
+	}
+	msg := nats.NewMsg(SubjectFor("node-a", KindEvent))
+	msg.Data = []byte("one more")
+	msg.Header.Set("Nats-Msg-Id", "m-new")
+	if _, err := b.js.PublishMsg(ctx, msg); err == nil {
+		t.Fatal("a stream over its bound accepted a new message")
 	}
 }
