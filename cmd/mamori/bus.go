@@ -146,6 +146,11 @@ func startBus(ctx context.Context, cfg busConfig, mux *http.ServeMux, reg promet
 	if err != nil {
 		return fail(err)
 	}
+	if reg != nil {
+		if err := reg.Register(transport.NewStreamCollector(js, "", log)); err != nil {
+			return fail(fmt.Errorf("stream metrics: %w", err))
+		}
+	}
 	go func() {
 		if err := cons.Run(ctx); err != nil && ctx.Err() == nil {
 			log.Error("transport consumer", "err", err)

@@ -83,7 +83,7 @@ func (f *serverFlags) bind(cmd *cobra.Command) {
 	fl.StringVar(&f.natsAuth, "nats-auth", "", "with --nats-url: the installation's NATS auth file, the same on every replica [DATA_DIR/nats/auth.json] (see `mamori server nats-config`)")
 	fl.StringVar(&f.natsCA, "nats-ca", "", "with --nats-url: CA certificate (PEM) of the NATS servers, also handed to agents [DATA_DIR/nats/tls/ca.pem]")
 	fl.IntVar(&f.natsReplicas, "nats-replicas", 1, "JetStream replicas of mamori's stream and buckets (3 on a 3-server cluster)")
-	fl.Int64Var(&f.streamBytes, "stream-max-bytes", 1<<30, "bound of the agents' message stream; when it is full agents keep new messages in their spools and retry")
+	fl.Int64Var(&f.streamBytes, "stream-max-bytes", transport.DefaultStreamMaxBytes, "bound of the agents' message stream; when it is full agents keep new messages in their spools and back off")
 }
 
 // bindDirs adds --rules and --intel (`run` shares the agent's).

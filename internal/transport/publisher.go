@@ -23,7 +23,7 @@ type PublisherConfig struct {
 	MaxPending     int           // async publishes in flight: 1024
 	ReplayInterval time.Duration // spool replay retry period: 2s
 	BackoffBase    time.Duration // first pause after the server refuses for now: 250ms, doubling per failed probe
-	BackoffMax     time.Duration // longest pause: 30s
+	BackoffMax     time.Duration // longest pause: 10s
 	ReconnectWait  time.Duration // between reconnect attempts: 1s
 	Metrics        *Metrics
 	Logger         *slog.Logger
@@ -105,7 +105,7 @@ func NewPublisher(cfg PublisherConfig) (*Publisher, error) {
 		cfg.BackoffBase = 250 * time.Millisecond
 	}
 	if cfg.BackoffMax <= 0 {
-		cfg.BackoffMax = 30 * time.Second
+		cfg.BackoffMax = 10 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -347,10 +347,11 @@ func (p *Publisher) replayLoop() {
 	}
 }
 
-// Replay window: publishes in flight at once while replaying. A failed
-// probe shrinks it to minReplayWindow; each fully acked window doubles it.
+// Replay window: publishes in flight at once while replaying. After a
+// refusal a replay starts with one message (a probe); each fully acked
+// window doubles it.
 const (
-	minReplayWindow = 8
+	minReplayWindow = 1
 	maxReplayWindow = 512
 )
 

@@ -1,0 +1,77 @@
+package transport
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// StreamCollector serves the MAMORI stream's fill and the server consumer's
+// backlog as Prometheus gauges, read from JetStream at scrape time. The
+// stream is the fleet's shared bounded queue: when it is full agents back
+// off into their spools, so its fill is what says why findings are late.
+type StreamCollector struct {
+	js      jetstream.JetStream
+	durable string
+	log     *slog.Logger
+
+	bytes, maxBytes, msgs, backlog, ackPending *prometheus.Desc
+}
+
+// NewStreamCollector reads the MAMORI stream and the durable consumer
+// (DefaultDurable when empty) through js.
+func NewStreamCollector(js jetstream.JetStream, durable string, log *slog.Logger) *StreamCollector {
+	if durable == "" {
+		durable = DefaultDurable
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	d := func(name, help string) *prometheus.Desc {
+		return prometheus.NewDesc("mamori_transport_stream_"+name, help, nil, nil)
+	}
+	return &StreamCollector{js: js, durable: durable, log: log,
+		bytes:      d("bytes", "Bytes held in the agents' message stream."),
+		maxBytes:   d("max_bytes", "The stream's bound (--stream-max-bytes); at it agents back off into their spools."),
+		msgs:       d("messages", "Messages held in the agents' message stream."),
+		backlog:    d("backlog_messages", "Messages in the stream not yet delivered to a server replica."),
+		ackPending: d("ack_pending_messages", "Messages delivered to server replicas and not yet acknowledged."),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *StreamCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.bytes, c.maxBytes, c.msgs, c.backlog, c.ackPending} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector. A JetStream that does not answer
+// within two seconds leaves the gauges out of this scrape (and logs why)
+// rather than stalling it.
+func (c *StreamCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	st, err := c.js.Stream(ctx, StreamName)
+	if err == nil {
+		var info *jetstream.StreamInfo
+		if info, err = st.Info(ctx); err == nil {
+			ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.GaugeValue, float64(info.State.Bytes))
+			ch <- prometheus.MustNewConstMetric(c.maxBytes, prometheus.GaugeValue, float64(info.Config.MaxBytes))
+			ch <- prometheus.MustNewConstMetric(c.msgs, prometheus.GaugeValue, float64(info.State.Msgs))
+			var cons jetstream.Consumer
+			// Looking the consumer up fetches its info: no second request.
+			if cons, err = st.Consumer(ctx, c.durable); err == nil {
+				ci := cons.CachedInfo()
+				ch <- prometheus.MustNewConstMetric(c.backlog, prometheus.GaugeValue, float64(ci.NumPending))
+				ch <- prometheus.MustNewConstMetric(c.ackPending, prometheus.GaugeValue, float64(ci.NumAckPending))
+			}
+		}
+	}
+	if err != nil {
+		c.log.Debug("transport: stream metrics unavailable", "err", err)
+	}
+}
