@@ -164,6 +164,15 @@ func startBus(ctx context.Context, cfg busConfig, mux *http.ServeMux, reg promet
 	return b, nil
 }
 
+// backlog is the agents' stream as coverage judges silence against it.
+func (b *bus) backlog(ctx context.Context) (coverage.Backlog, error) {
+	st, err := transport.ReadStreamState(ctx, b.js)
+	if err != nil {
+		return coverage.Backlog{}, err
+	}
+	return coverage.Backlog{Messages: st.Messages, Oldest: st.Oldest, Full: st.Full()}, nil
+}
+
 // revocationPushEvery bounds how long a NATS server restarted with an old
 // account JWT may still accept a revoked agent key.
 const revocationPushEvery = 10 * time.Second

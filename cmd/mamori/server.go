@@ -260,17 +260,12 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 
 	// Coverage and ingest: every finding and heartbeat, the local agent's
 	// and samples included, takes the agents' path into the store.
-	s.coverage, err = coverage.New(coverage.Config{Store: st, Metrics: coverage.NewMetrics(reg), Logger: log})
+	s.coverage, err = coverage.New(coverage.Config{Store: st, Metrics: coverage.NewMetrics(reg), Logger: log,
+		// Read only by the sweeps of Run, which starts once the bus is up.
+		Backlog: func(ctx context.Context) (coverage.Backlog, error) { return s.bus.backlog(ctx) }})
 	if err != nil {
 		return fail(err)
 	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		if err := s.coverage.Run(ctx); err != nil && ctx.Err() == nil {
-			log.Error("coverage", "err", err)
-		}
-	}()
 	s.ingest, err = ingest.New(ingest.Config{Store: st, Coverage: s.coverage, Metrics: ingest.NewMetrics(reg), Logger: log,
 		OnChange: func(c ingest.Change) {
 			if !c.Suppressed && c.Record != nil {
@@ -311,6 +306,13 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 	if s.bus, err = startBus(ctx, bc, mux, reg, log); err != nil {
 		return fail(err)
 	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := s.coverage.Run(ctx); err != nil && ctx.Err() == nil {
+			log.Error("coverage", "err", err)
+		}
+	}()
 	// Coverage transitions go out on the bus for integrators
 	// (mamori.events.coverage.<node>), once whichever replica saw them.
 	if err := s.publishCoverage(ctx, f.natsReplicas); err != nil {

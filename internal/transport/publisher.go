@@ -348,10 +348,10 @@ func (p *Publisher) replayLoop() {
 }
 
 // Replay window: publishes in flight at once while replaying. After a
-// refusal a replay starts with one message (a probe); each fully acked
-// window doubles it.
+// refusal a replay starts small (a probe costs the server at most eight
+// refusals); each fully acked window doubles it.
 const (
-	minReplayWindow = 1
+	minReplayWindow = 8
 	maxReplayWindow = 512
 )
 

@@ -2,12 +2,43 @@ package transport
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 )
+
+// StreamState is the MAMORI stream's fill. With work-queue retention it
+// holds exactly the agent messages received and not yet acknowledged by a
+// server replica.
+type StreamState struct {
+	Messages uint64
+	Bytes    uint64
+	MaxBytes int64
+	Oldest   time.Time // when the oldest message held was received; zero when empty
+}
+
+// Full reports whether the stream is at its bound (within 5%): agents'
+// messages are being refused and wait in their spools.
+func (s StreamState) Full() bool {
+	return s.MaxBytes > 0 && s.Bytes >= uint64(s.MaxBytes)/20*19
+}
+
+// ReadStreamState asks JetStream for the MAMORI stream's fill.
+func ReadStreamState(ctx context.Context, js jetstream.JetStream) (StreamState, error) {
+	st, err := js.Stream(ctx, StreamName)
+	if err != nil {
+		return StreamState{}, fmt.Errorf("stream %s: %w", StreamName, err)
+	}
+	info := st.CachedInfo() // looking the stream up fetched it
+	out := StreamState{Messages: info.State.Msgs, Bytes: info.State.Bytes, MaxBytes: info.Config.MaxBytes}
+	if out.Messages > 0 {
+		out.Oldest = info.State.FirstTime
+	}
+	return out, nil
+}
 
 // StreamCollector serves the MAMORI stream's fill and the server consumer's
 // backlog as Prometheus gauges, read from JetStream at scrape time. The
@@ -56,22 +87,20 @@ func (c *StreamCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	st, err := c.js.Stream(ctx, StreamName)
-	if err == nil {
-		var info *jetstream.StreamInfo
-		if info, err = st.Info(ctx); err == nil {
-			ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.GaugeValue, float64(info.State.Bytes))
-			ch <- prometheus.MustNewConstMetric(c.maxBytes, prometheus.GaugeValue, float64(info.Config.MaxBytes))
-			ch <- prometheus.MustNewConstMetric(c.msgs, prometheus.GaugeValue, float64(info.State.Msgs))
-			var cons jetstream.Consumer
-			// Looking the consumer up fetches its info: no second request.
-			if cons, err = st.Consumer(ctx, c.durable); err == nil {
-				ci := cons.CachedInfo()
-				ch <- prometheus.MustNewConstMetric(c.backlog, prometheus.GaugeValue, float64(ci.NumPending))
-				ch <- prometheus.MustNewConstMetric(c.ackPending, prometheus.GaugeValue, float64(ci.NumAckPending))
-			}
-		}
-	}
 	if err != nil {
 		c.log.Debug("transport: stream metrics unavailable", "err", err)
+		return
 	}
+	info := st.CachedInfo() // looking the stream up fetched it
+	ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.GaugeValue, float64(info.State.Bytes))
+	ch <- prometheus.MustNewConstMetric(c.maxBytes, prometheus.GaugeValue, float64(info.Config.MaxBytes))
+	ch <- prometheus.MustNewConstMetric(c.msgs, prometheus.GaugeValue, float64(info.State.Msgs))
+	cons, err := st.Consumer(ctx, c.durable) // fetches the consumer's info too
+	if err != nil {
+		c.log.Debug("transport: consumer metrics unavailable", "err", err)
+		return
+	}
+	ci := cons.CachedInfo()
+	ch <- prometheus.MustNewConstMetric(c.backlog, prometheus.GaugeValue, float64(ci.NumPending))
+	ch <- prometheus.MustNewConstMetric(c.ackPending, prometheus.GaugeValue, float64(ci.NumAckPending))
 }

@@ -44,3 +44,34 @@ func TestStreamCollectorShowsFillAndBacklog(t *testing.T) {
 		t.Fatalf("without the consumer: %d gauges, want the stream's 3", n)
 	}
 }
+
+func TestReadStreamStateSeesAFullStream(t *testing.T) {
+	b := startBus(t, t.TempDir(), -1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := ReadStreamState(ctx, b.js)
+	if err != nil || st.Messages != 0 || !st.Oldest.IsZero() || st.Full() {
+		t.Fatalf("empty stream: %+v %v", st, err)
+	}
+	if _, err := EnsureStream(ctx, b.js, StreamOptions{Duplicates: time.Hour, MaxBytes: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	before := time.Now()
+	pad := make([]byte, 8000)
+	var refused error
+	for i := 0; refused == nil && i < 1000; i++ {
+		msg := nats.NewMsg(SubjectFor("node-a", KindEvent))
+		msg.Data = pad
+		msg.Header.Set("Nats-Msg-Id", fmt.Sprintf("m%d", i))
+		_, refused = b.js.PublishMsg(ctx, msg)
+	}
+	if refused == nil {
+		t.Fatal("a 1 MiB stream took 8 MB")
+	}
+	if st, err = ReadStreamState(ctx, b.js); err != nil {
+		t.Fatal(err)
+	}
+	if !st.Full() || st.Messages < 100 || st.Oldest.Before(before.Add(-time.Second)) || st.Oldest.After(time.Now()) {
+		t.Fatalf("full stream read as %+v (full %v)", st, st.Full())
+	}
+}

@@ -24,7 +24,27 @@ const (
 	IssueRuntimeOffline = "RUNTIME_UNREACHABLE"
 	IssueNoHeartbeat    = "NO_HEARTBEAT"
 	IssueHookDetached   = "HOOK_DETACHED"
+	IssueServerBehind   = "SERVER_BEHIND"
 )
+
+// Backlog is the server side's queue of agent messages not yet processed
+// (the transport's stream), as the Monitor last read it.
+type Backlog struct {
+	Messages uint64
+	Oldest   time.Time // when the oldest queued message was received
+	Full     bool      // at its bound: agents keep new messages in their spools
+}
+
+// mayHold reports whether a heartbeat the node sent before it was due to be
+// called silent (lastHeartbeat + limit) could still be waiting: in the queue
+// (which holds messages from before then) or in the agent's spool (the
+// queue is full, so agents are backing off).
+func (b *Backlog) mayHold(lastHeartbeat time.Time, limit time.Duration) bool {
+	if b == nil {
+		return false
+	}
+	return b.Full || b.Messages > 0 && b.Oldest.Before(lastHeartbeat.Add(limit))
+}
 
 // dropWindow is the span drop rates are judged over.
 const dropWindow = time.Minute
@@ -123,8 +143,11 @@ func (p Policy) silenceLimit(h *Heartbeat) time.Duration {
 }
 
 // evaluate returns the node's status and every issue, most important first.
-// h is nil for a node that never sent a heartbeat.
-func evaluate(h *Heartbeat, st *state, lastHeartbeat, now time.Time, p Policy) (string, []string) {
+// h is nil for a node that never sent a heartbeat; bl is the server's
+// backlog (nil: none or unknown). A silent node is still Unhealthy while the
+// server is behind — nothing vouches for it — but the issue names the
+// server, not the agent, as the likely cause.
+func evaluate(h *Heartbeat, st *state, lastHeartbeat, now time.Time, p Policy, bl *Backlog) (string, []string) {
 	var issues []string
 	add := func(typ, format string, args ...any) {
 		issues = append(issues, typ+":"+fmt.Sprintf(format, args...))
@@ -138,8 +161,17 @@ func evaluate(h *Heartbeat, st *state, lastHeartbeat, now time.Time, p Policy) (
 	}
 	if h.Exit != nil {
 		add(IssueExited, "agent exited with code %d: %s", h.Exit.Code, orNone(h.Exit.Reason))
-	} else if now.Sub(lastHeartbeat) > p.silenceLimit(h) {
-		add(IssueNotReporting, "agent not reporting since %s", lastHeartbeat.UTC().Format(time.RFC3339))
+	} else if limit := p.silenceLimit(h); now.Sub(lastHeartbeat) > limit {
+		switch {
+		case bl.mayHold(lastHeartbeat, limit) && bl.Full:
+			add(IssueServerBehind, "no heartbeat stored since %s while the server is behind: its queue of agent messages is full and agents keep new ones in their spools",
+				lastHeartbeat.UTC().Format(time.RFC3339))
+		case bl.mayHold(lastHeartbeat, limit):
+			add(IssueServerBehind, "no heartbeat stored since %s while the server is behind: agent messages from before the node was due are still queued",
+				lastHeartbeat.UTC().Format(time.RFC3339))
+		default:
+			add(IssueNotReporting, "agent not reporting since %s", lastHeartbeat.UTC().Format(time.RFC3339))
+		}
 	}
 	if !h.BTF {
 		add(IssueNoBTF, "kernel %s lacks BTF (/sys/kernel/btf/vmlinux)", orNone(h.Kernel))

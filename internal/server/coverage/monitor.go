@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mamori-dev/mamori/internal/server/store"
@@ -28,6 +29,10 @@ type Config struct {
 	// SQLite, which has one writer anyway; 4 on PostgreSQL, where a batch
 	// spends most of its time in round trips].
 	Writers int
+	// Backlog, when set, reads the server side's queue of agent messages
+	// once per sweep, so a node silent because the server is behind is
+	// told apart from one whose agent stopped.
+	Backlog func(context.Context) (Backlog, error)
 	Metrics *Metrics
 	Logger  *slog.Logger
 	// Now replaces the clock (tests).
@@ -55,6 +60,8 @@ type Monitor struct {
 	// Last full hook list per node (hooklist.go).
 	hooks       hookCache
 	startWriter sync.Once
+	// The backlog as last read by Sweep (nil: none or unknown).
+	backlog atomic.Pointer[Backlog]
 }
 
 type subscriber struct {
@@ -223,7 +230,7 @@ func fill(n *store.Node, h *Heartbeat, st *state, storedDigest string) error {
 // returns the transition to log when status or issue changed.
 func (m *Monitor) judge(old, next *store.Node, h *Heartbeat, st *state) *store.CoverageEvent {
 	now := m.now()
-	status, issues := evaluate(h, st, next.LastHeartbeat, now, m.cfg.Policy)
+	status, issues := evaluate(h, st, next.LastHeartbeat, now, m.cfg.Policy, m.backlog.Load())
 	next.Status, next.Issue = status, ""
 	if len(issues) > 0 {
 		next.Issue = issues[0]
@@ -246,6 +253,7 @@ func (m *Monitor) judge(old, next *store.Node, h *Heartbeat, st *state) *store.C
 // Sweep re-judges every node now (silence is the one thing that changes
 // without a heartbeat).
 func (m *Monitor) Sweep(ctx context.Context) error {
+	m.readBacklog(ctx)
 	nodes, err := m.st.ListNodes(ctx)
 	if err != nil {
 		return fmt.Errorf("coverage: sweep: %w", err)
@@ -259,7 +267,7 @@ func (m *Monitor) Sweep(ctx context.Context) error {
 			errs = append(errs, err)
 			continue
 		}
-		status, issues := evaluate(s.heartbeat, &s.state, n.LastHeartbeat, m.now(), m.cfg.Policy)
+		status, issues := evaluate(s.heartbeat, &s.state, n.LastHeartbeat, m.now(), m.cfg.Policy, m.backlog.Load())
 		if status == n.Status && (len(issues) == 0 && n.Issue == "" || len(issues) > 0 && issues[0] == n.Issue) {
 			counts[status]++
 			continue
@@ -299,6 +307,23 @@ func (m *Monitor) Sweep(ctx context.Context) error {
 }
 
 // logged counts a transition and wakes the event tail.
+// readBacklog refreshes the backlog Sweep judges silence against. When it
+// cannot be read, silence is judged as the agent's (the default issue).
+func (m *Monitor) readBacklog(ctx context.Context) {
+	if m.cfg.Backlog == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	bl, err := m.cfg.Backlog(ctx)
+	if err != nil {
+		m.backlog.Store(nil)
+		m.log.Debug("coverage: backlog unknown", "err", err)
+		return
+	}
+	m.backlog.Store(&bl)
+}
+
 func (m *Monitor) logged(ev *store.CoverageEvent) {
 	if ev == nil {
 		return

@@ -111,7 +111,7 @@ func (m *Monitor) statusOf(n *store.Node) (*NodeStatus, error) {
 
 // withIssues fills Issues by judging the node at now.
 func (m *Monitor) withIssues(s *NodeStatus) {
-	_, s.Issues = evaluate(s.heartbeat, &s.state, s.LastHeartbeat, m.now(), m.cfg.Policy)
+	_, s.Issues = evaluate(s.heartbeat, &s.state, s.LastHeartbeat, m.now(), m.cfg.Policy, m.backlog.Load())
 }
 
 // Nodes lists every node's coverage, by cluster then node id.
