@@ -55,7 +55,7 @@
 // server refuses for now (stream full, no JetStream answer, ack timeout) the
 // publisher backs off: new messages go straight to the spool for a jittered
 // pause that doubles per failed probe, and replay restarts with eight
-// publishes in flight that doubles as acks return — so an overloaded
+// publishes in flight, doubling as acks return — so an overloaded
 // server reads what it can store, not every retry of a fleet. Replays are
 // de-duplicated by JetStream within its short window (Nats-Msg-Id,
 // StreamOptions.Duplicates) and, beyond it, must be by the server: Consumer hands each Message with a

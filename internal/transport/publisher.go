@@ -50,9 +50,10 @@ type PublisherStats struct {
 // to the on-disk spool, which a background loop replays once the connection
 // is back. While the server refuses messages for now it backs off (see
 // pacer): new messages go straight to the spool, and replay resumes with a
-// small window that grows as acks come back. Every message carries a Nats-Msg-Id, so a replay of a message the
-// server did get is discarded by JetStream (within the de-duplication window)
-// and by the server's idempotent upsert keyed by Message.DedupKey.
+// small window that grows as acks come back. Every message carries a
+// Nats-Msg-Id, so a replay of a message the server did get is discarded by
+// JetStream (within the de-duplication window) and by the server's
+// idempotent upsert keyed by Message.DedupKey.
 type Publisher struct {
 	cfg    PublisherConfig
 	nodeID string
@@ -330,9 +331,13 @@ func (p *Publisher) replayLoop() {
 				}
 				continue
 			}
+			probing := p.pace.backingOff()
 			more, err := p.replayOne()
 			if err != nil {
-				p.log.Warn("transport: replay interrupted", "err", err)
+				// Once per episode: a probe refused again is expected.
+				if !probing {
+					p.log.Warn("transport: replay interrupted", "err", err)
+				}
 				break
 			}
 			if !more {
