@@ -96,9 +96,9 @@ func places(t *testing.T) []*where {
 	startSensor(t)
 	host := &where{name: "host", actor: actorPath, tmp: t.TempDir()}
 	testenv.RequirePodman(t)
-	// seccomp=unconfined: podman's default profile denies userfaultfd before
-	// any syscall tracepoint runs, so the kernel never shows that attempt
-	// (a documented limit of tracepoint sensors); capabilities stay default.
+	// seccomp=unconfined: podman's default profile denies userfaultfd, and
+	// these tests check what a call that runs reports (a denied attempt is
+	// TestSeccompDeniedAttemptIsSeen); capabilities stay default.
 	id := testenv.StartContainer(t, []string{"--network", "host", "--cap-add", "SYS_PTRACE",
 		"--security-opt", "seccomp=unconfined",
 		"-v", filepath.Dir(actorPath) + ":/t:ro"}, "sleep", "600")

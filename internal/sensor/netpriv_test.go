@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mamori-dev/mamori/internal/event"
+	"github.com/mamori-dev/mamori/internal/testenv"
 )
 
 func freePort() int { return 20000 + rand.Intn(20000) }
@@ -205,4 +207,27 @@ func readTarget(t *testing.T, r *bufio.Reader) (string, string) {
 		t.Fatalf("target printed %q", line)
 	}
 	return f[0], f[1]
+}
+
+// An attempt a seccomp filter denies is still an attempt: podman's default
+// profile refuses userfaultfd (and ptrace, unshare, mount in most setups)
+// before the call runs, and the sensor, hooked at the syscall's exit, sees it
+// fail with the filter's errno — from the container, with its identity.
+func TestSeccompDeniedAttemptIsSeen(t *testing.T) {
+	startSensor(t)
+	testenv.RequirePodman(t)
+	id := testenv.StartContainer(t, []string{"--network", "host", "-v", filepath.Dir(actorPath) + ":/t:ro"}, "sleep", "600")
+	cg, err := containerCgroupID(id)
+	if err != nil {
+		t.Fatalf("container cgroup: %v", err)
+	}
+	w := &where{name: "container (default seccomp)", cgroupID: cg, ctrID: id, actor: "/t/actor", tmp: "/tmp"}
+	mark, _, out, err := w.run(t, "userfaultfd")
+	if err == nil || !strings.Contains(out, "operation not permitted") {
+		t.Fatalf("userfaultfd under podman's default seccomp profile: %v %q — the profile no longer denies it", err, out)
+	}
+	ev := waitFrom(t, mark, "denied userfaultfd", func(ev *event.Event) bool { return ev.Kind == event.KindUserfaultfd && w.from(ev) })
+	if ev.Result != -int64(unix.EPERM) || ev.Process.CgroupID != cg {
+		t.Fatalf("denied userfaultfd: result %d (want -EPERM), cgroup %d (want %d)", ev.Result, ev.Process.CgroupID, cg)
+	}
 }
