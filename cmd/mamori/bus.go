@@ -166,11 +166,11 @@ func startBus(ctx context.Context, cfg busConfig, mux *http.ServeMux, reg promet
 
 // backlog is the agents' stream as coverage judges silence against it.
 func (b *bus) backlog(ctx context.Context) (coverage.Backlog, error) {
-	st, err := transport.ReadStreamState(ctx, b.js)
+	st, err := transport.ReadStreamState(ctx, b.js, "")
 	if err != nil {
 		return coverage.Backlog{}, err
 	}
-	return coverage.Backlog{Messages: st.Messages, Oldest: st.Oldest, Full: st.Full()}, nil
+	return coverage.Backlog{Pending: st.Pending, OldestPending: st.OldestPending, Fill: st.Fill()}, nil
 }
 
 // revocationPushEvery bounds how long a NATS server restarted with an old

@@ -16,11 +16,16 @@ import (
 // keeps new messages in its spool and probes again after a delay that
 // doubles per failed probe (jittered, so a fleet refused together does not
 // come back together), and the server's intake stays near what it can store.
+//
+// Outcomes are judged by when their message was sent: an ack or a timeout
+// arriving late for a message sent before the current episode began says
+// nothing about the server now, so it neither ends nor lengthens a backoff.
 type pacer struct {
 	base, max time.Duration
 
 	mu    sync.Mutex
 	delay time.Duration // the last backoff; 0 while the server accepts
+	since time.Time     // when the current episode (or probe) began
 	until time.Time     // no attempts before this
 }
 
@@ -28,28 +33,28 @@ func newPacer(base, max time.Duration) *pacer {
 	return &pacer{base: base, max: max}
 }
 
-// fail records a refusal seen at now. Refusals arriving while a backoff is
-// already running belong to the same episode (a burst of in-flight publishes
-// failing together) and do not lengthen it.
-func (p *pacer) fail(now time.Time) {
+// fail records a refusal, seen at now, of a message sent at sent.
+// Refusals of messages sent before the current probe, or arriving while a
+// pause runs, belong to an episode already counted (a burst of in-flight
+// publishes failing together) and do not lengthen it.
+func (p *pacer) fail(sent, now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if now.Before(p.until) {
+	if sent.Before(p.since) || now.Before(p.until) {
 		return
 	}
 	p.delay = min(max(2*p.delay, p.base), p.max)
-	// Uniform in [delay/2, delay): spreads a fleet's probes over time.
+	// Uniform in [delay/2, delay]: spreads a fleet's probes over time.
 	d := p.delay/2 + rand.N(p.delay/2+1)
-	p.until = now.Add(d)
+	p.since, p.until = now, now.Add(d)
 }
 
-// ok records an accepted message seen at now. An ack arriving during a
-// backoff was for a message sent before it, so it does not end the backoff;
-// the first success after it does, and resets the delay.
-func (p *pacer) ok(now time.Time) {
+// ok records that a message sent at sent was accepted. Only a message sent
+// after the pause (a probe) ends the backoff and resets the delay.
+func (p *pacer) ok(sent time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.delay != 0 && !now.Before(p.until) {
+	if p.delay != 0 && !sent.Before(p.until) {
 		p.delay, p.until = 0, time.Time{}
 	}
 }

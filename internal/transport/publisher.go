@@ -75,7 +75,7 @@ type Publisher struct {
 	// message is counted or spooled exactly once, even when nats.go reports
 	// a failure concurrently with Close.
 	mu       sync.Mutex
-	inflight map[string]SpoolRecord
+	inflight map[string]inflightRecord
 
 	published, replayed, spooled, rejected, permErr atomic.Uint64
 	closeOnce                                       sync.Once
@@ -113,7 +113,7 @@ func NewPublisher(cfg PublisherConfig) (*Publisher, error) {
 	}
 	p := &Publisher{cfg: cfg, nodeID: cfg.Creds.NodeID, m: orNewMetrics(cfg.Metrics),
 		log: cfg.Logger.With("component", "transport"), kick: make(chan struct{}, 1), stop: make(chan struct{}),
-		inflight: map[string]SpoolRecord{}, pace: newPacer(cfg.BackoffBase, cfg.BackoffMax), window: maxReplayWindow}
+		inflight: map[string]inflightRecord{}, pace: newPacer(cfg.BackoffBase, cfg.BackoffMax), window: maxReplayWindow}
 	var err error
 	if p.spool, err = OpenSpool(SpoolConfig{Dir: cfg.SpoolDir, MaxBytes: cfg.SpoolMaxBytes,
 		Metrics: p.m, Logger: p.log}); err != nil {
@@ -204,36 +204,45 @@ func (p *Publisher) send(kind Kind, dedupID string, data []byte) error {
 	if !p.nc.IsConnected() {
 		return p.toSpool(kind, dedupID, data, "disconnected")
 	}
-	if p.pace.wait(time.Now()) > 0 {
+	now := time.Now()
+	// Backing off: nothing during the pause, and after it no more than a
+	// probe's worth in flight until one is accepted.
+	if p.pace.wait(now) > 0 || p.pace.backingOff() && p.pending() >= minReplayWindow {
 		return p.toSpool(kind, dedupID, data, "backoff")
 	}
 	msg := nats.NewMsg(SubjectFor(p.nodeID, kind))
 	msg.Data = data
 	msg.Header.Set(jetstream.MsgIDHeader, dedupID)
 	p.mu.Lock()
-	p.inflight[dedupID] = SpoolRecord{Kind: kind, DedupID: dedupID, Data: data}
+	p.inflight[dedupID] = inflightRecord{SpoolRecord{Kind: kind, DedupID: dedupID, Data: data}, now}
 	p.mu.Unlock()
 	if _, err := p.live.PublishMsgAsync(msg); err != nil {
 		if _, ok := p.take(dedupID); ok {
-			p.refused(err)
+			p.refused(err, now)
 			return p.toSpool(kind, dedupID, data, publishReason(err))
 		}
 	}
 	return nil
 }
 
-// refused starts or extends a backoff when err says the server could not
-// take a message for now. A lost connection is not such a refusal: the
-// reconnect logic paces that.
-func (p *Publisher) refused(err error) {
+// inflightRecord is a live publish awaiting its ack, and when it was sent.
+type inflightRecord struct {
+	SpoolRecord
+	sent time.Time
+}
+
+// refused starts a backoff when err says the server could not take a
+// message sent at sent for now. A lost connection is not such a refusal:
+// the reconnect logic paces that.
+func (p *Publisher) refused(err error, sent time.Time) {
 	if permanent(err) || publishReason(err) == "disconnected" {
 		return
 	}
-	p.pace.fail(time.Now())
+	p.pace.fail(sent, time.Now())
 }
 
 // take removes and returns the in-flight record for dedupID, if still there.
-func (p *Publisher) take(dedupID string) (SpoolRecord, bool) {
+func (p *Publisher) take(dedupID string) (inflightRecord, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	r, ok := p.inflight[dedupID]
@@ -280,7 +289,7 @@ func (p *Publisher) onAck(_ jetstream.JetStream, msg *nats.Msg, _ *jetstream.Pub
 	if !ok {
 		return
 	}
-	p.pace.ok(time.Now())
+	p.pace.ok(r.sent)
 	p.published.Add(1)
 	p.m.Published.WithLabelValues(string(r.Kind)).Inc()
 }
@@ -296,7 +305,7 @@ func (p *Publisher) onErr(_ jetstream.JetStream, msg *nats.Msg, err error) {
 		p.log.Warn("transport: server refused message; dropped", "kind", r.Kind, "err", err)
 		return
 	}
-	p.refused(err)
+	p.refused(err, r.sent)
 	if serr := p.toSpool(r.Kind, r.DedupID, r.Data, publishReason(err)); serr != nil {
 		p.log.Warn("transport: message lost", "kind", r.Kind, "err", serr)
 	}
@@ -338,6 +347,9 @@ func (p *Publisher) replayLoop() {
 				if !probing {
 					p.log.Warn("transport: replay interrupted", "err", err)
 				}
+				if p.pace.wait(time.Now()) > 0 {
+					continue // refused for now: probe again after the pause
+				}
 				break
 			}
 			if !more {
@@ -371,7 +383,7 @@ func (p *Publisher) replayOne() (bool, error) {
 	kind := b.Kind()
 	next := 0
 	var failed error
-	for failed == nil && next < len(b.Records) {
+	for failed == nil && next < len(b.Records) && !p.stopping() {
 		next, failed = p.replayWindow(b, kind, next)
 	}
 	gone := b.Commit()
@@ -393,6 +405,7 @@ func (p *Publisher) replayWindow(b *SpoolBatch, kind Kind, from int) (int, error
 	}
 	var futs []pending
 	var failed error
+	sent := time.Now()
 	i := from
 	for ; i < len(b.Records) && len(futs) < p.window; i++ {
 		if b.IsDelivered(i) {
@@ -415,7 +428,7 @@ func (p *Publisher) replayWindow(b *SpoolBatch, kind Kind, from int) (int, error
 			b.Delivered(f.i)
 			p.replayed.Add(1)
 			p.m.Replayed.WithLabelValues(string(kind)).Inc()
-			p.pace.ok(time.Now())
+			p.pace.ok(sent)
 		case err := <-f.fut.Err():
 			if permanent(err) {
 				b.Delivered(f.i) // nothing more to do with it
@@ -427,12 +440,23 @@ func (p *Publisher) replayWindow(b *SpoolBatch, kind Kind, from int) (int, error
 		}
 	}
 	if failed != nil {
-		p.refused(failed)
+		p.refused(failed, sent)
 		p.window = minReplayWindow
 		return i, failed
 	}
 	p.window = min(2*p.window, maxReplayWindow)
 	return i, nil
+}
+
+// stopping reports whether Close has begun: replay then stops between
+// windows instead of finishing its segment.
+func (p *Publisher) stopping() bool {
+	select {
+	case <-p.stop:
+		return true
+	default:
+		return false
+	}
 }
 
 // Flush waits until every message published so far is acknowledged or
@@ -486,7 +510,7 @@ func (p *Publisher) Close(ctx context.Context) error {
 		// Whatever is still unacknowledged goes to the spool for the next run.
 		p.mu.Lock()
 		left := p.inflight
-		p.inflight = map[string]SpoolRecord{}
+		p.inflight = map[string]inflightRecord{}
 		p.mu.Unlock()
 		for _, r := range left {
 			if err := p.toSpool(r.Kind, r.DedupID, r.Data, "closing"); err != nil {

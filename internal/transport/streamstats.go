@@ -10,33 +10,56 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// StreamState is the MAMORI stream's fill. With work-queue retention it
-// holds exactly the agent messages received and not yet acknowledged by a
-// server replica.
+// StreamState is the MAMORI stream's fill and the server consumer's
+// backlog. With work-queue retention the stream holds exactly the agent
+// messages received and not yet acknowledged by a server replica; Pending of
+// those have not even been handed to one yet.
 type StreamState struct {
-	Messages uint64
-	Bytes    uint64
-	MaxBytes int64
-	Oldest   time.Time // when the oldest message held was received; zero when empty
+	Messages      uint64
+	Bytes         uint64
+	MaxBytes      int64
+	Pending       uint64    // not yet delivered to a server replica
+	OldestPending time.Time // when the first of them was received; zero when none
 }
 
-// Full reports whether the stream is at its bound (within 5%): agents'
-// messages are being refused and wait in their spools.
-func (s StreamState) Full() bool {
-	return s.MaxBytes > 0 && s.Bytes >= uint64(s.MaxBytes)/20*19
+// Fill is the stream's fill as a fraction of its bound (0 when unbounded).
+// Near 1 it refuses new messages and agents wait in their spools.
+func (s StreamState) Fill() float64 {
+	if s.MaxBytes <= 0 {
+		return 0
+	}
+	return float64(s.Bytes) / float64(s.MaxBytes)
 }
 
-// ReadStreamState asks JetStream for the MAMORI stream's fill.
-func ReadStreamState(ctx context.Context, js jetstream.JetStream) (StreamState, error) {
+// ReadStreamState asks JetStream for the MAMORI stream's fill and the
+// backlog of the durable consumer (DefaultDurable when empty): three
+// requests.
+func ReadStreamState(ctx context.Context, js jetstream.JetStream, durable string) (StreamState, error) {
+	if durable == "" {
+		durable = DefaultDurable
+	}
 	st, err := js.Stream(ctx, StreamName)
 	if err != nil {
 		return StreamState{}, fmt.Errorf("stream %s: %w", StreamName, err)
 	}
 	info := st.CachedInfo() // looking the stream up fetched it
 	out := StreamState{Messages: info.State.Msgs, Bytes: info.State.Bytes, MaxBytes: info.Config.MaxBytes}
-	if out.Messages > 0 {
-		out.Oldest = info.State.FirstTime
+	cons, err := st.Consumer(ctx, durable)
+	if err != nil {
+		return StreamState{}, fmt.Errorf("consumer %s: %w", durable, err)
 	}
+	ci := cons.CachedInfo()
+	if out.Pending = ci.NumPending; out.Pending == 0 {
+		return out, nil
+	}
+	// The first message not yet delivered: a message redelivered with
+	// backoff sits earlier in the stream, but it is not work waiting.
+	seq := max(ci.Delivered.Stream+1, info.State.FirstSeq)
+	msg, err := st.GetMsg(ctx, seq)
+	if err != nil {
+		return StreamState{}, fmt.Errorf("stream %s message %d: %w", StreamName, seq, err)
+	}
+	out.OldestPending = msg.Time
 	return out, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -45,33 +46,59 @@ func TestStreamCollectorShowsFillAndBacklog(t *testing.T) {
 	}
 }
 
-func TestReadStreamStateSeesAFullStream(t *testing.T) {
+func TestReadStreamStateSeesFillAndBacklog(t *testing.T) {
 	b := startBus(t, t.TempDir(), -1)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	st, err := ReadStreamState(ctx, b.js)
-	if err != nil || st.Messages != 0 || !st.Oldest.IsZero() || st.Full() {
+	if _, err := NewConsumer(ctx, b.js, ConsumerConfig{Handler: func(context.Context, *Message) error { return nil }}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := ReadStreamState(ctx, b.js, "")
+	if err != nil || st.Messages != 0 || st.Pending != 0 || !st.OldestPending.IsZero() || st.Fill() != 0 {
 		t.Fatalf("empty stream: %+v %v", st, err)
 	}
 	if _, err := EnsureStream(ctx, b.js, StreamOptions{Duplicates: time.Hour, MaxBytes: 1 << 20}); err != nil {
 		t.Fatal(err)
 	}
-	before := time.Now()
 	pad := make([]byte, 8000)
+	var sentAt []time.Time
 	var refused error
 	for i := 0; refused == nil && i < 1000; i++ {
 		msg := nats.NewMsg(SubjectFor("node-a", KindEvent))
 		msg.Data = pad
 		msg.Header.Set("Nats-Msg-Id", fmt.Sprintf("m%d", i))
+		sentAt = append(sentAt, time.Now())
 		_, refused = b.js.PublishMsg(ctx, msg)
+		time.Sleep(time.Millisecond)
 	}
 	if refused == nil {
 		t.Fatal("a 1 MiB stream took 8 MB")
 	}
-	if st, err = ReadStreamState(ctx, b.js); err != nil {
+	if st, err = ReadStreamState(ctx, b.js, ""); err != nil {
 		t.Fatal(err)
 	}
-	if !st.Full() || st.Messages < 100 || st.Oldest.Before(before.Add(-time.Second)) || st.Oldest.After(time.Now()) {
-		t.Fatalf("full stream read as %+v (full %v)", st, st.Full())
+	if st.Fill() < 0.95 || st.Pending != st.Messages || st.Pending < 100 ||
+		st.OldestPending.Before(sentAt[0].Add(-time.Second)) || st.OldestPending.After(sentAt[1]) {
+		t.Fatalf("full stream read as %+v (fill %.2f), first message sent at %v", st, st.Fill(), sentAt[0])
+	}
+	// Hand 20 messages to the server (and leave them unacknowledged): the
+	// backlog is what waits behind them.
+	cons, err := b.js.Consumer(ctx, StreamName, DefaultDurable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := cons.Fetch(20, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	for range batch.Messages() {
+		got++
+	}
+	if st, err = ReadStreamState(ctx, b.js, ""); err != nil {
+		t.Fatal(err)
+	}
+	if got != 20 || st.Pending != st.Messages-20 || st.OldestPending.Before(sentAt[19]) || st.OldestPending.After(sentAt[21]) {
+		t.Fatalf("after delivering %d: %+v, the 21st message was sent at %v", got, st, sentAt[20])
 	}
 }

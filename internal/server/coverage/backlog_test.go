@@ -14,9 +14,12 @@ import (
 )
 
 // A node whose heartbeats stop while the server is behind is Unhealthy with
-// SERVER_BEHIND — its heartbeat may be queued, or in its spool while the
-// queue is full — and with AGENT_NOT_REPORTING once the queue holds nothing
-// from before the node was due (or the backlog cannot be read).
+// SERVER_BEHIND — its heartbeat may be queued, or in its spool because the
+// queue was already full when the node was due — and AGENT_NOT_REPORTING
+// otherwise: when the queue holds nothing from before the node was due, when
+// the queue filled only after the node was due (a dead node stays dead),
+// and when the backlog has been unreadable for longer than a grace period.
+// The issue changes only when its cause does.
 func TestSilenceWhileTheServerIsBehind(t *testing.T) {
 	start := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	c := &clock{t: start}
@@ -34,10 +37,13 @@ func TestSilenceWhileTheServerIsBehind(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if _, err := m.Observe(ctx, healthy("n1", start), c.now()); err != nil {
-		t.Fatal(err)
+	beat := func(node string) {
+		t.Helper()
+		if _, err := m.Observe(ctx, healthy(node, c.now()), c.now()); err != nil {
+			t.Fatal(err)
+		}
 	}
-	issueAfterSweep := func(bl coverage.Backlog, blErr error) string {
+	sweep := func(bl coverage.Backlog, blErr error) {
 		t.Helper()
 		mu.Lock()
 		backlog, backlogErr = bl, blErr
@@ -45,45 +51,56 @@ func TestSilenceWhileTheServerIsBehind(t *testing.T) {
 		if err := m.Sweep(ctx); err != nil {
 			t.Fatal(err)
 		}
-		s, err := m.Node(ctx, "n1")
+	}
+	expect := func(step, node, want string) {
+		t.Helper()
+		s, err := m.Node(ctx, node)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if s.Status != coverage.Unhealthy || len(s.Issues) == 0 || s.Issues[0] != s.Issue {
-			t.Fatalf("silent node: %s %q issues %q", s.Status, s.Issue, s.Issues)
-		}
-		return s.Issue
-	}
-	c.add(time.Minute) // silent for twice the limit
-	const since = "since 2026-03-01T12:00:00Z"
-	queuedBeforeDue := coverage.Backlog{Messages: 5000, Oldest: start.Add(20 * time.Second)}
-	cases := []struct {
-		name string
-		bl   coverage.Backlog
-		err  error
-		want string
-	}{
-		{"queue holds messages from before the node was due", queuedBeforeDue, nil,
-			"SERVER_BEHIND:no heartbeat stored " + since + " while the server is behind: agent messages from before the node was due are still queued"},
-		{"queue full", coverage.Backlog{Messages: 60000, Oldest: start.Add(50 * time.Second), Full: true}, nil,
-			"SERVER_BEHIND:no heartbeat stored " + since + " while the server is behind: its queue of agent messages is full"},
-		{"queue only holds newer messages", coverage.Backlog{Messages: 300, Oldest: start.Add(45 * time.Second)}, nil,
-			"AGENT_NOT_REPORTING:agent not reporting " + since},
-		{"queue empty", coverage.Backlog{}, nil, "AGENT_NOT_REPORTING:agent not reporting " + since},
-		{"backlog unreadable", queuedBeforeDue, errors.New("jetstream: timeout"), "AGENT_NOT_REPORTING:agent not reporting " + since},
-	}
-	for _, tc := range cases {
-		if got := issueAfterSweep(tc.bl, tc.err); !strings.HasPrefix(got, tc.want) {
-			t.Errorf("%s: issue %q, want %q", tc.name, got, tc.want)
+		if s.Status != coverage.Unhealthy || len(s.Issues) == 0 || s.Issues[0] != s.Issue || !strings.HasPrefix(s.Issue, want) {
+			t.Fatalf("%s: %s %s %q (issues %q), want %q", step, node, s.Status, s.Issue, s.Issues, want)
 		}
 	}
-	// Each change of cause is a logged transition; re-sweeping the same
-	// state is not.
+	const behind = "SERVER_BEHIND:no heartbeat stored since "
+	const silent = "AGENT_NOT_REPORTING:agent not reporting since "
+
+	beat("n1")         // due at +30s
+	c.add(time.Minute) // +60s
+	queued := coverage.Backlog{Pending: 5000, OldestPending: start.Add(20 * time.Second), Fill: 0.3}
+	sweep(queued, nil)
+	expect("messages from before n1 was due are queued", "n1", behind+"2026-03-01T12:00:00Z while the server is behind")
+	sweep(coverage.Backlog{Pending: 300, OldestPending: start.Add(45 * time.Second), Fill: 0.3}, nil)
+	expect("only newer messages queued", "n1", silent+"2026-03-01T12:00:00Z")
+
+	// The queue fills at +60s: n1 was due at +30s, before — it stays silent.
+	c.add(-5 * time.Second)
+	beat("n2") // at +55s, due at +85s
+	c.add(5 * time.Second)
+	full := coverage.Backlog{Pending: 0, Fill: 0.97}
+	sweep(full, nil)
+	expect("queue full after n1 was due", "n1", silent)
+	c.add(time.Minute) // +120s: n2 silent, and the queue was full when it was due
+	sweep(coverage.Backlog{Fill: 0.85}, nil)
+	expect("queue still full (hysteresis) when n2 was due", "n2", behind+"2026-03-01T12:00:55Z")
+	expect("queue still full, n1", "n1", silent)
 	before, _ := st.CoverageEvents(ctx, 0, 0)
-	issueAfterSweep(coverage.Backlog{}, nil)
-	issueAfterSweep(coverage.Backlog{Messages: 1, Oldest: start.Add(50 * time.Second)}, nil)
-	after, _ := st.CoverageEvents(ctx, 0, 0)
-	if len(after) != len(before) {
-		t.Errorf("re-sweeping an unchanged cause logged %d transitions", len(after)-len(before))
+	for _, fill := range []float64{0.9, 0.82, 0.96, 0.85} {
+		sweep(coverage.Backlog{Fill: fill}, nil)
 	}
+	if after, _ := st.CoverageEvents(ctx, 0, 0); len(after) != len(before) {
+		t.Fatalf("a fill hovering near the bound logged %d transitions", len(after)-len(before))
+	}
+
+	// The backlog cannot be read: the last reading stands for a while...
+	sweep(coverage.Backlog{}, errors.New("jetstream: timeout"))
+	expect("backlog unreadable, within the grace", "n2", behind)
+	c.add(31 * time.Second)
+	sweep(coverage.Backlog{}, errors.New("jetstream: timeout"))
+	// ... and no longer.
+	expect("backlog unreadable past the grace", "n2", silent)
+
+	// Read again, drained below the hysteresis: silence is the agents'.
+	sweep(coverage.Backlog{Fill: 0.5}, nil)
+	expect("drained", "n2", silent)
 }

@@ -27,23 +27,39 @@ const (
 	IssueServerBehind   = "SERVER_BEHIND"
 )
 
-// Backlog is the server side's queue of agent messages not yet processed
-// (the transport's stream), as the Monitor last read it.
+// Backlog is the server side's queue of agent messages (the transport's
+// stream), as read once per sweep.
 type Backlog struct {
-	Messages uint64
-	Oldest   time.Time // when the oldest queued message was received
-	Full     bool      // at its bound: agents keep new messages in their spools
+	Pending       uint64    // messages not yet handed to the server's handlers
+	OldestPending time.Time // when the first of them was received
+	Fill          float64   // the queue's fill as a fraction of its bound
+}
+
+// Hysteresis of "the queue is full": entered at fullAt, left below notFullAt,
+// so a fill hovering at the bound does not flip nodes' issues every sweep.
+const (
+	fullAt    = 0.95
+	notFullAt = 0.80
+)
+
+// backlogView is the Monitor's reading of the backlog over time.
+type backlogView struct {
+	Backlog
+	read      time.Time // when it was read
+	fullSince time.Time // since when the queue has been full; zero when not
 }
 
 // mayHold reports whether a heartbeat the node sent before it was due to be
-// called silent (lastHeartbeat + limit) could still be waiting: in the queue
-// (which holds messages from before then) or in the agent's spool (the
-// queue is full, so agents are backing off).
-func (b *Backlog) mayHold(lastHeartbeat time.Time, limit time.Duration) bool {
+// called silent (lastHeartbeat + limit) could still be on its way: queued
+// and not yet handled, or in the agent's spool because the queue was
+// already full then (agents back off while it is).
+func (b *backlogView) mayHold(lastHeartbeat time.Time, limit time.Duration) bool {
 	if b == nil {
 		return false
 	}
-	return b.Full || b.Messages > 0 && b.Oldest.Before(lastHeartbeat.Add(limit))
+	due := lastHeartbeat.Add(limit)
+	return !b.fullSince.IsZero() && b.fullSince.Before(due) ||
+		b.Pending > 0 && b.OldestPending.Before(due)
 }
 
 // dropWindow is the span drop rates are judged over.
@@ -144,10 +160,11 @@ func (p Policy) silenceLimit(h *Heartbeat) time.Duration {
 
 // evaluate returns the node's status and every issue, most important first.
 // h is nil for a node that never sent a heartbeat; bl is the server's
-// backlog (nil: none or unknown). A silent node is still Unhealthy while the
-// server is behind — nothing vouches for it — but the issue names the
-// server, not the agent, as the likely cause.
-func evaluate(h *Heartbeat, st *state, lastHeartbeat, now time.Time, p Policy, bl *Backlog) (string, []string) {
+// backlog (nil: unknown). A silent node is still Unhealthy while the server
+// is behind — nothing vouches for it — but the issue names the server, not
+// the agent, as the likely cause. Issue texts hold nothing that changes
+// from sweep to sweep, so a node's issue changes only with its cause.
+func evaluate(h *Heartbeat, st *state, lastHeartbeat, now time.Time, p Policy, bl *backlogView) (string, []string) {
 	var issues []string
 	add := func(typ, format string, args ...any) {
 		issues = append(issues, typ+":"+fmt.Sprintf(format, args...))
@@ -162,14 +179,10 @@ func evaluate(h *Heartbeat, st *state, lastHeartbeat, now time.Time, p Policy, b
 	if h.Exit != nil {
 		add(IssueExited, "agent exited with code %d: %s", h.Exit.Code, orNone(h.Exit.Reason))
 	} else if limit := p.silenceLimit(h); now.Sub(lastHeartbeat) > limit {
-		switch {
-		case bl.mayHold(lastHeartbeat, limit) && bl.Full:
-			add(IssueServerBehind, "no heartbeat stored since %s while the server is behind: its queue of agent messages is full and agents keep new ones in their spools",
+		if bl.mayHold(lastHeartbeat, limit) {
+			add(IssueServerBehind, "no heartbeat stored since %s while the server is behind on agent messages (queued, or held in agents' spools while its queue is full)",
 				lastHeartbeat.UTC().Format(time.RFC3339))
-		case bl.mayHold(lastHeartbeat, limit):
-			add(IssueServerBehind, "no heartbeat stored since %s while the server is behind: agent messages from before the node was due are still queued",
-				lastHeartbeat.UTC().Format(time.RFC3339))
-		default:
+		} else {
 			add(IssueNotReporting, "agent not reporting since %s", lastHeartbeat.UTC().Format(time.RFC3339))
 		}
 	}

@@ -60,8 +60,8 @@ type Monitor struct {
 	// Last full hook list per node (hooklist.go).
 	hooks       hookCache
 	startWriter sync.Once
-	// The backlog as last read by Sweep (nil: none or unknown).
-	backlog atomic.Pointer[Backlog]
+	// The backlog as last read by Sweep (nil: unknown).
+	backlog atomic.Pointer[backlogView]
 }
 
 type subscriber struct {
@@ -306,24 +306,42 @@ func (m *Monitor) Sweep(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// logged counts a transition and wakes the event tail.
-// readBacklog refreshes the backlog Sweep judges silence against. When it
-// cannot be read, silence is judged as the agent's (the default issue).
+// backlogGrace is how long a backlog reading stands in when the next ones
+// fail: JetStream answers slowly exactly when the server is behind, and a
+// failed read must not flip every silent node's cause back and forth.
+const backlogGrace = 30 * time.Second
+
+// readBacklog refreshes the backlog Sweep judges silence against. Without a
+// reading (none configured, or none for backlogGrace) silence is judged as
+// the agent's.
 func (m *Monitor) readBacklog(ctx context.Context) {
 	if m.cfg.Backlog == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
+	now := m.now()
+	prev := m.backlog.Load()
 	bl, err := m.cfg.Backlog(ctx)
 	if err != nil {
-		m.backlog.Store(nil)
 		m.log.Debug("coverage: backlog unknown", "err", err)
+		if prev != nil && now.Sub(prev.read) > backlogGrace {
+			m.backlog.Store(nil)
+		}
 		return
 	}
-	m.backlog.Store(&bl)
+	v := &backlogView{Backlog: bl, read: now}
+	wasFull := prev != nil && !prev.fullSince.IsZero()
+	switch {
+	case wasFull && bl.Fill >= notFullAt:
+		v.fullSince = prev.fullSince
+	case !wasFull && bl.Fill >= fullAt:
+		v.fullSince = now
+	}
+	m.backlog.Store(v)
 }
 
+// logged counts a transition and wakes the event tail (nil: none).
 func (m *Monitor) logged(ev *store.CoverageEvent) {
 	if ev == nil {
 		return
