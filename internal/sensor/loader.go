@@ -129,7 +129,7 @@ func Load(opts Options) (*Sensor, error) {
 			return nil, err
 		}
 	}
-	if err := s.writeConfig(true); err != nil {
+	if err := s.writeConfig(); err != nil {
 		s.Close()
 		return nil, err
 	}
@@ -316,7 +316,10 @@ func (s *Sensor) attach(prog *ebpf.Program, ps *ebpf.ProgramSpec) (link.Link, er
 	return nil, fmt.Errorf("no attach rule for section %q", sec)
 }
 
-func (s *Sensor) writeConfig(enabled bool) error {
+// writeConfig writes the programs' settings: the agent's own pid (its
+// syscalls are not reported), enabled (the map starts zeroed, which keeps
+// every program silent until the sensor is set up), and the DNS ports.
+func (s *Sensor) writeConfig() error {
 	m, ok := s.maps["config_map"]
 	if !ok {
 		return errors.New("config map missing")
@@ -326,10 +329,7 @@ func (s *Sensor) writeConfig(enabled bool) error {
 		SelfPID  uint32
 		Enabled  uint32
 		DNSPorts [MaxDNSPorts]uint16
-	}{SelfPID: uint32(os.Getpid())}
-	if enabled {
-		cfg.Enabled = 1
-	}
+	}{SelfPID: uint32(os.Getpid()), Enabled: 1}
 	s.mu.Lock()
 	copy(cfg.DNSPorts[:], s.opts.DNSPorts)
 	s.mu.Unlock()
@@ -347,7 +347,7 @@ func (s *Sensor) SetDNSPorts(ports []uint16) error {
 	s.mu.Lock()
 	s.opts.DNSPorts = slices.Clone(ports)
 	s.mu.Unlock()
-	return s.writeConfig(true)
+	return s.writeConfig()
 }
 
 // Status lists every program with whether it is attached and why not.
