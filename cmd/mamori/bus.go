@@ -170,7 +170,7 @@ func (b *bus) backlog(ctx context.Context) (coverage.Backlog, error) {
 	if err != nil {
 		return coverage.Backlog{}, err
 	}
-	return coverage.Backlog{Pending: st.Pending, OldestPending: st.OldestPending, Fill: st.Fill()}, nil
+	return coverage.Backlog{Pending: st.Pending, OldestPending: st.OldestPending}, nil
 }
 
 // revocationPushEvery bounds how long a NATS server restarted with an old

@@ -207,19 +207,26 @@ func (p *Publisher) send(kind Kind, dedupID string, data []byte) error {
 	now := time.Now()
 	// Backing off: nothing during the pause, and after it no more than a
 	// probe's worth in flight until one is accepted.
-	if p.pace.wait(now) > 0 || p.pace.backingOff() && p.pending() >= minReplayWindow {
+	if p.pace.wait(now) > 0 {
 		return p.toSpool(kind, dedupID, data, "backoff")
 	}
+	probing := p.pace.backingOff()
+	p.mu.Lock()
+	if probing && len(p.inflight) >= minReplayWindow {
+		p.mu.Unlock()
+		return p.toSpool(kind, dedupID, data, "backoff")
+	}
+	p.inflight[dedupID] = inflightRecord{SpoolRecord{Kind: kind, DedupID: dedupID, Data: data}, now}
+	p.mu.Unlock()
 	msg := nats.NewMsg(SubjectFor(p.nodeID, kind))
 	msg.Data = data
 	msg.Header.Set(jetstream.MsgIDHeader, dedupID)
-	p.mu.Lock()
-	p.inflight[dedupID] = inflightRecord{SpoolRecord{Kind: kind, DedupID: dedupID, Data: data}, now}
-	p.mu.Unlock()
 	if _, err := p.live.PublishMsgAsync(msg); err != nil {
 		if _, ok := p.take(dedupID); ok {
 			p.refused(err, now)
-			return p.toSpool(kind, dedupID, data, publishReason(err))
+			err := p.toSpool(kind, dedupID, data, publishReason(err))
+			p.wake()
+			return err
 		}
 	}
 	return nil
@@ -373,8 +380,8 @@ const (
 )
 
 // replayOne replays one spool segment, a window of records at a time, and
-// stops at the first window with a refusal. It reports whether there may be
-// more.
+// stops at the first window with a refusal, or when a backoff begins. It
+// reports whether there may be more.
 func (p *Publisher) replayOne() (bool, error) {
 	b, err := p.spool.Checkout()
 	if err != nil || b == nil {
@@ -383,14 +390,19 @@ func (p *Publisher) replayOne() (bool, error) {
 	kind := b.Kind()
 	next := 0
 	var failed error
+	paused := false
 	for failed == nil && next < len(b.Records) && !p.stopping() {
+		// A refusal on the live path pauses replay too.
+		if paused = p.pace.wait(time.Now()) > 0; paused {
+			break
+		}
 		next, failed = p.replayWindow(b, kind, next)
 	}
 	gone := b.Commit()
 	if failed != nil {
 		return false, fmt.Errorf("replay %s: %w", kind, failed)
 	}
-	return gone, nil
+	return gone || paused, nil
 }
 
 // replayWindow publishes up to p.window undelivered records of b from index

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -20,15 +21,6 @@ type StreamState struct {
 	MaxBytes      int64
 	Pending       uint64    // not yet delivered to a server replica
 	OldestPending time.Time // when the first of them was received; zero when none
-}
-
-// Fill is the stream's fill as a fraction of its bound (0 when unbounded).
-// Near 1 it refuses new messages and agents wait in their spools.
-func (s StreamState) Fill() float64 {
-	if s.MaxBytes <= 0 {
-		return 0
-	}
-	return float64(s.Bytes) / float64(s.MaxBytes)
 }
 
 // ReadStreamState asks JetStream for the MAMORI stream's fill and the
@@ -53,13 +45,19 @@ func ReadStreamState(ctx context.Context, js jetstream.JetStream, durable string
 		return out, nil
 	}
 	// The first message not yet delivered: a message redelivered with
-	// backoff sits earlier in the stream, but it is not work waiting.
+	// backoff sits earlier in the stream, but it is not work waiting. Asked
+	// as "the first at or after": the server may take, handle and delete
+	// that very message between the two requests.
 	seq := max(ci.Delivered.Stream+1, info.State.FirstSeq)
-	msg, err := st.GetMsg(ctx, seq)
-	if err != nil {
+	msg, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(">"))
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		out.Pending = 0 // drained meanwhile
+	case err != nil:
 		return StreamState{}, fmt.Errorf("stream %s message %d: %w", StreamName, seq, err)
+	default:
+		out.OldestPending = msg.Time
 	}
-	out.OldestPending = msg.Time
 	return out, nil
 }
 

@@ -14,12 +14,13 @@ import (
 )
 
 // A node whose heartbeats stop while the server is behind is Unhealthy with
-// SERVER_BEHIND — its heartbeat may be queued, or in its spool because the
-// queue was already full when the node was due — and AGENT_NOT_REPORTING
-// otherwise: when the queue holds nothing from before the node was due, when
-// the queue filled only after the node was due (a dead node stays dead),
-// and when the backlog has been unreadable for longer than a grace period.
-// The issue changes only when its cause does.
+// SERVER_BEHIND — the server has not yet handled a message received before
+// the node was due, so its heartbeat may be queued behind it (or in its
+// spool, the agent backing off from a full queue) — and AGENT_NOT_REPORTING
+// otherwise: when the queue holds nothing from before the node was due, or
+// nothing at all, and when the backlog has been unreadable for longer than
+// a grace period. A node dead before the backlog began stays dead. The
+// issue changes only when its cause does.
 func TestSilenceWhileTheServerIsBehind(t *testing.T) {
 	start := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	c := &clock{t: start}
@@ -67,30 +68,27 @@ func TestSilenceWhileTheServerIsBehind(t *testing.T) {
 
 	beat("n1")         // due at +30s
 	c.add(time.Minute) // +60s
-	queued := coverage.Backlog{Pending: 5000, OldestPending: start.Add(20 * time.Second), Fill: 0.3}
+	queued := coverage.Backlog{Pending: 5000, OldestPending: start.Add(20 * time.Second)}
 	sweep(queued, nil)
-	expect("messages from before n1 was due are queued", "n1", behind+"2026-03-01T12:00:00Z while the server is behind")
-	sweep(coverage.Backlog{Pending: 300, OldestPending: start.Add(45 * time.Second), Fill: 0.3}, nil)
-	expect("only newer messages queued", "n1", silent+"2026-03-01T12:00:00Z")
-
-	// The queue fills at +60s: n1 was due at +30s, before — it stays silent.
-	c.add(-5 * time.Second)
-	beat("n2") // at +55s, due at +85s
-	c.add(5 * time.Second)
-	full := coverage.Backlog{Pending: 0, Fill: 0.97}
-	sweep(full, nil)
-	expect("queue full after n1 was due", "n1", silent)
-	c.add(time.Minute) // +120s: n2 silent, and the queue was full when it was due
-	sweep(coverage.Backlog{Fill: 0.85}, nil)
-	expect("queue still full (hysteresis) when n2 was due", "n2", behind+"2026-03-01T12:00:55Z")
-	expect("queue still full, n1", "n1", silent)
+	expect("a message from before n1 was due is unhandled", "n1", behind+"2026-03-01T12:00:00Z while the server is behind")
 	before, _ := st.CoverageEvents(ctx, 0, 0)
-	for _, fill := range []float64{0.9, 0.82, 0.96, 0.85} {
-		sweep(coverage.Backlog{Fill: fill}, nil)
-	}
+	sweep(coverage.Backlog{Pending: 4000, OldestPending: start.Add(25 * time.Second)}, nil)
 	if after, _ := st.CoverageEvents(ctx, 0, 0); len(after) != len(before) {
-		t.Fatalf("a fill hovering near the bound logged %d transitions", len(after)-len(before))
+		t.Fatalf("the backlog moving within the same cause logged %d transitions", len(after)-len(before))
 	}
+	sweep(coverage.Backlog{Pending: 300, OldestPending: start.Add(45 * time.Second)}, nil)
+	expect("only messages received after n1 was due are unhandled", "n1", silent+"2026-03-01T12:00:00Z")
+	sweep(coverage.Backlog{}, nil)
+	expect("nothing queued", "n1", silent)
+
+	// n2 reports at +55s (due at +85s); the server falls behind at +70s.
+	c.add(-5 * time.Second)
+	beat("n2")
+	c.add(65 * time.Second) // +120s
+	behindSince70 := coverage.Backlog{Pending: 60000, OldestPending: start.Add(70 * time.Second)}
+	sweep(behindSince70, nil)
+	expect("n2 was due after the backlog began", "n2", behind+"2026-03-01T12:00:55Z")
+	expect("n1 was silent before the backlog began", "n1", silent)
 
 	// The backlog cannot be read: the last reading stands for a while...
 	sweep(coverage.Backlog{}, errors.New("jetstream: timeout"))
@@ -99,8 +97,6 @@ func TestSilenceWhileTheServerIsBehind(t *testing.T) {
 	sweep(coverage.Backlog{}, errors.New("jetstream: timeout"))
 	// ... and no longer.
 	expect("backlog unreadable past the grace", "n2", silent)
-
-	// Read again, drained below the hysteresis: silence is the agents'.
-	sweep(coverage.Backlog{Fill: 0.5}, nil)
-	expect("drained", "n2", silent)
+	sweep(behindSince70, nil)
+	expect("read again", "n2", behind)
 }

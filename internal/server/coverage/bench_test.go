@@ -84,3 +84,43 @@ func processCPU() time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// BenchmarkSweep is one sweep of a steady fleet (1,000 nodes with a 40-hook
+// list each, elided as agents send it, all reporting): op = one sweep,
+// which re-judges every node.
+func BenchmarkSweep(b *testing.B) {
+	for _, engine := range storetest.Engines {
+		b.Run(engine, func(b *testing.B) {
+			st := storetest.Open(b, engine, store.Options{})
+			m, err := coverage.New(coverage.Config{Store: st, Logger: slog.New(slog.DiscardHandler)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			hooks := make([]coverage.Hook, 40)
+			for i := range hooks {
+				hooks[i] = coverage.Hook{Program: fmt.Sprintf("prog_%02d", i), Family: "file", Hook: fmt.Sprintf("tracepoint/syscalls/sys_exit_call%02d", i), Attached: true}
+			}
+			ctx := context.Background()
+			for i := range 1000 {
+				// Twice, as agents send them: the list, then elided.
+				var elide coverage.HookElision
+				for range 2 {
+					h := healthy(fmt.Sprintf("node-%04d", i), time.Now().UTC())
+					h.Hooks = hooks
+					elide.Apply(h)
+					if err := m.Record(ctx, h, time.Now()); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			cpu0 := processCPU()
+			b.ResetTimer()
+			for b.Loop() {
+				if err := m.Sweep(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64((processCPU()-cpu0).Microseconds())/float64(b.N), "cpu-µs/op")
+		})
+	}
+}

@@ -32,34 +32,23 @@ const (
 type Backlog struct {
 	Pending       uint64    // messages not yet handed to the server's handlers
 	OldestPending time.Time // when the first of them was received
-	Fill          float64   // the queue's fill as a fraction of its bound
 }
 
-// Hysteresis of "the queue is full": entered at fullAt, left below notFullAt,
-// so a fill hovering at the bound does not flip nodes' issues every sweep.
-const (
-	fullAt    = 0.95
-	notFullAt = 0.80
-)
-
-// backlogView is the Monitor's reading of the backlog over time.
+// backlogView is a backlog reading and when it was taken.
 type backlogView struct {
 	Backlog
-	read      time.Time // when it was read
-	fullSince time.Time // since when the queue has been full; zero when not
+	read time.Time
 }
 
 // mayHold reports whether a heartbeat the node sent before it was due to be
-// called silent (lastHeartbeat + limit) could still be on its way: queued
-// and not yet handled, or in the agent's spool because the queue was
-// already full then (agents back off while it is).
+// called silent (lastHeartbeat + limit) could still be on its way: the
+// server has not yet handled a message received before then, so the
+// heartbeat may be queued behind it — or in the agent's spool, if the queue
+// filled up and the agent is backing off (the queue then still holds what
+// it took before). It depends on the queue alone, not on when a replica
+// last looked, so every replica judges a node alike.
 func (b *backlogView) mayHold(lastHeartbeat time.Time, limit time.Duration) bool {
-	if b == nil {
-		return false
-	}
-	due := lastHeartbeat.Add(limit)
-	return !b.fullSince.IsZero() && b.fullSince.Before(due) ||
-		b.Pending > 0 && b.OldestPending.Before(due)
+	return b != nil && b.Pending > 0 && b.OldestPending.Before(lastHeartbeat.Add(limit))
 }
 
 // dropWindow is the span drop rates are judged over.
@@ -78,6 +67,9 @@ type state struct {
 	// Held is the time of the heartbeat kept in the row, so a new one is
 	// compared without decoding it.
 	Held time.Time `json:"held,omitzero"`
+	// IntervalSeconds is the held heartbeat's announced interval, so a
+	// sweep knows a node's silence limit without decoding it.
+	IntervalSeconds int64 `json:"intervalSeconds,omitempty"`
 }
 
 type sample struct {
@@ -148,12 +140,17 @@ type Policy struct {
 }
 
 func (p Policy) silenceLimit(h *Heartbeat) time.Duration {
-	if p.NotReportingAfter > 0 {
-		return p.NotReportingAfter
-	}
 	iv := DefaultInterval
 	if h != nil {
 		iv = h.Interval()
+	}
+	return p.silenceAfter(iv)
+}
+
+// silenceAfter is the silence limit of a node announcing interval iv.
+func (p Policy) silenceAfter(iv time.Duration) time.Duration {
+	if p.NotReportingAfter > 0 {
+		return p.NotReportingAfter
 	}
 	return 3 * iv
 }

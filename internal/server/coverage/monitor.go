@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -158,6 +159,7 @@ func (m *Monitor) observeFn(h *Heartbeat, received time.Time) func(old *store.No
 			st.observeDrops(h)
 			st.Held = h.Time
 		}
+		st.IntervalSeconds = int64(cur.Interval() / time.Second)
 		storedDigest := ""
 		if old != nil {
 			storedDigest = old.HooksDigest
@@ -254,14 +256,21 @@ func (m *Monitor) judge(old, next *store.Node, h *Heartbeat, st *state) *store.C
 // without a heartbeat).
 func (m *Monitor) Sweep(ctx context.Context) error {
 	m.readBacklog(ctx)
-	nodes, err := m.st.ListNodes(ctx)
+	// Hook lists stay in the store: a node that needs re-judging loads its
+	// own (from the cache, most often).
+	nodes, err := m.st.ListNodesWithoutHooks(ctx)
 	if err != nil {
 		return fmt.Errorf("coverage: sweep: %w", err)
 	}
 	counts := map[string]int{Healthy: 0, Unhealthy: 0}
 	var errs []error
+	now := m.now()
 	for i := range nodes {
 		n := &nodes[i]
+		if m.settled(n, now) {
+			counts[n.Status]++
+			continue
+		}
 		s, err := m.statusOf(n)
 		if err != nil {
 			errs = append(errs, err)
@@ -306,6 +315,24 @@ func (m *Monitor) Sweep(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// settled reports whether the passing of time cannot have changed n's
+// judgment since it was stored with its heartbeat: silence is the one issue
+// that depends on the clock (the others depend on the heartbeat and its
+// drop history only), and n is neither silent nor past its limit. Most
+// nodes of a reporting fleet are settled, and a sweep then decodes only
+// their small state, not their heartbeats.
+func (m *Monitor) settled(n *store.Node, now time.Time) bool {
+	var st state
+	if decodeState(n, &st) != nil || st.IntervalSeconds <= 0 {
+		return false // a row from before the interval was kept: judge it fully
+	}
+	if now.Sub(n.LastHeartbeat) > m.cfg.Policy.silenceAfter(time.Duration(st.IntervalSeconds)*time.Second) {
+		return false
+	}
+	typ, _, _ := strings.Cut(n.Issue, ":")
+	return typ != IssueNotReporting && typ != IssueServerBehind
+}
+
 // backlogGrace is how long a backlog reading stands in when the next ones
 // fail: JetStream answers slowly exactly when the server is behind, and a
 // failed read must not flip every silent node's cause back and forth.
@@ -331,13 +358,6 @@ func (m *Monitor) readBacklog(ctx context.Context) {
 		return
 	}
 	v := &backlogView{Backlog: bl, read: now}
-	wasFull := prev != nil && !prev.fullSince.IsZero()
-	switch {
-	case wasFull && bl.Fill >= notFullAt:
-		v.fullSince = prev.fullSince
-	case !wasFull && bl.Fill >= fullAt:
-		v.fullSince = now
-	}
 	m.backlog.Store(v)
 }
 

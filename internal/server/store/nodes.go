@@ -321,16 +321,30 @@ func (s *sqlStore) GetNode(ctx context.Context, nodeID string) (n *Node, err err
 
 func (s *sqlStore) ListNodes(ctx context.Context) (out []Node, err error) {
 	defer s.observe("node_list", time.Now(), &err)
-	rows, err := s.r.QueryContext(ctx, nodeSelect+` ORDER BY n.cluster, n.node_id`)
+	return s.listNodes(ctx, nodeSelect)
+}
+
+func (s *sqlStore) ListNodesWithoutHooks(ctx context.Context) (out []Node, err error) {
+	defer s.observe("node_list_brief", time.Now(), &err)
+	return s.listNodes(ctx, nodeSelectForUpdate)
+}
+
+// listNodes reads every node with query (one of the node selects); a row
+// read without its hook list loads it on demand (Node.LoadHooks).
+func (s *sqlStore) listNodes(ctx context.Context, query string) ([]Node, error) {
+	rows, err := s.r.QueryContext(ctx, query+` ORDER BY n.cluster, n.node_id`)
 	if err != nil {
 		return nil, fmt.Errorf("list nodes: %w", err)
 	}
 	defer rows.Close()
-	out = []Node{}
+	out := []Node{}
 	for rows.Next() {
 		n, err := scanNode(rows)
 		if err != nil {
 			return nil, fmt.Errorf("list nodes: %w", err)
+		}
+		if len(n.Hooks) == 0 && n.HooksDigest != "" {
+			n.hooksFrom = s.hooksIn(nil, n.NodeID, n.HooksDigest)
 		}
 		out = append(out, *n)
 	}

@@ -137,6 +137,9 @@ type Store interface {
 	UpdateNodes(ctx context.Context, updates []NodeUpdate) ([]NodeResult, error)
 	GetNode(ctx context.Context, nodeID string) (*Node, error)
 	ListNodes(ctx context.Context) ([]Node, error)
+	// ListNodesWithoutHooks is ListNodes without the hook lists (a node's
+	// bulk): Node.LoadHooks reads one when needed.
+	ListNodesWithoutHooks(ctx context.Context) ([]Node, error)
 	DeleteNode(ctx context.Context, nodeID string) error
 	// CoverageEvents returns logged transitions with Seq > after, oldest
 	// first, at most limit (default 1000).
