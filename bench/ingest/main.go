@@ -59,6 +59,7 @@ type result struct {
 	probes                     []time.Duration
 	probeLost                  int
 	rejected                   float64
+	spooledInLoad              uint64 // messages agents kept in their spools during the window (server refusing, backing off)
 	cpu, genCPU                time.Duration
 	hwmKiB                     int64
 	spoolRate, spoolBytesPerS  float64
@@ -190,6 +191,7 @@ func runPhase(s *server, agents []*simAgent, r *result, hb, f int) error {
 	}
 	cpu0, _ := procStats(s.cmd.Process.Pid)
 	gen0, _ := procStats(os.Getpid())
+	spool0 := spoolTotals(agents)
 	log.Printf("sustained phase: %d heartbeats/s + %d findings/s for %ds", hb, f, *seconds)
 	l := &load{}
 	stop := make(chan struct{})
@@ -217,6 +219,7 @@ func runPhase(s *server, agents []*simAgent, r *result, hb, f int) error {
 	r.cpu, r.hwmKiB, r.genCPU = cpu1-cpu0, hwm, gen1-gen0
 	probesWG.Wait()
 	r.sentHB, r.sentF, r.sendErrors = l.heartbeats.Load(), l.findings.Load(), l.errors.Load()
+	r.spooledInLoad = spoolTotals(agents).spooled - spool0.spooled
 	r.storedHB = stored(after, "heartbeat") - stored(before, "heartbeat")
 	r.storedF = stored(after, "finding") - stored(before, "finding")
 	r.backlogHB, r.backlogF = float64(r.sentHB)-r.storedHB, float64(r.sentF)-r.storedF
@@ -371,18 +374,18 @@ func report(rs []*result) string {
 		fmt.Fprintf(&b, "| %s | %d + %d | %.0f | %.0f | %s; %s | %s | %s |\n", r.engine, r.targetHB, r.targetF, hbs, fs,
 			ms(lagP99), p99.Round(time.Millisecond), yesNo(kept), target)
 	}
-	fmt.Fprintf(&b, "\n| store | offered | enroll %d agents | sent hb/s | sent findings/s | stored hb/s | stored findings/s | backlog at end (hb, findings) | drained in | lag p50 / p99 hb | lag p50 / p99 findings | probes p50 / p99 / max (n, lost) | rejected | server CPU | agents' CPU | server peak RSS |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n", *nAgents)
+	fmt.Fprintf(&b, "\n| store | offered | enroll %d agents | sent hb/s | sent findings/s | stored hb/s | stored findings/s | backlog at end (hb, findings) | drained in | lag p50 / p99 hb | lag p50 / p99 findings | probes p50 / p99 / max (n, lost) | rejected | spooled by agents | server CPU | agents' CPU | server peak RSS |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n", *nAgents)
 	for _, r := range rs {
 		w := r.window.Seconds()
-		fmt.Fprintf(&b, "| %s | %d + %d | %s | %.0f | %.0f | %.0f | %.0f | %.0f, %.0f | %s | %s / %s | %s / %s | %s / %s / %s (%d, %d) | %.0f | %.0f%% of a core | %.0f%% of a core | %.0f MiB |\n",
+		fmt.Fprintf(&b, "| %s | %d + %d | %s | %.0f | %.0f | %.0f | %.0f | %.0f, %.0f | %s | %s / %s | %s / %s | %s / %s / %s (%d, %d) | %.0f | %d | %.0f%% of a core | %.0f%% of a core | %.0f MiB |\n",
 			r.engine, r.targetHB, r.targetF, r.enrollTook.Round(time.Millisecond), float64(r.sentHB)/w, float64(r.sentF)/w, r.storedHB/w, r.storedF/w,
 			r.backlogHB, r.backlogF, r.drainTook.Round(time.Millisecond),
 			ms(r.lagHB.quantile(0.5)), ms(r.lagHB.quantile(0.99)), ms(r.lagF.quantile(0.5)), ms(r.lagF.quantile(0.99)),
 			percentile(r.probes, 0.5).Round(time.Millisecond), percentile(r.probes, 0.99).Round(time.Millisecond),
 			percentile(r.probes, 1).Round(time.Millisecond), len(r.probes), r.probeLost,
-			r.rejected, 100*r.cpu.Seconds()/w, 100*r.genCPU.Seconds()/w, float64(r.hwmKiB)/1024)
+			r.rejected, r.spooledInLoad, 100*r.cpu.Seconds()/w, 100*r.genCPU.Seconds()/w, float64(r.hwmKiB)/1024)
 	}
-	fmt.Fprintf(&b, "\nLag is the server's `mamori_ingest_lag_seconds` histogram (agent send → committed), quantiles interpolated in its buckets; probes are findings published during the load and polled through `GET /api/v1/findings/{id}` every 10 ms for a second, then every 250 ms (publish → visible in the API). The load is half new findings, half count updates of earlier ones.\n\n")
+	fmt.Fprintf(&b, "\nLag is the server's `mamori_ingest_lag_seconds` histogram (agent send → committed), quantiles interpolated in its buckets; probes are findings published during the load and polled through `GET /api/v1/findings/{id}` every 10 ms for a second, then every 250 ms (publish → visible in the API). The load is half new findings, half count updates of earlier ones. Spooled by agents: messages the agents kept on disk during the load because the server refused them for now (its stream full) or while they backed off; they are replayed later and counted as stored then.\n\n")
 	fmt.Fprintf(&b, "| store | server down: agents' spool writes | spool bytes/s | dropped by the spool bound | publishes refused |\n|---|---|---|---|---|\n")
 	for _, r := range rs {
 		if r.spoolRate == 0 && r.spoolBytesPerS == 0 {
