@@ -159,10 +159,10 @@ static __always_inline int exit_open_common(__u32 fam, long ret, int pi)
 	return 0;
 }
 
-SYS_EXIT(openat) { return exit_open_common(SC_OPENAT, ctx->ret, 1); }
-SYS_EXIT(open) { return exit_open_common(SC_OPEN, ctx->ret, 0); }
-SYS_EXIT(creat) { return exit_open_common(SC_CREAT, ctx->ret, 0); }
-SYS_EXIT(openat2) { return exit_open_common(SC_OPENAT2, ctx->ret, 1); }
+SYS_EXIT(openat) { return exit_open_common(SC_OPENAT, sys_ret(ctx), 1); }
+SYS_EXIT(open) { return exit_open_common(SC_OPEN, sys_ret(ctx), 0); }
+SYS_EXIT(creat) { return exit_open_common(SC_CREAT, sys_ret(ctx), 0); }
+SYS_EXIT(openat2) { return exit_open_common(SC_OPENAT2, sys_ret(ctx), 1); }
 
 /* Two-path operations: a rename or link touching a watched path (or a
  * relative one) is sent; a symlink when the link itself lands on one. */
@@ -194,13 +194,13 @@ static __always_inline int exit_two(__u32 fam, __u32 kind, long ret, int ai, int
 	return 0;
 }
 
-SYS_EXIT(rename) { return exit_two(SC_RENAME, EV_RENAME, ctx->ret, 0, 1); }
-SYS_EXIT(renameat) { return exit_two(SC_RENAMEAT, EV_RENAME, ctx->ret, 1, 3); }
-SYS_EXIT(renameat2) { return exit_two(SC_RENAMEAT2, EV_RENAME, ctx->ret, 1, 3); }
-SYS_EXIT(link) { return exit_two(SC_LINK, EV_LINK, ctx->ret, 0, 1); }
-SYS_EXIT(linkat) { return exit_two(SC_LINKAT, EV_LINK, ctx->ret, 1, 3); }
-SYS_EXIT(symlink) { return exit_two(SC_SYMLINK, EV_SYMLINK, ctx->ret, 0, 1); }
-SYS_EXIT(symlinkat) { return exit_two(SC_SYMLINKAT, EV_SYMLINK, ctx->ret, 0, 2); }
+SYS_EXIT(rename) { return exit_two(SC_RENAME, EV_RENAME, sys_ret(ctx), 0, 1); }
+SYS_EXIT(renameat) { return exit_two(SC_RENAMEAT, EV_RENAME, sys_ret(ctx), 1, 3); }
+SYS_EXIT(renameat2) { return exit_two(SC_RENAMEAT2, EV_RENAME, sys_ret(ctx), 1, 3); }
+SYS_EXIT(link) { return exit_two(SC_LINK, EV_LINK, sys_ret(ctx), 0, 1); }
+SYS_EXIT(linkat) { return exit_two(SC_LINKAT, EV_LINK, sys_ret(ctx), 1, 3); }
+SYS_EXIT(symlink) { return exit_two(SC_SYMLINK, EV_SYMLINK, sys_ret(ctx), 0, 1); }
+SYS_EXIT(symlinkat) { return exit_two(SC_SYMLINKAT, EV_SYMLINK, sys_ret(ctx), 0, 2); }
 
 /* exit_one reports a one-path operation; watched says the path must be
  * under a write-watched prefix (unlink, rmdir), else every call is sent. */
@@ -274,17 +274,17 @@ static __always_inline int exit_one(__u32 fam, __u32 kind, long ret, int pi, int
 	return 0;
 }
 
-SYS_EXIT(unlink) { return exit_one(SC_UNLINK, EV_UNLINK, ctx->ret, 0, -1, 1); }
-SYS_EXIT(unlinkat) { return exit_one(SC_UNLINKAT, EV_UNLINK, ctx->ret, 1, -1, 1); }
-SYS_EXIT(rmdir) { return exit_one(SC_RMDIR, EV_UNLINK, ctx->ret, 0, -1, 1); }
+SYS_EXIT(unlink) { return exit_one(SC_UNLINK, EV_UNLINK, sys_ret(ctx), 0, -1, 1); }
+SYS_EXIT(unlinkat) { return exit_one(SC_UNLINKAT, EV_UNLINK, sys_ret(ctx), 1, -1, 1); }
+SYS_EXIT(rmdir) { return exit_one(SC_RMDIR, EV_UNLINK, sys_ret(ctx), 0, -1, 1); }
 
 /* chmod and chown are rare and security-relevant everywhere (setuid bits):
  * all are sent. */
-SYS_EXIT(chmod) { return exit_one(SC_CHMOD, EV_CHMOD, ctx->ret, 0, -1, 0); }
-SYS_EXIT(fchmod) { return exit_one(SC_FCHMOD, EV_CHMOD, ctx->ret, -1, 0, 0); }
-SYS_EXIT(fchmodat) { return exit_one(SC_FCHMODAT, EV_CHMOD, ctx->ret, 1, -1, 0); }
-SYS_EXIT(fchmodat2) { return exit_one(SC_FCHMODAT2, EV_CHMOD, ctx->ret, 1, -1, 0); }
-SYS_EXIT(chown) { return exit_one(SC_CHOWN, EV_CHOWN, ctx->ret, 0, -1, 0); }
-SYS_EXIT(lchown) { return exit_one(SC_LCHOWN, EV_CHOWN, ctx->ret, 0, -1, 0); }
-SYS_EXIT(fchown) { return exit_one(SC_FCHOWN, EV_CHOWN, ctx->ret, -1, 0, 0); }
-SYS_EXIT(fchownat) { return exit_one(SC_FCHOWNAT, EV_CHOWN, ctx->ret, 1, -1, 0); }
+SYS_EXIT(chmod) { return exit_one(SC_CHMOD, EV_CHMOD, sys_ret(ctx), 0, -1, 0); }
+SYS_EXIT(fchmod) { return exit_one(SC_FCHMOD, EV_CHMOD, sys_ret(ctx), -1, 0, 0); }
+SYS_EXIT(fchmodat) { return exit_one(SC_FCHMODAT, EV_CHMOD, sys_ret(ctx), 1, -1, 0); }
+SYS_EXIT(fchmodat2) { return exit_one(SC_FCHMODAT2, EV_CHMOD, sys_ret(ctx), 1, -1, 0); }
+SYS_EXIT(chown) { return exit_one(SC_CHOWN, EV_CHOWN, sys_ret(ctx), 0, -1, 0); }
+SYS_EXIT(lchown) { return exit_one(SC_LCHOWN, EV_CHOWN, sys_ret(ctx), 0, -1, 0); }
+SYS_EXIT(fchown) { return exit_one(SC_FCHOWN, EV_CHOWN, sys_ret(ctx), -1, 0, 0); }
+SYS_EXIT(fchownat) { return exit_one(SC_FCHOWNAT, EV_CHOWN, sys_ret(ctx), 1, -1, 0); }

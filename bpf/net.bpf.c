@@ -25,7 +25,7 @@ SYS_EXIT(socket)
 	struct scratch *s = begin_event(EV_SOCKET);
 	if (!s)
 		return 0;
-	s->hdr.ret = ctx->ret;
+	s->hdr.ret = sys_ret(ctx);
 	s->hdr.args[0] = st.args[0];
 	s->hdr.args[1] = st.args[1];
 	s->hdr.args[2] = st.args[2];
@@ -55,8 +55,8 @@ static __always_inline int exit_addr(__u32 kind, long ret)
 	return 0;
 }
 
-SYS_EXIT(connect) { return exit_addr(EV_CONNECT, ctx->ret); }
-SYS_EXIT(bind) { return exit_addr(EV_BIND, ctx->ret); }
+SYS_EXIT(connect) { return exit_addr(EV_CONNECT, sys_ret(ctx)); }
+SYS_EXIT(bind) { return exit_addr(EV_BIND, sys_ret(ctx)); }
 
 static __always_inline int emit_sock(__u32 kind, long ret, __u64 a0, __u64 a1, long fd)
 {
@@ -81,7 +81,7 @@ SYS_EXIT(listen)
 	struct stash st;
 	if (exit_take(&st))
 		return 0;
-	return emit_sock(EV_LISTEN, ctx->ret, st.args[0], st.args[1], st.args[0]);
+	return emit_sock(EV_LISTEN, sys_ret(ctx), st.args[0], st.args[1], st.args[0]);
 }
 
 SYS_EXIT(accept)
@@ -89,7 +89,7 @@ SYS_EXIT(accept)
 	struct stash st;
 	if (exit_take(&st))
 		return 0;
-	return emit_sock(EV_ACCEPT, ctx->ret, st.args[0], 0, ctx->ret);
+	return emit_sock(EV_ACCEPT, sys_ret(ctx), st.args[0], 0, sys_ret(ctx));
 }
 
 SYS_EXIT(accept4)
@@ -97,7 +97,7 @@ SYS_EXIT(accept4)
 	struct stash st;
 	if (exit_take(&st))
 		return 0;
-	return emit_sock(EV_ACCEPT, ctx->ret, st.args[0], st.args[3], ctx->ret);
+	return emit_sock(EV_ACCEPT, sys_ret(ctx), st.args[0], st.args[3], sys_ret(ctx));
 }
 
 /* dup onto stdio is rare; only that case is looked at. */
@@ -112,5 +112,5 @@ static __always_inline int exit_dup(long ret)
 	return emit_sock(EV_DUP, ret, st.args[0], st.args[1], st.args[1]);
 }
 
-SYS_EXIT(dup2) { return exit_dup(ctx->ret); }
-SYS_EXIT(dup3) { return exit_dup(ctx->ret); }
+SYS_EXIT(dup2) { return exit_dup(sys_ret(ctx)); }
+SYS_EXIT(dup3) { return exit_dup(sys_ret(ctx)); }

@@ -48,7 +48,7 @@ static __always_inline struct scratch *begin_exit(__u32 kind, long ret, struct s
 SYS_EXIT(mount)
 {
 	struct stash st;
-	struct scratch *s = begin_exit(EV_MOUNT, ctx->ret, &st);
+	struct scratch *s = begin_exit(EV_MOUNT, sys_ret(ctx), &st);
 	if (!s)
 		return 0;
 	s->hdr.args[0] = st.args[3];
@@ -62,7 +62,7 @@ SYS_EXIT(mount)
 SYS_EXIT(umount)
 {
 	struct stash st;
-	struct scratch *s = begin_exit(EV_UMOUNT, ctx->ret, &st);
+	struct scratch *s = begin_exit(EV_UMOUNT, sys_ret(ctx), &st);
 	if (!s)
 		return 0;
 	s->hdr.args[0] = st.args[1];
@@ -90,7 +90,7 @@ SYS_ENTER(init_module)
 SYS_EXIT(finit_module)
 {
 	struct stash st;
-	struct scratch *s = begin_exit(EV_MODULE, ctx->ret, &st);
+	struct scratch *s = begin_exit(EV_MODULE, sys_ret(ctx), &st);
 	if (!s)
 		return 0;
 	s->hdr.args[0] = 1;
@@ -127,7 +127,7 @@ SYS_EXIT(ptrace)
 	struct scratch *s = begin_event(EV_PTRACE);
 	if (!s)
 		return 0;
-	s->hdr.ret = ctx->ret;
+	s->hdr.ret = sys_ret(ctx);
 	s->hdr.args[0] = st.args[0];
 	s->hdr.args[1] = st.args[1];
 	submit(s, 0);
@@ -145,13 +145,13 @@ static __always_inline int exit_vm(long ret, int write)
 	submit(s, 0);
 	return 0;
 }
-SYS_EXIT(process_vm_readv) { return exit_vm(ctx->ret, 0); }
-SYS_EXIT(process_vm_writev) { return exit_vm(ctx->ret, 1); }
+SYS_EXIT(process_vm_readv) { return exit_vm(sys_ret(ctx), 0); }
+SYS_EXIT(process_vm_writev) { return exit_vm(sys_ret(ctx), 1); }
 
 SYS_EXIT(memfd_create)
 {
 	struct stash st;
-	struct scratch *s = begin_exit(EV_MEMFD, ctx->ret, &st);
+	struct scratch *s = begin_exit(EV_MEMFD, sys_ret(ctx), &st);
 	if (!s)
 		return 0;
 	s->hdr.args[0] = st.args[1];
@@ -162,7 +162,7 @@ SYS_EXIT(memfd_create)
 SYS_EXIT(userfaultfd)
 {
 	struct stash st;
-	struct scratch *s = begin_exit(EV_USERFAULTFD, ctx->ret, &st);
+	struct scratch *s = begin_exit(EV_USERFAULTFD, sys_ret(ctx), &st);
 	if (!s)
 		return 0;
 	s->hdr.args[0] = st.args[0];
@@ -183,7 +183,7 @@ SYS_EXIT(bpf)
 	struct scratch *s = begin_event(EV_BPF);
 	if (!s)
 		return 0;
-	s->hdr.ret = ctx->ret;
+	s->hdr.ret = sys_ret(ctx);
 	s->hdr.args[0] = st.args[0];
 	if (st.args[0] == 5) {
 		__u32 type = 0;
@@ -231,7 +231,7 @@ static __always_inline int exit_setid(__u32 fam, long ret)
 
 #define SETID(name, fam)                                         \
 	SYS_ENTER(name) { unsigned long a[6] = ARGS(ctx); return enter_setid(fam, a); }  \
-	SYS_EXIT(name) { return exit_setid(fam, ctx->ret); }
+	SYS_EXIT(name) { return exit_setid(fam, sys_ret(ctx)); }
 SETID(setuid, SC_SETUID)
 SETID(setgid, SC_SETGID)
 SETID(setreuid, SC_SETREUID)
@@ -257,7 +257,7 @@ SYS_EXIT(capset)
 	struct scratch *s = begin_event(EV_CAPSET);
 	if (!s)
 		return 0;
-	s->hdr.ret = ctx->ret;
+	s->hdr.ret = sys_ret(ctx);
 	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
 	s->hdr.args[0] = BPF_CORE_READ(t, cred, cap_effective.val);
 	s->hdr.args[1] = st.args[0];
@@ -268,7 +268,7 @@ SYS_EXIT(capset)
 SYS_EXIT(unshare)
 {
 	struct stash st;
-	struct scratch *s = begin_exit(EV_UNSHARE, ctx->ret, &st);
+	struct scratch *s = begin_exit(EV_UNSHARE, sys_ret(ctx), &st);
 	if (!s)
 		return 0;
 	s->hdr.args[0] = st.args[0];
@@ -279,7 +279,7 @@ SYS_EXIT(unshare)
 SYS_EXIT(setns)
 {
 	struct stash st;
-	struct scratch *s = begin_exit(EV_SETNS, ctx->ret, &st);
+	struct scratch *s = begin_exit(EV_SETNS, sys_ret(ctx), &st);
 	if (!s)
 		return 0;
 	s->hdr.args[0] = st.args[0];
@@ -309,7 +309,7 @@ SYS_EXIT(mprotect)
 	struct scratch *s = begin_event(EV_MPROTECT);
 	if (!s)
 		return 0;
-	s->hdr.ret = ctx->ret;
+	s->hdr.ret = sys_ret(ctx);
 	s->hdr.args[0] = st.args[0];
 	s->hdr.args[1] = st.args[1];
 	s->hdr.args[2] = st.args[2];
@@ -330,8 +330,8 @@ SYS_EXIT(mmap)
 	struct scratch *s = begin_event(EV_MMAP);
 	if (!s)
 		return 0;
-	s->hdr.ret = ctx->ret;
-	s->hdr.args[0] = ctx->ret;
+	s->hdr.ret = sys_ret(ctx);
+	s->hdr.args[0] = sys_ret(ctx);
 	s->hdr.args[1] = st.args[1];
 	s->hdr.args[2] = st.args[2];
 	s->hdr.args[3] = st.args[3];

@@ -231,3 +231,38 @@ func TestSeccompDeniedAttemptIsSeen(t *testing.T) {
 		t.Fatalf("denied userfaultfd: result %d (want -EPERM), cgroup %d (want %d)", ev.Result, ev.Process.CgroupID, cg)
 	}
 }
+
+// A filter that kills the caller (SCMP_ACT_KILL_PROCESS) rolls the
+// registers back before the exit hook runs, so the raw result would read
+// as the syscall's own number — a success, to anyone reading it. The
+// sensor reports the attempt as refused (EPERM), and the process's exit by
+// SIGSYS follows.
+func TestSeccompKilledAttemptIsAFailure(t *testing.T) {
+	startSensor(t)
+	testenv.RequirePodman(t)
+	profile := filepath.Join(t.TempDir(), "kill-userfaultfd.json")
+	if err := os.WriteFile(profile, []byte(`{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["userfaultfd"],"action":"SCMP_ACT_KILL_PROCESS"}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	id := testenv.StartContainer(t, []string{"--network", "host", "--security-opt", "seccomp=" + profile,
+		"-v", filepath.Dir(actorPath) + ":/t:ro"}, "sleep", "600")
+	cg, err := containerCgroupID(id)
+	if err != nil {
+		t.Fatalf("container cgroup: %v", err)
+	}
+	w := &where{name: "container (killing seccomp)", cgroupID: cg, ctrID: id, actor: "/t/actor", tmp: "/tmp"}
+	mark, _, out, err := w.run(t, "userfaultfd")
+	if err == nil {
+		t.Fatalf("userfaultfd under a killing seccomp profile succeeded: %q", out)
+	}
+	ev := waitFrom(t, mark, "killed userfaultfd", func(ev *event.Event) bool { return ev.Kind == event.KindUserfaultfd && w.from(ev) })
+	if ev.Result != -int64(unix.EPERM) || ev.Error != "EPERM" {
+		t.Errorf("killed userfaultfd: result %d %q, want -1 EPERM (never ran)", ev.Result, ev.Error)
+	}
+	exit := waitFrom(t, mark, "exit by SIGSYS", func(e *event.Event) bool {
+		return e.Kind == event.KindExit && e.Process.PID == ev.Process.PID
+	})
+	if exit.Exit == nil || exit.Exit.Signal != int(unix.SIGSYS) {
+		t.Errorf("exit of the killed process: %+v, want signal SIGSYS", exit.Exit)
+	}
+}
