@@ -25,6 +25,8 @@ const ISSUES = {
   EVENTS_DROPPED: 'The node produced more events than the agent could take, so some behaviour went unseen. Give the agent more CPU or larger buffers.',
   RUNTIME_UNREACHABLE: 'The agent cannot ask the container runtime, so findings may lack pod, container and image names. Mount the runtime socket into the agent.',
   NO_HEARTBEAT: 'The agent enrolled but never reported. Check that it started and can reach the server.',
+  HOOK_DETACHED: 'Another root process detached part of the sensor; the agent re-attached it within seconds, but behaviour in between may have gone unseen. Find out who did it (the time is in the reason).',
+  SERVER_BEHIND: 'The server is behind on agent messages, so this node may well be reporting: its heartbeats wait in the server\'s queue or in the node\'s spool. Give the server more CPU or replicas; watch mamori_transport_stream_backlog_messages.',
 };
 
 // explainIssue splits "TYPE:extra information" into the specifics, with a
