@@ -348,6 +348,10 @@ func (l *agentLink) heartbeats(ctx context.Context, a *agent.Agent, info agent.H
 	var elide coverage.HookElision
 	for {
 		hb := a.Heartbeat(info)
+		// Findings the transport lost count like events the sensor lost.
+		for k, v := range l.pub.Stats().Losses() {
+			hb.Drops[k] = v
+		}
 		elide.Apply(&hb)
 		if _, err := l.pub.Publish(transport.KindHeartbeat, hb); err != nil {
 			l.log.Warn("publish heartbeat", "err", err)

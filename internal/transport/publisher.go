@@ -43,6 +43,19 @@ type PublisherStats struct {
 	Spool         SpoolStats
 }
 
+// Losses are the messages this publisher lost since it started, by where:
+// "spool" (the spool's bound, a full disk or a write error evicted or
+// refused them) and "rejected" (the server refused them for good). The
+// agent's heartbeat carries them as drop counters, so coverage names a
+// node that loses findings.
+func (s PublisherStats) Losses() map[string]uint64 {
+	var spool uint64
+	for _, n := range s.Spool.Dropped {
+		spool += n
+	}
+	return map[string]uint64{"spool": spool, "rejected": s.Rejected}
+}
+
 // Publisher sends an agent's messages to the MAMORI stream. Publish does not
 // wait for acks: it hands the message to NATS asynchronously (stalling at
 // most ~200ms when MaxPending publishes are already in flight), and

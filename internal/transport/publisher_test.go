@@ -60,6 +60,9 @@ func TestPublisherSmallSpoolKeepsFindings(t *testing.T) {
 	if got := testutil.ToFloat64(m.SpoolDropped.WithLabelValues("heartbeat", "full")); uint64(got) != dropped {
 		t.Fatalf("spool_dropped_total{heartbeat,full} = %v, stats say %d", got, dropped)
 	}
+	if l := st.Losses(); l["spool"] != dropped || l["rejected"] != 0 {
+		t.Fatalf("losses %v, want spool %d (what the heartbeat reports)", l, dropped)
+	}
 	kept := st.Spool.Messages
 
 	b.start(port)
