@@ -14,22 +14,29 @@ import (
 	"github.com/mamori-dev/mamori/internal/server/store/storetest"
 )
 
+// benchMonitor is a Monitor on a fresh store of engine, and the 40-hook
+// list of the benchmarks' nodes.
+func benchMonitor(b *testing.B, engine string) (*coverage.Monitor, []coverage.Hook) {
+	st := storetest.Open(b, engine, store.Options{})
+	m, err := coverage.New(coverage.Config{Store: st, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	hooks := make([]coverage.Hook, 40)
+	for i := range hooks {
+		hooks[i] = coverage.Hook{Program: fmt.Sprintf("prog_%02d", i), Family: "file", Hook: fmt.Sprintf("tracepoint/syscalls/sys_exit_call%02d", i), Attached: true}
+	}
+	return m, hooks
+}
+
 // BenchmarkHeartbeats is the server's cost per heartbeat of a steady fleet
 // (1,000 nodes, a 40-hook list each, elided as agents send it) recorded by
 // 256 concurrent handlers, as ingest does: op = one heartbeat.
 func BenchmarkHeartbeats(b *testing.B) {
 	for _, engine := range storetest.Engines {
 		b.Run(engine, func(b *testing.B) {
-			st := storetest.Open(b, engine, store.Options{})
-			m, err := coverage.New(coverage.Config{Store: st, Logger: slog.New(slog.DiscardHandler)})
-			if err != nil {
-				b.Fatal(err)
-			}
+			m, hooks := benchMonitor(b, engine)
 			const nodes = 1000
-			hooks := make([]coverage.Hook, 40)
-			for i := range hooks {
-				hooks[i] = coverage.Hook{Program: fmt.Sprintf("prog_%02d", i), Family: "file", Hook: fmt.Sprintf("tracepoint/syscalls/sys_exit_call%02d", i), Attached: true}
-			}
 			elide := make([]coverage.HookElision, nodes)
 			beat := func(i int) *coverage.Heartbeat {
 				now := time.Now().UTC()
@@ -91,15 +98,7 @@ func processCPU() time.Duration {
 func BenchmarkSweep(b *testing.B) {
 	for _, engine := range storetest.Engines {
 		b.Run(engine, func(b *testing.B) {
-			st := storetest.Open(b, engine, store.Options{})
-			m, err := coverage.New(coverage.Config{Store: st, Logger: slog.New(slog.DiscardHandler)})
-			if err != nil {
-				b.Fatal(err)
-			}
-			hooks := make([]coverage.Hook, 40)
-			for i := range hooks {
-				hooks[i] = coverage.Hook{Program: fmt.Sprintf("prog_%02d", i), Family: "file", Hook: fmt.Sprintf("tracepoint/syscalls/sys_exit_call%02d", i), Attached: true}
-			}
+			m, hooks := benchMonitor(b, engine)
 			ctx := context.Background()
 			for i := range 1000 {
 				// Twice, as agents send them: the list, then elided.
