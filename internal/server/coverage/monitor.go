@@ -276,7 +276,7 @@ func (m *Monitor) Sweep(ctx context.Context) error {
 			errs = append(errs, err)
 			continue
 		}
-		status, issues := evaluate(s.heartbeat, &s.state, n.LastHeartbeat, m.now(), m.cfg.Policy, m.backlog.Load())
+		status, issues := evaluate(s.heartbeat, &s.state, n.LastHeartbeat, now, m.cfg.Policy, m.backlog.Load())
 		if status == n.Status && (len(issues) == 0 && n.Issue == "" || len(issues) > 0 && issues[0] == n.Issue) {
 			counts[status]++
 			continue
