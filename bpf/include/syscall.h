@@ -34,23 +34,23 @@ enum {
 
 /*
  * sys_ret is the syscall's result as its exit tracepoint passes it, except
- * for a call a seccomp filter trapped or killed: seccomp rolls the
- * registers back for the signal (the "result" then reads as the syscall's
- * own number) and queues SIGSYS — or marks the task dead. Such a call never
- * ran; it is reported as refused, -EPERM. Only a result equal to the
- * syscall number costs the extra reads.
+ * for a call a seccomp filter killed: seccomp rolls the registers back for
+ * the core dump (the "result" then reads as the syscall's own number),
+ * marks the task dead and queues SIGSYS. Such a call never ran; it is
+ * reported as refused, -EPERM. Only the dead mark is trusted: a pending
+ * SIGSYS (what a trapping filter leaves) can be queued by the process
+ * itself, and would let it pass a successful call off as refused. Only a
+ * result equal to the syscall number costs the extra read.
  */
 #define MAMORI_EPERM 1
-#define MAMORI_SIGSYS 31           /* x86_64 and arm64 */
-#define MAMORI_SECCOMP_MODE_DEAD 3 /* SECCOMP_MODE_FILTER + 1 */
+#define MAMORI_SECCOMP_MODE_DEAD 3 /* SECCOMP_MODE_FILTER + 1, since 5.17 */
 static __always_inline long sys_ret(struct trace_event_raw_sys_exit *ctx)
 {
 	long ret = ctx->ret;
 	if (ret != (int)ctx->id)
 		return ret;
 	struct task_struct *t = bpf_get_current_task_btf();
-	if (t->seccomp.mode == MAMORI_SECCOMP_MODE_DEAD ||
-	    (t->pending.signal.sig[0] & (1UL << (MAMORI_SIGSYS - 1))))
+	if (bpf_core_field_exists(t->seccomp) && t->seccomp.mode == MAMORI_SECCOMP_MODE_DEAD)
 		return -MAMORI_EPERM;
 	return ret;
 }

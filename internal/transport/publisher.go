@@ -44,14 +44,18 @@ type PublisherStats struct {
 }
 
 // Losses are the messages this publisher lost since it started, by where:
-// "spool" (the spool's bound, a full disk or a write error evicted or
-// refused them) and "rejected" (the server refused them for good). The
-// agent's heartbeat carries them as drop counters, so coverage names a
-// node that loses findings.
+// "spool" (findings and events the spool's bound, a full disk or a write
+// error evicted or refused) and "rejected" (messages the server refused
+// for good). The agent's heartbeat carries them as drop counters, so
+// coverage names a node that loses findings. Heartbeats the spool gave up
+// are left out: it drops them first by design, they are stale by the time
+// they would be replayed, and the silence they leave is judged already.
 func (s PublisherStats) Losses() map[string]uint64 {
 	var spool uint64
-	for _, n := range s.Spool.Dropped {
-		spool += n
+	for k, n := range s.Spool.Dropped {
+		if k != KindHeartbeat {
+			spool += n
+		}
 	}
 	return map[string]uint64{"spool": spool, "rejected": s.Rejected}
 }

@@ -60,8 +60,9 @@ func TestPublisherSmallSpoolKeepsFindings(t *testing.T) {
 	if got := testutil.ToFloat64(m.SpoolDropped.WithLabelValues("heartbeat", "full")); uint64(got) != dropped {
 		t.Fatalf("spool_dropped_total{heartbeat,full} = %v, stats say %d", got, dropped)
 	}
-	if l := st.Losses(); l["spool"] != dropped || l["rejected"] != 0 {
-		t.Fatalf("losses %v, want spool %d (what the heartbeat reports)", l, dropped)
+	// Only heartbeats went: nothing the node's coverage counts as lost.
+	if l := st.Losses(); l["spool"] != 0 || l["rejected"] != 0 {
+		t.Fatalf("losses %v with only heartbeats dropped, want none", l)
 	}
 	kept := st.Spool.Messages
 
@@ -276,5 +277,29 @@ func TestShrinkingTheStreamKeepsItsMessages(t *testing.T) {
 	msg.Header.Set("Nats-Msg-Id", "m-new")
 	if _, err := b.js.PublishMsg(ctx, msg); err == nil {
 		t.Fatal("a stream over its bound accepted a new message")
+	}
+}
+
+// Findings the spool has to give up are losses the agent's heartbeat
+// reports (coverage: EVENTS_DROPPED, "spool").
+func TestLossesCountFindingsTheSpoolDropped(t *testing.T) {
+	b := startBus(t, t.TempDir(), -1)
+	creds := b.enroll("node-a")
+	p, err := NewPublisher(PublisherConfig{Creds: creds, SpoolDir: t.TempDir(), SpoolMaxBytes: 8 << 10,
+		Logger: quietLogger(), ReconnectWait: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(context.Background())
+	waitFor(t, "connected", 10*time.Second, func() bool { return p.Stats().Connected })
+	b.down()
+	waitFor(t, "disconnected", 10*time.Second, func() bool { return !p.Stats().Connected })
+	pad := strings.Repeat("f", 300)
+	for i := range 100 {
+		_, _ = p.Publish(KindFinding, map[string]any{"i": i, "pad": pad}) // the spool refuses some: counted
+	}
+	st := p.Stats()
+	if lost := st.Spool.Dropped[KindFinding]; lost == 0 || st.Losses()["spool"] != lost {
+		t.Fatalf("100 findings into an 8 KiB spool: dropped %v, losses %v", st.Spool.Dropped, st.Losses())
 	}
 }
