@@ -256,9 +256,10 @@ func (m *Monitor) judge(old, next *store.Node, h *Heartbeat, st *state) *store.C
 // without a heartbeat).
 func (m *Monitor) Sweep(ctx context.Context) error {
 	m.readBacklog(ctx)
-	// Hook lists stay in the store: a node that needs re-judging loads its
-	// own (from the cache, most often).
-	nodes, err := m.st.ListNodesWithoutHooks(ctx)
+	bl := m.backlog.Load()
+	// Rows without their bulk (heartbeat, hook list) say which nodes time
+	// may have changed; only those are read whole.
+	nodes, err := m.st.ListNodeStates(ctx)
 	if err != nil {
 		return fmt.Errorf("coverage: sweep: %w", err)
 	}
@@ -266,9 +267,16 @@ func (m *Monitor) Sweep(ctx context.Context) error {
 	var errs []error
 	now := m.now()
 	for i := range nodes {
-		n := &nodes[i]
-		if m.settled(n, now) {
-			counts[n.Status]++
+		if m.settled(&nodes[i], now, bl) {
+			counts[nodes[i].Status]++
+			continue
+		}
+		n, err := m.st.GetNode(ctx, nodes[i].NodeID)
+		if errors.Is(err, store.ErrNotFound) {
+			continue // removed meanwhile
+		}
+		if err != nil {
+			errs = append(errs, err)
 			continue
 		}
 		s, err := m.statusOf(n)
@@ -276,7 +284,7 @@ func (m *Monitor) Sweep(ctx context.Context) error {
 			errs = append(errs, err)
 			continue
 		}
-		status, issues := evaluate(s.heartbeat, &s.state, n.LastHeartbeat, now, m.cfg.Policy, m.backlog.Load())
+		status, issues := evaluate(s.heartbeat, &s.state, n.LastHeartbeat, now, m.cfg.Policy, bl)
 		if status == n.Status && (len(issues) == 0 && n.Issue == "" || len(issues) > 0 && issues[0] == n.Issue) {
 			counts[status]++
 			continue
@@ -316,21 +324,33 @@ func (m *Monitor) Sweep(ctx context.Context) error {
 }
 
 // settled reports whether the passing of time cannot have changed n's
-// judgment since it was stored with its heartbeat: silence is the one issue
-// that depends on the clock (the others depend on the heartbeat and its
-// drop history only), and n is neither silent nor past its limit. Most
-// nodes of a reporting fleet are settled, and a sweep then decodes only
-// their small state, not their heartbeats.
-func (m *Monitor) settled(n *store.Node, now time.Time) bool {
+// stored judgment (bl is the backlog the sweep judges with). Silence is the
+// one issue that depends on the clock — the others depend on the heartbeat
+// and its drop history only — so a node is settled when it is within its
+// limit and not judged silent, when it is past it and its stored cause
+// (agent or server) still holds, or when an issue that outranks silence
+// (an exclusion label, the agent's exit) is final until its next
+// heartbeat. n needs only its state, not its heartbeat or hook list.
+func (m *Monitor) settled(n *store.Node, now time.Time, bl *backlogView) bool {
+	typ, _, _ := strings.Cut(n.Issue, ":")
+	if typ == IssueExcluded || typ == IssueExited {
+		return true
+	}
 	var st state
 	if decodeState(n, &st) != nil || st.IntervalSeconds <= 0 {
 		return false // a row from before the interval was kept: judge it fully
 	}
-	if now.Sub(n.LastHeartbeat) > m.cfg.Policy.silenceAfter(time.Duration(st.IntervalSeconds)*time.Second) {
-		return false
+	limit := m.cfg.Policy.silenceAfter(time.Duration(st.IntervalSeconds) * time.Second)
+	if now.Sub(n.LastHeartbeat) <= limit {
+		return typ != IssueNotReporting && typ != IssueServerBehind
 	}
-	typ, _, _ := strings.Cut(n.Issue, ":")
-	return typ != IssueNotReporting && typ != IssueServerBehind
+	switch typ {
+	case IssueNotReporting:
+		return !bl.mayHold(n.LastHeartbeat, limit)
+	case IssueServerBehind:
+		return bl.mayHold(n.LastHeartbeat, limit)
+	}
+	return false
 }
 
 // backlogGrace is how long a backlog reading stands in when the next ones

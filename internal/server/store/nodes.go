@@ -26,8 +26,12 @@ const (
 	// Updates read rows without the hook list (Node.LoadHooks).
 	nodeSelectForUpdate = nodeColumns + `NULL` + nodeFrom
 	sqlNodeGetForUpdate = nodeSelectForUpdate + ` WHERE n.node_id = $1`
-	sqlNodeHooksGet     = `SELECT hooks FROM node_hooks WHERE node_id = $1 AND digest = $2`
-	sqlNodeHooks        = `INSERT INTO node_hooks (node_id, digest, hooks) VALUES ($1, $2, $3)
+	// nodeSelectStates reads rows without their heartbeat document or hook
+	// list (ListNodeStates).
+	nodeSelectStates = `SELECT n.node_id, n.cluster, n.hostname, n.resource_type, n.status, n.issue, n.status_since,
+		n.first_seen, n.last_heartbeat, '', n.state, NULL, NULL FROM nodes n`
+	sqlNodeHooksGet = `SELECT hooks FROM node_hooks WHERE node_id = $1 AND digest = $2`
+	sqlNodeHooks    = `INSERT INTO node_hooks (node_id, digest, hooks) VALUES ($1, $2, $3)
 		ON CONFLICT (node_id) DO UPDATE SET digest = excluded.digest, hooks = excluded.hooks`
 	// nodeUpsert ends both node writes: one row, or many from arrays.
 	nodeUpsert = ` ON CONFLICT (node_id) DO UPDATE SET cluster = excluded.cluster, hostname = excluded.hostname,
@@ -324,13 +328,12 @@ func (s *sqlStore) ListNodes(ctx context.Context) (out []Node, err error) {
 	return s.listNodes(ctx, nodeSelect)
 }
 
-func (s *sqlStore) ListNodesWithoutHooks(ctx context.Context) (out []Node, err error) {
-	defer s.observe("node_list_brief", time.Now(), &err)
-	return s.listNodes(ctx, nodeSelectForUpdate)
+func (s *sqlStore) ListNodeStates(ctx context.Context) (out []Node, err error) {
+	defer s.observe("node_list_states", time.Now(), &err)
+	return s.listNodes(ctx, nodeSelectStates)
 }
 
-// listNodes reads every node with query (one of the node selects); a row
-// read without its hook list loads it on demand (Node.LoadHooks).
+// listNodes reads every node with query (one of the node selects).
 func (s *sqlStore) listNodes(ctx context.Context, query string) ([]Node, error) {
 	rows, err := s.r.QueryContext(ctx, query+` ORDER BY n.cluster, n.node_id`)
 	if err != nil {
@@ -342,9 +345,6 @@ func (s *sqlStore) listNodes(ctx context.Context, query string) ([]Node, error) 
 		n, err := scanNode(rows)
 		if err != nil {
 			return nil, fmt.Errorf("list nodes: %w", err)
-		}
-		if len(n.Hooks) == 0 && n.HooksDigest != "" {
-			n.hooksFrom = s.hooksIn(nil, n.NodeID, n.HooksDigest)
 		}
 		out = append(out, *n)
 	}

@@ -137,9 +137,10 @@ type Store interface {
 	UpdateNodes(ctx context.Context, updates []NodeUpdate) ([]NodeResult, error)
 	GetNode(ctx context.Context, nodeID string) (*Node, error)
 	ListNodes(ctx context.Context) ([]Node, error)
-	// ListNodesWithoutHooks is ListNodes without the hook lists (a node's
-	// bulk): Node.LoadHooks reads one when needed.
-	ListNodesWithoutHooks(ctx context.Context) ([]Node, error)
+	// ListNodeStates is ListNodes without each node's heartbeat document
+	// and hook list (its bulk): what tells a sweep which nodes to re-judge.
+	// GetNode reads a whole row.
+	ListNodeStates(ctx context.Context) ([]Node, error)
 	DeleteNode(ctx context.Context, nodeID string) error
 	// CoverageEvents returns logged transitions with Seq > after, oldest
 	// first, at most limit (default 1000).
