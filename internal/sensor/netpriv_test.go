@@ -266,3 +266,24 @@ func TestSeccompKilledAttemptIsAFailure(t *testing.T) {
 		t.Errorf("exit of the killed process: %+v, want signal SIGSYS", exit.Exit)
 	}
 }
+
+// An evasion attempt: a process blocks SIGSYS, queues one to its own
+// thread — what a trapping seccomp filter leaves — and makes a call whose
+// result equals its syscall number (process_vm_readv copying 310 bytes).
+// Only seccomp's own dead mark turns such a result into a refusal, so the
+// successful call is reported as the success it is.
+func TestQueuedSIGSYSCannotDisguiseASuccess(t *testing.T) {
+	startSensor(t)
+	w := &where{name: "host", actor: actorPath, tmp: t.TempDir()}
+	mark, _, out, err := w.run(t, "sigsys-readv")
+	mustOK(t, err, out)
+	if out != "310" {
+		t.Fatalf("the actor copied %q bytes, want 310", out)
+	}
+	ev := waitFrom(t, mark, "process_vm_readv", func(ev *event.Event) bool {
+		return ev.Kind == event.KindProcessVM && w.from(ev) && ev.Access.Op == "process_vm_readv"
+	})
+	if ev.Result != 310 || ev.Error != "" {
+		t.Fatalf("process_vm_readv of 310 bytes reported as result %d %q", ev.Result, ev.Error)
+	}
+}

@@ -169,6 +169,29 @@ func run(action string, a []string) error {
 		if e != 0 {
 			return e
 		}
+	case "sigsys-readv":
+		// An evasion attempt: with SIGSYS blocked and queued on its own
+		// thread — what a trapping seccomp filter leaves behind — copy
+		// exactly 310 bytes (process_vm_readv's syscall number on x86_64)
+		// from itself. The call succeeds and must be reported as such.
+		runtime.LockOSThread()
+		var set unix.Sigset_t
+		set.Val[0] = 1 << (uint(unix.SIGSYS) - 1)
+		if err := unix.PthreadSigmask(unix.SIG_BLOCK, &set, nil); err != nil {
+			return err
+		}
+		if err := unix.Tgkill(unix.Getpid(), unix.Gettid(), unix.SIGSYS); err != nil {
+			return err
+		}
+		src, dst := make([]byte, 310), make([]byte, 310)
+		local := []unix.Iovec{{Base: &dst[0], Len: 310}}
+		remote := []unix.RemoteIovec{{Base: uintptr(unsafe.Pointer(&src[0])), Len: 310}}
+		n, err := unix.ProcessVMReadv(unix.Getpid(), local, remote, 0)
+		fmt.Println(n)
+		if err != nil {
+			return err
+		}
+		os.Exit(0) // with SIGSYS still pending and blocked
 	case "vm-writev", "vm-readv":
 		buf := make([]byte, 8)
 		local := []unix.Iovec{{Base: &buf[0], Len: 8}}
