@@ -179,3 +179,16 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 
 func jsonMarshal(v any) ([]byte, error)   { return json.Marshal(v) }
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+// startPublisher opens a publisher with cfg, closes it when the test ends,
+// and waits until it is connected.
+func startPublisher(t *testing.T, cfg PublisherConfig) *Publisher {
+	t.Helper()
+	p, err := NewPublisher(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close(context.Background()) })
+	waitFor(t, "connected", 10*time.Second, func() bool { return p.Stats().Connected })
+	return p
+}

@@ -22,14 +22,9 @@ func TestPublisherSmallSpoolKeepsFindings(t *testing.T) {
 	creds := b.enroll("node-a")
 	m := NewMetrics(nil)
 	const limit = 24 << 10
-	p, err := NewPublisher(PublisherConfig{Creds: creds, SpoolDir: t.TempDir(), SpoolMaxBytes: limit, Metrics: m,
+	p := startPublisher(t, PublisherConfig{Creds: creds, SpoolDir: t.TempDir(), SpoolMaxBytes: limit, Metrics: m,
 		Logger: quietLogger(), ReplayInterval: 100 * time.Millisecond, ReconnectWait: 100 * time.Millisecond,
 		NATSOptions: []nats.Option{nats.ReconnectJitter(0, 0)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close(context.Background())
-	waitFor(t, "connected", 10*time.Second, func() bool { return p.Stats().Connected })
 	b.down()
 	waitFor(t, "disconnected", 10*time.Second, func() bool { return !p.Stats().Connected })
 
@@ -187,13 +182,8 @@ func TestFullStreamSpoolsAndReplays(t *testing.T) {
 	}
 	defer sub.Unsubscribe()
 	m := NewMetrics(nil)
-	p, err := NewPublisher(PublisherConfig{Creds: b.enroll("node-a"), SpoolDir: t.TempDir(), Logger: quietLogger(),
+	p := startPublisher(t, PublisherConfig{Creds: b.enroll("node-a"), SpoolDir: t.TempDir(), Logger: quietLogger(),
 		Metrics: m, ReplayInterval: 100 * time.Millisecond, BackoffBase: 200 * time.Millisecond, BackoffMax: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close(context.Background())
-	waitFor(t, "connected", 10*time.Second, func() bool { return p.Stats().Connected })
 
 	// ~1 KB each, 2 s of them: several times the stream's bound.
 	const n = 300
@@ -284,14 +274,8 @@ func TestShrinkingTheStreamKeepsItsMessages(t *testing.T) {
 // reports (coverage: EVENTS_DROPPED, "spool").
 func TestLossesCountFindingsTheSpoolDropped(t *testing.T) {
 	b := startBus(t, t.TempDir(), -1)
-	creds := b.enroll("node-a")
-	p, err := NewPublisher(PublisherConfig{Creds: creds, SpoolDir: t.TempDir(), SpoolMaxBytes: 8 << 10,
+	p := startPublisher(t, PublisherConfig{Creds: b.enroll("node-a"), SpoolDir: t.TempDir(), SpoolMaxBytes: 8 << 10,
 		Logger: quietLogger(), ReconnectWait: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close(context.Background())
-	waitFor(t, "connected", 10*time.Second, func() bool { return p.Stats().Connected })
 	b.down()
 	waitFor(t, "disconnected", 10*time.Second, func() bool { return !p.Stats().Connected })
 	pad := strings.Repeat("f", 300)
