@@ -32,6 +32,7 @@ type bus struct {
 	tokens   *transport.Tokens
 	enroller *transport.Enroller
 	js       jetstream.JetStream
+	disk     *transport.DiskGuard // nil on an external cluster
 }
 
 // busConfig says where the transport runs and what it feeds.
@@ -47,6 +48,7 @@ type busConfig struct {
 	caFile      string   // CA of the NATS servers' certificates
 	replicas    int      // JetStream replicas of the stream and buckets
 	streamBytes int64    // the stream's bound [transport's default]
+	minFreeDisk int64    // embedded: free bytes the store's disk keeps [transport's default]
 	serverName  string
 
 	handler  transport.Handler
@@ -67,7 +69,14 @@ func startBus(ctx context.Context, cfg busConfig, mux *http.ServeMux, reg promet
 		revoke func(string) error
 	)
 	if len(cfg.urls) == 0 {
-		emb, err := transport.StartEmbedded(transport.EmbeddedConfig{DataDir: cfg.dataDir, Host: cfg.host, Port: cfg.port, Logger: log, ServerName: "mamori"})
+		streamBytes := cfg.streamBytes
+		if streamBytes <= 0 {
+			streamBytes = transport.DefaultStreamMaxBytes
+		}
+		// The quota covers the agents' stream, the 256 MiB event stream and
+		// the buckets; the disk's real free space is the guard's to watch.
+		emb, err := transport.StartEmbedded(transport.EmbeddedConfig{DataDir: cfg.dataDir, Host: cfg.host, Port: cfg.port, Logger: log,
+			ServerName: "mamori", MaxStoreBytes: streamBytes + 512<<20})
 		if err != nil {
 			return nil, fmt.Errorf("start NATS: %w", err)
 		}
@@ -146,6 +155,13 @@ func startBus(ctx context.Context, cfg busConfig, mux *http.ServeMux, reg promet
 	if err != nil {
 		return fail(err)
 	}
+	if b.emb != nil {
+		if b.disk, err = transport.NewDiskGuard(transport.DiskGuardConfig{Embedded: b.emb, JS: js, StreamMaxBytes: cfg.streamBytes,
+			MinFree: cfg.minFreeDisk, Metrics: m, Logger: log}); err != nil {
+			return fail(err)
+		}
+		go b.disk.Run(ctx)
+	}
 	if reg != nil {
 		if err := reg.Register(transport.NewStreamCollector(js, "", log)); err != nil {
 			return fail(fmt.Errorf("stream metrics: %w", err))
@@ -166,11 +182,21 @@ func startBus(ctx context.Context, cfg busConfig, mux *http.ServeMux, reg promet
 
 // backlog is the agents' stream as coverage judges silence against it.
 func (b *bus) backlog(ctx context.Context) (coverage.Backlog, error) {
+	var bl coverage.Backlog
+	if b.disk != nil {
+		if d := b.disk.State(); d.Refusing != "" {
+			bl.Refusing, bl.RefusingSince = d.Refusing, d.Since
+		}
+	}
 	st, err := transport.ReadStreamState(ctx, b.js, "")
 	if err != nil {
+		if bl.Refusing != "" {
+			return bl, nil // a failed store may not answer; the refusal is known
+		}
 		return coverage.Backlog{}, err
 	}
-	return coverage.Backlog{Pending: st.Pending, OldestPending: st.OldestPending}, nil
+	bl.Pending, bl.OldestPending = st.Pending, st.OldestPending
+	return bl, nil
 }
 
 // revocationPushEvery bounds how long a NATS server restarted with an old

@@ -56,6 +56,7 @@ type serverFlags struct {
 	natsCA        string
 	natsReplicas  int
 	streamBytes   int64
+	minFreeDisk   int64
 	apiTLS        string
 	apiTLSHosts   []string
 	// rulesDir and intelDir are the directories distributed to agents
@@ -84,6 +85,7 @@ func (f *serverFlags) bind(cmd *cobra.Command) {
 	fl.StringVar(&f.natsCA, "nats-ca", "", "with --nats-url: CA certificate (PEM) of the NATS servers, also handed to agents [DATA_DIR/nats/tls/ca.pem]")
 	fl.IntVar(&f.natsReplicas, "nats-replicas", 1, "JetStream replicas of mamori's stream and buckets (3 on a 3-server cluster)")
 	fl.Int64Var(&f.streamBytes, "stream-max-bytes", transport.DefaultStreamMaxBytes, "bound of the agents' message stream; when it is full agents keep new messages in their spools and back off")
+	fl.Int64Var(&f.minFreeDisk, "min-free-disk", transport.DefaultMinFreeBytes, "embedded NATS: free bytes its store's disk keeps; below them the server refuses agent messages (agents spool them) until twice as much is free")
 }
 
 // bindDirs adds --rules and --intel (`run` shares the agent's).
@@ -178,6 +180,9 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 	}
 	if f.streamBytes < 1<<20 {
 		return nil, fmt.Errorf("--stream-max-bytes: %d is under the 1 MiB a stream of agent messages needs", f.streamBytes)
+	}
+	if f.minFreeDisk < 1<<20 {
+		return nil, fmt.Errorf("--min-free-disk: %d is under 1 MiB, too little for the store to keep writing", f.minFreeDisk)
 	}
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
@@ -294,7 +299,7 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 	// Agents reach ingest over NATS JetStream; enrollment is on the API.
 	mux := http.NewServeMux()
 	bc := busConfig{dataDir: dataDir, host: f.natsHost, port: f.natsPort, urls: f.natsURLs, agentURLs: f.natsAgentURLs,
-		authFile: f.natsAuth, caFile: f.natsCA, replicas: f.natsReplicas, streamBytes: f.streamBytes, serverName: "mamori-server@" + host,
+		authFile: f.natsAuth, caFile: f.natsCA, replicas: f.natsReplicas, streamBytes: f.streamBytes, minFreeDisk: f.minFreeDisk, serverName: "mamori-server@" + host,
 		handler: s.ingest.Handle, enrolled: s.coverage.Enrolled}
 	authFile, tlsDir, _ := transport.EmbeddedPaths(dataDir)
 	if bc.authFile == "" {

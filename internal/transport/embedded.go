@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -31,7 +32,10 @@ type EmbeddedConfig struct {
 	// TLSHosts are extra names and addresses the server certificate must
 	// cover, beyond DefaultTLSHosts.
 	TLSHosts []string
-	// MaxStoreBytes bounds JetStream's disk use; 0 lets NATS choose.
+	// MaxStoreBytes is JetStream's quota for its streams' bounds [1 GiB].
+	// Left to NATS it would be 75% of the disk's free space at start, so a
+	// server started on a small or nearly full disk could not create its
+	// streams at all; the real free space is DiskGuard's to watch.
 	MaxStoreBytes int64
 	// ServerName names the server in NATS logs and monitoring.
 	ServerName string
@@ -45,6 +49,9 @@ type Embedded struct {
 	Auth   *Auth
 	TLS    *TLSMaterial
 	url    string
+
+	storeDir string
+	jsConfig server.JetStreamConfig // as started, for RestartJetStream
 }
 
 // EmbeddedPaths returns where an embedded server keeps its auth file, TLS
@@ -69,6 +76,9 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.MaxStoreBytes <= 0 {
+		cfg.MaxStoreBytes = 1 << 30
 	}
 	authPath, tlsDir, storeDir := EmbeddedPaths(cfg.DataDir)
 	if err := os.MkdirAll(filepath.Dir(authPath), 0o700); err != nil {
@@ -112,7 +122,11 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		s.Shutdown()
 		return nil, fmt.Errorf("embedded nats: not ready after 30s (port %d in use?)", cfg.Port)
 	}
-	e := &Embedded{Server: s, Auth: auth, TLS: tlsm}
+	e := &Embedded{Server: s, Auth: auth, TLS: tlsm, storeDir: storeDir}
+	if jc := s.JetStreamConfig(); jc != nil {
+		e.jsConfig = *jc
+		e.jsConfig.StoreDir = storeDir // NATS adds its own "jetstream" again
+	}
 	host := cfg.Host
 	if host == "0.0.0.0" || host == "::" {
 		host = "127.0.0.1"
@@ -173,6 +187,25 @@ func (e *Embedded) RevokeUser(userPub string) error {
 		return fmt.Errorf("revoke: %w", err)
 	}
 	e.Server.UpdateAccountClaims(acc, ac)
+	return nil
+}
+
+// RestartJetStream stops JetStream and starts it again on the same store
+// with the same limits: streams and consumers are reopened from disk, which
+// clears a stream's failed-write state. Core NATS (connections,
+// subscriptions) is not touched; JetStream clients see errors meanwhile and
+// retry.
+func (e *Embedded) RestartJetStream() error {
+	if e.jsConfig.MaxStore <= 0 || e.jsConfig.MaxMemory <= 0 {
+		return errors.New("restart JetStream: its configuration was not captured at start")
+	}
+	if err := e.Server.ShutdownJetStream(); err != nil {
+		return fmt.Errorf("stop JetStream: %w", err)
+	}
+	cfg := e.jsConfig
+	if err := e.Server.EnableJetStream(&cfg); err != nil {
+		return fmt.Errorf("start JetStream: %w", err)
+	}
 	return nil
 }
 

@@ -22,6 +22,9 @@ type Metrics struct {
 	Rejected      *prometheus.CounterVec // reason: hostile or broken input refused on ingress
 	Enrollments   *prometheus.CounterVec // result: ok | bad_request | bad_token | conflict | error
 	PermissionErr prometheus.Counter     // the NATS server refused one of our publishes or subscriptions
+	StoreFree     prometheus.Gauge       // free bytes under the embedded JetStream store (DiskGuard)
+	IntakePaused  prometheus.Gauge       // 1 while the server refuses agent messages for its disk (DiskGuard)
+	StoreRestarts prometheus.Counter     // JetStream restarts after a failed store write (DiskGuard)
 }
 
 // NewMetrics creates the collectors and registers them with reg (skipped when reg is nil).
@@ -54,11 +57,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "enrollments_total", Help: "Agent enrollment attempts, by result."}, []string{"result"}),
 		PermissionErr: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "permission_errors_total", Help: "Publishes or subscriptions refused by the NATS server."}),
+		StoreFree: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
+			Name: "store_free_bytes", Help: "Free bytes on the disk under the embedded JetStream store."}),
+		IntakePaused: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
+			Name: "intake_paused", Help: "1 while the server refuses agent messages because its store's disk is low or its store failed to write."}),
+		StoreRestarts: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "store_restarts_total", Help: "JetStream restarts after a store write failed (disk full)."}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.Published, m.PublishErrors, m.SpoolBytes, m.SpoolMessages, m.SpoolDropped,
 			m.SpoolWriteErr, m.Replayed, m.Consumed, m.HandlerErrors, m.DeadLettered, m.Rejected,
-			m.Enrollments, m.PermissionErr)
+			m.Enrollments, m.PermissionErr, m.StoreFree, m.IntakePaused, m.StoreRestarts)
 	}
 	return m
 }

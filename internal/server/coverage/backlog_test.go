@@ -21,48 +21,74 @@ import (
 // nothing at all, and when the backlog has been unreadable for longer than
 // a grace period. A node dead before the backlog began stays dead. The
 // issue changes only when its cause does.
-func TestSilenceWhileTheServerIsBehind(t *testing.T) {
-	start := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	c := &clock{t: start}
-	var mu sync.Mutex
-	var backlog coverage.Backlog
-	var backlogErr error
-	st := storetest.Open(t, store.EngineSQLite, store.Options{})
-	m, err := coverage.New(coverage.Config{Store: st, Policy: coverage.Policy{NotReportingAfter: 30 * time.Second}, Now: c.now,
+// backlogEnv is a Monitor on SQLite whose backlog a test sets before each
+// sweep, on a clock the test moves.
+type backlogEnv struct {
+	t       *testing.T
+	c       *clock
+	st      store.Store
+	m       *coverage.Monitor
+	mu      sync.Mutex
+	backlog coverage.Backlog
+	err     error
+}
+
+func newBacklogEnv(t *testing.T, start time.Time) *backlogEnv {
+	e := &backlogEnv{t: t, c: &clock{t: start}, st: storetest.Open(t, store.EngineSQLite, store.Options{})}
+	var err error
+	e.m, err = coverage.New(coverage.Config{Store: e.st, Policy: coverage.Policy{NotReportingAfter: 30 * time.Second}, Now: e.c.now,
 		Backlog: func(context.Context) (coverage.Backlog, error) {
-			mu.Lock()
-			defer mu.Unlock()
-			return backlog, backlogErr
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			return e.backlog, e.err
 		}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
-	beat := func(node string) {
-		t.Helper()
-		if _, err := m.Observe(ctx, healthy(node, c.now()), c.now()); err != nil {
-			t.Fatal(err)
-		}
+	return e
+}
+
+func (e *backlogEnv) beat(node string) {
+	e.t.Helper()
+	if _, err := e.m.Observe(context.Background(), healthy(node, e.c.now()), e.c.now()); err != nil {
+		e.t.Fatal(err)
 	}
-	sweep := func(bl coverage.Backlog, blErr error) {
-		t.Helper()
-		mu.Lock()
-		backlog, backlogErr = bl, blErr
-		mu.Unlock()
-		if err := m.Sweep(ctx); err != nil {
-			t.Fatal(err)
-		}
+}
+
+func (e *backlogEnv) sweep(bl coverage.Backlog, blErr error) {
+	e.t.Helper()
+	e.mu.Lock()
+	e.backlog, e.err = bl, blErr
+	e.mu.Unlock()
+	if err := e.m.Sweep(context.Background()); err != nil {
+		e.t.Fatal(err)
 	}
-	expect := func(step, node, want string) {
-		t.Helper()
-		s, err := m.Node(ctx, node)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if s.Status != coverage.Unhealthy || len(s.Issues) == 0 || s.Issues[0] != s.Issue || !strings.HasPrefix(s.Issue, want) {
-			t.Fatalf("%s: %s %s %q (issues %q), want %q", step, node, s.Status, s.Issue, s.Issues, want)
-		}
+}
+
+func (e *backlogEnv) expect(step, node, want string) {
+	e.t.Helper()
+	s, err := e.m.Node(context.Background(), node)
+	if err != nil {
+		e.t.Fatal(err)
 	}
+	if s.Status != coverage.Unhealthy || len(s.Issues) == 0 || s.Issues[0] != s.Issue || !strings.HasPrefix(s.Issue, want) {
+		e.t.Fatalf("%s: %s %s %q (issues %q), want %q", step, node, s.Status, s.Issue, s.Issues, want)
+	}
+}
+
+func (e *backlogEnv) transitions() int {
+	e.t.Helper()
+	evs, err := e.st.CoverageEvents(context.Background(), 0, 0)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return len(evs)
+}
+
+func TestSilenceWhileTheServerIsBehind(t *testing.T) {
+	start := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	e := newBacklogEnv(t, start)
+	c, beat, sweep, expect := e.c, e.beat, e.sweep, e.expect
 	const behind = "SERVER_BEHIND:no heartbeat stored since "
 	const silent = "AGENT_NOT_REPORTING:agent not reporting since "
 
@@ -71,10 +97,10 @@ func TestSilenceWhileTheServerIsBehind(t *testing.T) {
 	queued := coverage.Backlog{Pending: 5000, OldestPending: start.Add(20 * time.Second)}
 	sweep(queued, nil)
 	expect("a message from before n1 was due is unhandled", "n1", behind+"2026-03-01T12:00:00Z while the server is behind")
-	before, _ := st.CoverageEvents(ctx, 0, 0)
+	before := e.transitions()
 	sweep(coverage.Backlog{Pending: 4000, OldestPending: start.Add(25 * time.Second)}, nil)
-	if after, _ := st.CoverageEvents(ctx, 0, 0); len(after) != len(before) {
-		t.Fatalf("the backlog moving within the same cause logged %d transitions", len(after)-len(before))
+	if after := e.transitions(); after != before {
+		t.Fatalf("the backlog moving within the same cause logged %d transitions", after-before)
 	}
 	sweep(coverage.Backlog{Pending: 300, OldestPending: start.Add(45 * time.Second)}, nil)
 	expect("only messages received after n1 was due are unhandled", "n1", silent+"2026-03-01T12:00:00Z")
@@ -99,4 +125,37 @@ func TestSilenceWhileTheServerIsBehind(t *testing.T) {
 	expect("backlog unreadable past the grace", "n2", silent)
 	sweep(behindSince70, nil)
 	expect("read again", "n2", behind)
+}
+
+// A server that refuses agent messages (its store's disk is low) is named
+// as the cause of the silence of every node that was due after the refusal
+// began, whatever its queue holds; a node silent before stays the agent's.
+// The issue changes when the cause does, and only then.
+func TestSilenceWhileTheServerRefuses(t *testing.T) {
+	start := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	e := newBacklogEnv(t, start)
+	const refusing = "SERVER_BEHIND:no heartbeat stored since 2026-03-01T12:00:50Z while the server refuses agent messages: the disk is full"
+	e.beat("early") // due at +30s
+	e.c.add(50 * time.Second)
+	e.beat("late") // due at +80s
+	e.c.add(70 * time.Second) // +120s
+	full := coverage.Backlog{Refusing: "the disk is full", RefusingSince: start.Add(60 * time.Second)}
+	e.sweep(full, nil)
+	e.expect("refusing since before late was due", "late", refusing)
+	e.expect("early was due before the refusal", "early", "AGENT_NOT_REPORTING:")
+	before := e.transitions()
+	e.sweep(full, nil)
+	if after := e.transitions(); after != before {
+		t.Fatalf("an unchanged refusal logged %d transitions", after-before)
+	}
+	// Still refusing, the queue holding messages from before: the refusal is named.
+	e.sweep(coverage.Backlog{Pending: 10, OldestPending: start.Add(55 * time.Second), Refusing: full.Refusing, RefusingSince: full.RefusingSince}, nil)
+	e.expect("refusing with a backlog", "late", refusing)
+	// Intake resumed, the backlog not yet handled: the cause changes.
+	e.sweep(coverage.Backlog{Pending: 10, OldestPending: start.Add(55 * time.Second)}, nil)
+	e.expect("behind after the refusal", "late", "SERVER_BEHIND:no heartbeat stored since 2026-03-01T12:00:50Z while the server is behind")
+	e.sweep(coverage.Backlog{}, nil)
+	e.expect("nothing on the server's side", "late", "AGENT_NOT_REPORTING:")
+	e.sweep(full, nil)
+	e.expect("refusing again", "late", refusing)
 }

@@ -28,10 +28,14 @@ const (
 )
 
 // Backlog is the server side's queue of agent messages (the transport's
-// stream), as read once per sweep.
+// stream), as read once per sweep, and whether the server refuses them.
 type Backlog struct {
 	Pending       uint64    // messages not yet handed to the server's handlers
 	OldestPending time.Time // when the first of them was received
+	// Refusing, when set, is why the server refuses agent messages for now
+	// (in stable words: it goes into issue texts), since RefusingSince.
+	Refusing      string
+	RefusingSince time.Time
 }
 
 // backlogView is a backlog reading and when it was taken.
@@ -40,15 +44,27 @@ type backlogView struct {
 	read time.Time
 }
 
-// mayHold reports whether a heartbeat the node sent before it was due to be
-// called silent (lastHeartbeat + limit) could still be on its way: the
-// server has not yet handled a message received before then, so the
-// heartbeat may be queued behind it — or in the agent's spool, if the queue
-// filled up and the agent is backing off (the queue then still holds what
-// it took before). It depends on the queue alone, not on when a replica
-// last looked, so every replica judges a node alike.
-func (b *backlogView) mayHold(lastHeartbeat time.Time, limit time.Duration) bool {
-	return b != nil && b.Pending > 0 && b.OldestPending.Before(lastHeartbeat.Add(limit))
+// serverCause says what on the server's side may explain that nothing a
+// node sent before it was due to be called silent (lastHeartbeat + limit)
+// is stored, or "" when nothing does. A refusal that began before then
+// explains it: the agent keeps what it sends in its spool. So does a
+// message received before then and not yet handled: the heartbeat may be
+// queued behind it — or in the agent's spool, if the queue filled up and
+// the agent is backing off (the queue then still holds what it took
+// before). It depends on the queue and the refusal alone, not on when a
+// replica last looked, so every replica judges a node alike.
+func (b *backlogView) serverCause(lastHeartbeat time.Time, limit time.Duration) string {
+	if b == nil {
+		return ""
+	}
+	due := lastHeartbeat.Add(limit)
+	if b.Refusing != "" && b.RefusingSince.Before(due) {
+		return "the server refuses agent messages: " + b.Refusing + " (agents keep them in their spools)"
+	}
+	if b.Pending > 0 && b.OldestPending.Before(due) {
+		return "the server is behind on agent messages (queued, or held in agents' spools while its queue is full)"
+	}
+	return ""
 }
 
 // dropWindow is the span drop rates are judged over.
@@ -176,9 +192,8 @@ func evaluate(h *Heartbeat, st *state, lastHeartbeat, now time.Time, p Policy, b
 	if h.Exit != nil {
 		add(IssueExited, "agent exited with code %d: %s", h.Exit.Code, orNone(h.Exit.Reason))
 	} else if limit := p.silenceLimit(h); now.Sub(lastHeartbeat) > limit {
-		if bl.mayHold(lastHeartbeat, limit) {
-			add(IssueServerBehind, "no heartbeat stored since %s while the server is behind on agent messages (queued, or held in agents' spools while its queue is full)",
-				lastHeartbeat.UTC().Format(time.RFC3339))
+		if why := bl.serverCause(lastHeartbeat, limit); why != "" {
+			add(IssueServerBehind, "no heartbeat stored since %s while %s", lastHeartbeat.UTC().Format(time.RFC3339), why)
 		} else {
 			add(IssueNotReporting, "agent not reporting since %s", lastHeartbeat.UTC().Format(time.RFC3339))
 		}

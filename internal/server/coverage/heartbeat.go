@@ -10,6 +10,7 @@
 //	AGENT_EXITED         agent exited with code 1: <reason>
 //	AGENT_NOT_REPORTING  agent not reporting since 2026-03-01T12:00:00Z
 //	SERVER_BEHIND        no heartbeat stored since T while the server is behind on agent messages (...)
+//	                     — or: while the server refuses agent messages: <why> (...)
 //	KERNEL_NO_BTF        kernel 5.4.0 lacks BTF (/sys/kernel/btf/vmlinux)
 //	SENSOR_FAILED        sensor failed to load: <error>
 //	HOOK_ATTACH_FAILED   hook tracepoint/syscalls/sys_enter_mount failed to attach: <error>

@@ -346,9 +346,10 @@ func (m *Monitor) settled(n *store.Node, now time.Time, bl *backlogView) bool {
 	}
 	switch typ {
 	case IssueNotReporting:
-		return !bl.mayHold(n.LastHeartbeat, limit)
+		return bl.serverCause(n.LastHeartbeat, limit) == ""
 	case IssueServerBehind:
-		return bl.mayHold(n.LastHeartbeat, limit)
+		why := bl.serverCause(n.LastHeartbeat, limit)
+		return why != "" && strings.HasSuffix(n.Issue, " while "+why)
 	}
 	return false
 }
