@@ -137,7 +137,7 @@ func TestSilenceWhileTheServerRefuses(t *testing.T) {
 	const refusing = "SERVER_BEHIND:no heartbeat stored since 2026-03-01T12:00:50Z while the server refuses agent messages: the disk is full"
 	e.beat("early") // due at +30s
 	e.c.add(50 * time.Second)
-	e.beat("late") // due at +80s
+	e.beat("late")            // due at +80s
 	e.c.add(70 * time.Second) // +120s
 	full := coverage.Backlog{Refusing: "the disk is full", RefusingSince: start.Add(60 * time.Second)}
 	e.sweep(full, nil)
