@@ -1,0 +1,96 @@
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mamori-dev/mamori/internal/testenv"
+)
+
+// TestServerOnAFillingDisk runs `mamori server` on a small disk of its own
+// with a separate `mamori agent`. The server starts although the disk is
+// smaller than NATS's default quota would need; when the disk runs low it
+// refuses agent messages, the agent keeps what it detects in its spool,
+// coverage names the server's disk — not the agent — as why the node is
+// silent; once the disk has room, what the agent saw arrives, counted once,
+// and the node is Healthy again.
+func TestServerOnAFillingDisk(t *testing.T) {
+	m := start(t)
+	bin := filepath.Join(m.dir, "mamori")
+	srvDir := testenv.SmallDisk(t, 320)
+	agDir := t.TempDir()
+	natsPort, apiPort := testenv.FreePort(t), testenv.FreePort(t)
+	srv := testenv.StartProcess(t, "", "server", bin, "server", "--data-dir", srvDir, "--api-addr", "127.0.0.1:"+strconv.Itoa(apiPort),
+		"--nats-port", strconv.Itoa(natsPort), "--cluster", "disk", "--min-free-disk", strconv.Itoa(64<<20))
+	token := waitFile(t, filepath.Join(srvDir, "join-token"))
+	url := waitFile(t, filepath.Join(srvDir, "api", "address"))
+	testenv.StartProcess(t, "", "agent", bin, "agent", "--data-dir", agDir, "--server", url, "--join-token", token,
+		"--cluster", "disk", "--metrics-addr", "", "-q")
+	nodeID := waitFile(t, filepath.Join(agDir, "node-id"))
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if _, err := os.Stat(filepath.Join(agDir, "events.sock")); err == nil {
+			break
+		}
+	}
+	time.Sleep(time.Second) // detection subscribed
+	secret := func(name string) string {
+		p := "/root/.ssh/mamori-e2e-disk-" + name + "-" + randHex(t)
+		os.MkdirAll("/root/.ssh", 0o700)
+		if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.Remove(p) })
+		exec.Command("cat", p).Run()
+		return p
+	}
+	waitServerFinding(t, bin, srvDir, nodeID, secret("before"))
+	waitHealthy := func(step string) {
+		t.Helper()
+		var status, issue string
+		for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(time.Second) {
+			if status, issue = nodeIssue(t, bin, srvDir); status == "Healthy" {
+				return
+			}
+		}
+		t.Fatalf("%s: node %s %q, want Healthy", step, status, issue)
+	}
+	waitHealthy("before the disk fills")
+
+	free := testenv.FillDisk(t, srvDir, 32<<20)
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(srv.LogTail(400), "disk guard: disk low on space"); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the server did not notice its disk ran low:\n%s", srv.LogTail(40))
+		}
+	}
+	during := secret("during")
+	// Silent for 30 s (three heartbeats), the node is Unhealthy: the
+	// server's disk is named.
+	const want = "SERVER_BEHIND:no heartbeat stored since "
+	const why = " while the server refuses agent messages: the disk under its message store is low on free space"
+	var status, issue string
+	for deadline := time.Now().Add(90 * time.Second); time.Now().Before(deadline); time.Sleep(time.Second) {
+		if status, issue = nodeIssue(t, bin, srvDir); strings.HasPrefix(issue, want) {
+			break
+		}
+	}
+	if status != "Unhealthy" || !strings.HasPrefix(issue, want) || !strings.Contains(issue, why) {
+		t.Fatalf("coverage with the server's disk low: %s %q, want %q...%q", status, issue, want, why)
+	}
+	for _, f := range serverFindings(t, bin, srvDir) {
+		if strings.Contains(f.String(), during) {
+			t.Fatal("a finding reached the store while the server refused agent messages")
+		}
+	}
+
+	free()
+	f := waitServerFinding(t, bin, srvDir, nodeID, during)
+	if f.Num("service.count") != 1 {
+		t.Errorf("finding held in the agent's spool counted %v times", f.Num("service.count"))
+	}
+	waitHealthy("with room again")
+}
