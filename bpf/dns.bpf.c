@@ -129,6 +129,14 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 ingress)
 	struct config *c = config_on();
 	if (!c)
 		return 1;
+	/* Most packets belong to connected sockets, whose remote port is known
+	 * without reading the packet: skip them unless it is a DNS port.
+	 * Kernels differ in which half of remote_port holds the port, so both
+	 * are tried (a false match only costs the full check below).
+	 * Unconnected sockets and listeners read 0 and take the full check. */
+	__u32 rp = skb->remote_port;
+	if (rp && !dns_port(c, bpf_ntohs((__u16)rp)) && !dns_port(c, bpf_ntohs((__u16)(rp >> 16))))
+		return 1;
 	__u8 local[16] = {}, remote[16] = {};
 	__u32 l4off, family;
 	__u8 proto;
