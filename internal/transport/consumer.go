@@ -25,8 +25,9 @@ type Message struct {
 func (m *Message) DedupKey() string { return msgIDHeader(m.Envelope.NodeID, m.Envelope.MsgID) }
 
 // Handler processes one message. Returning nil acks it; an error naks it for
-// redelivery with backoff; an error wrapped by Permanent terminates it (no
-// retry, counted as rejected with reason "handler").
+// redelivery with backoff, until MaxDeliver deliveries; an error wrapped by
+// Permanent terminates it (no retry, counted as rejected with reason
+// "handler"); one wrapped by Unavailable is retried without limit.
 type Handler func(ctx context.Context, m *Message) error
 
 type permanentError struct{ err error }
@@ -43,12 +44,29 @@ func IsPermanent(err error) bool {
 	return errors.As(err, &p)
 }
 
+type unavailableError struct{ err error }
+
+func (u unavailableError) Error() string { return u.err.Error() }
+func (u unavailableError) Unwrap() error { return u.err }
+
+// Unavailable marks a handler error as the server's own dependency being
+// down (its database, its disk): the message is not at fault, so it is
+// retried for as long as the outage lasts — never given up after
+// MaxDeliver — and the consumer slows its pulls meanwhile.
+func Unavailable(err error) error { return unavailableError{err} }
+
+// IsUnavailable reports whether err (or an error it wraps) came from Unavailable.
+func IsUnavailable(err error) bool {
+	var u unavailableError
+	return errors.As(err, &u)
+}
+
 // ConsumerConfig configures a server-side consumer. Zero values take defaults.
 type ConsumerConfig struct {
 	Durable          string        // DefaultDurable; replicas sharing a name share the work
 	Handler          Handler       // required
 	Concurrency      int           // handlers running at once in this replica: 4
-	MaxDeliver       int           // deliveries before giving up on a message: 10
+	MaxDeliver       int           // deliveries before giving up on a message its handler keeps failing (not Unavailable): 10
 	AckWait          time.Duration // redelivery after a silent handler: 30s
 	BackoffBase      time.Duration // first nak delay: 1s, doubling per delivery
 	BackoffMax       time.Duration // nak delay cap: 1m
@@ -72,6 +90,12 @@ type Consumer struct {
 
 	logMu   sync.Mutex
 	lastLog map[string]time.Time
+
+	// While handlers report the server Unavailable, pulls wait pauseUntil;
+	// pauseLen doubles per report and resets on a success.
+	pauseMu    sync.Mutex
+	pauseUntil time.Time
+	pauseLen   time.Duration
 }
 
 // NewConsumer creates or updates the durable consumer on the MAMORI stream
@@ -110,7 +134,11 @@ func NewConsumer(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig
 		Description: "mamori server ingest",
 		AckPolicy:   jetstream.AckExplicitPolicy,
 		AckWait:     cfg.AckWait,
-		MaxDeliver:  cfg.MaxDeliver,
+		// Unlimited in JetStream: the consumer gives up on a message itself
+		// after cfg.MaxDeliver failures of its handler, but never while the
+		// server's database or disk is down (Unavailable) — a limit here
+		// would drop findings after a few minutes of database outage.
+		MaxDeliver: -1,
 		// Room for a few replicas' handlers and their next pull, and no
 		// more: messages pulled beyond what the handlers can finish within
 		// AckWait would be redelivered while still queued, and redelivery
@@ -163,6 +191,13 @@ func (c *Consumer) Run(ctx context.Context) error {
 func (c *Consumer) fetchLoop(ctx context.Context, work chan<- jetstream.Msg) {
 	batch := c.cfg.Concurrency // at most one batch waits for the handlers
 	for ctx.Err() == nil {
+		if wait := c.pausedFor(); wait > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+		}
 		b, err := c.cons.Fetch(batch, jetstream.FetchMaxWait(fetchWait))
 		if err == nil {
 			for msg := range b.Messages() {
@@ -208,10 +243,19 @@ func (c *Consumer) process(ctx context.Context, msg jetstream.Msg) {
 		}
 		c.seen.add(m.DedupKey())
 		c.m.Consumed.WithLabelValues(string(m.Envelope.Kind)).Inc()
+		c.available()
 	case errors.As(err, &perm):
 		c.m.Rejected.WithLabelValues("handler").Inc()
 		c.logReject("handler", msg.Subject(), err)
 		_ = msg.TermWithReason("handler: " + err.Error())
+	case IsUnavailable(err):
+		c.m.HandlerErrors.Inc()
+		wait := c.unavailable()
+		if c.shouldLog("unavailable") {
+			c.log.Warn("consumer: the server cannot store agent messages now; they wait in the stream and are retried",
+				"retryIn", wait, "err", err)
+		}
+		_ = msg.NakWithDelay(wait)
 	case m.NumDelivered >= uint64(c.cfg.MaxDeliver):
 		c.m.DeadLettered.Inc()
 		c.log.Error("consumer: giving up on message after max deliveries", "subject", msg.Subject(),
@@ -225,6 +269,34 @@ func (c *Consumer) process(ctx context.Context, msg jetstream.Msg) {
 			"deliveries", m.NumDelivered, "retryIn", delay, "err", err)
 		_ = msg.NakWithDelay(delay)
 	}
+}
+
+// maxPause bounds how long pulls wait while the server is unavailable, and
+// so how late they resume after it is back.
+const maxPause = 30 * time.Second
+
+// unavailable records a handler's report that the server cannot work now,
+// pauses pulls for a doubling while, and returns how long.
+func (c *Consumer) unavailable() time.Duration {
+	c.pauseMu.Lock()
+	defer c.pauseMu.Unlock()
+	c.pauseLen = min(max(2*c.pauseLen, c.cfg.BackoffBase), maxPause)
+	c.pauseUntil = time.Now().Add(c.pauseLen)
+	return c.pauseLen
+}
+
+// available ends a pause after a handler succeeded.
+func (c *Consumer) available() {
+	c.pauseMu.Lock()
+	c.pauseLen, c.pauseUntil = 0, time.Time{}
+	c.pauseMu.Unlock()
+}
+
+// pausedFor is how long pulls still wait.
+func (c *Consumer) pausedFor() time.Duration {
+	c.pauseMu.Lock()
+	defer c.pauseMu.Unlock()
+	return time.Until(c.pauseUntil)
 }
 
 // verify turns a raw stream message into a Message, or a *RejectError.

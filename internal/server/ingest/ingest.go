@@ -13,7 +13,9 @@
 // Hostile input is refused with a *RejectError naming the reason,
 // wrapped in transport.Permanent so the message is terminated rather than
 // retried, and counted (mamori_ingest_rejected_total{kind,reason}). Store
-// failures are returned as plain errors: the message is redelivered later.
+// failures are returned as plain errors, wrapped in transport.Unavailable
+// when the database cannot work at all (down, restarting, disk full): the
+// message is redelivered later, and for as long as such an outage lasts.
 //
 // Concurrent Handle calls are grouped into one store transaction per batch
 // (up to BatchMax, without waiting for more), which is what makes
@@ -220,6 +222,11 @@ func (in *Ingester) Apply(ctx context.Context, msg Input) error {
 		err = transport.Permanent(err)
 	case err != nil:
 		outcome = "error"
+		if store.IsUnavailable(err) {
+			// The database or its disk is down, not the message at fault:
+			// retried for as long as that lasts.
+			err = transport.Unavailable(err)
+		}
 	}
 	in.m.Messages.WithLabelValues(kind, outcome).Inc()
 	in.m.Duration.WithLabelValues(kind).Observe(in.now().Sub(start).Seconds())
