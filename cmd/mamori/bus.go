@@ -110,6 +110,18 @@ func startBus(ctx context.Context, cfg busConfig, mux *http.ServeMux, reg promet
 		return fail(err)
 	}
 	b.js = js
+	if b.emb != nil {
+		// The guard takes up a pause a previous run left before EnsureStream
+		// resets the stream's bound, and pauses again at once below if the
+		// disk has not recovered. It keeps at least the stream's bound free:
+		// while intake is paused the server still stores what the stream
+		// holds, on the same disk by default.
+		if b.disk, err = transport.NewDiskGuard(transport.DiskGuardConfig{Embedded: b.emb, JS: js, StreamMaxBytes: cfg.streamBytes,
+			MinFree: max(cfg.minFreeDisk, cfg.streamBytes), Metrics: m, Logger: log}); err != nil {
+			return fail(err)
+		}
+		b.disk.Restore(ctx)
+	}
 	var (
 		toks  *transport.KVStore[transport.TokenRecord]
 		nodes *transport.KVStore[transport.NodeRecord]
@@ -134,6 +146,9 @@ func startBus(ctx context.Context, cfg busConfig, mux *http.ServeMux, reg promet
 	if err != nil {
 		return fail(err)
 	}
+	if b.disk != nil {
+		b.disk.Check(ctx)
+	}
 	if rev != nil {
 		revoke = rev.Revoke
 		go rev.Run(ctx, revocationPushEvery)
@@ -155,11 +170,7 @@ func startBus(ctx context.Context, cfg busConfig, mux *http.ServeMux, reg promet
 	if err != nil {
 		return fail(err)
 	}
-	if b.emb != nil {
-		if b.disk, err = transport.NewDiskGuard(transport.DiskGuardConfig{Embedded: b.emb, JS: js, StreamMaxBytes: cfg.streamBytes,
-			MinFree: cfg.minFreeDisk, Metrics: m, Logger: log}); err != nil {
-			return fail(err)
-		}
+	if b.disk != nil {
 		go b.disk.Run(ctx)
 	}
 	if reg != nil {
@@ -184,13 +195,13 @@ func startBus(ctx context.Context, cfg busConfig, mux *http.ServeMux, reg promet
 func (b *bus) backlog(ctx context.Context) (coverage.Backlog, error) {
 	var bl coverage.Backlog
 	if b.disk != nil {
-		if d := b.disk.State(); d.Refusing != "" {
-			bl.Refusing, bl.RefusingSince = d.Refusing, d.Since
+		if d := b.disk.State(); !d.Since.IsZero() {
+			bl.Refusing, bl.RefusingSince, bl.RefusedUntil = transport.RefusalDisk, d.Since, d.Until
 		}
 	}
 	st, err := transport.ReadStreamState(ctx, b.js, "")
 	if err != nil {
-		if bl.Refusing != "" {
+		if bl.Refusing != "" && bl.RefusedUntil.IsZero() {
 			return bl, nil // a failed store may not answer; the refusal is known
 		}
 		return coverage.Backlog{}, err

@@ -85,7 +85,7 @@ func (f *serverFlags) bind(cmd *cobra.Command) {
 	fl.StringVar(&f.natsCA, "nats-ca", "", "with --nats-url: CA certificate (PEM) of the NATS servers, also handed to agents [DATA_DIR/nats/tls/ca.pem]")
 	fl.IntVar(&f.natsReplicas, "nats-replicas", 1, "JetStream replicas of mamori's stream and buckets (3 on a 3-server cluster)")
 	fl.Int64Var(&f.streamBytes, "stream-max-bytes", transport.DefaultStreamMaxBytes, "bound of the agents' message stream; when it is full agents keep new messages in their spools and back off")
-	fl.Int64Var(&f.minFreeDisk, "min-free-disk", transport.DefaultMinFreeBytes, "embedded NATS: free bytes its store's disk keeps; below them the server refuses agent messages (agents spool them) until twice as much is free")
+	fl.Int64Var(&f.minFreeDisk, "min-free-disk", transport.DefaultMinFreeBytes, "embedded NATS: free bytes its store's disk keeps, at least --stream-max-bytes; below them the server refuses agent messages (agents spool them) until twice as much is free")
 }
 
 // bindDirs adds --rules and --intel (`run` shares the agent's).

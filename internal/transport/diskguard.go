@@ -20,11 +20,13 @@ import (
 // far more than the two seconds between checks.
 const DefaultMinFreeBytes = 64 << 20
 
-// Refusal reasons, in stable words: coverage puts them in issue texts.
-const (
-	RefusalDiskLow     = "the disk under its message store is low on free space"
-	RefusalStoreFailed = "its message store failed to write to its disk"
-)
+// RefusalDisk is why a DiskGuard refuses agent messages, in stable words:
+// coverage puts it in issue texts.
+const RefusalDisk = "the disk under its message store is full or low on free space"
+
+// refusingSinceKey, in the MAMORI stream's metadata, records since when a
+// pause has lasted, so a restarted server keeps it and its start.
+const refusingSinceKey = "mamori.refusing-since"
 
 // DiskGuardConfig configures a DiskGuard. Zero values take the defaults noted.
 type DiskGuardConfig struct {
@@ -44,36 +46,46 @@ type DiskGuardConfig struct {
 
 // DiskState is what a DiskGuard last found.
 type DiskState struct {
-	// Refusing is the reason the server refuses agent messages (one of the
-	// Refusal constants), empty while it takes them.
+	// Refusing is RefusalDisk while the server refuses agent messages,
+	// empty while it takes them.
 	Refusing string
-	Since    time.Time // when the refusal began
+	Since    time.Time // when the refusal began (kept after it ends)
+	Until    time.Time // when the last refusal ended; zero while refusing
 	Free     int64     // free bytes under the store at the last check
+	// StoreFailed says why JetStream cannot write, when it cannot.
+	StoreFailed string
 }
 
 // DiskGuard keeps an embedded JetStream store usable when its disk fills.
 //
-// NATS answers a failed store write (no space left) by failing the stream
-// until JetStream restarts: publishes then go unanswered even after space
-// returns, and an acknowledged message still in its write cache is lost if
-// the process dies first. So the guard refuses agent messages before the
-// disk is full — it lowers the stream's bound to one byte; agents are
-// refused for now, keep new messages in their spools and back off, and the
-// server drains what the stream holds — and lets them in again once twice
-// MinFree is free. If a write failed anyway (another program filled the
-// disk between two checks), it restarts JetStream once there is room again,
-// which writes out what NATS held in memory and reopens the stream; agents
-// then replay their spools. Nothing is dropped on the way.
+// NATS does not acknowledge a message it failed to write (no space left),
+// but it keeps the stream failed afterwards: publishes go unanswered even
+// once space returns, until JetStream restarts. So the guard refuses agent
+// messages before the disk is full — it lowers the stream's bound to one
+// byte, so agents are refused for now, keep new messages in their spools
+// and back off, while the server drains what the stream holds — and lets
+// them in again once twice MinFree is free. If a write failed anyway
+// (another program filled the disk between two checks), it restarts
+// JetStream once there is room again, reopening the stream from disk;
+// agents then replay their spools. Nothing is dropped on the way.
 type DiskGuard struct {
 	cfg DiskGuardConfig
 	dir string
 	log *slog.Logger
 
+	check sync.Mutex // one Check at a time
+	// restart pacing: restarts that do not cure the store back off
+	nextRestart time.Time
+	restartWait time.Duration
+	// restarting is set while JetStream was stopped by the guard and not
+	// yet started again.
+	restarting bool
+
 	mu    sync.Mutex
 	state DiskState
 }
 
-// NewDiskGuard checks cfg; Run does the work.
+// NewDiskGuard checks cfg; Restore and Run do the work.
 func NewDiskGuard(cfg DiskGuardConfig) (*DiskGuard, error) {
 	if cfg.Embedded == nil || cfg.JS == nil {
 		return nil, errors.New("disk guard: no embedded server or JetStream")
@@ -107,6 +119,27 @@ func (g *DiskGuard) State() DiskState {
 	return g.state
 }
 
+// Restore takes up a pause a previous run of the server left on the stream
+// (its bound at one byte and its start in the stream's metadata). Call it
+// before EnsureStream resets the bound; the first Check pauses again while
+// the disk has not recovered.
+func (g *DiskGuard) Restore(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	st, err := g.cfg.JS.Stream(ctx, StreamName)
+	if err != nil {
+		return // no stream yet: nothing to take up
+	}
+	cfg := st.CachedInfo().Config
+	since, err := time.Parse(time.RFC3339Nano, cfg.Metadata[refusingSinceKey])
+	if err != nil || cfg.MaxBytes != 1 {
+		return
+	}
+	g.mu.Lock()
+	g.state = DiskState{Refusing: RefusalDisk, Since: since}
+	g.mu.Unlock()
+}
+
 // Run checks at once and then every Interval until ctx ends.
 func (g *DiskGuard) Run(ctx context.Context) {
 	t := time.NewTicker(g.cfg.Interval)
@@ -123,62 +156,65 @@ func (g *DiskGuard) Run(ctx context.Context) {
 
 // Check looks at the disk and the store once and acts on what it finds.
 func (g *DiskGuard) Check(ctx context.Context) {
+	g.check.Lock()
+	defer g.check.Unlock()
 	free, err := g.cfg.Free(g.dir)
 	if err != nil {
 		g.log.Warn("disk guard: cannot read free space", "dir", g.dir, "err", err)
 		return
 	}
 	g.cfg.Metrics.StoreFree.Set(float64(free))
-	failed := g.storeFailed()
 	prev := g.State()
-	next := DiskState{Refusing: prev.Refusing, Since: prev.Since, Free: free}
+	refusing := prev.Refusing != ""
+	since := prev.Since // of the pause, kept across restarts
+	if !refusing {
+		since = g.cfg.Now()
+	}
+	failed := g.storeFailed()
+	if failed != "" && g.restartable(failed) && free >= 2*g.cfg.MinFree && !g.cfg.Now().Before(g.nextRestart) {
+		failed = g.restart(failed, free)
+	}
 	switch {
-	case failed != "" && free < 2*g.cfg.MinFree:
-		// Restarting now would fail again: wait for room.
-		next.Refusing = RefusalStoreFailed
-		if prev.Refusing != RefusalStoreFailed {
-			g.log.Error("disk guard: the message store cannot write; agents keep their messages in their spools until the disk has room",
-				"err", failed, "free", free, "needed", 2*g.cfg.MinFree)
-		}
 	case failed != "":
-		if err := g.cfg.Embedded.RestartJetStream(); err != nil {
-			g.log.Error("disk guard: restart JetStream", "err", err)
-			next.Refusing = RefusalStoreFailed
-			break
+		// Refusing for now whatever the bound says: the stream does not answer.
+		if prev.StoreFailed == "" {
+			g.log.Error("disk guard: the message store cannot write; agents keep their messages in their spools",
+				"err", failed, "free", free, "restartAt", 2*g.cfg.MinFree)
 		}
-		g.cfg.Metrics.StoreRestarts.Inc()
-		g.log.Warn("disk guard: restarted JetStream after a failed write; the stream answers again", "failed", failed, "free", free)
-		// Intake resumes below, on the next check, if the disk allows.
-		next.Refusing = RefusalStoreFailed
-	case free < g.cfg.MinFree:
-		if err := g.setBound(ctx, 1); err != nil {
+		refusing = true
+	case free < g.cfg.MinFree || (refusing && free < 2*g.cfg.MinFree):
+		// Low, or not yet recovered from low: hold intake (again, after a
+		// restart or a server start that reset the bound).
+		if err := g.setBound(ctx, 1, since); err != nil {
 			g.log.Warn("disk guard: pause intake", "err", err)
+			break // the state says what the stream does: unchanged
 		}
-		if prev.Refusing == "" {
+		if !refusing {
 			g.log.Error("disk guard: disk low on space; the server refuses agent messages for now (agents keep them in their spools)",
-				"dir", g.dir, "free", free, "minFree", g.cfg.MinFree)
+				"dir", g.dir, "free", free, "minFree", g.cfg.MinFree, "resumeAt", 2*g.cfg.MinFree)
 		}
-		if prev.Refusing != RefusalStoreFailed {
-			next.Refusing = RefusalDiskLow
-		}
-	case prev.Refusing != "" && free >= 2*g.cfg.MinFree:
-		if err := g.setBound(ctx, g.cfg.StreamMaxBytes); err != nil {
+		refusing = true
+	default:
+		if err := g.setBound(ctx, g.cfg.StreamMaxBytes, time.Time{}); err != nil {
 			g.log.Warn("disk guard: resume intake", "err", err)
 			break
 		}
-		g.log.Info("disk guard: disk has room again; the server takes agent messages", "free", free)
-		next.Refusing = ""
-	case prev.Refusing == "" && free < 2*g.cfg.MinFree:
-		// Between the two marks after a start: keep the bound as it is.
+		if refusing {
+			g.log.Info("disk guard: the disk has room again; the server takes agent messages", "free", free)
+		}
+		refusing = false
 	}
+	next := DiskState{Since: prev.Since, Until: prev.Until, Free: free, StoreFailed: failed}
 	switch {
-	case next.Refusing == "":
-		next.Since = time.Time{}
-	case prev.Refusing == "":
-		next.Since = g.cfg.Now()
+	case refusing && prev.Refusing == "":
+		next.Refusing, next.Since, next.Until = RefusalDisk, since, time.Time{}
+	case refusing:
+		next.Refusing = RefusalDisk
+	case prev.Refusing != "":
+		next.Until = g.cfg.Now()
 	}
 	paused := 0.0
-	if next.Refusing != "" {
+	if refusing {
 		paused = 1
 	}
 	g.cfg.Metrics.IntakePaused.Set(paused)
@@ -187,22 +223,58 @@ func (g *DiskGuard) Check(ctx context.Context) {
 	g.mu.Unlock()
 }
 
+// restartable reports whether restarting JetStream can cure failed: a
+// stream that ran out of space, or JetStream the guard itself stopped.
+// Other failures (permissions, I/O errors) need the operator.
+func (g *DiskGuard) restartable(failed string) bool {
+	return g.restarting || strings.Contains(failed, "no space left") || strings.Contains(failed, "quota exceeded")
+}
+
+// restart restarts JetStream and returns why the store still fails ("" when
+// it works). Restarts that do not cure it are spaced out, 10 s doubling to
+// 5 minutes: each one interrupts every JetStream client.
+func (g *DiskGuard) restart(failed string, free int64) string {
+	g.restartWait = min(max(2*g.restartWait, 10*time.Second), 5*time.Minute)
+	g.nextRestart = g.cfg.Now().Add(g.restartWait)
+	g.restarting = true
+	if err := g.cfg.Embedded.RestartJetStream(); err != nil {
+		g.log.Error("disk guard: restart JetStream", "err", err, "nextTry", g.restartWait)
+		return err.Error()
+	}
+	g.restarting = false
+	g.cfg.Metrics.StoreRestarts.Inc()
+	if still := g.storeFailed(); still != "" {
+		return still
+	}
+	g.log.Warn("disk guard: restarted JetStream after a failed write; the stream answers again", "failed", failed, "free", free)
+	g.restartWait = 0
+	return ""
+}
+
 // storeFailed returns why JetStream cannot write, or "" when it can.
 func (g *DiskGuard) storeFailed() string {
 	s := g.cfg.Embedded.Server
 	if !s.JetStreamEnabled() {
 		return "JetStream is disabled"
 	}
-	h := s.Healthz(&server.HealthzOptions{})
-	if h != nil && h.Status != "ok" && strings.Contains(h.Error, "write error") {
-		return h.Error
+	h := s.Healthz(&server.HealthzOptions{Details: true})
+	if h == nil {
+		return ""
 	}
-	return ""
+	var why []string
+	for _, e := range h.Errors {
+		why = append(why, e.Error)
+	}
+	if len(why) == 0 && h.Error != "" {
+		why = append(why, h.Error)
+	}
+	return strings.Join(why, "; ")
 }
 
-// setBound sets the MAMORI stream's MaxBytes. Lowering it never discards
-// what the stream holds (DiscardNew); it only refuses new messages.
-func (g *DiskGuard) setBound(ctx context.Context, maxBytes int64) error {
+// setBound sets the MAMORI stream's MaxBytes, recording since when a pause
+// lasts (zero: not paused) in its metadata. Lowering the bound never
+// discards what the stream holds (DiscardNew); it only refuses new messages.
+func (g *DiskGuard) setBound(ctx context.Context, maxBytes int64, since time.Time) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	st, err := g.cfg.JS.Stream(ctx, StreamName)
@@ -210,10 +282,24 @@ func (g *DiskGuard) setBound(ctx context.Context, maxBytes int64) error {
 		return fmt.Errorf("stream %s: %w", StreamName, err)
 	}
 	cfg := st.CachedInfo().Config
-	if cfg.MaxBytes == maxBytes {
+	mark := ""
+	if maxBytes == 1 {
+		mark = since.UTC().Format(time.RFC3339Nano)
+	}
+	if cfg.MaxBytes == maxBytes && cfg.Metadata[refusingSinceKey] == mark {
 		return nil
 	}
 	cfg.MaxBytes = maxBytes
+	md := map[string]string{}
+	for k, v := range cfg.Metadata {
+		if k != refusingSinceKey {
+			md[k] = v
+		}
+	}
+	if mark != "" {
+		md[refusingSinceKey] = mark
+	}
+	cfg.Metadata = md
 	if _, err := g.cfg.JS.UpdateStream(ctx, cfg); err != nil {
 		return fmt.Errorf("set stream %s bound to %d bytes: %w", StreamName, maxBytes, err)
 	}

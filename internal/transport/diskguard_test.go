@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -94,7 +95,7 @@ func TestDiskGuardPausesIntakeOnALowDisk(t *testing.T) {
 	free := testenv.FillDisk(t, e.disk, 16<<20)
 	e.guard.Check(ctx)
 	st := e.guard.State()
-	if st.Refusing != RefusalDiskLow || st.Since.IsZero() || st.Free > 16<<20 {
+	if st.Refusing != RefusalDisk || st.Since.IsZero() || st.Free > 16<<20 || st.StoreFailed != "" {
 		t.Fatalf("with 16 MiB free and 32 MiB wanted: %+v", st)
 	}
 	if testutil.ToFloat64(e.m.IntakePaused) != 1 {
@@ -113,12 +114,12 @@ func TestDiskGuardPausesIntakeOnALowDisk(t *testing.T) {
 	free()
 	fillAgain := testenv.FillDisk(t, e.disk, 48<<20)
 	e.guard.Check(ctx)
-	if got := e.guard.State(); got.Refusing != RefusalDiskLow || !got.Since.Equal(st.Since) {
+	if got := e.guard.State(); got.Refusing != RefusalDisk || !got.Since.Equal(st.Since) {
 		t.Fatalf("with 48 MiB free (resume at 64): %+v", got)
 	}
 	fillAgain()
 	e.guard.Check(ctx)
-	if got := e.guard.State(); got.Refusing != "" || !got.Since.IsZero() {
+	if got := e.guard.State(); got.Refusing != "" || !got.Since.Equal(st.Since) || got.Until.Before(st.Since) {
 		t.Fatalf("with the disk freed: %+v", got)
 	}
 	if testutil.ToFloat64(e.m.IntakePaused) != 0 {
@@ -144,7 +145,7 @@ func TestDiskGuardRestartsAFailedStore(t *testing.T) {
 	e.publish(50)
 	waitFor(t, "the store's write failed", 20*time.Second, func() bool { return e.guard.storeFailed() != "" })
 	e.guard.Check(ctx)
-	if st := e.guard.State(); st.Refusing != RefusalStoreFailed {
+	if st := e.guard.State(); st.Refusing != RefusalDisk || !strings.Contains(st.StoreFailed, "no space left") {
 		t.Fatalf("with the store failed and the disk full: %+v", st)
 	}
 	if testutil.ToFloat64(e.m.StoreRestarts) != 0 {
@@ -161,13 +162,73 @@ func TestDiskGuardRestartsAFailedStore(t *testing.T) {
 	if testutil.ToFloat64(e.m.StoreRestarts) != 1 {
 		t.Fatal("JetStream not restarted with the disk free")
 	}
-	if why := e.guard.storeFailed(); why != "" {
-		t.Fatalf("after the restart: %s", why)
-	}
-	e.guard.Check(ctx)
-	if st := e.guard.State(); st.Refusing != "" {
+	if st := e.guard.State(); st.Refusing != "" || st.StoreFailed != "" || st.Until.IsZero() {
 		t.Fatalf("after the restart: %+v", st)
 	}
 	e.publish(10)
 	e.everyFindingOnce()
+}
+
+// The guard's marks, on a disk whose free space the test sets: it pauses
+// below MinFree and resumes at twice that, not in between; a pause outlives
+// a restart of the server (a new guard takes it up from the stream before
+// EnsureStream resets the bound), keeping its start.
+func TestDiskGuardMarksAndRestart(t *testing.T) {
+	b := startBus(t, t.TempDir(), -1)
+	ctx := context.Background()
+	var free atomic.Int64
+	newGuard := func() *DiskGuard {
+		g, err := NewDiskGuard(DiskGuardConfig{Embedded: b.emb, JS: b.js, MinFree: 32 << 20, Logger: testLogger(t),
+			Free: func(string) (int64, error) { return free.Load(), nil }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	bound := func() (int64, string) {
+		t.Helper()
+		st, err := b.js.Stream(ctx, StreamName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := st.CachedInfo().Config
+		return c.MaxBytes, c.Metadata[refusingSinceKey]
+	}
+	step := func(g *DiskGuard, mib int64, refusing bool, wantBound int64) DiskState {
+		t.Helper()
+		free.Store(mib << 20)
+		g.Check(ctx)
+		st := g.State()
+		if got, mark := bound(); (st.Refusing != "") != refusing || got != wantBound || (mark != "") != refusing {
+			t.Fatalf("%d MiB free: state %+v, stream bound %d (mark %q); want refusing %v, bound %d", mib, st, got, mark, refusing, wantBound)
+		}
+		return st
+	}
+	g := newGuard()
+	step(g, 100, false, DefaultStreamMaxBytes)
+	paused := step(g, 20, true, 1)
+	if st := step(g, 50, true, 1); !st.Since.Equal(paused.Since) {
+		t.Fatalf("pause start moved: %v → %v", paused.Since, st.Since)
+	}
+
+	// The server restarts while paused.
+	g = newGuard()
+	g.Restore(ctx)
+	if st := g.State(); st.Refusing != RefusalDisk || !st.Since.Equal(paused.Since) {
+		t.Fatalf("restored: %+v, want refusing since %v", st, paused.Since)
+	}
+	if _, err := EnsureStream(ctx, b.js, StreamOptions{Duplicates: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	if st := step(g, 50, true, 1); !st.Since.Equal(paused.Since) {
+		t.Fatalf("after the restart the pause starts at %v, want %v", st.Since, paused.Since)
+	}
+	resumed := step(g, 70, false, DefaultStreamMaxBytes)
+	if !resumed.Since.Equal(paused.Since) || resumed.Until.IsZero() {
+		t.Fatalf("resumed: %+v", resumed)
+	}
+	step(g, 50, false, DefaultStreamMaxBytes) // between the marks, open stays open
+	if again := step(g, 10, true, 1); !again.Since.After(paused.Since) || !again.Until.IsZero() {
+		t.Fatalf("a new pause: %+v", again)
+	}
 }

@@ -204,6 +204,9 @@ func (e *Embedded) RestartJetStream() error {
 	}
 	cfg := e.jsConfig
 	if err := e.Server.EnableJetStream(&cfg); err != nil {
+		// A failed start can leave JetStream half up; stop it so the next
+		// attempt starts from scratch.
+		_ = e.Server.ShutdownJetStream()
 		return fmt.Errorf("start JetStream: %w", err)
 	}
 	return nil

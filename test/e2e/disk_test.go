@@ -18,7 +18,7 @@ import (
 // refuses agent messages, the agent keeps what it detects in its spool,
 // coverage names the server's disk — not the agent — as why the node is
 // silent; once the disk has room, what the agent saw arrives, counted once,
-// and the node is Healthy again.
+// and the node is Healthy again without having been blamed on its agent.
 func TestServerOnAFillingDisk(t *testing.T) {
 	m := start(t)
 	bin := filepath.Join(m.dir, "mamori")
@@ -62,7 +62,8 @@ func TestServerOnAFillingDisk(t *testing.T) {
 	waitHealthy("before the disk fills")
 
 	free := testenv.FillDisk(t, srvDir, 32<<20)
-	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(srv.LogTail(400), "disk guard: disk low on space"); time.Sleep(100 * time.Millisecond) {
+	serverLog := func() string { b, _ := os.ReadFile(srv.Log); return string(b) }
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(serverLog(), "disk guard: disk low on space"); time.Sleep(100 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the server did not notice its disk ran low:\n%s", srv.LogTail(40))
 		}
@@ -71,7 +72,7 @@ func TestServerOnAFillingDisk(t *testing.T) {
 	// Silent for 30 s (three heartbeats), the node is Unhealthy: the
 	// server's disk is named.
 	const want = "SERVER_BEHIND:no heartbeat stored since "
-	const why = " while the server refuses agent messages: the disk under its message store is low on free space"
+	const why = " while the server refuses agent messages: the disk under its message store is full or low on free space"
 	var status, issue string
 	for deadline := time.Now().Add(90 * time.Second); time.Now().Before(deadline); time.Sleep(time.Second) {
 		if status, issue = nodeIssue(t, bin, srvDir); strings.HasPrefix(issue, want) {
@@ -93,4 +94,9 @@ func TestServerOnAFillingDisk(t *testing.T) {
 		t.Errorf("finding held in the agent's spool counted %v times", f.Num("service.count"))
 	}
 	waitHealthy("with room again")
+	// Heard again within seconds of the resumption, the node was never
+	// blamed on its agent on the way back.
+	if strings.Contains(serverLog(), "AGENT_NOT_REPORTING") {
+		t.Error("the node was called not reporting: the server's refusal was its cause")
+	}
 }

@@ -129,8 +129,9 @@ func TestSilenceWhileTheServerIsBehind(t *testing.T) {
 
 // A server that refuses agent messages (its store's disk is low) is named
 // as the cause of the silence of every node that was due after the refusal
-// began, whatever its queue holds; a node silent before stays the agent's.
-// The issue changes when the cause does, and only then.
+// began, whatever its queue holds, until a silence limit after it ends; a
+// node silent before stays the agent's. The issue changes when the cause
+// does, and only then.
 func TestSilenceWhileTheServerRefuses(t *testing.T) {
 	start := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	e := newBacklogEnv(t, start)
@@ -151,10 +152,26 @@ func TestSilenceWhileTheServerRefuses(t *testing.T) {
 	// Still refusing, the queue holding messages from before: the refusal is named.
 	e.sweep(coverage.Backlog{Pending: 10, OldestPending: start.Add(55 * time.Second), Refusing: full.Refusing, RefusingSince: full.RefusingSince}, nil)
 	e.expect("refusing with a backlog", "late", refusing)
-	// Intake resumed, the backlog not yet handled: the cause changes.
-	e.sweep(coverage.Backlog{Pending: 10, OldestPending: start.Add(55 * time.Second)}, nil)
+	// Intake resumed: agents are heard again within seconds (they back off
+	// for ten at most), so for a silence limit the refusal still explains
+	// the silence and nothing changes...
+	ended := full
+	ended.RefusedUntil = e.c.now()
+	before = e.transitions()
+	e.sweep(ended, nil)
+	e.c.add(29 * time.Second)
+	e.sweep(ended, nil)
+	e.expect("within a silence limit of the resumption", "late", refusing)
+	if after := e.transitions(); after != before {
+		t.Fatalf("the resumption logged %d transitions within the grace", after-before)
+	}
+	// ... and after it, what is left on the server's side does.
+	e.c.add(2 * time.Second)
+	behindToo := ended
+	behindToo.Pending, behindToo.OldestPending = 10, start.Add(55*time.Second)
+	e.sweep(behindToo, nil)
 	e.expect("behind after the refusal", "late", "SERVER_BEHIND:no heartbeat stored since 2026-03-01T12:00:50Z while the server is behind")
-	e.sweep(coverage.Backlog{}, nil)
+	e.sweep(ended, nil)
 	e.expect("nothing on the server's side", "late", "AGENT_NOT_REPORTING:")
 	e.sweep(full, nil)
 	e.expect("refusing again", "late", refusing)

@@ -32,10 +32,12 @@ const (
 type Backlog struct {
 	Pending       uint64    // messages not yet handed to the server's handlers
 	OldestPending time.Time // when the first of them was received
-	// Refusing, when set, is why the server refuses agent messages for now
-	// (in stable words: it goes into issue texts), since RefusingSince.
+	// Refusing, when set, is why the server refuses (or last refused) agent
+	// messages, in stable words: it goes into issue texts. The refusal
+	// began at RefusingSince and ended at RefusedUntil (zero: it goes on).
 	Refusing      string
 	RefusingSince time.Time
+	RefusedUntil  time.Time
 }
 
 // backlogView is a backlog reading and when it was taken.
@@ -47,18 +49,20 @@ type backlogView struct {
 // serverCause says what on the server's side may explain that nothing a
 // node sent before it was due to be called silent (lastHeartbeat + limit)
 // is stored, or "" when nothing does. A refusal that began before then
-// explains it: the agent keeps what it sends in its spool. So does a
-// message received before then and not yet handled: the heartbeat may be
-// queued behind it — or in the agent's spool, if the queue filled up and
-// the agent is backing off (the queue then still holds what it took
-// before). It depends on the queue and the refusal alone, not on when a
+// explains it — the agent keeps what it sends in its spool — until the
+// node has had a silence limit since the refusal ended to be heard again
+// (agents back off for up to ten seconds, then replay). So does a message
+// received before then and not yet handled: the heartbeat may be queued
+// behind it — or in the agent's spool, if the queue filled up and the
+// agent is backing off (the queue then still holds what it took before).
+// It depends on the queue, the refusal and now alone, not on when a
 // replica last looked, so every replica judges a node alike.
-func (b *backlogView) serverCause(lastHeartbeat time.Time, limit time.Duration) string {
+func (b *backlogView) serverCause(lastHeartbeat time.Time, limit time.Duration, now time.Time) string {
 	if b == nil {
 		return ""
 	}
 	due := lastHeartbeat.Add(limit)
-	if b.Refusing != "" && b.RefusingSince.Before(due) {
+	if b.Refusing != "" && b.RefusingSince.Before(due) && (b.RefusedUntil.IsZero() || now.Before(b.RefusedUntil.Add(limit))) {
 		return "the server refuses agent messages: " + b.Refusing + " (agents keep them in their spools)"
 	}
 	if b.Pending > 0 && b.OldestPending.Before(due) {
@@ -192,7 +196,7 @@ func evaluate(h *Heartbeat, st *state, lastHeartbeat, now time.Time, p Policy, b
 	if h.Exit != nil {
 		add(IssueExited, "agent exited with code %d: %s", h.Exit.Code, orNone(h.Exit.Reason))
 	} else if limit := p.silenceLimit(h); now.Sub(lastHeartbeat) > limit {
-		if why := bl.serverCause(lastHeartbeat, limit); why != "" {
+		if why := bl.serverCause(lastHeartbeat, limit, now); why != "" {
 			add(IssueServerBehind, "no heartbeat stored since %s while %s", lastHeartbeat.UTC().Format(time.RFC3339), why)
 		} else {
 			add(IssueNotReporting, "agent not reporting since %s", lastHeartbeat.UTC().Format(time.RFC3339))

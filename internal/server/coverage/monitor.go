@@ -346,9 +346,9 @@ func (m *Monitor) settled(n *store.Node, now time.Time, bl *backlogView) bool {
 	}
 	switch typ {
 	case IssueNotReporting:
-		return bl.serverCause(n.LastHeartbeat, limit) == ""
+		return bl.serverCause(n.LastHeartbeat, limit, now) == ""
 	case IssueServerBehind:
-		why := bl.serverCause(n.LastHeartbeat, limit)
+		why := bl.serverCause(n.LastHeartbeat, limit, now)
 		return why != "" && strings.HasSuffix(n.Issue, " while "+why)
 	}
 	return false
