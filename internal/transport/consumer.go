@@ -271,8 +271,8 @@ func (c *Consumer) process(ctx context.Context, msg jetstream.Msg) {
 	}
 }
 
-// maxPause bounds how long pulls wait while the server is unavailable, and
-// so how late they resume after it is back.
+// maxPause bounds how long pulls wait while the server is unavailable (and
+// BackoffMax, when smaller), and so how late they resume after it is back.
 const maxPause = 30 * time.Second
 
 // unavailable records a handler's report that the server cannot work now,
@@ -280,7 +280,7 @@ const maxPause = 30 * time.Second
 func (c *Consumer) unavailable() time.Duration {
 	c.pauseMu.Lock()
 	defer c.pauseMu.Unlock()
-	c.pauseLen = min(max(2*c.pauseLen, c.cfg.BackoffBase), maxPause)
+	c.pauseLen = min(max(2*c.pauseLen, c.cfg.BackoffBase), maxPause, c.cfg.BackoffMax)
 	c.pauseUntil = time.Now().Add(c.pauseLen)
 	return c.pauseLen
 }

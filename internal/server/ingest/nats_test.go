@@ -85,18 +85,7 @@ func TestTwoReplicasOverNATS(t *testing.T) {
 	s := agentStream(t, 9, 3, 30, 2, 5)
 	rng := rand.New(rand.NewPCG(5, 6))
 	publish := func(node string, kind transport.Kind, payload []byte, msgID string) {
-		env := &transport.Envelope{V: transport.EnvelopeVersion, Kind: kind, NodeID: node, MsgID: msgID,
-			SentAt: time.Now().UTC(), Payload: payload}
-		data, err := env.Encode()
-		if err != nil {
-			t.Fatal(err)
-		}
-		m := nats.NewMsg(transport.SubjectFor(node, kind))
-		m.Data = data
-		m.Header.Set(jetstream.MsgIDHeader, node+":"+msgID)
-		if _, err := js.PublishMsg(ctx, m); err != nil {
-			t.Fatal(err)
-		}
+		publishAs(t, js, node, kind, payload, msgID)
 	}
 	resent := 0
 	for _, msg := range s.Msgs {
@@ -144,4 +133,104 @@ func TestTwoReplicasOverNATS(t *testing.T) {
 	if unchanged < float64(resent) {
 		t.Errorf("%v re-sent states reported unchanged, want at least %d", unchanged, resent)
 	}
+}
+
+// publishAs publishes payload on node's subject as that node's agent would,
+// with Nats-Msg-Id node:msgID.
+func publishAs(t testing.TB, js jetstream.JetStream, node string, kind transport.Kind, payload []byte, msgID string) {
+	t.Helper()
+	env := &transport.Envelope{V: transport.EnvelopeVersion, Kind: kind, NodeID: node, MsgID: msgID,
+		SentAt: time.Now().UTC(), Payload: payload}
+	data, err := env.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := nats.NewMsg(transport.SubjectFor(node, kind))
+	m.Data = data
+	m.Header.Set(jetstream.MsgIDHeader, node+":"+msgID)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := js.PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDatabaseOutageLosesNothing stops PostgreSQL under a running server
+// (its own NATS consumer and ingester) while agents keep publishing: the
+// messages wait in the stream — retried for as long as the outage lasts,
+// never given up after MaxDeliver deliveries, which the consumer here sets
+// to three — and once the database is back every finding is stored with
+// exactly the count its agents reported.
+func TestDatabaseOutageLosesNothing(t *testing.T) {
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	emb, err := transport.StartEmbedded(transport.EmbeddedConfig{DataDir: t.TempDir(), Port: -1, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emb.Shutdown()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	nc, err := emb.ConnectInProcess("server")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	if _, err := transport.EnsureStream(ctx, js, transport.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pg := storetest.PrivatePostgres(t)
+	st, err := store.Open(ctx, pg.DSN(), store.Options{Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	in := newIngester(t, st, ingest.Config{Logger: quiet})
+	tm := transport.NewMetrics(nil)
+	cons, err := transport.NewConsumer(ctx, js, transport.ConsumerConfig{Handler: in.Handle, Metrics: tm, Logger: quiet,
+		Concurrency: 8, MaxDeliver: 3, BackoffBase: 100 * time.Millisecond, BackoffMax: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = cons.Run(ctx) })
+	defer func() { cancel(); wg.Wait() }()
+
+	s := agentStream(t, 21, 3, 10, 2, 3)
+	consumed := func() int { return int(testutil.ToFloat64(tm.Consumed.WithLabelValues("finding"))) }
+	waitConsumed := func(n int, within time.Duration) {
+		t.Helper()
+		for deadline := time.Now().Add(within); consumed() < n; time.Sleep(50 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d of %d messages stored in time (dead-lettered %v)", consumed(), n, testutil.ToFloat64(tm.DeadLettered))
+			}
+		}
+	}
+	half := len(s.Msgs) / 2
+	for _, m := range s.Msgs[:half] {
+		publishAs(t, js, m.NodeID, transport.KindFinding, m.Payload, transport.NewMsgID())
+	}
+	waitConsumed(half, 30*time.Second)
+
+	pg.Stop()
+	for _, m := range s.Msgs[half:] {
+		publishAs(t, js, m.NodeID, transport.KindFinding, m.Payload, transport.NewMsgID())
+	}
+	// Long enough for three deliveries of every message at the consumer's
+	// backoff (0.1 + 0.2 + 0.4 s): with a delivery limit they would be gone.
+	time.Sleep(5 * time.Second)
+	if testutil.ToFloat64(tm.HandlerErrors) == 0 {
+		t.Fatal("no handler failed with the database down: the outage was not exercised")
+	}
+	if n := consumed(); n != half {
+		t.Fatalf("%d messages acknowledged with the database down", n-half)
+	}
+
+	pg.Start()
+	waitConsumed(len(s.Msgs), 90*time.Second)
+	if d := testutil.ToFloat64(tm.DeadLettered); d != 0 {
+		t.Fatalf("%v messages given up during the outage", d)
+	}
+	t.Logf("outage: %v handler failures, all %d messages stored after it", testutil.ToFloat64(tm.HandlerErrors), len(s.Msgs))
+	checkCounts(t, st, s.Want)
 }

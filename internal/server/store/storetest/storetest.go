@@ -44,6 +44,7 @@ var (
 
 type server struct {
 	dir, sock string
+	bin, data string
 	cmd       *exec.Cmd
 	cred      *syscall.Credential // run as the postgres user when we are root
 }
@@ -170,16 +171,33 @@ func start() (*server, error) {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("initdb: %v: %s", err, lastLines(out))
 	}
-	log, err := os.Create(filepath.Join(dir, "postgres.log"))
-	if err != nil {
+	s.bin, s.data = bin, data
+	if err := s.launch(); err != nil {
+		os.RemoveAll(dir)
 		return nil, err
 	}
-	s.cmd = s.command(filepath.Join(bin, "postgres"), "-D", data, "-k", s.sock, "-c", "listen_addresses=",
+	db, _ := sql.Open("pgx", s.dsn("postgres"))
+	_, err = db.Exec("CREATE DATABASE " + testDB)
+	db.Close()
+	if err != nil {
+		s.stop()
+		return nil, fmt.Errorf("create test database: %w", err)
+	}
+	return s, nil
+}
+
+// launch starts postgres on s's data directory and waits until it answers.
+func (s *server) launch() error {
+	log, err := os.OpenFile(filepath.Join(s.dir, "postgres.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer log.Close()
+	s.cmd = s.command(filepath.Join(s.bin, "postgres"), "-D", s.data, "-k", s.sock, "-c", "listen_addresses=",
 		"-c", "max_connections=200", "-c", "shared_buffers=64MB")
 	s.cmd.Stdout, s.cmd.Stderr = log, log
 	if err := s.cmd.Start(); err != nil {
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("start postgres: %w", err)
+		return fmt.Errorf("start postgres: %w", err)
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -187,19 +205,12 @@ func start() (*server, error) {
 		err := db.Ping()
 		db.Close()
 		if err == nil {
-			db, _ := sql.Open("pgx", s.dsn("postgres"))
-			_, err = db.Exec("CREATE DATABASE " + testDB)
-			db.Close()
-			if err != nil {
-				s.stop()
-				return nil, fmt.Errorf("create test database: %w", err)
-			}
-			return s, nil
+			return nil
 		}
 		if time.Now().After(deadline) {
 			b, _ := os.ReadFile(log.Name())
-			s.stop()
-			return nil, fmt.Errorf("postgres did not come up: %v: %s", err, lastLines(b))
+			s.halt()
+			return fmt.Errorf("postgres did not come up: %v: %s", err, lastLines(b))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -215,7 +226,13 @@ func (s *server) command(name string, args ...string) *exec.Cmd {
 }
 
 func (s *server) stop() {
-	if s.cmd != nil && s.cmd.Process != nil {
+	s.halt()
+	os.RemoveAll(s.dir)
+}
+
+// halt stops postgres and keeps its data.
+func (s *server) halt() {
+	if s.cmd != nil && s.cmd.Process != nil && s.cmd.ProcessState == nil {
 		// SIGINT is postgres's fast shutdown: disconnect clients and stop.
 		_ = s.cmd.Process.Signal(os.Interrupt)
 		done := make(chan struct{})
@@ -224,9 +241,9 @@ func (s *server) stop() {
 		case <-done:
 		case <-time.After(10 * time.Second):
 			_ = s.cmd.Process.Kill()
+			<-done
 		}
 	}
-	os.RemoveAll(s.dir)
 }
 
 func lastLines(b []byte) string {
@@ -246,4 +263,39 @@ func StartPostgres() (dsn string, stop func(), err error) {
 		return "", nil, err
 	}
 	return s.dsn(testDB), s.stop, nil
+}
+
+// Postgres is a PostgreSQL server of one test's own, which the test may stop
+// and start again on the same data: a database outage.
+type Postgres struct {
+	t testing.TB
+	s *server
+}
+
+// PrivatePostgres starts a PostgreSQL server for t alone, removed at cleanup.
+func PrivatePostgres(t testing.TB) *Postgres {
+	t.Helper()
+	s, err := start()
+	if err != nil {
+		if testenv.InCI() {
+			t.Fatalf("PostgreSQL required under CI=true: %v", err)
+		}
+		t.Skipf("skipping: needs PostgreSQL (apt-get install postgresql): %v", err)
+	}
+	t.Cleanup(s.stop)
+	return &Postgres{t: t, s: s}
+}
+
+// DSN is the address of the server's empty test database.
+func (p *Postgres) DSN() string { return p.s.dsn(testDB) }
+
+// Stop shuts the server down (fast shutdown: clients are disconnected).
+func (p *Postgres) Stop() { p.s.halt() }
+
+// Start starts it again on the same data.
+func (p *Postgres) Start() {
+	p.t.Helper()
+	if err := p.s.launch(); err != nil {
+		p.t.Fatal(err)
+	}
 }
