@@ -33,6 +33,7 @@ type bus struct {
 	enroller *transport.Enroller
 	js       jetstream.JetStream
 	disk     *transport.DiskGuard // nil on an external cluster
+	cons     *transport.Consumer
 }
 
 // busConfig says where the transport runs and what it feeds.
@@ -128,7 +129,11 @@ func startBus(ctx context.Context, cfg busConfig, mux *http.ServeMux, reg promet
 		rev   *transport.ClusterRevoker
 	)
 	err = b.retryJS(ctx, log, func(ctx context.Context) error {
-		if _, err := transport.EnsureStream(ctx, js, transport.StreamOptions{Replicas: cfg.replicas, MaxBytes: cfg.streamBytes}); err != nil {
+		so := transport.StreamOptions{Replicas: cfg.replicas, MaxBytes: cfg.streamBytes}
+		if b.disk != nil {
+			so.PausedSince = b.disk.PausedSince()
+		}
+		if _, err := transport.EnsureStream(ctx, js, so); err != nil {
 			return err
 		}
 		var err error
@@ -170,6 +175,7 @@ func startBus(ctx context.Context, cfg busConfig, mux *http.ServeMux, reg promet
 	if err != nil {
 		return fail(err)
 	}
+	b.cons = cons
 	if b.disk != nil {
 		go b.disk.Run(ctx)
 	}
@@ -194,14 +200,24 @@ func startBus(ctx context.Context, cfg busConfig, mux *http.ServeMux, reg promet
 // backlog is the agents' stream as coverage judges silence against it.
 func (b *bus) backlog(ctx context.Context) (coverage.Backlog, error) {
 	var bl coverage.Backlog
+	refusing := false
 	if b.disk != nil {
 		if d := b.disk.State(); !d.Since.IsZero() {
-			bl.Refusing, bl.RefusingSince, bl.RefusedUntil = transport.RefusalDisk, d.Since, d.Until
+			bl.Outages = append(bl.Outages, coverage.Outage{Since: d.Since, Until: d.Until,
+				Cause: "the server refuses agent messages: " + d.Reason + " (agents keep them in their spools)"})
+			refusing = d.Until.IsZero()
 		}
+	}
+	if b.cons == nil {
+		return bl, nil
+	}
+	if since, until := b.cons.Outage(); !since.IsZero() {
+		bl.Outages = append(bl.Outages, coverage.Outage{Since: since, Until: until,
+			Cause: "the server cannot store agent messages: its database is unavailable (they wait in its queue)"})
 	}
 	st, err := transport.ReadStreamState(ctx, b.js, "")
 	if err != nil {
-		if bl.Refusing != "" && bl.RefusedUntil.IsZero() {
+		if refusing {
 			return bl, nil // a failed store may not answer; the refusal is known
 		}
 		return coverage.Backlog{}, err

@@ -66,7 +66,7 @@ type ConsumerConfig struct {
 	Durable          string        // DefaultDurable; replicas sharing a name share the work
 	Handler          Handler       // required
 	Concurrency      int           // handlers running at once in this replica: 4
-	MaxDeliver       int           // deliveries before giving up on a message its handler keeps failing (not Unavailable): 10
+	MaxDeliver       int           // failures of its own before giving up on a message (an outage's are not counted): 10
 	AckWait          time.Duration // redelivery after a silent handler: 30s
 	BackoffBase      time.Duration // first nak delay: 1s, doubling per delivery
 	BackoffMax       time.Duration // nak delay cap: 1m
@@ -91,11 +91,7 @@ type Consumer struct {
 	logMu   sync.Mutex
 	lastLog map[string]time.Time
 
-	// While handlers report the server Unavailable, pulls wait pauseUntil;
-	// pauseLen doubles per report and resets on a success.
-	pauseMu    sync.Mutex
-	pauseUntil time.Time
-	pauseLen   time.Duration
+	health *health
 }
 
 // NewConsumer creates or updates the durable consumer on the MAMORI stream
@@ -135,9 +131,10 @@ func NewConsumer(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig
 		AckPolicy:   jetstream.AckExplicitPolicy,
 		AckWait:     cfg.AckWait,
 		// Unlimited in JetStream: the consumer gives up on a message itself
-		// after cfg.MaxDeliver failures of its handler, but never while the
-		// server's database or disk is down (Unavailable) — a limit here
-		// would drop findings after a few minutes of database outage.
+		// after cfg.MaxDeliver failures of its own, not counting those of an
+		// outage of the server's database or disk (Unavailable) — a limit
+		// here would drop findings after a few minutes of database outage.
+		// (A replica of an older version sets 10 again when it restarts.)
 		MaxDeliver: -1,
 		// Room for a few replicas' handlers and their next pull, and no
 		// more: messages pulled beyond what the handlers can finish within
@@ -149,7 +146,7 @@ func NewConsumer(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig
 		return nil, fmt.Errorf("consumer %s: %w", cfg.Durable, err)
 	}
 	return &Consumer{cfg: cfg, cons: cons, m: orNewMetrics(cfg.Metrics), log: cfg.Logger,
-		seen: newSeenSet(cfg.ReplayCache), lastLog: map[string]time.Time{}}, nil
+		seen: newSeenSet(cfg.ReplayCache), lastLog: map[string]time.Time{}, health: newHealth(cfg.BackoffBase, cfg.BackoffMax)}, nil
 }
 
 // fetchWait is how long one pull waits for messages before it is renewed.
@@ -191,7 +188,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 func (c *Consumer) fetchLoop(ctx context.Context, work chan<- jetstream.Msg) {
 	batch := c.cfg.Concurrency // at most one batch waits for the handlers
 	for ctx.Err() == nil {
-		if wait := c.pausedFor(); wait > 0 {
+		if wait := c.health.pausedFor(time.Now()); wait > 0 {
 			select {
 			case <-ctx.Done():
 				return
@@ -231,73 +228,64 @@ func (c *Consumer) process(ctx context.Context, msg jetstream.Msg) {
 		_ = msg.TermWithReason(reason)
 		return
 	}
+	started := time.Now()
 	hctx, cancel := context.WithTimeout(ctx, c.cfg.AckWait)
 	err = c.cfg.Handler(hctx, m)
 	cancel()
-	var perm permanentError
-	switch {
-	case err == nil:
+	if err == nil {
 		if aerr := msg.Ack(); aerr != nil {
 			c.log.Warn("consumer: ack failed; message will be redelivered", "err", aerr)
 			return
 		}
 		c.seen.add(m.DedupKey())
 		c.m.Consumed.WithLabelValues(string(m.Envelope.Kind)).Inc()
-		c.available()
-	case errors.As(err, &perm):
+		c.health.succeeded(m.StreamSeq, time.Now())
+		return
+	}
+	if IsPermanent(err) {
 		c.m.Rejected.WithLabelValues("handler").Inc()
 		c.logReject("handler", msg.Subject(), err)
 		_ = msg.TermWithReason("handler: " + err.Error())
-	case IsUnavailable(err):
-		c.m.HandlerErrors.Inc()
-		wait := c.unavailable()
-		if c.shouldLog("unavailable") {
-			c.log.Warn("consumer: the server cannot store agent messages now; they wait in the stream and are retried",
-				"retryIn", wait, "err", err)
-		}
-		_ = msg.NakWithDelay(wait)
-	case m.NumDelivered >= uint64(c.cfg.MaxDeliver):
-		c.m.DeadLettered.Inc()
-		c.log.Error("consumer: giving up on message after max deliveries", "subject", msg.Subject(),
-			"msgId", m.Envelope.MsgID, "deliveries", m.NumDelivered, "err", err)
-		_ = msg.TermWithReason("max deliveries")
-	default:
-		c.m.HandlerErrors.Inc()
-		delay := c.cfg.BackoffBase << min(m.NumDelivered-1, 20)
-		delay = min(delay, c.cfg.BackoffMax)
-		c.log.Warn("consumer: handler failed, retrying", "subject", msg.Subject(),
-			"deliveries", m.NumDelivered, "retryIn", delay, "err", err)
-		_ = msg.NakWithDelay(delay)
+		return
 	}
+	if ctx.Err() != nil {
+		_ = msg.Nak() // shutting down, not the message's fault: another replica may have it now
+		return
+	}
+	if IsUnavailable(err) {
+		if wait, ok := c.health.outage(m.StreamSeq, started, time.Now()); ok {
+			c.m.HandlerErrors.Inc()
+			if c.shouldLog("unavailable") {
+				c.log.Warn("consumer: the server cannot store agent messages now; they wait in the stream and are retried",
+					"retryIn", wait, "err", err)
+			}
+			_ = msg.NakWithDelay(wait)
+			return
+		}
+		// Other messages succeeded meanwhile: the failure is this message's own.
+	}
+	n := c.health.failed(m.StreamSeq)
+	if n >= c.cfg.MaxDeliver {
+		c.health.forget(m.StreamSeq)
+		c.m.DeadLettered.Inc()
+		c.log.Error("consumer: giving up on message after its handler failed repeatedly", "subject", msg.Subject(),
+			"msgId", m.Envelope.MsgID, "failures", n, "deliveries", m.NumDelivered, "err", err)
+		_ = msg.TermWithReason("max deliveries")
+		return
+	}
+	c.m.HandlerErrors.Inc()
+	delay := min(c.cfg.BackoffBase<<min(n-1, 20), c.cfg.BackoffMax)
+	if c.shouldLog("handler") {
+		c.log.Warn("consumer: handler failed, retrying", "subject", msg.Subject(),
+			"failures", n, "retryIn", delay, "err", err)
+	}
+	_ = msg.NakWithDelay(delay)
 }
 
-// maxPause bounds how long pulls wait while the server is unavailable (and
-// BackoffMax, when smaller), and so how late they resume after it is back.
-const maxPause = 30 * time.Second
-
-// unavailable records a handler's report that the server cannot work now,
-// pauses pulls for a doubling while, and returns how long.
-func (c *Consumer) unavailable() time.Duration {
-	c.pauseMu.Lock()
-	defer c.pauseMu.Unlock()
-	c.pauseLen = min(max(2*c.pauseLen, c.cfg.BackoffBase), maxPause, c.cfg.BackoffMax)
-	c.pauseUntil = time.Now().Add(c.pauseLen)
-	return c.pauseLen
-}
-
-// available ends a pause after a handler succeeded.
-func (c *Consumer) available() {
-	c.pauseMu.Lock()
-	c.pauseLen, c.pauseUntil = 0, time.Time{}
-	c.pauseMu.Unlock()
-}
-
-// pausedFor is how long pulls still wait.
-func (c *Consumer) pausedFor() time.Duration {
-	c.pauseMu.Lock()
-	defer c.pauseMu.Unlock()
-	return time.Until(c.pauseUntil)
-}
+// Outage returns the server's current or last outage as this consumer saw
+// it — its handlers reported it Unavailable with nothing succeeding
+// meanwhile — zero times when none; until is zero while it lasts.
+func (c *Consumer) Outage() (since, until time.Time) { return c.health.Outage() }
 
 // verify turns a raw stream message into a Message, or a *RejectError.
 func (c *Consumer) verify(msg jetstream.Msg) (*Message, error) {

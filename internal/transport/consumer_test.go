@@ -260,3 +260,85 @@ func TestIsPermanent(t *testing.T) {
 		t.Fatal("Permanent hides the cause")
 	}
 }
+
+// While the handler reports the server unavailable (its database down), a
+// message is retried for as long as that lasts, however many deliveries it
+// takes, and its own failures are counted from zero afterwards. A message
+// claiming an outage while others succeed is given up on like any other.
+func TestConsumerOutageDoesNotUseUpRetries(t *testing.T) {
+	b := startBus(t, t.TempDir(), -1)
+	var down atomic.Bool
+	down.Store(true)
+	var mu sync.Mutex
+	calls := map[string]int{}
+	patientDone := false
+	handler := func(_ context.Context, m *Message) error {
+		var p struct{ Mode string }
+		_ = jsonUnmarshal(m.Envelope.Payload, &p)
+		mu.Lock()
+		defer mu.Unlock()
+		calls[p.Mode]++
+		switch {
+		case p.Mode == "liar":
+			return Unavailable(errors.New("claims the database is down"))
+		case down.Load():
+			return Unavailable(errors.New("database down"))
+		case p.Mode == "patient" && !patientDone && calls["patient-after"] == 0:
+			calls["patient-after"]++
+			return errors.New("one failure of its own")
+		case p.Mode == "patient":
+			patientDone = true
+		}
+		return nil
+	}
+	cons := b.runConsumer(ConsumerConfig{Handler: handler, Concurrency: 2, MaxDeliver: 3,
+		BackoffBase: 20 * time.Millisecond, BackoffMax: 50 * time.Millisecond})
+	publish := func(mode string) {
+		env, err := NewEnvelope("n1", KindFinding, map[string]string{"mode": mode})
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := env.Encode()
+		b.rawPublish(SubjectFor("n1", KindFinding), msgIDHeader("n1", env.MsgID), data)
+	}
+	publish("patient")
+	waitFor(t, "the message delivered more than MaxDeliver times during the outage", 10*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return calls["patient"] > 6
+	})
+	if since, until := cons.Outage(); since.IsZero() || !until.IsZero() {
+		t.Fatalf("outage as the consumer sees it: %v – %v, want begun and lasting", since, until)
+	}
+	if d := testutil.ToFloat64(b.metrics.DeadLettered); d != 0 {
+		t.Fatalf("%v messages given up during the outage", d)
+	}
+
+	down.Store(false)
+	publish("liar")
+	stop := make(chan struct{})
+	go func() { // other messages succeed meanwhile
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(30 * time.Millisecond):
+				publish("ok")
+			}
+		}
+	}()
+	defer close(stop)
+	waitFor(t, "the patient message handled and the liar given up on", 10*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return patientDone && testutil.ToFloat64(b.metrics.DeadLettered) == 1
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if calls["liar"] > 3+3 {
+		t.Fatalf("the liar was tried %d times with other messages succeeding; MaxDeliver is 3", calls["liar"])
+	}
+	if _, until := cons.Outage(); until.IsZero() {
+		t.Fatal("the outage did not end with the first success")
+	}
+}

@@ -20,9 +20,12 @@ import (
 // far more than the two seconds between checks.
 const DefaultMinFreeBytes = 64 << 20
 
-// RefusalDisk is why a DiskGuard refuses agent messages, in stable words:
-// coverage puts it in issue texts.
-const RefusalDisk = "the disk under its message store is full or low on free space"
+// Why a DiskGuard refuses agent messages, in stable words: coverage puts
+// them in issue texts.
+const (
+	RefusalDisk  = "the disk under its message store is full or low on free space"
+	RefusalStore = "its message store cannot write to its disk"
+)
 
 // refusingSinceKey, in the MAMORI stream's metadata, records since when a
 // pause has lasted, so a restarted server keeps it and its start.
@@ -46,9 +49,10 @@ type DiskGuardConfig struct {
 
 // DiskState is what a DiskGuard last found.
 type DiskState struct {
-	// Refusing is RefusalDisk while the server refuses agent messages,
-	// empty while it takes them.
+	// Refusing is RefusalDisk or RefusalStore while the server refuses
+	// agent messages, empty while it takes them.
 	Refusing string
+	Reason   string    // of the current or last refusal
 	Since    time.Time // when the refusal began (kept after it ends)
 	Until    time.Time // when the last refusal ended; zero while refusing
 	Free     int64     // free bytes under the store at the last check
@@ -136,8 +140,18 @@ func (g *DiskGuard) Restore(ctx context.Context) {
 		return
 	}
 	g.mu.Lock()
-	g.state = DiskState{Refusing: RefusalDisk, Since: since}
+	g.state = DiskState{Refusing: RefusalDisk, Reason: RefusalDisk, Since: since}
 	g.mu.Unlock()
+}
+
+// PausedSince is when the pause in force began (zero: none), for
+// EnsureStream to keep it.
+func (g *DiskGuard) PausedSince() time.Time {
+	st := g.State()
+	if st.Refusing == "" {
+		return time.Time{}
+	}
+	return st.Since
 }
 
 // Run checks at once and then every Interval until ctx ends.
@@ -204,12 +218,16 @@ func (g *DiskGuard) Check(ctx context.Context) {
 		}
 		refusing = false
 	}
-	next := DiskState{Since: prev.Since, Until: prev.Until, Free: free, StoreFailed: failed}
+	next := DiskState{Reason: prev.Reason, Since: prev.Since, Until: prev.Until, Free: free, StoreFailed: failed}
+	reason := RefusalDisk
+	if failed != "" && !g.restartable(failed) && free >= g.cfg.MinFree {
+		reason = RefusalStore // not for want of space: the operator's to fix
+	}
 	switch {
 	case refusing && prev.Refusing == "":
-		next.Refusing, next.Since, next.Until = RefusalDisk, since, time.Time{}
+		next.Refusing, next.Reason, next.Since, next.Until = reason, reason, since, time.Time{}
 	case refusing:
-		next.Refusing = RefusalDisk
+		next.Refusing, next.Reason = reason, reason
 	case prev.Refusing != "":
 		next.Until = g.cfg.Now()
 	}

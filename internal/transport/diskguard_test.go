@@ -217,8 +217,11 @@ func TestDiskGuardMarksAndRestart(t *testing.T) {
 	if st := g.State(); st.Refusing != RefusalDisk || !st.Since.Equal(paused.Since) {
 		t.Fatalf("restored: %+v, want refusing since %v", st, paused.Since)
 	}
-	if _, err := EnsureStream(ctx, b.js, StreamOptions{Duplicates: time.Hour}); err != nil {
+	if _, err := EnsureStream(ctx, b.js, StreamOptions{Duplicates: time.Hour, PausedSince: g.PausedSince()}); err != nil {
 		t.Fatal(err)
+	}
+	if got, mark := bound(); got != 1 || mark == "" {
+		t.Fatalf("EnsureStream lifted the pause: bound %d, mark %q", got, mark)
 	}
 	if st := step(g, 50, true, 1); !st.Since.Equal(paused.Since) {
 		t.Fatalf("after the restart the pause starts at %v, want %v", st.Since, paused.Since)

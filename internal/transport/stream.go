@@ -24,6 +24,9 @@ type StreamOptions struct {
 	MaxBytes   int64         // DefaultStreamMaxBytes
 	MaxAge     time.Duration // 7 days
 	Duplicates time.Duration // de-duplication window, 2 minutes (see EnsureStream)
+	// PausedSince, when set, keeps a DiskGuard's pause in force since then:
+	// the bound stays at one byte until the guard lifts it.
+	PausedSince time.Time
 }
 
 // EnsureStream creates or updates the MAMORI stream: a file-backed work
@@ -50,6 +53,11 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, o StreamOptions) 
 	if o.Duplicates <= 0 {
 		o.Duplicates = 2 * time.Minute
 	}
+	var md map[string]string
+	if !o.PausedSince.IsZero() {
+		o.MaxBytes = 1
+		md = map[string]string{refusingSinceKey: o.PausedSince.UTC().Format(time.RFC3339Nano)}
+	}
 	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        StreamName,
 		Description: "mamori agent findings, heartbeats and events",
@@ -63,6 +71,7 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, o StreamOptions) 
 		Replicas:    o.Replicas,
 		Duplicates:  o.Duplicates,
 		DenyDelete:  true,
+		Metadata:    md,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ensure stream %s: %w", StreamName, err)

@@ -135,12 +135,14 @@ func TestSilenceWhileTheServerIsBehind(t *testing.T) {
 func TestSilenceWhileTheServerRefuses(t *testing.T) {
 	start := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	e := newBacklogEnv(t, start)
-	const refusing = "SERVER_BEHIND:no heartbeat stored since 2026-03-01T12:00:50Z while the server refuses agent messages: the disk is full"
+	const cause = "the server refuses agent messages: the disk is full"
+	const refusing = "SERVER_BEHIND:no heartbeat stored since 2026-03-01T12:00:50Z while " + cause
 	e.beat("early") // due at +30s
 	e.c.add(50 * time.Second)
 	e.beat("late")            // due at +80s
 	e.c.add(70 * time.Second) // +120s
-	full := coverage.Backlog{Refusing: "the disk is full", RefusingSince: start.Add(60 * time.Second)}
+	outage := coverage.Outage{Cause: cause, Since: start.Add(60 * time.Second)}
+	full := coverage.Backlog{Outages: []coverage.Outage{outage}}
 	e.sweep(full, nil)
 	e.expect("refusing since before late was due", "late", refusing)
 	e.expect("early was due before the refusal", "early", "AGENT_NOT_REPORTING:")
@@ -150,13 +152,13 @@ func TestSilenceWhileTheServerRefuses(t *testing.T) {
 		t.Fatalf("an unchanged refusal logged %d transitions", after-before)
 	}
 	// Still refusing, the queue holding messages from before: the refusal is named.
-	e.sweep(coverage.Backlog{Pending: 10, OldestPending: start.Add(55 * time.Second), Refusing: full.Refusing, RefusingSince: full.RefusingSince}, nil)
+	e.sweep(coverage.Backlog{Pending: 10, OldestPending: start.Add(55 * time.Second), Outages: full.Outages}, nil)
 	e.expect("refusing with a backlog", "late", refusing)
 	// Intake resumed: agents are heard again within seconds (they back off
 	// for ten at most), so for a silence limit the refusal still explains
 	// the silence and nothing changes...
-	ended := full
-	ended.RefusedUntil = e.c.now()
+	outage.Until = e.c.now()
+	ended := coverage.Backlog{Outages: []coverage.Outage{outage}}
 	before = e.transitions()
 	e.sweep(ended, nil)
 	e.c.add(29 * time.Second)
@@ -167,8 +169,7 @@ func TestSilenceWhileTheServerRefuses(t *testing.T) {
 	}
 	// ... and after it, what is left on the server's side does.
 	e.c.add(2 * time.Second)
-	behindToo := ended
-	behindToo.Pending, behindToo.OldestPending = 10, start.Add(55*time.Second)
+	behindToo := coverage.Backlog{Pending: 10, OldestPending: start.Add(55 * time.Second), Outages: ended.Outages}
 	e.sweep(behindToo, nil)
 	e.expect("behind after the refusal", "late", "SERVER_BEHIND:no heartbeat stored since 2026-03-01T12:00:50Z while the server is behind")
 	e.sweep(ended, nil)

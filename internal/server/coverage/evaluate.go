@@ -28,16 +28,22 @@ const (
 )
 
 // Backlog is the server side's queue of agent messages (the transport's
-// stream), as read once per sweep, and whether the server refuses them.
+// stream), as read once per sweep, and the server's outages.
 type Backlog struct {
 	Pending       uint64    // messages not yet handed to the server's handlers
 	OldestPending time.Time // when the first of them was received
-	// Refusing, when set, is why the server refuses (or last refused) agent
-	// messages, in stable words: it goes into issue texts. The refusal
-	// began at RefusingSince and ended at RefusedUntil (zero: it goes on).
-	Refusing      string
-	RefusingSince time.Time
-	RefusedUntil  time.Time
+	Outages       []Outage
+}
+
+// Outage is a span in which the server could not take or store agent
+// messages, so that a node's silence then is likely the server's doing.
+type Outage struct {
+	// Cause completes "no heartbeat stored since T while ...", in stable
+	// words: e.g. "the server cannot store agent messages: its database is
+	// unavailable (they wait in its queue)".
+	Cause string
+	Since time.Time
+	Until time.Time // zero while it lasts
 }
 
 // backlogView is a backlog reading and when it was taken.
@@ -48,22 +54,25 @@ type backlogView struct {
 
 // serverCause says what on the server's side may explain that nothing a
 // node sent before it was due to be called silent (lastHeartbeat + limit)
-// is stored, or "" when nothing does. A refusal that began before then
-// explains it — the agent keeps what it sends in its spool — until the
-// node has had a silence limit since the refusal ended to be heard again
-// (agents back off for up to ten seconds, then replay). So does a message
+// is stored, or "" when nothing does. An outage that began before then
+// explains it — the agent keeps what it sends in its spool, or the server
+// in its queue — until the node has had a silence limit since the outage
+// ended to be heard again (agents back off for up to ten seconds, then
+// replay). So does a message
 // received before then and not yet handled: the heartbeat may be queued
 // behind it — or in the agent's spool, if the queue filled up and the
 // agent is backing off (the queue then still holds what it took before).
-// It depends on the queue, the refusal and now alone, not on when a
+// It depends on the queue, the outages and now alone, not on when a
 // replica last looked, so every replica judges a node alike.
 func (b *backlogView) serverCause(lastHeartbeat time.Time, limit time.Duration, now time.Time) string {
 	if b == nil {
 		return ""
 	}
 	due := lastHeartbeat.Add(limit)
-	if b.Refusing != "" && b.RefusingSince.Before(due) && (b.RefusedUntil.IsZero() || now.Before(b.RefusedUntil.Add(limit))) {
-		return "the server refuses agent messages: " + b.Refusing + " (agents keep them in their spools)"
+	for _, o := range b.Outages {
+		if o.Cause != "" && o.Since.Before(due) && (o.Until.IsZero() || now.Before(o.Until.Add(limit))) {
+			return o.Cause
+		}
 	}
 	if b.Pending > 0 && b.OldestPending.Before(due) {
 		return "the server is behind on agent messages (queued, or held in agents' spools while its queue is full)"

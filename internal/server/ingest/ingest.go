@@ -113,8 +113,12 @@ type Ingester struct {
 
 	queue chan *pending
 	stop  chan struct{}
-	wg    sync.WaitGroup
-	once  sync.Once
+
+	pingMu   sync.Mutex
+	pingedAt time.Time
+	down     bool
+	wg       sync.WaitGroup
+	once     sync.Once
 }
 
 // pending is one finding waiting for its batch.
@@ -222,7 +226,7 @@ func (in *Ingester) Apply(ctx context.Context, msg Input) error {
 		err = transport.Permanent(err)
 	case err != nil:
 		outcome = "error"
-		if store.IsUnavailable(err) {
+		if store.IsUnavailable(err) || in.storeDown() {
 			// The database or its disk is down, not the message at fault:
 			// retried for as long as that lasts.
 			err = transport.Unavailable(err)
@@ -234,6 +238,21 @@ func (in *Ingester) Apply(ctx context.Context, msg Input) error {
 		in.m.Lag.WithLabelValues(kind).Observe(max(in.now().Sub(msg.SentAt).Seconds(), 0))
 	}
 	return err
+}
+
+// storeDown asks the database whether it answers, at most once a second:
+// after an error that does not say by itself whether the database or the
+// request is at fault (a timeout, a connection cut mid-reply).
+func (in *Ingester) storeDown() bool {
+	in.pingMu.Lock()
+	defer in.pingMu.Unlock()
+	if now := time.Now(); now.Sub(in.pingedAt) >= time.Second {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		in.down = in.st.Ping(ctx) != nil
+		cancel()
+		in.pingedAt = now
+	}
+	return in.down
 }
 
 // RejectError says why a message was refused.

@@ -225,11 +225,18 @@ func TestDatabaseOutageLosesNothing(t *testing.T) {
 	if n := consumed(); n != half {
 		t.Fatalf("%d messages acknowledged with the database down", n-half)
 	}
+	// Coverage names this outage as why nodes are silent meanwhile.
+	if since, until := cons.Outage(); since.IsZero() || !until.IsZero() {
+		t.Fatalf("the consumer's view of the outage: %v – %v, want begun and lasting", since, until)
+	}
 
 	pg.Start()
 	waitConsumed(len(s.Msgs), 90*time.Second)
 	if d := testutil.ToFloat64(tm.DeadLettered); d != 0 {
 		t.Fatalf("%v messages given up during the outage", d)
+	}
+	if _, until := cons.Outage(); until.IsZero() {
+		t.Fatal("the outage did not end when the database came back")
 	}
 	t.Logf("outage: %v handler failures, all %d messages stored after it", testutil.ToFloat64(tm.HandlerErrors), len(s.Msgs))
 	checkCounts(t, st, s.Want)

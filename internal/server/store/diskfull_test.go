@@ -45,8 +45,8 @@ func TestSQLiteOnAFullDisk(t *testing.T) {
 	stored, failed := 4, -1
 	for b := 4; b < 200; b++ {
 		if _, err := st.UpsertFindings(ctx, batch(b)); err != nil {
-			if !strings.Contains(err.Error(), "full") {
-				t.Fatalf("batch %d on a full disk: %v, want an error saying the disk is full", b, err)
+			if !strings.Contains(err.Error(), "full") || !store.IsUnavailable(err) {
+				t.Fatalf("batch %d on a full disk: %v (unavailable %v), want an error saying the disk is full, an outage", b, err, store.IsUnavailable(err))
 			}
 			t.Logf("batch %d on a full disk: %v", b, err)
 			failed = b

@@ -83,6 +83,13 @@ func newSQLStore(engine string, w, r *sql.DB, o Options) *sqlStore {
 
 func (s *sqlStore) Engine() string { return s.engine }
 
+func (s *sqlStore) Ping(ctx context.Context) error {
+	if err := s.r.PingContext(ctx); err != nil {
+		return fmt.Errorf("ping %s: %w", s.engine, err)
+	}
+	return nil
+}
+
 func (s *sqlStore) Close() error {
 	var err error
 	s.stmts.Range(func(_, v any) bool {

@@ -94,6 +94,8 @@ type Store interface {
 	Engine() string
 	// SchemaVersion is the applied migration version.
 	SchemaVersion(ctx context.Context) (int, error)
+	// Ping reports whether the database answers.
+	Ping(ctx context.Context) error
 
 	// UpsertFindings applies us in one transaction and returns one Result
 	// per Upsert, in order. An item's own problem (ErrNodeMismatch) is in

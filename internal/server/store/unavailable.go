@@ -1,11 +1,9 @@
 package store
 
 import (
-	"context"
 	"database/sql"
 	"database/sql/driver"
 	"errors"
-	"io"
 	"net"
 	"syscall"
 
@@ -13,40 +11,44 @@ import (
 	"modernc.org/sqlite"
 )
 
-// IsUnavailable reports whether err says the database cannot do any work
-// right now — it is down, unreachable, restarting, out of disk, busy or
-// timing out — rather than that one request was wrong. Callers retry such
-// work for as long as the outage lasts instead of giving up after a few
-// attempts: nothing about the work itself is at fault.
+// IsUnavailable reports whether err itself says the database cannot do any
+// work right now — it is unreachable, shutting down or starting, out of
+// disk or memory, busy — rather than that one request was wrong. Callers
+// retry such work for as long as the outage lasts instead of giving up
+// after a few attempts: nothing about the work itself is at fault. Errors
+// that may mean either (a timeout, a connection cut mid-reply, which also
+// reads like truncated data) are not classified here: ask Ping.
 func IsUnavailable(err error) bool {
 	if err == nil {
 		return false
 	}
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, sql.ErrConnDone) || errors.Is(err, driver.ErrBadConn) ||
-		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) { // a connection cut mid-request
+	if errors.Is(err, sql.ErrConnDone) || errors.Is(err, driver.ErrBadConn) {
 		return true
 	}
-	for _, e := range []error{syscall.ECONNREFUSED, syscall.ECONNRESET, syscall.EPIPE, syscall.ENOENT, syscall.ENOSPC, syscall.EIO} {
+	for _, e := range []error{syscall.ECONNREFUSED, syscall.ECONNRESET, syscall.EPIPE, syscall.ENOSPC, syscall.EIO} {
 		if errors.Is(err, e) {
 			return true
 		}
 	}
-	var netErr net.Error
-	if errors.As(err, &netErr) {
+	var opErr *net.OpError // dialing, reading or writing the database's socket
+	if errors.As(err, &opErr) {
 		return true
 	}
 	var connErr *pgconn.ConnectError
-	if errors.As(err, &connErr) || pgconn.Timeout(err) || pgconn.SafeToRetry(err) {
+	if errors.As(err, &connErr) {
 		return true
 	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && len(pgErr.Code) == 5 {
+		switch pgErr.Code {
+		case "40001", "40P01", // serialization failure, deadlock: retry
+			"57P01", "57P02", "57P03", // shutting down, crashed, not yet accepting connections
+			"58030": // I/O error
+			return true
+		}
 		switch pgErr.Code[:2] {
 		case "08", // connection exception
-			"40", // transaction rollback: serialization failure, deadlock
-			"53", // insufficient resources: disk full, out of memory, too many connections
-			"57", // operator intervention: shutdown, cannot connect now
-			"58": // system error: I/O
+			"53": // insufficient resources: disk full, out of memory, too many connections
 			return true
 		}
 	}

@@ -46,6 +46,7 @@ type server struct {
 	dir, sock string
 	bin, data string
 	cmd       *exec.Cmd
+	exited    chan struct{} // closed when cmd has been waited for
 	cred      *syscall.Credential // run as the postgres user when we are root
 }
 
@@ -199,8 +200,17 @@ func (s *server) launch() error {
 	if err := s.cmd.Start(); err != nil {
 		return fmt.Errorf("start postgres: %w", err)
 	}
+	exited := make(chan struct{})
+	s.exited = exited
+	go func() { _ = s.cmd.Wait(); close(exited) }()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
+		select {
+		case <-exited:
+			b, _ := os.ReadFile(log.Name())
+			return fmt.Errorf("postgres exited at start: %s", lastLines(b))
+		default:
+		}
 		db, _ := sql.Open("pgx", s.dsn("postgres"))
 		err := db.Ping()
 		db.Close()
@@ -230,18 +240,24 @@ func (s *server) stop() {
 	os.RemoveAll(s.dir)
 }
 
-// halt stops postgres and keeps its data.
+// halt stops postgres and keeps its data: a fast shutdown (SIGINT), then
+// an immediate one (SIGQUIT), which also ends its children, and only then
+// SIGKILL.
 func (s *server) halt() {
-	if s.cmd != nil && s.cmd.Process != nil && s.cmd.ProcessState == nil {
-		// SIGINT is postgres's fast shutdown: disconnect clients and stop.
-		_ = s.cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { _ = s.cmd.Wait(); close(done) }()
+	if s.cmd == nil || s.cmd.Process == nil || s.exited == nil {
+		return
+	}
+	for _, sig := range []os.Signal{os.Interrupt, syscall.SIGQUIT, os.Kill} {
 		select {
-		case <-done:
+		case <-s.exited:
+			return
+		default:
+		}
+		_ = s.cmd.Process.Signal(sig)
+		select {
+		case <-s.exited:
+			return
 		case <-time.After(10 * time.Second):
-			_ = s.cmd.Process.Kill()
-			<-done
 		}
 	}
 }
