@@ -46,7 +46,7 @@ type server struct {
 	dir, sock string
 	bin, data string
 	cmd       *exec.Cmd
-	exited    chan struct{} // closed when cmd has been waited for
+	exited    chan struct{}       // closed when cmd has been waited for
 	cred      *syscall.Credential // run as the postgres user when we are root
 }
 
