@@ -10,7 +10,8 @@
 //	AGENT_EXITED         agent exited with code 1: <reason>
 //	AGENT_NOT_REPORTING  agent not reporting since 2026-03-01T12:00:00Z
 //	SERVER_BEHIND        no heartbeat stored since T while the server is behind on agent messages (...)
-//	                     — or: while the server refuses agent messages: <why> (...)
+//	                     — or: while the server refuses agent messages: <why> (...),
+//	                       while the server cannot store agent messages: its database is unavailable (...)
 //	KERNEL_NO_BTF        kernel 5.4.0 lacks BTF (/sys/kernel/btf/vmlinux)
 //	SENSOR_FAILED        sensor failed to load: <error>
 //	HOOK_ATTACH_FAILED   hook tracepoint/syscalls/sys_enter_mount failed to attach: <error>

@@ -26,7 +26,7 @@ const ISSUES = {
   RUNTIME_UNREACHABLE: 'The agent cannot ask the container runtime, so findings may lack pod, container and image names. Mount the runtime socket into the agent.',
   NO_HEARTBEAT: 'The agent enrolled but never reported. Check that it started and can reach the server.',
   HOOK_DETACHED: 'Another root process detached part of the sensor; the agent re-attached it within seconds, but behaviour in between may have gone unseen. Find out who did it (the time is in the reason).',
-  SERVER_BEHIND: 'The server is behind on agent messages, or refuses them for now because its disk is low, so this node may well be reporting: its heartbeats wait in the server\'s queue or in the node\'s spool. Give the server more CPU or replicas, or free disk space; watch mamori_transport_stream_backlog_messages and mamori_transport_intake_paused.',
+  SERVER_BEHIND: 'The server is behind on agent messages, refuses them for now because its disk is low, or cannot store them while its database is down, so this node may well be reporting: its heartbeats wait in the server\'s queue or in the node\'s spool. Give the server more CPU or replicas, free disk space or bring the database back; watch mamori_transport_stream_backlog_messages and mamori_transport_intake_paused.',
 };
 
 // explainIssue splits "TYPE:extra information" into the specifics, with a
