@@ -208,12 +208,14 @@ func (b *bus) backlog(ctx context.Context) (coverage.Backlog, error) {
 			refusing = d.Until.IsZero()
 		}
 	}
-	if b.cons == nil {
-		return bl, nil
-	}
-	if since, until := b.cons.Outage(); !since.IsZero() {
-		bl.Outages = append(bl.Outages, coverage.Outage{Since: since, Until: until,
-			Cause: "the server cannot store agent messages: its database is unavailable (they wait in its queue)"})
+	// A replica knows only the outages its own consumer saw; replicas on an
+	// external cluster must judge alike, so there the database's outages
+	// are not named (its silent nodes read AGENT_NOT_REPORTING).
+	if b.cons != nil && b.emb != nil {
+		if since, until := b.cons.Outage(); !since.IsZero() {
+			bl.Outages = append(bl.Outages, coverage.Outage{Since: since, Until: until,
+				Cause: "the server cannot store agent messages: its database is unavailable or out of disk space (they wait in its queue or in agents' spools)"})
+		}
 	}
 	st, err := transport.ReadStreamState(ctx, b.js, "")
 	if err != nil {

@@ -229,9 +229,7 @@ func (c *Consumer) process(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	started := time.Now()
-	hctx, cancel := context.WithTimeout(ctx, c.cfg.AckWait)
-	err = c.cfg.Handler(hctx, m)
-	cancel()
+	err = c.handle(ctx, m)
 	if err == nil {
 		if aerr := msg.Ack(); aerr != nil {
 			c.log.Warn("consumer: ack failed; message will be redelivered", "err", aerr)
@@ -239,10 +237,15 @@ func (c *Consumer) process(ctx context.Context, msg jetstream.Msg) {
 		}
 		c.seen.add(m.DedupKey())
 		c.m.Consumed.WithLabelValues(string(m.Envelope.Kind)).Inc()
-		c.health.succeeded(m.StreamSeq, time.Now())
+		if m.Envelope.Kind != KindEvent {
+			// Findings and heartbeats are stored: their success says the
+			// server works. Events may be acked unstored, so say nothing.
+			c.health.succeeded(m.StreamSeq, started)
+		}
 		return
 	}
 	if IsPermanent(err) {
+		c.health.forget(m.StreamSeq)
 		c.m.Rejected.WithLabelValues("handler").Inc()
 		c.logReject("handler", msg.Subject(), err)
 		_ = msg.TermWithReason("handler: " + err.Error())
@@ -252,7 +255,7 @@ func (c *Consumer) process(ctx context.Context, msg jetstream.Msg) {
 		_ = msg.Nak() // shutting down, not the message's fault: another replica may have it now
 		return
 	}
-	if IsUnavailable(err) {
+	if IsUnavailable(err) && m.NumDelivered < maxDeliveries {
 		if wait, ok := c.health.outage(m.StreamSeq, started, time.Now()); ok {
 			c.m.HandlerErrors.Inc()
 			if c.shouldLog("unavailable") {
@@ -265,7 +268,7 @@ func (c *Consumer) process(ctx context.Context, msg jetstream.Msg) {
 		// Other messages succeeded meanwhile: the failure is this message's own.
 	}
 	n := c.health.failed(m.StreamSeq)
-	if n >= c.cfg.MaxDeliver {
+	if n >= c.cfg.MaxDeliver || m.NumDelivered >= maxDeliveries {
 		c.health.forget(m.StreamSeq)
 		c.m.DeadLettered.Inc()
 		c.log.Error("consumer: giving up on message after its handler failed repeatedly", "subject", msg.Subject(),
@@ -280,6 +283,24 @@ func (c *Consumer) process(ctx context.Context, msg jetstream.Msg) {
 			"failures", n, "retryIn", delay, "err", err)
 	}
 	_ = msg.NakWithDelay(delay)
+}
+
+// maxDeliveries gives up on a message delivered this often whatever the
+// cause: at the longest pause that is over 16 hours of outage, and it ends
+// a loop of a message that crashes the server (a crash forgets its count).
+const maxDeliveries = 2000
+
+// handle runs the handler within AckWait; a panic is the message's failure.
+func (c *Consumer) handle(ctx context.Context, m *Message) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("handler panicked: %v", r)
+			c.log.Error("consumer: handler panicked", "subject", m.Subject, "msgId", m.Envelope.MsgID, "panic", r)
+		}
+	}()
+	hctx, cancel := context.WithTimeout(ctx, c.cfg.AckWait)
+	defer cancel()
+	return c.cfg.Handler(hctx, m)
 }
 
 // Outage returns the server's current or last outage as this consumer saw

@@ -42,34 +42,48 @@ func newHealth(base, maxDelay time.Duration) *health {
 	return &health{base: base, max: min(maxDelay, maxPause), failures: map[uint64]*failures{}}
 }
 
-// succeeded records a handled message: an outage ends, pulls resume.
-func (h *health) succeeded(seq uint64, now time.Time) {
+// succeeded records a message handled by a handler that started at
+// started: an outage ends, pulls resume.
+func (h *health) succeeded(seq uint64, started time.Time) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.lastSuccess = now
+	if started.After(h.lastSuccess) {
+		h.lastSuccess = started
+	}
 	if !h.since.IsZero() && h.until.IsZero() {
-		h.until = now
+		h.until = started
 	}
 	h.pauseLen, h.pauseUntil = 0, time.Time{}
 	delete(h.failures, seq)
 }
 
 // outage reports whether the handler of message seq, which started at
-// started and reported the server unavailable, saw an outage: no message
-// succeeded meanwhile. If so it is recorded, pulls pause (doubling from
-// base, at most once per pause, up to max) and the pause is returned.
+// started and reported the server unavailable, saw an outage. It did
+// unless the server was working meanwhile: a message succeeded after the
+// handler started, or — outside an outage already declared since the last
+// success — since this message first failed so (a message claiming an
+// outage while others succeed). If so the outage is recorded, pulls pause
+// (doubling from base, at most once per pause, up to max) and the pause
+// is returned.
 func (h *health) outage(seq uint64, started, now time.Time) (time.Duration, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	f := h.track(seq)
-	if f.first.IsZero() {
-		f.first = started
-	}
-	if h.lastSuccess.After(f.first) {
+	ongoing := !h.since.IsZero() && h.until.IsZero() && !h.since.Before(h.lastSuccess)
+	switch {
+	case h.lastSuccess.After(started):
+		return 0, false
+	case ongoing:
+		f.first = started // this outage's failure, whatever came before
+	case f.first.IsZero() || !h.lastSuccess.After(f.first):
+		if f.first.IsZero() {
+			f.first = started
+		}
+	default:
 		return 0, false
 	}
-	if h.since.IsZero() || !h.until.IsZero() {
-		h.since, h.until = now, time.Time{}
+	if !ongoing {
+		h.since, h.until = started, time.Time{}
 	}
 	if now.Before(h.pauseUntil) {
 		return h.pauseUntil.Sub(now), true

@@ -84,7 +84,9 @@ func newSQLStore(engine string, w, r *sql.DB, o Options) *sqlStore {
 func (s *sqlStore) Engine() string { return s.engine }
 
 func (s *sqlStore) Ping(ctx context.Context) error {
-	if err := s.r.PingContext(ctx); err != nil {
+	// SQLite's one writer connection: a stuck writer does not answer, while
+	// its readers would.
+	if err := s.w.PingContext(ctx); err != nil {
 		return fmt.Errorf("ping %s: %w", s.engine, err)
 	}
 	return nil

@@ -41,8 +41,7 @@ func IsUnavailable(err error) bool {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && len(pgErr.Code) == 5 {
 		switch pgErr.Code {
-		case "40001", "40P01", // serialization failure, deadlock: retry
-			"57P01", "57P02", "57P03", // shutting down, crashed, not yet accepting connections
+		case "57P01", "57P02", "57P03", // shutting down, crashed, not yet accepting connections
 			"58030": // I/O error
 			return true
 		}
