@@ -160,8 +160,7 @@ func TestConsumerRetriesAndGivesUp(t *testing.T) {
 	var calls = map[string]int{}
 	var times = map[string][]time.Time{}
 	handler := func(_ context.Context, m *Message) error {
-		var p struct{ Mode string }
-		_ = jsonUnmarshal(m.Envelope.Payload, &p)
+		p := struct{ Mode string }{modeOf(m)}
 		mu.Lock()
 		defer mu.Unlock()
 		calls[p.Mode]++
@@ -273,8 +272,7 @@ func TestConsumerOutageDoesNotUseUpRetries(t *testing.T) {
 	calls := map[string]int{}
 	patientDone := false
 	handler := func(_ context.Context, m *Message) error {
-		var p struct{ Mode string }
-		_ = jsonUnmarshal(m.Envelope.Payload, &p)
+		p := struct{ Mode string }{modeOf(m)}
 		mu.Lock()
 		defer mu.Unlock()
 		calls[p.Mode]++
@@ -341,4 +339,11 @@ func TestConsumerOutageDoesNotUseUpRetries(t *testing.T) {
 	if _, until := cons.Outage(); until.IsZero() {
 		t.Fatal("the outage did not end with the first success")
 	}
+}
+
+// modeOf reads the "mode" a test message carries.
+func modeOf(m *Message) string {
+	var p struct{ Mode string }
+	_ = jsonUnmarshal(m.Envelope.Payload, &p)
+	return p.Mode
 }

@@ -29,22 +29,9 @@ import (
 // forged messages are terminated and counted.
 func TestTwoReplicasOverNATS(t *testing.T) {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	emb, err := transport.StartEmbedded(transport.EmbeddedConfig{DataDir: t.TempDir(), Port: -1, Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer emb.Shutdown()
+	emb, js := startStream(t, quiet)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	pub, err := emb.ConnectInProcess("publisher")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Close()
-	js, _ := jetstream.New(pub)
-	if _, err := transport.EnsureStream(ctx, js, transport.StreamOptions{}); err != nil {
-		t.Fatal(err)
-	}
 
 	dsn := storetest.PostgresDSN(t)
 	type replica struct {
@@ -163,22 +150,9 @@ func publishAs(t testing.TB, js jetstream.JetStream, node string, kind transport
 // exactly the count its agents reported.
 func TestDatabaseOutageLosesNothing(t *testing.T) {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	emb, err := transport.StartEmbedded(transport.EmbeddedConfig{DataDir: t.TempDir(), Port: -1, Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer emb.Shutdown()
+	_, js := startStream(t, quiet)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	nc, err := emb.ConnectInProcess("server")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	if _, err := transport.EnsureStream(ctx, js, transport.StreamOptions{}); err != nil {
-		t.Fatal(err)
-	}
 	pg := storetest.PrivatePostgres(t)
 	st, err := store.Open(ctx, pg.DSN(), store.Options{Logger: quiet})
 	if err != nil {
@@ -240,4 +214,28 @@ func TestDatabaseOutageLosesNothing(t *testing.T) {
 	}
 	t.Logf("outage: %v handler failures, all %d messages stored after it", testutil.ToFloat64(tm.HandlerErrors), len(s.Msgs))
 	checkCounts(t, st, s.Want)
+}
+
+// startStream starts an embedded NATS server with the MAMORI stream and
+// returns it with a JetStream handle over an in-process connection; both
+// end with the test.
+func startStream(t testing.TB, log *slog.Logger) (*transport.Embedded, jetstream.JetStream) {
+	t.Helper()
+	emb, err := transport.StartEmbedded(transport.EmbeddedConfig{DataDir: t.TempDir(), Port: -1, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(emb.Shutdown)
+	nc, err := emb.ConnectInProcess("server")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := transport.EnsureStream(ctx, js, transport.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return emb, js
 }
