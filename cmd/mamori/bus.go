@@ -228,6 +228,23 @@ func (b *bus) backlog(ctx context.Context) (coverage.Backlog, error) {
 	return bl, nil
 }
 
+// problems says what keeps this server from taking or storing agent
+// messages now, for /health.
+func (b *bus) problems() []string {
+	var out []string
+	if b.disk != nil {
+		if d := b.disk.State(); d.Refusing != "" {
+			out = append(out, fmt.Sprintf("agent intake paused since %s: %s", d.Since.UTC().Format(time.RFC3339), d.Refusing))
+		}
+	}
+	if b.cons != nil {
+		if since, until := b.cons.Outage(); !since.IsZero() && until.IsZero() {
+			out = append(out, fmt.Sprintf("database unavailable since %s: agent messages wait in the stream", since.UTC().Format(time.RFC3339)))
+		}
+	}
+	return out
+}
+
 // revocationPushEvery bounds how long a NATS server restarted with an old
 // account JWT may still accept a revoked agent key.
 const revocationPushEvery = 10 * time.Second

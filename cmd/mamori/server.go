@@ -352,7 +352,7 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 	a, err := api.New(api.Options{Store: st, Tokens: tokens, Submit: s.Submit, Coverage: s.coverage,
 		RulesChanged: s.ingest.InvalidateRules, RulesDir: rulesDir, IntelDir: intelDir,
 		Agent:   finding.Agent{NodeID: "mamori-server", Hostname: host, Version: version},
-		Version: version, Logger: log, Registerer: reg, Agents: s.bus.enroller})
+		Version: version, Logger: log, Registerer: reg, Agents: s.bus.enroller, Problems: s.bus.problems})
 	if err != nil {
 		s.bus.Close()
 		return fail(err)

@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"encoding/json"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -87,6 +89,9 @@ func TestServerOnAFillingDisk(t *testing.T) {
 			t.Fatal("a finding reached the store while the server refused agent messages")
 		}
 	}
+	if h := health(t, url); h.Status != "degraded" || len(h.Problems) != 1 || !strings.Contains(h.Problems[0], "agent intake paused since") {
+		t.Fatalf("/health with the disk low: %+v", h)
+	}
 
 	free()
 	f := waitServerFinding(t, bin, srvDir, nodeID, during)
@@ -94,9 +99,32 @@ func TestServerOnAFillingDisk(t *testing.T) {
 		t.Errorf("finding held in the agent's spool counted %v times", f.Num("service.count"))
 	}
 	waitHealthy("with room again")
+	if h := health(t, url); h.Status != "ok" || len(h.Problems) != 0 {
+		t.Fatalf("/health with room again: %+v", h)
+	}
 	// Heard again within seconds of the resumption, the node was never
 	// blamed on its agent on the way back.
 	if strings.Contains(serverLog(), "AGENT_NOT_REPORTING") {
 		t.Error("the node was called not reporting: the server's refusal was its cause")
 	}
+}
+
+// serverHealth is GET /api/v1/health.
+type serverHealth struct {
+	Status   string   `json:"status"`
+	Problems []string `json:"problems"`
+}
+
+func health(t *testing.T, apiURL string) serverHealth {
+	t.Helper()
+	res, err := http.Get(apiURL + "/api/v1/health")
+	if err != nil {
+		t.Fatalf("health: %v", err)
+	}
+	defer res.Body.Close()
+	var h serverHealth
+	if err := json.NewDecoder(res.Body).Decode(&h); err != nil || res.StatusCode != http.StatusOK {
+		t.Fatalf("health: %d %v", res.StatusCode, err)
+	}
+	return h
 }

@@ -68,6 +68,10 @@ type Options struct {
 	// Agents manages enrolled agents and join tokens (nil: the routes
 	// answer 501).
 	Agents AgentAdmin
+	// Problems lists what keeps the server from taking or storing agent
+	// messages now (a paused intake, a database outage); /health reports
+	// them. Nil: none known.
+	Problems func() []string
 }
 
 // API is the HTTP API handler.
@@ -312,8 +316,22 @@ func readJSON(r *http.Request, v any) error {
 	return nil
 }
 
+// health answers 200 while the server serves, "ok" or "degraded" with the
+// problems that keep it from taking or storing agent messages: the API
+// still answers then, so a load balancer keeps it, while monitoring can
+// alert on the status.
 func (a *API) health(w http.ResponseWriter, r *http.Request) error {
-	return writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "version": a.opt.Version})
+	out := struct {
+		Status   string   `json:"status"`
+		Version  string   `json:"version"`
+		Problems []string `json:"problems,omitempty"`
+	}{Status: "ok", Version: a.opt.Version}
+	if a.opt.Problems != nil {
+		if out.Problems = a.opt.Problems(); len(out.Problems) > 0 {
+			out.Status = "degraded"
+		}
+	}
+	return writeJSON(w, http.StatusOK, out)
 }
 
 func (a *API) openapi(w http.ResponseWriter, r *http.Request) error {

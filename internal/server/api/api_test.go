@@ -231,3 +231,28 @@ func TestUnknownRouteAndBodyLimit(t *testing.T) {
 		t.Errorf("bad JSON: %d", code)
 	}
 }
+
+// /health answers without a token: "ok", or "degraded" with the problems
+// that keep the server from taking or storing agent messages — still 200,
+// since the API serves meanwhile.
+func TestHealthReportsProblems(t *testing.T) {
+	e := newEnv(t)
+	get := func() (int, map[string]any) {
+		t.Helper()
+		code, b := e.do("GET", "/health", "", nil)
+		var out map[string]any
+		if err := json.Unmarshal(b, &out); err != nil {
+			t.Fatalf("health: %v: %s", err, b)
+		}
+		return code, out
+	}
+	if code, out := get(); code != http.StatusOK || out["status"] != "ok" || out["problems"] != nil {
+		t.Fatalf("healthy: %d %v", code, out)
+	}
+	e.api.opt.Problems = func() []string { return []string{"database unavailable since 2026-03-01T12:00:00Z"} }
+	code, out := get()
+	problems, _ := out["problems"].([]any)
+	if code != http.StatusOK || out["status"] != "degraded" || len(problems) != 1 || problems[0] != "database unavailable since 2026-03-01T12:00:00Z" {
+		t.Fatalf("with a problem: %d %v", code, out)
+	}
+}
