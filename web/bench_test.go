@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -29,6 +30,8 @@ type console struct {
 	srv   *httptest.Server
 	token string
 	store store.Store
+	// problems are what the API's /health reports (nil: none).
+	problems atomic.Pointer[[]string]
 }
 
 // newConsole serves the console over a fresh SQLite store holding n
@@ -51,7 +54,13 @@ func newConsole(tb testing.TB, n int) *console {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	a, err := api.New(api.Options{Store: st, Tokens: tokens})
+	c := &console{token: tok, store: st}
+	a, err := api.New(api.Options{Store: st, Tokens: tokens, Problems: func() []string {
+		if p := c.problems.Load(); p != nil {
+			return *p
+		}
+		return nil
+	}})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -62,9 +71,9 @@ func newConsole(tb testing.TB, n int) *console {
 	mux := http.NewServeMux()
 	mux.Handle(api.Prefix+"/", a)
 	mux.Handle("/", h)
-	srv := httptest.NewServer(mux)
-	tb.Cleanup(srv.Close)
-	return &console{srv: srv, token: tok, store: st}
+	c.srv = httptest.NewServer(mux)
+	tb.Cleanup(c.srv.Close)
+	return c
 }
 
 // seed stores n findings as agents would report them.

@@ -243,6 +243,20 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Errorf("cluster coverage %q, want 50%%", pct)
 	}
 	b.Shot("coverage")
+
+	// The server cannot take agent messages (its disk is low): every view
+	// says so, and stops saying so once it can.
+	b.Wait(`document.querySelector('#server-health').hidden`)
+	problems := []string{"agent intake paused since 2026-03-01T12:00:00Z: " + hostile}
+	c.problems.Store(&problems)
+	b.Wait(`!document.querySelector('#server-health').hidden`)
+	if got := b.Text(`document.querySelector('#server-health').textContent`); !strings.Contains(got, "late, not lost") ||
+		!strings.Contains(got, "agent intake paused since 2026-03-01T12:00:00Z: "+hostile) {
+		t.Errorf("server health banner: %q", got)
+	}
+	b.Shot("server-degraded")
+	c.problems.Store(nil)
+	b.Wait(`document.querySelector('#server-health').hidden`)
 	b.Inert()
 }
 

@@ -63,3 +63,7 @@ export const createSuppression = (rule, applyExisting) =>
 export const coverage = async () => (await call('GET', v1('/coverage'))).nodes || [];
 // coverageStats returns {overall, groups: [{cluster, resourceType, total, healthy, unhealthy, issues}]}.
 export const coverageStats = () => call('GET', v1('/coverage/statistics'));
+
+// health is {status: "ok"|"degraded", problems: [...]}: what keeps the
+// server from taking or storing agent messages now.
+export const health = () => call('GET', v1('/health'));

@@ -10,6 +10,25 @@ import { showRules } from './rules.js';
 
 let loggedIn = false;
 
+// watchHealth shows, on every view, what keeps the server from taking or
+// storing agent messages (its disk full, its database down): findings are
+// then late, not lost, and the banner says so.
+const healthEvery = 5000;
+async function watchHealth() {
+  const banner = document.getElementById('server-health');
+  try {
+    const hl = loggedIn ? await api.health() : null;
+    const problems = (hl && hl.status === 'degraded' && hl.problems) || [];
+    banner.textContent = problems.length
+      ? 'The server cannot take or store agent messages now — findings are late, not lost: ' + problems.join('; ')
+      : '';
+    banner.hidden = problems.length === 0;
+  } catch {
+    // unreachable or logged out: the views say so
+  }
+  setTimeout(watchHealth, healthEvery);
+}
+
 function parseHash() {
   const raw = location.hash.replace(/^#\/?/, '');
   const [path, query] = raw.split('?');
@@ -107,6 +126,7 @@ async function start() {
     loggedIn = false;
   }
   route();
+  watchHealth();
 }
 
 start();
