@@ -34,6 +34,7 @@ type bus struct {
 	js       jetstream.JetStream
 	disk     *transport.DiskGuard // nil on an external cluster
 	cons     *transport.Consumer
+	outages  *transport.OutageBoard // the database's, as every replica sees them
 }
 
 // busConfig says where the transport runs and what it feeds.
@@ -143,6 +144,11 @@ func startBus(ctx context.Context, cfg busConfig, mux *http.ServeMux, reg promet
 		if nodes, err = transport.NewKVStore[transport.NodeRecord](ctx, js, transport.NodeBucket, cfg.replicas); err != nil {
 			return err
 		}
+		outages, err := transport.NewKVStore[transport.OutageRecord](ctx, js, transport.OutageBucket, cfg.replicas)
+		if err != nil {
+			return err
+		}
+		b.outages = transport.NewOutageBoard(outages, "database")
 		if b.sys != nil {
 			rev, err = transport.NewClusterRevoker(ctx, js, cfg.replicas, auth, b.sys, log)
 		}
@@ -176,6 +182,7 @@ func startBus(ctx context.Context, cfg busConfig, mux *http.ServeMux, reg promet
 		return fail(err)
 	}
 	b.cons = cons
+	go b.shareOutages(ctx, log)
 	if b.disk != nil {
 		go b.disk.Run(ctx)
 	}
@@ -208,12 +215,15 @@ func (b *bus) backlog(ctx context.Context) (coverage.Backlog, error) {
 			refusing = d.Until.IsZero()
 		}
 	}
-	// A replica knows only the outages its own consumer saw; replicas on an
-	// external cluster must judge alike, so there the database's outages
-	// are not named (its silent nodes read AGENT_NOT_REPORTING).
-	if b.cons != nil && b.emb != nil {
-		if since, until := b.cons.Outage(); !since.IsZero() {
-			bl.Outages = append(bl.Outages, coverage.Outage{Since: since, Until: until,
+	// The database's outages as every replica reported them, so replicas
+	// judge alike.
+	if b.outages != nil {
+		o, err := b.outages.Read(ctx)
+		if err != nil {
+			return coverage.Backlog{}, err
+		}
+		if !o.Since.IsZero() {
+			bl.Outages = append(bl.Outages, coverage.Outage{Since: o.Since, Until: o.Until,
 				Cause: "the server cannot store agent messages: its database is unavailable or out of disk space (they wait in its queue or in agents' spools)"})
 		}
 	}
@@ -226,6 +236,31 @@ func (b *bus) backlog(ctx context.Context) (coverage.Backlog, error) {
 	}
 	bl.Pending, bl.OldestPending = st.Pending, st.OldestPending
 	return bl, nil
+}
+
+// shareOutages reports this replica's view of the database's outages to
+// the board every replica's coverage reads, whenever it changes.
+func (b *bus) shareOutages(ctx context.Context, log *slog.Logger) {
+	var sent transport.OutageRecord
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		since, until := b.cons.Outage()
+		seen := transport.OutageRecord{Since: since, Until: until}
+		if seen == sent {
+			continue
+		}
+		if err := b.outages.Report(ctx, seen); err != nil {
+			log.Warn("share the database outage with other replicas; retrying", "err", err)
+			continue
+		}
+		sent = seen
+	}
 }
 
 // problems says what keeps this server from taking or storing agent
