@@ -407,7 +407,9 @@ func (in *Ingester) commit(batch []*pending) {
 	defer cancel()
 	res, err := in.st.UpsertFindings(ctx, us)
 	if err != nil {
-		in.log.Warn("ingest: store batch failed; messages will be redelivered", "findings", len(batch), "err", err)
+		if in.m.shouldLog("batch", in.now()) { // an outage fails every batch: once a second is enough
+			in.log.Warn("ingest: store batch failed; messages will be redelivered", "findings", len(batch), "err", err)
+		}
 		for _, p := range batch {
 			p.done <- err
 		}
