@@ -31,6 +31,7 @@ func TestServerOnAFillingDisk(t *testing.T) {
 		"--nats-port", strconv.Itoa(natsPort), "--cluster", "disk", "--min-free-disk", strconv.Itoa(64<<20))
 	token := waitFile(t, filepath.Join(srvDir, "join-token"))
 	url := waitFile(t, filepath.Join(srvDir, "api", "address"))
+	admin := waitFile(t, filepath.Join(srvDir, "api", "admin.token"))
 	testenv.StartProcess(t, "", "agent", bin, "agent", "--data-dir", agDir, "--server", url, "--join-token", token,
 		"--cluster", "disk", "--metrics-addr", "", "-q")
 	nodeID := waitFile(t, filepath.Join(agDir, "node-id"))
@@ -89,7 +90,7 @@ func TestServerOnAFillingDisk(t *testing.T) {
 			t.Fatal("a finding reached the store while the server refused agent messages")
 		}
 	}
-	if h := health(t, url); h.Status != "degraded" || len(h.Problems) != 1 || !strings.Contains(h.Problems[0], "agent intake paused since") {
+	if h := health(t, url, admin); h.Status != "degraded" || len(h.Problems) != 1 || !strings.Contains(h.Problems[0], "agent intake paused since") {
 		t.Fatalf("/health with the disk low: %+v", h)
 	}
 
@@ -99,7 +100,7 @@ func TestServerOnAFillingDisk(t *testing.T) {
 		t.Errorf("finding held in the agent's spool counted %v times", f.Num("service.count"))
 	}
 	waitHealthy("with room again")
-	if h := health(t, url); h.Status != "ok" || len(h.Problems) != 0 {
+	if h := health(t, url, admin); h.Status != "ok" || len(h.Problems) != 0 {
 		t.Fatalf("/health with room again: %+v", h)
 	}
 	// Heard again within seconds of the resumption, the node was never
@@ -115,9 +116,11 @@ type serverHealth struct {
 	Problems []string `json:"problems"`
 }
 
-func health(t *testing.T, apiURL string) serverHealth {
+func health(t *testing.T, apiURL, token string) serverHealth {
 	t.Helper()
-	res, err := http.Get(apiURL + "/api/v1/health")
+	req, _ := http.NewRequest(http.MethodGet, apiURL+"/api/v1/health", nil)
+	req.Header.Set("Authorization", "Bearer "+token) // the problems are told to a reader only
+	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("health: %v", err)
 	}

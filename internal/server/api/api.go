@@ -316,10 +316,11 @@ func readJSON(r *http.Request, v any) error {
 	return nil
 }
 
-// health answers 200 while the server serves, "ok" or "degraded" with the
-// problems that keep it from taking or storing agent messages: the API
+// health answers 200 while the server serves, "ok" or "degraded": the API
 // still answers then, so a load balancer keeps it, while monitoring can
-// alert on the status.
+// alert on the status. What keeps the server from taking or storing agent
+// messages (problems) is told only to a caller with a read token: when the
+// server cannot store findings is worth knowing to an attacker too.
 func (a *API) health(w http.ResponseWriter, r *http.Request) error {
 	out := struct {
 		Status   string   `json:"status"`
@@ -327,8 +328,11 @@ func (a *API) health(w http.ResponseWriter, r *http.Request) error {
 		Problems []string `json:"problems,omitempty"`
 	}{Status: "ok", Version: a.opt.Version}
 	if a.opt.Problems != nil {
-		if out.Problems = a.opt.Problems(); len(out.Problems) > 0 {
+		if problems := a.opt.Problems(); len(problems) > 0 {
 			out.Status = "degraded"
+			if tok, err := a.opt.Tokens.Check(bearer(r)); err == nil && tok.Scope.Allows(ScopeRead) {
+				out.Problems = problems
+			}
 		}
 	}
 	return writeJSON(w, http.StatusOK, out)

@@ -232,27 +232,32 @@ func TestUnknownRouteAndBodyLimit(t *testing.T) {
 	}
 }
 
-// /health answers without a token: "ok", or "degraded" with the problems
-// that keep the server from taking or storing agent messages — still 200,
-// since the API serves meanwhile.
+// /health answers without a token: "ok", or "degraded" — still 200, since
+// the API serves meanwhile — and, to a caller with a read token, the
+// problems that keep the server from taking or storing agent messages.
 func TestHealthReportsProblems(t *testing.T) {
 	e := newEnv(t)
-	get := func() (int, map[string]any) {
+	get := func(token string) (int, map[string]any) {
 		t.Helper()
-		code, b := e.do("GET", "/health", "", nil)
+		code, b := e.do("GET", "/health", token, nil)
 		var out map[string]any
 		if err := json.Unmarshal(b, &out); err != nil {
 			t.Fatalf("health: %v: %s", err, b)
 		}
 		return code, out
 	}
-	if code, out := get(); code != http.StatusOK || out["status"] != "ok" || out["problems"] != nil {
+	if code, out := get(""); code != http.StatusOK || out["status"] != "ok" || out["problems"] != nil {
 		t.Fatalf("healthy: %d %v", code, out)
 	}
 	e.api.opt.Problems = func() []string { return []string{"database unavailable since 2026-03-01T12:00:00Z"} }
-	code, out := get()
+	for _, tok := range []string{"", "mat1.000000000000.wrong", e.tokens[ScopeAgent]} {
+		if code, out := get(tok); code != http.StatusOK || out["status"] != "degraded" || out["problems"] != nil {
+			t.Fatalf("degraded, token %q: %d %v, want the status without the problems", tok, code, out)
+		}
+	}
+	code, out := get(e.tokens[ScopeRead])
 	problems, _ := out["problems"].([]any)
 	if code != http.StatusOK || out["status"] != "degraded" || len(problems) != 1 || problems[0] != "database unavailable since 2026-03-01T12:00:00Z" {
-		t.Fatalf("with a problem: %d %v", code, out)
+		t.Fatalf("degraded, read token: %d %v", code, out)
 	}
 }
