@@ -255,6 +255,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Errorf("server health banner: %q", got)
 	}
 	b.Shot("server-degraded")
+	b.Inert()
 	c.problems.Store(nil)
 	b.Wait(`document.querySelector('#server-health').hidden`)
 	b.Inert()

@@ -219,7 +219,7 @@ func (b *bus) backlog(ctx context.Context) (coverage.Backlog, error) {
 	// judge alike.
 	if b.outages != nil {
 		o, err := b.outages.Read(ctx)
-		if err != nil {
+		if err != nil && !refusing {
 			return coverage.Backlog{}, err
 		}
 		if !o.Since.IsZero() {
@@ -239,9 +239,12 @@ func (b *bus) backlog(ctx context.Context) (coverage.Backlog, error) {
 }
 
 // shareOutages reports this replica's view of the database's outages to
-// the board every replica's coverage reads, whenever it changes.
+// the board every replica's coverage reads, whenever it changes; and it
+// ends a shared outage this replica has stored messages since — the
+// replica that saw it begin may have restarted or lost its database alone.
 func (b *bus) shareOutages(ctx context.Context, log *slog.Logger) {
 	var sent transport.OutageRecord
+	var closedAt time.Time
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
@@ -251,15 +254,24 @@ func (b *bus) shareOutages(ctx context.Context, log *slog.Logger) {
 		case <-t.C:
 		}
 		since, until := b.cons.Outage()
-		seen := transport.OutageRecord{Since: since, Until: until}
-		if seen == sent {
+		if seen := (transport.OutageRecord{Since: since, Until: until}); seen != sent {
+			if err := b.outages.Report(ctx, seen); err != nil {
+				log.Debug("share the database outage with other replicas; retrying", "err", err)
+				continue
+			}
+			sent = seen
+		}
+		last := b.cons.LastStored()
+		if last.IsZero() || last.Equal(closedAt) {
 			continue
 		}
-		if err := b.outages.Report(ctx, seen); err != nil {
-			log.Warn("share the database outage with other replicas; retrying", "err", err)
+		rec, err := b.outages.Read(ctx)
+		if err != nil || rec.Since.IsZero() || !rec.Until.IsZero() || !last.After(rec.Since) {
 			continue
 		}
-		sent = seen
+		if err := b.outages.Report(ctx, transport.OutageRecord{Since: rec.Since, Until: last}); err == nil {
+			closedAt = last
+		}
 	}
 }
 

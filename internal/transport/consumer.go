@@ -308,6 +308,10 @@ func (c *Consumer) handle(ctx context.Context, m *Message) (err error) {
 // meanwhile — zero times when none; until is zero while it lasts.
 func (c *Consumer) Outage() (since, until time.Time) { return c.health.Outage() }
 
+// LastStored is when this consumer last handled a finding or heartbeat
+// (its handler's start; zero: none yet): the database worked then.
+func (c *Consumer) LastStored() time.Time { return c.health.LastStored() }
+
 // verify turns a raw stream message into a Message, or a *RejectError.
 func (c *Consumer) verify(msg jetstream.Msg) (*Message, error) {
 	data := msg.Data()

@@ -141,3 +141,11 @@ func (h *health) Outage() (since, until time.Time) {
 	defer h.mu.Unlock()
 	return h.since, h.until
 }
+
+// LastStored is when the handler of the last stored message started (zero:
+// none yet).
+func (h *health) LastStored() time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.lastSuccess
+}

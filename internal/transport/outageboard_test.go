@@ -36,4 +36,7 @@ func TestOutageBoardMergesReplicas(t *testing.T) {
 	step("a new outage", OutageRecord{Since: at(300)}, OutageRecord{Since: at(300)})
 	step("the first one, reported late", OutageRecord{Since: at(10), Until: at(65)}, OutageRecord{Since: at(300)})
 	step("nothing seen", OutageRecord{}, OutageRecord{Since: at(300)})
+	// A replica that stored a message since (it never saw the outage, or
+	// the one that did restarted) ends it with the record's own start.
+	step("ended by another replica", OutageRecord{Since: at(300), Until: at(320)}, OutageRecord{Since: at(300), Until: at(320)})
 }

@@ -316,11 +316,12 @@ func readJSON(r *http.Request, v any) error {
 	return nil
 }
 
-// health answers 200 while the server serves, "ok" or "degraded": the API
-// still answers then, so a load balancer keeps it, while monitoring can
-// alert on the status. What keeps the server from taking or storing agent
-// messages (problems) is told only to a caller with a read token: when the
-// server cannot store findings is worth knowing to an attacker too.
+// health answers 200 while the server serves. To a caller with a read
+// token it also says "degraded" with the problems that keep the server
+// from taking or storing agent messages (the API still answers then, so a
+// load balancer keeps it, while monitoring can alert); to anyone else it is
+// a liveness check, "ok": when the server cannot store findings is worth
+// knowing to an attacker too.
 func (a *API) health(w http.ResponseWriter, r *http.Request) error {
 	out := struct {
 		Status   string   `json:"status"`
@@ -328,10 +329,9 @@ func (a *API) health(w http.ResponseWriter, r *http.Request) error {
 		Problems []string `json:"problems,omitempty"`
 	}{Status: "ok", Version: a.opt.Version}
 	if a.opt.Problems != nil {
-		if problems := a.opt.Problems(); len(problems) > 0 {
-			out.Status = "degraded"
-			if tok, err := a.opt.Tokens.Check(bearer(r)); err == nil && tok.Scope.Allows(ScopeRead) {
-				out.Problems = problems
+		if tok, err := a.opt.Tokens.Check(bearer(r)); err == nil && tok.Scope.Allows(ScopeRead) {
+			if out.Problems = a.opt.Problems(); len(out.Problems) > 0 {
+				out.Status = "degraded"
 			}
 		}
 	}

@@ -14,11 +14,11 @@ let loggedIn = false;
 // storing agent messages (its disk full, its database down): findings are
 // then late, not lost, and the banner says so.
 const healthEvery = 5000;
-async function watchHealth() {
+async function checkHealth() {
   const banner = document.getElementById('server-health');
   try {
     const hl = loggedIn ? await api.health() : null;
-    const problems = (hl && hl.status === 'degraded' && hl.problems) || [];
+    const problems = (loggedIn && hl && hl.status === 'degraded' && hl.problems) || [];
     banner.textContent = problems.length
       ? 'The server cannot take or store agent messages now — findings are late, not lost: ' + problems.join('; ')
       : '';
@@ -26,7 +26,15 @@ async function watchHealth() {
   } catch {
     // unreachable or logged out: the views say so
   }
+}
+async function watchHealth() {
+  await checkHealth();
   setTimeout(watchHealth, healthEvery);
+}
+function clearHealth() {
+  const banner = document.getElementById('server-health');
+  banner.textContent = '';
+  banner.hidden = true;
 }
 
 function parseHash() {
@@ -89,6 +97,7 @@ function showLogin(message) {
       await api.login(input.value);
       loggedIn = true;
       input.value = '';
+      checkHealth();
       if (!location.hash || location.hash === '#/login') location.hash = '#/findings';
       else route();
     } catch (e) {
@@ -103,6 +112,7 @@ async function start() {
   api.setUnauthorizedHandler(() => {
     if (!loggedIn) return;
     loggedIn = false;
+    clearHealth();
     stopFindings();
     stopCoverage();
     setNav('');
@@ -111,6 +121,7 @@ async function start() {
   document.getElementById('logout').addEventListener('click', async () => {
     try { await api.logout(); } catch (e) { toast(e.message, true); }
     loggedIn = false;
+    clearHealth();
     route();
   });
   window.addEventListener('hashchange', route);
