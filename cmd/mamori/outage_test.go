@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -32,8 +31,8 @@ func TestServerThroughADatabaseOutage(t *testing.T) {
 	apiPort, natsPort := testenv.FreePort(t), testenv.FreePort(t)
 	testenv.StartProcess(t, "", "server", mamoriBinary(t), "server", "--data-dir", dir, "--store", pg.DSN(),
 		"--api-addr", "127.0.0.1:"+strconv.Itoa(apiPort), "--nats-port", strconv.Itoa(natsPort))
-	token, url := waitFileText(t, filepath.Join(dir, "join-token")), waitFileText(t, filepath.Join(dir, "api", "address"))
-	admin := waitFileText(t, filepath.Join(dir, "api", "admin.token"))
+	token, url := testenv.WaitFile(t, filepath.Join(dir, "join-token")), testenv.WaitFile(t, filepath.Join(dir, "api", "address"))
+	admin := testenv.WaitFile(t, filepath.Join(dir, "api", "admin.token"))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	const node = "node-db"
@@ -149,16 +148,4 @@ func TestServerThroughADatabaseOutage(t *testing.T) {
 		}
 	}
 	t.Logf("coverage transitions: %+v", evs.Events)
-}
-
-// waitFileText waits for a file to hold something and returns it trimmed.
-func waitFileText(t *testing.T, path string) string {
-	t.Helper()
-	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
-			return strings.TrimSpace(string(b))
-		}
-	}
-	t.Fatalf("%s never appeared", path)
-	return ""
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -86,4 +87,17 @@ func (p *Process) Kill() {
 func (p *Process) LogTail(n int) string {
 	b, _ := os.ReadFile(p.Log)
 	return string(b[max(0, len(b)-n):])
+}
+
+// WaitFile waits up to a minute for the file at path to hold something
+// (a process writes it once it is up) and returns its content, trimmed.
+func WaitFile(t testing.TB, path string) string {
+	t.Helper()
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+			return strings.TrimSpace(string(b))
+		}
+	}
+	t.Fatalf("%s never appeared", path)
+	return ""
 }

@@ -29,12 +29,12 @@ func TestServerOnAFillingDisk(t *testing.T) {
 	natsPort, apiPort := testenv.FreePort(t), testenv.FreePort(t)
 	srv := testenv.StartProcess(t, "", "server", bin, "server", "--data-dir", srvDir, "--api-addr", "127.0.0.1:"+strconv.Itoa(apiPort),
 		"--nats-port", strconv.Itoa(natsPort), "--cluster", "disk", "--min-free-disk", strconv.Itoa(64<<20))
-	token := waitFile(t, filepath.Join(srvDir, "join-token"))
-	url := waitFile(t, filepath.Join(srvDir, "api", "address"))
-	admin := waitFile(t, filepath.Join(srvDir, "api", "admin.token"))
+	token := testenv.WaitFile(t, filepath.Join(srvDir, "join-token"))
+	url := testenv.WaitFile(t, filepath.Join(srvDir, "api", "address"))
+	admin := testenv.WaitFile(t, filepath.Join(srvDir, "api", "admin.token"))
 	testenv.StartProcess(t, "", "agent", bin, "agent", "--data-dir", agDir, "--server", url, "--join-token", token,
 		"--cluster", "disk", "--metrics-addr", "", "-q")
-	nodeID := waitFile(t, filepath.Join(agDir, "node-id"))
+	nodeID := testenv.WaitFile(t, filepath.Join(agDir, "node-id"))
 	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 		if _, err := os.Stat(filepath.Join(agDir, "events.sock")); err == nil {
 			break

@@ -14,19 +14,6 @@ import (
 	"github.com/mamori-dev/mamori/internal/transport"
 )
 
-func waitFile(t *testing.T, path string) string {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
-			return strings.TrimSpace(string(b))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("%s never appeared", path)
-	return ""
-}
-
 // serverFindings lists the server's findings through the CLI.
 func serverFindings(t *testing.T, bin, dataDir string) []Finding {
 	t.Helper()
@@ -81,8 +68,8 @@ func TestRemoteAgentThroughOutage(t *testing.T) {
 	serverArgs := []string{bin, "server", "--data-dir", srvDir, "--api-addr", "127.0.0.1:" + strconv.Itoa(apiPort),
 		"--nats-port", strconv.Itoa(natsPort), "--cluster", "edge", "--api-tls", "on"}
 	srv := testenv.StartProcess(t, "", "server", serverArgs...)
-	token := waitFile(t, filepath.Join(srvDir, "join-token"))
-	url := waitFile(t, filepath.Join(srvDir, "api", "address"))
+	token := testenv.WaitFile(t, filepath.Join(srvDir, "join-token"))
+	url := testenv.WaitFile(t, filepath.Join(srvDir, "api", "address"))
 	if !strings.HasPrefix(url, "https://") {
 		t.Fatalf("server with --api-tls on serves %s", url)
 	}
@@ -114,7 +101,7 @@ func TestRemoteAgentThroughOutage(t *testing.T) {
 	}
 	testenv.StartProcess(t, "", "agent", bin, "agent", "--data-dir", agDir, "--server", url, "--join-token", token, "--cluster", "edge",
 		"--ca-fingerprint", fp, "--metrics-addr", "", "-q", "--label", "mamori.io/managed=false", "--sync-interval", "1s")
-	nodeID := waitFile(t, filepath.Join(agDir, "node-id"))
+	nodeID := testenv.WaitFile(t, filepath.Join(agDir, "node-id"))
 	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 		if _, err := os.Stat(filepath.Join(agDir, "events.sock")); err == nil {
 			break
@@ -132,7 +119,7 @@ func TestRemoteAgentThroughOutage(t *testing.T) {
 	}
 
 	// The distributed rule is in the agent's rules directory and fires.
-	waitFile(t, filepath.Join(agDir, "rules", "distributed.yaml"))
+	testenv.WaitFile(t, filepath.Join(agDir, "rules", "distributed.yaml"))
 	time.Sleep(3 * time.Second) // the agent polls its rules directory every 2s
 	t.Cleanup(func() { os.Remove("/etc/mamori-e2e-distributed") })
 	if err := os.WriteFile("/etc/mamori-e2e-distributed", []byte("x"), 0o600); err != nil {
