@@ -64,29 +64,57 @@ static __always_inline long sys_ret(struct trace_event_raw_sys_exit *ctx)
  */
 #define ARGS(ctx) {0}; bpf_probe_read_kernel(a, sizeof(a), (void *)(ctx) + __builtin_offsetof(struct trace_event_raw_sys_enter, args))
 
+#if defined(__TARGET_ARCH_arm64)
+/*
+ * arm64's saved user registers (arch/arm64/include/asm/ptrace.h): x0..x5
+ * carry the arguments, x0 is overwritten by the result and orig_x0 keeps the
+ * first argument. vmlinux.h describes x86's struct pt_regs; the ___arm64
+ * flavour (named apart from bpf_tracing.h's) is matched by CO-RE against the running kernel's pt_regs, where
+ * regs sits in an anonymous union.
+ */
+struct pt_regs___mamori_arm64 {
+	__u64 regs[31];
+	__u64 orig_x0;
+} __attribute__((preserve_access_index));
+#elif !defined(__TARGET_ARCH_x86)
+#error "exit_take reads saved registers: build for x86 or arm64 (bpf2go -target amd64,arm64)"
+#endif
+
 /*
  * exit_take fills st->args with the syscall's arguments at its exit, read
- * from the task's saved user registers: on x86_64 di, si, dx, r10, r8 and
- * r9 keep the arguments through the call (only ax takes the result). So a
- * syscall needs one hook, at exit, instead of an entry that stashes and an
- * exit that takes back: every syscall tracepoint costs ~200 ns per call on
- * this class of machine even with an empty program, and the filtered-out
- * calls (most opens, mmaps) no longer touch a hash map. Returns non-zero
- * when the caller must not report (the agent itself, or paused).
+ * from the task's saved user registers, which keep them through the call
+ * (x86_64: di, si, dx, r10, r8, r9 — only ax takes the result; arm64: see
+ * pt_regs___mamori_arm64). So a syscall needs one hook, at exit, instead of an
+ * entry that stashes and an exit that takes back: every syscall tracepoint
+ * costs ~200 ns per call on this class of machine even with an empty
+ * program, and the filtered-out calls (most opens, mmaps) no longer touch a
+ * hash map. Returns non-zero when the caller must not report (the agent
+ * itself, or paused).
  */
 static __always_inline int exit_take(struct stash *st)
 {
 	if (!should_trace())
 		return -1;
-	struct pt_regs *r = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-	if (!r)
+	void *regs = (void *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	if (!regs)
 		return -1;
+#if defined(__TARGET_ARCH_arm64)
+	struct pt_regs___mamori_arm64 *r = regs;
+	st->args[0] = r->orig_x0;
+	st->args[1] = r->regs[1];
+	st->args[2] = r->regs[2];
+	st->args[3] = r->regs[3];
+	st->args[4] = r->regs[4];
+	st->args[5] = r->regs[5];
+#else
+	struct pt_regs *r = regs;
 	st->args[0] = r->di;
 	st->args[1] = r->si;
 	st->args[2] = r->dx;
 	st->args[3] = r->r10;
 	st->args[4] = r->r8;
 	st->args[5] = r->r9;
+#endif
 	return 0;
 }
 

@@ -7,9 +7,11 @@ package sensor
 
 // The BPF objects are compiled from bpf/*.bpf.c (one per hook family) and
 // committed, so building mamori needs no clang. Regenerate with
-// `go generate ./internal/sensor` (needs clang, llvm and libbpf-dev).
-//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -cc clang -cflags "-O2 -g -Wall -Werror" -target bpfel -type event_hdr process ../../bpf/process.bpf.c -- -I../../bpf/include
-//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -cc clang -cflags "-O2 -g -Wall -Werror" -target bpfel file ../../bpf/file.bpf.c -- -I../../bpf/include
-//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -cc clang -cflags "-O2 -g -Wall -Werror" -target bpfel net ../../bpf/net.bpf.c -- -I../../bpf/include
-//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -cc clang -cflags "-O2 -g -Wall -Werror" -target bpfel priv ../../bpf/priv.bpf.c -- -I../../bpf/include
-//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -cc clang -cflags "-O2 -g -Wall -Werror" -target bpfel dns ../../bpf/dns.bpf.c -- -I../../bpf/include
+// `go generate ./internal/sensor` (needs clang, llvm and libbpf-dev). One
+// object per architecture: the syscall hooks read the saved user registers,
+// whose layout is the architecture's (bpf/include/syscall.h, exit_take).
+//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -cc clang -cflags "-O2 -g -Wall -Werror" -target amd64,arm64 -type event_hdr process ../../bpf/process.bpf.c -- -I../../bpf/include
+//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -cc clang -cflags "-O2 -g -Wall -Werror" -target amd64,arm64 file ../../bpf/file.bpf.c -- -I../../bpf/include
+//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -cc clang -cflags "-O2 -g -Wall -Werror" -target amd64,arm64 net ../../bpf/net.bpf.c -- -I../../bpf/include
+//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -cc clang -cflags "-O2 -g -Wall -Werror" -target amd64,arm64 priv ../../bpf/priv.bpf.c -- -I../../bpf/include
+//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -cc clang -cflags "-O2 -g -Wall -Werror" -target amd64,arm64 dns ../../bpf/dns.bpf.c -- -I../../bpf/include

@@ -7,6 +7,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// Requests 13 and 15 exist only on x86 (arm64 sets registers through
+// PTRACE_SETREGSET); x/sys names them only there, so they are spelled out.
+const (
+	ptraceSetRegs   = 13
+	ptraceSetFPRegs = 15
+)
+
 func ptraceName(req uint64) string {
 	switch req {
 	case unix.PTRACE_TRACEME:
@@ -17,9 +24,9 @@ func ptraceName(req uint64) string {
 		return "PTRACE_POKEDATA"
 	case unix.PTRACE_POKEUSR:
 		return "PTRACE_POKEUSER"
-	case unix.PTRACE_SETREGS:
+	case ptraceSetRegs:
 		return "PTRACE_SETREGS"
-	case unix.PTRACE_SETFPREGS:
+	case ptraceSetFPRegs:
 		return "PTRACE_SETFPREGS"
 	case unix.PTRACE_ATTACH:
 		return "PTRACE_ATTACH"
