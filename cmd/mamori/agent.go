@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mamori-dev/mamori/internal/agent"
+	"github.com/mamori-dev/mamori/internal/datadir"
 	"github.com/mamori-dev/mamori/internal/detect"
 	"github.com/mamori-dev/mamori/internal/event"
 	"github.com/mamori-dev/mamori/internal/finding"
@@ -124,6 +125,11 @@ func runAgent(ctx context.Context, f *agentFlags, out *os.File) error {
 	if err != nil {
 		return err
 	}
+	lock, err := datadir.Acquire(f.dataDir, "agent")
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
 	nodeID, err := agent.LoadNodeID(f.dataDir)
 	if err != nil {
 		return err

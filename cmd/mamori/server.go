@@ -24,6 +24,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mamori-dev/mamori/internal/agent"
+	"github.com/mamori-dev/mamori/internal/datadir"
 	"github.com/mamori-dev/mamori/internal/finding"
 	"github.com/mamori-dev/mamori/internal/server/api"
 	"github.com/mamori-dev/mamori/internal/server/coverage"
@@ -162,6 +163,7 @@ type server struct {
 	wg       sync.WaitGroup
 
 	bus       *bus
+	lock      *datadir.Lock
 	closeOnce sync.Once
 	// caFingerprint pins the API's own CA when it serves HTTPS ("" otherwise).
 	caFingerprint string
@@ -184,8 +186,9 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 	if f.minFreeDisk < 1<<20 {
 		return nil, fmt.Errorf("--min-free-disk: %d is under 1 MiB, too little for the store to keep writing", f.minFreeDisk)
 	}
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("data dir: %w", err)
+	lock, err := datadir.Acquire(dataDir, "server")
+	if err != nil {
+		return nil, err
 	}
 	dsn := f.storeDSN
 	if dsn == "" {
@@ -194,14 +197,16 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 	reg := prometheus.NewRegistry()
 	st, err := store.Open(ctx, dsn, store.Options{Logger: log, Metrics: store.NewMetrics(reg)})
 	if err != nil {
+		lock.Release()
 		return nil, err
 	}
 	if err := reg.Register(store.NewStatsCollector(st)); err != nil {
 		st.Close()
+		lock.Release()
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	s := &server{log: log, store: st, cluster: f.cluster, local: api.LocalFor(dataDir), cancel: cancel}
+	s := &server{log: log, store: st, cluster: f.cluster, local: api.LocalFor(dataDir), cancel: cancel, lock: lock}
 	fail := func(err error) (*server, error) {
 		cancel()
 		s.wg.Wait()
@@ -212,6 +217,7 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 			f.Close()
 		}
 		st.Close()
+		lock.Release()
 		return nil, err
 	}
 
@@ -502,6 +508,7 @@ func (s *server) Close() {
 		if err := s.store.Close(); err != nil {
 			s.log.Error("store close", "err", err)
 		}
+		s.lock.Release()
 	})
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -135,6 +136,17 @@ func TestCLIEndToEnd(t *testing.T) {
 		t.Fatalf("server did not print its address %q: %q", url, srvOut.String())
 	}
 	d := "--data-dir=" + dir
+
+	// A second server on the same data directory is refused before it
+	// touches anything, and the first keeps its address file.
+	if _, errOut, ok := cli(t, "server", d, "--api-addr", "127.0.0.1:0"); ok ||
+		!strings.Contains(errOut, "another mamori server is running with --data-dir "+dir) ||
+		!strings.Contains(errOut, fmt.Sprintf("(pid %d)", srv.Process.Pid)) {
+		t.Fatalf("a second server on the same data dir: ok=%v, stderr %q", ok, errOut)
+	}
+	if u, _, err := local.Read(); err != nil || u != url {
+		t.Fatalf("the refused second server disturbed the first's address file: %q, %v", u, err)
+	}
 
 	// A suppression rule first, then samples: the suppressed type is
 	// stored archived and never exported.
