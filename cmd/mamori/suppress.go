@@ -106,8 +106,11 @@ func suppressAddCmd() *cobra.Command {
 			}
 			for _, s := range criteria {
 				c, err := api.ParseFilter(s)
+				if err == nil {
+					_, err = c.Normalize() // the server checks too; this names the flag
+				}
 				if err != nil {
-					return err
+					return fmt.Errorf("--criteria %s: %w", s, err)
 				}
 				req.Criteria = append(req.Criteria, c)
 			}

@@ -196,15 +196,33 @@ func severityRange(band string) (lo, hi float64, ok bool) {
 }
 
 // ParseFilter reads "field:op:value", e.g. "service.count:gt:10" or
-// "type:matches:Execution:*". The value is a number or boolean when it
-// reads as one; quote it ("\"10\"") to compare as a string.
+// "type:matches:Execution:*". The value takes its field's type: text for a
+// text field (so a container id of digits stays text), a number or boolean
+// for those; in free-form fields (the type-specific context) it is a number
+// or boolean when it reads as one — quote it ("\"10\"") to compare as text.
 func ParseFilter(s string) (store.Criterion, error) {
 	field, rest, ok := strings.Cut(s, ":")
 	op, val, ok2 := strings.Cut(rest, ":")
 	if !ok || !ok2 || field == "" {
 		return store.Criterion{}, fmt.Errorf("filter %q: want field:op:value", s)
 	}
-	return store.Criterion{Field: field, Op: store.Op(op), Value: filterValue(val)}, nil
+	var v any
+	switch kind, _ := store.FieldKindOf(field); kind {
+	case store.FieldString, store.FieldTime:
+		v = unquoted(val)
+	default:
+		v = filterValue(val)
+	}
+	return store.Criterion{Field: field, Op: store.Op(op), Value: v}, nil
+}
+
+func unquoted(s string) string {
+	if len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"' {
+		if u, err := strconv.Unquote(s); err == nil {
+			return u
+		}
+	}
+	return s
 }
 
 func filterValue(s string) any {

@@ -124,7 +124,8 @@ func TestListFilterSortPage(t *testing.T) {
 	}
 
 	for _, bad := range []string{"limit=0", "limit=5000", "sort=title", "order=up", "severity=Huge", "archived=maybe",
-		"filter=type", "filter=type:like:x", "bogus=1", "offset=-1", "minSeverity=11"} {
+		"filter=type", "filter=type:like:x", "bogus=1", "offset=-1", "minSeverity=11",
+		"filter=bogus:neq:1", "filter=service.count:gt:abc", "filter=resource.containerDetails:eq:x"} {
 		if code, b := e.do("GET", "/findings?"+bad, e.tokens[ScopeRead], nil); code != http.StatusBadRequest {
 			t.Errorf("%s: %d %s", bad, code, b)
 		}
@@ -287,5 +288,23 @@ func TestFirstPageAt10k(t *testing.T) {
 	}
 	if n != 10000 {
 		t.Fatalf("walked %d", n)
+	}
+}
+
+// TestParseFilterTypesByField: a value takes its field's type, so an id
+// of digits is compared as text and a count as a number.
+func TestParseFilterTypesByField(t *testing.T) {
+	for in, want := range map[string]any{
+		"resource.containerDetails.id:eq:123456":          "123456",
+		"title:eq:\"quoted\"":                             "quoted",
+		"service.count:gt:10":                             10.0,
+		"service.archived:eq:true":                        true,
+		"service.runtimeDetails.context.port:eq:4444":     4444.0,
+		"service.runtimeDetails.context.port:eq:\"4444\"": "4444",
+	} {
+		c, err := ParseFilter(in)
+		if err != nil || c.Value != want {
+			t.Errorf("ParseFilter(%q) = %#v, %v; want value %#v", in, c.Value, err, want)
+		}
 	}
 }

@@ -56,6 +56,9 @@ func TestSuppressionRulesCRUD(t *testing.T) {
 		RuleRequest{Name: "x", Action: "DELETE", Criteria: req.Criteria},
 		RuleRequest{Name: "x", Action: store.ActionArchive, Criteria: []store.Criterion{{Field: "type", Op: "like", Value: "x"}}},
 		`{"name":"x","action":"NOOP","criteria":[],"color":"red"}`,
+		// A typo in the field would archive every new finding.
+		RuleRequest{Name: "x", Action: store.ActionArchive, Criteria: []store.Criterion{{Field: "resource.containerDetails.imagee", Op: store.OpNeq, Value: "trusted/app"}}},
+		RuleRequest{Name: "x", Action: store.ActionArchive, Criteria: []store.Criterion{{Field: "service.count", Op: store.OpGt, Value: "abc"}}},
 	} {
 		if code, b := e.do("POST", "/suppression-rules", e.tokens[ScopeWrite], bad); code != http.StatusBadRequest {
 			t.Errorf("rule %v: %d %s", bad, code, b)

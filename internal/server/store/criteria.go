@@ -107,6 +107,13 @@ func (c Criterion) Normalize() (Criterion, error) {
 	if f, ok := c.Value.(float64); ok && (math.IsNaN(f) || math.Abs(f) > maxValueMagnitu) {
 		return bad("number out of range")
 	}
+	kind, err := FieldKindOf(c.Field)
+	if err != nil {
+		return bad("%v", err)
+	}
+	if err := kindAccepts(kind, c); err != nil {
+		return bad("%v", err)
+	}
 	switch c.Op {
 	case OpEq, OpNeq:
 	case OpGt, OpLt:
@@ -132,6 +139,34 @@ func (c Criterion) Normalize() (Criterion, error) {
 		c.Value = t.UTC().Format(time.RFC3339Nano)
 	}
 	return c, nil
+}
+
+// kindAccepts refuses a value or op that can never hold on a field of
+// this kind (a word against a number, a pattern against a boolean).
+func kindAccepts(kind FieldKind, c Criterion) error {
+	if kind == FieldAny {
+		return nil
+	}
+	if c.Op == OpMatches && kind != FieldString && kind != FieldTime {
+		return fmt.Errorf("matches compares text; %s is %s", c.Field, kind)
+	}
+	ok := true
+	switch c.Value.(type) {
+	case string:
+		ok = kind == FieldString || kind == FieldTime
+	case float64:
+		ok = kind == FieldNumber
+	case bool:
+		ok = kind == FieldBool
+	}
+	if !ok {
+		hint := ""
+		if kind == FieldString {
+			hint = " (quote it to compare as text)"
+		}
+		return fmt.Errorf("%s is %s; %v is not%s", c.Field, kind, c.Value, hint)
+	}
+	return nil
 }
 
 // NormalizeAll normalizes a list of criteria, refusing more than MaxCriteria.

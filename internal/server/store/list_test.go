@@ -90,7 +90,7 @@ var criteriaFields = []string{"type", "severity", "service.count", "resource.con
 	"service.eventLastSeen", "service.runtimeDetails.process.args", "service.runtimeDetails.process.lineage.name",
 	"service.runtimeDetails.context.k1", "service.runtimeDetails.context.arr", "service.runtimeDetails.context.nested.x",
 	"service.runtimeDetails.context.num", "service.runtimeDetails.context.flag", "title", "resource.containerDetails.name",
-	"suppressedBy", "missing.field", "service.runtimeDetails.process.pid", "resource.instanceDetails.nodeId",
+	"suppressedBy", "service.runtimeDetails.context.missing", "service.runtimeDetails.process.pid", "resource.instanceDetails.nodeId",
 	"service.evidence.threatIntelligenceDetails.threatListName", "resource.resourceType", "id"}
 
 // randomCriterion draws a criterion whose value often occurs in docs.
@@ -148,7 +148,37 @@ func randomCriterion(rng *rand.Rand, docs []map[string]any) store.Criterion {
 			}
 		}
 	}
-	return store.Criterion{Field: field, Op: op, Value: v}
+	return typed(store.Criterion{Field: field, Op: op, Value: v})
+}
+
+// typed makes c's value and op fit its field's kind: Normalize refuses a
+// criterion that could never hold (a word against a number).
+func typed(c store.Criterion) store.Criterion {
+	kind, err := store.FieldKindOf(c.Field)
+	if err != nil || kind == store.FieldAny {
+		return c
+	}
+	if c.Op == store.OpMatches && kind != store.FieldString && kind != store.FieldTime {
+		c.Op = store.OpEq
+	}
+	switch kind {
+	case store.FieldNumber:
+		if _, ok := c.Value.(float64); !ok {
+			c.Value = 5.0
+		}
+	case store.FieldBool:
+		if _, ok := c.Value.(bool); !ok {
+			c.Value = true
+		}
+		if c.Op == store.OpGt || c.Op == store.OpLt {
+			c.Op = store.OpNeq
+		}
+	case store.FieldString, store.FieldTime:
+		if _, ok := c.Value.(string); !ok {
+			c.Value = fmt.Sprint(c.Value)
+		}
+	}
+	return c
 }
 
 // lookupAll is a test-side path walk (object steps through arrays).
