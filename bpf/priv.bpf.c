@@ -239,13 +239,36 @@ SETID(setregid, SC_SETREGID)
 SETID(setresuid, SC_SETRESUID)
 SETID(setresgid, SC_SETRESGID)
 
+/*
+ * Before Linux 6.3 kernel_cap_t was two 32-bit words (struct
+ * kernel_cap_struct { __u32 cap[2]; }); since, one 64-bit val. CO-RE
+ * picks the layout the running kernel has.
+ */
+struct kernel_cap_struct___pre63 {
+	__u32 cap[2];
+} __attribute__((preserve_access_index));
+struct cred___pre63 {
+	struct kernel_cap_struct___pre63 cap_effective;
+} __attribute__((preserve_access_index));
+
+static __always_inline __u64 cap_effective(struct task_struct *t)
+{
+	const struct cred *c = BPF_CORE_READ(t, cred);
+	if (bpf_core_field_exists(c->cap_effective.val))
+		return BPF_CORE_READ(c, cap_effective.val);
+	struct cred___pre63 *o = (void *)c;
+	__u64 lo = BPF_CORE_READ(o, cap_effective.cap[0]);
+	__u64 hi = BPF_CORE_READ(o, cap_effective.cap[1]);
+	return hi << 32 | lo;
+}
+
 SYS_ENTER(capset)
 {
 	if (!should_trace())
 		return 0;
 	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
 	unsigned long a[6] = {};
-	a[0] = BPF_CORE_READ(t, cred, cap_effective.val);
+	a[0] = cap_effective(t);
 	stash_put(SC_CAPSET, a);
 	return 0;
 }
@@ -259,7 +282,7 @@ SYS_EXIT(capset)
 		return 0;
 	s->hdr.ret = sys_ret(ctx);
 	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
-	s->hdr.args[0] = BPF_CORE_READ(t, cred, cap_effective.val);
+	s->hdr.args[0] = cap_effective(t);
 	s->hdr.args[1] = st.args[0];
 	submit(s, 0);
 	return 0;
