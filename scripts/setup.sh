@@ -25,9 +25,10 @@ need_root() {
 #   clang llvm libbpf-dev bpftool   regenerating BPF objects (go build needs none)
 #   postgresql nats-server          control-plane tests
 #   chromium chromium-driver        console tests in a headless browser
+#   qemu-system-arm                 the arm64 sensor on an emulated arm64 kernel (test/arm64)
 RUN_PKGS="ca-certificates"
 TEST_PKGS="podman runc busybox-static containerd docker.io clang llvm libbpf-dev bpftool
-postgresql nats-server chromium chromium-driver iproute2 procps git"
+postgresql nats-server chromium chromium-driver iproute2 procps git qemu-system-arm"
 
 pkgs="$RUN_PKGS"
 [ "${1:-test}" = "run" ] || pkgs="$RUN_PKGS $TEST_PKGS"
@@ -62,6 +63,29 @@ if command -v podman >/dev/null 2>&1 && ! grep -q '^default_ulimits *= *\[ *\]' 
 	fi
 	echo "setup: podman configured (default_ulimits = [] in $conf)"
 fi
+
+# test/arm64 boots Debian's arm64 cloud kernel under qemu. It is fetched with
+# apt — signatures checked — into a private state directory, so the system's
+# apt keeps its own architectures and package lists.
+arm64_kernel() {
+	dir=/var/cache/mamori-test/arm64
+	[ -s "$dir/vmlinuz" ] && return 0
+	need_root
+	mkdir -p "$dir/lists/partial" "$dir/archives/partial" "$dir/deb"
+	: >"$dir/status"
+	set -- -o "Dir::State::Lists=$dir/lists" -o "Dir::Cache::archives=$dir/archives" \
+		-o "Dir::State::status=$dir/status" -o APT::Architecture=arm64 -o "APT::Architectures::=arm64" \
+		-o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache=
+	apt-get "$@" update -qq >/dev/null
+	pkg=$(apt-cache "$@" depends linux-image-cloud-arm64 | sed -n 's/^ *Depends: \(linux-image-[^ ]*\)$/\1/p' | head -n 1)
+	[ -n "$pkg" ] || { echo "setup: no arm64 cloud kernel package found" >&2; return 1; }
+	(cd "$dir/deb" && apt-get "$@" download "$pkg" >/dev/null 2>&1)
+	dpkg-deb --fsys-tarfile "$dir"/deb/"$pkg"_*.deb | tar -x -O --wildcards './boot/vmlinuz-*' >"$dir/vmlinuz.part"
+	mv "$dir/vmlinuz.part" "$dir/vmlinuz"
+	rm -rf "$dir/deb" "$dir/archives" "$dir/lists" "$dir/status"
+	echo "setup: arm64 kernel for test/arm64: $pkg"
+}
+[ "${1:-test}" = "run" ] || arm64_kernel
 
 # Go is not taken from Debian: its golang-go is far older than go.mod needs.
 # Machines of this kind ship it at /usr/local/go.
