@@ -108,7 +108,7 @@ func agentCmd() *cobra.Command {
 	cmd.Flags().StringVar(&joinToken, "join-token", os.Getenv("MAMORI_JOIN_TOKEN"), "join token for the first enrollment (the server keeps one in DATA_DIR/join-token)")
 	cmd.Flags().StringVar(&clus, "cluster", "", "cluster this node belongs to (coverage)")
 	cmd.Flags().DurationVar(&syncEvery, "sync-interval", 30*time.Second, "how often the server's distributed rules and intel are fetched into --rules and --intel")
-	cmd.Flags().StringVar(&caFingerprint, "ca-fingerprint", os.Getenv("MAMORI_CA_FINGERPRINT"), "SHA-256 of the server's API CA (printed by `mamori server`): enroll over its self-signed HTTPS trusting only that CA")
+	cmd.Flags().StringVar(&caFingerprint, "ca-fingerprint", os.Getenv("MAMORI_CA_FINGERPRINT"), "SHA-256 of the server's API CA (printed by mamori server): enroll over its self-signed HTTPS trusting only that CA")
 	return cmd
 }
 

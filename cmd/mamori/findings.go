@@ -35,7 +35,7 @@ type clientFlags struct {
 
 func (c *clientFlags) bind(cmd *cobra.Command) {
 	fl := cmd.Flags()
-	fl.StringVar(&c.dataDir, "data-dir", agent.DefaultDataDir, "data directory of a local `mamori run`/`mamori server` (its address and admin token are kept there)")
+	fl.StringVar(&c.dataDir, "data-dir", agent.DefaultDataDir, "data directory of a local mamori run or mamori server (its address and admin token are kept there)")
 	fl.StringVar(&c.server, "server", "", "API URL, e.g. http://127.0.0.1:9470 (instead of --data-dir)")
 	fl.StringVar(&c.token, "token", "", "API token for --server [$MAMORI_TOKEN]")
 	fl.BoolVar(&c.json, "json", false, "print JSON")

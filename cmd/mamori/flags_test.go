@@ -3,6 +3,9 @@ package main
 import (
 	"strings"
 	"testing"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // Server flags out of range are refused with the flag's name, before
@@ -31,5 +34,25 @@ func TestDNSPortsFlag(t *testing.T) {
 		if _, err := dnsPorts(bad); err == nil || !strings.Contains(err.Error(), "--dns-ports") {
 			t.Errorf("%v: %v, want an error naming --dns-ports", bad, err)
 		}
+	}
+}
+
+// TestFlagHelpNamesTypes: pflag takes a `quoted` word in a flag's usage as
+// its value's name, so help showed "--data-dir mamori run"; usages must
+// not quote with backticks.
+func TestFlagHelpNamesTypes(t *testing.T) {
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		c.Flags().VisitAll(func(f *pflag.Flag) {
+			if strings.Contains(f.Usage, "`") {
+				t.Errorf("%s --%s: backticks in its usage make a wrong value name in --help: %q", c.CommandPath(), f.Name, f.Usage)
+			}
+		})
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	for _, mk := range commands {
+		walk(mk())
 	}
 }

@@ -82,7 +82,7 @@ func (f *serverFlags) bind(cmd *cobra.Command) {
 	fl.IntVar(&f.natsPort, "nats-port", 4222, "port of the embedded NATS server (-1 picks a free one)")
 	fl.StringSliceVar(&f.natsURLs, "nats-url", nil, "join an external NATS JetStream cluster at these URLs (tls://host:4222,...) instead of embedding one; run N replicas with one PostgreSQL --store")
 	fl.StringSliceVar(&f.natsAgentURLs, "nats-agent-url", nil, "NATS URLs handed to enrolling agents [--nats-url]")
-	fl.StringVar(&f.natsAuth, "nats-auth", "", "with --nats-url: the installation's NATS auth file, the same on every replica [DATA_DIR/nats/auth.json] (see `mamori server nats-config`)")
+	fl.StringVar(&f.natsAuth, "nats-auth", "", "with --nats-url: the installation's NATS auth file, the same on every replica [DATA_DIR/nats/auth.json] (see: mamori server nats-config)")
 	fl.StringVar(&f.natsCA, "nats-ca", "", "with --nats-url: CA certificate (PEM) of the NATS servers, also handed to agents [DATA_DIR/nats/tls/ca.pem]")
 	fl.IntVar(&f.natsReplicas, "nats-replicas", 1, "JetStream replicas of mamori's stream and buckets (3 on a 3-server cluster)")
 	fl.Int64Var(&f.streamBytes, "stream-max-bytes", transport.DefaultStreamMaxBytes, "bound of the agents' message stream; when it is full agents keep new messages in their spools and back off")
@@ -405,6 +405,7 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 	log.Info("server", "store", st.Engine(), "api", s.url, "webhooks", len(s.webhooks), "exportFiles", len(s.files), "exportFormat", format,
 		"updateFrequency", freq, "tokenFile", s.local.TokensPath())
 	fmt.Fprintf(out, "mamori API and console: %s  (CLI: mamori findings list --data-dir %s)\n", s.url, dataDir)
+	fmt.Fprintf(out, "console login and API token (admin): sudo cat %s  (send it as Authorization: Bearer TOKEN)\n", s.local.AdminTokenPath())
 	if fingerprint != "" {
 		fmt.Fprintf(out, "agents on other hosts: mamori agent --server %s --join-token \"$(cat %s)\" --ca-fingerprint %s\n",
 			s.url, filepath.Join(dataDir, "join-token"), fingerprint)

@@ -135,6 +135,9 @@ func TestCLIEndToEnd(t *testing.T) {
 	if !strings.Contains(srvOut.String(), url) || !strings.HasPrefix(url, "http://127.0.0.1:") {
 		t.Fatalf("server did not print its address %q: %q", url, srvOut.String())
 	}
+	if want := "sudo cat " + filepath.Join(dir, "api", "admin.token"); !strings.Contains(srvOut.String(), want) {
+		t.Fatalf("server did not say where its admin token is (%q): %q", want, srvOut.String())
+	}
 	d := "--data-dir=" + dir
 
 	// A second server on the same data directory is refused before it

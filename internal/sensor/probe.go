@@ -83,6 +83,14 @@ func RunProbe(withHooks bool) Probe {
 		err := features.HaveProgramHelper(x.t, x.h)
 		p.Features = append(p.Features, feature(x.name, err, x.used))
 	}
+	// A kernel built without CONFIG_KPROBES still loads kprobe programs
+	// (the type exists) but has nothing to attach them to.
+	_ = ensureMounts()
+	kp := Feature{Name: "kprobe attach points (CONFIG_KPROBES)", Available: true}
+	if _, err := os.Stat("/sys/kernel/tracing/kprobe_events"); err != nil {
+		kp.Available, kp.Detail = false, "no kprobe_events in tracefs: kprobes cannot be attached"
+	}
+	p.Features = append(p.Features, kp)
 	p.Features = append(p.Features, feature("map type ringbuf", features.HaveMapType(ebpf.RingBuf), true))
 	p.Features = append(p.Features, feature("map type LPM trie", features.HaveMapType(ebpf.LPMTrie), true))
 

@@ -98,7 +98,7 @@ func TestTokenFile(t *testing.T) {
 			t.Errorf("the %s token's secret is stored in clear", s)
 		}
 	}
-	for _, p := range []string{e.local.TokensPath(), e.local.tokenPath(), e.local.Dir} {
+	for _, p := range []string{e.local.TokensPath(), e.local.AdminTokenPath(), e.local.Dir} {
 		st, err := os.Stat(p)
 		if err != nil {
 			t.Fatal(err)

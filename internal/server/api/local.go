@@ -28,8 +28,9 @@ func (l Local) TokensPath() string { return filepath.Join(l.Dir, "tokens.json") 
 // TLSDir keeps the API's CA and certificate when it serves HTTPS.
 func (l Local) TLSDir() string { return filepath.Join(l.Dir, "tls") }
 
-func (l Local) tokenPath() string   { return filepath.Join(l.Dir, "admin.token") }
-func (l Local) addressPath() string { return filepath.Join(l.Dir, "address") }
+// AdminTokenPath is where the bootstrap admin token is kept.
+func (l Local) AdminTokenPath() string { return filepath.Join(l.Dir, "admin.token") }
+func (l Local) addressPath() string    { return filepath.Join(l.Dir, "address") }
 
 func (l Local) mkdir() error {
 	if err := os.MkdirAll(l.Dir, 0o700); err != nil {
@@ -67,7 +68,7 @@ func (l Local) EnsureAdmin(ts TokenStore) (string, error) {
 	if err := l.mkdir(); err != nil {
 		return "", err
 	}
-	if b, err := os.ReadFile(l.tokenPath()); err == nil {
+	if b, err := os.ReadFile(l.AdminTokenPath()); err == nil {
 		tok := strings.TrimSpace(string(b))
 		if rec, err := ts.Check(tok); err == nil && rec.Scope == ScopeAdmin {
 			return tok, nil
@@ -79,7 +80,7 @@ func (l Local) EnsureAdmin(ts TokenStore) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if err := writeFileAtomic(l.tokenPath(), []byte(tok+"\n")); err != nil {
+	if err := writeFileAtomic(l.AdminTokenPath(), []byte(tok+"\n")); err != nil {
 		return "", fmt.Errorf("admin token: %w", err)
 	}
 	return tok, nil
@@ -114,7 +115,7 @@ func (l Local) Read() (url, token string, err error) {
 	if err != nil {
 		return "", "", fmt.Errorf("api address: %w (the data directory is readable by root only)", err)
 	}
-	t, err := os.ReadFile(l.tokenPath())
+	t, err := os.ReadFile(l.AdminTokenPath())
 	if err != nil {
 		return "", "", fmt.Errorf("api token: %w (the data directory is readable by root only)", err)
 	}
