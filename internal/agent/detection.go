@@ -20,7 +20,35 @@ type Detection struct {
 	agg    *finding.Aggregator
 	sinks  []FindingSink
 	log    *slog.Logger
+	// hashes are the latest late hashes by process UUID: an exec_hashed
+	// event can pass its exec on the way here (the exec may wait for its
+	// container's identity), and a finding raised after it takes it here.
+	hashes recentHashes
 }
+
+// recentHashes is a bounded map of process UUID to executable SHA-256,
+// forgetting the oldest entry first. Used on the dispatch goroutine only.
+type recentHashes struct {
+	byUUID map[string]string
+	order  []string // ring of keys, oldest at next
+	next   int
+}
+
+const recentHashesCap = 4096
+
+func (r *recentHashes) put(uuid, sum string) {
+	if r.byUUID == nil {
+		r.byUUID, r.order = map[string]string{}, make([]string, recentHashesCap)
+	}
+	if _, ok := r.byUUID[uuid]; !ok {
+		delete(r.byUUID, r.order[r.next])
+		r.order[r.next] = uuid
+		r.next = (r.next + 1) % len(r.order)
+	}
+	r.byUUID[uuid] = sum
+}
+
+func (r *recentHashes) get(uuid string) string { return r.byUUID[uuid] }
 
 // NewDetection wires an engine and an aggregator to sinks.
 func NewDetection(engine *detect.Engine, agg *finding.Aggregator, log *slog.Logger, sinks ...FindingSink) *Detection {
@@ -33,7 +61,16 @@ func NewDetection(engine *detect.Engine, agg *finding.Aggregator, log *slog.Logg
 // Handle is the agent subscriber: it runs on the dispatch goroutine,
 // which is the engine's one goroutine.
 func (d *Detection) Handle(ev *event.Event) {
+	if ev.Kind == event.KindExecHashed && ev.Process.UUID != "" && ev.Process.ExeSHA256 != "" {
+		d.hashes.put(ev.Process.UUID, ev.Process.ExeSHA256)
+		d.agg.AddHash(ev.Process.UUID, ev.Process.ExeSHA256)
+	}
 	d.engine.Process(ev, func(f *finding.Finding) {
+		if p := f.Service.RuntimeDetails.Process; p != nil && p.ExecutableSha256 == "" {
+			if sum := d.hashes.get(p.UUID); sum != "" {
+				p.ExecutableSha256 = sum
+			}
+		}
 		if n := d.agg.Observe(f); n != nil {
 			d.emit(n, true)
 		}

@@ -35,6 +35,9 @@ type agg struct {
 	f       *Finding
 	dirty   bool
 	emitted time.Time
+	// prompt sends the next update without waiting out UpdateEvery: it
+	// completes the finding rather than repeating it.
+	prompt bool
 }
 
 // NewAggregator returns an aggregator holding up to capacity findings
@@ -97,6 +100,34 @@ func mergeInto(held, rep *Finding) {
 	}
 }
 
+// AddHash fills in the executable's SHA-256 of held findings whose acting
+// process is processUUID and lacks it: the agent hashes executables off the
+// hot path, so a finding raised at exec (a dropped binary run) goes out
+// before its hash is known. Each filled finding goes out with the next
+// Flush, however recently it went out before, its count unchanged. It returns how many were filled.
+func (a *Aggregator) AddHash(processUUID, sha256 string) int {
+	if processUUID == "" || sha256 == "" {
+		return 0
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := 0
+	for el := a.lru.Front(); el != nil; el = el.Next() {
+		g := el.Value.(*agg)
+		p := g.f.Service.RuntimeDetails.Process
+		if p == nil || p.UUID != processUUID || p.ExecutableSha256 != "" {
+			continue
+		}
+		// The held finding shares its Process with copies handed out.
+		c := *p
+		c.ExecutableSha256 = sha256
+		g.f.Service.RuntimeDetails.Process = &c
+		g.dirty, g.prompt = true, true
+		n++
+	}
+	return n
+}
+
 // Flush returns copies of the findings updated since they were last
 // emitted, for those last emitted at least UpdateEvery ago (all of them
 // when force is set).
@@ -106,10 +137,10 @@ func (a *Aggregator) Flush(now time.Time, force bool) []*Finding {
 	var out []*Finding
 	for el := a.lru.Front(); el != nil; el = el.Next() {
 		g := el.Value.(*agg)
-		if g.dirty && (force || now.Sub(g.emitted) >= a.updateEvery) {
+		if g.dirty && (force || g.prompt || now.Sub(g.emitted) >= a.updateEvery) {
 			c := *g.f
 			out = append(out, &c)
-			g.dirty, g.emitted = false, now
+			g.dirty, g.prompt, g.emitted = false, false, now
 		}
 	}
 	a.stats.Updates += uint64(len(out))

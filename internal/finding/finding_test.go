@@ -194,3 +194,28 @@ func TestAggregatorLRUAndCopies(t *testing.T) {
 		t.Errorf("stats %+v", st)
 	}
 }
+
+// A finding raised at exec goes out before its executable is hashed;
+// AddHash fills the held finding, which the next Flush hands out with its
+// count unchanged, and leaves copies already handed out alone.
+func TestAggregatorAddHash(t *testing.T) {
+	a := NewAggregator(10, time.Hour)
+	ev := &event.Event{Time: time.Unix(1, 0), Process: event.Process{PID: 7, UUID: "p7", Exe: "/tmp/dropped"}}
+	sent := a.Observe(New("Execution:Runtime/NewBinaryExecuted", ev, agent, "", nil))
+	other := &event.Event{Time: time.Unix(1, 0), Process: event.Process{PID: 8, UUID: "p8", Exe: "/tmp/other"}}
+	a.Observe(New("Execution:Runtime/NewBinaryExecuted", other, agent, "", nil))
+	a.Flush(time.Now(), true)
+	if n := a.AddHash("p7", "aa11"); n != 1 {
+		t.Fatalf("AddHash filled %d findings, want 1", n)
+	}
+	if a.AddHash("p7", "bb22") != 0 {
+		t.Error("a known hash was replaced")
+	}
+	if sent.Service.RuntimeDetails.Process.ExecutableSha256 != "" {
+		t.Error("the copy handed out earlier changed")
+	}
+	out := a.Flush(time.Now(), false) // within UpdateEvery of the last emission: still sent
+	if len(out) != 1 || out[0].Service.RuntimeDetails.Process.ExecutableSha256 != "aa11" || out[0].Service.Count != 1 {
+		t.Fatalf("flushed %+v, want the one finding with its hash and count 1", out)
+	}
+}

@@ -32,9 +32,13 @@ type fileKey struct {
 type hashJob struct {
 	pid  uint32
 	ppid uint32 // its root resolves the path of a process already gone
-	uuid string
-	key  fileKey
-	path string // as the exec event gave it, for a process already gone
+	// cgroup finds other processes of the same container, whose root
+	// serves when the parent's is not the container's (a process exec'd by
+	// `podman exec` is reparented to the runtime's monitor on the host).
+	cgroup uint64
+	uuid   string
+	key    fileKey
+	path   string // as the exec event gave it, for a process already gone
 }
 
 // hasher computes executable SHA-256s on its own goroutine, reading the
@@ -71,9 +75,9 @@ func (h *hasher) cached(x *event.Exec) (string, bool) {
 	return s, ok
 }
 
-func (h *hasher) enqueue(pid, ppid uint32, uuid string, x *event.Exec) {
+func (h *hasher) enqueue(pid, ppid uint32, cgroup uint64, uuid string, x *event.Exec) {
 	select {
-	case h.jobs <- hashJob{pid: pid, ppid: ppid, uuid: uuid, key: keyOf(x), path: x.Path}:
+	case h.jobs <- hashJob{pid: pid, ppid: ppid, cgroup: cgroup, uuid: uuid, key: keyOf(x), path: x.Path}:
 		h.queued.Add(1)
 	default:
 		h.dropped.Add(1)
@@ -177,10 +181,17 @@ func (h *hasher) hashExe(j hashJob) (string, error) {
 // openExecuted opens the file at a gone process's exec path, in its
 // parent's root and else the host's, if it is the very file executed.
 func (h *hasher) openExecuted(j hashJob) (*os.File, error) {
-	roots := []string{"/"}
-	if j.ppid != 0 {
-		roots = []string{filepath.Join(h.t.opts.ProcRoot, strconv.FormatUint(uint64(j.ppid), 10), "root"), "/"}
+	var roots []string
+	rootOf := func(pid uint32) string {
+		return filepath.Join(h.t.opts.ProcRoot, strconv.FormatUint(uint64(pid), 10), "root")
 	}
+	if j.ppid != 0 {
+		roots = append(roots, rootOf(j.ppid))
+	}
+	for _, pid := range h.t.peers(j.cgroup, j.pid, j.ppid, 3) {
+		roots = append(roots, rootOf(pid))
+	}
+	roots = append(roots, "/")
 	err := fmt.Errorf("%s is no longer the executed file", j.path)
 	for _, root := range roots {
 		f, oerr := openInRoot(root, j.path)
@@ -195,6 +206,25 @@ func (h *hasher) openExecuted(j hashJob) (*os.File, error) {
 		f.Close()
 	}
 	return nil, err
+}
+
+// peers returns up to max pids of known processes in cgroup (a container's
+// cgroup; none for the root cgroup), other than the given ones.
+func (t *Table) peers(cgroup uint64, not1, not2 uint32, max int) []uint32 {
+	if cgroup <= 1 {
+		return nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []uint32
+	for pid, e := range t.byPID {
+		if e.cgroup == cgroup && pid != not1 && pid != not2 {
+			if out = append(out, pid); len(out) == max {
+				break
+			}
+		}
+	}
+	return out
 }
 
 // openInRoot opens path as seen from root (a process's /proc/PID/root):

@@ -225,7 +225,7 @@ func (t *Table) Apply(ev *event.Event) {
 			if sum, ok := t.hash.cached(x); ok {
 				e.sha256 = sum
 			} else {
-				t.hash.enqueue(p.PID, e.ppid, e.uuid, x)
+				t.hash.enqueue(p.PID, e.ppid, e.cgroup, e.uuid, x)
 			}
 		}
 	case event.KindFork:

@@ -65,6 +65,15 @@ func TestExecutionAttacks(t *testing.T) {
 				if f.Str("service.runtimeDetails.process.executablePath") != "/tmp/echo" {
 					t.Errorf("process %s", f.Str("service.runtimeDetails.process.executablePath"))
 				}
+				// The hash is computed after the exec, off the agent's hot path;
+				// it follows in an update of the finding, and the server keeps it.
+				want := fileSHA256(t, "/bin/busybox") // the image's busybox is the host's
+				srv.Wait(t, f.Str("type"), func(g Finding) bool {
+					return g.Str("id") == f.Str("id") && g.Str("service.runtimeDetails.process.executableSha256") == want
+				})
+				srv.WaitStored(t, f.Str("id"), func(g Finding) bool {
+					return g.Str("service.runtimeDetails.process.executableSha256") == want && g.Num("service.count") == f.Num("service.count")
+				})
 			}},
 		{typ: "Execution:Runtime/NewLibraryLoaded", sev: "Medium",
 			attack: "cp /bin/busybox /tmp/libevil.so && /t/actor mmap-exec /tmp/libevil.so",

@@ -7,10 +7,13 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mamori-dev/mamori/internal/server/api"
 	"github.com/mamori-dev/mamori/internal/testenv"
 )
 
@@ -196,6 +200,45 @@ func (m *mamori) Wait(t *testing.T, typ string, match func(Finding) bool) Findin
 	}
 	t.Fatalf("no %s finding within 15s; findings so far: %v", typ, types)
 	return nil
+}
+
+// WaitStored waits until the server's copy of finding id (GET
+// /api/v1/findings/{id}) satisfies match.
+func (m *mamori) WaitStored(t *testing.T, id string, match func(Finding) bool) Finding {
+	t.Helper()
+	url, token, err := api.LocalFor(filepath.Join(m.dir, "data")).Read()
+	if err != nil {
+		t.Fatalf("server address: %v", err)
+	}
+	var last Finding
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		req, _ := http.NewRequest(http.MethodGet, url+"/api/v1/findings/"+id, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			continue
+		}
+		var f Finding
+		err = json.NewDecoder(res.Body).Decode(&f)
+		res.Body.Close()
+		if err == nil && res.StatusCode == http.StatusOK {
+			if last = f; match(f) {
+				return f
+			}
+		}
+	}
+	t.Fatalf("the server's finding %s never matched; last: %s", id, last)
+	return nil
+}
+
+func fileSHA256(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }
 
 // None fails if, after settle, a finding of type typ matches (or, with

@@ -458,6 +458,15 @@ func merge(cur *Record, u *Upsert, delta int64, now time.Time) (*Record, bool) {
 	rec := &Record{Finding: &f, Cluster: cur.Cluster, SuppressedBy: cur.SuppressedBy, Revision: cur.Revision}
 	changed := delta > 0 || newer || !f.CreatedAt.Equal(old.CreatedAt) ||
 		!f.Service.EventFirstSeen.Equal(old.Service.EventFirstSeen)
+	// The agent hashes executables off its hot path: the hash of the
+	// stored occurrence's process comes in a later copy of it.
+	if p, q := f.Service.RuntimeDetails.Process, in.Service.RuntimeDetails.Process; !newer && p != nil && q != nil &&
+		p.ExecutableSha256 == "" && q.ExecutableSha256 != "" && p.UUID == q.UUID {
+		c := *p
+		c.ExecutableSha256 = q.ExecutableSha256
+		f.Service.RuntimeDetails.Process = &c
+		changed = true
+	}
 	if rec.Cluster == "" && u.Cluster != "" {
 		rec.Cluster, changed = cleanText(u.Cluster), true
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -476,6 +477,39 @@ func TestAgentTokens(t *testing.T) {
 		}
 		if err := st.DeleteAgentToken(ctx, "", ""); !errors.Is(err, store.ErrInvalid) {
 			t.Errorf("delete without a key: %v", err)
+		}
+	})
+}
+
+// TestLateHashFillsTheStoredOccurrence: the agent sends a finding raised at
+// exec before its executable is hashed, then the same occurrence again with
+// the hash; the stored finding takes the hash and keeps its count.
+func TestLateHashFillsTheStoredOccurrence(t *testing.T) {
+	forEngine(t, func(t *testing.T, engine string) {
+		st := storetest.Open(t, engine, store.Options{})
+		t0 := time.Now().UTC().Add(-time.Hour).Truncate(time.Millisecond)
+		f := storetest.Finding(storetest.Spec{Node: "n1", Actor: "/tmp/dropped", Seen: t0})
+		f.Service.RuntimeDetails.Process.ExecutableSha256 = ""
+		upsert(t, st, store.Upsert{Finding: cumulative(f, 1, t0), MsgKey: "m1", Reporter: "n1", Epoch: epochOf(f)})
+		hashed := cumulative(f, 1, t0)
+		p := *f.Service.RuntimeDetails.Process
+		p.ExecutableSha256 = strings.Repeat("ab", 32)
+		hashed.Service.RuntimeDetails.Process = &p
+		if r := upsert(t, st, store.Upsert{Finding: hashed, MsgKey: "m2", Reporter: "n1", Epoch: epochOf(f)}); r[0].Outcome != store.OutcomeUpdated {
+			t.Errorf("the hashed copy: %v, want updated", r[0].Outcome)
+		}
+		// Another process's hash never lands on this occurrence.
+		other := cumulative(f, 1, t0)
+		q := p
+		q.UUID, q.ExecutableSha256 = "someone-else", strings.Repeat("cd", 32)
+		other.Service.RuntimeDetails.Process = &q
+		upsert(t, st, store.Upsert{Finding: other, MsgKey: "m3", Reporter: "n1", Epoch: epochOf(f)})
+		got, err := st.GetFinding(context.Background(), f.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h := got.Service.RuntimeDetails.Process.ExecutableSha256; h != p.ExecutableSha256 || got.Service.Count != 1 {
+			t.Errorf("stored hash %q count %d, want %q and 1", h, got.Service.Count, p.ExecutableSha256)
 		}
 	})
 }
