@@ -104,7 +104,9 @@ func TestExecutionAttacks(t *testing.T) {
 			match: func(f Finding) bool {
 				return strings.Contains(f.Str("service.runtimeDetails.context.technique"), "named pipe")
 			},
-			check: func(t *testing.T, f Finding) { ctxHas(t, f, "technique", "shell relayed to the network through a named pipe") }},
+			check: func(t *testing.T, f Finding) {
+				ctxHas(t, f, "technique", "shell relayed to the network through a named pipe")
+			}},
 		{typ: "DefenseEvasion:Runtime/SuspiciousCommand", sev: "High",
 			attack: "iptables -F INPUT 2>/dev/null; true",
 			benign: "echo iptables is a word; true",
