@@ -11,6 +11,7 @@ import (
 	"crypto/sha1"
 	"fmt"
 	"log/slog"
+	"path"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -88,6 +89,10 @@ type entry struct {
 	containerID      string
 	cgroup           uint64
 	userLooked       bool // the name lookup ran (a uid may have no name)
+	// alias replaces the kernel's name "exe" of a process exec'd through
+	// /proc/self/exe (a busybox applet run by its shell, runc's re-exec):
+	// the name of its argv[0], which is what it runs as.
+	alias string
 	// lineage is built once and shared by the process's events until an
 	// entry that could appear in it changes (gen moves on).
 	lineage    []event.Ancestor
@@ -213,6 +218,12 @@ func (t *Table) Apply(ev *event.Event) {
 	if p.CgroupID != 0 {
 		e.cgroup = p.CgroupID
 	}
+	if ev.Kind == event.KindExec && ev.Exec != nil {
+		e.alias = aliasOf(p.Comm, ev.Exec.Path, ev.Exec.Args)
+	}
+	if p.Comm == "exe" && e.alias != "" {
+		p.Comm = e.alias
+	}
 	if p.Comm != "" {
 		e.name = p.Comm
 	}
@@ -311,6 +322,23 @@ func (t *Table) removeLocked(e *entry) {
 	if t.byID[e.uuid] == e {
 		delete(t.byID, e.uuid)
 	}
+}
+
+// aliasOf returns the name a process exec'd as "exe" (through
+// /proc/self/exe or a link of that name to another file) goes by: the base
+// of its argv[0]. "" when the kernel's name is the file's own.
+func aliasOf(comm, exe string, args []string) string {
+	if comm != "exe" || path.Base(exe) == "exe" || len(args) == 0 {
+		return ""
+	}
+	name := path.Base(args[0])
+	if name == "" || name == "." || name == "/" {
+		return ""
+	}
+	if len(name) > 64 {
+		name = name[:64]
+	}
+	return name
 }
 
 // fill copies the entry and its lineage into the event's process.

@@ -119,6 +119,37 @@ func TestForkExecLineage(t *testing.T) {
 	}
 }
 
+// A busybox shell runs its applets by exec'ing /proc/self/exe with the
+// applet's name as argv[0]; the kernel names the process "exe", which a
+// rule on the process name cannot use. The process goes by the applet's
+// name, on the exec and on its later events, until it execs again.
+func TestProcessExecdAsExeGoesByItsArgv0(t *testing.T) {
+	tb := newTable(t, Options{})
+	ex := &event.Event{Kind: event.KindExec, Process: event.Process{PID: 200, PPID: 1, StartNS: 5e9, Comm: "exe"},
+		Exec: &event.Exec{Path: "/bin/busybox", Args: []string{"whoami"}}}
+	tb.Apply(ex)
+	open := &event.Event{Kind: event.KindOpen, Process: event.Process{PID: 200, StartNS: 5e9, Comm: "exe"}}
+	tb.Apply(open)
+	if ex.Process.Comm != "whoami" || open.Process.Comm != "whoami" {
+		t.Fatalf("names %q, %q; want whoami", ex.Process.Comm, open.Process.Comm)
+	}
+	again := &event.Event{Kind: event.KindExec, Process: event.Process{PID: 200, StartNS: 5e9, Comm: "cat"},
+		Exec: &event.Exec{Path: "/bin/cat", Args: []string{"cat", "x"}}}
+	tb.Apply(again)
+	later := &event.Event{Kind: event.KindOpen, Process: event.Process{PID: 200, StartNS: 5e9, Comm: "cat"}}
+	tb.Apply(later)
+	if again.Process.Comm != "cat" || later.Process.Comm != "cat" {
+		t.Fatalf("after a plain exec: %q, %q", again.Process.Comm, later.Process.Comm)
+	}
+	// A file really called exe keeps its name.
+	real := &event.Event{Kind: event.KindExec, Process: event.Process{PID: 201, PPID: 1, StartNS: 6e9, Comm: "exe"},
+		Exec: &event.Exec{Path: "/opt/tool/exe", Args: []string{"launcher"}}}
+	tb.Apply(real)
+	if real.Process.Comm != "exe" {
+		t.Fatalf("a file named exe was renamed %q", real.Process.Comm)
+	}
+}
+
 func TestBoundedWithEvictionCounted(t *testing.T) {
 	tb := newTable(t, Options{Capacity: 100, ExitGrace: time.Millisecond})
 	for pid := uint32(1000); pid < 1300; pid++ {
