@@ -1,6 +1,11 @@
 package detect
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/mamori-dev/mamori/internal/event"
+	"github.com/mamori-dev/mamori/internal/finding"
+)
 
 // The named-pipe relay pattern: the classic one-liners in its three
 // shapes, and pipelines through a FIFO that are not a shell on the network.
@@ -28,6 +33,49 @@ func TestNamedPipeShellRelayPattern(t *testing.T) {
 	} {
 		if p.re.MatchString(l) {
 			t.Errorf("matches the benign %q", l)
+		}
+	}
+}
+
+// Log keepers rotate, compress and expire /var/log on every host: logrotate
+// and its gzip, journald, apt and dpkg. Their deletions there are no
+// intruder's — on the host, by their real paths. The same deletion by a
+// shell, by a copy of logrotate elsewhere, or inside a container, is.
+func TestLogKeepersMayDeleteLogs(t *testing.T) {
+	e := builtinEngine(t)
+	fired := func(ev *event.Event) bool {
+		n := 0
+		e.Process(ev, func(f *finding.Finding) {
+			if f.Type == "DefenseEvasion:Runtime/SensitiveFileModified" {
+				n++
+			}
+		})
+		return n > 0
+	}
+	gzip := proc("/usr/bin/gzip", "/var/log/syslog.1")
+	gzip.Lineage = []event.Ancestor{{Exe: "/usr/sbin/logrotate", Args: []string{"logrotate", "/etc/logrotate.conf"}}}
+	dnf := proc("/usr/bin/python3.11", "/usr/bin/dnf", "install", "x")
+	for _, ev := range []*event.Event{
+		fileEv(event.KindUnlink, gzip, nil, &event.File{Path: "/var/log/syslog.1"}),
+		fileEv(event.KindUnlink, proc("/usr/bin/apt-get", "install", "-y", "qemu"), nil, &event.File{Path: "/var/log/apt/eipp.log.xz"}),
+		fileEv(event.KindRename, proc("/usr/lib/systemd/systemd-journald"), nil, &event.File{Path: "/var/log/journal/x/system.journal"}),
+		fileEv(event.KindUnlink, dnf, nil, &event.File{Path: "/var/log/dnf.log.1"}),
+	} {
+		if fired(ev) {
+			t.Errorf("%s by %s: a log keeper's own work raised a finding", ev.File.Path, ev.Process.Exe)
+		}
+	}
+	fake := proc("/tmp/logrotate")
+	inCtr := proc("/usr/sbin/logrotate")
+	for _, ev := range []*event.Event{
+		fileEv(event.KindUnlink, proc("/bin/rm", "-f", "/var/log/auth.log"), nil, &event.File{Path: "/var/log/auth.log"}),
+		fileEv(event.KindUnlink, fake, nil, &event.File{Path: "/var/log/auth.log"}),
+		fileEv(event.KindUnlink, inCtr, ctr(t), &event.File{Path: "/var/log/auth.log"}),
+		// History files are not logs a keeper rotates.
+		fileEv(event.KindUnlink, gzip, nil, &event.File{Path: "/root/.bash_history"}),
+	} {
+		if !fired(ev) {
+			t.Errorf("%s by %s: no finding", ev.File.Path, ev.Process.Exe)
 		}
 	}
 }

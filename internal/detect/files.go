@@ -96,6 +96,45 @@ var fileRules = []fileRule{
 	}},
 }
 
+// logKeepers rotate, compress and expire the logs under /var/log as their
+// job (nightly, and on every package install): their deletions and renames
+// there are not an intruder's. Matched by executable path, so a copy of one
+// elsewhere is not exempt, and for interpreted tools by their script.
+var logKeepers = map[string]bool{
+	"/usr/sbin/logrotate": true, "/sbin/logrotate": true,
+	"/usr/lib/systemd/systemd-journald": true, "/lib/systemd/systemd-journald": true,
+	"/usr/bin/apt": true, "/usr/bin/apt-get": true, "/usr/bin/aptitude": true, "/usr/bin/dpkg": true,
+	"/usr/bin/dnf": true, "/usr/bin/yum": true, "/usr/bin/rpm": true, "/usr/bin/unattended-upgrade": true,
+	"/usr/sbin/unattended-upgrade": true, "/usr/bin/zypper": true, "/sbin/apk": true,
+}
+
+// byLogKeeper reports whether the acting process or one of its ancestors
+// is a log keeper, on the host only: a container has none of its own
+// rotating logs, and there the exemption would only serve an intruder.
+func byLogKeeper(ev *event.Event) bool {
+	if ev.Container != nil && ev.Container.ID != "" {
+		return false
+	}
+	p := &ev.Process
+	if keeper(p.Exe, p.Args) {
+		return true
+	}
+	for _, a := range p.Lineage {
+		if keeper(a.Exe, a.Args) {
+			return true
+		}
+	}
+	return false
+}
+
+func keeper(exe string, args []string) bool {
+	if logKeepers[exe] {
+		return true
+	}
+	// An interpreter running a keeper's script: python3 /usr/bin/dnf ...
+	return len(args) > 1 && logKeepers[args[1]] && strings.HasPrefix(path.Base(exe), "python")
+}
+
 // sensitiveFiles covers the three SensitiveFileModified types. Attempts
 // count: a denied write to /etc/sudoers is still reported, with its error.
 func sensitiveFiles() Detector {
@@ -111,6 +150,9 @@ func sensitiveFiles() Detector {
 		for _, p := range paths {
 			for _, r := range fileRules {
 				if p != "" && r.match(p, op) {
+					if under(p, "/var/log/") && byLogKeeper(ev) {
+						return
+					}
 					ctx := map[string]any{"fileOperation": op, "filePath": p, "result": errOr(ev)}
 					if historyNames[path.Base(p)] {
 						ctx["shellHistoryFilePath"] = p
