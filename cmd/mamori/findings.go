@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -322,14 +323,31 @@ func findingsArchiveCmd(archive bool) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// Unchanged ids were already in that state — or do not exist,
+			// which a typo'd id must not pass for.
+			var missing []string
+			if n < len(args) {
+				for _, id := range args {
+					var se *api.StatusError
+					if _, err := c.GetFinding(cmd.Context(), id); errors.As(err, &se) && se.Status == http.StatusNotFound {
+						missing = append(missing, id)
+					}
+				}
+			}
 			if cf.json {
-				return printJSON(cmd.OutOrStdout(), api.ArchiveResponse{Changed: n})
+				if err := printJSON(cmd.OutOrStdout(), api.ArchiveResponse{Changed: n}); err != nil {
+					return err
+				}
+			} else {
+				verb := "unarchived"
+				if archive {
+					verb = "archived"
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s %d of %d findings\n", verb, n, len(args))
 			}
-			verb := "unarchived"
-			if archive {
-				verb = "archived"
+			if len(missing) > 0 {
+				return fmt.Errorf("no such finding: %s", strings.Join(missing, ", "))
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s %d of %d findings\n", verb, n, len(args))
 			return nil
 		},
 	}

@@ -241,6 +241,18 @@ func TestCLIEndToEnd(t *testing.T) {
 	if out, _, ok = cli(t, "findings", "unarchive", id, d); !ok || !strings.Contains(out, "unarchived 1") {
 		t.Fatalf("unarchive: %s", out)
 	}
+	// An id that does not exist is an error, not "0 of 1"; one already in
+	// the asked state is not.
+	if out, errOut, ok = cli(t, "findings", "archive", id, "deadbeef", d); ok || !strings.Contains(errOut, "no such finding: deadbeef") ||
+		strings.Contains(errOut, id) {
+		t.Fatalf("archive of a missing id: ok=%v %s %s", ok, out, errOut)
+	}
+	if out, errOut, ok = cli(t, "findings", "archive", id, d); !ok || !strings.Contains(out, "archived 0 of 1") {
+		t.Fatalf("archive of an archived finding: ok=%v %s %s", ok, out, errOut)
+	}
+	if _, _, ok = cli(t, "findings", "unarchive", id, d); !ok {
+		t.Fatal("unarchive")
+	}
 	if out, errOut, ok = cli(t, "findings", "get", "ffffffffffffffffffffffffffffffff", d); ok || !strings.Contains(errOut, "404") {
 		t.Fatalf("unknown id: %s %s", out, errOut)
 	}

@@ -155,6 +155,10 @@ func NewPublisher(cfg PublisherConfig) (*Publisher, error) {
 		nats.ConnectHandler(func(*nats.Conn) { p.log.Info("transport: connected"); p.wake() }),
 		nats.ReconnectHandler(func(*nats.Conn) { p.log.Info("transport: reconnected"); p.wake() }),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err == nil { // our own Close at shutdown
+				p.log.Debug("transport: disconnected")
+				return
+			}
 			p.log.Warn("transport: disconnected; spooling", "err", err)
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
