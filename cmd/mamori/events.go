@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/spf13/cobra"
 
 	"github.com/mamori-dev/mamori/internal/agent"
@@ -54,10 +55,12 @@ identity. When a local agent (mamori run / mamori agent) is running with the sam
 			}
 			req := agent.StreamRequest{Kinds: kinds, Container: ctr}
 			if !standalone {
-				err := streamFromAgent(ctx, filepath.Join(dataDir, "events.sock"), req, duration, emit)
+				sock := filepath.Join(dataDir, "events.sock")
+				err := streamFromAgent(ctx, sock, req, duration, emit)
 				if err == nil || !errors.Is(err, errNoAgent) {
 					return err
 				}
+				fmt.Fprintf(os.Stderr, "mamori: no agent answers at %s (is --data-dir right?); loading a sensor of its own\n", sock)
 			}
 			return streamStandalone(ctx, dataDir, req, duration, emit)
 		},
@@ -124,9 +127,13 @@ func streamStandalone(ctx context.Context, dataDir string, req agent.StreamReque
 		return errors.New("no local agent is running and loading a sensor needs root")
 	}
 	f, _ := agent.NewFilter(req.Kinds, req.Container)
-	nodeID, err := agent.LoadNodeID(dataDir)
-	if err != nil {
-		return err
+	// The node's id, when the directory is a node's; a mistyped directory
+	// is not created for it.
+	nodeID := "node-events-" + uuid.NewString()
+	if _, err := os.Stat(dataDir); err == nil {
+		if nodeID, err = agent.LoadNodeID(dataDir); err != nil {
+			return err
+		}
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	a, err := agent.New(agent.Options{NodeID: nodeID, Logger: log})
@@ -143,6 +150,7 @@ func streamStandalone(ctx context.Context, dataDir string, req agent.StreamReque
 			emit(b, ev)
 		}
 	})
+	fmt.Fprintln(os.Stderr, "mamori: sensor loaded; streaming events")
 	// The duration counts from when the sensor is loaded, not from start.
 	ctx, cancel := withDuration(ctx, d)
 	defer cancel()

@@ -288,6 +288,18 @@ func TestEventsCommandStreamsFromAgent(t *testing.T) {
 	if !found {
 		t.Fatal("the container's echo never reached `mamori events`")
 	}
+
+	// A data directory where no agent runs (a typo): it says so, streams
+	// from a sensor of its own, and does not create the directory.
+	typo := filepath.Join(dir, "no-such-dir")
+	out, err := exec.Command(bin, "events", "--data-dir", typo, "--kind", "exec", "--duration", "1s").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "no agent answers at "+typo+"/events.sock") ||
+		!strings.Contains(string(out), "sensor loaded") {
+		t.Fatalf("events with a wrong --data-dir: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(typo); !os.IsNotExist(err) {
+		t.Fatalf("the mistyped data dir was created (%v)", err)
+	}
 }
 
 func TestHeartbeatForCoverage(t *testing.T) {
