@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -26,7 +27,13 @@ type Detection struct {
 	hashes recentHashes
 }
 
-// recentHashes is a bounded map of process UUID to executable SHA-256,
+// imageKey names one exec of a process: its UUID and the executed file's
+// identity (device, inode, modification and change times).
+func imageKey(uuid string, x *event.Exec) string {
+	return fmt.Sprintf("%s|%d|%d|%d|%d", uuid, x.Dev, x.Inode, x.MTime.UnixNano(), x.CTime.UnixNano())
+}
+
+// recentHashes is a bounded map of exec (imageKey) to executable SHA-256,
 // forgetting the oldest entry first. Used on the dispatch goroutine only.
 type recentHashes struct {
 	byUUID map[string]string
@@ -61,13 +68,15 @@ func NewDetection(engine *detect.Engine, agg *finding.Aggregator, log *slog.Logg
 // Handle is the agent subscriber: it runs on the dispatch goroutine,
 // which is the engine's one goroutine.
 func (d *Detection) Handle(ev *event.Event) {
-	if ev.Kind == event.KindExecHashed && ev.Process.UUID != "" && ev.Process.ExeSHA256 != "" {
-		d.hashes.put(ev.Process.UUID, ev.Process.ExeSHA256)
-		d.agg.AddHash(ev.Process.UUID, ev.Process.ExeSHA256)
+	if ev.Kind == event.KindExecHashed && ev.Exec != nil && ev.Process.UUID != "" && ev.Process.ExeSHA256 != "" {
+		d.hashes.put(imageKey(ev.Process.UUID, ev.Exec), ev.Process.ExeSHA256)
+		d.agg.AddHash(ev.Process.UUID, ev.Exec.Path, ev.Process.ExeSHA256)
 	}
 	d.engine.Process(ev, func(f *finding.Finding) {
-		if p := f.Service.RuntimeDetails.Process; p != nil && p.ExecutableSha256 == "" {
-			if sum := d.hashes.get(p.UUID); sum != "" {
+		// A finding about an exec whose hash came first takes it — only a
+		// hash of that very file (a process may exec one binary, then another).
+		if p := f.Service.RuntimeDetails.Process; p != nil && p.ExecutableSha256 == "" && ev.Kind == event.KindExec && ev.Exec != nil {
+			if sum := d.hashes.get(imageKey(p.UUID, ev.Exec)); sum != "" {
 				p.ExecutableSha256 = sum
 			}
 		}

@@ -101,12 +101,12 @@ func mergeInto(held, rep *Finding) {
 }
 
 // AddHash fills in the executable's SHA-256 of held findings whose acting
-// process is processUUID and lacks it: the agent hashes executables off the
+// process is processUUID running exe, and lacks it: the agent hashes executables off the
 // hot path, so a finding raised at exec (a dropped binary run) goes out
 // before its hash is known. Each filled finding goes out with the next
 // Flush, however recently it went out before, its count unchanged. It returns how many were filled.
-func (a *Aggregator) AddHash(processUUID, sha256 string) int {
-	if processUUID == "" || sha256 == "" {
+func (a *Aggregator) AddHash(processUUID, exe, sha256 string) int {
+	if processUUID == "" || exe == "" || sha256 == "" {
 		return 0
 	}
 	a.mu.Lock()
@@ -115,7 +115,7 @@ func (a *Aggregator) AddHash(processUUID, sha256 string) int {
 	for el := a.lru.Front(); el != nil; el = el.Next() {
 		g := el.Value.(*agg)
 		p := g.f.Service.RuntimeDetails.Process
-		if p == nil || p.UUID != processUUID || p.ExecutableSha256 != "" {
+		if p == nil || p.UUID != processUUID || p.ExecutablePath != exe || p.ExecutableSha256 != "" {
 			continue
 		}
 		// The held finding shares its Process with copies handed out.

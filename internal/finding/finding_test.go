@@ -205,11 +205,14 @@ func TestAggregatorAddHash(t *testing.T) {
 	other := &event.Event{Time: time.Unix(1, 0), Process: event.Process{PID: 8, UUID: "p8", Exe: "/tmp/other"}}
 	a.Observe(New("Execution:Runtime/NewBinaryExecuted", other, agent, "", nil))
 	a.Flush(time.Now(), true)
-	if n := a.AddHash("p7", "aa11"); n != 1 {
+	if n := a.AddHash("p7", "/tmp/dropped", "aa11"); n != 1 {
 		t.Fatalf("AddHash filled %d findings, want 1", n)
 	}
-	if a.AddHash("p7", "bb22") != 0 {
+	if a.AddHash("p7", "/tmp/dropped", "bb22") != 0 {
 		t.Error("a known hash was replaced")
+	}
+	if a.AddHash("p8", "/tmp/another-image", "cc33") != 0 {
+		t.Error("a hash of another image of the process was taken")
 	}
 	if sent.Service.RuntimeDetails.Process.ExecutableSha256 != "" {
 		t.Error("the copy handed out earlier changed")

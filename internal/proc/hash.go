@@ -121,10 +121,12 @@ func (h *hasher) run(j hashJob) {
 	h.done.Add(1)
 	var ev *event.Event
 	h.t.mu.Lock()
-	if e := h.t.byID[j.uuid]; e != nil {
+	// Only while the process still runs the image hashed: it may have
+	// exec'd another since, whose hash this is not.
+	if e := h.t.byID[j.uuid]; e != nil && e.execKey == j.key {
 		e.sha256 = sum
 		if h.t.opts.Hashed != nil {
-			ev = h.t.hashedEvent(e)
+			ev = h.t.hashedEvent(e, j)
 		}
 	}
 	h.t.mu.Unlock()
@@ -135,11 +137,16 @@ func (h *hasher) run(j hashJob) {
 
 // hashedEvent describes e, whose hash just became known, as its own
 // events would; the caller holds t.mu.
-func (t *Table) hashedEvent(e *entry) *event.Event {
-	ev := &event.Event{Kind: event.KindExecHashed, Time: time.Now(), Process: event.Process{
-		PID: e.pid, NSPID: e.nspid, PPID: e.ppid, UID: e.uid, EUID: e.euid, Comm: e.name, CgroupID: e.cgroup,
-		StartNS: e.startTicks * (1e9 / ticksPerSecond), Exe: e.exe, Args: e.args, Cwd: e.cwd,
-	}}
+func (t *Table) hashedEvent(e *entry, j hashJob) *event.Event {
+	ev := &event.Event{Kind: event.KindExecHashed, Time: time.Now(),
+		// The image hashed, by identity: a finding about an exec takes this
+		// hash only if it is about that very file.
+		Exec: &event.Exec{Path: j.path, Dev: j.key.dev, Inode: j.key.ino,
+			MTime: time.Unix(0, j.key.mtime), CTime: time.Unix(0, j.key.ctime)},
+		Process: event.Process{
+			PID: e.pid, NSPID: e.nspid, PPID: e.ppid, UID: e.uid, EUID: e.euid, Comm: e.name, CgroupID: e.cgroup,
+			StartNS: e.startTicks * (1e9 / ticksPerSecond), Exe: e.exe, Args: e.args, Cwd: e.cwd,
+		}}
 	// The container comes from the cgroup, resolved down the pipeline as
 	// for kernel events.
 	t.fill(&ev.Process, e)
@@ -179,31 +186,35 @@ func (h *hasher) hashExe(j hashJob) (string, error) {
 }
 
 // openExecuted opens the file at a gone process's exec path, in its
-// parent's root and else the host's, if it is the very file executed.
+// parent's root, else in the root of another process of its container (the
+// parent may be the runtime's monitor on the host), else the host's — if it
+// is the very file executed. The file is looked at through an O_PATH
+// descriptor first: a device planted at the path is never opened.
 func (h *hasher) openExecuted(j hashJob) (*os.File, error) {
-	var roots []string
 	rootOf := func(pid uint32) string {
 		return filepath.Join(h.t.opts.ProcRoot, strconv.FormatUint(uint64(pid), 10), "root")
 	}
-	if j.ppid != 0 {
-		roots = append(roots, rootOf(j.ppid))
-	}
-	for _, pid := range h.t.peers(j.cgroup, j.pid, j.ppid, 3) {
-		roots = append(roots, rootOf(pid))
-	}
-	roots = append(roots, "/")
 	err := fmt.Errorf("%s is no longer the executed file", j.path)
-	for _, root := range roots {
-		f, oerr := openInRoot(root, j.path)
+	try := func(root string) *os.File {
+		f, oerr := openImageInRoot(root, j.path, j.key)
 		if oerr != nil {
 			err = oerr
-			continue
+			return nil
 		}
-		var st unix.Stat_t
-		if unix.Fstat(int(f.Fd()), &st) == nil && sameImage(&st, j.key) {
+		return f
+	}
+	if j.ppid != 0 {
+		if f := try(rootOf(j.ppid)); f != nil {
 			return f, nil
 		}
-		f.Close()
+	}
+	for _, pid := range h.t.peers(j.cgroup, j.pid, j.ppid, 3) {
+		if f := try(rootOf(pid)); f != nil {
+			return f, nil
+		}
+	}
+	if f := try("/"); f != nil {
+		return f, nil
 	}
 	return nil, err
 }
@@ -218,7 +229,7 @@ func (t *Table) peers(cgroup uint64, not1, not2 uint32, max int) []uint32 {
 	defer t.mu.Unlock()
 	var out []uint32
 	for pid, e := range t.byPID {
-		if e.cgroup == cgroup && pid != not1 && pid != not2 {
+		if e.cgroup == cgroup && e.exited.IsZero() && pid != not1 && pid != not2 {
 			if out = append(out, pid); len(out) == max {
 				break
 			}
@@ -227,23 +238,37 @@ func (t *Table) peers(cgroup uint64, not1, not2 uint32, max int) []uint32 {
 	return out
 }
 
-// openInRoot opens path as seen from root (a process's /proc/PID/root):
-// symlinks and ".." stay inside it, magic links are refused, and the open
-// neither blocks (a FIFO planted at the path) nor follows a final link.
-func openInRoot(root, path string) (*os.File, error) {
+// openImageInRoot opens path as seen from root (a process's /proc/PID/root)
+// for reading, if it is the regular file k describes: symlinks and ".."
+// stay inside root, magic links are refused, the final component is not
+// followed, and only once an O_PATH descriptor shows the very file is it
+// reopened to read (a FIFO or device planted there is never opened).
+func openImageInRoot(root, path string, k fileKey) (*os.File, error) {
 	dir, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open root %s: %w", root, err)
 	}
 	defer unix.Close(dir)
 	fd, err := unix.Openat2(dir, strings.TrimPrefix(path, "/"), &unix.OpenHow{
-		Flags:   unix.O_RDONLY | unix.O_NONBLOCK | unix.O_NOFOLLOW | unix.O_CLOEXEC,
+		Flags:   unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC,
 		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open %s in %s: %w", path, root, err)
 	}
-	return os.NewFile(uintptr(fd), path), nil
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, fmt.Errorf("stat %s in %s: %w", path, root, err)
+	}
+	if !sameImage(&st, k) {
+		return nil, fmt.Errorf("%s in %s is not the executed file", path, root)
+	}
+	rfd, err := unix.Open("/proc/self/fd/"+strconv.Itoa(fd), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("reopen %s: %w", path, err)
+	}
+	return os.NewFile(uintptr(rfd), path), nil
 }
 
 // sameImage reports whether st is the regular file k describes. The

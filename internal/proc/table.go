@@ -93,6 +93,9 @@ type entry struct {
 	// /proc/self/exe (a busybox applet run by its shell, runc's re-exec):
 	// the name of its argv[0], which is what it runs as.
 	alias string
+	// execKey is the identity of the image the process runs (its last
+	// exec), so a late hash lands only on the image it was made of.
+	execKey fileKey
 	// lineage is built once and shared by the process's events until an
 	// entry that could appear in it changes (gen moves on).
 	lineage    []event.Ancestor
@@ -232,7 +235,7 @@ func (t *Table) Apply(ev *event.Event) {
 	case event.KindExec:
 		t.changedLocked(e)
 		if x := ev.Exec; x != nil {
-			e.exe, e.args, e.cwd, e.sha256 = x.Path, x.Args, x.Cwd, ""
+			e.exe, e.args, e.cwd, e.sha256, e.execKey = x.Path, x.Args, x.Cwd, "", keyOf(x)
 			if sum, ok := t.hash.cached(x); ok {
 				e.sha256 = sum
 			} else {

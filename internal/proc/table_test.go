@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -382,5 +383,56 @@ func TestExitedLeavesGoFirst(t *testing.T) {
 	}
 	if _, ok := tb.Lookup(300); !ok {
 		t.Error("exited parent named in a lineage dropped before ExitGrace")
+	}
+}
+
+// A hash that completes after the process exec'd another image is not
+// that image's: it must not land on the entry, nor go out as its hash.
+func TestLateHashOfAnEarlierImageIsDropped(t *testing.T) {
+	var hashed []*event.Event
+	var mu sync.Mutex
+	tb := newTable(t, Options{Hashed: func(ev *event.Event) { mu.Lock(); hashed = append(hashed, ev); mu.Unlock() }})
+	cmd := exec.Command("sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	pid := cmd.Process.Pid
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+		if s, err := readProc("/proc", uint32(pid)); err == nil && len(s.args) > 0 && s.args[0] == "sleep" {
+			break
+		}
+	}
+	identity := func(path string) *event.Exec {
+		var st unix.Stat_t
+		if err := unix.Stat(path, &st); err != nil {
+			t.Fatal(err)
+		}
+		return &event.Exec{Path: path, Inode: st.Ino, Dev: uint32(st.Dev),
+			MTime: time.Unix(st.Mtim.Unix()), CTime: time.Unix(st.Ctim.Unix())}
+	}
+	sleepPath, _ := exec.LookPath("sleep")
+	truePath, _ := exec.LookPath("true")
+	// Both execs are applied before the hasher runs: the job for the first
+	// (whose file /proc/PID/exe really is) completes after the second.
+	tb.Apply(&event.Event{Kind: event.KindExec, Process: event.Process{PID: uint32(pid), StartNS: startNS(t, pid)}, Exec: identity(sleepPath)})
+	tb.Apply(&event.Event{Kind: event.KindExec, Process: event.Process{PID: uint32(pid), StartNS: startNS(t, pid)}, Exec: identity(truePath)})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go tb.Run(ctx)
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if st := tb.Stats(); st.HashDone+st.HashFailed >= 2 {
+			break
+		}
+	}
+	if st := tb.Stats(); st.HashDone+st.HashFailed < 2 {
+		t.Fatalf("hash jobs not done: %+v", st)
+	}
+	later := &event.Event{Kind: event.KindOpen, Process: event.Process{PID: uint32(pid), StartNS: startNS(t, pid)}}
+	tb.Apply(later)
+	mu.Lock()
+	defer mu.Unlock()
+	if later.Process.Exe != truePath || later.Process.ExeSHA256 != "" || len(hashed) != 0 {
+		t.Fatalf("entry runs %s with hash %q; %d hashed events — the earlier image's hash landed", later.Process.Exe, later.Process.ExeSHA256, len(hashed))
 	}
 }

@@ -461,7 +461,7 @@ func merge(cur *Record, u *Upsert, delta int64, now time.Time) (*Record, bool) {
 	// The agent hashes executables off its hot path: the hash of the
 	// stored occurrence's process comes in a later copy of it.
 	if p, q := f.Service.RuntimeDetails.Process, in.Service.RuntimeDetails.Process; !newer && p != nil && q != nil &&
-		p.ExecutableSha256 == "" && q.ExecutableSha256 != "" && p.UUID == q.UUID {
+		p.ExecutableSha256 == "" && q.ExecutableSha256 != "" && p.UUID != "" && p.UUID == q.UUID && p.ExecutablePath == q.ExecutablePath {
 		c := *p
 		c.ExecutableSha256 = q.ExecutableSha256
 		f.Service.RuntimeDetails.Process = &c

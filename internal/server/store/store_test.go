@@ -491,25 +491,34 @@ func TestLateHashFillsTheStoredOccurrence(t *testing.T) {
 		f := storetest.Finding(storetest.Spec{Node: "n1", Actor: "/tmp/dropped", Seen: t0})
 		f.Service.RuntimeDetails.Process.ExecutableSha256 = ""
 		upsert(t, st, store.Upsert{Finding: cumulative(f, 1, t0), MsgKey: "m1", Reporter: "n1", Epoch: epochOf(f)})
-		hashed := cumulative(f, 1, t0)
-		p := *f.Service.RuntimeDetails.Process
-		p.ExecutableSha256 = strings.Repeat("ab", 32)
-		hashed.Service.RuntimeDetails.Process = &p
-		if r := upsert(t, st, store.Upsert{Finding: hashed, MsgKey: "m2", Reporter: "n1", Epoch: epochOf(f)}); r[0].Outcome != store.OutcomeUpdated {
-			t.Errorf("the hashed copy: %v, want updated", r[0].Outcome)
+		with := func(uuid, exe, sum string) *finding.Finding {
+			c := cumulative(f, 1, t0)
+			p := *f.Service.RuntimeDetails.Process
+			p.UUID, p.ExecutablePath, p.ExecutableSha256 = uuid, exe, sum
+			c.Service.RuntimeDetails.Process = &p
+			return c
 		}
-		// Another process's hash never lands on this occurrence.
-		other := cumulative(f, 1, t0)
-		q := p
-		q.UUID, q.ExecutableSha256 = "someone-else", strings.Repeat("cd", 32)
-		other.Service.RuntimeDetails.Process = &q
-		upsert(t, st, store.Upsert{Finding: other, MsgKey: "m3", Reporter: "n1", Epoch: epochOf(f)})
+		own := f.Service.RuntimeDetails.Process
+		// Another process's hash, or the same process's hash of another
+		// image, never lands on this occurrence.
+		upsert(t, st, store.Upsert{Finding: with("someone-else", own.ExecutablePath, strings.Repeat("cd", 32)), MsgKey: "m2", Reporter: "n1", Epoch: epochOf(f)})
+		upsert(t, st, store.Upsert{Finding: with(own.UUID, "/tmp/next-image", strings.Repeat("ef", 32)), MsgKey: "m3", Reporter: "n1", Epoch: epochOf(f)})
 		got, err := st.GetFinding(context.Background(), f.ID)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if h := got.Service.RuntimeDetails.Process.ExecutableSha256; h != p.ExecutableSha256 || got.Service.Count != 1 {
-			t.Errorf("stored hash %q count %d, want %q and 1", h, got.Service.Count, p.ExecutableSha256)
+		if h := got.Service.RuntimeDetails.Process.ExecutableSha256; h != "" {
+			t.Fatalf("a hash of another process or image landed: %q", h)
+		}
+		want := strings.Repeat("ab", 32)
+		if r := upsert(t, st, store.Upsert{Finding: with(own.UUID, own.ExecutablePath, want), MsgKey: "m4", Reporter: "n1", Epoch: epochOf(f)}); r[0].Outcome != store.OutcomeUpdated {
+			t.Errorf("the hashed copy: %v, want updated", r[0].Outcome)
+		}
+		if got, err = st.GetFinding(context.Background(), f.ID); err != nil {
+			t.Fatal(err)
+		}
+		if h := got.Service.RuntimeDetails.Process.ExecutableSha256; h != want || got.Service.Count != 1 {
+			t.Errorf("stored hash %q count %d, want %q and 1", h, got.Service.Count, want)
 		}
 	})
 }
