@@ -1,6 +1,7 @@
 package detect
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/mamori-dev/mamori/internal/event"
@@ -43,10 +44,16 @@ func TestNamedPipeShellRelayPattern(t *testing.T) {
 // shell, by a copy of logrotate elsewhere, or inside a container, is.
 func TestLogKeepersMayDeleteLogs(t *testing.T) {
 	e := builtinEngine(t)
-	fired := func(ev *event.Event) bool {
+	// A host process: its pid is the same in its namespace.
+	proc := func(exe string, args ...string) event.Process {
+		p := proc(exe, args...)
+		p.NSPID = p.PID
+		return p
+	}
+	fired := func(ev *event.Event, typ string) bool {
 		n := 0
 		e.Process(ev, func(f *finding.Finding) {
-			if f.Type == "DefenseEvasion:Runtime/SensitiveFileModified" {
+			if typ == "" && strings.HasSuffix(f.Type, "Runtime/SensitiveFileModified") || f.Type == typ {
 				n++
 			}
 		})
@@ -61,22 +68,37 @@ func TestLogKeepersMayDeleteLogs(t *testing.T) {
 		fileEv(event.KindRename, proc("/usr/lib/systemd/systemd-journald"), nil, &event.File{Path: "/var/log/journal/x/system.journal"}),
 		fileEv(event.KindUnlink, dnf, nil, &event.File{Path: "/var/log/dnf.log.1"}),
 	} {
-		if fired(ev) {
+		if fired(ev, "") {
 			t.Errorf("%s by %s: a log keeper's own work raised a finding", ev.File.Path, ev.Process.Exe)
 		}
 	}
 	fake := proc("/tmp/logrotate")
 	inCtr := proc("/usr/sbin/logrotate")
+	aptShell := proc("/bin/sh", "-c", "rm -f /var/log/auth.log")
+	aptShell.Lineage = []event.Ancestor{{Exe: "/usr/bin/apt-get", Args: []string{"apt-get", "update"}}}
+	nsKeeper := proc("/usr/sbin/logrotate")
+	nsKeeper.PID, nsKeeper.NSPID = 4242, 12
 	for _, ev := range []*event.Event{
 		fileEv(event.KindUnlink, proc("/bin/rm", "-f", "/var/log/auth.log"), nil, &event.File{Path: "/var/log/auth.log"}),
 		fileEv(event.KindUnlink, fake, nil, &event.File{Path: "/var/log/auth.log"}),
 		fileEv(event.KindUnlink, inCtr, ctr(t), &event.File{Path: "/var/log/auth.log"}),
 		// History files are not logs a keeper rotates.
 		fileEv(event.KindUnlink, gzip, nil, &event.File{Path: "/root/.bash_history"}),
+		// A shell a keeper runs (a hook, a maintainer script) is not the keeper.
+		fileEv(event.KindUnlink, aptShell, nil, &event.File{Path: "/var/log/auth.log"}),
+		// A process in another pid namespace is in a container, known or not.
+		fileEv(event.KindUnlink, nsKeeper, nil, &event.File{Path: "/var/log/auth.log"}),
+		// Dot-dot out of /var/log is the file it names.
+		fileEv(event.KindOpen, proc("/usr/bin/apt-get"), nil, &event.File{Path: "/var/log/../../etc/sudoers.d/x", Write: true}),
 	} {
-		if !fired(ev) {
+		if !fired(ev, "") {
 			t.Errorf("%s by %s: no finding", ev.File.Path, ev.Process.Exe)
 		}
+	}
+	// A keeper renaming a log out of /var/log into cron: the destination is judged.
+	mv := fileEv(event.KindRename, proc("/usr/bin/apt-get"), nil, &event.File{Path: "/var/log/x", NewPath: "/etc/cron.d/x"})
+	if !fired(mv, "Persistence:Runtime/SensitiveFileModified") {
+		t.Error("a keeper's rename of a log into /etc/cron.d raised no Persistence finding")
 	}
 }
 

@@ -108,23 +108,23 @@ var logKeepers = map[string]bool{
 	"/usr/sbin/unattended-upgrade": true, "/usr/bin/zypper": true, "/sbin/apk": true,
 }
 
-// byLogKeeper reports whether the acting process or one of its ancestors
-// is a log keeper, on the host only: a container has none of its own
-// rotating logs, and there the exemption would only serve an intruder.
-func byLogKeeper(ev *event.Event) bool {
-	if ev.Container != nil && ev.Container.ID != "" {
+// byLogKeeper reports whether a log keeper does op: the keeper itself, or
+// a compressor it started (logrotate's gzip), on the host only — a container
+// has no rotating logs of its own, and there the exemption would only serve
+// an intruder. Only rotation's operations: removing, renaming, and
+// (logrotate's copytruncate) truncating.
+func byLogKeeper(ev *event.Event, op string) bool {
+	if op != "unlink" && op != "rename" && op != "truncate" {
 		return false
 	}
 	p := &ev.Process
+	if (ev.Container != nil && ev.Container.ID != "") || (p.NSPID != 0 && p.NSPID != p.PID) {
+		return false
+	}
 	if keeper(p.Exe, p.Args) {
 		return true
 	}
-	for _, a := range p.Lineage {
-		if keeper(a.Exe, a.Args) {
-			return true
-		}
-	}
-	return false
+	return compressors[path.Base(p.Exe)] && len(p.Lineage) > 0 && keeper(p.Lineage[0].Exe, p.Lineage[0].Args)
 }
 
 func keeper(exe string, args []string) bool {
@@ -134,6 +134,8 @@ func keeper(exe string, args []string) bool {
 	// An interpreter running a keeper's script: python3 /usr/bin/dnf ...
 	return len(args) > 1 && logKeepers[args[1]] && strings.HasPrefix(path.Base(exe), "python")
 }
+
+var compressors = map[string]bool{"gzip": true, "xz": true, "bzip2": true, "zstd": true, "lz4": true}
 
 // sensitiveFiles covers the three SensitiveFileModified types. Attempts
 // count: a denied write to /etc/sudoers is still reported, with its error.
@@ -148,10 +150,13 @@ func sensitiveFiles() Detector {
 			return
 		}
 		for _, p := range paths {
+			if strings.HasPrefix(p, "/") {
+				p = path.Clean(p) // no walking around the rules with dot-dot
+			}
 			for _, r := range fileRules {
 				if p != "" && r.match(p, op) {
-					if under(p, "/var/log/") && byLogKeeper(ev) {
-						return
+					if under(p, "/var/log/") && byLogKeeper(ev, op) {
+						break // this path only: a rename's other path is judged on its own
 					}
 					ctx := map[string]any{"fileOperation": op, "filePath": p, "result": errOr(ev)}
 					if historyNames[path.Base(p)] {

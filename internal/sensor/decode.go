@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"path"
 	"strings"
 	"time"
 
@@ -231,11 +232,20 @@ func clockless(ns uint64) time.Time { return time.Unix(0, int64(ns)) }
 // absPath resolves a path passed relative to cwd; absolute paths and the
 // empty string pass through. The result is cleaned lexically only (no
 // symlinks are followed: the caller's view is what counts).
+// absPath makes p absolute against cwd and cleans it lexically: a
+// "/var/log/../../etc/sudoers.d/x" is reported as the file it names, so
+// path rules cannot be walked around with dot-dot segments.
 func absPath(p, cwd string) string {
-	if p == "" || strings.HasPrefix(p, "/") || cwd == "" {
+	if p == "" {
 		return p
 	}
-	return strings.TrimSuffix(cwd, "/") + "/" + p
+	if !strings.HasPrefix(p, "/") {
+		if cwd == "" {
+			return p
+		}
+		p = strings.TrimSuffix(cwd, "/") + "/" + p
+	}
+	return path.Clean(p)
 }
 
 func familyName(f int) string {

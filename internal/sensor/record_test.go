@@ -20,3 +20,19 @@ func TestReversePath(t *testing.T) {
 		}
 	}
 }
+
+// Paths are made absolute and cleaned of dot-dot, so a path rule cannot be
+// walked around ("/var/log/../../etc/sudoers.d/x" is a sudoers file).
+func TestAbsPathCleans(t *testing.T) {
+	for _, c := range []struct{ p, cwd, want string }{
+		{"/var/log/../../etc/sudoers.d/x", "", "/etc/sudoers.d/x"},
+		{"../etc/shadow", "/root", "/etc/shadow"},
+		{"./x//y/", "/tmp", "/tmp/x/y"},
+		{"rel", "", "rel"}, // no cwd: left as given
+		{"", "/tmp", ""},
+	} {
+		if got := absPath(c.p, c.cwd); got != c.want {
+			t.Errorf("absPath(%q, %q) = %q, want %q", c.p, c.cwd, got, c.want)
+		}
+	}
+}
