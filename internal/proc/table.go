@@ -296,7 +296,7 @@ func (t *Table) forkLocked(parent *entry, f *event.Fork, now time.Time) {
 	c := &entry{
 		pid: f.ChildPID, ppid: parent.pid, startTicks: ticks,
 		uuid: t.uuidTicks(f.ChildPID, ticks), parentUUID: parent.uuid,
-		name: parent.name, exe: parent.exe, cwd: parent.cwd, args: parent.args,
+		name: parent.name, alias: parent.alias, execKey: parent.execKey, exe: parent.exe, cwd: parent.cwd, args: parent.args,
 		uid: parent.uid, euid: parent.euid, user: parent.user, userLooked: parent.userLooked, sha256: parent.sha256,
 		start: t.opts.BootTime.Add(time.Duration(f.ChildStartNS)), seen: now,
 		containerID: parent.containerID, cgroup: parent.cgroup,

@@ -134,6 +134,14 @@ func TestProcessExecdAsExeGoesByItsArgv0(t *testing.T) {
 	if ex.Process.Comm != "whoami" || open.Process.Comm != "whoami" {
 		t.Fatalf("names %q, %q; want whoami", ex.Process.Comm, open.Process.Comm)
 	}
+	// A child it forks (same image, same kernel name) goes by it too.
+	tb.Apply(&event.Event{Kind: event.KindFork, Process: event.Process{PID: 200, StartNS: 5e9, Comm: "exe"},
+		Fork: &event.Fork{ChildPID: 202, ChildTID: 202, ChildStartNS: 7e9}})
+	child := &event.Event{Kind: event.KindOpen, Process: event.Process{PID: 202, PPID: 200, StartNS: 7e9, Comm: "exe"}}
+	tb.Apply(child)
+	if child.Process.Comm != "whoami" {
+		t.Fatalf("the forked child is named %q", child.Process.Comm)
+	}
 	again := &event.Event{Kind: event.KindExec, Process: event.Process{PID: 200, StartNS: 5e9, Comm: "cat"},
 		Exec: &event.Exec{Path: "/bin/cat", Args: []string{"cat", "x"}}}
 	tb.Apply(again)

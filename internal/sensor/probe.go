@@ -85,9 +85,10 @@ func RunProbe(withHooks bool) Probe {
 	}
 	// A kernel built without CONFIG_KPROBES still loads kprobe programs
 	// (the type exists) but has nothing to attach them to.
-	_ = ensureMounts()
 	kp := Feature{Name: "kprobe attach points (CONFIG_KPROBES)", Available: true}
-	if _, err := os.Stat("/sys/kernel/tracing/kprobe_events"); err != nil {
+	if _, err := os.Stat("/sys/kernel/tracing/events"); err != nil {
+		kp.Available, kp.Detail = false, "tracefs is not mounted at /sys/kernel/tracing: cannot tell"
+	} else if _, err := os.Stat("/sys/kernel/tracing/kprobe_events"); err != nil {
 		kp.Available, kp.Detail = false, "no kprobe_events in tracefs: kprobes cannot be attached"
 	}
 	p.Features = append(p.Features, kp)
