@@ -6,12 +6,16 @@ import (
 	"log/slog"
 	"maps"
 	"os"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
@@ -280,9 +284,61 @@ func isOptional(section string) bool {
 	return false
 }
 
+// helperSince names the helpers the programs use that came late, with
+// the Linux release that brought them: "invalid func unknown#158" alone
+// tells an operator nothing.
+var helperSince = map[asm.BuiltinFunc]string{
+	asm.FnRingbufOutput: "5.8", asm.FnRingbufReserve: "5.8", asm.FnRingbufSubmit: "5.8", asm.FnRingbufQuery: "5.8",
+	asm.FnSkStorageGet: "5.2", asm.FnKtimeGetBootNs: "5.8", asm.FnGetCurrentTaskBtf: "5.11",
+	asm.FnTaskPtRegs: "5.15", asm.FnFindVma: "5.17", asm.FnLoop: "5.17",
+}
+
+var unknownHelper = regexp.MustCompile(`invalid func unknown#(\d+)`)
+
+// kernelTooOld turns the verifier's complaints about what an older kernel
+// lacks into the reason: which helper or feature, since which Linux.
+func kernelTooOld(msg string) string {
+	if m := unknownHelper.FindStringSubmatch(msg); m != nil {
+		n, _ := strconv.Atoi(m[1])
+		fn := asm.BuiltinFunc(n)
+		name := "bpf_" + snake(strings.TrimPrefix(fn.String(), "Fn"))
+		if v, ok := helperSince[fn]; ok {
+			return fmt.Sprintf("kernel too old: it lacks the BPF helper %s (Linux %s+)", name, v)
+		}
+		return fmt.Sprintf("kernel too old: it lacks the BPF helper %s", name)
+	}
+	if strings.Contains(msg, "number of funcs in func_info doesn't match number of subprogs") {
+		return "kernel too old: it cannot load BPF callbacks (bpf_loop, Linux 5.17+)"
+	}
+	return ""
+}
+
+// snake turns a Go-style helper name (GetCurrentTaskBtf) into the C one.
+func snake(s string) string {
+	var b strings.Builder
+	for i, r := range s {
+		if unicode.IsUpper(r) {
+			if i > 0 {
+				b.WriteByte('_')
+			}
+			r = unicode.ToLower(r)
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
 func shortVerifierError(err error) string {
+	if why := kernelTooOld(err.Error()); why != "" {
+		return why
+	}
 	var ve *ebpf.VerifierError
 	if errors.As(err, &ve) {
+		for _, l := range ve.Log {
+			if why := kernelTooOld(l); why != "" {
+				return why
+			}
+		}
 		lines := ve.Log
 		if len(lines) > 3 {
 			lines = lines[len(lines)-3:]
