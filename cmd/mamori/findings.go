@@ -171,7 +171,7 @@ func findingsListCmd() *cobra.Command {
 	fl.StringVar(&node, "node", "", "node id")
 	fl.StringVar(&image, "image", "", "part of the container image reference")
 	fl.StringVar(&namespace, "namespace", "", "Kubernetes namespace")
-	fl.StringVar(&sortBy, "sort", "updatedAt", "sort by: "+strings.Join(store.SortFields, ", "))
+	fl.StringVar(&sortBy, "sort", "eventLastSeen", "sort by (the table shows LAST SEEN): "+strings.Join(store.SortFields, ", "))
 	fl.BoolVar(&asc, "asc", false, "ascending order")
 	fl.StringVar(&cursor, "cursor", "", "continue after a previous page")
 	fl.StringArrayVar(&filters, "filter", nil, "criterion field:op:value over any finding field, op one of eq, neq, gt, lt, matches (repeatable)")
@@ -211,7 +211,7 @@ func printFindingTable(w io.Writer, recs []*store.Record) {
 			sev += " (archived)"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", sev, clean(r.Type), resourceOf(r.Finding), r.Service.Count,
-			r.Service.EventLastSeen.Local().Format(time.DateTime), r.ID)
+			r.Service.EventLastSeen.Local().Format("2006-01-02 15:04:05 MST"), r.ID)
 	}
 	tw.Flush()
 }
