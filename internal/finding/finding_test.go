@@ -222,3 +222,17 @@ func TestAggregatorAddHash(t *testing.T) {
 		t.Fatalf("flushed %+v, want the one finding with its hash and count 1", out)
 	}
 }
+
+// The terminal line names a host as the CLI's table does (its hostname),
+// and escapes what a hostile host or process could put in it.
+func TestLineNamesTheHost(t *testing.T) {
+	ev := &event.Event{Time: time.Unix(1, 0), Process: event.Process{PID: 3, UUID: "u3", Exe: "/bin/x\x1b[2J"}}
+	l := Line(New("Execution:Runtime/SuspiciousTool", ev, Agent{NodeID: "node-1", Hostname: "web-1"}, "", nil), true)
+	if !strings.Contains(l, "host web-1 ") || strings.Contains(l, "node-1") {
+		t.Fatalf("line %q", l)
+	}
+	l = Line(New("Execution:Runtime/SuspiciousTool", ev, Agent{NodeID: "node-1", Hostname: "web-1\x1b]0;x\x07"}, "", nil), true)
+	if !strings.Contains(l, "host \"web-1") || strings.ContainsAny(l, "\x1b\x07") {
+		t.Fatalf("hostile names: line %q", l)
+	}
+}

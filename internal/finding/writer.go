@@ -61,7 +61,11 @@ func Line(f *Finding, isNew bool) string {
 	if !isNew {
 		state = "UPD"
 	}
+	// The host as `mamori findings list` names it: its hostname, else its node id.
 	where := "host " + f.Service.AdditionalInfo.AgentDetails.AgentID
+	if d := f.Resource.InstanceDetails; d != nil && d.Hostname != "" {
+		where = "host " + printable(d.Hostname)
+	}
 	if c := f.Resource.ContainerDetails; c != nil {
 		id := c.ID
 		if len(id) > 12 {
