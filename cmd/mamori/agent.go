@@ -232,7 +232,13 @@ func startDetection(ctx context.Context, f *agentFlags, nodeID string, log *slog
 	if err != nil {
 		log.Warn("threat intel: some entries were refused", "err", err)
 	}
-	go store.Watch(ctx.Done(), 2*time.Second, func(err error) { log.Warn("threat intel reload", "err", err) })
+	go store.Watch(ctx.Done(), 2*time.Second, func(err error) {
+		if err != nil {
+			log.Warn("threat intel reload", "err", err)
+			return
+		}
+		log.Info("threat intel reloaded", "indicators", store.Stats().Indicators)
+	})
 	detectors := detect.Builtin(store)
 	rules, err := detect.LoadRulesDir(rulesDir)
 	if err != nil {
@@ -241,7 +247,13 @@ func startDetection(ctx context.Context, f *agentFlags, nodeID string, log *slog
 	detectors = append(detectors, rules...)
 	host, _ := os.Hostname()
 	engine := detect.NewEngine(finding.Agent{NodeID: nodeID, Hostname: host, Version: version}, log, detectors...)
-	go detect.WatchRules(ctx.Done(), rulesDir, 2*time.Second, engine, func(err error) { log.Warn("custom rules reload", "err", err) })
+	go detect.WatchRules(ctx.Done(), rulesDir, 2*time.Second, engine, func(loaded int, err error) {
+		if err != nil {
+			log.Warn("custom rules reload", "inForce", loaded, "err", err)
+			return
+		}
+		log.Info("custom rules reloaded", "inForce", loaded)
+	})
 	w, err := finding.OpenFile(file)
 	if err != nil {
 		return nil, nil, err

@@ -173,9 +173,10 @@ func LoadRulesDir(dir string) ([]Detector, error) {
 
 // WatchRules reloads the rules of dir into e whenever a rules file there
 // changes (polled every interval, by name, size and mtime) until stop is
-// closed. Refused rules are reported to onErr; the rules that compile
-// replace the engine's set, so one broken rule does not disable the others.
-func WatchRules(stop <-chan struct{}, dir string, interval time.Duration, e *Engine, onErr func(error)) {
+// closed. The rules that compile replace the engine's set, so one broken
+// rule does not disable the others; onReload hears how many are in force and
+// what was refused (nil: nothing).
+func WatchRules(stop <-chan struct{}, dir string, interval time.Duration, e *Engine, onReload func(loaded int, refused error)) {
 	last := rulesStamp(dir)
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -191,14 +192,14 @@ func WatchRules(stop <-chan struct{}, dir string, interval time.Duration, e *Eng
 		}
 		last = st
 		ds, err := LoadRulesDir(dir)
-		if err != nil && onErr != nil {
-			onErr(err)
-		}
 		rs := make([]*Rule, 0, len(ds))
 		for _, d := range ds {
 			rs = append(rs, d.(*Rule))
 		}
 		e.SetRules(rs)
+		if onReload != nil {
+			onReload(len(rs), err)
+		}
 	}
 }
 

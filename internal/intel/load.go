@@ -75,8 +75,9 @@ func (s *Store) Reload() error {
 }
 
 // Watch reloads whenever a file in the directory changes (polled every
-// interval) until stop is closed. Errors are passed to onErr.
-func (s *Store) Watch(stop <-chan struct{}, interval time.Duration, onErr func(error)) {
+// interval) until stop is closed, telling onReload each reload's result (nil:
+// loaded).
+func (s *Store) Watch(stop <-chan struct{}, interval time.Duration, onReload func(error)) {
 	if s.dir == "" {
 		return
 	}
@@ -92,8 +93,8 @@ func (s *Store) Watch(stop <-chan struct{}, interval time.Duration, onErr func(e
 			changed := stamp(files) != s.stamp
 			s.mu.Unlock()
 			if changed {
-				if err := s.Reload(); err != nil && onErr != nil {
-					onErr(err)
+				if err := s.Reload(); onReload != nil {
+					onReload(err)
 				}
 			}
 		}
