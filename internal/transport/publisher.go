@@ -93,6 +93,12 @@ type Publisher struct {
 	// a failure concurrently with Close.
 	mu       sync.Mutex
 	inflight map[string]inflightRecord
+	// closing (under mu) stops the error callback from taking records;
+	// spooling counts the callbacks that took one and are spooling it, so
+	// Close waits for them before it closes the spool (a callback racing
+	// Close lost its message to the closed spool).
+	closing  bool
+	spooling sync.WaitGroup
 
 	published, replayed, spooled, rejected, permErr atomic.Uint64
 	closeOnce                                       sync.Once
@@ -323,10 +329,22 @@ func (p *Publisher) onAck(_ jetstream.JetStream, msg *nats.Msg, _ *jetstream.Pub
 }
 
 func (p *Publisher) onErr(_ jetstream.JetStream, msg *nats.Msg, err error) {
-	r, ok := p.take(msg.Header.Get(jetstream.MsgIDHeader))
+	p.mu.Lock()
+	if p.closing { // Close spools what is still in flight
+		p.mu.Unlock()
+		return
+	}
+	id := msg.Header.Get(jetstream.MsgIDHeader)
+	r, ok := p.inflight[id]
+	delete(p.inflight, id)
+	if ok {
+		p.spooling.Add(1)
+	}
+	p.mu.Unlock()
 	if !ok {
 		return
 	}
+	defer p.spooling.Done()
 	if permanent(err) {
 		p.rejected.Add(1)
 		p.m.SpoolDropped.WithLabelValues(string(r.Kind), "rejected").Inc()
@@ -538,8 +556,12 @@ func (p *Publisher) Close(ctx context.Context) error {
 		case <-p.live.PublishAsyncComplete():
 		case <-ctx.Done():
 		}
+		p.mu.Lock()
+		p.closing = true
+		p.mu.Unlock()
 		p.live.CleanupPublisher()
 		p.nc.Close()
+		p.spooling.Wait()
 		// Whatever is still unacknowledged goes to the spool for the next run.
 		p.mu.Lock()
 		left := p.inflight
