@@ -50,7 +50,7 @@ func newConsole(tb testing.TB, n int) *console {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tok, _, err := tokens.Create("bench", api.ScopeWrite, 0)
+	tok, _, err := tokens.Create(api.NewToken{Name: "bench", Scope: api.ScopeWrite})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -11,8 +11,9 @@ import (
 	"time"
 )
 
-// CookieName is the console session cookie: the API token, base64url
-// encoded, HttpOnly so page scripts cannot read it.
+// CookieName is the console session cookie: a session token the API mints
+// at login (see api.DefaultSessionTTL), base64url encoded, HttpOnly so page
+// scripts cannot read it.
 const CookieName = "mamori_console"
 
 // HeaderName must be present on every console API, login and logout
@@ -68,40 +69,52 @@ func tokenOf(r *http.Request) string {
 	return string(b)
 }
 
-// statusOnly is a ResponseWriter keeping only the status of the check
-// request made at login.
-type statusOnly struct {
+// recorder is a ResponseWriter keeping the status and the start of the
+// body of a request the console makes to the API itself.
+type recorder struct {
 	h      http.Header
 	status int
+	body   []byte
 }
 
-func (s *statusOnly) Header() http.Header { return s.h }
-func (s *statusOnly) Write(b []byte) (int, error) {
+const maxRecorded = 64 << 10
+
+func (s *recorder) Header() http.Header { return s.h }
+func (s *recorder) Write(b []byte) (int, error) {
 	if s.status == 0 {
 		s.status = http.StatusOK
 	}
+	if room := maxRecorded - len(s.body); room > 0 {
+		s.body = append(s.body, b[:min(len(b), room)]...)
+	}
 	return len(b), nil
 }
-func (s *statusOnly) WriteHeader(code int) {
+func (s *recorder) WriteHeader(code int) {
 	if s.status == 0 {
 		s.status = code
 	}
 }
 
-// check asks the API whether token is accepted, returning its status.
-func (h *Handler) check(r *http.Request, token string) int {
-	req, err := http.NewRequestWithContext(r.Context(), http.MethodGet, h.opt.CheckPath, nil)
+// call makes an API request with token on behalf of r.
+func (h *Handler) call(r *http.Request, method, path, token string) *recorder {
+	rec := &recorder{h: http.Header{}}
+	req, err := http.NewRequestWithContext(r.Context(), method, path, nil)
 	if err != nil {
-		return http.StatusInternalServerError
+		rec.status = http.StatusInternalServerError
+		return rec
 	}
 	req.RemoteAddr, req.Host = r.RemoteAddr, r.Host
 	req.Header.Set("Authorization", "Bearer "+token)
-	sw := &statusOnly{h: http.Header{}}
-	h.opt.API.ServeHTTP(sw, req)
-	if sw.status == 0 {
-		sw.status = http.StatusOK
+	h.opt.API.ServeHTTP(rec, req)
+	if rec.status == 0 {
+		rec.status = http.StatusOK
 	}
-	return sw.status
+	return rec
+}
+
+// check asks the API whether token is accepted, returning its status.
+func (h *Handler) check(r *http.Request, token string) int {
+	return h.call(r, http.MethodGet, h.opt.CheckPath, token).status
 }
 
 func (h *Handler) setCookie(w http.ResponseWriter, r *http.Request, token string, maxAge int) {
@@ -112,8 +125,9 @@ func (h *Handler) setCookie(w http.ResponseWriter, r *http.Request, token string
 	})
 }
 
-// login checks the token in the JSON body {"token": "..."} against the API
-// and, when accepted, sets the session cookie.
+// login opens a session with the token in the JSON body {"token": "..."}:
+// the API mints a short-lived session token, which the cookie carries, so
+// the browser never keeps the token itself.
 func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 	if err := checkOrigin(r); err != nil {
 		writeError(w, http.StatusForbidden, err.Error())
@@ -126,25 +140,48 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "expected {\"token\": \"...\"}")
 		return
 	}
-	token := strings.TrimSpace(body.Token)
-	switch st := h.check(r, token); st {
-	case http.StatusOK:
-		h.setCookie(w, r, token, 0)
-		writeJSON(w, http.StatusOK, map[string]bool{"loggedIn": true})
+	res := h.call(r, http.MethodPost, h.opt.SessionPath, strings.TrimSpace(body.Token))
+	switch res.status {
+	case http.StatusCreated:
+		var sess struct {
+			Token     string    `json:"token"`
+			ExpiresAt time.Time `json:"expiresAt"`
+		}
+		if err := json.Unmarshal(res.body, &sess); err != nil || sess.Token == "" {
+			h.opt.Logger.Error("console login: unreadable session", "err", err)
+			writeError(w, http.StatusBadGateway, "the API answered the login with no session")
+			return
+		}
+		// A browser-session cookie: closing the browser forgets it, and
+		// the server ends the session at expiresAt anyway.
+		h.setCookie(w, r, sess.Token, 0)
+		writeJSON(w, http.StatusOK, map[string]any{"loggedIn": true, "expiresAt": sess.ExpiresAt})
 	case http.StatusUnauthorized, http.StatusForbidden:
-		h.opt.Logger.Info("console login refused", "remote", r.RemoteAddr, "status", st)
+		h.opt.Logger.Info("console login refused", "remote", r.RemoteAddr, "status", res.status)
 		time.Sleep(failedLoginDelay)
 		writeError(w, http.StatusUnauthorized, "the API did not accept this token")
 	default:
-		h.opt.Logger.Warn("console login check failed", "status", st)
-		writeError(w, http.StatusBadGateway, "the API answered the login check with status "+http.StatusText(st))
+		h.opt.Logger.Warn("console login failed", "status", res.status, "answer", string(res.body))
+		writeError(w, http.StatusBadGateway, "the API answered the login with status "+http.StatusText(res.status))
 	}
 }
 
+// logout ends the session on the server, then forgets the cookie.
 func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 	if err := checkOrigin(r); err != nil {
 		writeError(w, http.StatusForbidden, err.Error())
 		return
+	}
+	if tok := tokenOf(r); tok != "" {
+		switch res := h.call(r, http.MethodDelete, h.opt.SessionPath+"/current", tok); res.status {
+		case http.StatusNoContent, http.StatusUnauthorized:
+			// Ended now, or already (expired, or its parent revoked).
+		default:
+			h.opt.Logger.Warn("console logout: the session was not ended on the server", "status", res.status, "answer", string(res.body))
+			h.setCookie(w, r, "", -1)
+			writeError(w, http.StatusBadGateway, "logged out here, but the server did not end the session: status "+http.StatusText(res.status))
+			return
+		}
 	}
 	h.setCookie(w, r, "", -1)
 	writeJSON(w, http.StatusOK, map[string]bool{"loggedIn": false})

@@ -45,10 +45,13 @@ type Options struct {
 	// API is the HTTP API handler; console calls to /console/api/X reach it
 	// as /api/X with the session's token as "Authorization: Bearer".
 	API http.Handler
-	// CheckPath is the API request a login is checked with [/api/v1/findings?limit=1]:
-	// a token is accepted when the API answers it with 200.
+	// CheckPath is the API request a session is checked with
+	// [/api/v1/findings?limit=1]: it is alive when the API answers it 200.
 	CheckPath string
-	Logger    *slog.Logger
+	// SessionPath is where sessions are opened (POST) and closed (DELETE
+	// SessionPath/current) [/api/v1/sessions].
+	SessionPath string
+	Logger      *slog.Logger
 }
 
 // Handler serves the console: the page and its assets at / and /assets/,
@@ -78,6 +81,9 @@ func New(opt Options) (*Handler, error) {
 	}
 	if opt.CheckPath == "" {
 		opt.CheckPath = "/api/v1/findings?limit=1"
+	}
+	if opt.SessionPath == "" {
+		opt.SessionPath = "/api/v1/sessions"
 	}
 	if opt.Logger == nil {
 		opt.Logger = slog.Default()

@@ -1,16 +1,20 @@
 package web
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"io/fs"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/mamori-dev/mamori/internal/finding"
+	"github.com/mamori-dev/mamori/internal/server/api"
+	"github.com/mamori-dev/mamori/internal/server/store"
 )
 
 // TestGuideCoversCatalogue: every finding type has its "what this means /
@@ -78,28 +82,56 @@ func TestAssetsAreInert(t *testing.T) {
 	}
 }
 
-// stubAPI stands in for the server's API handler in these handler-only
-// tests: it accepts one token and echoes what it was asked.
-func stubAPI(token string) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Authorization") != "Bearer "+token {
+// apiWithEcho is the server's real API (its token file, sessions and
+// scope checks) for /api/v1/sessions and /api/v1/tokens, and for every
+// other path a handler that checks the bearer token against the same token
+// file and echoes what it was asked, so these tests see exactly what the
+// console's proxy forwards. It returns the handler and a write token.
+func apiWithEcho(t *testing.T) (http.Handler, string) {
+	t.Helper()
+	dir := t.TempDir()
+	st, err := store.OpenSQLite(context.Background(), filepath.Join(dir, "mamori.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	tokens, err := api.OpenTokenFile(filepath.Join(dir, "tokens.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _, err := tokens.Create(api.NewToken{Name: "tester", Scope: api.ScopeWrite})
+	if err != nil {
+		t.Fatal(err)
+	}
+	real, err := api.New(api.Options{Store: st, Tokens: tokens})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle(api.Prefix+"/sessions", real)
+	mux.Handle(api.Prefix+"/sessions/", real)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if _, err := tokens.Check(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")); err != nil {
 			http.Error(w, `{"error":"unauthorized"}`, http.StatusUnauthorized)
 			return
 		}
 		_ = json.NewEncoder(w).Encode(map[string]string{
-			"path": r.URL.Path, "query": r.URL.RawQuery, "cookie": r.Header.Get("Cookie"), "method": r.Method})
+			"path": r.URL.Path, "query": r.URL.RawQuery, "cookie": r.Header.Get("Cookie"), "method": r.Method,
+			"authorization": r.Header.Get("Authorization")})
 	})
+	return mux, tok
 }
 
-func newServer(t *testing.T) *httptest.Server {
+func newServer(t *testing.T) (*httptest.Server, string) {
 	t.Helper()
-	h, err := New(Options{API: stubAPI("s3cret")})
+	a, tok := apiWithEcho(t)
+	h, err := New(Options{API: a})
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := httptest.NewServer(h)
 	t.Cleanup(s.Close)
-	return s
+	return s, tok
 }
 
 func do(t *testing.T, s *httptest.Server, method, path, body string, hdr map[string]string) *http.Response {
@@ -117,7 +149,7 @@ func do(t *testing.T, s *httptest.Server, method, path, body string, hdr map[str
 }
 
 func TestPageAndHeaders(t *testing.T) {
-	s := newServer(t)
+	s, _ := newServer(t)
 	for _, p := range []string{"/", "/assets/js/app.js", "/assets/app.css", "/console/types", "/nope"} {
 		r := do(t, s, "GET", p, "", nil)
 		if got := r.Header.Get("Content-Security-Policy"); got != CSP {
@@ -176,26 +208,32 @@ func TestPageAndHeaders(t *testing.T) {
 }
 
 func TestLoginAndProxy(t *testing.T) {
-	s := newServer(t)
+	s, tok := newServer(t)
 	con := map[string]string{HeaderName: "1", "Content-Type": "application/json"}
+	login := `{"token":"` + tok + `"}`
 
 	// Without a session the API proxy answers 401, without the header 403.
 	if r := do(t, s, "GET", "/console/api/v1/findings", "", con); r.StatusCode != 401 {
 		t.Fatalf("no session: %d", r.StatusCode)
 	}
-	if r := do(t, s, "POST", "/console/login", `{"token":"s3cret"}`, nil); r.StatusCode != 403 {
+	if r := do(t, s, "POST", "/console/login", login, nil); r.StatusCode != 403 {
 		t.Fatalf("login without console header: %d", r.StatusCode)
 	}
 	if r := do(t, s, "POST", "/console/login", `{"token":"wrong"}`, con); r.StatusCode != 401 || len(r.Cookies()) != 0 {
 		t.Fatalf("wrong token: %d cookies %v", r.StatusCode, r.Cookies())
 	}
-	r := do(t, s, "POST", "/console/login", `{"token":"s3cret"}`, con)
+	r := do(t, s, "POST", "/console/login", login, con)
 	if r.StatusCode != 200 || len(r.Cookies()) != 1 {
 		t.Fatalf("login: %d", r.StatusCode)
 	}
 	c := r.Cookies()[0]
-	if !c.HttpOnly || c.SameSite != http.SameSiteStrictMode || c.Name != CookieName || strings.Contains(c.Value, "s3cret") {
+	if !c.HttpOnly || c.SameSite != http.SameSiteStrictMode || c.Name != CookieName {
 		t.Fatalf("cookie %+v", c)
+	}
+	// The cookie holds a session token the API minted, not the token typed in.
+	sessionTok := tokenOf(&http.Request{Header: http.Header{"Cookie": {c.Name + "=" + c.Value}}})
+	if !strings.HasPrefix(sessionTok, "mat1.") || sessionTok == tok {
+		t.Fatalf("cookie carries %q, want a session token other than the login token", sessionTok)
 	}
 	with := func(extra map[string]string) map[string]string {
 		m := map[string]string{"Cookie": c.Name + "=" + c.Value}
@@ -209,7 +247,8 @@ func TestLoginAndProxy(t *testing.T) {
 	if err := json.NewDecoder(r.Body).Decode(&echo); err != nil || r.StatusCode != 200 {
 		t.Fatalf("proxy: %d %v", r.StatusCode, err)
 	}
-	if echo["path"] != "/api/v1/findings" || echo["query"] != "limit=5&type=a%2Fb" || echo["cookie"] != "" {
+	if echo["path"] != "/api/v1/findings" || echo["query"] != "limit=5&type=a%2Fb" || echo["cookie"] != "" ||
+		echo["authorization"] != "Bearer "+sessionTok {
 		t.Fatalf("proxied as %v", echo)
 	}
 	// CSRF: the cookie alone, a foreign Origin or a cross-site fetch are refused.
@@ -234,5 +273,24 @@ func TestLoginAndProxy(t *testing.T) {
 	r = do(t, s, "POST", "/console/logout", "", with(con))
 	if r.StatusCode != 200 || len(r.Cookies()) != 1 || r.Cookies()[0].MaxAge >= 0 {
 		t.Errorf("logout did not clear the cookie: %d %v", r.StatusCode, r.Cookies())
+	}
+	// Logging out ended the session on the server: a copy of the cookie
+	// (kept by an attacker, or a browser that ignored the clearing) no
+	// longer works, while the login token still does.
+	if r := do(t, s, "GET", "/console/api/v1/findings", "", with(con)); r.StatusCode != 401 {
+		t.Errorf("the cookie still works after logout: %d", r.StatusCode)
+	}
+	r = do(t, s, "GET", "/console/session", "", with(con))
+	if sess = nil; json.NewDecoder(r.Body).Decode(&sess) != nil || sess["loggedIn"] {
+		t.Errorf("session after logout: %v", sess)
+	}
+	if r := do(t, s, "POST", "/console/login", login, con); r.StatusCode != 200 {
+		t.Errorf("login token refused after a logout: %d", r.StatusCode)
+	}
+	// A session token pasted in as a login cannot renew itself.
+	r = do(t, s, "POST", "/console/login", login, con)
+	again := tokenOf(&http.Request{Header: http.Header{"Cookie": {r.Cookies()[0].Name + "=" + r.Cookies()[0].Value}}})
+	if r := do(t, s, "POST", "/console/login", `{"token":"`+again+`"}`, con); r.StatusCode != 401 || len(r.Cookies()) != 0 {
+		t.Errorf("a session logged in as a token: %d %v", r.StatusCode, r.Cookies())
 	}
 }

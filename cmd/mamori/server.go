@@ -60,6 +60,7 @@ type serverFlags struct {
 	minFreeDisk   int64
 	apiTLS        string
 	apiTLSHosts   []string
+	sessionTTL    time.Duration
 	// rulesDir and intelDir are the directories distributed to agents
 	// [DATA_DIR/rules, DATA_DIR/intel].
 	rulesDir, intelDir string
@@ -78,6 +79,7 @@ func (f *serverFlags) bind(cmd *cobra.Command) {
 	fl.StringVar(&f.exportFormat, "export-format", string(export.FormatEventBus), fmt.Sprintf("webhook record format: %v", export.Formats))
 	fl.StringVar(&f.updateFrequency, "export-update-frequency", "6h", "how often updated findings are exported: 15m, 1h or 6h (new findings go at once)")
 	fl.BoolVar(&f.noConsole, "no-console", false, "serve the API only, without the web console")
+	fl.DurationVar(&f.sessionTTL, "console-session", api.DefaultSessionTTL, "how long a console login lasts at most (it never outlives the token it was made with; logging out ends it at once)")
 	fl.StringVar(&f.natsHost, "nats-host", "127.0.0.1", "address the embedded NATS JetStream server (agent transport, TLS) listens on; 0.0.0.0 for agents on other hosts")
 	fl.IntVar(&f.natsPort, "nats-port", 4222, "port of the embedded NATS server (-1 picks a free one)")
 	fl.StringSliceVar(&f.natsURLs, "nats-url", nil, "join an external NATS JetStream cluster at these URLs (tls://host:4222,...) instead of embedding one; run N replicas with one PostgreSQL --store")
@@ -358,7 +360,8 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 	a, err := api.New(api.Options{Store: st, Tokens: tokens, Submit: s.Submit, Coverage: s.coverage,
 		RulesChanged: s.ingest.InvalidateRules, RulesDir: rulesDir, IntelDir: intelDir,
 		Agent:   finding.Agent{NodeID: "mamori-server", Hostname: host, Version: version},
-		Version: version, Logger: log, Registerer: reg, Agents: s.bus.enroller, Problems: s.bus.problems})
+		Version: version, Logger: log, Registerer: reg, Agents: s.bus.enroller, Problems: s.bus.problems,
+		SessionTTL: f.sessionTTL})
 	if err != nil {
 		s.bus.Close()
 		return fail(err)

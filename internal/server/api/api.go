@@ -72,6 +72,9 @@ type Options struct {
 	// messages now (a paused intake, a database outage); /health reports
 	// them. Nil: none known.
 	Problems func() []string
+	// SessionTTL bounds a console session's life [12h]; a session never
+	// outlives the token it was opened with.
+	SessionTTL time.Duration
 }
 
 // API is the HTTP API handler.
@@ -98,6 +101,9 @@ func New(opt Options) (*API, error) {
 	}
 	if opt.Logger == nil {
 		opt.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opt.SessionTTL <= 0 {
+		opt.SessionTTL = DefaultSessionTTL
 	}
 	if opt.Coverage == nil {
 		c, err := defaultCoverage(opt.Store)
@@ -144,6 +150,8 @@ func New(opt Options) (*API, error) {
 		{"GET", "/tokens", ScopeAdmin, a.listTokens},
 		{"POST", "/tokens", ScopeAdmin, a.createToken},
 		{"DELETE", "/tokens/{id}", ScopeAdmin, a.revokeToken},
+		{"POST", "/sessions", ScopeRead, a.openSession},
+		{"DELETE", "/sessions/current", ScopeRead, a.closeSession},
 	}
 	for _, rt := range a.routes {
 		a.mux.Handle(rt.method+" "+Prefix+rt.path, a.wrap(rt))
@@ -202,8 +210,12 @@ func (a *API) wrap(rt route) http.Handler {
 		defer func() {
 			a.metrics.observe(label, sw.status, time.Since(start))
 		}()
-		if rt.scope != "" && !a.authorize(sw, r, rt.scope) {
-			return
+		if rt.scope != "" {
+			tok, ok := a.authorize(sw, r, rt.scope)
+			if !ok {
+				return
+			}
+			r = r.WithContext(context.WithValue(r.Context(), callerKey{}, tok))
 		}
 		r.Body = http.MaxBytesReader(sw, r.Body, maxBody)
 		if err := rt.handler(sw, r); err != nil {
@@ -212,25 +224,34 @@ func (a *API) wrap(rt route) http.Handler {
 	})
 }
 
+// callerKey keys the authorized caller's token record in a request's context.
+type callerKey struct{}
+
+// caller returns the token an authorized request was made with.
+func caller(r *http.Request) (Token, bool) {
+	tok, ok := r.Context().Value(callerKey{}).(Token)
+	return tok, ok
+}
+
 // authorize checks r's bearer token for scope, answering 401 or 403 itself
 // when it does not do.
-func (a *API) authorize(w http.ResponseWriter, r *http.Request, scope Scope) bool {
+func (a *API) authorize(w http.ResponseWriter, r *http.Request, scope Scope) (Token, bool) {
 	tok, err := a.opt.Tokens.Check(bearer(r))
 	if err != nil {
 		if !errors.Is(err, ErrNoToken) && !errors.Is(err, ErrInvalidToken) {
 			a.opt.Logger.Error("api: token check", "err", err)
 			writeError(w, http.StatusInternalServerError, "token check failed")
-			return false
+			return Token{}, false
 		}
 		w.Header().Set("WWW-Authenticate", `Bearer realm="mamori"`)
 		writeError(w, http.StatusUnauthorized, err.Error())
-		return false
+		return Token{}, false
 	}
 	if !tok.Scope.Allows(scope) {
 		writeError(w, http.StatusForbidden, fmt.Sprintf("token %q has scope %s; this needs %s", tok.Name, tok.Scope, scope))
-		return false
+		return Token{}, false
 	}
-	return true
+	return tok, true
 }
 
 // Protect serves h only to requests bearing a token of scope (401/403
@@ -238,7 +259,7 @@ func (a *API) authorize(w http.ResponseWriter, r *http.Request, scope Scope) boo
 // labels name nodes, clusters and rules.
 func (a *API) Protect(scope Scope, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if a.authorize(w, r, scope) {
+		if _, ok := a.authorize(w, r, scope); ok {
 			h.ServeHTTP(w, r)
 		}
 	})

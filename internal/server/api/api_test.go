@@ -22,11 +22,11 @@ func placeholder(path string) string {
 func TestAuth(t *testing.T) {
 	e := newEnv(t)
 	tf := e.api.opt.Tokens
-	expired, _, err := tf.Create("expired", ScopeAdmin, time.Millisecond)
+	expired, _, err := tf.Create(NewToken{Name: "expired", Scope: ScopeAdmin, TTL: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
-	revoked, rec, err := tf.Create("revoked", ScopeAdmin, 0)
+	revoked, rec, err := tf.Create(NewToken{Name: "revoked", Scope: ScopeAdmin})
 	if err != nil {
 		t.Fatal(err)
 	}

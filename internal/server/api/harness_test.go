@@ -123,7 +123,7 @@ func newEnv(t testing.TB) *env {
 	}
 	e := &env{t: t, st: st, local: local, dir: dir, tokens: map[Scope]string{ScopeAdmin: admin}}
 	for _, s := range []Scope{ScopeAgent, ScopeRead, ScopeWrite} {
-		tok, _, err := tf.Create("test "+string(s), s, 0)
+		tok, _, err := tf.Create(NewToken{Name: "test " + string(s), Scope: s})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -76,7 +76,7 @@ func (l Local) EnsureAdmin(ts TokenStore) (string, error) {
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return "", fmt.Errorf("admin token: %w", err)
 	}
-	tok, _, err := ts.Create("local admin (made at first start)", ScopeAdmin, 0)
+	tok, _, err := ts.Create(NewToken{Name: "local admin (made at first start)", Scope: ScopeAdmin})
 	if err != nil {
 		return "", err
 	}

@@ -59,6 +59,18 @@ type Token struct {
 	SecretHash string    `json:"secretHash,omitempty"`
 	CreatedAt  time.Time `json:"createdAt"`
 	ExpiresAt  time.Time `json:"expiresAt,omitzero"`
+	// Parent is set on a console session: the id of the token the session
+	// was opened with. Revoking the parent ends its sessions.
+	Parent string `json:"parent,omitempty"`
+}
+
+// NewToken says what token to make.
+type NewToken struct {
+	Name  string
+	Scope Scope
+	// TTL 0: the token does not expire.
+	TTL    time.Duration
+	Parent string
 }
 
 // Errors of token checks. Callers answer all of them with 401 and do not
@@ -223,8 +235,8 @@ func hashSecret(s string) string {
 // server replicas share them.
 type TokenStore interface {
 	// Create makes a token and returns it (the only time it is visible)
-	// with its record. ttl 0 means it does not expire.
-	Create(name string, scope Scope, ttl time.Duration) (string, Token, error)
+	// with its record.
+	Create(spec NewToken) (string, Token, error)
 	Revoke(id string) error
 	// List returns the tokens, oldest first, without their hashes.
 	List() ([]Token, error)
@@ -233,11 +245,11 @@ type TokenStore interface {
 }
 
 // newToken makes a token and its record.
-func newToken(now time.Time, name string, scope Scope, ttl time.Duration) (string, Token, error) {
-	if _, ok := scopeRank[scope]; !ok {
-		return "", Token{}, fmt.Errorf("api tokens: unknown scope %q", scope)
+func newToken(now time.Time, spec NewToken) (string, Token, error) {
+	if _, ok := scopeRank[spec.Scope]; !ok {
+		return "", Token{}, fmt.Errorf("api tokens: unknown scope %q", spec.Scope)
 	}
-	if ttl < 0 {
+	if spec.TTL < 0 {
 		return "", Token{}, fmt.Errorf("api tokens: negative ttl")
 	}
 	var id [6]byte
@@ -245,9 +257,9 @@ func newToken(now time.Time, name string, scope Scope, ttl time.Duration) (strin
 	_, _ = rand.Read(id[:])
 	_, _ = rand.Read(secret[:])
 	now = now.UTC().Truncate(time.Second)
-	rec := Token{ID: hex.EncodeToString(id[:]), Name: name, Scope: scope, CreatedAt: now}
-	if ttl > 0 {
-		rec.ExpiresAt = now.Add(ttl)
+	rec := Token{ID: hex.EncodeToString(id[:]), Name: spec.Name, Scope: spec.Scope, CreatedAt: now, Parent: spec.Parent}
+	if spec.TTL > 0 {
+		rec.ExpiresAt = now.Add(spec.TTL)
 	}
 	sec := base64.RawURLEncoding.EncodeToString(secret[:])
 	rec.SecretHash = hashSecret(sec)
@@ -293,9 +305,9 @@ func listed(toks []Token) []Token {
 }
 
 // Create makes a token and returns it (the only time it is visible) with
-// its record. ttl 0 means it does not expire.
-func (t *TokenFile) Create(name string, scope Scope, ttl time.Duration) (string, Token, error) {
-	tok, rec, err := newToken(t.now(), name, scope, ttl)
+// its record.
+func (t *TokenFile) Create(spec NewToken) (string, Token, error) {
+	tok, rec, err := newToken(t.now(), spec)
 	if err != nil {
 		return "", Token{}, err
 	}

@@ -41,7 +41,7 @@ func (a AgentTokens) Issue(ctx context.Context, nodeID string) (string, error) {
 	if err := a.revokeLegacy(nodeID); err != nil {
 		return "", err
 	}
-	tok, rec, err := newToken(time.Now(), AgentTokenName(nodeID), ScopeAgent, 0)
+	tok, rec, err := newToken(time.Now(), NewToken{Name: AgentTokenName(nodeID), Scope: ScopeAgent})
 	if err != nil {
 		return "", err
 	}
@@ -94,8 +94,8 @@ type unionTokens struct {
 	now    func() time.Time
 }
 
-func (u *unionTokens) Create(name string, scope Scope, ttl time.Duration) (string, Token, error) {
-	return u.people.Create(name, scope, ttl)
+func (u *unionTokens) Create(spec NewToken) (string, Token, error) {
+	return u.people.Create(spec)
 }
 
 func (u *unionTokens) Revoke(id string) error {

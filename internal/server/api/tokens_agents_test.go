@@ -25,7 +25,7 @@ func TestAgentTokensAlongsidePeople(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	legacy, _, err := tf.Create(AgentTokenName("n1"), ScopeAgent, 0)
+	legacy, _, err := tf.Create(NewToken{Name: AgentTokenName("n1"), Scope: ScopeAgent})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +137,7 @@ func BenchmarkIssueAgentToken(b *testing.B) {
 			if _, err := at.Issue(ctx, node); err != nil {
 				b.Fatal(err)
 			}
-			_, rec, _ := newToken(time.Now(), AgentTokenName(node), ScopeAgent, 0)
+			_, rec, _ := newToken(time.Now(), NewToken{Name: AgentTokenName(node), Scope: ScopeAgent})
 			tf.tokens[rec.ID] = rec
 		}
 		tf.mu.Lock()
@@ -155,7 +155,7 @@ func BenchmarkIssueAgentToken(b *testing.B) {
 		})
 		b.Run(fmt.Sprintf("file/fleet=%d", n), func(b *testing.B) {
 			for i := 0; b.Loop(); i++ {
-				if _, _, err := tf.Create(AgentTokenName(fmt.Sprintf("new-%d", i)), ScopeAgent, 0); err != nil {
+				if _, _, err := tf.Create(NewToken{Name: AgentTokenName(fmt.Sprintf("new-%d", i)), Scope: ScopeAgent}); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -55,7 +55,7 @@ func (a *API) createToken(w http.ResponseWriter, r *http.Request) error {
 		}
 		ttl = d
 	}
-	tok, rec, err := a.opt.Tokens.Create(req.Name, req.Scope, ttl)
+	tok, rec, err := a.opt.Tokens.Create(NewToken{Name: req.Name, Scope: req.Scope, TTL: ttl})
 	if err != nil {
 		return err
 	}
@@ -64,7 +64,7 @@ func (a *API) createToken(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) revokeToken(w http.ResponseWriter, r *http.Request) error {
-	if err := a.opt.Tokens.Revoke(r.PathValue("id")); err != nil {
+	if err := a.revokeWithSessions(r.PathValue("id")); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)

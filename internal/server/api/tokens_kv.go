@@ -33,8 +33,8 @@ func (k *KVTokens) ctx() (context.Context, context.CancelFunc) {
 }
 
 // Create makes a token and stores its record.
-func (k *KVTokens) Create(name string, scope Scope, ttl time.Duration) (string, Token, error) {
-	tok, rec, err := newToken(k.now(), name, scope, ttl)
+func (k *KVTokens) Create(spec NewToken) (string, Token, error) {
+	tok, rec, err := newToken(k.now(), spec)
 	if err != nil {
 		return "", Token{}, err
 	}

@@ -33,7 +33,7 @@ func TestTokenStores(t *testing.T) {
 	for name, open := range stores {
 		t.Run(name, func(t *testing.T) {
 			ts, now := open(t)
-			tok, rec, err := ts.Create("ci", ScopeRead, time.Hour)
+			tok, rec, err := ts.Create(NewToken{Name: "ci", Scope: ScopeRead, TTL: time.Hour})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -66,7 +66,7 @@ func TestTokenStores(t *testing.T) {
 			if err := ts.Revoke(rec.ID); !errors.Is(err, errNotFound) {
 				t.Errorf("second revoke: %v", err)
 			}
-			if _, _, err := ts.Create("x", Scope("root"), 0); err == nil {
+			if _, _, err := ts.Create(NewToken{Name: "x", Scope: Scope("root")}); err == nil {
 				t.Error("unknown scope accepted")
 			}
 		})

@@ -1,6 +1,6 @@
 // The API client. Calls go to /console/api/..., where the server swaps the
-// HttpOnly session cookie for the API token; the custom header is the CSRF
-// guard (see web/session.go). Every shape the server's API has is mapped
+// HttpOnly cookie for the session token it holds; the custom header is the
+// CSRF guard (see web/session.go). Every shape the server's API has is mapped
 // here, so the views speak one vocabulary.
 
 const H = { 'X-Mamori-Console': '1' };

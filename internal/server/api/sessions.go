@@ -1,0 +1,121 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+)
+
+// DefaultSessionTTL is how long a console session lasts at most.
+const DefaultSessionTTL = 12 * time.Hour
+
+// Console sessions are short-lived API tokens minted at login, so the
+// browser never holds the token a person logged in with: logging out
+// revokes the session's token on the server (a copied cookie stops working
+// at once), a session expires on its own, and revoking the token it was
+// opened with ends it too. They are ordinary tokens otherwise (same scope
+// as their parent, listed with their parent's id), so every replica checks
+// them as it checks any token.
+
+// openSession mints a session token for the caller's token.
+func (a *API) openSession(w http.ResponseWriter, r *http.Request) error {
+	parent, ok := caller(r)
+	if !ok {
+		return errors.New("open session: no caller")
+	}
+	if parent.Parent != "" {
+		// A session extending itself would never expire.
+		return errorf(http.StatusForbidden, "a session token cannot open another session")
+	}
+	now := time.Now()
+	ttl := a.opt.SessionTTL
+	if !parent.ExpiresAt.IsZero() {
+		ttl = min(ttl, parent.ExpiresAt.Sub(now).Truncate(time.Second))
+	}
+	if ttl < time.Second {
+		return errorf(http.StatusForbidden, "token %q expires in less than a second", parent.Name)
+	}
+	a.purgeExpiredSessions(now)
+	tok, rec, err := a.opt.Tokens.Create(NewToken{
+		Name: "console session of " + parent.Name, Scope: parent.Scope, TTL: ttl, Parent: parent.ID})
+	if err != nil {
+		return fmt.Errorf("open session: %w", err)
+	}
+	// The parent may have been revoked between the check and the mint: its
+	// cascade would have missed this session.
+	if _, err := a.lookup(parent.ID); err != nil {
+		_ = a.opt.Tokens.Revoke(rec.ID)
+		return errorf(http.StatusUnauthorized, "token %q was revoked", parent.Name)
+	}
+	a.opt.Logger.Info("console session opened", "token", parent.ID, "name", parent.Name, "session", rec.ID, "expires", rec.ExpiresAt)
+	rec.SecretHash = ""
+	return writeJSON(w, http.StatusCreated, TokenResponse{Value: tok, Token: rec})
+}
+
+// closeSession revokes the session token the request bears.
+func (a *API) closeSession(w http.ResponseWriter, r *http.Request) error {
+	tok, ok := caller(r)
+	if !ok {
+		return errors.New("close session: no caller")
+	}
+	if tok.Parent == "" {
+		return errorf(http.StatusBadRequest, "token %q is not a session token; revoke it with DELETE /api/v1/tokens/%s", tok.Name, tok.ID)
+	}
+	if err := a.opt.Tokens.Revoke(tok.ID); err != nil && !errors.Is(err, errNotFound) {
+		return err
+	}
+	a.opt.Logger.Info("console session closed", "session", tok.ID)
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// lookup returns the record of the token with this id.
+func (a *API) lookup(id string) (Token, error) {
+	toks, err := a.opt.Tokens.List()
+	if err != nil {
+		return Token{}, err
+	}
+	for _, t := range toks {
+		if t.ID == id {
+			return t, nil
+		}
+	}
+	return Token{}, fmt.Errorf("api token %s: %w", id, errNotFound)
+}
+
+// revokeWithSessions revokes a token and every session opened with it.
+func (a *API) revokeWithSessions(id string) error {
+	if err := a.opt.Tokens.Revoke(id); err != nil {
+		return err
+	}
+	toks, err := a.opt.Tokens.List()
+	if err != nil {
+		return fmt.Errorf("revoke the sessions of %s: %w", id, err)
+	}
+	for _, t := range toks {
+		if t.Parent == id {
+			if err := a.opt.Tokens.Revoke(t.ID); err != nil && !errors.Is(err, errNotFound) {
+				return fmt.Errorf("revoke session %s of %s: %w", t.ID, id, err)
+			}
+		}
+	}
+	return nil
+}
+
+// purgeExpiredSessions forgets sessions that expired (a session nobody
+// logged out of stays in the token list until then); best effort.
+func (a *API) purgeExpiredSessions(now time.Time) {
+	toks, err := a.opt.Tokens.List()
+	if err != nil {
+		a.opt.Logger.Warn("purge expired console sessions", "err", err)
+		return
+	}
+	for _, t := range toks {
+		if t.Parent != "" && !t.ExpiresAt.IsZero() && !now.Before(t.ExpiresAt) {
+			if err := a.opt.Tokens.Revoke(t.ID); err != nil && !errors.Is(err, errNotFound) {
+				a.opt.Logger.Warn("purge expired console session", "session", t.ID, "err", err)
+			}
+		}
+	}
+}
