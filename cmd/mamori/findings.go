@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -86,6 +87,25 @@ func clean(s string) string {
 		return strconv.Quote(s)
 	}
 	return s
+}
+
+// procLine names a process of a finding by its executable, adding the name
+// it runs as when that differs (busybox applets, runc's init stages) and
+// saying why the path is missing when it is; more goes after the pid.
+func procLine(name, exe string, pid uint32, more string) string {
+	ids := fmt.Sprintf("pid %d%s", pid, more)
+	switch exe {
+	case "":
+		return fmt.Sprintf("%s (%s; executable path unreadable)", clean(name), ids)
+	case "/":
+		// d_path of a file that is itself the root of a detached mount, as
+		// runc executes a sealed copy of itself.
+		return fmt.Sprintf("%s (%s; executable on a detached mount, path unknown)", clean(name), ids)
+	}
+	if name != "" && !strings.HasPrefix(path.Base(exe), name) { // the kernel cuts names at 15 bytes
+		return fmt.Sprintf("%s [%s] (%s)", clean(exe), clean(name), ids)
+	}
+	return fmt.Sprintf("%s (%s)", clean(exe), ids)
 }
 
 func findingsCmd() *cobra.Command {
@@ -281,7 +301,7 @@ func printFinding(w io.Writer, r *store.Record) {
 		line("MITRE ATT&CK", strings.TrimSpace(d.Tactic+" "+d.Technique))
 	}
 	if p := s.RuntimeDetails.Process; p != nil {
-		line("Process", fmt.Sprintf("%s (pid %d, uid %d)", clean(p.ExecutablePath), p.Pid, p.UserID))
+		line("Process", procLine(p.Name, p.ExecutablePath, p.Pid, fmt.Sprintf(", uid %d", p.UserID)))
 		if len(p.Args) > 0 {
 			args := make([]string, len(p.Args))
 			for i, a := range p.Args {
@@ -290,7 +310,7 @@ func printFinding(w io.Writer, r *store.Record) {
 			line("Command line", strings.Join(args, " "))
 		}
 		for i, a := range p.Lineage {
-			line(fmt.Sprintf("Parent %d", i+1), fmt.Sprintf("%s (pid %d)", clean(a.Exe), a.PID))
+			line(fmt.Sprintf("Parent %d", i+1), procLine(a.Name, a.Exe, a.PID, ""))
 		}
 	}
 	if ev := s.Evidence; ev != nil {

@@ -90,6 +90,15 @@ function pid(p) {
   return p.namespacePid && p.namespacePid !== p.pid ? `${p.pid} (${p.namespacePid} in its namespace)` : String(p.pid ?? '');
 }
 
+// exeLabel says why a path is missing: "/" is what the kernel names a file
+// that is itself the root of a detached mount (runc runs a sealed copy of
+// itself that way); none means /proc/PID/exe could not be read.
+function exeLabel(exe) {
+  if (!exe) return '(executable path unreadable)';
+  if (exe === '/') return '(executable on a detached mount, path unknown)';
+  return exe;
+}
+
 // lineage renders the ancestors, oldest first, as nested lists ending at
 // the acting process.
 function lineage(proc) {
@@ -101,7 +110,7 @@ function lineage(proc) {
     const li = h('li', { class: p.acting ? 'acting' : '' },
       h('div', { class: 'node' },
         h('span', { class: 'pname' }, vis(p.name || '?')),
-        h('span', { class: 'mono exe' }, vis(p.executablePath || '')),
+        h('span', { class: 'mono exe' }, vis(exeLabel(p.executablePath))),
         p.acting ? h('span', { class: 'tag' }, 'acting process') : null),
       long(argv(p.args), 'mono argv'),
       h('div', { class: 'muted small' }, `pid ${pid(p)} · ${userOf(p)}`,
