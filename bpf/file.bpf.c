@@ -8,16 +8,18 @@
  * open under a root no entry starts with (/tmp, /proc, ...) costs a
  * two-byte read; one that no entry watches a string read and one lookup.
  * Relative paths with write intent are always sent (user space resolves
- * them against the cwd and filters). Every operation has one hook, at
+ * them against their directory fd or the cwd, and filters). Every operation has one hook, at
  * syscall exit (exit_take in syscall.h).
  *
  * EV_OPEN    args: 0 flags, 1 mode, 2 dfd, 3 watch bits; ret = fd or -errno
  *            strs: 0 resolved path (walk of the new fd; empty on failure),
- *                  1 path as passed, 2 cwd when the path is relative
+ *                  1 path as passed, 2 base when the path is relative
+ *                  (the walk of openat's dfd, or the cwd)
  * EV_RENAME, EV_LINK, EV_SYMLINK
- *            args: 0 flags; strs: 0 old, 1 new, 2 cwd when either is relative
- * EV_UNLINK  args: 0 flags (AT_REMOVEDIR for rmdir); strs: 0 path, 1 cwd if relative
- * EV_CHMOD   args: 0 mode, 1 fd (-1 when by path); strs: 0 path or fd walk, 1 cwd if relative
+ *            args: 0 flags; strs: 0 old, 1 new, and when either is relative
+ *            2 old's base, 3 new's base (directory fd or cwd; empty if absolute)
+ * EV_UNLINK  args: 0 flags (AT_REMOVEDIR for rmdir); strs: 0 path, 1 base if relative
+ * EV_CHMOD   args: 0 mode, 1 fd (-1 when by path); strs: 0 path or fd walk, 1 base if relative
  * EV_CHOWN   args: 0 uid, 1 gid, 2 fd (-1 when by path), 3 flags; strs as EV_CHMOD
  */
 #include "syscall.h"
@@ -85,6 +87,10 @@ static __always_inline __u32 watch_bits(const char *upath)
 			return 0;
 		if (head[0] != '/')
 			return 4 | WATCH_WRITE;
+		/* "//etc/shadow", "/./etc/shadow": not what the trie holds, and
+		 * rare; user space cleans and judges them. */
+		if (head[1] == '/' || head[1] == '.')
+			return 4 | WATCH_WRITE | WATCH_READ;
 		if (!root_watched((unsigned char)head[1]))
 			return 0;
 	}
@@ -154,7 +160,7 @@ static __always_inline int exit_open_common(__u32 fam, long ret, int pi)
 	char c = 0;
 	bpf_probe_read_user(&c, 1, up);
 	if (c != '/')
-		off = put_cwd(s, off);
+		off = put_base(s, off, (fam == SC_OPENAT || fam == SC_OPENAT2) ? (long)st.args[0] : -100);
 	submit(s, off);
 	return 0;
 }
@@ -188,8 +194,19 @@ static __always_inline int exit_two(__u32 fam, __u32 kind, long ret, int ai, int
 	char ca = 0, cb = 0;
 	bpf_probe_read_user(&ca, 1, a);
 	bpf_probe_read_user(&cb, 1, b);
-	if (ca != '/' || cb != '/')
-		off = put_cwd(s, off);
+	if (ca != '/' || cb != '/') {
+		/* each relative path's own base: rm -r and mv work through
+		 * directory fds (renameat(olddirfd, old, newdirfd, new)) */
+		long da = -100, db = -100;
+		if (fam == SC_RENAMEAT || fam == SC_RENAMEAT2 || fam == SC_LINKAT) {
+			da = st.args[0];
+			db = st.args[2];
+		} else if (fam == SC_SYMLINKAT) {
+			db = st.args[1];
+		}
+		off = (ca != '/' && !symlink) ? put_base(s, off, da) : put_empty(s, off);
+		off = cb != '/' ? put_base(s, off, db) : put_empty(s, off);
+	}
 	submit(s, off);
 	return 0;
 }
@@ -267,8 +284,9 @@ static __always_inline int exit_one(__u32 fam, __u32 kind, long ret, int pi, int
 	if (p) {
 		char c = 0;
 		bpf_probe_read_user(&c, 1, p);
+		int at = fam == SC_UNLINKAT || fam == SC_FCHMODAT || fam == SC_FCHMODAT2 || fam == SC_FCHOWNAT;
 		if (c != '/')
-			off = put_cwd(s, off);
+			off = put_base(s, off, at ? (long)st.args[0] : -100);
 	}
 	submit(s, off);
 	return 0;

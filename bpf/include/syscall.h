@@ -166,4 +166,13 @@ static __always_inline __u32 put_cwd(struct scratch *s, __u32 off)
 	return put_path(s, off, &pwd);
 }
 
+/* put_base appends the directory a relative path is resolved against: the
+ * directory fd of an *at call, the working directory for AT_FDCWD. */
+static __always_inline __u32 put_base(struct scratch *s, __u32 off, long dirfd)
+{
+	if ((int)dirfd == -100 /* AT_FDCWD */)
+		return put_cwd(s, off);
+	return put_fd_path(s, off, (int)dirfd);
+}
+
 #endif

@@ -104,7 +104,13 @@ func decodeKind(ev *event.Event, r *record, clock Clock) error {
 			ev.File.RawPath = ""
 		}
 	case event.KindRename, event.KindLink, event.KindSymlink:
-		ev.File = &event.File{Path: absPath(r.str(0), r.str(2)), NewPath: absPath(r.str(1), r.str(2)), Flags: uint32(a[0])}
+		// Each relative path has its own base (strs 2 and 3: the directory
+		// fds of renameat and linkat, or the cwd).
+		newBase := r.str(2)
+		if r.nstr > 3 {
+			newBase = r.str(3)
+		}
+		ev.File = &event.File{Path: absPath(r.str(0), r.str(2)), NewPath: absPath(r.str(1), newBase), Flags: uint32(a[0])}
 		if ev.Kind == event.KindSymlink {
 			// The old name of a symlink is its content, not a path we resolve.
 			ev.File.Path = r.str(0)
@@ -229,12 +235,11 @@ func decodeExec(ev *event.Event, r *record, clock Clock) {
 // clockless turns inode timestamps (real-time ns) into time values.
 func clockless(ns uint64) time.Time { return time.Unix(0, int64(ns)) }
 
-// absPath resolves a path passed relative to cwd; absolute paths and the
-// empty string pass through. The result is cleaned lexically only (no
-// symlinks are followed: the caller's view is what counts).
-// absPath makes p absolute against cwd and cleans it lexically: a
-// "/var/log/../../etc/sudoers.d/x" is reported as the file it names, so
-// path rules cannot be walked around with dot-dot segments.
+// absPath makes p absolute against base (the directory fd of an *at call,
+// or the cwd) and cleans it lexically: a "/var/log/../../etc/sudoers.d/x"
+// is reported as the file it names, so path rules cannot be walked around
+// with dot-dot segments. No symlinks are followed: the caller's view is
+// what counts. The empty string passes through.
 func absPath(p, cwd string) string {
 	if p == "" {
 		return p

@@ -290,6 +290,26 @@ func TestFileEvents(t *testing.T) {
 			if ev.File.Path != name || ev.File.NewPath != name+".new" {
 				t.Errorf("rename: %+v", ev.File)
 			}
+			// rm -r and mv work relative to directory fds: each path is
+			// resolved against its own directory, not the cwd.
+			moved := filepath.Join(w.tmp, "mamori-moved")
+			mark, _, out, err = w.run(t, "renameat-dirs", "/etc", filepath.Base(name)+".new", w.tmp, "mamori-moved")
+			mustOK(t, err, out)
+			ev = waitFrom(t, mark, "renameat with directory fds", func(ev *event.Event) bool {
+				return ev.Kind == event.KindRename && w.from(ev)
+			})
+			if ev.File.Path != name+".new" || ev.File.NewPath != moved {
+				t.Errorf("renameat(/etc fd, %s, %s fd, mamori-moved): %+v", filepath.Base(name)+".new", w.tmp, ev.File)
+			}
+			mark, _, out, err = w.run(t, "rename", moved, name+".new")
+			mustOK(t, err, out)
+			// "//etc/shadow" is not the string the kernel filter watches,
+			// but is the file: it is reported by what it names.
+			mark, _, out, err = w.run(t, "open-read", "//etc/./shadow")
+			mustOK(t, err, out)
+			ev = waitFrom(t, mark, "sensitive read through //", func(ev *event.Event) bool {
+				return ev.Kind == event.KindOpen && w.from(ev) && ev.File.Path == "/etc/shadow"
+			})
 			mark, _, out, err = w.run(t, "link", name+".new", name+".link")
 			mustOK(t, err, out)
 			ev = waitFrom(t, mark, "link", func(ev *event.Event) bool { return ev.Kind == event.KindLink && w.from(ev) })
@@ -314,11 +334,11 @@ func TestFileEvents(t *testing.T) {
 			if ev.File.UID == nil || *ev.File.UID != 65534 {
 				t.Errorf("chown: %+v", ev.File)
 			}
-			mark, _, out, err = w.run(t, "unlink", name+".link")
+			mark, _, out, err = w.run(t, "unlinkat-dir", "/etc", filepath.Base(name)+".link")
 			mustOK(t, err, out)
 			ev = waitFrom(t, mark, "unlink", func(ev *event.Event) bool { return ev.Kind == event.KindUnlink && w.from(ev) })
 			if ev.File.Path != name+".link" {
-				t.Errorf("unlink: %+v", ev.File)
+				t.Errorf("unlinkat(/etc fd, %s): %+v", filepath.Base(name)+".link", ev.File)
 			}
 			// A failed attempt is still reported, with its error.
 			mark, _, _, err = w.run(t, "unlink", "/etc/mamori-does-not-exist")

@@ -79,6 +79,25 @@ func run(action string, a []string) error {
 		return os.Symlink(arg(a, 0), arg(a, 1))
 	case "unlink":
 		return os.Remove(arg(a, 0))
+	case "unlinkat-dir": // DIR NAME: as rm -r does, relative to a directory fd
+		dfd, err := unix.Open(arg(a, 0), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(dfd)
+		return unix.Unlinkat(dfd, arg(a, 1), 0)
+	case "renameat-dirs": // OLDDIR OLD NEWDIR NEW
+		d1, err := unix.Open(arg(a, 0), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(d1)
+		d2, err := unix.Open(arg(a, 2), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(d2)
+		return unix.Renameat(d1, arg(a, 1), d2, arg(a, 3))
 	case "chmod":
 		return unix.Chmod(arg(a, 0), uint32(num(arg(a, 1))))
 	case "chown":
