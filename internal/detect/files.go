@@ -2,6 +2,7 @@ package detect
 
 import (
 	"path"
+	"regexp"
 	"strings"
 
 	"github.com/mamori-dev/mamori/internal/event"
@@ -51,9 +52,12 @@ type fileRule struct {
 	match func(p, op string) bool
 }
 
+// under reports whether p lies under one of dirs (prefixes); a prefix
+// ending in "/" also matches the directory itself, so renaming or
+// replacing /var/log or /etc/sudoers.d as a whole counts.
 func under(p string, dirs ...string) bool {
 	for _, d := range dirs {
-		if strings.HasPrefix(p, d) {
+		if strings.HasPrefix(p, d) || (strings.HasSuffix(d, "/") && p == d[:len(d)-1]) {
 			return true
 		}
 	}
@@ -77,6 +81,9 @@ var fileRules = []fileRule{
 		base := path.Base(p)
 		if strings.Contains(p, "/.ssh/") && (base == "authorized_keys" || base == "authorized_keys2") {
 			return true
+		}
+		if base == ".ssh" && (op == "rename" || op == "symlink" || op == "link") {
+			return true // a whole .ssh directory put in place
 		}
 		if (strings.HasPrefix(p, "/root/") || strings.HasPrefix(p, "/home/")) &&
 			(base == ".bashrc" || base == ".profile" || base == ".bash_profile" || base == ".zshrc" || base == ".bash_logout") {
@@ -118,24 +125,61 @@ func byLogKeeper(ev *event.Event, op string) bool {
 		return false
 	}
 	p := &ev.Process
-	if (ev.Container != nil && ev.Container.ID != "") || (p.NSPID != 0 && p.NSPID != p.PID) {
+	// The namespace id the kernel gives is the thread's: on the host it
+	// equals the thread id, in any other pid namespace it does not.
+	tid := p.TID
+	if tid == 0 {
+		tid = p.PID
+	}
+	if (ev.Container != nil && ev.Container.ID != "") || (p.NSPID != 0 && p.NSPID != tid) {
 		return false
 	}
 	if keeper(p.Exe, p.Args) {
 		return true
 	}
-	return compressors[path.Base(p.Exe)] && len(p.Lineage) > 0 && keeper(p.Lineage[0].Exe, p.Lineage[0].Args)
+	return compressors[p.Exe] && len(p.Lineage) > 0 && keeper(p.Lineage[0].Exe, p.Lineage[0].Args)
 }
 
 func keeper(exe string, args []string) bool {
+	if path.Base(exe) == "logrotate" && logKeepers[exe] {
+		return systemRotation(args)
+	}
 	if logKeepers[exe] {
 		return true
 	}
-	// An interpreter running a keeper's script: python3 /usr/bin/dnf ...
-	return len(args) > 1 && logKeepers[args[1]] && strings.HasPrefix(path.Base(exe), "python")
+	// The system's interpreter running a keeper's script: python3 /usr/bin/dnf ...
+	return len(args) > 1 && logKeepers[args[1]] && systemPython.MatchString(exe)
 }
 
-var compressors = map[string]bool{"gzip": true, "xz": true, "bzip2": true, "zstd": true, "lz4": true}
+// systemPython matches the interpreters package managers run on, by path:
+// a python copied to /tmp is not one.
+var systemPython = regexp.MustCompile(`^/usr/(bin|libexec)/(python3?(\.[0-9]+)?|platform-python)$`)
+
+// systemRotation reports whether logrotate's arguments name only the
+// system's configuration (under /etc): "logrotate -f /tmp/evil.conf" can
+// rotate anything away, with any command, and is not the nightly run.
+func systemRotation(args []string) bool {
+	if len(args) < 2 {
+		return true // the built-in default: /etc/logrotate.conf
+	}
+	for i := 1; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "-s" || a == "-l" || a == "-m" || a == "--state" || a == "--log" || a == "--mail":
+			i++ // their value is not a configuration
+		case strings.HasPrefix(a, "-"):
+		case !strings.HasPrefix(path.Clean(a), "/etc/"):
+			return false
+		}
+	}
+	return true
+}
+
+// compressors logrotate runs, by path.
+var compressors = map[string]bool{
+	"/usr/bin/gzip": true, "/bin/gzip": true, "/usr/bin/xz": true, "/bin/xz": true,
+	"/usr/bin/bzip2": true, "/bin/bzip2": true, "/usr/bin/zstd": true, "/usr/bin/lz4": true,
+}
 
 // sensitiveFiles covers the three SensitiveFileModified types. Attempts
 // count: a denied write to /etc/sudoers is still reported, with its error.
@@ -153,17 +197,19 @@ func sensitiveFiles() Detector {
 			if strings.HasPrefix(p, "/") {
 				p = path.Clean(p) // no walking around the rules with dot-dot
 			}
+			// At most one hit per path, and every path judged: moving a log
+			// into /etc/cron.d destroys the one and plants the other.
 			for _, r := range fileRules {
 				if p != "" && r.match(p, op) {
 					if under(p, "/var/log/") && byLogKeeper(ev, op) {
-						break // this path only: a rename's other path is judged on its own
+						break
 					}
 					ctx := map[string]any{"fileOperation": op, "filePath": p, "result": errOr(ev)}
 					if historyNames[path.Base(p)] {
 						ctx["shellHistoryFilePath"] = p
 					}
 					hit(Hit{Type: r.typ, KeyActor: p, Context: ctx})
-					return
+					break
 				}
 			}
 		}

@@ -31,7 +31,7 @@ var DefaultWatch = []WatchRule{
 	{"/lib/", WatchWrite},
 	{"/lib64/", WatchWrite},
 	{"/boot/", WatchWrite},
-	{"/var/log/", WatchWrite},
+	{"/var/log", WatchWrite}, // the directory itself too (mv /var/log /tmp/x)
 	{"/var/spool/cron", WatchWrite},
 	{"/var/spool/at", WatchWrite},
 	{"/proc/", WatchWrite},
