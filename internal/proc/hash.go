@@ -4,10 +4,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -52,8 +50,17 @@ type hasher struct {
 	mu       sync.Mutex
 	cache    map[fileKey]string
 
-	queued, done, dropped, failed, hits atomic.Uint64
+	queued, done, dropped, failed, hits, stuck atomic.Uint64
 }
+
+// hashTimeout bounds one hash: a file on a stalled FUSE or NFS mount blocks
+// open, stat and read whatever the flags, and must not stop hashing node-
+// wide. The stuck goroutine is abandoned (it finishes or stays blocked);
+// past maxStuck of them hashing stops, counted and logged.
+const (
+	hashTimeout = 20 * time.Second
+	maxStuck    = 8
+)
 
 const hashCacheSize = 8192
 
@@ -92,9 +99,38 @@ func (t *Table) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case j := <-h.jobs:
-			h.run(j)
+			if !h.runBounded(ctx, j) {
+				return
+			}
 		}
 	}
+}
+
+// runBounded runs j on a goroutine of its own for at most hashTimeout,
+// reporting whether hashing may go on.
+func (h *hasher) runBounded(ctx context.Context, j hashJob) bool {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		h.run(j)
+	}()
+	timer := time.NewTimer(hashTimeout)
+	defer timer.Stop()
+	select {
+	case <-done:
+		return true
+	case <-ctx.Done():
+		return false
+	case <-timer.C:
+	}
+	n := h.stuck.Add(1)
+	h.failed.Add(1)
+	h.t.log.Warn("hashing an executable blocked; left behind", "pid", j.pid, "path", j.path, "after", hashTimeout, "stuck", n)
+	if n >= maxStuck {
+		h.t.log.Error("executable hashing stopped: too many hashes blocked (a stalled FUSE or network file system?)", "stuck", n)
+		return false
+	}
+	return true
 }
 
 func (h *hasher) run(j hashJob) {
@@ -128,6 +164,14 @@ func (h *hasher) run(j hashJob) {
 		if h.t.opts.Hashed != nil {
 			ev = h.t.hashedEvent(e, j)
 		}
+		// Children forked before the hash landed run the same image (a
+		// daemon that double-forks and whose parent exits), as do others
+		// whose hash job was dropped.
+		for _, c := range h.t.byID {
+			if c.sha256 == "" && c.execKey == j.key {
+				c.sha256 = sum
+			}
+		}
 	}
 	h.t.mu.Unlock()
 	if ev != nil {
@@ -160,9 +204,15 @@ func (t *Table) hashedEvent(e *entry, j hashJob) *event.Event {
 // very file executed (device, inode, mtime, ctime), resolved in its
 // parent's root (the same container, as a rule) and else in the host's.
 func (h *hasher) hashExe(j hashJob) (string, error) {
-	f, err := os.Open(filepath.Join(h.t.opts.ProcRoot, strconv.FormatUint(uint64(j.pid), 10), "exe"))
-	if errors.Is(err, fs.ErrNotExist) && filepath.IsAbs(j.path) {
-		f, err = h.openExecuted(j)
+	f, err := h.openProcExe(j)
+	if err != nil && filepath.IsAbs(j.path) {
+		// Gone, or exec'd another file since: the executed file may still
+		// be at its path.
+		g, perr := h.openExecuted(j)
+		if perr != nil {
+			return "", fmt.Errorf("open exe: %w; by path: %v", err, perr)
+		}
+		f, err = g, nil
 	}
 	if err != nil {
 		return "", fmt.Errorf("open exe: %w", err)
@@ -172,9 +222,6 @@ func (h *hasher) hashExe(j hashJob) (string, error) {
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
 		return "", fmt.Errorf("stat exe: %w", err)
 	}
-	if st.Ino != j.key.ino {
-		return "", fmt.Errorf("exe changed: inode %d, want %d", st.Ino, j.key.ino)
-	}
 	if st.Size > h.maxBytes {
 		return "", fmt.Errorf("exe too large to hash: %d bytes", st.Size)
 	}
@@ -183,6 +230,28 @@ func (h *hasher) hashExe(j hashJob) (string, error) {
 		return "", fmt.Errorf("read exe: %w", err)
 	}
 	return hex.EncodeToString(d.Sum(nil)), nil
+}
+
+// openProcExe opens /proc/PID/exe if it is still the image the exec event
+// described: inode, mtime and ctime (a process that exec'd another file
+// since, even one with the same inode number on another file system, is
+// refused). The device is not compared: stat's device for a file on a
+// btrfs subvolume or an overlay is not the superblock's the kernel gave.
+func (h *hasher) openProcExe(j hashJob) (*os.File, error) {
+	f, err := os.Open(filepath.Join(h.t.opts.ProcRoot, strconv.FormatUint(uint64(j.pid), 10), "exe"))
+	if err != nil {
+		return nil, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("stat exe: %w", err)
+	}
+	if st.Ino != j.key.ino || st.Mtim.Nano() != j.key.mtime || st.Ctim.Nano() != j.key.ctime {
+		f.Close()
+		return nil, fmt.Errorf("exe changed: inode %d, want %d (or rewritten)", st.Ino, j.key.ino)
+	}
+	return f, nil
 }
 
 // openExecuted opens the file at a gone process's exec path, in its
@@ -275,6 +344,6 @@ func openImageInRoot(root, path string, k fileKey) (*os.File, error) {
 // kernel gives the device as MAJOR<<20|MINOR, stat in the user encoding.
 func sameImage(st *unix.Stat_t, k fileKey) bool {
 	kdev := uint64(unix.Major(st.Dev))<<20 | uint64(unix.Minor(st.Dev))
-	return st.Mode&unix.S_IFMT == unix.S_IFREG && (kdev == uint64(k.dev) || st.Dev == uint64(k.dev)) &&
+	return st.Mode&unix.S_IFMT == unix.S_IFREG && st.Ino == k.ino && (kdev == uint64(k.dev) || st.Dev == uint64(k.dev)) &&
 		st.Mtim.Nano() == k.mtime && st.Ctim.Nano() == k.ctime
 }
