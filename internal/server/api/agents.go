@@ -72,6 +72,9 @@ func (a *API) removeAgent(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) createJoinToken(w http.ResponseWriter, r *http.Request) error {
+	if err := refuseSession(r, "join tokens"); err != nil {
+		return err
+	}
 	if a.opt.Agents == nil {
 		return errorf(http.StatusNotImplemented, "this server has no agent transport")
 	}

@@ -119,3 +119,13 @@ func (a *API) purgeExpiredSessions(now time.Time) {
 		}
 	}
 }
+
+// refuseSession stops a console session from making credentials: a token
+// or join token minted through a session would outlive its logout and its
+// parent's revocation, turning a stolen cookie into lasting access.
+func refuseSession(r *http.Request, what string) error {
+	if tok, ok := caller(r); ok && tok.Parent != "" {
+		return errorf(http.StatusForbidden, "a console session cannot create %s: use an API token (the session would end, the %s would not)", what, what)
+	}
+	return nil
+}

@@ -34,6 +34,18 @@ func TestSessions(t *testing.T) {
 	if code, b := e.do("POST", "/sessions", s.Value, nil); code != http.StatusForbidden {
 		t.Errorf("session opened a session: %d %s", code, b)
 	}
+	// A session cannot make lasting credentials (they would survive its
+	// logout and its parent's revocation).
+	var admin TokenResponse
+	e.must(http.StatusCreated, "POST", "/sessions", ScopeAdmin, nil, &admin)
+	for _, c := range []struct{ path, body string }{
+		{"/tokens", `{"name":"persist","scope":"admin"}`},
+		{"/join-tokens", `{}`},
+	} {
+		if code, b := e.do("POST", c.path, admin.Value, c.body); code != http.StatusForbidden {
+			t.Errorf("a session made credentials at %s: %d %s", c.path, code, b)
+		}
+	}
 	// Admins see sessions with their parent.
 	var list struct{ Tokens []Token }
 	e.must(http.StatusOK, "GET", "/tokens", ScopeAdmin, nil, &list)

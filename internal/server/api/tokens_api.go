@@ -37,6 +37,9 @@ func (a *API) listTokens(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) createToken(w http.ResponseWriter, r *http.Request) error {
+	if err := refuseSession(r, "API tokens"); err != nil {
+		return err
+	}
 	var req TokenRequest
 	if err := readJSON(r, &req); err != nil {
 		return err
