@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"sync"
 	"syscall"
 	"time"
 
@@ -30,6 +31,10 @@ func init() { register(agentCmd) }
 
 // agentFlags are shared by `agent` and `run`.
 type agentFlags struct {
+	// lock, when set, is the data directory's agent lock, taken by a caller
+	// that must hold it before it connects (the spool and credentials are
+	// the agent's); runAgent takes it otherwise.
+	lock         *datadir.Lock
 	dataDir      string
 	metricsAddr  string
 	print        string
@@ -82,6 +87,14 @@ func agentCmd() *cobra.Command {
 				if os.Geteuid() != 0 {
 					return errors.New("the agent loads BPF programs and must run as root")
 				}
+				// A second agent on this data directory is refused before it
+				// enrolls or opens the first one's spool.
+				lock, err := datadir.Acquire(f.dataDir, "agent")
+				if err != nil {
+					return err
+				}
+				defer lock.Release()
+				f.lock = lock
 				nodeID, err := agent.LoadNodeID(f.dataDir)
 				if err != nil {
 					return err
@@ -125,11 +138,13 @@ func runAgent(ctx context.Context, f *agentFlags, out *os.File) error {
 	if err != nil {
 		return err
 	}
-	lock, err := datadir.Acquire(f.dataDir, "agent")
-	if err != nil {
-		return err
+	if f.lock == nil {
+		lock, err := datadir.Acquire(f.dataDir, "agent")
+		if err != nil {
+			return err
+		}
+		defer lock.Release()
 	}
-	defer lock.Release()
 	nodeID, err := agent.LoadNodeID(f.dataDir)
 	if err != nil {
 		return err
@@ -163,10 +178,14 @@ func runAgent(ctx context.Context, f *agentFlags, out *os.File) error {
 	if err != nil {
 		return err
 	}
-	if f.started != nil {
-		go f.started(ctx, a)
-	}
 	defer a.Close()
+	if f.started != nil {
+		// Waited for before the agent closes: its last heartbeat reads the
+		// agent's state.
+		var bg sync.WaitGroup
+		bg.Go(func() { f.started(ctx, a) })
+		defer bg.Wait()
+	}
 	attached, failed := 0, 0
 	for _, h := range a.Hooks() {
 		switch {

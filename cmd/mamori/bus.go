@@ -466,20 +466,29 @@ func (l *agentLink) heartbeats(ctx context.Context, a *agent.Agent, info agent.H
 	defer t.Stop()
 	var elide coverage.HookElision
 	for {
-		hb := a.Heartbeat(info)
-		// Findings the transport lost count like events the sensor lost.
-		for k, v := range l.pub.Stats().Losses() {
-			hb.Drops[k] = v
-		}
-		elide.Apply(&hb)
-		if _, err := l.pub.Publish(transport.KindHeartbeat, hb); err != nil {
-			l.log.Warn("publish heartbeat", "err", err)
-		}
+		l.sendHeartbeat(a, info, &elide, nil)
 		select {
 		case <-ctx.Done():
+			// The last one says the agent is stopping on purpose, so the
+			// node reads "agent exited ... stopped" at once instead of "not
+			// reporting" a few intervals later, as after a crash.
+			l.sendHeartbeat(a, info, &elide, &coverage.Exit{Code: 0, Reason: "stopped (signal)"})
 			return
 		case <-t.C:
 		}
+	}
+}
+
+func (l *agentLink) sendHeartbeat(a *agent.Agent, info agent.HeartbeatInfo, elide *coverage.HookElision, exit *coverage.Exit) {
+	hb := a.Heartbeat(info)
+	// Findings the transport lost count like events the sensor lost.
+	for k, v := range l.pub.Stats().Losses() {
+		hb.Drops[k] = v
+	}
+	elide.Apply(&hb)
+	hb.Exit = exit
+	if _, err := l.pub.Publish(transport.KindHeartbeat, hb); err != nil {
+		l.log.Warn("publish heartbeat", "err", err)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mamori-dev/mamori/internal/agent"
+	"github.com/mamori-dev/mamori/internal/datadir"
 )
 
 func init() { register(runCmd) }
@@ -38,6 +39,12 @@ func runCmd() *cobra.Command {
 			defer srv.Close()
 			// The local agent takes the same path as any other: enrolled
 			// with a one-time token, publishing over NATS JetStream.
+			lock, err := datadir.Acquire(f.dataDir, "agent")
+			if err != nil {
+				return err
+			}
+			defer lock.Release()
+			f.lock = lock
 			nodeID, err := agent.LoadNodeID(f.dataDir)
 			if err != nil {
 				return err

@@ -207,7 +207,10 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 		lock.Release()
 		return nil, err
 	}
-	ctx, cancel := context.WithCancel(ctx)
+	// The server's work stops at Close, not at the signal: Close first
+	// sends out held export updates and lets webhooks deliver, which needs
+	// them still running.
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s := &server{log: log, store: st, cluster: f.cluster, local: api.LocalFor(dataDir), cancel: cancel, lock: lock}
 	fail := func(err error) (*server, error) {
 		cancel()

@@ -314,6 +314,26 @@ func TestCLIEndToEnd(t *testing.T) {
 	if _, errOut, ok = cli(t, "findings", "list", "--data-dir", t.TempDir()); ok || !strings.Contains(errOut, "no local mamori server") {
 		t.Fatalf("empty data dir: %s", errOut)
 	}
+
+	// Updates are held for the update frequency (15m here) — and sent out
+	// when the server stops on SIGTERM, not dropped with the signal.
+	before := len(rcv.snapshot())
+	cliJSON(t, &samples, "findings", "samples", d)
+	time.Sleep(time.Second)
+	if got := len(rcv.snapshot()); got != before {
+		t.Fatalf("updates went out at once: %d records, had %d", got, before)
+	}
+	_ = srv.Process.Signal(syscall.SIGTERM)
+	_ = srv.Wait()
+	updates := 0
+	for _, r := range rcv.snapshot()[before:] {
+		if r.ActivityID == export.OCSFActivityUpdate {
+			updates++
+		}
+	}
+	if updates < n-2 {
+		t.Fatalf("held updates at SIGTERM: %d sent, want at least %d\n%s", updates, n-2, srvErr.String())
+	}
 }
 
 func createToken(t *testing.T, url, admin string, scope api.Scope) string {

@@ -99,7 +99,7 @@ func TestRemoteAgentThroughOutage(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(srvDir, "rules", "distributed.yaml"), []byte(rule), 0o644); err != nil { // the server made the directory
 		t.Fatal(err)
 	}
-	testenv.StartProcess(t, "", "agent", bin, "agent", "--data-dir", agDir, "--server", url, "--join-token", token, "--cluster", "edge",
+	ag := testenv.StartProcess(t, "", "agent", bin, "agent", "--data-dir", agDir, "--server", url, "--join-token", token, "--cluster", "edge",
 		"--ca-fingerprint", fp, "--metrics-addr", "", "-q", "--label", "mamori.io/managed=false", "--sync-interval", "1s")
 	nodeID := testenv.WaitFile(t, filepath.Join(agDir, "node-id"))
 	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
@@ -145,5 +145,24 @@ func TestRemoteAgentThroughOutage(t *testing.T) {
 	g := waitServerFinding(t, bin, srvDir, nodeID, during)
 	if g.Num("service.count") != 1 {
 		t.Errorf("finding from the outage counted %v times", g.Num("service.count"))
+	}
+
+	// A second agent on the data directory is refused before it connects.
+	out, err = exec.Command(bin, "agent", "--data-dir", agDir, "--server", url, "--ca-fingerprint", fp,
+		"--metrics-addr", "", "-q").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "in use") || strings.Contains(string(out), "transport: connected") {
+		t.Errorf("a second agent on the data directory: %v\n%s", err, out)
+	}
+
+	// A clean stop says so at once; a crash waits for silence.
+	ag.Stop()
+	var issue string
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if _, issue = nodeIssue(t, bin, srvDir); strings.HasPrefix(issue, "AGENT_EXITED:") {
+			break
+		}
+	}
+	if issue != "AGENT_EXITED:agent exited with code 0: stopped (signal)" {
+		t.Errorf("coverage after the agent stopped: %q", issue)
 	}
 }

@@ -199,9 +199,8 @@ func evaluate(h *Heartbeat, st *state, lastHeartbeat, now time.Time, p Policy, b
 		add(IssueNoHeartbeat, "no heartbeat since enrollment at %s", st.Enrolled.UTC().Format(time.RFC3339))
 		return Unhealthy, issues
 	}
-	if h.Labels[ManagedLabel] == "false" {
-		add(IssueExcluded, "excluded by label %s=false", ManagedLabel)
-	}
+	// An agent gone comes first: it is the node's most urgent issue, and
+	// the first issue is the one shown.
 	if h.Exit != nil {
 		add(IssueExited, "agent exited with code %d: %s", h.Exit.Code, orNone(h.Exit.Reason))
 	} else if limit := p.silenceLimit(h); now.Sub(lastHeartbeat) > limit {
@@ -210,6 +209,9 @@ func evaluate(h *Heartbeat, st *state, lastHeartbeat, now time.Time, p Policy, b
 		} else {
 			add(IssueNotReporting, "agent not reporting since %s", lastHeartbeat.UTC().Format(time.RFC3339))
 		}
+	}
+	if h.Labels[ManagedLabel] == "false" {
+		add(IssueExcluded, "excluded by label %s=false", ManagedLabel)
 	}
 	if !h.BTF {
 		add(IssueNoBTF, "kernel %s lacks BTF (/sys/kernel/btf/vmlinux)", orNone(h.Kernel))

@@ -34,8 +34,13 @@ type WebhookConfig struct {
 	QueueSize int
 	// Timeout bounds one attempt, connection to response body [10s].
 	Timeout time.Duration
-	// MaxAttempts per record, the first included [6].
+	// MaxAttempts per record, the first included [0: no limit but RetryFor].
 	MaxAttempts int
+	// RetryFor bounds how long a record is retried while the receiver fails
+	// or cannot be reached [1h]: a receiver down for minutes (a deploy, a
+	// restart) gets everything when it is back. Records behind it wait in
+	// the queue, whose overflow is counted.
+	RetryFor time.Duration
 	// BaseBackoff is the wait before the first retry [500ms]; each further
 	// retry doubles it, up to MaxBackoff [1m]. A Retry-After header from
 	// the receiver is honoured within MaxBackoff.
@@ -52,7 +57,7 @@ type WebhookConfig struct {
 type WebhookStats struct {
 	Queued    uint64 `json:"queued"`    // records accepted into the queue
 	Delivered uint64 `json:"delivered"` // records a receiver answered 2xx
-	Failed    uint64 `json:"failed"`    // records given up: attempts spent or refused (4xx)
+	Failed    uint64 `json:"failed"`    // records given up: retry window spent or refused (4xx)
 	Dropped   uint64 `json:"dropped"`   // records not queued (queue full) or left at shutdown
 	Retries   uint64 `json:"retries"`   // attempts after the first
 	Encode    uint64 `json:"encodeErrors"`
@@ -103,8 +108,8 @@ func NewWebhook(cfg WebhookConfig) (*Webhook, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 10 * time.Second
 	}
-	if cfg.MaxAttempts <= 0 {
-		cfg.MaxAttempts = 6
+	if cfg.RetryFor <= 0 {
+		cfg.RetryFor = time.Hour
 	}
 	if cfg.BaseBackoff <= 0 {
 		cfg.BaseBackoff = 500 * time.Millisecond
@@ -127,7 +132,7 @@ func NewWebhook(cfg WebhookConfig) (*Webhook, error) {
 	w.descs = map[string]*prometheus.Desc{}
 	for name, help := range map[string]string{
 		"queued": "Records accepted into the webhook queue.", "delivered": "Records the receiver answered 2xx.",
-		"failed":  "Records given up after all attempts or a refusal (4xx).",
+		"failed":  "Records given up: retried for the retry window, or refused (4xx).",
 		"dropped": "Records dropped: queue full or left at shutdown.", "retries": "Delivery attempts after the first.",
 		"encode_errors": "Findings that could not be encoded.",
 	} {
@@ -216,6 +221,7 @@ var errPermanent = errors.New("refused")
 
 func (w *Webhook) deliver(ctx context.Context, r record) {
 	var err error
+	start := time.Now()
 	for attempt := 1; ; attempt++ {
 		var retryAfter time.Duration
 		retryAfter, err = w.attempt(ctx, r)
@@ -223,8 +229,13 @@ func (w *Webhook) deliver(ctx context.Context, r record) {
 			w.delivered.Add(1)
 			return
 		}
-		if errors.Is(err, errPermanent) || attempt >= w.cfg.MaxAttempts || ctx.Err() != nil {
+		if errors.Is(err, errPermanent) || (w.cfg.MaxAttempts > 0 && attempt >= w.cfg.MaxAttempts) ||
+			time.Since(start) >= w.cfg.RetryFor || ctx.Err() != nil {
 			break
+		}
+		if attempt == 3 { // once per record, not per attempt
+			w.cfg.Logger.Warn("webhook: receiver failing, retrying", "webhook", w.cfg.Name, "finding", r.id,
+				"for up to", w.cfg.RetryFor, "err", err)
 		}
 		wait := w.backoff(attempt)
 		if retryAfter > 0 {

@@ -152,6 +152,29 @@ func TestWebhookGivesUp(t *testing.T) {
 	}
 }
 
+// A receiver down for a while (a deploy: 5xx, then refused connections)
+// gets every record when it is back, with the default policy: it retries
+// for a time window, not a handful of attempts.
+func TestWebhookOutlastsAReceiverOutage(t *testing.T) {
+	rc := newReceiver(t, func(n int, w http.ResponseWriter) {
+		if n <= 25 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	})
+	w, _, _ := startWebhook(t, WebhookConfig{URL: rc.URL, BaseBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond})
+	w.Send(fixtures()["intel-dns"], true)
+	w.Send(fixtures()["reverse-shell"], true)
+	waitFor(t, "delivery after the outage", func() bool { return w.Stats().Delivered == 2 })
+	if s := w.Stats(); s.Failed != 0 || s.Dropped != 0 || s.Retries < 25 {
+		t.Fatalf("stats %+v", s)
+	}
+	// The window still ends: a receiver that never comes back.
+	dead := newReceiver(t, func(n int, w http.ResponseWriter) { w.WriteHeader(http.StatusBadGateway) })
+	w2, _, _ := startWebhook(t, WebhookConfig{URL: dead.URL, BaseBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond, RetryFor: 100 * time.Millisecond})
+	w2.Send(fixtures()["intel-dns"], true)
+	waitFor(t, "giving up after the window", func() bool { return w2.Stats().Failed == 1 })
+}
+
 func TestWebhookClientErrorIsNotRetried(t *testing.T) {
 	rc := newReceiver(t, func(n int, w http.ResponseWriter) { w.WriteHeader(http.StatusBadRequest) })
 	w, _, _ := startWebhook(t, WebhookConfig{URL: rc.URL, BaseBackoff: time.Millisecond})
