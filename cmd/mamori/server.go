@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"runtime/pprof"
 	"strings"
 	"sync"
@@ -60,11 +61,15 @@ type serverFlags struct {
 	minFreeDisk   int64
 	apiTLS        string
 	apiTLSHosts   []string
+	asffAccount   string
+	asffRegion    string
 	sessionTTL    time.Duration
 	// rulesDir and intelDir are the directories distributed to agents
 	// [DATA_DIR/rules, DATA_DIR/intel].
 	rulesDir, intelDir string
 }
+
+var asffAccountRE = regexp.MustCompile(`^[0-9]{12}$`)
 
 func (f *serverFlags) bind(cmd *cobra.Command) {
 	fl := cmd.Flags()
@@ -78,6 +83,8 @@ func (f *serverFlags) bind(cmd *cobra.Command) {
 	fl.StringArrayVar(&f.webhookHeaders, "export-header", nil, "header added to webhook requests, \"Name: value\" (repeatable)")
 	fl.StringVar(&f.exportFormat, "export-format", string(export.FormatEventBus), fmt.Sprintf("webhook record format: %v", export.Formats))
 	fl.StringVar(&f.updateFrequency, "export-update-frequency", "6h", "how often updated findings are exported: 15m, 1h or 6h (new findings go at once)")
+	fl.StringVar(&f.asffAccount, "asff-account", "", "--export-format asff: the AWS account id Security Hub imports into (12 digits)")
+	fl.StringVar(&f.asffRegion, "asff-region", "", "--export-format asff: the AWS region of that Security Hub [us-east-1]")
 	fl.BoolVar(&f.noConsole, "no-console", false, "serve the API only, without the web console")
 	fl.DurationVar(&f.sessionTTL, "console-session", api.DefaultSessionTTL, "how long a console login lasts at most (it never outlives the token it was made with; logging out ends it at once)")
 	fl.StringVar(&f.natsHost, "nats-host", "127.0.0.1", "address the embedded NATS JetStream server (agent transport, TLS) listens on; 0.0.0.0 for agents on other hosts")
@@ -227,7 +234,14 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 	}
 
 	// Export: webhooks behind the batching policy.
-	enc, err := export.NewEncoder(format, export.Options{Cluster: f.cluster, ProductVersion: version})
+	if f.asffAccount != "" && !asffAccountRE.MatchString(f.asffAccount) {
+		return fail(fmt.Errorf("--asff-account %q: want a 12-digit AWS account id", f.asffAccount))
+	}
+	if format == export.FormatASFF && f.asffAccount == "" {
+		log.Warn("export: ASFF records carry account 000000000000: Security Hub refuses them until --asff-account (and --asff-region) name yours")
+	}
+	enc, err := export.NewEncoder(format, export.Options{Cluster: f.cluster, ProductVersion: version,
+		AwsAccountID: f.asffAccount, Region: f.asffRegion})
 	if err != nil {
 		return fail(err)
 	}
