@@ -3,10 +3,12 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
 
+	"github.com/mamori-dev/mamori/internal/server/store"
 	"github.com/mamori-dev/mamori/internal/transport"
 )
 
@@ -65,6 +67,11 @@ func (a *API) removeAgent(w http.ResponseWriter, r *http.Request) error {
 	}
 	if err != nil {
 		return err
+	}
+	// Its coverage goes too: a decommissioned node would read "not
+	// reporting" for ever.
+	if err := a.opt.Store.DeleteNode(r.Context(), id); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("agent %s removed, but not its coverage: %w", id, err)
 	}
 	a.opt.Logger.Info("api: agent removed and its credential revoked", "node", id)
 	w.WriteHeader(http.StatusNoContent)

@@ -7,9 +7,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/jwt/v2"
 
+	"github.com/mamori-dev/mamori/internal/server/store"
 	"github.com/mamori-dev/mamori/internal/transport"
 )
 
@@ -71,7 +73,15 @@ func TestAgentAdministration(t *testing.T) {
 	e.must(http.StatusForbidden, "DELETE", "/agents/rack4-n1", ScopeWrite, nil, nil)
 	e.must(http.StatusNotFound, "DELETE", "/agents/rack4-n9", ScopeAdmin, nil, nil)
 	e.must(http.StatusBadRequest, "DELETE", "/agents/rack4%20n1", ScopeAdmin, nil, nil)
+	if _, _, err := e.st.UpdateNode(context.Background(), "rack4-n1", func(*store.Node) (*store.Node, *store.CoverageEvent, error) {
+		return &store.Node{NodeID: "rack4-n1", Status: "Healthy", LastHeartbeat: time.Now()}, nil, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	e.must(http.StatusOK, "GET", "/coverage/rack4-n1", ScopeRead, nil, nil)
 	e.must(http.StatusNoContent, "DELETE", "/agents/rack4-n1", ScopeAdmin, nil, nil)
+	// A removed node leaves coverage (it would read "not reporting" for ever).
+	e.must(http.StatusNotFound, "GET", "/coverage/rack4-n1", ScopeRead, nil, nil)
 	uc, err := jwt.DecodeUserClaims(creds.JWT)
 	if err != nil {
 		t.Fatal(err)
