@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -390,6 +391,21 @@ type agentLink struct {
 // that spools to dataDir/spool while the server is away.
 func connectAgent(ctx context.Context, dataDir, nodeID, cluster, serverURL, token, caFingerprint string, reg prometheus.Registerer, log *slog.Logger) (*agentLink, error) {
 	creds, err := transport.LoadCredentials(dataDir)
+	if err == nil && creds.NodeID == nodeID {
+		// A node removed on the server (its key revoked) comes back with a
+		// join token: it enrolls again instead of spooling for ever.
+		switch perr := transport.ProbeCredentials(creds, 3*time.Second); {
+		case errors.Is(perr, transport.ErrCredentialRefused) && token != "":
+			log.Warn("the server refused this node's credential (removed or revoked); enrolling again with --join-token")
+			err = perr
+		case errors.Is(perr, transport.ErrCredentialRefused):
+			log.Error("the server refused this node's credential: the node was removed or its key revoked; "+
+				"findings are spooled meanwhile — restart the agent with --join-token to enroll again", "credentials", transport.CredentialsFile(dataDir))
+		case perr != nil:
+			log.Warn("the server's NATS is not reachable now; findings and heartbeats are spooled until it is", "err", perr,
+				"hint", "the NATS address comes from enrollment ("+transport.CredentialsFile(dataDir)+"): if the server moved, remove that file and start with --join-token")
+		}
+	}
 	if err != nil || creds.NodeID != nodeID {
 		if token == "" {
 			return nil, fmt.Errorf("agent is not enrolled: pass --join-token (the server keeps one in its DATA_DIR/join-token)")

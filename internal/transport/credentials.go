@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
+	"time"
 
 	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 )
 
@@ -97,4 +100,28 @@ func LoadCredentials(dataDir string) (*Credentials, error) {
 		return nil, err
 	}
 	return &c, nil
+}
+
+// ErrCredentialRefused means the NATS servers refused the node's
+// credential: the node was removed, or its key revoked.
+var ErrCredentialRefused = errors.New("the server refused this node's credential (the node was removed or its key revoked)")
+
+// ProbeCredentials connects once with c and reports ErrCredentialRefused
+// when the servers refuse it, another error when they cannot be reached,
+// nil when they accept it.
+func ProbeCredentials(c *Credentials, timeout time.Duration) error {
+	tc, err := ClientTLSConfig(c.CAPEM)
+	if err != nil {
+		return err
+	}
+	nc, err := nats.Connect(strings.Join(c.NATSURLs, ","), nats.UserJWTAndSeed(c.JWT, c.Seed), nats.Secure(tc),
+		nats.Timeout(timeout), nats.NoReconnect(), nats.Name("mamori-agent "+c.NodeID+" probe"))
+	if err != nil {
+		if errors.Is(err, nats.ErrAuthorization) || strings.Contains(strings.ToLower(err.Error()), "authorization violation") {
+			return ErrCredentialRefused
+		}
+		return fmt.Errorf("reach NATS at %s: %w", strings.Join(c.NATSURLs, ","), err)
+	}
+	nc.Close()
+	return nil
 }

@@ -334,6 +334,11 @@ func Enroll(ctx context.Context, o EnrollOptions) (*Credentials, error) {
 			Error string `json:"error"`
 		}
 		_ = json.Unmarshal(data, &e)
+		if res.StatusCode == http.StatusConflict {
+			return nil, fmt.Errorf("enroll: server said %s: %q: the server still has node %s enrolled with another key — "+
+				"remove it there first (mamori agents remove %s), or enroll with a join token made with "+
+				"mamori agents join-token --rebind", res.Status, e.Error, o.NodeID, o.NodeID)
+		}
 		return nil, fmt.Errorf("enroll: server said %s: %q", res.Status, e.Error)
 	}
 	if len(data) > maxEnrollBody {

@@ -195,7 +195,41 @@ func NewPublisher(cfg PublisherConfig) (*Publisher, error) {
 		return nil, fmt.Errorf("publisher: %w", err)
 	}
 	p.wg.Go(p.replayLoop)
+	p.wg.Go(p.watchConnection)
 	return p, nil
+}
+
+// watchConnection warns while the publisher cannot reach the bus — after
+// 30 s, then at doubling intervals up to 10 min — naming the URLs and the
+// last error: nats.go retries quietly for ever, and an agent spooling for
+// hours must not look like one that reports.
+func (p *Publisher) watchConnection() {
+	const first, most = 30 * time.Second, 10 * time.Minute
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	since, next := time.Now(), first
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+		}
+		if p.nc.IsConnected() {
+			since, next = time.Now(), first
+			continue
+		}
+		if down := time.Since(since); down >= next {
+			args := []any{"for", down.Round(time.Second), "urls", strings.Join(p.cfg.Creds.NATSURLs, ","), "spooled", p.spool.Stats().Messages}
+			if err := p.nc.LastError(); err != nil {
+				args = append(args, "err", err)
+				if strings.Contains(strings.ToLower(err.Error()), "authorization violation") {
+					args = append(args, "hint", "the server refused this node's credential: it was removed or its key revoked; restart the agent with --join-token to enroll again")
+				}
+			}
+			p.log.Warn("transport: cannot reach the server; messages are spooled", args...)
+			next = min(2*next, most)
+		}
+	}
 }
 
 // NodeID is the node this publisher speaks for.

@@ -165,4 +165,30 @@ func TestRemoteAgentThroughOutage(t *testing.T) {
 	if issue != "AGENT_EXITED:agent exited with code 0: stopped (signal)" {
 		t.Errorf("coverage after the agent stopped: %q", issue)
 	}
+
+	// Removed on the server, the node leaves coverage; started again with
+	// the join token, its refused credential is replaced by a new enrollment
+	// and it reports again.
+	if out, err := exec.Command(bin, "agents", "remove", nodeID, "--data-dir", srvDir).CombinedOutput(); err != nil {
+		t.Fatalf("agents remove: %v\n%s", err, out)
+	}
+	if status, issue := nodeIssue(t, bin, srvDir); status != "" {
+		t.Errorf("removed node still in coverage: %s %q", status, issue)
+	}
+	again := testenv.StartProcess(t, "", "agent-again", bin, "agent", "--data-dir", agDir, "--server", url, "--join-token", token,
+		"--cluster", "edge", "--ca-fingerprint", fp, "--metrics-addr", "", "-q")
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if _, err := os.Stat(filepath.Join(agDir, "events.sock")); err == nil {
+			break
+		}
+	}
+	time.Sleep(time.Second)
+	back := secret + "-after-removal"
+	_ = os.WriteFile(back, []byte("x"), 0o600)
+	t.Cleanup(func() { os.Remove(back) })
+	exec.Command("cat", back).Run()
+	waitServerFinding(t, bin, srvDir, nodeID, back)
+	if log, _ := os.ReadFile(again.Log); !strings.Contains(string(log), "enrolling again") {
+		t.Errorf("the agent did not say it enrolled again:\n%s", log)
+	}
 }
