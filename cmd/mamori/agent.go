@@ -25,6 +25,7 @@ import (
 	"github.com/mamori-dev/mamori/internal/finding"
 	"github.com/mamori-dev/mamori/internal/intel"
 	"github.com/mamori-dev/mamori/internal/sensor"
+	"github.com/mamori-dev/mamori/internal/transport"
 )
 
 func init() { register(agentCmd) }
@@ -86,6 +87,13 @@ func agentCmd() *cobra.Command {
 			if serverURL != "" {
 				if os.Geteuid() != 0 {
 					return errors.New("the agent loads BPF programs and must run as root")
+				}
+				if caFingerprint != "" {
+					fp, err := transport.NormalizeFingerprint(caFingerprint)
+					if err != nil {
+						return fmt.Errorf("--ca-fingerprint: %w", err)
+					}
+					caFingerprint = fp
 				}
 				// A second agent on this data directory is refused before it
 				// enrolls or opens the first one's spool.

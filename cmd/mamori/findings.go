@@ -22,6 +22,7 @@ import (
 	"github.com/mamori-dev/mamori/internal/finding"
 	"github.com/mamori-dev/mamori/internal/server/api"
 	"github.com/mamori-dev/mamori/internal/server/store"
+	"github.com/mamori-dev/mamori/internal/transport"
 )
 
 func init() { register(findingsCmd) }
@@ -32,6 +33,8 @@ type clientFlags struct {
 	dataDir string
 	server  string
 	token   string
+	caFile  string
+	caPin   string
 	json    bool
 }
 
@@ -40,6 +43,8 @@ func (c *clientFlags) bind(cmd *cobra.Command) {
 	fl.StringVar(&c.dataDir, "data-dir", agent.DefaultDataDir, "data directory of a local mamori run or mamori server (its address and admin token are kept there)")
 	fl.StringVar(&c.server, "server", "", "API URL, e.g. http://127.0.0.1:9470 (instead of --data-dir)")
 	fl.StringVar(&c.token, "token", "", "API token for --server [$MAMORI_TOKEN]")
+	fl.StringVar(&c.caFile, "ca-file", "", "with an https --server: trust this CA certificate (PEM; the server's is DATA_DIR/api/tls/ca.pem)")
+	fl.StringVar(&c.caPin, "ca-fingerprint", os.Getenv("MAMORI_CA_FINGERPRINT"), "with an https --server: trust only the CA with this SHA-256 (printed by mamori server)")
 	fl.BoolVar(&c.json, "json", false, "print JSON")
 }
 
@@ -52,7 +57,27 @@ func (c *clientFlags) client() (*api.Client, error) {
 		if tok == "" {
 			return nil, errors.New("--server needs --token or MAMORI_TOKEN")
 		}
-		return api.NewClient(c.server, tok)
+		cl, err := api.NewClient(c.server, tok)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case c.caFile != "":
+			ca, err := os.ReadFile(c.caFile)
+			if err != nil {
+				return nil, fmt.Errorf("--ca-file: %w", err)
+			}
+			if err := cl.TrustCA(ca); err != nil {
+				return nil, fmt.Errorf("--ca-file %s: %w", c.caFile, err)
+			}
+		case c.caPin != "":
+			fp, err := transport.NormalizeFingerprint(c.caPin)
+			if err != nil {
+				return nil, fmt.Errorf("--ca-fingerprint: %w", err)
+			}
+			cl.UseHTTPClient(transport.PinnedHTTPClient(fp, 60*time.Second))
+		}
+		return cl, nil
 	}
 	u, tok, err := api.LocalFor(c.dataDir).Read()
 	if err != nil {

@@ -5,6 +5,8 @@
 package main
 
 import (
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"os"
 
@@ -33,6 +35,19 @@ func main() {
 	}
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "mamori:", err)
+		if hint := hintFor(err); hint != "" {
+			fmt.Fprintln(os.Stderr, "mamori:", hint)
+		}
 		os.Exit(1)
 	}
+}
+
+// hintFor says what to do about errors whose text alone does not.
+func hintFor(err error) string {
+	var unknownCA x509.UnknownAuthorityError
+	if errors.As(err, &unknownCA) {
+		return "the server's certificate is signed by its own CA: pass --ca-fingerprint (mamori server prints it) " +
+			"or --ca-file DATA_DIR/api/tls/ca.pem of the server"
+	}
+	return ""
 }

@@ -67,3 +67,18 @@ func TestPinnedHTTPClient(t *testing.T) {
 		t.Fatal("certificate for other names accepted")
 	}
 }
+
+func TestNormalizeFingerprint(t *testing.T) {
+	want := strings.Repeat("a4f4", 16)
+	for _, in := range []string{want, "sha256:" + want, strings.ToUpper(want),
+		"SHA256 Fingerprint=" + strings.TrimSuffix(strings.Repeat("A4:F4:", 16), ":")} {
+		if got, err := NormalizeFingerprint(in); err != nil || got != want {
+			t.Errorf("NormalizeFingerprint(%q) = %q, %v", in, got, err)
+		}
+	}
+	for _, in := range []string{"", "abc", want + "00", strings.Repeat("zz", 32)} {
+		if _, err := NormalizeFingerprint(in); err == nil {
+			t.Errorf("NormalizeFingerprint(%q) accepted", in)
+		}
+	}
+}

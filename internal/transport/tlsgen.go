@@ -216,13 +216,33 @@ func (m *TLSMaterial) ServerTLSConfigWithCA() *tls.Config {
 	return &tls.Config{Certificates: []tls.Certificate{c}, MinVersion: tls.VersionTLS12}
 }
 
+// NormalizeFingerprint accepts a CA's SHA-256 as mamori prints it (64 hex
+// digits), with a "sha256:" prefix, or as openssl prints it ("SHA256
+// Fingerprint=A4:F4:..."), and returns mamori's form.
+func NormalizeFingerprint(s string) (string, error) {
+	f := strings.TrimSpace(s)
+	if i := strings.LastIndex(f, "="); i >= 0 {
+		f = f[i+1:]
+	}
+	f = strings.ToLower(f)
+	f = strings.TrimPrefix(f, "sha256:")
+	f = strings.ReplaceAll(f, ":", "")
+	if len(f) != 64 || strings.Trim(f, "0123456789abcdef") != "" {
+		return "", fmt.Errorf("CA fingerprint %q: want the SHA-256 of the CA certificate, 64 hex digits (colons allowed), as mamori server prints it", s)
+	}
+	return f, nil
+}
+
 // PinnedHTTPClient is an HTTPS client trusting exactly one CA: the one whose
 // CAFingerprint is fingerprint, which the server must present in its chain.
 // The server certificate must be signed by it and name the host dialled.
 // It lets an agent enroll over a server's self-signed TLS with nothing but a
 // fingerprint the operator copied, as `kubeadm join` does with its CA hash.
 func PinnedHTTPClient(fingerprint string, timeout time.Duration) *http.Client {
-	want := strings.ToLower(strings.TrimPrefix(fingerprint, "sha256:"))
+	want, err := NormalizeFingerprint(fingerprint)
+	if err != nil {
+		want = fingerprint // never matches: every connection is refused, naming it
+	}
 	conf := &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		// Verification is done below, against the pinned CA only.

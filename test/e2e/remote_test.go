@@ -88,6 +88,22 @@ func TestRemoteAgentThroughOutage(t *testing.T) {
 		t.Fatalf("agent with a wrong CA fingerprint: %v\n%s", err, out)
 	}
 
+	// The CLI reaches an https server by its CA's fingerprint, in openssl's
+	// form too; without it, the error says what to pass.
+	admin := testenv.WaitFile(t, filepath.Join(srvDir, "api", "admin.token"))
+	out, err = exec.Command(bin, "coverage", "--server", url, "--token", admin).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "--ca-fingerprint") {
+		t.Errorf("CLI against the server's own CA without a pin: %v\n%s", err, out)
+	}
+	var colons []string
+	for i := 0; i < len(fp); i += 2 {
+		colons = append(colons, strings.ToUpper(fp[i:i+2]))
+	}
+	out, err = exec.Command(bin, "coverage", "--server", url, "--token", admin, "--ca-fingerprint", "SHA256 Fingerprint="+strings.Join(colons, ":")).CombinedOutput()
+	if err != nil {
+		t.Errorf("CLI with the openssl form of the fingerprint: %v\n%s", err, out)
+	}
+
 	// A custom rule kept on the server reaches the agent by distribution.
 	rule := `rules:
   - id: e2e-distributed

@@ -35,6 +35,10 @@ func NewClient(base, token string) (*Client, error) {
 	return &Client{base: strings.TrimRight(base, "/"), token: token, http: &http.Client{Timeout: 60 * time.Second}}, nil
 }
 
+// UseHTTPClient makes the client send its requests with h (for example a
+// transport.PinnedHTTPClient trusting a CA by its fingerprint).
+func (c *Client) UseHTTPClient(h *http.Client) { c.http = h }
+
 // TrustCA makes the client trust only the CA in caPEM (a server's own
 // self-signed API certificate, DATA_DIR/api/tls/ca.pem).
 func (c *Client) TrustCA(caPEM []byte) error {
