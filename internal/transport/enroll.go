@@ -191,6 +191,15 @@ func (e *Enroller) CreateJoinToken(ctx context.Context, o TokenOptions) (string,
 	return e.cfg.Tokens.Create(ctx, o)
 }
 
+// JoinTokens lists the join tokens (without their hashes), revoked and
+// spent ones included.
+func (e *Enroller) JoinTokens(ctx context.Context) ([]TokenRecord, error) { return e.cfg.Tokens.List(ctx) }
+
+// RevokeJoinToken makes a join token unusable; nodes enrolled with it stay.
+func (e *Enroller) RevokeJoinToken(ctx context.Context, id string) error {
+	return e.cfg.Tokens.Revoke(ctx, id)
+}
+
 // SetAgentTokens sets EnrollerConfig.AgentTokens after construction (the
 // token store may need the transport the Enroller is part of).
 func (e *Enroller) SetAgentTokens(at AgentTokens) {

@@ -182,6 +182,12 @@ func TestRemoteAgentThroughOutage(t *testing.T) {
 		t.Errorf("coverage after the agent stopped: %q", issue)
 	}
 
+	// Join tokens are listed, the server's own among them, used.
+	if out, err := exec.Command(bin, "agents", "join-tokens", "--data-dir", srvDir).CombinedOutput(); err != nil ||
+		!strings.Contains(string(out), "written to the data dir at server start") || !strings.Contains(string(out), "(unlimited)") {
+		t.Errorf("agents join-tokens: %v\n%s", err, out)
+	}
+
 	// Removed on the server, the node leaves coverage; started again with
 	// the join token, its refused credential is replaced by a new enrollment
 	// and it reports again.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -19,6 +20,37 @@ type AgentAdmin interface {
 	// RemoveNode forgets a node and revokes its credential at once.
 	RemoveNode(ctx context.Context, nodeID string) error
 	CreateJoinToken(ctx context.Context, o transport.TokenOptions) (string, transport.TokenRecord, error)
+	JoinTokens(ctx context.Context) ([]transport.TokenRecord, error)
+	RevokeJoinToken(ctx context.Context, id string) error
+}
+
+func (a *API) listJoinTokens(w http.ResponseWriter, r *http.Request) error {
+	if a.opt.Agents == nil {
+		return errorf(http.StatusNotImplemented, "this server has no agent transport")
+	}
+	toks, err := a.opt.Agents.JoinTokens(r.Context())
+	if err != nil {
+		return err
+	}
+	slices.SortFunc(toks, func(x, y transport.TokenRecord) int { return x.CreatedAt.Compare(y.CreatedAt) })
+	return writeJSON(w, http.StatusOK, map[string]any{"joinTokens": toks})
+}
+
+func (a *API) revokeJoinToken(w http.ResponseWriter, r *http.Request) error {
+	if a.opt.Agents == nil {
+		return errorf(http.StatusNotImplemented, "this server has no agent transport")
+	}
+	id := r.PathValue("id")
+	err := a.opt.Agents.RevokeJoinToken(r.Context(), id)
+	if errors.Is(err, transport.ErrNotFound) {
+		return errorf(http.StatusNotFound, "no join token %q", id)
+	}
+	if err != nil {
+		return err
+	}
+	a.opt.Logger.Info("api: join token revoked", "id", id)
+	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
 // JoinTokenRequest creates a join token for enrolling agents.

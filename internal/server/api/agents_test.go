@@ -68,6 +68,25 @@ func TestAgentAdministration(t *testing.T) {
 		t.Fatalf("agents %+v", list.Agents)
 	}
 
+	// Join tokens are listed without secrets, and a revoked one enrolls no more.
+	var jts struct{ JoinTokens []transport.TokenRecord }
+	e.must(http.StatusForbidden, "GET", "/join-tokens", ScopeWrite, nil, nil)
+	e.must(http.StatusOK, "GET", "/join-tokens", ScopeAdmin, nil, &jts)
+	var listed *transport.TokenRecord
+	for i := range jts.JoinTokens {
+		if jts.JoinTokens[i].ID == jt.ID {
+			listed = &jts.JoinTokens[i]
+		}
+	}
+	if listed == nil || listed.Uses != 1 || listed.SecretHash != "" {
+		t.Fatalf("join tokens listed: %+v", jts.JoinTokens)
+	}
+	e.must(http.StatusNotFound, "DELETE", "/join-tokens/000000000000", ScopeAdmin, nil, nil)
+	e.must(http.StatusNoContent, "DELETE", "/join-tokens/"+jt.ID, ScopeAdmin, nil, nil)
+	if _, err := transport.Enroll(context.Background(), transport.EnrollOptions{URL: enrollSrv.URL, Token: jt.Token, NodeID: "rack4-n2"}); err == nil {
+		t.Fatal("enrolled with a revoked join token")
+	}
+
 	// Removal: admin only, unknown and invalid ids answered as such, and the
 	// agent's key is revoked.
 	e.must(http.StatusForbidden, "DELETE", "/agents/rack4-n1", ScopeWrite, nil, nil)

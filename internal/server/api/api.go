@@ -147,6 +147,8 @@ func New(opt Options) (*API, error) {
 		{"GET", "/agents", ScopeRead, a.listAgents},
 		{"DELETE", "/agents/{nodeId}", ScopeAdmin, a.removeAgent},
 		{"POST", "/join-tokens", ScopeAdmin, a.createJoinToken},
+		{"GET", "/join-tokens", ScopeAdmin, a.listJoinTokens},
+		{"DELETE", "/join-tokens/{id}", ScopeAdmin, a.revokeJoinToken},
 		{"GET", "/tokens", ScopeAdmin, a.listTokens},
 		{"POST", "/tokens", ScopeAdmin, a.createToken},
 		{"DELETE", "/tokens/{id}", ScopeAdmin, a.revokeToken},

@@ -252,6 +252,20 @@ func (c *Client) CreateJoinToken(ctx context.Context, req JoinTokenRequest) (*Jo
 	return &out, nil
 }
 
+// JoinTokens lists the join tokens, without secrets.
+func (c *Client) JoinTokens(ctx context.Context) ([]transport.TokenRecord, error) {
+	var out struct {
+		JoinTokens []transport.TokenRecord `json:"joinTokens"`
+	}
+	err := c.do(ctx, http.MethodGet, "/join-tokens", nil, nil, &out)
+	return out.JoinTokens, err
+}
+
+// RevokeJoinToken makes a join token unusable.
+func (c *Client) RevokeJoinToken(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, "/join-tokens/"+url.PathEscape(id), nil, nil, nil)
+}
+
 // CreateToken makes an API token (admin scope needed).
 func (c *Client) CreateToken(ctx context.Context, req TokenRequest) (*TokenResponse, error) {
 	var out TokenResponse
