@@ -80,6 +80,14 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 	if cfg.MaxStoreBytes <= 0 {
 		cfg.MaxStoreBytes = 1 << 30
 	}
+	if cfg.Port > 0 {
+		// Said now, not after the 30 s readiness wait below.
+		l, err := net.Listen("tcp", net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)))
+		if err != nil {
+			return nil, fmt.Errorf("embedded nats: cannot listen on %s:%d (another NATS or mamori there? pick one with --nats-port): %w", cfg.Host, cfg.Port, err)
+		}
+		l.Close()
+	}
 	authPath, tlsDir, storeDir := EmbeddedPaths(cfg.DataDir)
 	if err := os.MkdirAll(filepath.Dir(authPath), 0o700); err != nil {
 		return nil, fmt.Errorf("embedded nats: %w", err)

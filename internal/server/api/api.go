@@ -246,7 +246,11 @@ func (a *API) authorize(w http.ResponseWriter, r *http.Request, scope Scope) (To
 			return Token{}, false
 		}
 		w.Header().Set("WWW-Authenticate", `Bearer realm="mamori"`)
-		writeError(w, http.StatusUnauthorized, err.Error())
+		msg := err.Error()
+		if errors.Is(err, ErrNoToken) && r.Header.Get("Authorization") != "" {
+			msg = `no API token: the Authorization header must read "Bearer TOKEN"`
+		}
+		writeError(w, http.StatusUnauthorized, msg)
 		return Token{}, false
 	}
 	if !tok.Scope.Allows(scope) {

@@ -3,6 +3,7 @@ package api
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -68,21 +69,26 @@ func (l Local) EnsureAdmin(ts TokenStore) (string, error) {
 	if err := l.mkdir(); err != nil {
 		return "", err
 	}
+	name := "local admin (made at first start)"
 	if b, err := os.ReadFile(l.AdminTokenPath()); err == nil {
 		tok := strings.TrimSpace(string(b))
 		if rec, err := ts.Check(tok); err == nil && rec.Scope == ScopeAdmin {
 			return tok, nil
 		}
+		name = "local admin (made at a start: the kept one was revoked or unknown)"
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return "", fmt.Errorf("admin token: %w", err)
 	}
-	tok, _, err := ts.Create(NewToken{Name: "local admin (made at first start)", Scope: ScopeAdmin})
+	tok, rec, err := ts.Create(NewToken{Name: name, Scope: ScopeAdmin})
 	if err != nil {
 		return "", err
 	}
 	if err := writeFileAtomic(l.AdminTokenPath(), []byte(tok+"\n")); err != nil {
 		return "", fmt.Errorf("admin token: %w", err)
 	}
+	// Revoking the kept admin token and restarting is how it is rotated:
+	// say so when it happens.
+	slog.Info("api: admin token made", "id", rec.ID, "name", name, "path", l.AdminTokenPath())
 	return tok, nil
 }
 

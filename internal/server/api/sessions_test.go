@@ -2,7 +2,9 @@ package api
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 )
@@ -44,6 +46,18 @@ func TestSessions(t *testing.T) {
 	} {
 		if code, b := e.do("POST", c.path, admin.Value, c.body); code != http.StatusForbidden {
 			t.Errorf("a session made credentials at %s: %d %s", c.path, code, b)
+		}
+	}
+	// A token sent in the wrong scheme is told how to send it.
+	req, _ := http.NewRequest("GET", e.srv.URL+Prefix+"/findings", nil)
+	req.Header.Set("Authorization", "Token "+e.tokens[ScopeRead])
+	if res, err := http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	} else {
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != http.StatusUnauthorized || !strings.Contains(string(b), "Bearer TOKEN") {
+			t.Errorf("Authorization: Token ...: %d %s", res.StatusCode, b)
 		}
 	}
 	// Admins see sessions with their parent.
