@@ -214,7 +214,7 @@ func findingsListCmd() *cobra.Command {
 	fl.StringVar(&typ, "type", "", "finding type (* and ? are wildcards)")
 	fl.StringVar(&cluster, "cluster", "", "cluster")
 	fl.StringVar(&node, "node", "", "node id")
-	fl.StringVar(&image, "image", "", "part of the container image reference")
+	fl.StringVar(&image, "image", "", "part of the container image reference, or a */? pattern of the whole reference ('*/nginx:*')")
 	fl.StringVar(&namespace, "namespace", "", "Kubernetes namespace")
 	fl.StringVar(&sortBy, "sort", "eventLastSeen", "sort by (the table shows LAST SEEN): "+strings.Join(store.SortFields, ", "))
 	fl.BoolVar(&asc, "asc", false, "ascending order")

@@ -41,6 +41,7 @@ func Samples(agent Agent) []*Finding {
 		f := New(k.Type, ev, agent, "sample", ctx)
 		f.Title = "[SAMPLE] " + f.Title
 		f.Service.AdditionalInfo.Sample = true
+		f.Service.Detector.Name = "sample" // a SIEM rule keyed on the detector sees what made it
 		if k.Intel {
 			f.Service.Evidence = &Evidence{ThreatIntelligenceDetails: []ThreatIntel{{
 				ThreatListName: "mamori-sample-list", ThreatNames: []string{"sample threat"}, Indicator: "guarddutyc2activityb.com"}}}
