@@ -70,7 +70,7 @@ func NewDetection(engine *detect.Engine, agg *finding.Aggregator, log *slog.Logg
 func (d *Detection) Handle(ev *event.Event) {
 	if ev.Kind == event.KindExecHashed && ev.Exec != nil && ev.Process.UUID != "" && ev.Process.ExeSHA256 != "" {
 		d.hashes.put(imageKey(ev.Process.UUID, ev.Exec), ev.Process.ExeSHA256)
-		d.agg.AddHash(ev.Process.UUID, ev.Exec.Path, ev.Process.ExeSHA256)
+		d.agg.AddHash(ev.Process.UUID, ev.Exec.Path, ev.Process.ExeImage, ev.Process.ExeSHA256)
 	}
 	d.engine.Process(ev, func(f *finding.Finding) {
 		// A finding about an exec whose hash came first takes it — only a

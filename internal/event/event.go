@@ -60,7 +60,11 @@ type Process struct {
 	ParentUUID string   `json:"parentUuid,omitempty"`
 	Exe        string   `json:"executablePath,omitempty"`
 	ExeSHA256  string   `json:"executableSha256,omitempty"`
-	Args       []string `json:"args,omitempty"`
+	// ExeImage names the executed file's identity (device, inode, times)
+	// where the process table knows it: a hash made later lands only on
+	// findings about that very file.
+	ExeImage string   `json:"-"`
+	Args     []string `json:"args,omitempty"`
 	Cwd        string   `json:"pwd,omitempty"`
 	User       string   `json:"user,omitempty"`
 	// Lineage is the parent chain, nearest first; the process table fills

@@ -101,11 +101,13 @@ func mergeInto(held, rep *Finding) {
 }
 
 // AddHash fills in the executable's SHA-256 of held findings whose acting
-// process is processUUID running exe, and lacks it: the agent hashes executables off the
+// process is processUUID running exe — the file with identity image, when
+// both sides know it — and lacks it: the agent hashes executables off the
 // hot path, so a finding raised at exec (a dropped binary run) goes out
 // before its hash is known. Each filled finding goes out with the next
-// Flush, however recently it went out before, its count unchanged. It returns how many were filled.
-func (a *Aggregator) AddHash(processUUID, exe, sha256 string) int {
+// Flush, however recently it went out before, its count unchanged. It
+// returns how many were filled.
+func (a *Aggregator) AddHash(processUUID, exe, image, sha256 string) int {
 	if processUUID == "" || exe == "" || sha256 == "" {
 		return 0
 	}
@@ -116,6 +118,11 @@ func (a *Aggregator) AddHash(processUUID, exe, sha256 string) int {
 		g := el.Value.(*agg)
 		p := g.f.Service.RuntimeDetails.Process
 		if p == nil || p.UUID != processUUID || p.ExecutablePath != exe || p.ExecutableSha256 != "" {
+			continue
+		}
+		// Same process and path is not enough: the file at the path may
+		// have been replaced and exec'd again since this finding.
+		if image != "" && p.ExeImage != "" && p.ExeImage != image {
 			continue
 		}
 		// The held finding shares its Process with copies handed out.

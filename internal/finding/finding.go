@@ -153,6 +153,9 @@ type Process struct {
 	Euid             uint32           `json:"euid"`
 	Args             []string         `json:"args,omitempty"`
 	Lineage          []event.Ancestor `json:"lineage,omitempty"`
+	// ExeImage is the executed file's identity on the agent (never sent):
+	// a hash made later is added only to findings about that very file.
+	ExeImage string `json:"-"`
 }
 
 // Agent identifies the node and agent raising findings.
@@ -230,7 +233,7 @@ func processOf(p *event.Process) *Process {
 	return &Process{
 		Name: p.Comm, ExecutablePath: p.Exe, ExecutableSha256: p.ExeSHA256, NamespacePid: p.NSPID,
 		Pwd: p.Cwd, Pid: p.PID, StartTime: p.Start, UUID: p.UUID, ParentUUID: p.ParentUUID,
-		User: p.User, UserID: p.UID, Euid: p.EUID, Args: p.Args, Lineage: p.Lineage,
+		User: p.User, UserID: p.UID, Euid: p.EUID, Args: p.Args, Lineage: p.Lineage, ExeImage: p.ExeImage,
 	}
 }
 

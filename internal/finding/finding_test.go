@@ -205,13 +205,23 @@ func TestAggregatorAddHash(t *testing.T) {
 	other := &event.Event{Time: time.Unix(1, 0), Process: event.Process{PID: 8, UUID: "p8", Exe: "/tmp/other"}}
 	a.Observe(New("Execution:Runtime/NewBinaryExecuted", other, agent, "", nil))
 	a.Flush(time.Now(), true)
-	if n := a.AddHash("p7", "/tmp/dropped", "aa11"); n != 1 {
+	// The same process and path, but another file (replaced and run again).
+	replaced := &event.Event{Time: time.Unix(1, 0), Process: event.Process{PID: 9, UUID: "p9", Exe: "/tmp/x", ExeImage: "2049:100:1:1"}}
+	a.Observe(New("Execution:Runtime/ReverseShell", replaced, agent, "", nil))
+	if a.AddHash("p9", "/tmp/x", "2049:200:5:5", "dd44") != 0 {
+		t.Error("a hash of another file at the same path was taken")
+	}
+	if a.AddHash("p9", "/tmp/x", "2049:100:1:1", "ee55") != 1 {
+		t.Error("the hash of the very file was not taken")
+	}
+	a.Flush(time.Now(), true)
+	if n := a.AddHash("p7", "/tmp/dropped", "", "aa11"); n != 1 {
 		t.Fatalf("AddHash filled %d findings, want 1", n)
 	}
-	if a.AddHash("p7", "/tmp/dropped", "bb22") != 0 {
+	if a.AddHash("p7", "/tmp/dropped", "", "bb22") != 0 {
 		t.Error("a known hash was replaced")
 	}
-	if a.AddHash("p8", "/tmp/another-image", "cc33") != 0 {
+	if a.AddHash("p8", "/tmp/another-image", "", "cc33") != 0 {
 		t.Error("a hash of another image of the process was taken")
 	}
 	if sent.Service.RuntimeDetails.Process.ExecutableSha256 != "" {

@@ -27,6 +27,14 @@ type fileKey struct {
 	mtime, ctime int64
 }
 
+// String names the identity ("" when unknown).
+func (k fileKey) String() string {
+	if k == (fileKey{}) {
+		return ""
+	}
+	return fmt.Sprintf("%d:%d:%d:%d", k.dev, k.ino, k.mtime, k.ctime)
+}
+
 type hashJob struct {
 	pid  uint32
 	ppid uint32 // its root resolves the path of a process already gone

@@ -361,6 +361,7 @@ func (t *Table) fill(p *event.Process, e *entry) {
 	}
 	p.User = e.user
 	p.ExeSHA256 = e.sha256
+	p.ExeImage = e.execKey.String()
 	p.Start = e.start
 	if e.lineage == nil || e.lineageGen != t.gen {
 		e.lineage, e.lineageGen = t.lineageOf(e), t.gen
