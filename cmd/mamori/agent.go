@@ -25,6 +25,7 @@ import (
 	"github.com/mamori-dev/mamori/internal/finding"
 	"github.com/mamori-dev/mamori/internal/intel"
 	"github.com/mamori-dev/mamori/internal/sensor"
+	"github.com/mamori-dev/mamori/internal/server/coverage"
 	"github.com/mamori-dev/mamori/internal/transport"
 )
 
@@ -53,7 +54,8 @@ type agentFlags struct {
 	findingSinks []agent.FindingSink
 	// started, when set, runs beside a started agent (not a flag): `run`
 	// sends the agent's heartbeats to its embedded server.
-	started func(ctx context.Context, a *agent.Agent)
+	// It returns when ctx ends; exit then says why the agent stops.
+	started func(ctx context.Context, a *agent.Agent, exit func() *coverage.Exit)
 }
 
 func (f *agentFlags) bind(cmd *cobra.Command, defaultPrint string) {
@@ -117,8 +119,8 @@ func agentCmd() *cobra.Command {
 				if err := link.syncDistribution(cmd.Context(), serverURL, caFingerprint, f.dataDir, f.rulesDir, f.intelDir, syncEvery); err != nil {
 					return err
 				}
-				f.started = func(ctx context.Context, a *agent.Agent) {
-					link.heartbeats(ctx, a, agent.HeartbeatInfo{Version: version, Cluster: clus, Platform: "host", Interval: heartbeatEvery, Labels: f.labels})
+				f.started = func(ctx context.Context, a *agent.Agent, exit func() *coverage.Exit) {
+					link.heartbeats(ctx, a, agent.HeartbeatInfo{Version: version, Cluster: clus, Platform: "host", Interval: heartbeatEvery, Labels: f.labels}, exit)
 				}
 			}
 			return runAgent(cmd.Context(), &f, os.Stdout)
@@ -133,7 +135,7 @@ func agentCmd() *cobra.Command {
 	return cmd
 }
 
-func runAgent(ctx context.Context, f *agentFlags, out *os.File) error {
+func runAgent(ctx context.Context, f *agentFlags, out *os.File) (err error) {
 	level := slog.LevelInfo
 	if f.verbose {
 		level = slog.LevelDebug
@@ -188,11 +190,23 @@ func runAgent(ctx context.Context, f *agentFlags, out *os.File) error {
 	}
 	defer a.Close()
 	if f.started != nil {
-		// Waited for before the agent closes: its last heartbeat reads the
-		// agent's state.
+		// Stopped and waited for before the agent closes, however runAgent
+		// returns: its last heartbeat reads the agent's state and says why.
+		hbCtx, hbCancel := context.WithCancel(ctx)
+		var runErr error // written before hbCancel, read after hbCtx ends
+		exit := func() *coverage.Exit {
+			if runErr != nil && !errors.Is(runErr, context.Canceled) {
+				return &coverage.Exit{Code: 1, Reason: runErr.Error()}
+			}
+			return &coverage.Exit{Code: 0, Reason: "stopped (signal)"}
+		}
 		var bg sync.WaitGroup
-		bg.Go(func() { f.started(ctx, a) })
-		defer bg.Wait()
+		bg.Go(func() { f.started(hbCtx, a, exit) })
+		defer func() {
+			runErr = err
+			hbCancel()
+			bg.Wait()
+		}()
 	}
 	attached, failed := 0, 0
 	for _, h := range a.Hooks() {

@@ -477,7 +477,7 @@ func (l *agentLink) Sink(f *finding.Finding, isNew bool) {
 
 // heartbeats publishes the agent's health every interval until ctx ends,
 // and a last one saying it stopped.
-func (l *agentLink) heartbeats(ctx context.Context, a *agent.Agent, info agent.HeartbeatInfo) {
+func (l *agentLink) heartbeats(ctx context.Context, a *agent.Agent, info agent.HeartbeatInfo, exit func() *coverage.Exit) {
 	t := time.NewTicker(info.Interval)
 	defer t.Stop()
 	var elide coverage.HookElision
@@ -485,10 +485,10 @@ func (l *agentLink) heartbeats(ctx context.Context, a *agent.Agent, info agent.H
 		l.sendHeartbeat(a, info, &elide, nil)
 		select {
 		case <-ctx.Done():
-			// The last one says the agent is stopping on purpose, so the
-			// node reads "agent exited ... stopped" at once instead of "not
-			// reporting" a few intervals later, as after a crash.
-			l.sendHeartbeat(a, info, &elide, &coverage.Exit{Code: 0, Reason: "stopped (signal)"})
+			// The last one says the agent is stopping and why, so the node
+			// reads "agent exited ..." at once instead of "not reporting" a
+			// few intervals later, as after a crash.
+			l.sendHeartbeat(a, info, &elide, exit())
 			return
 		case <-t.C:
 		}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/mamori-dev/mamori/internal/agent"
 	"github.com/mamori-dev/mamori/internal/datadir"
+	"github.com/mamori-dev/mamori/internal/server/coverage"
 )
 
 func init() { register(runCmd) }
@@ -60,8 +61,8 @@ func runCmd() *cobra.Command {
 			}
 			defer link.Close()
 			f.findingSinks = append(f.findingSinks, link.Sink)
-			f.started = func(ctx context.Context, a *agent.Agent) {
-				link.heartbeats(ctx, a, agent.HeartbeatInfo{Version: version, Cluster: sf.cluster, Platform: "host", Interval: heartbeatEvery, Labels: f.labels})
+			f.started = func(ctx context.Context, a *agent.Agent, exit func() *coverage.Exit) {
+				link.heartbeats(ctx, a, agent.HeartbeatInfo{Version: version, Cluster: sf.cluster, Platform: "host", Interval: heartbeatEvery, Labels: f.labels}, exit)
 			}
 			return runAgent(ctx, &f, os.Stdout)
 		},

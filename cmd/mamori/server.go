@@ -218,8 +218,11 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 	}
 	// The server's work stops at Close, not at the signal: Close first
 	// sends out held export updates and lets webhooks deliver, which needs
-	// them still running.
+	// them still running. A signal during startup still aborts it (startup
+	// waits for NATS and the store for minutes).
+	sigCtx := ctx
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	abortStart := context.AfterFunc(sigCtx, cancel)
 	s := &server{log: log, store: st, cluster: f.cluster, local: api.LocalFor(dataDir), cancel: cancel, lock: lock}
 	fail := func(err error) (*server, error) {
 		cancel()
@@ -431,6 +434,10 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 	if fingerprint != "" {
 		fmt.Fprintf(out, "agents on other hosts: mamori agent --server %s --join-token \"$(cat %s)\" --ca-fingerprint %s\n",
 			s.url, filepath.Join(dataDir, "join-token"), fingerprint)
+	}
+	if !abortStart() { // the signal came during startup: its work is cancelled
+		s.Close()
+		return nil, fmt.Errorf("interrupted during startup: %w", context.Cause(sigCtx))
 	}
 	return s, nil
 }

@@ -80,7 +80,7 @@ func statusCmd() *cobra.Command {
 			fmt.Fprintf(w, "retry cache\t%d held, %d dropped, %d released unresolved\n", st.Retry.Held, st.Retry.Dropped, st.Retry.Expired+st.Retry.Gone)
 			fmt.Fprintf(w, "containers\t%d known, %d resolve errors\n", st.Containers.Containers, st.Containers.ResolveErrors)
 			fmt.Fprintf(w, "processes\t%d tracked, %d evicted\n", st.Processes.Entries, st.Processes.Evicted)
-			fmt.Fprintf(w, "hashing\t%d done, %d dropped, %d failed\n", st.Processes.HashDone, st.Processes.HashDropped, st.Processes.HashFailed)
+			fmt.Fprintf(w, "hashing\t%d done, %d dropped, %d failed, %d blocked\n", st.Processes.HashDone, st.Processes.HashDropped, st.Processes.HashFailed, st.Processes.HashStuck)
 			if !s.LastEvent.IsZero() {
 				fmt.Fprintf(w, "last event\t%s ago\n", time.Since(s.LastEvent).Round(time.Millisecond))
 			}

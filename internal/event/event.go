@@ -56,17 +56,17 @@ type Process struct {
 	StartNS       uint64 `json:"-"`
 	ParentStartNS uint64 `json:"-"`
 
-	UUID       string   `json:"uuid,omitempty"`
-	ParentUUID string   `json:"parentUuid,omitempty"`
-	Exe        string   `json:"executablePath,omitempty"`
-	ExeSHA256  string   `json:"executableSha256,omitempty"`
+	UUID       string `json:"uuid,omitempty"`
+	ParentUUID string `json:"parentUuid,omitempty"`
+	Exe        string `json:"executablePath,omitempty"`
+	ExeSHA256  string `json:"executableSha256,omitempty"`
 	// ExeImage names the executed file's identity (device, inode, times)
 	// where the process table knows it: a hash made later lands only on
 	// findings about that very file.
 	ExeImage string   `json:"-"`
 	Args     []string `json:"args,omitempty"`
-	Cwd        string   `json:"pwd,omitempty"`
-	User       string   `json:"user,omitempty"`
+	Cwd      string   `json:"pwd,omitempty"`
+	User     string   `json:"user,omitempty"`
 	// Lineage is the parent chain, nearest first; the process table fills
 	// it. It is shared between the events of a process: read-only.
 	Lineage []Ancestor `json:"lineage,omitempty"`

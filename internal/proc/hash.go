@@ -63,8 +63,9 @@ type hasher struct {
 
 // hashTimeout bounds one hash: a file on a stalled FUSE or NFS mount blocks
 // open, stat and read whatever the flags, and must not stop hashing node-
-// wide. The stuck goroutine is abandoned (it finishes or stays blocked);
-// past maxStuck of them hashing stops, counted and logged.
+// wide. The blocked goroutine is left behind (it finishes or stays
+// blocked) and counted stuck until it returns; while maxStuck are, new
+// jobs are dropped and counted, not started.
 const (
 	hashTimeout = 20 * time.Second
 	maxStuck    = 8
@@ -115,12 +116,23 @@ func (t *Table) Run(ctx context.Context) {
 }
 
 // runBounded runs j on a goroutine of its own for at most hashTimeout,
-// reporting whether hashing may go on.
+// reporting whether hashing may go on (false once ctx ends).
 func (h *hasher) runBounded(ctx context.Context, j hashJob) bool {
+	if n := h.stuck.Load(); n >= maxStuck {
+		if d := h.dropped.Add(1); d&(d-1) == 0 {
+			h.t.log.Error("executable hashes dropped: too many hashes blocked (a stalled FUSE or network file system?)", "stuck", n, "dropped", d)
+		}
+		return true
+	}
+	// state: 0 running, 1 finished in time, 2 left behind.
+	var state atomic.Int32
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		h.run(j)
+		if !state.CompareAndSwap(0, 1) {
+			h.stuck.Add(^uint64(0)) // a left-behind hash came back
+		}
 	}()
 	timer := time.NewTimer(hashTimeout)
 	defer timer.Stop()
@@ -131,12 +143,9 @@ func (h *hasher) runBounded(ctx context.Context, j hashJob) bool {
 		return false
 	case <-timer.C:
 	}
-	n := h.stuck.Add(1)
-	h.failed.Add(1)
-	h.t.log.Warn("hashing an executable blocked; left behind", "pid", j.pid, "path", j.path, "after", hashTimeout, "stuck", n)
-	if n >= maxStuck {
-		h.t.log.Error("executable hashing stopped: too many hashes blocked (a stalled FUSE or network file system?)", "stuck", n)
-		return false
+	if state.CompareAndSwap(0, 2) {
+		n := h.stuck.Add(1)
+		h.t.log.Warn("hashing an executable blocked; left behind", "pid", j.pid, "path", j.path, "after", hashTimeout, "stuck", n)
 	}
 	return true
 }

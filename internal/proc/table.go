@@ -71,6 +71,7 @@ type Stats struct {
 	HashDropped  uint64 `json:"hashDropped"` // queue full
 	HashFailed   uint64 `json:"hashFailed"`
 	HashCacheHit uint64 `json:"hashCacheHit"`
+	HashStuck    uint64 `json:"hashStuck"` // blocked hashes left behind, now
 }
 
 // entry is one process. Fields are guarded by Table.mu.
@@ -473,5 +474,6 @@ func (t *Table) Stats() Stats {
 		Entries: n, Evicted: t.evicted.Load(), Expired: t.expired.Load(), Seeded: t.seeded.Load(),
 		Unknown: t.unknown.Load(), HashQueued: h.queued.Load(), HashDone: h.done.Load(),
 		HashDropped: h.dropped.Load(), HashFailed: h.failed.Load(), HashCacheHit: h.hits.Load(),
+		HashStuck: h.stuck.Load(),
 	}
 }

@@ -193,7 +193,9 @@ func (e *Enroller) CreateJoinToken(ctx context.Context, o TokenOptions) (string,
 
 // JoinTokens lists the join tokens (without their hashes), revoked and
 // spent ones included.
-func (e *Enroller) JoinTokens(ctx context.Context) ([]TokenRecord, error) { return e.cfg.Tokens.List(ctx) }
+func (e *Enroller) JoinTokens(ctx context.Context) ([]TokenRecord, error) {
+	return e.cfg.Tokens.List(ctx)
+}
 
 // RevokeJoinToken makes a join token unusable; nodes enrolled with it stay.
 func (e *Enroller) RevokeJoinToken(ctx context.Context, id string) error {

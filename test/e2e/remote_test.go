@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -212,5 +214,29 @@ func TestRemoteAgentThroughOutage(t *testing.T) {
 	waitServerFinding(t, bin, srvDir, nodeID, back)
 	if log, _ := os.ReadFile(again.Log); !strings.Contains(string(log), "enrolling again") {
 		t.Errorf("the agent did not say it enrolled again:\n%s", log)
+	}
+
+	// An agent that fails after it started reporting exits (it hung before,
+	// heartbeating while nothing detected) and its node says why.
+	again.Stop()
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	out, err = exec.CommandContext(ctx, bin, "agent", "--data-dir", agDir, "--server", url, "--ca-fingerprint", fp,
+		"--metrics-addr", busy.Addr().String(), "-q").CombinedOutput()
+	if ctx.Err() != nil || err == nil {
+		t.Fatalf("agent with its metrics port taken: %v (context %v)\n%s", err, ctx.Err(), out)
+	}
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if _, issue = nodeIssue(t, bin, srvDir); strings.HasPrefix(issue, "AGENT_EXITED:agent exited with code 1") {
+			break
+		}
+	}
+	if !strings.HasPrefix(issue, "AGENT_EXITED:agent exited with code 1") || !strings.Contains(issue, "address already in use") {
+		t.Errorf("coverage after the agent failed: %q", issue)
 	}
 }
