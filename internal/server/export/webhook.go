@@ -39,7 +39,8 @@ type WebhookConfig struct {
 	// RetryFor bounds how long a record is retried while the receiver fails
 	// or cannot be reached [1h]: a receiver down for minutes (a deploy, a
 	// restart) gets everything when it is back. Records behind it wait in
-	// the queue, whose overflow is counted.
+	// the queue, whose overflow is counted; a record failing on its own is
+	// set aside after a few attempts so the others go first.
 	RetryFor time.Duration
 	// BaseBackoff is the wait before the first retry [500ms]; each further
 	// retry doubles it, up to MaxBackoff [1m]. A Retry-After header from
@@ -68,7 +69,15 @@ type record struct {
 	id   string // finding id, for logs
 	key  string // record id, sent as Idempotency-Key
 	body []byte
+	// first is when delivery was first tried (zero before): a record is
+	// given up RetryFor after it, however often it was set aside.
+	first time.Time
 }
+
+// setAsideAfter is how many failed attempts a record gets before it goes to
+// the back of the queue when others wait: a receiver refusing one record
+// (a 500 on its content) must not hold every other back for RetryFor.
+const setAsideAfter = 5
 
 // Webhook delivers records to one HTTP endpoint in order, with retries and
 // exponential backoff. Send never blocks: a full queue drops the record and
@@ -83,6 +92,11 @@ type Webhook struct {
 	// in flight); it is raised before a record enters the queue, so Drain
 	// never sees a record in neither place.
 	outstanding atomic.Int64
+	// failingSince is when the receiver's current run of failures began
+	// (zero after a success); only Run's goroutine touches it. Once it is
+	// RetryFor old, records get one attempt each until one succeeds, so a
+	// receiver gone for good does not keep each record for RetryFor.
+	failingSince time.Time
 
 	descs map[string]*prometheus.Desc
 }
@@ -192,8 +206,9 @@ func (w *Webhook) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case r := <-w.queue:
-			w.deliver(ctx, r)
-			w.outstanding.Add(-1)
+			if !w.deliver(ctx, r) {
+				w.outstanding.Add(-1)
+			}
 		}
 	}
 }
@@ -219,23 +234,41 @@ func (w *Webhook) Drain(ctx context.Context) bool {
 // errPermanent marks a response not worth retrying.
 var errPermanent = errors.New("refused")
 
-func (w *Webhook) deliver(ctx context.Context, r record) {
+// deliver tries r until it is delivered, refused, or its retry window
+// (RetryFor since its first attempt, or since the receiver began failing)
+// is spent. It reports true when it set r aside at the back of the queue
+// instead, others waiting behind it.
+func (w *Webhook) deliver(ctx context.Context, r record) (setAside bool) {
 	var err error
-	start := time.Now()
+	if r.first.IsZero() {
+		r.first = time.Now()
+	}
 	for attempt := 1; ; attempt++ {
 		var retryAfter time.Duration
 		retryAfter, err = w.attempt(ctx, r)
 		if err == nil {
 			w.delivered.Add(1)
-			return
+			w.failingSince = time.Time{}
+			return false
+		}
+		if w.failingSince.IsZero() {
+			w.failingSince = time.Now()
 		}
 		if errors.Is(err, errPermanent) || (w.cfg.MaxAttempts > 0 && attempt >= w.cfg.MaxAttempts) ||
-			time.Since(start) >= w.cfg.RetryFor || ctx.Err() != nil {
+			time.Since(r.first) >= w.cfg.RetryFor || time.Since(w.failingSince) >= w.cfg.RetryFor || ctx.Err() != nil {
 			break
 		}
 		if attempt == 3 { // once per record, not per attempt
 			w.cfg.Logger.Warn("webhook: receiver failing, retrying", "webhook", w.cfg.Name, "finding", r.id,
 				"for up to", w.cfg.RetryFor, "err", err)
+		}
+		if attempt%setAsideAfter == 0 && len(w.queue) > 0 {
+			select {
+			case w.queue <- r: // still outstanding: no count changes
+				w.retries.Add(1)
+				return true
+			default: // the queue is full again: keep trying this one
+			}
 		}
 		wait := w.backoff(attempt)
 		if retryAfter > 0 {
@@ -255,10 +288,11 @@ func (w *Webhook) deliver(ctx context.Context, r record) {
 	}
 	if ctx.Err() != nil {
 		w.dropped.Add(1) // shutting down: not the receiver's fault
-		return
+		return false
 	}
 	w.failed.Add(1)
 	w.cfg.Logger.Warn("webhook: delivery failed", "webhook", w.cfg.Name, "finding", r.id, "err", err)
+	return false
 }
 
 // backoff is the wait after the given failed attempt: BaseBackoff doubled

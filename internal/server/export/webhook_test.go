@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -173,6 +174,62 @@ func TestWebhookOutlastsAReceiverOutage(t *testing.T) {
 	w2, _, _ := startWebhook(t, WebhookConfig{URL: dead.URL, BaseBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond, RetryFor: 100 * time.Millisecond})
 	w2.Send(fixtures()["intel-dns"], true)
 	waitFor(t, "giving up after the window", func() bool { return w2.Stats().Failed == 1 })
+}
+
+// A receiver refusing one record with 5xx (its content, say) does not hold
+// the others back: after a few attempts it waits at the back of the queue,
+// and is given up when its own window ends.
+func TestWebhookPoisonRecordIsSetAside(t *testing.T) {
+	poison := fixtures()["intel-dns"]
+	var mu sync.Mutex
+	var got []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		if strings.Contains(string(b), poison.ID) {
+			w.WriteHeader(http.StatusInternalServerError)
+			return
+		}
+		mu.Lock()
+		got = append(got, r.Header.Get("Idempotency-Key"))
+		mu.Unlock()
+	}))
+	t.Cleanup(srv.Close)
+	w, _, _ := startWebhook(t, WebhookConfig{URL: srv.URL, BaseBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond,
+		RetryFor: 2 * time.Second})
+	w.Send(poison, true)
+	fx := fixtures()
+	n := 0
+	for name, f := range fx {
+		if name != "intel-dns" {
+			w.Send(f, true)
+			n++
+		}
+	}
+	waitFor(t, "the others delivered", func() bool { return w.Stats().Delivered == uint64(n) })
+	if s := w.Stats(); s.Failed != 0 {
+		t.Fatalf("the others waited for the poison record to be given up: %+v", s)
+	}
+	waitFor(t, "the poison record given up", func() bool { return w.Stats().Failed == 1 })
+	if w.Stats().Pending != 0 || !w.Drain(context.Background()) {
+		t.Fatalf("queue not empty: %+v", w.Stats())
+	}
+}
+
+// A receiver gone for longer than the window: later records get one
+// attempt each instead of a whole window each.
+func TestWebhookReceiverGoneForGood(t *testing.T) {
+	dead := newReceiver(t, func(n int, w http.ResponseWriter) { w.WriteHeader(http.StatusBadGateway) })
+	w, _, _ := startWebhook(t, WebhookConfig{URL: dead.URL, BaseBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond,
+		RetryFor: 200 * time.Millisecond})
+	w.Send(fixtures()["intel-dns"], true)
+	waitFor(t, "the first given up", func() bool { return w.Stats().Failed == 1 })
+	before := dead.count()
+	start := time.Now()
+	w.Send(fixtures()["reverse-shell"], true)
+	waitFor(t, "the second given up", func() bool { return w.Stats().Failed == 2 })
+	if d, tries := time.Since(start), dead.count()-before; tries != 1 || d > 150*time.Millisecond {
+		t.Fatalf("second record: %d attempts over %v, want one at once", tries, d)
+	}
 }
 
 func TestWebhookClientErrorIsNotRetried(t *testing.T) {
