@@ -93,17 +93,19 @@ func (a *API) removeAgent(w http.ResponseWriter, r *http.Request) error {
 	if !transport.ValidNodeID(id) {
 		return errorf(http.StatusBadRequest, "invalid node id")
 	}
-	err := a.opt.Agents.RemoveNode(r.Context(), id)
-	if errors.Is(err, transport.ErrNotFound) {
-		return errorf(http.StatusNotFound, "no enrolled agent %q", id)
-	}
-	if err != nil {
-		return err
+	enrolled := a.opt.Agents.RemoveNode(r.Context(), id)
+	if enrolled != nil && !errors.Is(enrolled, transport.ErrNotFound) {
+		return enrolled
 	}
 	// Its coverage goes too: a decommissioned node would read "not
-	// reporting" for ever.
-	if err := a.opt.Store.DeleteNode(r.Context(), id); err != nil && !errors.Is(err, store.ErrNotFound) {
-		return fmt.Errorf("agent %s removed, but not its coverage: %w", id, err)
+	// reporting" for ever. A node removed before coverage went with it
+	// (or whose coverage came back from a late heartbeat) is cleared too.
+	covered := a.opt.Store.DeleteNode(r.Context(), id)
+	if covered != nil && !errors.Is(covered, store.ErrNotFound) {
+		return fmt.Errorf("agent %s removed, but not its coverage: %w", id, covered)
+	}
+	if enrolled != nil && covered != nil {
+		return errorf(http.StatusNotFound, "no enrolled agent or coverage node %q", id)
 	}
 	a.opt.Logger.Info("api: agent removed and its credential revoked", "node", id)
 	w.WriteHeader(http.StatusNoContent)

@@ -101,6 +101,16 @@ func TestAgentAdministration(t *testing.T) {
 	e.must(http.StatusNoContent, "DELETE", "/agents/rack4-n1", ScopeAdmin, nil, nil)
 	// A removed node leaves coverage (it would read "not reporting" for ever).
 	e.must(http.StatusNotFound, "GET", "/coverage/rack4-n1", ScopeRead, nil, nil)
+	// A coverage node left over (removed before this, or back from a late
+	// heartbeat) is removed by removing it again.
+	if _, _, err := e.st.UpdateNode(context.Background(), "rack4-n1", func(*store.Node) (*store.Node, *store.CoverageEvent, error) {
+		return &store.Node{NodeID: "rack4-n1", Status: "Unhealthy", LastHeartbeat: time.Now()}, nil, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	e.must(http.StatusNoContent, "DELETE", "/agents/rack4-n1", ScopeAdmin, nil, nil)
+	e.must(http.StatusNotFound, "GET", "/coverage/rack4-n1", ScopeRead, nil, nil)
+	e.must(http.StatusNotFound, "DELETE", "/agents/rack4-n1", ScopeAdmin, nil, nil)
 	uc, err := jwt.DecodeUserClaims(creds.JWT)
 	if err != nil {
 		t.Fatal(err)

@@ -36,7 +36,7 @@ func (a *API) openSession(w http.ResponseWriter, r *http.Request) error {
 	if ttl < time.Second {
 		return errorf(http.StatusForbidden, "token %q expires in less than a second", parent.Name)
 	}
-	a.purgeExpiredSessions(now)
+	a.tidySessions(now, parent.ID)
 	tok, rec, err := a.opt.Tokens.Create(NewToken{
 		Name: "console session of " + parent.Name, Scope: parent.Scope, TTL: ttl, Parent: parent.ID})
 	if err != nil {
@@ -84,38 +84,70 @@ func (a *API) lookup(id string) (Token, error) {
 	return Token{}, fmt.Errorf("api token %s: %w", id, errNotFound)
 }
 
-// revokeWithSessions revokes a token and every session opened with it.
+// revokeWithSessions revokes a token and every session opened with it —
+// also when the token itself is already gone (a revocation whose cascade
+// failed half-way is finished by repeating it).
 func (a *API) revokeWithSessions(id string) error {
-	if err := a.opt.Tokens.Revoke(id); err != nil {
-		return err
+	gone := a.opt.Tokens.Revoke(id)
+	if gone != nil && !errors.Is(gone, errNotFound) {
+		return gone
 	}
 	toks, err := a.opt.Tokens.List()
 	if err != nil {
 		return fmt.Errorf("revoke the sessions of %s: %w", id, err)
 	}
+	ended := 0
 	for _, t := range toks {
 		if t.Parent == id {
 			if err := a.opt.Tokens.Revoke(t.ID); err != nil && !errors.Is(err, errNotFound) {
 				return fmt.Errorf("revoke session %s of %s: %w", t.ID, id, err)
 			}
+			ended++
 		}
+	}
+	if gone != nil && ended == 0 {
+		return gone
 	}
 	return nil
 }
 
-// purgeExpiredSessions forgets sessions that expired (a session nobody
-// logged out of stays in the token list until then); best effort.
-func (a *API) purgeExpiredSessions(now time.Time) {
+// maxSessionsPerToken bounds the live sessions of one token: a leaked read
+// token looping on POST /sessions must not grow the token store without
+// end. Past it, the oldest end.
+const maxSessionsPerToken = 20
+
+// tidySessions forgets sessions that expired (nobody logged out of them)
+// or whose parent is gone, and the oldest of parent's past the bound so
+// one more fits; best effort.
+func (a *API) tidySessions(now time.Time, parent string) {
 	toks, err := a.opt.Tokens.List()
 	if err != nil {
-		a.opt.Logger.Warn("purge expired console sessions", "err", err)
+		a.opt.Logger.Warn("tidy console sessions", "err", err)
 		return
 	}
+	ids := make(map[string]bool, len(toks))
 	for _, t := range toks {
-		if t.Parent != "" && !t.ExpiresAt.IsZero() && !now.Before(t.ExpiresAt) {
-			if err := a.opt.Tokens.Revoke(t.ID); err != nil && !errors.Is(err, errNotFound) {
-				a.opt.Logger.Warn("purge expired console session", "session", t.ID, "err", err)
+		ids[t.ID] = true
+	}
+	var mine []Token // oldest first, as List sorts
+	for _, t := range toks {
+		if t.Parent == "" {
+			continue
+		}
+		expired := !t.ExpiresAt.IsZero() && !now.Before(t.ExpiresAt)
+		if !expired && ids[t.Parent] {
+			if t.Parent == parent {
+				mine = append(mine, t)
 			}
+			continue
+		}
+		if err := a.opt.Tokens.Revoke(t.ID); err != nil && !errors.Is(err, errNotFound) {
+			a.opt.Logger.Warn("forget console session", "session", t.ID, "err", err)
+		}
+	}
+	for _, t := range mine[:max(0, len(mine)-(maxSessionsPerToken-1))] {
+		if err := a.opt.Tokens.Revoke(t.ID); err != nil && !errors.Is(err, errNotFound) {
+			a.opt.Logger.Warn("end the oldest console session", "session", t.ID, "err", err)
 		}
 	}
 }

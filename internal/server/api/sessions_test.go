@@ -123,10 +123,68 @@ func TestSessions(t *testing.T) {
 		t.Errorf("expired session works: %d", code)
 	}
 	e.must(http.StatusCreated, "POST", "/sessions", ScopeRead, nil, nil)
-	e.must(http.StatusOK, "GET", "/tokens", ScopeAdmin, nil, &list)
-	for _, tk := range list.Tokens {
+	var after struct{ Tokens []Token } // fresh: decoding into used elements keeps their old fields
+	e.must(http.StatusOK, "GET", "/tokens", ScopeAdmin, nil, &after)
+	for _, tk := range after.Tokens {
 		if tk.ID == ss.ID {
 			t.Errorf("expired session %s kept after a later login", ss.ID)
 		}
 	}
+	// One token's live sessions are bounded (the oldest end; within one
+	// second, which of them is not defined).
+	var all []TokenResponse
+	for range maxSessionsPerToken + 5 {
+		var x TokenResponse
+		e.must(http.StatusCreated, "POST", "/sessions", ScopeRead, nil, &x)
+		all = append(all, x)
+	}
+	var now struct{ Tokens []Token }
+	e.must(http.StatusOK, "GET", "/tokens", ScopeAdmin, nil, &now)
+	readParent, _ := e.api.opt.Tokens.Check(e.tokens[ScopeRead])
+	live := 0
+	for _, tk := range now.Tokens {
+		if tk.Parent == readParent.ID {
+			live++
+		}
+	}
+	if live > maxSessionsPerToken {
+		t.Errorf("%d live sessions of one token, bound %d", live, maxSessionsPerToken)
+	}
+	if code, _ := e.do("GET", "/findings", all[len(all)-1].Value, nil); code != http.StatusOK {
+		t.Errorf("the newest session ended: %d", code)
+	}
+
+	// A parent revoked without its cascade (a half-done revocation): its
+	// sessions go at the next login, and repeating the revocation ends them.
+	p2, p2rec, err := e.api.opt.Tokens.Create(NewToken{Name: "p2", Scope: ScopeRead})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var orphan TokenResponse
+	if code, b := e.do("POST", "/sessions", p2, nil); code != http.StatusCreated || json.Unmarshal(b, &orphan) != nil {
+		t.Fatalf("session of p2: %d %s", code, b)
+	}
+	if err := e.api.opt.Tokens.Revoke(p2rec.ID); err != nil {
+		t.Fatal(err)
+	}
+	e.must(http.StatusNoContent, "DELETE", "/tokens/"+p2rec.ID, ScopeAdmin, nil, nil)
+	if code, _ := e.do("GET", "/findings", orphan.Value, nil); code != http.StatusUnauthorized {
+		t.Errorf("a session outlived its parent's repeated revocation: %d", code)
+	}
+	e.must(http.StatusNotFound, "DELETE", "/tokens/"+p2rec.ID, ScopeAdmin, nil, nil)
+	p3, p3rec, err := e.api.opt.Tokens.Create(NewToken{Name: "p3", Scope: ScopeRead})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, b := e.do("POST", "/sessions", p3, nil); code != http.StatusCreated || json.Unmarshal(b, &orphan) != nil {
+		t.Fatalf("session of p3: %d %s", code, b)
+	}
+	if err := e.api.opt.Tokens.Revoke(p3rec.ID); err != nil {
+		t.Fatal(err)
+	}
+	e.must(http.StatusCreated, "POST", "/sessions", ScopeAdmin, nil, nil) // any login tidies
+	if code, _ := e.do("GET", "/findings", orphan.Value, nil); code != http.StatusUnauthorized {
+		t.Errorf("an orphaned session survived a later login: %d", code)
+	}
+
 }
