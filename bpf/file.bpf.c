@@ -74,6 +74,40 @@ static __always_inline int root_watched(unsigned char c)
 	return (r->bits[(c >> 6) & 3] >> (c & 63)) & 1;
 }
 
+/* dot_segment reports whether the first len bytes of p hold "//", or a
+ * "." or ".." segment: a path that is not in canonical form. It runs under
+ * bpf_loop so the verifier checks one step, not every position in every
+ * program that inlines watch_bits. */
+struct dot_ctx {
+	const char *p;
+	long len;
+	int found;
+};
+
+static long dot_step(__u64 i, struct dot_ctx *c)
+{
+	if ((long)i >= c->len)
+		return 1;
+	const char *p = c->p;
+	if (p[i & (PATH_KEY_MAX - 1)] != '/')
+		return 0;
+	char a = (long)i + 1 < c->len ? p[(i + 1) & (PATH_KEY_MAX - 1)] : 0;
+	char b = (long)i + 2 < c->len ? p[(i + 2) & (PATH_KEY_MAX - 1)] : 0;
+	char d = (long)i + 3 < c->len ? p[(i + 3) & (PATH_KEY_MAX - 1)] : 0;
+	if (a == '/' || (a == '.' && (b == 0 || b == '/')) || (a == '.' && b == '.' && (d == 0 || d == '/'))) {
+		c->found = 1;
+		return 1;
+	}
+	return 0;
+}
+
+static __always_inline int dot_segment(const char *p, long len)
+{
+	struct dot_ctx c = {.p = p, .len = len};
+	bpf_loop(PATH_KEY_MAX, dot_step, &c, 0);
+	return c.found;
+}
+
 /* watch_bits returns what the watch list says about a user path; relative
  * paths return WATCH_WRITE|WATCH_READ|4 so the caller decides. */
 static __always_inline __u32 watch_bits(const char *upath)
@@ -107,7 +141,14 @@ static __always_inline __u32 watch_bits(const char *upath)
 		return 0;
 	k->prefixlen = (n - 1) * 8;
 	__u32 *v = bpf_map_lookup_elem(&watch_paths, k);
-	return v ? *v : 0;
+	__u32 bits = v ? *v : 0;
+	/* "/etc//shadow", "/etc/./shadow", "/var/../etc/shadow" name watched
+	 * files the trie does not see as such: user space cleans and judges
+	 * them. Only paths under a watched root that are not already sent for
+	 * both reach the scan. */
+	if ((bits & (WATCH_WRITE | WATCH_READ)) != (WATCH_WRITE | WATCH_READ) && dot_segment(k->data, n - 1))
+		return 4 | WATCH_WRITE | WATCH_READ;
+	return bits;
 }
 
 #define O_ACCMODE 3

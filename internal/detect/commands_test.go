@@ -104,8 +104,13 @@ func TestLogKeepersMayDeleteLogs(t *testing.T) {
 	for _, ev := range []*event.Event{
 		// A python of one's own running a keeper's script is not the system's.
 		fileEv(event.KindUnlink, proc("/tmp/python3", "/usr/bin/dnf"), nil, &event.File{Path: "/var/log/auth.log"}),
-		// logrotate with a configuration of one's own can rotate anything away.
+		// logrotate with a configuration of one's own can rotate anything away,
+		// and forced or with a fresh state file, again and again.
 		fileEv(event.KindUnlink, proc("/usr/sbin/logrotate", "-f", "/tmp/evil.conf"), nil, &event.File{Path: "/var/log/auth.log"}),
+		fileEv(event.KindUnlink, proc("/usr/sbin/logrotate", "/etc/evil.conf"), nil, &event.File{Path: "/var/log/auth.log"}),
+		fileEv(event.KindUnlink, proc("/usr/sbin/logrotate", "-f", "/etc/logrotate.conf"), nil, &event.File{Path: "/var/log/auth.log"}),
+		fileEv(event.KindUnlink, proc("/usr/sbin/logrotate", "-vf", "/etc/logrotate.conf"), nil, &event.File{Path: "/var/log/auth.log"}),
+		fileEv(event.KindUnlink, proc("/usr/sbin/logrotate", "-s", "/tmp/fresh.state", "/etc/logrotate.conf"), nil, &event.File{Path: "/var/log/auth.log"}),
 		// A "gzip" of one's own under logrotate.
 		fileEv(event.KindUnlink, fakeGzip, nil, &event.File{Path: "/var/log/auth.log"}),
 		// The whole directory moved away.
@@ -127,7 +132,7 @@ func TestLogKeepersMayDeleteLogs(t *testing.T) {
 		}
 	}
 	// logrotate's nightly run names its configuration, or none.
-	for _, args := range [][]string{{"logrotate"}, {"logrotate", "/etc/logrotate.conf"}, {"logrotate", "-s", "/var/lib/logrotate/status", "/etc/logrotate.conf"}} {
+	for _, args := range [][]string{{"logrotate"}, {"logrotate", "/etc/logrotate.conf"}, {"logrotate", "-v", "/etc/logrotate.d/apt"}} {
 		if fired(fileEv(event.KindUnlink, proc("/usr/sbin/logrotate", args[1:]...), nil, &event.File{Path: "/var/log/syslog.7.gz"}), "") {
 			t.Errorf("logrotate %v: a finding", args[1:])
 		}

@@ -155,21 +155,25 @@ func keeper(exe string, args []string) bool {
 // a python copied to /tmp is not one.
 var systemPython = regexp.MustCompile(`^/usr/(bin|libexec)/(python3?(\.[0-9]+)?|platform-python)$`)
 
-// systemRotation reports whether logrotate's arguments name only the
-// system's configuration (under /etc): "logrotate -f /tmp/evil.conf" can
-// rotate anything away, with any command, and is not the nightly run.
+// systemRotation reports whether logrotate's arguments are the nightly
+// run's: the system's configuration (/etc/logrotate.conf or a file of
+// /etc/logrotate.d) or none, without forcing (-f rotates everything now,
+// and run again and again expires every log) or a state file of one's own.
 func systemRotation(args []string) bool {
-	if len(args) < 2 {
-		return true // the built-in default: /etc/logrotate.conf
-	}
 	for i := 1; i < len(args); i++ {
 		a := args[i]
 		switch {
-		case a == "-s" || a == "-l" || a == "-m" || a == "--state" || a == "--log" || a == "--mail":
+		case a == "-f" || a == "--force" || a == "-s" || a == "--state" || strings.HasPrefix(a, "--state="):
+			return false
+		case strings.HasPrefix(a, "-") && !strings.HasPrefix(a, "--") && strings.ContainsAny(a[1:], "fs"):
+			return false // -vf, -fs ...
+		case a == "-l" || a == "-m" || a == "--log" || a == "--mail":
 			i++ // their value is not a configuration
 		case strings.HasPrefix(a, "-"):
-		case !strings.HasPrefix(path.Clean(a), "/etc/"):
-			return false
+		default:
+			if c := path.Clean(a); c != "/etc/logrotate.conf" && !strings.HasPrefix(c, "/etc/logrotate.d/") {
+				return false
+			}
 		}
 	}
 	return true

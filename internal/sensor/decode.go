@@ -105,11 +105,10 @@ func decodeKind(ev *event.Event, r *record, clock Clock) error {
 		}
 	case event.KindRename, event.KindLink, event.KindSymlink:
 		// Each relative path has its own base (strs 2 and 3: the directory
-		// fds of renameat and linkat, or the cwd).
-		newBase := r.str(2)
-		if r.nstr > 3 {
-			newBase = r.str(3)
-		}
+		// fds of renameat and linkat, or the cwd). A record cut short
+		// loses the new path's base: it stays relative rather than take
+		// the old one's (which could name another directory).
+		newBase := r.str(3)
 		ev.File = &event.File{Path: absPath(r.str(0), r.str(2)), NewPath: absPath(r.str(1), newBase), Flags: uint32(a[0])}
 		if ev.Kind == event.KindSymlink {
 			// The old name of a symlink is its content, not a path we resolve.

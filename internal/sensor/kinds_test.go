@@ -313,6 +313,14 @@ func TestFileEvents(t *testing.T) {
 			if ev.File.RawPath != "//etc/./shadow" || ev.File.Write {
 				t.Errorf("read through //: %+v", ev.File)
 			}
+			mark, _, out, err = w.run(t, "open-read", "/etc/../etc/shadow")
+			mustOK(t, err, out)
+			ev = waitFrom(t, mark, "sensitive read through ..", func(ev *event.Event) bool {
+				return ev.Kind == event.KindOpen && w.from(ev) && ev.File.Path == "/etc/shadow"
+			})
+			if ev.File.RawPath != "/etc/../etc/shadow" {
+				t.Errorf("read through ..: %+v", ev.File)
+			}
 			mark, _, out, err = w.run(t, "link", name+".new", name+".link")
 			mustOK(t, err, out)
 			ev = waitFrom(t, mark, "link", func(ev *event.Event) bool { return ev.Kind == event.KindLink && w.from(ev) })
