@@ -61,6 +61,9 @@ func (c *clientFlags) client() (*api.Client, error) {
 		if err != nil {
 			return nil, err
 		}
+		if (c.caFile != "" || c.caPin != "") && !strings.HasPrefix(c.server, "https://") {
+			return nil, fmt.Errorf("--ca-file and --ca-fingerprint need an https:// --server (%s would send the token in clear)", c.server)
+		}
 		switch {
 		case c.caFile != "":
 			ca, err := os.ReadFile(c.caFile)

@@ -110,6 +110,9 @@ func decodeKind(ev *event.Event, r *record, clock Clock) error {
 		// the old one's (which could name another directory).
 		newBase := r.str(3)
 		ev.File = &event.File{Path: absPath(r.str(0), r.str(2)), NewPath: absPath(r.str(1), newBase), Flags: uint32(a[0])}
+		if ev.Kind == event.KindLink {
+			ev.File.Path = emptyAt(r.str(0), r.str(2)) // linkat(fd, "", ..., AT_EMPTY_PATH)
+		}
 		if ev.Kind == event.KindSymlink {
 			// The old name of a symlink is its content, not a path we resolve.
 			ev.File.Path = r.str(0)
@@ -118,11 +121,11 @@ func decodeKind(ev *event.Event, r *record, clock Clock) error {
 		ev.File = &event.File{Path: absPath(r.str(0), r.str(1)), Flags: uint32(a[0])}
 	case event.KindChmod:
 		mode := uint32(a[0]) & 0o7777
-		ev.File = &event.File{Path: absPath(r.str(0), r.str(1)), Mode: mode,
+		ev.File = &event.File{Path: emptyAt(r.str(0), r.str(1)), Mode: mode,
 			SetUID: mode&unix.S_ISUID != 0, SetGID: mode&unix.S_ISGID != 0}
 	case event.KindChown:
 		uid, gid := int64(int32(uint32(a[0]))), int64(int32(uint32(a[1])))
-		ev.File = &event.File{Path: absPath(r.str(0), r.str(1)), UID: &uid, GID: &gid}
+		ev.File = &event.File{Path: emptyAt(r.str(0), r.str(1)), UID: &uid, GID: &gid}
 	case event.KindSocket:
 		ev.Net = &event.Net{Family: familyName(int(a[0])), Type: sockTypeName(int(a[1])), Protocol: int(a[2]), FD: int(ev.Result)}
 	case event.KindConnect, event.KindBind:
@@ -250,6 +253,15 @@ func absPath(p, cwd string) string {
 		p = strings.TrimSuffix(cwd, "/") + "/" + p
 	}
 	return path.Clean(p)
+}
+
+// emptyAt is absPath for calls that take AT_EMPTY_PATH: an empty path
+// names the directory fd's own file, whose walk is the base.
+func emptyAt(p, base string) string {
+	if p == "" {
+		return base
+	}
+	return absPath(p, base)
 }
 
 func familyName(f int) string {

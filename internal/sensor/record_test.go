@@ -35,4 +35,11 @@ func TestAbsPathCleans(t *testing.T) {
 			t.Errorf("absPath(%q, %q) = %q, want %q", c.p, c.cwd, got, c.want)
 		}
 	}
+	// fchownat(fd, "", ..., AT_EMPTY_PATH) acts on the fd's own file.
+	if got := emptyAt("", "/etc/sudoers"); got != "/etc/sudoers" {
+		t.Errorf("emptyAt with no path = %q, want the fd's file", got)
+	}
+	if got := emptyAt("x", "/etc/cron.d"); got != "/etc/cron.d/x" {
+		t.Errorf("emptyAt with a path = %q", got)
+	}
 }
