@@ -321,6 +321,18 @@ func TestFileEvents(t *testing.T) {
 			if ev.File.RawPath != "/etc/../etc/shadow" {
 				t.Errorf("read through ..: %+v", ev.File)
 			}
+			// The ".." just past the kernel scan's first eight bytes; the
+			// attempt fails (no /etc/ab) and is reported all the same.
+			mark, _, _, err = w.run(t, "open-read", "/etc/ab/../shadow")
+			if err == nil {
+				t.Fatal("open of /etc/ab/../shadow succeeded")
+			}
+			ev = waitFrom(t, mark, "read through .. across a word", func(ev *event.Event) bool {
+				return ev.Kind == event.KindOpen && w.from(ev) && ev.File.RawPath == "/etc/ab/../shadow"
+			})
+			if ev.File.Path != "/etc/shadow" || ev.Error != "ENOENT" {
+				t.Errorf("read through .. across a word: %+v %s", ev.File, ev.Error)
+			}
 			mark, _, out, err = w.run(t, "link", name+".new", name+".link")
 			mustOK(t, err, out)
 			ev = waitFrom(t, mark, "link", func(ev *event.Event) bool { return ev.Kind == event.KindLink && w.from(ev) })
