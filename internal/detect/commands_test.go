@@ -99,6 +99,8 @@ func TestLogKeepersMayDeleteLogs(t *testing.T) {
 	aptShell.Lineage = []event.Ancestor{{Exe: "/usr/bin/apt-get", Args: []string{"apt-get", "update"}}}
 	nsKeeper := proc("/usr/sbin/logrotate")
 	nsKeeper.PID, nsKeeper.NSPID = 4242, 12
+	preloaded := proc("/usr/sbin/logrotate", "/etc/logrotate.conf")
+	preloaded.Preloaded = true
 	fakeGzip := proc("/tmp/gzip", "/var/log/auth.log")
 	fakeGzip.Lineage = gzip.Lineage
 	for _, ev := range []*event.Event{
@@ -111,6 +113,8 @@ func TestLogKeepersMayDeleteLogs(t *testing.T) {
 		fileEv(event.KindUnlink, proc("/usr/sbin/logrotate", "-f", "/etc/logrotate.conf"), nil, &event.File{Path: "/var/log/auth.log"}),
 		fileEv(event.KindUnlink, proc("/usr/sbin/logrotate", "-vf", "/etc/logrotate.conf"), nil, &event.File{Path: "/var/log/auth.log"}),
 		fileEv(event.KindUnlink, proc("/usr/sbin/logrotate", "-s", "/tmp/fresh.state", "/etc/logrotate.conf"), nil, &event.File{Path: "/var/log/auth.log"}),
+		// The real logrotate with a library of one's own preloaded.
+		fileEv(event.KindUnlink, preloaded, nil, &event.File{Path: "/var/log/auth.log"}),
 		// A "gzip" of one's own under logrotate.
 		fileEv(event.KindUnlink, fakeGzip, nil, &event.File{Path: "/var/log/auth.log"}),
 		// The whole directory moved away.

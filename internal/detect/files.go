@@ -131,7 +131,9 @@ func byLogKeeper(ev *event.Event, op string) bool {
 	if tid == 0 {
 		tid = p.PID
 	}
-	if (ev.Container != nil && ev.Container.ID != "") || (p.NSPID != 0 && p.NSPID != tid) {
+	// A keeper run with a library of someone's choosing preloaded is not
+	// only the keeper.
+	if (ev.Container != nil && ev.Container.ID != "") || (p.NSPID != 0 && p.NSPID != tid) || p.Preloaded {
 		return false
 	}
 	if keeper(p.Exe, p.Args) {

@@ -63,10 +63,13 @@ type Process struct {
 	// ExeImage names the executed file's identity (device, inode, times)
 	// where the process table knows it: a hash made later lands only on
 	// findings about that very file.
-	ExeImage string   `json:"-"`
-	Args     []string `json:"args,omitempty"`
-	Cwd      string   `json:"pwd,omitempty"`
-	User     string   `json:"user,omitempty"`
+	ExeImage string `json:"-"`
+	// Preloaded: the process's exec carried LD_PRELOAD or LD_LIBRARY_PATH
+	// (the process table knows; its children inherit it).
+	Preloaded bool     `json:"-"`
+	Args      []string `json:"args,omitempty"`
+	Cwd       string   `json:"pwd,omitempty"`
+	User      string   `json:"user,omitempty"`
 	// Lineage is the parent chain, nearest first; the process table fills
 	// it. It is shared between the events of a process: read-only.
 	Lineage []Ancestor `json:"lineage,omitempty"`

@@ -97,6 +97,9 @@ type entry struct {
 	// execKey is the identity of the image the process runs (its last
 	// exec), so a late hash lands only on the image it was made of.
 	execKey fileKey
+	// preloaded: its last exec carried LD_PRELOAD or LD_LIBRARY_PATH (code
+	// of someone's choosing may run in it); kept by forked children.
+	preloaded bool
 	// lineage is built once and shared by the process's events until an
 	// entry that could appear in it changes (gen moves on).
 	lineage    []event.Ancestor
@@ -237,6 +240,7 @@ func (t *Table) Apply(ev *event.Event) {
 		t.changedLocked(e)
 		if x := ev.Exec; x != nil {
 			e.exe, e.args, e.cwd, e.sha256, e.execKey = x.Path, x.Args, x.Cwd, "", keyOf(x)
+			e.preloaded = x.LDPreload != "" || x.LDLibPath != ""
 			if sum, ok := t.hash.cached(x); ok {
 				e.sha256 = sum
 			} else {
@@ -297,7 +301,7 @@ func (t *Table) forkLocked(parent *entry, f *event.Fork, now time.Time) {
 	c := &entry{
 		pid: f.ChildPID, ppid: parent.pid, startTicks: ticks,
 		uuid: t.uuidTicks(f.ChildPID, ticks), parentUUID: parent.uuid,
-		name: parent.name, alias: parent.alias, execKey: parent.execKey, exe: parent.exe, cwd: parent.cwd, args: parent.args,
+		name: parent.name, alias: parent.alias, execKey: parent.execKey, preloaded: parent.preloaded, exe: parent.exe, cwd: parent.cwd, args: parent.args,
 		uid: parent.uid, euid: parent.euid, user: parent.user, userLooked: parent.userLooked, sha256: parent.sha256,
 		start: t.opts.BootTime.Add(time.Duration(f.ChildStartNS)), seen: now,
 		containerID: parent.containerID, cgroup: parent.cgroup,
@@ -363,6 +367,7 @@ func (t *Table) fill(p *event.Process, e *entry) {
 	p.User = e.user
 	p.ExeSHA256 = e.sha256
 	p.ExeImage = e.execKey.String()
+	p.Preloaded = e.preloaded
 	p.Start = e.start
 	if e.lineage == nil || e.lineageGen != t.gen {
 		e.lineage, e.lineageGen = t.lineageOf(e), t.gen

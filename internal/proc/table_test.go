@@ -120,6 +120,32 @@ func TestForkExecLineage(t *testing.T) {
 	}
 }
 
+// A process exec'd with LD_PRELOAD is marked so on its later events and
+// its forked children's, until it execs again without.
+func TestPreloadedIsRemembered(t *testing.T) {
+	tb := newTable(t, Options{})
+	tb.Apply(&event.Event{Kind: event.KindExec, Process: event.Process{PID: 200, PPID: 1, StartNS: 7e9},
+		Exec: &event.Exec{Path: "/usr/sbin/logrotate", LDPreload: "/tmp/evil.so"}})
+	tb.Apply(&event.Event{Kind: event.KindFork, Process: event.Process{PID: 200, StartNS: 7e9},
+		Fork: &event.Fork{ChildPID: 201, ChildTID: 201, ChildStartNS: 8e9}})
+	for _, pid := range []uint32{200, 201} {
+		start := uint64(7e9)
+		if pid == 201 {
+			start = 8e9
+		}
+		ev := &event.Event{Kind: event.KindUnlink, Process: event.Process{PID: pid, StartNS: start}}
+		tb.Apply(ev)
+		if !ev.Process.Preloaded {
+			t.Errorf("pid %d: not marked preloaded", pid)
+		}
+	}
+	again := &event.Event{Kind: event.KindExec, Process: event.Process{PID: 200, StartNS: 7e9}, Exec: &event.Exec{Path: "/usr/sbin/logrotate"}}
+	tb.Apply(again)
+	if again.Process.Preloaded {
+		t.Error("still marked after an exec without LD_PRELOAD")
+	}
+}
+
 // A busybox shell runs its applets by exec'ing /proc/self/exe with the
 // applet's name as argv[0]; the kernel names the process "exe", which a
 // rule on the process name cannot use. The process goes by the applet's
