@@ -107,7 +107,11 @@ func (m *Monitor) commitHeartbeats(batch []*hbReq) {
 			r.done <- hbRes{err: res[i].Err}
 			continue
 		}
-		m.m.Heartbeats.WithLabelValues("ok").Inc()
+		if res[i].Node == nil {
+			m.m.Heartbeats.WithLabelValues("ignored").Inc() // a removed node's (Forget)
+		} else {
+			m.m.Heartbeats.WithLabelValues("ok").Inc()
+		}
 		m.logged(res[i].Event)
 		r.done <- hbRes{n: res[i].Node}
 	}

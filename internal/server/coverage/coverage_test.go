@@ -2,6 +2,7 @@ package coverage_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -164,6 +165,36 @@ func TestLateHeartbeatDoesNotRewind(t *testing.T) {
 	}
 	if s.Status != coverage.Healthy || !s.LastHeartbeat.Equal(c.now()) {
 		t.Errorf("late heartbeat: %s %q last %v", s.Status, s.Issue, s.LastHeartbeat)
+	}
+}
+
+// A removed node's heartbeat still queued does not bring its row back; a
+// heartbeat made after the removal (the node enrolled again) does.
+func TestForgottenNodeStaysGone(t *testing.T) {
+	start := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	c := &clock{t: start}
+	m, st := newMonitor(t, store.EngineSQLite, c, coverage.Policy{})
+	ctx := context.Background()
+	if _, err := m.Observe(ctx, healthy("n1", start), c.now()); err != nil {
+		t.Fatal(err)
+	}
+	c.add(time.Minute)
+	m.Forget("n1")
+	if err := st.DeleteNode(ctx, "n1"); err != nil {
+		t.Fatal(err)
+	}
+	c.add(time.Second)
+	if _, err := m.Observe(ctx, healthy("n1", start.Add(30*time.Second)), c.now()); !errors.Is(err, coverage.ErrRemovedNode) {
+		t.Fatalf("a removed node's late heartbeat: %v", err)
+	}
+	if n, err := st.GetNode(ctx, "n1"); err == nil {
+		t.Fatalf("a late heartbeat brought the removed node back: %+v", n.Status)
+	}
+	if _, err := m.Observe(ctx, healthy("n1", c.now()), c.now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.GetNode(ctx, "n1"); err != nil {
+		t.Fatalf("the node enrolled again is not covered: %v", err)
 	}
 }
 
