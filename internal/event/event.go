@@ -64,8 +64,8 @@ type Process struct {
 	// where the process table knows it: a hash made later lands only on
 	// findings about that very file.
 	ExeImage string `json:"-"`
-	// Preloaded: the process's exec carried LD_PRELOAD or LD_LIBRARY_PATH
-	// (the process table knows; its children inherit it).
+	// Preloaded: the process's exec carried LD_PRELOAD, LD_LIBRARY_PATH or
+	// a CodeEnv variable (the process table knows; children inherit it).
 	Preloaded bool     `json:"-"`
 	Args      []string `json:"args,omitempty"`
 	Cwd       string   `json:"pwd,omitempty"`
@@ -125,21 +125,25 @@ type ECSTask struct {
 
 // Exec describes a new program image.
 type Exec struct {
-	Filename   string    `json:"filename"`              // as passed to execve
-	Path       string    `json:"executablePath"`        // resolved path of the image
-	Interp     string    `json:"interpreter,omitempty"` // binfmt interpreter when it differs
-	ScriptPath string    `json:"scriptPath,omitempty"`
-	Args       []string  `json:"args"`
-	Cwd        string    `json:"cwd"`
-	LDPreload  string    `json:"ldPreload,omitempty"`
-	LDLibPath  string    `json:"ldLibraryPath,omitempty"`
-	Inode      uint64    `json:"inode"`
-	Dev        uint32    `json:"dev"`
-	Mode       uint32    `json:"mode"`
-	MTime      time.Time `json:"mtime"`
-	CTime      time.Time `json:"ctime"`
-	Memfd      bool      `json:"memfd,omitempty"`
-	Deleted    bool      `json:"deleted,omitempty"`
+	Filename   string   `json:"filename"`              // as passed to execve
+	Path       string   `json:"executablePath"`        // resolved path of the image
+	Interp     string   `json:"interpreter,omitempty"` // binfmt interpreter when it differs
+	ScriptPath string   `json:"scriptPath,omitempty"`
+	Args       []string `json:"args"`
+	Cwd        string   `json:"cwd"`
+	LDPreload  string   `json:"ldPreload,omitempty"`
+	LDLibPath  string   `json:"ldLibraryPath,omitempty"`
+	// CodeEnv holds the variables making an interpreter or shell load code
+	// of the caller's choosing (PYTHONPATH, PERL5OPT, NODE_OPTIONS,
+	// BASH_ENV, ...), as KEY=VALUE.
+	CodeEnv []string  `json:"codeEnv,omitempty"`
+	Inode   uint64    `json:"inode"`
+	Dev     uint32    `json:"dev"`
+	Mode    uint32    `json:"mode"`
+	MTime   time.Time `json:"mtime"`
+	CTime   time.Time `json:"ctime"`
+	Memfd   bool      `json:"memfd,omitempty"`
+	Deleted bool      `json:"deleted,omitempty"`
 	// UpperLayer is true when the executable sits in the container's
 	// writable layer, i.e. it was created or modified since the image.
 	UpperLayer bool `json:"upperLayer,omitempty"`

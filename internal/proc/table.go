@@ -97,8 +97,9 @@ type entry struct {
 	// execKey is the identity of the image the process runs (its last
 	// exec), so a late hash lands only on the image it was made of.
 	execKey fileKey
-	// preloaded: its last exec carried LD_PRELOAD or LD_LIBRARY_PATH (code
-	// of someone's choosing may run in it); kept by forked children.
+	// preloaded: its last exec carried LD_PRELOAD, LD_LIBRARY_PATH or a
+	// variable making its interpreter load code (PYTHONPATH, ...): code of
+	// someone's choosing may run in it. Kept by forked children.
 	preloaded bool
 	// lineage is built once and shared by the process's events until an
 	// entry that could appear in it changes (gen moves on).
@@ -240,7 +241,7 @@ func (t *Table) Apply(ev *event.Event) {
 		t.changedLocked(e)
 		if x := ev.Exec; x != nil {
 			e.exe, e.args, e.cwd, e.sha256, e.execKey = x.Path, x.Args, x.Cwd, "", keyOf(x)
-			e.preloaded = x.LDPreload != "" || x.LDLibPath != ""
+			e.preloaded = x.LDPreload != "" || x.LDLibPath != "" || len(x.CodeEnv) > 0
 			if sum, ok := t.hash.cached(x); ok {
 				e.sha256 = sum
 			} else {

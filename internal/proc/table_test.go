@@ -144,6 +144,12 @@ func TestPreloadedIsRemembered(t *testing.T) {
 	if again.Process.Preloaded {
 		t.Error("still marked after an exec without LD_PRELOAD")
 	}
+	py := &event.Event{Kind: event.KindExec, Process: event.Process{PID: 200, StartNS: 7e9},
+		Exec: &event.Exec{Path: "/usr/bin/python3", CodeEnv: []string{"PYTHONPATH=/tmp/x"}}}
+	tb.Apply(py)
+	if !py.Process.Preloaded {
+		t.Error("PYTHONPATH does not mark the process")
+	}
 }
 
 // A busybox shell runs its applets by exec'ing /proc/self/exe with the

@@ -199,6 +199,15 @@ func decodeKind(ev *event.Event, r *record, clock Clock) error {
 
 var ldPreload, ldLibPath = []byte("LD_PRELOAD="), []byte("LD_LIBRARY_PATH=")
 
+// codeEnv are the variables that make an interpreter or shell load code of
+// the caller's choosing (as LD_PRELOAD does for any binary).
+var codeEnv = [][]byte{[]byte("PYTHONPATH="), []byte("PYTHONSTARTUP="), []byte("PYTHONHOME="),
+	[]byte("PERL5LIB="), []byte("PERL5OPT="), []byte("RUBYLIB="), []byte("RUBYOPT="),
+	[]byte("NODE_OPTIONS="), []byte("BASH_ENV="), []byte("ENV=")}
+
+// maxCodeEnv bounds what an exec event keeps of them.
+const maxCodeEnv, maxCodeEnvLen = 8, 256
+
 func decodeExec(ev *event.Event, r *record, clock Clock) {
 	a := &r.args
 	x := &event.Exec{
@@ -226,6 +235,13 @@ func decodeExec(ev *event.Event, r *record, clock Clock) {
 			x.LDPreload = string(kv[len(ldPreload):])
 		case bytes.HasPrefix(kv, ldLibPath):
 			x.LDLibPath = string(kv[len(ldLibPath):])
+		default:
+			for _, name := range codeEnv {
+				if bytes.HasPrefix(kv, name) && len(x.CodeEnv) < maxCodeEnv {
+					x.CodeEnv = append(x.CodeEnv, string(kv[:min(len(kv), maxCodeEnvLen)]))
+					break
+				}
+			}
 		}
 	})
 	ev.Exec = x

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -204,12 +205,12 @@ func TestExecDetails(t *testing.T) {
 				t.Errorf("interpreter path %q", ev.Exec.Path)
 			}
 			// LD_PRELOAD and LD_LIBRARY_PATH come from the environment.
-			mark = runShell(t, w, "LD_PRELOAD=/tmp/evil.so LD_LIBRARY_PATH=/opt/lib "+w.actor+" exit 0")
+			mark = runShell(t, w, "LD_PRELOAD=/tmp/evil.so LD_LIBRARY_PATH=/opt/lib PYTHONPATH=/tmp/py "+w.actor+" exit 0")
 			ev = waitFrom(t, mark, "exec with LD_PRELOAD", func(ev *event.Event) bool {
 				return ev.Kind == event.KindExec && w.from(ev) && ev.Exec.LDPreload != ""
 			})
-			if ev.Exec.LDPreload != "/tmp/evil.so" || ev.Exec.LDLibPath != "/opt/lib" {
-				t.Errorf("ld env: %q %q", ev.Exec.LDPreload, ev.Exec.LDLibPath)
+			if ev.Exec.LDPreload != "/tmp/evil.so" || ev.Exec.LDLibPath != "/opt/lib" || !slices.Contains(ev.Exec.CodeEnv, "PYTHONPATH=/tmp/py") {
+				t.Errorf("ld env: %q %q %q", ev.Exec.LDPreload, ev.Exec.LDLibPath, ev.Exec.CodeEnv)
 			}
 			// Fileless: a memfd executed.
 			mark, _, out, err := w.run(t, "memfd-exec", w.actor, "exit", "0")
