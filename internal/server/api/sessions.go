@@ -46,7 +46,10 @@ func (a *API) openSession(w http.ResponseWriter, r *http.Request) error {
 	// cascade would have missed this session.
 	if _, err := a.lookup(parent.ID); err != nil {
 		_ = a.opt.Tokens.Revoke(rec.ID)
-		return errorf(http.StatusUnauthorized, "token %q was revoked", parent.Name)
+		if errors.Is(err, errNotFound) {
+			return errorf(http.StatusUnauthorized, "token %q was revoked", parent.Name)
+		}
+		return fmt.Errorf("open session: check token %s: %w", parent.ID, err)
 	}
 	a.opt.Logger.Info("console session opened", "token", parent.ID, "name", parent.Name, "session", rec.ID, "expires", rec.ExpiresAt)
 	rec.SecretHash = ""
