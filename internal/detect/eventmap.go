@@ -47,7 +47,7 @@ func addPayload(m map[string]any, ev *event.Event) {
 	if x := ev.Exec; x != nil {
 		m["exec"] = map[string]any{
 			"filename": x.Filename, "executablePath": x.Path, "interpreter": x.Interp, "scriptPath": x.ScriptPath,
-			"args": strs(x.Args), "cwd": x.Cwd, "ldPreload": x.LDPreload, "ldLibraryPath": x.LDLibPath,
+			"args": strs(x.Args), "cwd": x.Cwd, "ldPreload": x.LDPreload, "ldLibraryPath": x.LDLibPath, "codeEnv": strs(x.CodeEnv),
 			"inode": num(x.Inode), "dev": int64(x.Dev), "mode": int64(x.Mode), "mtime": x.MTime, "ctime": x.CTime,
 			"memfd": x.Memfd, "deleted": x.Deleted, "upperLayer": x.UpperLayer, "modifiedAfterStart": x.ModifiedAfterStart,
 		}

@@ -113,7 +113,7 @@ func (t *Table) Seed() error {
 		if pp, ok := infos[s.ppid]; ok {
 			e.parentUUID = t.uuidTicks(s.ppid, pp.startTicks)
 		}
-		e.user = t.users.name(pid, s.uid)
+		e.user = t.users.name(pid, s.ppid, s.uid)
 		t.insertLocked(e)
 		t.seeded.Add(1)
 	}

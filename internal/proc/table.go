@@ -258,7 +258,7 @@ func (t *Table) Apply(ev *event.Event) {
 	// Look up again on exec while nameless: a process entering a container
 	// sees the container's /etc/passwd only from then on.
 	if !e.userLooked || ev.Kind == event.KindSetID || (ev.Kind == event.KindExec && e.user == "") {
-		if u := t.users.name(p.PID, p.UID); u != e.user {
+		if u := t.users.name(p.PID, e.ppid, p.UID); u != e.user {
 			e.user = u
 			t.changedLocked(e)
 		}

@@ -34,14 +34,26 @@ func newUserNames(procRoot string) *userNames {
 	return &userNames{root: procRoot, byNS: map[string]passwd{}}
 }
 
-// name returns the user name of uid as the process pid sees it, or "" when
-// it has none.
-func (u *userNames) name(pid uint32, uid uint32) string {
-	dir := filepath.Join(u.root, strconv.FormatUint(uint64(pid), 10))
-	ns, err := os.Readlink(filepath.Join(dir, "ns", "mnt"))
-	if err != nil {
-		ns = "host"
-		dir = filepath.Join(u.root, "1")
+// name returns the user name of uid as the process pid (child of ppid)
+// sees it, or "" when it has none.
+func (u *userNames) name(pid, ppid uint32, uid uint32) string {
+	// A process already gone (a /bin/true that ran for a millisecond) is
+	// looked up in its parent's namespace, the same as a rule; failing
+	// that, in the agent's own, the host's (not pid 1's, whose root some
+	// machines do not let even root read).
+	var dir, ns string
+	for _, who := range []string{strconv.FormatUint(uint64(pid), 10), strconv.FormatUint(uint64(ppid), 10), "self"} {
+		if who == "0" {
+			continue
+		}
+		d := filepath.Join(u.root, who)
+		if n, err := os.Readlink(filepath.Join(d, "ns", "mnt")); err == nil {
+			dir, ns = d, n
+			break
+		}
+	}
+	if dir == "" {
+		return ""
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
