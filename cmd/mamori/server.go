@@ -78,10 +78,10 @@ func (f *serverFlags) bind(cmd *cobra.Command) {
 	fl.StringSliceVar(&f.apiTLSHosts, "api-tls-host", nil, "names and addresses the API certificate must cover besides loopback and the hostname (repeatable)")
 	fl.StringVar(&f.storeDSN, "store", "", "finding store: a SQLite file or postgres://... [DATA_DIR/mamori.db]")
 	fl.StringVar(&f.cluster, "cluster", "local", "cluster name of this installation (exports, coverage)")
-	fl.StringArrayVar(&f.webhooks, "export-webhook", nil, "POST every exported finding to this URL (repeatable)")
-	fl.StringArrayVar(&f.exportFiles, "export-file", nil, "append every exported finding as a JSON line to this file (repeatable; format: --export-format)")
+	fl.StringArrayVar(&f.webhooks, "export-webhook", nil, "POST every exported finding to this URL (repeatable; FORMAT=URL gives it a format of its own)")
+	fl.StringArrayVar(&f.exportFiles, "export-file", nil, "append every exported finding as a JSON line to this file (repeatable; FORMAT=PATH gives it a format of its own)")
 	fl.StringArrayVar(&f.webhookHeaders, "export-header", nil, "header added to webhook requests, \"Name: value\" (repeatable)")
-	fl.StringVar(&f.exportFormat, "export-format", string(export.FormatEventBus), fmt.Sprintf("webhook record format: %v", export.Formats))
+	fl.StringVar(&f.exportFormat, "export-format", string(export.FormatEventBus), fmt.Sprintf("record format of the exports that name none: %v", export.Formats))
 	fl.StringVar(&f.updateFrequency, "export-update-frequency", "6h", "how often updated findings are exported: 15m, 1h or 6h (new findings go at once)")
 	fl.StringVar(&f.asffAccount, "asff-account", "", "--export-format asff: the AWS account id Security Hub imports into (12 digits)")
 	fl.StringVar(&f.asffRegion, "asff-region", "", "--export-format asff: the AWS region of that Security Hub [us-east-1]")
@@ -242,13 +242,31 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 	if f.asffAccount != "" && !asffAccountRE.MatchString(f.asffAccount) {
 		return fail(fmt.Errorf("--asff-account %q: want a 12-digit AWS account id", f.asffAccount))
 	}
-	if format == export.FormatASFF && f.asffAccount == "" {
-		log.Warn("export: ASFF records carry account 000000000000: Security Hub refuses them until --asff-account (and --asff-region) name yours")
-	}
-	enc, err := export.NewEncoder(format, export.Options{Cluster: f.cluster, ProductVersion: version,
-		AwsAccountID: f.asffAccount, Region: f.asffRegion})
-	if err != nil {
-		return fail(err)
+	encoders := map[export.Format]export.Encoder{}
+	// encoderFor splits a target "FORMAT=TARGET" (its own format) from a
+	// plain one (--export-format) and returns its encoder.
+	encoderFor := func(flag, v string) (export.Encoder, string, error) {
+		fm, target := format, v
+		if name, rest, ok := strings.Cut(v, "="); ok && !strings.ContainsAny(name, "/:") {
+			var err error
+			if fm, err = export.ParseFormat(name); err != nil {
+				return nil, "", fmt.Errorf("%s %q: %w", flag, v, err)
+			}
+			target = rest
+		}
+		if enc, ok := encoders[fm]; ok {
+			return enc, target, nil
+		}
+		if fm == export.FormatASFF && f.asffAccount == "" {
+			log.Warn("export: ASFF records carry account 000000000000: Security Hub refuses them until --asff-account (and --asff-region) name yours")
+		}
+		enc, err := export.NewEncoder(fm, export.Options{Cluster: f.cluster, ProductVersion: version,
+			AwsAccountID: f.asffAccount, Region: f.asffRegion})
+		if err != nil {
+			return nil, "", err
+		}
+		encoders[fm] = enc
+		return enc, target, nil
 	}
 	headers := map[string]string{}
 	for _, h := range f.webhookHeaders {
@@ -259,7 +277,11 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 		headers[strings.TrimSpace(k)] = strings.TrimSpace(v)
 	}
 	var sinks []export.Sink
-	for i, u := range f.webhooks {
+	for i, v := range f.webhooks {
+		enc, u, err := encoderFor("--export-webhook", v)
+		if err != nil {
+			return fail(err)
+		}
 		w, err := export.NewWebhook(export.WebhookConfig{Name: fmt.Sprintf("webhook-%d", i), URL: u, Encoder: enc,
 			Headers: headers, UserAgent: "mamori/" + version, Logger: log})
 		if err != nil {
@@ -273,7 +295,11 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); w.Run(ctx) }()
 	}
-	for _, p := range f.exportFiles {
+	for _, v := range f.exportFiles {
+		enc, p, err := encoderFor("--export-file", v)
+		if err != nil {
+			return fail(err)
+		}
 		fs, err := export.OpenFileSink(p, enc, log)
 		if err != nil {
 			return fail(fmt.Errorf("--export-file: %w", err))

@@ -107,7 +107,8 @@ func TestCLIEndToEnd(t *testing.T) {
 	hs := httptest.NewServer(rcv)
 	defer hs.Close()
 	srv := exec.Command(mamoriBinary(t), "server", "--data-dir", dir, "--api-addr", "127.0.0.1:0", "--cluster", "e2e",
-		"--export-webhook", hs.URL, "--export-file", filepath.Join(dir, "export.jsonl"), "--export-format", "ocsf", "--export-update-frequency", "15m")
+		"--export-webhook", hs.URL, "--export-file", filepath.Join(dir, "export.jsonl"), "--export-format", "ocsf", "--export-update-frequency", "15m",
+		"--export-file", "falco="+filepath.Join(dir, "falco.jsonl"))
 	var srvOut, srvErr bytes.Buffer
 	srv.Stdout, srv.Stderr = &srvOut, &srvErr
 	if err := srv.Start(); err != nil {
@@ -218,6 +219,15 @@ func TestCLIEndToEnd(t *testing.T) {
 	}
 	if lines := strings.Count(string(b), "\n"); lines != n-1 || !strings.Contains(string(b), `"class_uid":2004`) {
 		t.Fatalf("export file: %d lines", lines)
+	}
+	// A sink with a format of its own (falco=PATH) beside the OCSF ones.
+	b, err = os.ReadFile(filepath.Join(dir, "falco.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lines := strings.Count(string(b), "\n"); lines != n-1 || strings.Contains(string(b), `"class_uid"`) ||
+		!strings.Contains(string(b), `"output_fields"`) {
+		t.Fatalf("falco export file: %d lines: %.300s", lines, b)
 	}
 
 	// Get, in both forms, then archive.
