@@ -91,6 +91,14 @@ func (h *hasher) cached(x *event.Exec) (string, bool) {
 	return s, ok
 }
 
+// known returns the cached hash of the image k, without counting a hit.
+func (h *hasher) known(k fileKey) (string, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s, ok := h.cache[k]
+	return s, ok
+}
+
 func (h *hasher) enqueue(pid, ppid uint32, cgroup uint64, uuid string, x *event.Exec) {
 	select {
 	case h.jobs <- hashJob{pid: pid, ppid: ppid, cgroup: cgroup, uuid: uuid, key: keyOf(x), path: x.Path}:
@@ -180,14 +188,6 @@ func (h *hasher) run(j hashJob) {
 		e.sha256 = sum
 		if h.t.opts.Hashed != nil {
 			ev = h.t.hashedEvent(e, j)
-		}
-		// Children forked before the hash landed run the same image (a
-		// daemon that double-forks and whose parent exits), as do others
-		// whose hash job was dropped.
-		for _, c := range h.t.byID {
-			if c.sha256 == "" && c.execKey == j.key {
-				c.sha256 = sum
-			}
 		}
 	}
 	h.t.mu.Unlock()

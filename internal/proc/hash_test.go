@@ -1,6 +1,9 @@
 package proc
 
 import (
+	"context"
+
+	"github.com/mamori-dev/mamori/internal/event"
 	"os/exec"
 	"testing"
 	"time"
@@ -38,5 +41,38 @@ func TestHashRefusesAnotherFileWithTheSameInode(t *testing.T) {
 		if sum, err := tb.hash.hashExe(job); err == nil {
 			t.Errorf("%s: hashed %s as the executed file", name, sum)
 		}
+	}
+}
+
+// A child forked before its image's hash landed takes the hash on its next
+// event (a daemon that double-forks and whose parent exits).
+func TestForkedChildTakesTheLateHash(t *testing.T) {
+	tb := newTable(t, Options{})
+	cmd := exec.Command("sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	time.Sleep(100 * time.Millisecond)
+	path, _ := exec.LookPath("sleep")
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	pid := uint32(cmd.Process.Pid)
+	tb.Apply(&event.Event{Kind: event.KindExec, Process: event.Process{PID: pid, StartNS: 1e9},
+		Exec: &event.Exec{Path: path, Inode: st.Ino, Dev: uint32(unix.Major(st.Dev))<<20 | uint32(unix.Minor(st.Dev)),
+			MTime: time.Unix(st.Mtim.Unix()), CTime: time.Unix(st.Ctim.Unix())}})
+	tb.Apply(&event.Event{Kind: event.KindFork, Process: event.Process{PID: pid, StartNS: 1e9},
+		Fork: &event.Fork{ChildPID: 999999, ChildTID: 999999, ChildStartNS: 2e9}})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go tb.Run(ctx)
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end) && tb.Stats().HashDone == 0; time.Sleep(10 * time.Millisecond) {
+	}
+	child := &event.Event{Kind: event.KindOpen, Process: event.Process{PID: 999999, StartNS: 2e9}}
+	tb.Apply(child)
+	if child.Process.ExeSHA256 == "" {
+		t.Fatalf("the child has no hash after its parent's landed: %+v", tb.Stats())
 	}
 }

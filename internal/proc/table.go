@@ -264,6 +264,14 @@ func (t *Table) Apply(ev *event.Event) {
 		}
 		e.userLooked = true
 	}
+	// Children forked before their image's hash landed (a daemon that
+	// double-forks and whose parent exits), and processes whose own job
+	// was dropped, take it from the cache on their next event.
+	if e.sha256 == "" && e.execKey != (fileKey{}) {
+		if sum, ok := t.hash.known(e.execKey); ok {
+			e.sha256 = sum
+		}
+	}
 	t.fill(p, e)
 	if len(t.byPID) > t.opts.Capacity {
 		t.evictLocked(now)

@@ -235,7 +235,7 @@ func decodeExec(ev *event.Event, r *record, clock Clock) {
 			x.LDPreload = string(kv[len(ldPreload):])
 		case bytes.HasPrefix(kv, ldLibPath):
 			x.LDLibPath = string(kv[len(ldLibPath):])
-		default:
+		case len(kv) > 0 && strings.IndexByte("PRNBE", kv[0]) >= 0: // the names' first letters: most variables skip the list
 			for _, name := range codeEnv {
 				if bytes.HasPrefix(kv, name) && len(x.CodeEnv) < maxCodeEnv {
 					x.CodeEnv = append(x.CodeEnv, string(kv[:min(len(kv), maxCodeEnvLen)]))
