@@ -165,7 +165,7 @@ type server struct {
 	local    api.Local
 	url      string
 	http     *http.Server
-	batcher  *export.Batcher
+	relays   []*export.Relay
 	webhooks []*export.Webhook
 	files    []*export.FileSink
 	coverage *coverage.Monitor
@@ -238,7 +238,7 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 		return nil, err
 	}
 
-	// Export: webhooks behind the batching policy.
+	// Export: each sink is fed from the store's export outbox by a relay.
 	if f.asffAccount != "" && !asffAccountRE.MatchString(f.asffAccount) {
 		return fail(fmt.Errorf("--asff-account %q: want a 12-digit AWS account id", f.asffAccount))
 	}
@@ -276,7 +276,7 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 		}
 		headers[strings.TrimSpace(k)] = strings.TrimSpace(v)
 	}
-	var sinks []export.Sink
+	var sinks []exportSink
 	for i, v := range f.webhooks {
 		enc, u, err := encoderFor("--export-webhook", v)
 		if err != nil {
@@ -291,7 +291,7 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 			return fail(err)
 		}
 		s.webhooks = append(s.webhooks, w)
-		sinks = append(sinks, w)
+		sinks = append(sinks, exportSink{export.SinkKey("webhook", enc.Format(), u), fmt.Sprintf("webhook-%d", i), w})
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); w.Run(ctx) }()
 	}
@@ -305,19 +305,20 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 			return fail(fmt.Errorf("--export-file: %w", err))
 		}
 		s.files = append(s.files, fs)
-		sinks = append(sinks, fs)
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			return fail(fmt.Errorf("--export-file %s: %w", p, err))
+		}
+		sinks = append(sinks, exportSink{export.SinkKey("file", enc.Format(), abs), "file:" + p, fs})
 		if err := reg.Register(fs); err != nil {
 			return fail(err)
 		}
 	}
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); store.RunRetention(ctx, st, time.Hour, store.PurgeOptions{}, log) }()
-	s.batcher = export.NewBatcher(freq, sinks...)
-	if err := reg.Register(s.batcher); err != nil {
+	if err := s.startRelays(ctx, sinks, freq, reg); err != nil {
 		return fail(err)
 	}
-	s.wg.Add(1)
-	go func() { defer s.wg.Done(); s.batcher.Run(ctx) }()
 
 	// Coverage and ingest: every finding and heartbeat, the local agent's
 	// and samples included, takes the agents' path into the store.
@@ -329,8 +330,12 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 	}
 	s.ingest, err = ingest.New(ingest.Config{Store: st, Coverage: s.coverage, Metrics: ingest.NewMetrics(reg), Logger: log,
 		OnChange: func(c ingest.Change) {
+			// The change is in the outbox already (same transaction):
+			// this only spares the relays their poll interval.
 			if !c.Suppressed && c.Record != nil {
-				s.batcher.Publish(c.Record.Finding, c.New)
+				for _, r := range s.relays {
+					r.Wake()
+				}
 			}
 		}})
 	if err != nil {
@@ -545,10 +550,9 @@ func (s *server) Close() {
 		defer cancel()
 		_ = s.http.Shutdown(shut)
 		s.ingest.Close()
-		s.batcher.Flush()
 		for _, w := range s.webhooks {
 			if !w.Drain(shut) {
-				s.log.Warn("export: webhook still had records at shutdown", "stats", w.Stats())
+				s.log.Warn("export: webhook still had records at shutdown; the export outbox keeps them for the next start", "stats", w.Stats())
 			}
 		}
 		s.cancel()

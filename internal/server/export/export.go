@@ -10,10 +10,14 @@
 // derived from the finding id and its revision so a consumer can drop
 // retried deliveries.
 //
-// Delivery is split in two: a Batcher applies the export policy (new
-// findings at once, updates coalesced and flushed at a fixed frequency) and
-// a Webhook posts records with retries, exponential backoff, a per-attempt
-// timeout and a bounded queue whose drops are counted.
+// Delivery starts in the store: every finding change a sink must see is
+// queued in the export outbox in the transaction that made it (new
+// findings due at once, updates coalesced per finding and due after the
+// update frequency). A Relay per sink claims due rows under a lease and
+// offers the findings' current state to its Sink: a Webhook posts records
+// with retries, exponential backoff and a per-attempt timeout; a FileSink
+// appends JSON lines. A row is deleted only once its sink settled it, so a
+// server killed at any moment loses no export.
 package export
 
 import (

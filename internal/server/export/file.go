@@ -39,24 +39,30 @@ func OpenFileSink(path string, enc Encoder, log *slog.Logger) (*FileSink, error)
 	return &FileSink{path: path, enc: enc, log: log, f: f}, nil
 }
 
-// Send appends f's record. A failed write (a full disk) is counted and
-// logged; it reports false.
-func (s *FileSink) Send(f *finding.Finding, isNew bool) bool {
+// Offer appends f's record (Sink). A failed write (a full disk) is counted
+// and logged, and the record handed back (false) to be offered again.
+func (s *FileSink) Offer(f *finding.Finding, isNew bool, done func(Settlement)) bool {
+	if done == nil {
+		done = func(Settlement) {}
+	}
 	b, err := s.enc.Encode(f, isNew)
 	if err != nil {
 		s.failed.Add(1)
 		s.log.Error("export file: encode", "finding", f.ID, "err", err)
-		return false
+		done(GivenUp)
+		return true
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, err := s.f.Write(append(b, '\n')); err != nil {
+	_, err = s.f.Write(append(b, '\n'))
+	s.mu.Unlock()
+	if err != nil {
 		if n := s.failed.Add(1); n&(n-1) == 0 {
-			s.log.Error("export file: write", "path", s.path, "failed", n, "err", err)
+			s.log.Error("export file: write; the record stays in the export outbox", "path", s.path, "failed", n, "err", err)
 		}
 		return false
 	}
 	s.written.Add(1)
+	done(Delivered)
 	return true
 }
 

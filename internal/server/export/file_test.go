@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -18,13 +17,17 @@ func TestFileSinkJSONLines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := NewBatcher(time.Hour, fs)
 	fx := fixtures()
+	var settled settlements
 	for _, f := range fx {
-		b.Publish(f, true)
+		if !fs.Offer(f, true, settled.done) {
+			t.Fatalf("write of %s refused", f.ID)
+		}
 	}
-	b.Publish(revision(fx["reverse-shell"], 9), false)
-	b.Flush()
+	fs.Offer(revision(fx["reverse-shell"], 9), false, settled.done)
+	if got := settled.counts(); got[Delivered] != len(fx)+1 {
+		t.Fatalf("settlements %v", got)
+	}
 	if err := fs.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -66,8 +69,9 @@ func TestFileSinkJSONLines(t *testing.T) {
 	if got := gather(t, reg); got["mamori_export_file_records_total"] != float64(len(fx)+1) {
 		t.Fatalf("metrics %v", got)
 	}
-	// Writes after close fail and are counted, not lost silently.
-	if fs.Send(fx["intel-dns"], true) {
+	// Writes after close fail, are counted, and hand the record back to
+	// the outbox: not lost.
+	if fs.Offer(fx["intel-dns"], true, settled.done) {
 		t.Fatal("write to a closed file succeeded")
 	}
 	if _, f := fs.Counts(); f != 1 {

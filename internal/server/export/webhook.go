@@ -29,8 +29,8 @@ type WebhookConfig struct {
 	Encoder Encoder
 	// Headers are added to every request (for example Authorization).
 	Headers map[string]string
-	// QueueSize bounds the records waiting for delivery [1000]; past it new
-	// records are dropped and counted.
+	// QueueSize bounds the records waiting for delivery [1000]; past it
+	// Offer hands records back (counted as deferred).
 	QueueSize int
 	// Timeout bounds one attempt, connection to response body [10s].
 	Timeout time.Duration
@@ -59,7 +59,7 @@ type WebhookStats struct {
 	Queued    uint64 `json:"queued"`    // records accepted into the queue
 	Delivered uint64 `json:"delivered"` // records a receiver answered 2xx
 	Failed    uint64 `json:"failed"`    // records given up: retry window spent or refused (4xx)
-	Dropped   uint64 `json:"dropped"`   // records not queued (queue full) or left at shutdown
+	Deferred  uint64 `json:"deferred"`  // records handed back (queue full, or left at shutdown): the outbox keeps them
 	Retries   uint64 `json:"retries"`   // attempts after the first
 	Encode    uint64 `json:"encodeErrors"`
 	Pending   int    `json:"pending"` // records in the queue now
@@ -72,6 +72,7 @@ type record struct {
 	// first is when delivery was first tried (zero before): a record is
 	// given up RetryFor after it, however often it was set aside.
 	first time.Time
+	done  func(Settlement) // called once, when the record leaves
 }
 
 // setAsideAfter is how many failed attempts a record gets before it goes to
@@ -80,14 +81,14 @@ type record struct {
 const setAsideAfter = 5
 
 // Webhook delivers records to one HTTP endpoint in order, with retries and
-// exponential backoff. Send never blocks: a full queue drops the record and
-// counts it. Run delivers until its context ends.
+// exponential backoff. Offer never blocks: a full queue hands the record
+// back to the caller (the export outbox keeps it). Run delivers until its context ends.
 type Webhook struct {
 	cfg   WebhookConfig
 	queue chan record
 	stop  chan struct{} // closed when Run returns
 
-	queued, delivered, failed, dropped, retries, encodeErrs atomic.Uint64
+	queued, delivered, failed, deferred, retries, encodeErrs atomic.Uint64
 	// outstanding counts records accepted and not yet finished (queued or
 	// in flight); it is raised before a record enters the queue, so Drain
 	// never sees a record in neither place.
@@ -146,8 +147,8 @@ func NewWebhook(cfg WebhookConfig) (*Webhook, error) {
 	w.descs = map[string]*prometheus.Desc{}
 	for name, help := range map[string]string{
 		"queued": "Records accepted into the webhook queue.", "delivered": "Records the receiver answered 2xx.",
-		"failed":  "Records given up: retried for the retry window, or refused (4xx).",
-		"dropped": "Records dropped: queue full or left at shutdown.", "retries": "Delivery attempts after the first.",
+		"failed":   "Records given up: retried for the retry window, or refused (4xx).",
+		"deferred": "Records handed back to the export outbox for later: queue full, or left at shutdown.", "retries": "Delivery attempts after the first.",
 		"encode_errors": "Findings that could not be encoded.",
 	} {
 		w.descs[name] = prometheus.NewDesc("mamori_export_webhook_"+name+"_total", help, nil, labels)
@@ -156,46 +157,51 @@ func NewWebhook(cfg WebhookConfig) (*Webhook, error) {
 	return w, nil
 }
 
-// Send encodes f and queues it for delivery. It reports false when the
-// record was not queued (encoding failed or the queue is full); either is
-// counted.
-func (w *Webhook) Send(f *finding.Finding, isNew bool) bool {
+// Offer encodes f and queues it for delivery (Sink). It returns false
+// when the queue is full or the webhook stopped: the caller keeps the
+// record. An unencodable finding is taken and given up at once.
+func (w *Webhook) Offer(f *finding.Finding, isNew bool, done func(Settlement)) bool {
+	if done == nil {
+		done = func(Settlement) {}
+	}
 	body, err := w.cfg.Encoder.Encode(f, isNew)
 	if err != nil {
 		w.encodeErrs.Add(1)
 		w.cfg.Logger.Error("webhook: encode", "webhook", w.cfg.Name, "finding", f.ID, "err", err)
-		return false
+		done(GivenUp)
+		return true
 	}
 	select {
 	case <-w.stop:
-		w.dropped.Add(1)
+		w.deferred.Add(1)
 		return false
 	default:
 	}
 	w.outstanding.Add(1)
 	select {
-	case w.queue <- record{id: f.ID, key: RecordID(f), body: body}:
+	case w.queue <- record{id: f.ID, key: RecordID(f), body: body, done: done}:
 		w.queued.Add(1)
 		return true
 	default:
 		w.outstanding.Add(-1)
-		if n := w.dropped.Add(1); n&(n-1) == 0 { // log at powers of two, not per drop
-			w.cfg.Logger.Warn("webhook: queue full, record dropped", "webhook", w.cfg.Name, "dropped", n)
+		if n := w.deferred.Add(1); n&(n-1) == 0 { // log at powers of two, not per record
+			w.cfg.Logger.Warn("webhook: queue full, record left in the export outbox for later", "webhook", w.cfg.Name, "deferred", n)
 		}
 		return false
 	}
 }
 
 // Run delivers queued records one at a time until ctx ends. Records still
-// queued then are counted as dropped.
+// queued then are handed back (Abandoned) and counted as deferred.
 func (w *Webhook) Run(ctx context.Context) {
 	defer func() {
 		close(w.stop)
 		for {
 			select {
-			case <-w.queue:
-				w.dropped.Add(1)
+			case r := <-w.queue:
+				w.deferred.Add(1)
 				w.outstanding.Add(-1)
+				r.done(Abandoned)
 			default:
 				return
 			}
@@ -249,6 +255,7 @@ func (w *Webhook) deliver(ctx context.Context, r record) (setAside bool) {
 		if err == nil {
 			w.delivered.Add(1)
 			w.failingSince = time.Time{}
+			r.done(Delivered)
 			return false
 		}
 		if w.failingSince.IsZero() {
@@ -287,10 +294,12 @@ func (w *Webhook) deliver(ctx context.Context, r record) (setAside bool) {
 		w.retries.Add(1)
 	}
 	if ctx.Err() != nil {
-		w.dropped.Add(1) // shutting down: not the receiver's fault
+		w.deferred.Add(1) // shutting down: not the receiver's fault
+		r.done(Abandoned)
 		return false
 	}
 	w.failed.Add(1)
+	r.done(GivenUp)
 	w.cfg.Logger.Warn("webhook: delivery failed", "webhook", w.cfg.Name, "finding", r.id, "err", err)
 	return false
 }
@@ -353,7 +362,7 @@ func retryAfter(v string) time.Duration {
 // Stats returns the webhook's counters.
 func (w *Webhook) Stats() WebhookStats {
 	return WebhookStats{Queued: w.queued.Load(), Delivered: w.delivered.Load(), Failed: w.failed.Load(),
-		Dropped: w.dropped.Load(), Retries: w.retries.Load(), Encode: w.encodeErrs.Load(), Pending: len(w.queue)}
+		Deferred: w.deferred.Load(), Retries: w.retries.Load(), Encode: w.encodeErrs.Load(), Pending: len(w.queue)}
 }
 
 // Describe implements prometheus.Collector.
@@ -367,7 +376,7 @@ func (w *Webhook) Describe(ch chan<- *prometheus.Desc) {
 func (w *Webhook) Collect(ch chan<- prometheus.Metric) {
 	s := w.Stats()
 	for name, v := range map[string]uint64{"queued": s.Queued, "delivered": s.Delivered, "failed": s.Failed,
-		"dropped": s.Dropped, "retries": s.Retries, "encode_errors": s.Encode} {
+		"deferred": s.Deferred, "retries": s.Retries, "encode_errors": s.Encode} {
 		ch <- prometheus.MustNewConstMetric(w.descs[name], prometheus.CounterValue, float64(v))
 	}
 	ch <- prometheus.MustNewConstMetric(w.descs["pending"], prometheus.GaugeValue, float64(s.Pending))

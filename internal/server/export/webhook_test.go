@@ -4,18 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/mamori-dev/mamori/internal/finding"
 )
 
 // receiver is a real HTTP server answering with the statuses its handler
@@ -84,10 +82,11 @@ func TestWebhookDelivers(t *testing.T) {
 	w, _, _ := startWebhook(t, WebhookConfig{URL: rc.URL + "/hook", Encoder: enc,
 		Headers: map[string]string{"Authorization": "Bearer s3cret"}})
 	f := fixtures()["reverse-shell"]
-	if !w.Send(f, true) {
+	var settled settlements
+	if !w.Offer(f, true, settled.done) {
 		t.Fatal("send refused")
 	}
-	waitFor(t, "delivery", func() bool { return w.Stats().Delivered == 1 })
+	waitFor(t, "delivery", func() bool { return settled.counts()[Delivered] == 1 })
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	var env Envelope
@@ -101,7 +100,7 @@ func TestWebhookDelivers(t *testing.T) {
 	if h.Get("Content-Type") != "application/json" || h.Get("Authorization") != "Bearer s3cret" || h.Get("Idempotency-Key") != RecordID(f) {
 		t.Errorf("headers: %v", h)
 	}
-	if s := w.Stats(); s.Queued != 1 || s.Failed != 0 || s.Retries != 0 || s.Dropped != 0 {
+	if s := w.Stats(); s.Queued != 1 || s.Failed != 0 || s.Retries != 0 || s.Deferred != 0 {
 		t.Errorf("stats %+v", s)
 	}
 }
@@ -114,7 +113,7 @@ func TestWebhookRetriesWithBackoff(t *testing.T) {
 	})
 	base := 40 * time.Millisecond
 	w, _, _ := startWebhook(t, WebhookConfig{URL: rc.URL, BaseBackoff: base, MaxBackoff: time.Second})
-	w.Send(fixtures()["intel-dns"], true)
+	w.Offer(fixtures()["intel-dns"], true, nil)
 	waitFor(t, "delivery", func() bool { return w.Stats().Delivered == 1 })
 	if s := w.Stats(); s.Retries != 3 || s.Failed != 0 || rc.count() != 4 {
 		t.Fatalf("stats %+v after %d attempts", s, rc.count())
@@ -146,9 +145,10 @@ func equalBodies(b [][]byte) bool {
 func TestWebhookGivesUp(t *testing.T) {
 	rc := newReceiver(t, func(n int, w http.ResponseWriter) { w.WriteHeader(http.StatusInternalServerError) })
 	w, _, _ := startWebhook(t, WebhookConfig{URL: rc.URL, MaxAttempts: 3, BaseBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
-	w.Send(fixtures()["intel-dns"], true)
-	waitFor(t, "failure", func() bool { return w.Stats().Failed == 1 })
-	if s := w.Stats(); rc.count() != 3 || s.Retries != 2 || s.Delivered != 0 {
+	var settled settlements
+	w.Offer(fixtures()["intel-dns"], true, settled.done)
+	waitFor(t, "failure", func() bool { return settled.counts()[GivenUp] == 1 })
+	if s := w.Stats(); rc.count() != 3 || s.Retries != 2 || s.Delivered != 0 || s.Failed != 1 {
 		t.Fatalf("stats %+v after %d attempts", s, rc.count())
 	}
 }
@@ -163,16 +163,16 @@ func TestWebhookOutlastsAReceiverOutage(t *testing.T) {
 		}
 	})
 	w, _, _ := startWebhook(t, WebhookConfig{URL: rc.URL, BaseBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond})
-	w.Send(fixtures()["intel-dns"], true)
-	w.Send(fixtures()["reverse-shell"], true)
+	w.Offer(fixtures()["intel-dns"], true, nil)
+	w.Offer(fixtures()["reverse-shell"], true, nil)
 	waitFor(t, "delivery after the outage", func() bool { return w.Stats().Delivered == 2 })
-	if s := w.Stats(); s.Failed != 0 || s.Dropped != 0 || s.Retries < 25 {
+	if s := w.Stats(); s.Failed != 0 || s.Deferred != 0 || s.Retries < 25 {
 		t.Fatalf("stats %+v", s)
 	}
 	// The window still ends: a receiver that never comes back.
 	dead := newReceiver(t, func(n int, w http.ResponseWriter) { w.WriteHeader(http.StatusBadGateway) })
 	w2, _, _ := startWebhook(t, WebhookConfig{URL: dead.URL, BaseBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond, RetryFor: 100 * time.Millisecond})
-	w2.Send(fixtures()["intel-dns"], true)
+	w2.Offer(fixtures()["intel-dns"], true, nil)
 	waitFor(t, "giving up after the window", func() bool { return w2.Stats().Failed == 1 })
 }
 
@@ -196,12 +196,12 @@ func TestWebhookPoisonRecordIsSetAside(t *testing.T) {
 	t.Cleanup(srv.Close)
 	w, _, _ := startWebhook(t, WebhookConfig{URL: srv.URL, BaseBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond,
 		RetryFor: 2 * time.Second})
-	w.Send(poison, true)
+	w.Offer(poison, true, nil)
 	fx := fixtures()
 	n := 0
 	for name, f := range fx {
 		if name != "intel-dns" {
-			w.Send(f, true)
+			w.Offer(f, true, nil)
 			n++
 		}
 	}
@@ -221,11 +221,11 @@ func TestWebhookReceiverGoneForGood(t *testing.T) {
 	dead := newReceiver(t, func(n int, w http.ResponseWriter) { w.WriteHeader(http.StatusBadGateway) })
 	w, _, _ := startWebhook(t, WebhookConfig{URL: dead.URL, BaseBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond,
 		RetryFor: 200 * time.Millisecond})
-	w.Send(fixtures()["intel-dns"], true)
+	w.Offer(fixtures()["intel-dns"], true, nil)
 	waitFor(t, "the first given up", func() bool { return w.Stats().Failed == 1 })
 	before := dead.count()
 	start := time.Now()
-	w.Send(fixtures()["reverse-shell"], true)
+	w.Offer(fixtures()["reverse-shell"], true, nil)
 	waitFor(t, "the second given up", func() bool { return w.Stats().Failed == 2 })
 	if d, tries := time.Since(start), dead.count()-before; tries != 1 || d > 150*time.Millisecond {
 		t.Fatalf("second record: %d attempts over %v, want one at once", tries, d)
@@ -235,7 +235,7 @@ func TestWebhookReceiverGoneForGood(t *testing.T) {
 func TestWebhookClientErrorIsNotRetried(t *testing.T) {
 	rc := newReceiver(t, func(n int, w http.ResponseWriter) { w.WriteHeader(http.StatusBadRequest) })
 	w, _, _ := startWebhook(t, WebhookConfig{URL: rc.URL, BaseBackoff: time.Millisecond})
-	w.Send(fixtures()["intel-dns"], true)
+	w.Offer(fixtures()["intel-dns"], true, nil)
 	waitFor(t, "failure", func() bool { return w.Stats().Failed == 1 })
 	time.Sleep(50 * time.Millisecond)
 	if rc.count() != 1 || w.Stats().Retries != 0 {
@@ -251,7 +251,7 @@ func TestWebhookAttemptTimeout(t *testing.T) {
 	})
 	w, _, _ := startWebhook(t, WebhookConfig{URL: rc.URL, Timeout: 50 * time.Millisecond, BaseBackoff: time.Millisecond})
 	start := time.Now()
-	w.Send(fixtures()["intel-dns"], true)
+	w.Offer(fixtures()["intel-dns"], true, nil)
 	waitFor(t, "delivery", func() bool { return w.Stats().Delivered == 1 })
 	if s := w.Stats(); s.Retries != 1 || rc.count() != 2 {
 		t.Fatalf("stats %+v after %d attempts", s, rc.count())
@@ -274,7 +274,7 @@ func TestWebhookRetryAfter(t *testing.T) {
 		}
 	})
 	w, _, _ := startWebhook(t, WebhookConfig{URL: rc.URL, BaseBackoff: time.Millisecond, MaxBackoff: 3 * time.Second})
-	w.Send(fixtures()["intel-dns"], true)
+	w.Offer(fixtures()["intel-dns"], true, nil)
 	waitFor(t, "delivery", func() bool { return w.Stats().Delivered == 1 })
 	rc.mu.Lock()
 	gap := rc.attempts[1].Sub(rc.attempts[0])
@@ -292,7 +292,7 @@ func TestWebhookUnreachable(t *testing.T) {
 	addr := l.Addr().String()
 	l.Close() // nothing listens there now: connection refused
 	w, _, _ := startWebhook(t, WebhookConfig{URL: "http://" + addr + "/", MaxAttempts: 2, BaseBackoff: time.Millisecond})
-	w.Send(fixtures()["intel-dns"], true)
+	w.Offer(fixtures()["intel-dns"], true, nil)
 	waitFor(t, "failure", func() bool { return w.Stats().Failed == 1 })
 	if s := w.Stats(); s.Retries != 1 {
 		t.Errorf("stats %+v", s)
@@ -310,11 +310,11 @@ func TestWebhookQueueBoundAndOrder(t *testing.T) {
 	for i := range 10 {
 		f := *base
 		f.Service.Count = int64(i + 1)
-		if w.Send(&f, false) {
+		if w.Offer(&f, false, nil) {
 			accepted++
 		}
 	}
-	if s := w.Stats(); accepted != 3 || s.Queued != 3 || s.Dropped != 7 || s.Pending != 3 {
+	if s := w.Stats(); accepted != 3 || s.Queued != 3 || s.Deferred != 7 || s.Pending != 3 {
 		t.Fatalf("accepted %d, stats %+v", accepted, s)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -335,7 +335,7 @@ func TestWebhookQueueBoundAndOrder(t *testing.T) {
 		}
 	}
 	// After Run has returned nothing is accepted, and that is counted.
-	if w.Send(base, true) || w.Stats().Dropped != 8 {
+	if w.Offer(base, true, nil) || w.Stats().Deferred != 8 {
 		t.Errorf("send after stop: stats %+v", w.Stats())
 	}
 }
@@ -345,16 +345,20 @@ func TestWebhookShutdownCountsLeftovers(t *testing.T) {
 	rc := newReceiver(t, func(n int, w http.ResponseWriter) { <-block })
 	defer close(block)
 	w, cancel, done := startWebhook(t, WebhookConfig{URL: rc.URL, Timeout: time.Minute})
+	var settled settlements
 	for range 4 {
-		w.Send(fixtures()["intel-dns"], true)
+		w.Offer(fixtures()["intel-dns"], true, settled.done)
 	}
 	waitFor(t, "first attempt", func() bool { return rc.count() == 1 })
 	cancel()
 	<-done
-	// One was in flight, three waited: all four are dropped, none lost
-	// silently.
-	if s := w.Stats(); s.Dropped != 4 || s.Delivered != 0 || s.Failed != 0 || s.Pending != 0 {
+	// One was in flight, three waited: all four are handed back to the
+	// caller (the outbox keeps them), none lost silently.
+	if s := w.Stats(); s.Deferred != 4 || s.Delivered != 0 || s.Failed != 0 || s.Pending != 0 {
 		t.Fatalf("stats %+v", s)
+	}
+	if got := settled.counts(); got[Abandoned] != 4 || len(got) != 1 {
+		t.Fatalf("settlements %v, want 4 abandoned", got)
 	}
 }
 
@@ -362,7 +366,7 @@ func TestWebhookDrain(t *testing.T) {
 	rc := newReceiver(t, func(n int, w http.ResponseWriter) { time.Sleep(20 * time.Millisecond) })
 	w, cancel, done := startWebhook(t, WebhookConfig{URL: rc.URL})
 	for range 5 {
-		w.Send(fixtures()["intel-dns"], true)
+		w.Offer(fixtures()["intel-dns"], true, nil)
 	}
 	ctx, stop := context.WithTimeout(context.Background(), 5*time.Second)
 	defer stop()
@@ -371,7 +375,7 @@ func TestWebhookDrain(t *testing.T) {
 	}
 	cancel()
 	<-done
-	if s := w.Stats(); s.Delivered != 5 || s.Dropped != 0 {
+	if s := w.Stats(); s.Delivered != 5 || s.Deferred != 0 {
 		t.Fatalf("after drain: %+v", s)
 	}
 	// A receiver that never answers: Drain gives up at its deadline.
@@ -379,7 +383,7 @@ func TestWebhookDrain(t *testing.T) {
 	defer close(block)
 	slow := newReceiver(t, func(n int, w http.ResponseWriter) { <-block })
 	w2, _, _ := startWebhook(t, WebhookConfig{URL: slow.URL, Timeout: time.Minute})
-	w2.Send(fixtures()["intel-dns"], true)
+	w2.Offer(fixtures()["intel-dns"], true, nil)
 	short, stop2 := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer stop2()
 	if w2.Drain(short) {
@@ -394,7 +398,7 @@ func TestWebhookMetrics(t *testing.T) {
 	if err := reg.Register(w); err != nil {
 		t.Fatal(err)
 	}
-	w.Send(fixtures()["intel-dns"], true)
+	w.Offer(fixtures()["intel-dns"], true, nil)
 	waitFor(t, "delivery", func() bool { return w.Stats().Delivered == 1 })
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -423,19 +427,23 @@ func TestWebhookConfigRefused(t *testing.T) {
 	}
 }
 
-// countingSink records what the batcher hands out.
-type countingSink struct {
-	mu   sync.Mutex
-	got  []*finding.Finding
-	news atomic.Int64
+// settlements counts how records were settled.
+type settlements struct {
+	mu sync.Mutex
+	n  map[Settlement]int
 }
 
-func (c *countingSink) Send(f *finding.Finding, isNew bool) bool {
-	c.mu.Lock()
-	c.got = append(c.got, f)
-	c.mu.Unlock()
-	if isNew {
-		c.news.Add(1)
+func (s *settlements) done(x Settlement) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.n == nil {
+		s.n = map[Settlement]int{}
 	}
-	return true
+	s.n[x]++
+}
+
+func (s *settlements) counts() map[Settlement]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.n)
 }

@@ -51,7 +51,7 @@ const (
 		LEFT JOIN finding_counts c ON c.finding_id = f.id AND c.reporter = $2 AND c.epoch = $3 WHERE f.id = $1`
 )
 
-var hotStatements = []string{sqlMsgInsert, sqlUpdate, sqlUpdateCounts, sqlInsert, sqlSetContribution, sqlLock, sqlNodeGetForUpdate, sqlNodeHooksGet, sqlNodeWrite, sqlNodeHooks, sqlNodeEvent}
+var hotStatements = []string{sqlOutboxNew, sqlOutboxUpdate, sqlMsgInsert, sqlUpdate, sqlUpdateCounts, sqlInsert, sqlSetContribution, sqlLock, sqlNodeGetForUpdate, sqlNodeHooksGet, sqlNodeWrite, sqlNodeHooks, sqlNodeEvent}
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -216,9 +216,11 @@ func (s *sqlStore) UpsertFindings(ctx context.Context, us []Upsert) (res []Resul
 			if err := s.flushUpdates(ctx, tx, b); err != nil {
 				return err
 			}
-			return s.flushCounts(ctx, tx, b)
+			if err := s.flushCounts(ctx, tx, b); err != nil {
+				return err
+			}
 		}
-		return nil
+		return s.queueExports(ctx, tx, res, now)
 	})
 	if err != nil {
 		return nil, err

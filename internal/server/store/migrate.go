@@ -130,6 +130,22 @@ CREATE TABLE agent_tokens (
 	created_at  BIGINT NOT NULL
 );
 `},
+	// Finding changes waiting for an export sink (outbox.go), written in
+	// the transaction that made them.
+	{7, "export outbox", `
+CREATE TABLE export_outbox (
+	sink        TEXT NOT NULL,
+	finding_id  TEXT NOT NULL,
+	kind        TEXT NOT NULL,
+	due_at      BIGINT NOT NULL,
+	queued_at   BIGINT NOT NULL,
+	version     BIGINT NOT NULL,
+	lease_until BIGINT NOT NULL,
+	lease_owner TEXT NOT NULL,
+	PRIMARY KEY (sink, finding_id, kind)
+);
+CREATE INDEX export_outbox_due ON export_outbox (sink, due_at);
+`},
 }
 
 // LatestSchema is the schema version this build writes.

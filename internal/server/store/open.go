@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -65,6 +66,8 @@ type sqlStore struct {
 	// partial: migrations stopped early (tests of upgrades); statements
 	// on tables not made yet are left unprepared.
 	partial bool
+	// exports is the outbox policy SetExports set (nil: none).
+	exports atomic.Pointer[exportPolicy]
 }
 
 func newSQLStore(engine string, w, r *sql.DB, o Options) *sqlStore {

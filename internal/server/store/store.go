@@ -159,6 +159,18 @@ type Store interface {
 	// ListAgentTokens returns every agent token, by node id.
 	ListAgentTokens(ctx context.Context) ([]AgentToken, error)
 
+	// The export outbox (outbox.go): SetExports names the sinks finding
+	// changes are queued for in their own transaction; sinks claim due
+	// rows under a lease and settle or release them.
+	SetExports(sinks []string, updateDelay time.Duration)
+	ClaimExports(ctx context.Context, sink, owner string, lease time.Duration, limit int) ([]ExportItem, error)
+	RenewExports(ctx context.Context, sink, owner string, lease time.Duration) error
+	SettleExport(ctx context.Context, it ExportItem, owner string, requeueAt time.Time) error
+	ReleaseExport(ctx context.Context, it ExportItem, owner string, dueAt time.Time) error
+	ReleaseAllExports(ctx context.Context) error
+	DropExports(ctx context.Context, keep []string) (map[string]int, error)
+	ExportBacklogs(ctx context.Context) ([]ExportBacklog, error)
+
 	Close() error
 }
 

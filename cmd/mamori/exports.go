@@ -1,0 +1,64 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mamori-dev/mamori/internal/server/export"
+	"github.com/mamori-dev/mamori/internal/server/store"
+)
+
+// exportSink is one configured export target: its outbox key, its name in
+// logs and metrics, and the sink.
+type exportSink struct {
+	key, name string
+	sink      export.Sink
+}
+
+// startRelays has the store queue every finding change for sinks and
+// starts one relay per sink to deliver them.
+func (s *server) startRelays(ctx context.Context, sinks []exportSink, updateEvery time.Duration, reg *prometheus.Registry) error {
+	keys := make([]string, 0, len(sinks))
+	names := map[string]string{}
+	for _, x := range sinks {
+		keys = append(keys, x.key)
+		names[x.key] = x.name
+	}
+	s.store.SetExports(keys, updateEvery)
+	dropped, err := s.store.DropExports(ctx, keys)
+	if err != nil {
+		return fmt.Errorf("export outbox: %w", err)
+	}
+	for key, n := range dropped {
+		s.log.Warn("export: discarded queued records of a sink no longer configured", "sink", key, "records", n)
+	}
+	if s.store.Engine() == store.EngineSQLite {
+		// This server owns the file alone: leases of an earlier run (a
+		// crash) are void, and its records go out now rather than when
+		// the leases lapse.
+		if err := s.store.ReleaseAllExports(ctx); err != nil {
+			return fmt.Errorf("export outbox: %w", err)
+		}
+	}
+	if err := reg.Register(export.NewBacklog(s.store, names)); err != nil {
+		return err
+	}
+	host, _ := os.Hostname()
+	owner := fmt.Sprintf("%s/%d/%s", host, os.Getpid(), rand.Text()[:8])
+	for _, x := range sinks {
+		r := export.NewRelay(export.RelayConfig{Key: x.key, Name: x.name, Sink: x.sink, Store: s.store, Owner: owner,
+			UpdateDelay: updateEvery, Logger: s.log})
+		if err := reg.Register(r); err != nil {
+			return err
+		}
+		s.relays = append(s.relays, r)
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); r.Run(ctx) }()
+	}
+	return nil
+}

@@ -1,0 +1,254 @@
+package export
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mamori-dev/mamori/internal/finding"
+	"github.com/mamori-dev/mamori/internal/server/store"
+	"github.com/mamori-dev/mamori/internal/server/store/storetest"
+)
+
+func TestMain(m *testing.M) { storetest.Main(m) }
+
+func revision(base *finding.Finding, count int64) *finding.Finding {
+	f := *base
+	f.Service.Count = count
+	f.UpdatedAt = base.UpdatedAt.Add(time.Duration(count) * time.Second)
+	return &f
+}
+
+// gather reads every metric of reg by name (labels summed).
+func gather(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			out[mf.GetName()] += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return out
+}
+
+const testSink = "webhook-test"
+
+// outboxStore opens a real store of engine with the test sink configured.
+func outboxStore(t *testing.T, engine, dsn string, updateDelay time.Duration) store.Store {
+	t.Helper()
+	st, err := store.Open(context.Background(), dsn, store.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatalf("open %s: %v", engine, err)
+	}
+	t.Cleanup(func() { st.Close() })
+	st.SetExports([]string{testSink}, updateDelay)
+	return st
+}
+
+// startRelay runs a webhook to url and a relay feeding it from st.
+func startRelay(t *testing.T, st store.Store, owner, url string, updateDelay time.Duration) (*Relay, *Webhook, context.CancelFunc) {
+	t.Helper()
+	enc, _ := NewEncoder(FormatOCSF, testOptions)
+	w, err := NewWebhook(WebhookConfig{URL: url, Encoder: enc, BaseBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := NewRelay(RelayConfig{Key: testSink, Sink: w, Store: st, Owner: owner, UpdateDelay: updateDelay,
+		Poll: 20 * time.Millisecond, RetryDelay: 100 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{}, 2)
+	go func() { w.Run(ctx); done <- struct{}{} }()
+	go func() { r.Run(ctx); done <- struct{}{} }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			<-done
+			<-done
+		})
+	}
+	t.Cleanup(stop)
+	return r, w, stop
+}
+
+func ocsfOf(t *testing.T, b []byte) OCSFFinding {
+	t.Helper()
+	var f OCSFFinding
+	if err := json.Unmarshal(b, &f); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func newFinding(actor string) *finding.Finding {
+	return storetest.Finding(storetest.Spec{Node: "n1", Actor: actor, Seen: time.Now().UTC().Add(-time.Minute)})
+}
+
+func upsertAll(t *testing.T, st store.Store, us ...store.Upsert) {
+	t.Helper()
+	if _, err := st.UpsertFindings(context.Background(), us); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRelayNewAtOnceUpdatesBatched: through a real store and webhook, a new
+// finding goes out at once as Create; a burst of updates goes out once, as
+// one Update carrying the latest count, after the update delay; suppressed
+// findings never.
+func TestRelayNewAtOnceUpdatesBatched(t *testing.T) {
+	for _, engine := range storetest.Engines {
+		t.Run(engine, func(t *testing.T) {
+			const delay = 400 * time.Millisecond
+			st := outboxStore(t, engine, storetest.DSN(t, engine), delay)
+			rc := newReceiver(t, nil)
+			r, _, _ := startRelay(t, st, "r1", rc.URL, delay)
+
+			f, quiet := newFinding("/tmp/a"), newFinding("/tmp/quiet")
+			upsertAll(t, st, store.Upsert{Finding: f, Reporter: "n1"},
+				store.Upsert{Finding: quiet, Reporter: "n1", Suppress: func(r *store.Record) string {
+					if r.ID == quiet.ID {
+						return "rule-1"
+					}
+					return ""
+				}})
+			waitFor(t, "create", func() bool { return rc.count() == 1 })
+			first := time.Now()
+			for c := int64(2); c <= 6; c++ {
+				upsertAll(t, st, store.Upsert{Finding: revision(f, c), Reporter: "n1"})
+			}
+			waitFor(t, "update", func() bool { return rc.count() == 2 })
+			if el := time.Since(first); el < delay*3/4 {
+				t.Errorf("update went out %v after the first change, before the %v delay", el, delay)
+			}
+			time.Sleep(2 * delay) // nothing more may arrive
+			rc.mu.Lock()
+			bodies := append([][]byte(nil), rc.bodies...)
+			rc.mu.Unlock()
+			if len(bodies) != 2 {
+				t.Fatalf("receiver got %d records, want a Create and one Update", len(bodies))
+			}
+			c, u := ocsfOf(t, bodies[0]), ocsfOf(t, bodies[1])
+			if c.ActivityID != OCSFActivityCreate || c.FindingInfo.UID != f.ID || u.ActivityID != OCSFActivityUpdate || u.Count != 6 {
+				t.Fatalf("got %d %s then %d (count %d)", c.ActivityID, c.FindingInfo.UID, u.ActivityID, u.Count)
+			}
+			if s := r.Stats(); s.Delivered != 2 || s.Out != 0 || s.StoreErrors != 0 {
+				t.Fatalf("relay stats %+v", s)
+			}
+			// A rule added later suppresses a waiting change: skipped.
+			upsertAll(t, st, store.Upsert{Finding: revision(f, 7), Reporter: "n1"})
+			if _, err := st.ArchiveMatching(context.Background(), []store.Criterion{{Field: "id", Op: store.OpEq, Value: f.ID}}, "rule-2"); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "skip", func() bool { return r.Stats().Skipped == 1 })
+			if rc.count() != 2 {
+				t.Fatalf("a suppressed finding's update went out")
+			}
+			reg := prometheus.NewRegistry()
+			reg.MustRegister(r, NewBacklog(st, map[string]string{testSink: "siem"}))
+			if got := gather(t, reg); got["mamori_export_outbox_delivered_total"] != 2 || got["mamori_export_outbox_skipped_total"] != 1 ||
+				got["mamori_export_outbox_pending"] != 0 {
+				t.Fatalf("metrics %v", got)
+			}
+		})
+	}
+}
+
+// TestRelayLosesNothingAcrossRestarts: records a stopping server could not
+// deliver (receiver down) and records a crashed replica still held under
+// its lease both reach the receiver once it is back, from a new relay.
+func TestRelayLosesNothingAcrossRestarts(t *testing.T) {
+	for _, engine := range storetest.Engines {
+		t.Run(engine, func(t *testing.T) {
+			dsn := storetest.DSN(t, engine)
+			st := outboxStore(t, engine, dsn, time.Hour)
+			down := newReceiver(t, func(n int, w http.ResponseWriter) { w.WriteHeader(http.StatusServiceUnavailable) })
+			_, _, stop := startRelay(t, st, "r1", down.URL, time.Hour)
+			var ids []string
+			for _, a := range []string{"/tmp/1", "/tmp/2", "/tmp/3", "/tmp/4", "/tmp/5"} {
+				f := newFinding(a)
+				ids = append(ids, f.ID)
+				upsertAll(t, st, store.Upsert{Finding: f, Reporter: "n1"})
+			}
+			waitFor(t, "attempts on the down receiver", func() bool { return down.count() >= 3 })
+			stop() // a clean stop hands the records back
+			// A crashed replica: two more findings claimed by it and never
+			// settled; its 300 ms leases must lapse.
+			for _, a := range []string{"/tmp/6", "/tmp/7"} {
+				f := newFinding(a)
+				ids = append(ids, f.ID)
+				upsertAll(t, st, store.Upsert{Finding: f, Reporter: "n1"})
+			}
+			if got, err := st.ClaimExports(context.Background(), testSink, "crashed", 300*time.Millisecond, 2); err != nil || len(got) != 2 {
+				t.Fatalf("crashed replica's claim: %v %v", got, err)
+			}
+
+			up := newReceiver(t, nil)
+			st2 := outboxStore(t, engine, dsn, time.Hour) // the restarted server
+			r2, _, _ := startRelay(t, st2, "r2", up.URL, time.Hour)
+			waitFor(t, "every record after the restart", func() bool { return up.count() == len(ids) })
+			got := map[string]bool{}
+			up.mu.Lock()
+			for _, b := range up.bodies {
+				got[ocsfOf(t, b).FindingInfo.UID] = true
+			}
+			up.mu.Unlock()
+			for _, id := range ids {
+				if !got[id] {
+					t.Errorf("finding %s never delivered", id)
+				}
+			}
+			waitFor(t, "outbox empty", func() bool {
+				bs, err := st2.ExportBacklogs(context.Background())
+				return err == nil && len(bs) == 0
+			})
+			if s := r2.Stats(); s.Delivered != uint64(len(ids)) {
+				t.Fatalf("relay stats %+v", s)
+			}
+		})
+	}
+}
+
+// TestRelayReplicasSendEachRecordOnce: two replicas on one PostgreSQL
+// database, each with its own relay to the same receiver, share the
+// outbox: every record is delivered, none twice.
+func TestRelayReplicasSendEachRecordOnce(t *testing.T) {
+	dsn := storetest.DSN(t, store.EnginePostgres)
+	a, b := outboxStore(t, "postgres", dsn, time.Hour), outboxStore(t, "postgres", dsn, time.Hour)
+	rc := newReceiver(t, nil)
+	ra, _, _ := startRelay(t, a, "replica-a", rc.URL, time.Hour)
+	rb, _, _ := startRelay(t, b, "replica-b", rc.URL, time.Hour)
+	const n = 200
+	for i := range n {
+		st := a
+		if i%2 == 1 {
+			st = b
+		}
+		upsertAll(t, st, store.Upsert{Finding: newFinding("/tmp/r" + string(rune('a'+i%26)) + string(rune('a'+i/26))), Reporter: "n1"})
+	}
+	waitFor(t, "every record", func() bool { return rc.count() >= n })
+	time.Sleep(300 * time.Millisecond) // a duplicate would arrive now
+	seen := map[string]int{}
+	rc.mu.Lock()
+	for _, h := range rc.headers {
+		seen[h.Get("Idempotency-Key")]++
+	}
+	rc.mu.Unlock()
+	if len(seen) != n || rc.count() != n {
+		t.Fatalf("%d records, %d distinct, want %d each", rc.count(), len(seen), n)
+	}
+	sa, sb := ra.Stats(), rb.Stats()
+	if sa.Delivered == 0 || sb.Delivered == 0 || sa.Delivered+sb.Delivered != n {
+		t.Fatalf("replica a delivered %d, b %d", sa.Delivered, sb.Delivered)
+	}
+}

@@ -1,0 +1,244 @@
+package store
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// The export outbox: every finding change an export sink must see is
+// written as a row in the same transaction as the change itself, so a
+// server killed at any moment still sends it after restart — nothing the
+// store acknowledged is lost between commit and delivery. A row is per
+// sink, finding and kind ("new" or "update"): updates of one finding
+// coalesce into the row already waiting, which is what batches updates at
+// the configured frequency. Rows are leased while a sink works on them,
+// so replicas sharing a PostgreSQL database never send one row at once,
+// and a lease a dead replica left lapses and the row goes out again.
+
+// Export kinds.
+const (
+	ExportNew    = "new"
+	ExportUpdate = "update"
+)
+
+// ExportItem is one claimed outbox row.
+type ExportItem struct {
+	Sink      string
+	FindingID string
+	Kind      string // ExportNew or ExportUpdate
+	// Version counts the changes folded into the row; Settle deletes the
+	// row only if no change arrived since the claim.
+	Version  int64
+	QueuedAt time.Time
+}
+
+// ExportBacklog is one sink's waiting rows.
+type ExportBacklog struct {
+	Sink    string
+	Pending int
+	Leased  int
+	// Oldest is when the oldest waiting row was queued (zero when none).
+	Oldest time.Time
+}
+
+// exportPolicy is what SetExports configured.
+type exportPolicy struct {
+	sinks       []string
+	updateDelay time.Duration
+}
+
+const (
+	sqlOutboxNew = `INSERT INTO export_outbox (sink, finding_id, kind, due_at, queued_at, version, lease_until, lease_owner)
+		VALUES ($1, $2, 'new', $3, $4, 1, 0, '')
+		ON CONFLICT (sink, finding_id, kind) DO UPDATE SET version = export_outbox.version + 1`
+	sqlOutboxUpdate = `INSERT INTO export_outbox (sink, finding_id, kind, due_at, queued_at, version, lease_until, lease_owner)
+		VALUES ($1, $2, 'update', $3, $4, 1, 0, '')
+		ON CONFLICT (sink, finding_id, kind) DO UPDATE SET version = export_outbox.version + 1`
+)
+
+// SetExports names the export sinks every later finding change is queued
+// for, and how long an update waits for further updates of its finding
+// before it is due. Call it before ingesting; nil sinks queue nothing.
+func (s *sqlStore) SetExports(sinks []string, updateDelay time.Duration) {
+	p := &exportPolicy{sinks: slices.Clone(sinks), updateDelay: max(updateDelay, 0)}
+	s.exports.Store(p)
+}
+
+// queueExports writes the outbox rows for a batch's changes, inside its
+// transaction: each changed, unsuppressed finding once per sink.
+func (s *sqlStore) queueExports(ctx context.Context, tx *sql.Tx, res []Result, now time.Time) error {
+	p := s.exports.Load()
+	if p == nil || len(p.sinks) == 0 {
+		return nil
+	}
+	type change struct{ id, kind string }
+	seen := map[change]bool{}
+	var changes []change
+	for _, r := range res {
+		if r.Record == nil || r.Record.SuppressedBy != "" || (r.Outcome != OutcomeCreated && r.Outcome != OutcomeUpdated) {
+			continue
+		}
+		c := change{r.Record.ID, ExportUpdate}
+		if r.Outcome == OutcomeCreated {
+			c.kind = ExportNew
+		}
+		if !seen[c] {
+			seen[c] = true
+			changes = append(changes, c)
+		}
+	}
+	// A stable order: concurrent batches on PostgreSQL take row locks in it.
+	slices.SortFunc(changes, func(a, b change) int { return cmp.Or(cmp.Compare(a.id, b.id), cmp.Compare(a.kind, b.kind)) })
+	at := micros(now)
+	for _, sink := range p.sinks {
+		for _, c := range changes {
+			q, due := sqlOutboxNew, at
+			if c.kind == ExportUpdate {
+				q, due = sqlOutboxUpdate, micros(now.Add(p.updateDelay))
+			}
+			if _, err := s.txExec(ctx, tx, q, sink, c.id, due, at); err != nil {
+				return fmt.Errorf("queue export of %s for %s: %w", c.id, sink, err)
+			}
+		}
+	}
+	return nil
+}
+
+// ClaimExports leases up to limit due rows of sink to owner until
+// now+lease, oldest due first. Rows another owner holds are skipped.
+func (s *sqlStore) ClaimExports(ctx context.Context, sink, owner string, lease time.Duration, limit int) (items []ExportItem, err error) {
+	defer s.observe("export_claim", time.Now(), &err)
+	if limit <= 0 {
+		return nil, nil
+	}
+	now := s.now()
+	lock := ""
+	if s.engine == EnginePostgres {
+		lock = " FOR UPDATE SKIP LOCKED"
+	}
+	q := s.q(fmt.Sprintf(`UPDATE export_outbox SET lease_until = $1, lease_owner = $2
+		WHERE (sink, finding_id, kind) IN (SELECT sink, finding_id, kind FROM export_outbox
+			WHERE sink = $3 AND due_at <= $4 AND lease_until < $5 ORDER BY due_at, finding_id LIMIT %d%s)
+		RETURNING finding_id, kind, version, queued_at`, limit, lock))
+	err = s.tx(ctx, func(tx *sql.Tx) error {
+		items = items[:0]
+		rows, err := tx.QueryContext(ctx, q, micros(now.Add(lease)), owner, sink, micros(now), micros(now))
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			it := ExportItem{Sink: sink}
+			var queued int64
+			if err := rows.Scan(&it.FindingID, &it.Kind, &it.Version, &queued); err != nil {
+				return err
+			}
+			it.QueuedAt = fromMicros(queued)
+			items = append(items, it)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("claim exports for %s: %w", sink, err)
+	}
+	// RETURNING gives no order: send the oldest first.
+	slices.SortStableFunc(items, func(a, b ExportItem) int { return a.QueuedAt.Compare(b.QueuedAt) })
+	return items, nil
+}
+
+// RenewExports extends owner's leases on sink's rows to now+lease.
+func (s *sqlStore) RenewExports(ctx context.Context, sink, owner string, lease time.Duration) (err error) {
+	defer s.observe("export_renew", time.Now(), &err)
+	return s.outboxExec(ctx, `UPDATE export_outbox SET lease_until = $1 WHERE sink = $2 AND lease_owner = $3`,
+		micros(s.now().Add(lease)), sink, owner)
+}
+
+// SettleExport ends a claimed row: the sink delivered it or gave it up.
+// If the finding changed again since the claim, the row stays for that
+// change, due at requeueAt.
+func (s *sqlStore) SettleExport(ctx context.Context, it ExportItem, owner string, requeueAt time.Time) (err error) {
+	defer s.observe("export_settle", time.Now(), &err)
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		r, err := tx.ExecContext(ctx, s.q(`DELETE FROM export_outbox WHERE sink = $1 AND finding_id = $2 AND kind = $3 AND version = $4`),
+			it.Sink, it.FindingID, it.Kind, it.Version)
+		if err != nil {
+			return fmt.Errorf("settle export of %s: %w", it.FindingID, err)
+		}
+		if n, _ := r.RowsAffected(); n > 0 {
+			return nil
+		}
+		_, err = tx.ExecContext(ctx, s.q(`UPDATE export_outbox SET lease_until = 0, lease_owner = '', due_at = $1
+			WHERE sink = $2 AND finding_id = $3 AND kind = $4 AND lease_owner = $5`),
+			micros(requeueAt), it.Sink, it.FindingID, it.Kind, owner)
+		if err != nil {
+			return fmt.Errorf("requeue export of %s: %w", it.FindingID, err)
+		}
+		return nil
+	})
+}
+
+// ReleaseExport hands a claimed row back unsent, due again at dueAt.
+func (s *sqlStore) ReleaseExport(ctx context.Context, it ExportItem, owner string, dueAt time.Time) (err error) {
+	defer s.observe("export_release", time.Now(), &err)
+	return s.outboxExec(ctx, `UPDATE export_outbox SET lease_until = 0, lease_owner = '', due_at = $1
+		WHERE sink = $2 AND finding_id = $3 AND kind = $4 AND lease_owner = $5`,
+		micros(dueAt), it.Sink, it.FindingID, it.Kind, owner)
+}
+
+// ReleaseAllExports drops every lease on the outbox. Only for a store one
+// server owns alone (SQLite): leases of its previous run are void.
+func (s *sqlStore) ReleaseAllExports(ctx context.Context) error {
+	return s.outboxExec(ctx, `UPDATE export_outbox SET lease_until = 0, lease_owner = '' WHERE lease_until <> 0`)
+}
+
+// DropExports deletes the waiting rows of sinks not in keep and returns
+// how many per sink: records for a sink no longer configured.
+func (s *sqlStore) DropExports(ctx context.Context, keep []string) (dropped map[string]int, err error) {
+	backlog, err := s.ExportBacklogs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	dropped = map[string]int{}
+	for _, b := range backlog {
+		if slices.Contains(keep, b.Sink) {
+			continue
+		}
+		if err := s.outboxExec(ctx, `DELETE FROM export_outbox WHERE sink = $1`, b.Sink); err != nil {
+			return dropped, err
+		}
+		dropped[b.Sink] = b.Pending
+	}
+	return dropped, nil
+}
+
+// ExportBacklogs counts the outbox rows per sink.
+func (s *sqlStore) ExportBacklogs(ctx context.Context) (out []ExportBacklog, err error) {
+	defer s.observe("export_backlog", time.Now(), &err)
+	rows, err := s.r.QueryContext(ctx, s.q(`SELECT sink, COUNT(*), SUM(CASE WHEN lease_until >= $1 THEN 1 ELSE 0 END),
+		MIN(queued_at) FROM export_outbox GROUP BY sink ORDER BY sink`), micros(s.now()))
+	if err != nil {
+		return nil, fmt.Errorf("export backlog: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var b ExportBacklog
+		var oldest int64
+		if err := rows.Scan(&b.Sink, &b.Pending, &b.Leased, &oldest); err != nil {
+			return nil, fmt.Errorf("export backlog: %w", err)
+		}
+		b.Oldest = fromMicros(oldest)
+		out = append(out, b)
+	}
+	return out, rows.Err()
+}
+
+func (s *sqlStore) outboxExec(ctx context.Context, query string, args ...any) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, s.q(query), args...)
+		return err
+	})
+}
