@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -402,8 +403,9 @@ func connectAgent(ctx context.Context, dataDir, nodeID, cluster, serverURL, toke
 			log.Error("the server refused this node's credential: the node was removed or its key revoked; "+
 				"findings are spooled meanwhile — restart the agent with --join-token to enroll again", "credentials", transport.CredentialsFile(dataDir))
 		case perr != nil:
-			log.Warn("the server's NATS is not reachable now; findings and heartbeats are spooled until it is", "err", perr,
-				"hint", "the NATS address comes from enrollment ("+transport.CredentialsFile(dataDir)+"): if the server moved, remove that file and start with --join-token")
+			if err := followNATS(ctx, dataDir, creds, serverURL, caFingerprint, perr, log); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if err != nil || creds.NodeID != nodeID {
@@ -431,6 +433,38 @@ func connectAgent(ctx context.Context, dataDir, nodeID, cluster, serverURL, toke
 		return nil, fmt.Errorf("publisher: %w", err)
 	}
 	return &agentLink{pub: pub, creds: creds, log: log}, nil
+}
+
+// followNATS handles an enrolled agent whose NATS does not answer: it asks
+// the server's API where agents dial now, and takes the new address if the
+// server moved; otherwise it warns that findings are spooled meanwhile.
+func followNATS(ctx context.Context, dataDir string, creds *transport.Credentials, serverURL, caFingerprint string, perr error, log *slog.Logger) error {
+	unreachable := func(args ...any) {
+		log.Warn("the server's NATS is not reachable now; findings and heartbeats are spooled until it is",
+			append([]any{"err", perr, "urls", strings.Join(creds.NATSURLs, ",")}, args...)...)
+	}
+	if creds.APIToken == "" || serverURL == "" {
+		unreachable("hint", "the NATS address comes from enrollment ("+transport.CredentialsFile(dataDir)+"): if the server moved, remove that file and start with --join-token")
+		return nil
+	}
+	var client *http.Client
+	if caFingerprint != "" {
+		client = transport.PinnedHTTPClient(caFingerprint, 10*time.Second)
+	}
+	urls, err := transport.CurrentNATSURLs(ctx, client, serverURL, creds.APIToken)
+	switch {
+	case err != nil:
+		unreachable("server", serverURL, "askedServer", err)
+	case slices.Equal(urls, creds.NATSURLs):
+		unreachable("server", serverURL, "serverSays", "same address")
+	default:
+		log.Warn("the server's NATS address changed since enrollment; following it", "was", strings.Join(creds.NATSURLs, ","), "now", strings.Join(urls, ","))
+		creds.NATSURLs = urls
+		if err := transport.SaveCredentials(dataDir, creds); err != nil {
+			return fmt.Errorf("save the new NATS address: %w", err)
+		}
+	}
+	return nil
 }
 
 func isLoopbackHost(h string) bool {

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -215,6 +216,9 @@ func (e *Enroller) agentTokens() AgentTokens {
 	defer e.mu.Unlock()
 	return e.cfg.AgentTokens
 }
+
+// NATSURLs are what agents dial now.
+func (e *Enroller) NATSURLs() []string { return slices.Clone(e.cfg.NATSURLs) }
 
 // Nodes lists the enrolled nodes.
 func (e *Enroller) Nodes(ctx context.Context) ([]NodeRecord, error) { return e.cfg.Nodes.List(ctx) }

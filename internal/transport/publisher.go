@@ -224,6 +224,8 @@ func (p *Publisher) watchConnection() {
 				args = append(args, "err", err)
 				if strings.Contains(strings.ToLower(err.Error()), "authorization violation") {
 					args = append(args, "hint", "the server refused this node's credential: it was removed or its key revoked; restart the agent with --join-token to enroll again")
+				} else {
+					args = append(args, "hint", "if the server's NATS moved, restart the agent: at start it asks the server's API where NATS is now")
 				}
 			}
 			p.log.Warn("transport: cannot reach the server; messages are spooled", args...)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -159,7 +160,7 @@ func TestRemoteAgentThroughOutage(t *testing.T) {
 	t.Cleanup(func() { os.Remove(during) })
 	exec.Command("cat", during).Run()
 	time.Sleep(3 * time.Second)
-	testenv.StartProcess(t, "", "server-again", serverArgs...)
+	srv = testenv.StartProcess(t, "", "server-again", serverArgs...)
 	g := waitServerFinding(t, bin, srvDir, nodeID, during)
 	if g.Num("service.count") != 1 {
 		t.Errorf("finding from the outage counted %v times", g.Num("service.count"))
@@ -238,5 +239,30 @@ func TestRemoteAgentThroughOutage(t *testing.T) {
 	}
 	if !strings.HasPrefix(issue, "AGENT_EXITED:agent exited with code 1") || !strings.Contains(issue, "address already in use") {
 		t.Errorf("coverage after the agent failed: %q", issue)
+	}
+
+	// The server moves its NATS to another port. An agent whose enrolled
+	// address no longer answers asks the API where NATS is now, follows,
+	// and reports.
+	srv.Stop()
+	movedArgs := slices.Clone(serverArgs)
+	movedArgs[slices.Index(movedArgs, "--nats-port")+1] = strconv.Itoa(testenv.FreePort(t))
+	testenv.StartProcess(t, "", "server-moved", movedArgs...)
+	testenv.WaitFile(t, filepath.Join(srvDir, "api", "address"))
+	follower := testenv.StartProcess(t, "", "agent-follows", bin, "agent", "--data-dir", agDir, "--server", url,
+		"--ca-fingerprint", fp, "--metrics-addr", "", "-q")
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if _, err := os.Stat(filepath.Join(agDir, "events.sock")); err == nil {
+			break
+		}
+	}
+	time.Sleep(time.Second)
+	afterMove := secret + "-after-nats-moved"
+	_ = os.WriteFile(afterMove, []byte("x"), 0o600)
+	t.Cleanup(func() { os.Remove(afterMove) })
+	exec.Command("cat", afterMove).Run()
+	waitServerFinding(t, bin, srvDir, nodeID, afterMove)
+	if log, _ := os.ReadFile(follower.Log); !strings.Contains(string(log), "changed since enrollment; following it") {
+		t.Errorf("the agent did not say it followed the server's new NATS address:\n%s", log)
 	}
 }

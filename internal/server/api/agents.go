@@ -22,6 +22,23 @@ type AgentAdmin interface {
 	CreateJoinToken(ctx context.Context, o transport.TokenOptions) (string, transport.TokenRecord, error)
 	JoinTokens(ctx context.Context) ([]transport.TokenRecord, error)
 	RevokeJoinToken(ctx context.Context, id string) error
+	// NATSURLs are what agents dial now.
+	NATSURLs() []string
+}
+
+// AgentTransport is where agents reach the server's NATS now.
+type AgentTransport struct {
+	NATSURLs []string `json:"natsUrls"`
+}
+
+// agentTransport answers an agent whose enrolled NATS address does not
+// answer: the server may have moved since (or the operator changed
+// --nats-agent-url).
+func (a *API) agentTransport(w http.ResponseWriter, r *http.Request) error {
+	if a.opt.Agents == nil {
+		return errorf(http.StatusNotImplemented, "this server has no agent transport")
+	}
+	return writeJSON(w, http.StatusOK, AgentTransport{NATSURLs: a.opt.Agents.NATSURLs()})
 }
 
 func (a *API) listJoinTokens(w http.ResponseWriter, r *http.Request) error {

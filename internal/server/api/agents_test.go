@@ -21,6 +21,7 @@ func TestAgentAdministration(t *testing.T) {
 	e := newEnv(t)
 	// Without an agent transport the routes say so.
 	e.must(http.StatusNotImplemented, "GET", "/agents", ScopeRead, nil, nil)
+	e.must(http.StatusNotImplemented, "GET", "/agent/transport", ScopeAgent, nil, nil)
 
 	dir := t.TempDir()
 	auth, err := transport.LoadOrCreateAuth(filepath.Join(dir, "auth.json"))
@@ -41,6 +42,12 @@ func TestAgentAdministration(t *testing.T) {
 	e.api.opt.Agents = enr
 	enrollSrv := httptest.NewServer(enr)
 	t.Cleanup(enrollSrv.Close)
+	// Agents ask where NATS is now with their own (agent-scope) token.
+	var tr AgentTransport
+	e.must(http.StatusOK, "GET", "/agent/transport", ScopeAgent, nil, &tr)
+	if len(tr.NATSURLs) != 1 || tr.NATSURLs[0] != "tls://127.0.0.1:4222" {
+		t.Fatalf("agent transport %+v", tr)
+	}
 
 	var list struct{ Agents []transport.NodeRecord }
 	e.must(http.StatusOK, "GET", "/agents", ScopeRead, nil, &list)

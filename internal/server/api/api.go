@@ -144,6 +144,7 @@ func New(opt Options) (*API, error) {
 		{"GET", "/coverage/events", ScopeRead, a.coverageEvents},
 		{"GET", "/coverage/{nodeId}", ScopeRead, a.getNode},
 		{"GET", "/distribution/{kind}", ScopeAgent, a.distribution},
+		{"GET", "/agent/transport", ScopeAgent, a.agentTransport},
 		{"GET", "/agents", ScopeRead, a.listAgents},
 		{"DELETE", "/agents/{nodeId}", ScopeAdmin, a.removeAgent},
 		{"POST", "/join-tokens", ScopeAdmin, a.createJoinToken},
