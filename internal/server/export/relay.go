@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,7 +51,7 @@ func SinkKey(kind string, format Format, target string) string {
 // OutboxStore is the part of the store a Relay uses.
 type OutboxStore interface {
 	ClaimExports(ctx context.Context, sink, owner string, lease time.Duration, limit int) ([]store.ExportItem, error)
-	RenewExports(ctx context.Context, sink, owner string, lease time.Duration) error
+	RenewExports(ctx context.Context, sink, owner string, items []store.ExportItem, lease time.Duration) error
 	SettleExport(ctx context.Context, it store.ExportItem, owner string, requeueAt time.Time) error
 	ReleaseExport(ctx context.Context, it store.ExportItem, owner string, dueAt time.Time) error
 	GetFinding(ctx context.Context, id string) (*store.Record, error)
@@ -102,7 +104,7 @@ type Relay struct {
 	wake chan struct{}
 
 	mu  sync.Mutex
-	out map[outKey]bool
+	out map[outKey]store.ExportItem // with the sink now
 
 	offered, delivered, givenUp, skipped, deferred, storeErrs atomic.Uint64
 }
@@ -132,7 +134,7 @@ func NewRelay(cfg RelayConfig) *Relay {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Relay{cfg: cfg, wake: make(chan struct{}, 1), out: map[outKey]bool{}}
+	return &Relay{cfg: cfg, wake: make(chan struct{}, 1), out: map[outKey]store.ExportItem{}}
 }
 
 // Wake makes Run look for due rows now (a finding was just queued).
@@ -157,7 +159,10 @@ func (r *Relay) Run(ctx context.Context) {
 		case <-r.wake:
 		case <-poll.C:
 		case <-renew.C:
-			if err := r.cfg.Store.RenewExports(ctx, r.cfg.Key, r.cfg.Owner, r.cfg.Lease); err != nil && ctx.Err() == nil {
+			r.mu.Lock()
+			held := slices.Collect(maps.Values(r.out))
+			r.mu.Unlock()
+			if err := r.cfg.Store.RenewExports(ctx, r.cfg.Key, r.cfg.Owner, held, r.cfg.Lease); err != nil && ctx.Err() == nil {
 				r.storeError("renew leases", err)
 			}
 		}
@@ -207,7 +212,7 @@ func (r *Relay) offer(ctx context.Context, it store.ExportItem) {
 	}
 	k := outKey{it.FindingID, it.Kind}
 	r.mu.Lock()
-	r.out[k] = true
+	r.out[k] = it
 	r.mu.Unlock()
 	r.offered.Add(1)
 	if !r.cfg.Sink.Offer(rec.Finding, it.Kind == store.ExportNew, func(s Settlement) { r.settle(it, s) }) {

@@ -59,13 +59,18 @@ func outboxStore(t *testing.T, engine, dsn string, updateDelay time.Duration) st
 // startRelay runs a webhook to url and a relay feeding it from st.
 func startRelay(t *testing.T, st store.Store, owner, url string, updateDelay time.Duration) (*Relay, *Webhook, context.CancelFunc) {
 	t.Helper()
+	return startRelayLease(t, st, owner, url, updateDelay, 0)
+}
+
+func startRelayLease(t *testing.T, st store.Store, owner, url string, updateDelay, lease time.Duration) (*Relay, *Webhook, context.CancelFunc) {
+	t.Helper()
 	enc, _ := NewEncoder(FormatOCSF, testOptions)
 	w, err := NewWebhook(WebhookConfig{URL: url, Encoder: enc, BaseBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := NewRelay(RelayConfig{Key: testSink, Sink: w, Store: st, Owner: owner, UpdateDelay: updateDelay,
-		Poll: 20 * time.Millisecond, RetryDelay: 100 * time.Millisecond})
+		Poll: 20 * time.Millisecond, RetryDelay: 100 * time.Millisecond, Lease: lease})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{}, 2)
 	go func() { w.Run(ctx); done <- struct{}{} }()
@@ -250,5 +255,30 @@ func TestRelayReplicasSendEachRecordOnce(t *testing.T) {
 	sa, sb := ra.Stats(), rb.Stats()
 	if sa.Delivered == 0 || sb.Delivered == 0 || sa.Delivered+sb.Delivered != n {
 		t.Fatalf("replica a delivered %d, b %d", sa.Delivered, sb.Delivered)
+	}
+}
+
+// TestRelayRenewsLeaseOfASlowDelivery: a record a slow receiver holds for
+// several lease periods stays leased by its relay; another replica's relay
+// never takes it, so it is delivered once.
+func TestRelayRenewsLeaseOfASlowDelivery(t *testing.T) {
+	for _, engine := range storetest.Engines {
+		t.Run(engine, func(t *testing.T) {
+			dsn := storetest.DSN(t, engine)
+			a, b := outboxStore(t, engine, dsn, time.Hour), outboxStore(t, engine, dsn, time.Hour)
+			const lease = 300 * time.Millisecond
+			slow := newReceiver(t, func(n int, w http.ResponseWriter) { time.Sleep(4 * lease) })
+			ra, _, _ := startRelayLease(t, a, "replica-a", slow.URL, time.Hour, lease)
+			upsertAll(t, a, store.Upsert{Finding: newFinding("/tmp/slow"), Reporter: "n1"})
+			waitFor(t, "the first attempt", func() bool { return slow.count() == 1 })
+			other := newReceiver(t, nil)
+			rb, _, _ := startRelayLease(t, b, "replica-b", other.URL, time.Hour, lease)
+			waitFor(t, "delivery", func() bool { return ra.Stats().Delivered == 1 })
+			time.Sleep(2 * lease)
+			if other.count() != 0 || slow.count() != 1 || rb.Stats().Offered != 0 {
+				t.Fatalf("the slow record went out again: slow receiver %d, other replica's %d (offered %d)",
+					slow.count(), other.count(), rb.Stats().Offered)
+			}
+		})
 	}
 }

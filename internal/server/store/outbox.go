@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -150,11 +151,33 @@ func (s *sqlStore) ClaimExports(ctx context.Context, sink, owner string, lease t
 	return items, nil
 }
 
-// RenewExports extends owner's leases on sink's rows to now+lease.
-func (s *sqlStore) RenewExports(ctx context.Context, sink, owner string, lease time.Duration) (err error) {
+// RenewExports extends owner's leases on these rows of sink to
+// now+lease. Only rows the caller still works on are named: a row whose
+// settling failed must lapse and go out again, not stay held for ever.
+func (s *sqlStore) RenewExports(ctx context.Context, sink, owner string, items []ExportItem, lease time.Duration) (err error) {
 	defer s.observe("export_renew", time.Now(), &err)
-	return s.outboxExec(ctx, `UPDATE export_outbox SET lease_until = $1 WHERE sink = $2 AND lease_owner = $3`,
-		micros(s.now().Add(lease)), sink, owner)
+	until := micros(s.now().Add(lease))
+	const chunk = 200
+	for len(items) > 0 {
+		n := min(len(items), chunk)
+		var b strings.Builder
+		args := make([]any, 0, 3+2*n)
+		args = append(args, until, sink, owner)
+		b.WriteString(`UPDATE export_outbox SET lease_until = $1 WHERE sink = $2 AND lease_owner = $3 AND (finding_id, kind) IN (VALUES `)
+		for i, it := range items[:n] {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "($%d, $%d)", len(args)+1, len(args)+2)
+			args = append(args, it.FindingID, it.Kind)
+		}
+		b.WriteString(")")
+		if err := s.outboxExec(ctx, b.String(), args...); err != nil {
+			return fmt.Errorf("renew export leases: %w", err)
+		}
+		items = items[n:]
+	}
+	return nil
 }
 
 // SettleExport ends a claimed row: the sink delivered it or gave it up.

@@ -81,7 +81,7 @@ func TestExportOutbox(t *testing.T) {
 		}
 		// Leased: another replica gets nothing, even once the update is due.
 		clk.add(16 * time.Minute)
-		if err := st.RenewExports(ctx, "hook", "r1", time.Minute); err != nil {
+		if err := st.RenewExports(ctx, "hook", "r1", items, time.Minute); err != nil {
 			t.Fatal(err)
 		}
 		other, err := st.ClaimExports(ctx, "hook", "r2", time.Minute, 10)

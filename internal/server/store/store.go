@@ -164,7 +164,7 @@ type Store interface {
 	// rows under a lease and settle or release them.
 	SetExports(sinks []string, updateDelay time.Duration)
 	ClaimExports(ctx context.Context, sink, owner string, lease time.Duration, limit int) ([]ExportItem, error)
-	RenewExports(ctx context.Context, sink, owner string, lease time.Duration) error
+	RenewExports(ctx context.Context, sink, owner string, items []ExportItem, lease time.Duration) error
 	SettleExport(ctx context.Context, it ExportItem, owner string, requeueAt time.Time) error
 	ReleaseExport(ctx context.Context, it ExportItem, owner string, dueAt time.Time) error
 	ReleaseAllExports(ctx context.Context) error
