@@ -1,6 +1,7 @@
 package export
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -53,7 +54,7 @@ func (s *FileSink) Offer(f *finding.Finding, isNew bool, done func(Settlement)) 
 		return true
 	}
 	s.mu.Lock()
-	_, err = s.f.Write(append(b, '\n'))
+	err = s.write(append(b, '\n'))
 	s.mu.Unlock()
 	if err != nil {
 		if n := s.failed.Add(1); n&(n-1) == 0 {
@@ -64,6 +65,22 @@ func (s *FileSink) Offer(f *finding.Finding, isNew bool, done func(Settlement)) 
 	s.written.Add(1)
 	done(Delivered)
 	return true
+}
+
+// write appends one line; a write cut short (a full disk) is taken back,
+// so the file never holds half a record before the whole one is written
+// again.
+func (s *FileSink) write(line []byte) error {
+	n, err := s.f.Write(line)
+	if err == nil || n == 0 {
+		return err
+	}
+	if fi, serr := s.f.Stat(); serr == nil && fi.Size() >= int64(n) {
+		if terr := s.f.Truncate(fi.Size() - int64(n)); terr != nil {
+			return errors.Join(err, fmt.Errorf("take back a partial record: %w", terr))
+		}
+	}
+	return err
 }
 
 // Counts returns records written and failed.

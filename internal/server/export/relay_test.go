@@ -3,9 +3,13 @@ package export
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +19,7 @@ import (
 	"github.com/mamori-dev/mamori/internal/finding"
 	"github.com/mamori-dev/mamori/internal/server/store"
 	"github.com/mamori-dev/mamori/internal/server/store/storetest"
+	"github.com/mamori-dev/mamori/internal/testenv"
 )
 
 func TestMain(m *testing.M) { storetest.Main(m) }
@@ -281,4 +286,53 @@ func TestRelayRenewsLeaseOfASlowDelivery(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestFileSinkOnAFullDisk: with the export file's disk full, records stay
+// in the outbox (no half lines in the file); once there is room every one
+// is written, once.
+func TestFileSinkOnAFullDisk(t *testing.T) {
+	disk := testenv.SmallDisk(t, 4)
+	st := outboxStore(t, store.EngineSQLite, storetest.DSN(t, store.EngineSQLite), time.Hour)
+	enc, _ := NewEncoder(FormatOCSF, testOptions)
+	path := filepath.Join(disk, "findings.jsonl")
+	fs, err := OpenFileSink(path, enc, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fs.Close()
+	// One page left: a record or so fits, the next one is cut short.
+	free := testenv.FillDisk(t, disk, 4096)
+	r := NewRelay(RelayConfig{Key: testSink, Sink: fs, Store: st, Owner: "r1", Poll: 20 * time.Millisecond, RetryDelay: 100 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { r.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	const n = 20
+	for i := range n {
+		upsertAll(t, st, store.Upsert{Finding: newFinding(fmt.Sprintf("/tmp/full-%d", i)), Reporter: "n1"})
+	}
+	waitFor(t, "writes refused for want of space", func() bool { _, failed := fs.Counts(); return failed >= 5 })
+	b, _ := os.ReadFile(path)
+	if len(b) > 0 && b[len(b)-1] != '\n' {
+		t.Fatalf("the full disk's file ends in a partial record (%d bytes)", len(b))
+	}
+	t.Logf("on the full disk: %d whole records written, %d writes refused", strings.Count(string(b), "\n"), r.Stats().Deferred)
+	free()
+	waitFor(t, "every record written", func() bool { w, _ := fs.Counts(); return w == n })
+	b, err = os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]bool{}
+	for _, line := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+		ids[ocsfOf(t, []byte(line)).FindingInfo.UID] = true
+	}
+	if len(ids) != n || strings.Count(string(b), "\n") != n {
+		t.Fatalf("%d lines for %d findings, want %d each", strings.Count(string(b), "\n"), len(ids), n)
+	}
+	waitFor(t, "outbox empty", func() bool {
+		bs, err := st.ExportBacklogs(context.Background())
+		return err == nil && len(bs) == 0
+	})
 }
