@@ -20,6 +20,21 @@ type exportSink struct {
 	sink      export.Sink
 }
 
+// exportBehindAfter is how long due export records may wait before the
+// server's health names their sink.
+const exportBehindAfter = 5 * time.Minute
+
+// problems is what /health reports: the bus's, and sinks behind.
+func (s *server) problems() []string {
+	p := s.bus.problems()
+	if s.exportBacklog != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		p = append(p, s.exportBacklog.Problems(ctx, exportBehindAfter)...)
+	}
+	return p
+}
+
 // startRelays has the store queue every finding change for sinks and
 // starts one relay per sink to deliver them.
 func (s *server) startRelays(ctx context.Context, sinks []exportSink, updateEvery time.Duration, reg *prometheus.Registry) error {
@@ -45,7 +60,11 @@ func (s *server) startRelays(ctx context.Context, sinks []exportSink, updateEver
 			return fmt.Errorf("export outbox: %w", err)
 		}
 	}
-	if err := reg.Register(export.NewBacklog(s.store, names)); err != nil {
+	if len(sinks) == 0 {
+		return nil
+	}
+	s.exportBacklog = export.NewBacklog(s.store, names)
+	if err := reg.Register(s.exportBacklog); err != nil {
 		return err
 	}
 	host, _ := os.Hostname()

@@ -159,19 +159,21 @@ func newLogger(verbose bool) *slog.Logger {
 
 // server is a running control plane.
 type server struct {
-	log      *slog.Logger
-	store    store.Store
-	cluster  string
-	local    api.Local
-	url      string
-	http     *http.Server
-	relays   []*export.Relay
-	webhooks []*export.Webhook
-	files    []*export.FileSink
-	coverage *coverage.Monitor
-	ingest   *ingest.Ingester
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
+	log     *slog.Logger
+	store   store.Store
+	cluster string
+	local   api.Local
+	url     string
+	http    *http.Server
+	relays  []*export.Relay
+	// exportBacklog reads the export outbox per sink (nil: no sinks).
+	exportBacklog *export.Backlog
+	webhooks      []*export.Webhook
+	files         []*export.FileSink
+	coverage      *coverage.Monitor
+	ingest        *ingest.Ingester
+	cancel        context.CancelFunc
+	wg            sync.WaitGroup
 
 	bus       *bus
 	lock      *datadir.Lock
@@ -413,7 +415,7 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 	a, err := api.New(api.Options{Store: st, Tokens: tokens, Submit: s.Submit, Coverage: s.coverage,
 		RulesChanged: s.ingest.InvalidateRules, RulesDir: rulesDir, IntelDir: intelDir,
 		Agent:   finding.Agent{NodeID: "mamori-server", Hostname: host, Version: version},
-		Version: version, Logger: log, Registerer: reg, Agents: s.bus.enroller, Problems: s.bus.problems,
+		Version: version, Logger: log, Registerer: reg, Agents: s.bus.enroller, Problems: s.problems,
 		SessionTTL: f.sessionTTL})
 	if err != nil {
 		s.bus.Close()

@@ -191,6 +191,13 @@ func TestRelayLosesNothingAcrossRestarts(t *testing.T) {
 				upsertAll(t, st, store.Upsert{Finding: f, Reporter: "n1"})
 			}
 			waitFor(t, "attempts on the down receiver", func() bool { return down.count() >= 3 })
+			backlog := NewBacklog(st, map[string]string{testSink: "siem"})
+			if p := backlog.Problems(context.Background(), 0); len(p) != 1 || !strings.HasPrefix(p[0], "export to siem is behind: 5 records due") {
+				t.Errorf("health problems while the receiver is down: %q", p)
+			}
+			if p := backlog.Problems(context.Background(), time.Hour); len(p) != 0 {
+				t.Errorf("problems before the threshold: %q", p)
+			}
 			stop() // a clean stop hands the records back
 			// A crashed replica: two more findings claimed by it and never
 			// settled; its 300 ms leases must lapse.
@@ -224,6 +231,9 @@ func TestRelayLosesNothingAcrossRestarts(t *testing.T) {
 			})
 			if s := r2.Stats(); s.Delivered != uint64(len(ids)) {
 				t.Fatalf("relay stats %+v", s)
+			}
+			if p := NewBacklog(st2, nil).Problems(context.Background(), 0); len(p) != 0 {
+				t.Errorf("health problems once everything went out: %q", p)
 			}
 		})
 	}

@@ -44,6 +44,10 @@ type ExportBacklog struct {
 	Leased  int
 	// Oldest is when the oldest waiting row was queued (zero when none).
 	Oldest time.Time
+	// OldestDue is the earliest due time of the rows due now (zero when
+	// none is): how far behind the sink is.
+	OldestDue time.Time
+	Due       int // rows due now
 }
 
 // exportPolicy is what SetExports configured.
@@ -241,8 +245,10 @@ func (s *sqlStore) DropExports(ctx context.Context, keep []string) (dropped map[
 // ExportBacklogs counts the outbox rows per sink.
 func (s *sqlStore) ExportBacklogs(ctx context.Context) (out []ExportBacklog, err error) {
 	defer s.observe("export_backlog", time.Now(), &err)
+	now := micros(s.now())
 	rows, err := s.r.QueryContext(ctx, s.q(`SELECT sink, COUNT(*), SUM(CASE WHEN lease_until >= $1 THEN 1 ELSE 0 END),
-		MIN(queued_at) FROM export_outbox GROUP BY sink ORDER BY sink`), micros(s.now()))
+		MIN(queued_at), SUM(CASE WHEN due_at <= $2 THEN 1 ELSE 0 END), MIN(CASE WHEN due_at <= $3 THEN due_at END)
+		FROM export_outbox GROUP BY sink ORDER BY sink`), now, now, now)
 	if err != nil {
 		return nil, fmt.Errorf("export backlog: %w", err)
 	}
@@ -250,10 +256,11 @@ func (s *sqlStore) ExportBacklogs(ctx context.Context) (out []ExportBacklog, err
 	for rows.Next() {
 		var b ExportBacklog
 		var oldest int64
-		if err := rows.Scan(&b.Sink, &b.Pending, &b.Leased, &oldest); err != nil {
+		var due sql.NullInt64
+		if err := rows.Scan(&b.Sink, &b.Pending, &b.Leased, &oldest, &b.Due, &due); err != nil {
 			return nil, fmt.Errorf("export backlog: %w", err)
 		}
-		b.Oldest = fromMicros(oldest)
+		b.Oldest, b.OldestDue = fromMicros(oldest), fromMicros(due.Int64)
 		out = append(out, b)
 	}
 	return out, rows.Err()
