@@ -141,6 +141,40 @@ static __always_inline int dot_segment(const char *p, long len)
 	return c.found;
 }
 
+/* proc_root reports whether p, a path under /proc, names a file through a
+ * process's root directory: "/proc/PID/root/etc/shadow",
+ * "/proc/self/task/TID/root/...". The trie cannot hold the pid; user space
+ * judges such a path by the file it reaches. Only /proc paths pay for the
+ * scan, under bpf_loop like dot_segment. */
+struct root_ctx {
+	const char *p;
+	long len;
+	int found;
+};
+
+static long root_step(__u64 i, struct root_ctx *c)
+{
+	if ((long)i + 6 > c->len)
+		return 1;
+	const char *p = c->p;
+	if (p[i & (PATH_KEY_MAX - 1)] == '/' && p[(i + 1) & (PATH_KEY_MAX - 1)] == 'r' &&
+	    p[(i + 2) & (PATH_KEY_MAX - 1)] == 'o' && p[(i + 3) & (PATH_KEY_MAX - 1)] == 'o' &&
+	    p[(i + 4) & (PATH_KEY_MAX - 1)] == 't' && p[(i + 5) & (PATH_KEY_MAX - 1)] == '/') {
+		c->found = 1;
+		return 1;
+	}
+	return 0;
+}
+
+static __always_inline int proc_root(const char *p, long len)
+{
+	if (len < 13 || p[1] != 'p' || p[2] != 'r' || p[3] != 'o' || p[4] != 'c' || p[5] != '/')
+		return 0;
+	struct root_ctx c = {.p = p, .len = len};
+	bpf_loop(PATH_KEY_MAX, root_step, &c, 0);
+	return c.found;
+}
+
 /* watch_bits returns what the watch list says about a user path; relative
  * paths return WATCH_WRITE|WATCH_READ|4 so the caller decides. */
 static __always_inline __u32 watch_bits(const char *upath)
@@ -179,8 +213,8 @@ static __always_inline __u32 watch_bits(const char *upath)
 	 * files the trie does not see as such: user space cleans and judges
 	 * them. Only paths under a watched root that are not already sent for
 	 * both reach the scan. */
-	if ((bits & (WATCH_WRITE | WATCH_READ)) != (WATCH_WRITE | WATCH_READ) && maybe_dot_segment(k->data, n - 1) &&
-	    dot_segment(k->data, n - 1))
+	if ((bits & (WATCH_WRITE | WATCH_READ)) != (WATCH_WRITE | WATCH_READ) &&
+	    ((maybe_dot_segment(k->data, n - 1) && dot_segment(k->data, n - 1)) || proc_root(k->data, n - 1)))
 		return 4 | WATCH_WRITE | WATCH_READ;
 	return bits;
 }

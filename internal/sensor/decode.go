@@ -98,7 +98,7 @@ func decodeKind(ev *event.Event, r *record, clock Clock) error {
 			Write: flags&3 != 0 || flags&(unix.O_CREAT|unix.O_TRUNC) != 0,
 		}
 		if ev.File.Path == "" || ev.Result < 0 {
-			ev.File.Path = absPath(r.str(1), r.str(2))
+			ev.File.Path = underProcRoot(absPath(r.str(1), r.str(2)))
 		}
 		if ev.File.RawPath == ev.File.Path {
 			ev.File.RawPath = ""
@@ -269,6 +269,26 @@ func absPath(p, cwd string) string {
 		p = strings.TrimSuffix(cwd, "/") + "/" + p
 	}
 	return path.Clean(p)
+}
+
+// underProcRoot turns a path through a process's root directory
+// ("/proc/PID/root/etc/shadow", "/proc/self/task/TID/root/...") into the
+// path it names under that root: the file a failed open through it tried
+// to reach. (A successful open is named by the kernel's walk of the file
+// it opened.) Other paths pass through.
+func underProcRoot(p string) string {
+	rest, ok := strings.CutPrefix(p, "/proc/")
+	if !ok {
+		return p
+	}
+	segs := strings.SplitN(rest, "/", 5)
+	switch {
+	case len(segs) >= 3 && segs[1] == "root":
+		return "/" + strings.Join(segs[2:], "/")
+	case len(segs) == 5 && segs[1] == "task" && segs[3] == "root":
+		return "/" + segs[4]
+	}
+	return p
 }
 
 // emptyAt is absPath for calls that take AT_EMPTY_PATH: an empty path

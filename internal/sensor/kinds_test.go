@@ -334,6 +334,33 @@ func TestFileEvents(t *testing.T) {
 			if ev.File.Path != "/etc/shadow" || ev.Error != "ENOENT" {
 				t.Errorf("read through .. across a word: %+v %s", ev.File, ev.Error)
 			}
+			// Through a process's root directory: the kernel filter cannot
+			// hold the pid, so such paths go to user space, which names the
+			// file reached — and, for a failed attempt, the file aimed at.
+			mark, _, out, err = w.run(t, "open-read", "/proc/self/root/etc/shadow")
+			mustOK(t, err, out)
+			ev = waitFrom(t, mark, "sensitive read through /proc/self/root", func(ev *event.Event) bool {
+				return ev.Kind == event.KindOpen && w.from(ev) && ev.File.RawPath == "/proc/self/root/etc/shadow"
+			})
+			if ev.File.Path != "/etc/shadow" || ev.File.Write {
+				t.Errorf("read through /proc/self/root: %+v", ev.File)
+			}
+			mark, _, _, err = w.run(t, "open-read", "/proc/self/task/1/root/root/.ssh/mamori-missing")
+			if err == nil {
+				t.Fatal("open of a missing file through /proc/self/task/1/root succeeded")
+			}
+			ev = waitFrom(t, mark, "failed read through /proc/self/task/1/root", func(ev *event.Event) bool {
+				return ev.Kind == event.KindOpen && w.from(ev) && ev.File.RawPath == "/proc/self/task/1/root/root/.ssh/mamori-missing"
+			})
+			if ev.File.Path != "/root/.ssh/mamori-missing" || ev.Error != "ENOENT" {
+				t.Errorf("failed read through /proc/self/task/1/root: %+v %s", ev.File, ev.Error)
+			}
+			// Reads of /proc itself stay in the kernel.
+			mark, pid, out, err = w.run(t, "open-read", "/proc/self/status")
+			mustOK(t, err, out)
+			assertNone(t, mark, pid, w, func(ev *event.Event) bool {
+				return ev.Kind == event.KindOpen && strings.HasSuffix(ev.File.Path, "/status")
+			})
 			mark, _, out, err = w.run(t, "link", name+".new", name+".link")
 			mustOK(t, err, out)
 			ev = waitFrom(t, mark, "link", func(ev *event.Event) bool { return ev.Kind == event.KindLink && w.from(ev) })

@@ -156,6 +156,12 @@ func TestFileAttacks(t *testing.T) {
 			attack: "cat /etc/shadow >/dev/null",
 			benign: "cat /etc/passwd >/dev/null",
 			check:  func(t *testing.T, f Finding) { ctxHas(t, f, "filePath", "/etc/shadow") }},
+		// The same read through the process's own root directory, a path
+		// the kernel filter's prefixes cannot name.
+		{typ: "CredentialAccess:Runtime/SensitiveFileRead", sev: "Medium",
+			attack: "cat /proc/$$/root/etc/shadow >/dev/null",
+			benign: "cat /proc/$$/root/etc/passwd >/dev/null",
+			check:  func(t *testing.T, f Finding) { ctxHas(t, f, "filePath", "/etc/shadow") }},
 		{typ: "Custom:Runtime/MarkerFileTouched", sev: "Medium",
 			attack: "echo x > /etc/mamori-e2e-marker",
 			benign: "cat /etc/mamori-e2e-marker 2>/dev/null; echo x > /etc/other-marker",
