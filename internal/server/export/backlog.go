@@ -42,7 +42,11 @@ func (b *Backlog) name(key string) string {
 }
 
 // Describe implements prometheus.Collector.
-func (b *Backlog) Describe(ch chan<- *prometheus.Desc) { ch <- b.pending; ch <- b.oldest; ch <- b.overdue }
+func (b *Backlog) Describe(ch chan<- *prometheus.Desc) {
+	ch <- b.pending
+	ch <- b.oldest
+	ch <- b.overdue
+}
 
 // Collect implements prometheus.Collector.
 func (b *Backlog) Collect(ch chan<- prometheus.Metric) {
