@@ -314,21 +314,26 @@ func TestFileSinkOnAFullDisk(t *testing.T) {
 	// One page left: a record or so fits, the next one is cut short.
 	free := testenv.FillDisk(t, disk, 4096)
 	r := NewRelay(RelayConfig{Key: testSink, Sink: fs, Store: st, Owner: "r1", Poll: 20 * time.Millisecond, RetryDelay: 100 * time.Millisecond})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { r.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	run := func() (stop func()) {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { r.Run(ctx); close(done) }()
+		return func() { cancel(); <-done }
+	}
+	stop := run()
 	const n = 20
 	for i := range n {
 		upsertAll(t, st, store.Upsert{Finding: newFinding(fmt.Sprintf("/tmp/full-%d", i)), Reporter: "n1"})
 	}
 	waitFor(t, "writes refused for want of space", func() bool { _, failed := fs.Counts(); return failed >= 5 })
+	stop() // no write in progress while the file is read
 	b, _ := os.ReadFile(path)
 	if len(b) > 0 && b[len(b)-1] != '\n' {
 		t.Fatalf("the full disk's file ends in a partial record (%d bytes)", len(b))
 	}
 	t.Logf("on the full disk: %d whole records written, %d writes refused", strings.Count(string(b), "\n"), r.Stats().Deferred)
 	free()
+	defer run()()
 	waitFor(t, "every record written", func() bool { w, _ := fs.Counts(); return w == n })
 	b, err = os.ReadFile(path)
 	if err != nil {
