@@ -45,17 +45,20 @@ func (s *server) startRelays(ctx context.Context, sinks []exportSink, updateEver
 		names[x.key] = x.name
 	}
 	s.store.SetExports(keys, updateEvery)
-	dropped, err := s.store.DropExports(ctx, keys)
-	if err != nil {
-		return fmt.Errorf("export outbox: %w", err)
-	}
-	for key, n := range dropped {
-		s.log.Warn("export: discarded queued records of a sink no longer configured", "sink", key, "records", n)
-	}
 	if s.store.Engine() == store.EngineSQLite {
-		// This server owns the file alone: leases of an earlier run (a
-		// crash) are void, and its records go out now rather than when
-		// the leases lapse.
+		// This server owns the file alone: records queued for a sink it no
+		// longer has will never go anywhere, and leases of an earlier run
+		// (a crash) are void, so its records go out now rather than when
+		// the leases lapse. Replicas sharing PostgreSQL cannot know either
+		// (another replica may have that sink, or hold the lease): there,
+		// a removed sink's records leave with the retention purge.
+		dropped, err := s.store.DropExports(ctx, keys)
+		if err != nil {
+			return fmt.Errorf("export outbox: %w", err)
+		}
+		for key, n := range dropped {
+			s.log.Warn("export: discarded queued records of a sink no longer configured", "sink", key, "records", n)
+		}
 		if err := s.store.ReleaseAllExports(ctx); err != nil {
 			return fmt.Errorf("export outbox: %w", err)
 		}
@@ -69,6 +72,10 @@ func (s *server) startRelays(ctx context.Context, sinks []exportSink, updateEver
 	}
 	host, _ := os.Hostname()
 	owner := fmt.Sprintf("%s/%d/%s", host, os.Getpid(), rand.Text()[:8])
+	// Relays stop first at Close, so the sinks drain what they hold
+	// without new records arriving.
+	relayCtx, stop := context.WithCancel(ctx)
+	s.stopRelays = func() { stop(); s.relayWG.Wait() }
 	for _, x := range sinks {
 		r := export.NewRelay(export.RelayConfig{Key: x.key, Name: x.name, Sink: x.sink, Store: s.store, Owner: owner,
 			UpdateDelay: updateEvery, Logger: s.log})
@@ -76,8 +83,8 @@ func (s *server) startRelays(ctx context.Context, sinks []exportSink, updateEver
 			return err
 		}
 		s.relays = append(s.relays, r)
-		s.wg.Add(1)
-		go func() { defer s.wg.Done(); r.Run(ctx) }()
+		s.relayWG.Add(1)
+		go func() { defer s.relayWG.Done(); r.Run(relayCtx) }()
 	}
 	return nil
 }

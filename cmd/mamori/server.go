@@ -166,6 +166,9 @@ type server struct {
 	url     string
 	http    *http.Server
 	relays  []*export.Relay
+	// stopRelays stops the relays and waits for them (nil: none).
+	stopRelays func()
+	relayWG    sync.WaitGroup
 	// exportBacklog reads the export outbox per sink (nil: no sinks).
 	exportBacklog *export.Backlog
 	webhooks      []*export.Webhook
@@ -228,6 +231,7 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 	s := &server{log: log, store: st, cluster: f.cluster, local: api.LocalFor(dataDir), cancel: cancel, lock: lock}
 	fail := func(err error) (*server, error) {
 		cancel()
+		s.relayWG.Wait()
 		s.wg.Wait()
 		if s.ingest != nil {
 			s.ingest.Close()
@@ -333,8 +337,9 @@ func startServer(ctx context.Context, f *serverFlags, dataDir string, log *slog.
 	s.ingest, err = ingest.New(ingest.Config{Store: st, Coverage: s.coverage, Metrics: ingest.NewMetrics(reg), Logger: log,
 		OnChange: func(c ingest.Change) {
 			// The change is in the outbox already (same transaction):
-			// this only spares the relays their poll interval.
-			if !c.Suppressed && c.Record != nil {
+			// this only spares the relays their poll interval, for new
+			// findings (updates are due later).
+			if c.New && !c.Suppressed && c.Record != nil {
 				for _, r := range s.relays {
 					r.Wake()
 				}
@@ -552,6 +557,9 @@ func (s *server) Close() {
 		defer cancel()
 		_ = s.http.Shutdown(shut)
 		s.ingest.Close()
+		if s.stopRelays != nil {
+			s.stopRelays()
+		}
 		for _, w := range s.webhooks {
 			if !w.Drain(shut) {
 				s.log.Warn("export: webhook still had records at shutdown; the export outbox keeps them for the next start", "stats", w.Stats())

@@ -27,8 +27,12 @@ const (
 	// GivenUp: refused, unencodable, or retried past the sink's window;
 	// the sink counted it.
 	GivenUp
-	// Abandoned: the sink is stopping or cannot write now; the record is
-	// offered again later.
+	// Retry: the sink could not deliver it now (its receiver kept failing
+	// through its retry window); the relay offers it again after a wait
+	// and slows down while the sink fails.
+	Retry
+	// Abandoned: the sink is stopping; the record is offered again later
+	// (after a restart, or by another replica).
 	Abandoned
 )
 
@@ -50,10 +54,11 @@ func SinkKey(kind string, format Format, target string) string {
 
 // OutboxStore is the part of the store a Relay uses.
 type OutboxStore interface {
+	HasDueExports(ctx context.Context, sink string) (bool, error)
 	ClaimExports(ctx context.Context, sink, owner string, lease time.Duration, limit int) ([]store.ExportItem, error)
-	RenewExports(ctx context.Context, sink, owner string, items []store.ExportItem, lease time.Duration) error
-	SettleExport(ctx context.Context, it store.ExportItem, owner string, requeueAt time.Time) error
-	ReleaseExport(ctx context.Context, it store.ExportItem, owner string, dueAt time.Time) error
+	RenewExports(ctx context.Context, sink string, items []store.ExportItem, lease time.Duration) error
+	SettleExport(ctx context.Context, it store.ExportItem, requeueAt time.Time) error
+	ReleaseExport(ctx context.Context, it store.ExportItem, dueAt time.Time) error
 	GetFinding(ctx context.Context, id string) (*store.Record, error)
 }
 
@@ -76,10 +81,12 @@ type RelayConfig struct {
 	// Lease is how long a claim holds when not renewed [30s]; it is
 	// renewed while the sink works on the record.
 	Lease time.Duration
-	// RetryDelay is the wait before a record the sink handed back is
-	// offered again [5s].
-	RetryDelay time.Duration
-	Logger     *slog.Logger
+	// RetryDelay is the first wait after the sink handed a record back
+	// (its receiver failing, its disk full) [5s]. While the sink fails the
+	// relay offers one record at a time, the wait doubling up to
+	// MaxRetryDelay [1m]; a delivery ends it.
+	RetryDelay, MaxRetryDelay time.Duration
+	Logger                    *slog.Logger
 }
 
 // RelayStats are a relay's counters.
@@ -104,7 +111,16 @@ type Relay struct {
 	wake chan struct{}
 
 	mu  sync.Mutex
-	out map[outKey]store.ExportItem // with the sink now
+	out map[outKey]store.ExportItem // with the sink now, under their latest claim
+	// While the sink fails, one record at a time is offered, not before
+	// pauseUntil; backoff is the current wait.
+	failing    bool
+	backoff    time.Duration
+	pauseUntil time.Time
+	// storeErrAt is when a settle or release last failed: for a while
+	// after, releases are not tried (the rows' leases lapse instead), so a
+	// database outage at shutdown does not cost a timeout per record.
+	storeErrAt time.Time
 
 	offered, delivered, givenUp, skipped, deferred, storeErrs atomic.Uint64
 }
@@ -131,6 +147,10 @@ func NewRelay(cfg RelayConfig) *Relay {
 	if cfg.RetryDelay <= 0 {
 		cfg.RetryDelay = 5 * time.Second
 	}
+	if cfg.MaxRetryDelay <= 0 {
+		cfg.MaxRetryDelay = time.Minute
+	}
+	cfg.MaxRetryDelay = max(cfg.MaxRetryDelay, cfg.RetryDelay)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -162,20 +182,38 @@ func (r *Relay) Run(ctx context.Context) {
 			r.mu.Lock()
 			held := slices.Collect(maps.Values(r.out))
 			r.mu.Unlock()
-			if err := r.cfg.Store.RenewExports(ctx, r.cfg.Key, r.cfg.Owner, held, r.cfg.Lease); err != nil && ctx.Err() == nil {
+			if err := r.cfg.Store.RenewExports(ctx, r.cfg.Key, held, r.cfg.Lease); err != nil && ctx.Err() == nil {
 				r.storeError("renew leases", err)
 			}
 		}
 	}
 }
 
+// room is how many more records the sink may take now.
+func (r *Relay) room() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.failing {
+		if time.Now().Before(r.pauseUntil) {
+			return 0
+		}
+		return 1 - len(r.out) // probe with one record
+	}
+	return r.cfg.Capacity - len(r.out)
+}
+
 // pump claims and offers due rows while the sink has room.
 func (r *Relay) pump(ctx context.Context) {
 	for ctx.Err() == nil {
-		r.mu.Lock()
-		room := r.cfg.Capacity - len(r.out)
-		r.mu.Unlock()
+		room := r.room()
 		if room <= 0 {
+			return
+		}
+		// A read first: an idle poll must not take SQLite's writer.
+		if due, err := r.cfg.Store.HasDueExports(ctx, r.cfg.Key); err != nil || !due {
+			if err != nil && ctx.Err() == nil {
+				r.storeError("look for due records", err)
+			}
 			return
 		}
 		limit := min(room, 128)
@@ -196,6 +234,16 @@ func (r *Relay) pump(ctx context.Context) {
 }
 
 func (r *Relay) offer(ctx context.Context, it store.ExportItem) {
+	k := outKey{it.FindingID, it.Kind}
+	r.mu.Lock()
+	if _, ok := r.out[k]; ok {
+		// Still out with the sink from a claim whose lease lapsed (renewals
+		// failed): this claim takes over; the sink's settle will use it.
+		r.out[k] = it
+		r.mu.Unlock()
+		return
+	}
+	r.mu.Unlock()
 	rec, err := r.cfg.Store.GetFinding(ctx, it.FindingID)
 	switch {
 	case errors.Is(err, store.ErrNotFound), err == nil && rec.SuppressedBy != "":
@@ -207,34 +255,61 @@ func (r *Relay) offer(ctx context.Context, it store.ExportItem) {
 		if ctx.Err() == nil {
 			r.storeError("read finding", err)
 		}
-		r.release(it)
+		r.release(it, time.Now().Add(r.cfg.RetryDelay))
 		return
 	}
-	k := outKey{it.FindingID, it.Kind}
 	r.mu.Lock()
 	r.out[k] = it
 	r.mu.Unlock()
 	r.offered.Add(1)
-	if !r.cfg.Sink.Offer(rec.Finding, it.Kind == store.ExportNew, func(s Settlement) { r.settle(it, s) }) {
+	if !r.cfg.Sink.Offer(rec.Finding, it.Kind == store.ExportNew, func(s Settlement) { r.settle(k, s) }) {
 		r.mu.Lock()
 		delete(r.out, k)
 		r.mu.Unlock()
 		r.deferred.Add(1)
-		r.release(it)
+		r.release(it, r.failed())
 	}
+}
+
+// failed notes that the sink handed a record back (its receiver failing,
+// its disk full) and returns when the record is due again: the relay
+// slows to one record at a time, waiting longer each time.
+func (r *Relay) failed() time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.failing {
+		r.failing, r.backoff = true, r.cfg.RetryDelay
+		r.cfg.Logger.Warn("export: sink failing; its records wait in the export outbox, offered one at a time", "sink", r.cfg.Name)
+	} else {
+		r.backoff = min(2*r.backoff, r.cfg.MaxRetryDelay)
+	}
+	r.pauseUntil = time.Now().Add(r.backoff)
+	return r.pauseUntil
 }
 
 // settle ends a record the sink is done with. It runs on the sink's
 // goroutine, possibly after Run's context ended (shutdown).
-func (r *Relay) settle(it store.ExportItem, s Settlement) {
+func (r *Relay) settle(k outKey, s Settlement) {
 	r.mu.Lock()
-	delete(r.out, outKey{it.FindingID, it.Kind})
+	it, ok := r.out[k]
+	delete(r.out, k)
+	if s == Delivered && r.failing {
+		r.failing = false
+		r.cfg.Logger.Info("export: sink delivering again", "sink", r.cfg.Name)
+	}
 	r.mu.Unlock()
+	if !ok {
+		return
+	}
 	defer r.Wake() // room for the next
 	switch s {
+	case Retry:
+		r.deferred.Add(1)
+		r.release(it, r.failed())
+		return
 	case Abandoned:
 		r.deferred.Add(1)
-		r.release(it)
+		r.release(it, time.Now())
 		return
 	case Delivered:
 		r.delivered.Add(1)
@@ -252,21 +327,38 @@ func (r *Relay) finish(it store.ExportItem) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := r.cfg.Store.SettleExport(ctx, it, r.cfg.Owner, next); err != nil {
-		// The row stays leased; once the lease lapses it goes out again.
+	if err := r.cfg.Store.SettleExport(ctx, it, next); err != nil {
+		// The row's lease lapses and it goes out again.
 		r.storeError("settle", err)
 	}
 }
 
-func (r *Relay) release(it store.ExportItem) {
+func (r *Relay) release(it store.ExportItem, due time.Time) {
+	if r.storeRecentlyFailed() {
+		r.storeErrs.Add(1) // the row's lease lapses; it goes out then
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := r.cfg.Store.ReleaseExport(ctx, it, r.cfg.Owner, time.Now().Add(r.cfg.RetryDelay)); err != nil {
+	if err := r.cfg.Store.ReleaseExport(ctx, it, due); err != nil {
 		r.storeError("release", err)
 	}
 }
 
+// storeRecentlyFailed reports whether a settle or release failed in the
+// last few seconds.
+func (r *Relay) storeRecentlyFailed() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return time.Since(r.storeErrAt) < 5*time.Second
+}
+
 func (r *Relay) storeError(op string, err error) {
+	if op == "settle" || op == "release" {
+		r.mu.Lock()
+		r.storeErrAt = time.Now()
+		r.mu.Unlock()
+	}
 	if n := r.storeErrs.Add(1); n&(n-1) == 0 { // log at powers of two
 		r.cfg.Logger.Warn("export outbox: "+op+" failed; its records stay queued", "sink", r.cfg.Name, "errors", n, "err", err)
 	}

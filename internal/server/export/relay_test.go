@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -75,7 +76,7 @@ func startRelayLease(t *testing.T, st store.Store, owner, url string, updateDela
 		t.Fatal(err)
 	}
 	r := NewRelay(RelayConfig{Key: testSink, Sink: w, Store: st, Owner: owner, UpdateDelay: updateDelay,
-		Poll: 20 * time.Millisecond, RetryDelay: 100 * time.Millisecond, Lease: lease})
+		Poll: 20 * time.Millisecond, RetryDelay: 50 * time.Millisecond, MaxRetryDelay: 200 * time.Millisecond, Lease: lease})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{}, 2)
 	go func() { w.Run(ctx); done <- struct{}{} }()
@@ -313,7 +314,8 @@ func TestFileSinkOnAFullDisk(t *testing.T) {
 	defer fs.Close()
 	// One page left: a record or so fits, the next one is cut short.
 	free := testenv.FillDisk(t, disk, 4096)
-	r := NewRelay(RelayConfig{Key: testSink, Sink: fs, Store: st, Owner: "r1", Poll: 20 * time.Millisecond, RetryDelay: 100 * time.Millisecond})
+	r := NewRelay(RelayConfig{Key: testSink, Sink: fs, Store: st, Owner: "r1", Poll: 20 * time.Millisecond,
+		RetryDelay: 20 * time.Millisecond, MaxRetryDelay: 100 * time.Millisecond})
 	run := func() (stop func()) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
@@ -350,4 +352,91 @@ func TestFileSinkOnAFullDisk(t *testing.T) {
 		bs, err := st.ExportBacklogs(context.Background())
 		return err == nil && len(bs) == 0
 	})
+}
+
+// TestRelayKeepsRecordsThroughALongOutage: a receiver down for longer than
+// the webhook's retry window does not empty the outbox; meanwhile the
+// relay probes with one record at a time, and once the receiver is back
+// everything goes out.
+func TestRelayKeepsRecordsThroughALongOutage(t *testing.T) {
+	st := outboxStore(t, store.EngineSQLite, storetest.DSN(t, store.EngineSQLite), time.Hour)
+	var up atomic.Bool
+	rc := newReceiver(t, func(n int, w http.ResponseWriter) {
+		if !up.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	})
+	enc, _ := NewEncoder(FormatOCSF, testOptions)
+	w, err := NewWebhook(WebhookConfig{URL: rc.URL, Encoder: enc, BaseBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond,
+		RetryFor: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := NewRelay(RelayConfig{Key: testSink, Sink: w, Store: st, Owner: "r1", Poll: 10 * time.Millisecond,
+		RetryDelay: 50 * time.Millisecond, MaxRetryDelay: 200 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); w.Run(ctx) }()
+	go func() { defer wg.Done(); r.Run(ctx) }()
+	defer func() { cancel(); wg.Wait() }()
+	const n = 10
+	for i := range n {
+		upsertAll(t, st, store.Upsert{Finding: newFinding(fmt.Sprintf("/tmp/outage-%d", i)), Reporter: "n1"})
+	}
+	time.Sleep(1500 * time.Millisecond) // fifteen retry windows
+	if b := backlogOf(t, st); b.Pending != n || r.Stats().GivenUp != 0 || w.Stats().Failed != 0 {
+		t.Fatalf("after an outage of fifteen retry windows: backlog %+v, relay %+v, webhook %+v", b, r.Stats(), w.Stats())
+	}
+	// Probing: far fewer attempts than ten records retried in a loop.
+	if tries := rc.count(); tries > 120 {
+		t.Errorf("%d attempts on the dead receiver in 1.5 s", tries)
+	}
+	up.Store(true)
+	waitFor(t, "everything after the outage", func() bool { return r.Stats().Delivered == n })
+	waitFor(t, "outbox empty", func() bool { return backlogOf(t, st).Pending == 0 })
+}
+
+// flakySettle is a real store whose first settle fails, as during a
+// database blip.
+type flakySettle struct {
+	store.Store
+	failed atomic.Bool
+}
+
+func (f *flakySettle) SettleExport(ctx context.Context, it store.ExportItem, requeueAt time.Time) error {
+	if f.failed.CompareAndSwap(false, true) {
+		return fmt.Errorf("injected: database unreachable")
+	}
+	return f.Store.SettleExport(ctx, it, requeueAt)
+}
+
+// TestRelayResendsWhenASettleFails: a delivered record whose settle failed
+// is not held for ever under a lease its relay keeps renewing: the lease
+// lapses and the record goes out again (at least once), then the outbox
+// empties.
+func TestRelayResendsWhenASettleFails(t *testing.T) {
+	st := outboxStore(t, store.EngineSQLite, storetest.DSN(t, store.EngineSQLite), time.Hour)
+	flaky := &flakySettle{Store: st}
+	rc := newReceiver(t, nil)
+	r, _, _ := startRelayLease(t, flaky, "r1", rc.URL, time.Hour, 300*time.Millisecond)
+	upsertAll(t, st, store.Upsert{Finding: newFinding("/tmp/blip"), Reporter: "n1"})
+	waitFor(t, "outbox empty after the failed settle", func() bool { return backlogOf(t, st).Pending == 0 })
+	if !flaky.failed.Load() || rc.count() != 2 || r.Stats().StoreErrors == 0 {
+		t.Fatalf("settle failed %v, %d deliveries, relay %+v; want the record sent again once", flaky.failed.Load(), rc.count(), r.Stats())
+	}
+}
+
+func backlogOf(t *testing.T, st store.Store) store.ExportBacklog {
+	t.Helper()
+	bs, err := st.ExportBacklogs(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range bs {
+		if b.Sink == testSink {
+			return b
+		}
+	}
+	return store.ExportBacklog{Sink: testSink}
 }

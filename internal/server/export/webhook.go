@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -36,11 +37,11 @@ type WebhookConfig struct {
 	Timeout time.Duration
 	// MaxAttempts per record, the first included [0: no limit but RetryFor].
 	MaxAttempts int
-	// RetryFor bounds how long a record is retried while the receiver fails
-	// or cannot be reached [1h]: a receiver down for minutes (a deploy, a
-	// restart) gets everything when it is back. Records behind it wait in
-	// the queue, whose overflow is counted; a record failing on its own is
-	// set aside after a few attempts so the others go first.
+	// RetryFor bounds how long a record is retried in a row while the
+	// receiver fails or cannot be reached [1h]; it then goes back to the
+	// caller (Retry), which keeps it — the export outbox, until the
+	// receiver is back. A record failing on its own is set aside after a
+	// few attempts so the others go first.
 	RetryFor time.Duration
 	// BaseBackoff is the wait before the first retry [500ms]; each further
 	// retry doubles it, up to MaxBackoff [1m]. A Retry-After header from
@@ -95,9 +96,13 @@ type Webhook struct {
 	outstanding atomic.Int64
 	// failingSince is when the receiver's current run of failures began
 	// (zero after a success); only Run's goroutine touches it. Once it is
-	// RetryFor old, records get one attempt each until one succeeds, so a
-	// receiver gone for good does not keep each record for RetryFor.
+	// RetryFor old, records get one attempt each before they go back, so a
+	// receiver gone for good does not hold each record for RetryFor.
 	failingSince time.Time
+	// stopMu orders Offer against Run's end: no record enters the queue
+	// once Run has begun handing the queued ones back.
+	stopMu  sync.Mutex
+	stopped bool
 
 	descs map[string]*prometheus.Desc
 }
@@ -171,11 +176,11 @@ func (w *Webhook) Offer(f *finding.Finding, isNew bool, done func(Settlement)) b
 		done(GivenUp)
 		return true
 	}
-	select {
-	case <-w.stop:
+	w.stopMu.Lock()
+	defer w.stopMu.Unlock()
+	if w.stopped {
 		w.deferred.Add(1)
 		return false
-	default:
 	}
 	w.outstanding.Add(1)
 	select {
@@ -195,7 +200,10 @@ func (w *Webhook) Offer(f *finding.Finding, isNew bool, done func(Settlement)) b
 // queued then are handed back (Abandoned) and counted as deferred.
 func (w *Webhook) Run(ctx context.Context) {
 	defer func() {
+		w.stopMu.Lock()
+		w.stopped = true
 		close(w.stop)
+		w.stopMu.Unlock()
 		for {
 			select {
 			case r := <-w.queue:
@@ -249,7 +257,8 @@ func (w *Webhook) deliver(ctx context.Context, r record) (setAside bool) {
 	if r.first.IsZero() {
 		r.first = time.Now()
 	}
-	for attempt := 1; ; attempt++ {
+	attempt := 1
+	for ; ; attempt++ {
 		var retryAfter time.Duration
 		retryAfter, err = w.attempt(ctx, r)
 		if err == nil {
@@ -298,9 +307,17 @@ func (w *Webhook) deliver(ctx context.Context, r record) (setAside bool) {
 		r.done(Abandoned)
 		return false
 	}
-	w.failed.Add(1)
-	r.done(GivenUp)
-	w.cfg.Logger.Warn("webhook: delivery failed", "webhook", w.cfg.Name, "finding", r.id, "err", err)
+	if errors.Is(err, errPermanent) || (w.cfg.MaxAttempts > 0 && attempt >= w.cfg.MaxAttempts) {
+		w.failed.Add(1)
+		r.done(GivenUp)
+		w.cfg.Logger.Warn("webhook: delivery failed", "webhook", w.cfg.Name, "finding", r.id, "err", err)
+		return false
+	}
+	// The receiver keeps failing: the record goes back to the export
+	// outbox, which keeps it until the receiver is back.
+	w.deferred.Add(1)
+	r.done(Retry)
+	w.cfg.Logger.Debug("webhook: receiver failing through the retry window; record back in the export outbox", "webhook", w.cfg.Name, "finding", r.id, "err", err)
 	return false
 }
 

@@ -169,16 +169,22 @@ func TestWebhookOutlastsAReceiverOutage(t *testing.T) {
 	if s := w.Stats(); s.Failed != 0 || s.Deferred != 0 || s.Retries < 25 {
 		t.Fatalf("stats %+v", s)
 	}
-	// The window still ends: a receiver that never comes back.
+	// The window still ends: a receiver that never comes back has the
+	// record handed back for later (Retry: the outbox keeps it), not
+	// counted as given up.
 	dead := newReceiver(t, func(n int, w http.ResponseWriter) { w.WriteHeader(http.StatusBadGateway) })
 	w2, _, _ := startWebhook(t, WebhookConfig{URL: dead.URL, BaseBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond, RetryFor: 100 * time.Millisecond})
-	w2.Offer(fixtures()["intel-dns"], true, nil)
-	waitFor(t, "giving up after the window", func() bool { return w2.Stats().Failed == 1 })
+	var settled settlements
+	w2.Offer(fixtures()["intel-dns"], true, settled.done)
+	waitFor(t, "handing back after the window", func() bool { return settled.counts()[Retry] == 1 })
+	if s := w2.Stats(); s.Failed != 0 || s.Deferred != 1 {
+		t.Fatalf("stats %+v", s)
+	}
 }
 
 // A receiver refusing one record with 5xx (its content, say) does not hold
 // the others back: after a few attempts it waits at the back of the queue,
-// and is given up when its own window ends.
+// and is handed back when its own window ends.
 func TestWebhookPoisonRecordIsSetAside(t *testing.T) {
 	poison := fixtures()["intel-dns"]
 	var mu sync.Mutex
@@ -196,7 +202,8 @@ func TestWebhookPoisonRecordIsSetAside(t *testing.T) {
 	t.Cleanup(srv.Close)
 	w, _, _ := startWebhook(t, WebhookConfig{URL: srv.URL, BaseBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond,
 		RetryFor: 2 * time.Second})
-	w.Offer(poison, true, nil)
+	var settled settlements
+	w.Offer(poison, true, settled.done)
 	fx := fixtures()
 	n := 0
 	for name, f := range fx {
@@ -206,27 +213,28 @@ func TestWebhookPoisonRecordIsSetAside(t *testing.T) {
 		}
 	}
 	waitFor(t, "the others delivered", func() bool { return w.Stats().Delivered == uint64(n) })
-	if s := w.Stats(); s.Failed != 0 {
-		t.Fatalf("the others waited for the poison record to be given up: %+v", s)
+	if s := w.Stats(); s.Failed != 0 || s.Deferred != 0 {
+		t.Fatalf("the others waited for the poison record to be handed back: %+v", s)
 	}
-	waitFor(t, "the poison record given up", func() bool { return w.Stats().Failed == 1 })
+	waitFor(t, "the poison record handed back", func() bool { return settled.counts()[Retry] == 1 })
 	if w.Stats().Pending != 0 || !w.Drain(context.Background()) {
 		t.Fatalf("queue not empty: %+v", w.Stats())
 	}
 }
 
 // A receiver gone for longer than the window: later records get one
-// attempt each instead of a whole window each.
+// attempt each before they go back, instead of a whole window each.
 func TestWebhookReceiverGoneForGood(t *testing.T) {
 	dead := newReceiver(t, func(n int, w http.ResponseWriter) { w.WriteHeader(http.StatusBadGateway) })
 	w, _, _ := startWebhook(t, WebhookConfig{URL: dead.URL, BaseBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond,
 		RetryFor: 200 * time.Millisecond})
-	w.Offer(fixtures()["intel-dns"], true, nil)
-	waitFor(t, "the first given up", func() bool { return w.Stats().Failed == 1 })
+	var settled settlements
+	w.Offer(fixtures()["intel-dns"], true, settled.done)
+	waitFor(t, "the first handed back", func() bool { return settled.counts()[Retry] == 1 })
 	before := dead.count()
 	start := time.Now()
-	w.Offer(fixtures()["reverse-shell"], true, nil)
-	waitFor(t, "the second given up", func() bool { return w.Stats().Failed == 2 })
+	w.Offer(fixtures()["reverse-shell"], true, settled.done)
+	waitFor(t, "the second handed back", func() bool { return settled.counts()[Retry] == 2 })
 	if d, tries := time.Since(start), dead.count()-before; tries != 1 || d > 150*time.Millisecond {
 		t.Fatalf("second record: %d attempts over %v, want one at once", tries, d)
 	}

@@ -51,7 +51,7 @@ const (
 		LEFT JOIN finding_counts c ON c.finding_id = f.id AND c.reporter = $2 AND c.epoch = $3 WHERE f.id = $1`
 )
 
-var hotStatements = []string{sqlOutboxNew, sqlOutboxUpdate, sqlMsgInsert, sqlUpdate, sqlUpdateCounts, sqlInsert, sqlSetContribution, sqlLock, sqlNodeGetForUpdate, sqlNodeHooksGet, sqlNodeWrite, sqlNodeHooks, sqlNodeEvent}
+var hotStatements = []string{sqlMsgInsert, sqlUpdate, sqlUpdateCounts, sqlInsert, sqlSetContribution, sqlLock, sqlNodeGetForUpdate, sqlNodeHooksGet, sqlNodeWrite, sqlNodeHooks, sqlNodeEvent}
 
 type scanner interface{ Scan(dest ...any) error }
 

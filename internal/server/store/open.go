@@ -68,6 +68,7 @@ type sqlStore struct {
 	partial bool
 	// exports is the outbox policy SetExports set (nil: none).
 	exports atomic.Pointer[exportPolicy]
+	claims  atomic.Uint64 // export outbox claim tokens made
 }
 
 func newSQLStore(engine string, w, r *sql.DB, o Options) *sqlStore {

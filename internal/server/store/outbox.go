@@ -4,8 +4,10 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -35,6 +37,10 @@ type ExportItem struct {
 	// row only if no change arrived since the claim.
 	Version  int64
 	QueuedAt time.Time
+	// Claim is this claim's lease token: renewing, settling and releasing
+	// act only while the row is still under it, so a holder whose lease
+	// lapsed cannot touch the row someone else claimed (or queued) since.
+	Claim string
 }
 
 // ExportBacklog is one sink's waiting rows.
@@ -56,14 +62,8 @@ type exportPolicy struct {
 	updateDelay time.Duration
 }
 
-const (
-	sqlOutboxNew = `INSERT INTO export_outbox (sink, finding_id, kind, due_at, queued_at, version, lease_until, lease_owner)
-		VALUES ($1, $2, 'new', $3, $4, 1, 0, '')
-		ON CONFLICT (sink, finding_id, kind) DO UPDATE SET version = export_outbox.version + 1`
-	sqlOutboxUpdate = `INSERT INTO export_outbox (sink, finding_id, kind, due_at, queued_at, version, lease_until, lease_owner)
-		VALUES ($1, $2, 'update', $3, $4, 1, 0, '')
-		ON CONFLICT (sink, finding_id, kind) DO UPDATE SET version = export_outbox.version + 1`
-)
+// outboxChunk bounds the rows of one multi-row outbox insert.
+const outboxChunk = 200
 
 // SetExports names the export sinks every later finding change is queued
 // for, and how long an update waits for further updates of its finding
@@ -99,28 +99,59 @@ func (s *sqlStore) queueExports(ctx context.Context, tx *sql.Tx, res []Result, n
 	// A stable order: concurrent batches on PostgreSQL take row locks in it.
 	slices.SortFunc(changes, func(a, b change) int { return cmp.Or(cmp.Compare(a.id, b.id), cmp.Compare(a.kind, b.kind)) })
 	at := micros(now)
+	due := map[string]int64{ExportNew: at, ExportUpdate: micros(now.Add(p.updateDelay))}
 	for _, sink := range p.sinks {
-		for _, c := range changes {
-			q, due := sqlOutboxNew, at
-			if c.kind == ExportUpdate {
-				q, due = sqlOutboxUpdate, micros(now.Add(p.updateDelay))
+		for start := 0; start < len(changes); start += outboxChunk {
+			part := changes[start:min(start+outboxChunk, len(changes))]
+			var b strings.Builder
+			args := make([]any, 0, 5*len(part))
+			b.WriteString(`INSERT INTO export_outbox (sink, finding_id, kind, due_at, queued_at, version, lease_until, lease_owner) VALUES `)
+			for i, c := range part {
+				if i > 0 {
+					b.WriteString(", ")
+				}
+				n := len(args)
+				fmt.Fprintf(&b, "($%d, $%d, $%d, $%d, $%d, 1, 0, '')", n+1, n+2, n+3, n+4, n+5)
+				args = append(args, sink, c.id, c.kind, due[c.kind], at)
 			}
-			if _, err := s.txExec(ctx, tx, q, sink, c.id, due, at); err != nil {
-				return fmt.Errorf("queue export of %s for %s: %w", c.id, sink, err)
+			// A change for a row already waiting folds into it: the row
+			// keeps its due time (that is the batching), and its version
+			// tells a settle that came from an earlier claim to leave it.
+			b.WriteString(` ON CONFLICT (sink, finding_id, kind) DO UPDATE SET version = export_outbox.version + 1`)
+			if _, err := tx.ExecContext(ctx, s.q(b.String()), args...); err != nil {
+				return fmt.Errorf("queue exports for %s: %w", sink, err)
 			}
 		}
 	}
 	return nil
 }
 
-// ClaimExports leases up to limit due rows of sink to owner until
-// now+lease, oldest due first. Rows another owner holds are skipped.
+// HasDueExports reports whether sink has rows due and not leased: a read,
+// so an idle relay's poll does not take SQLite's writer.
+func (s *sqlStore) HasDueExports(ctx context.Context, sink string) (bool, error) {
+	now := micros(s.now())
+	var one int
+	err := s.r.QueryRowContext(ctx, s.q(`SELECT 1 FROM export_outbox WHERE sink = $1 AND due_at <= $2 AND lease_until < $3 LIMIT 1`),
+		sink, now, now).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("look for due exports of %s: %w", sink, err)
+	}
+	return true, nil
+}
+
+// ClaimExports leases up to limit due rows of sink until now+lease, oldest
+// due first, under a token made from owner (ExportItem.Claim). Leased rows
+// are skipped.
 func (s *sqlStore) ClaimExports(ctx context.Context, sink, owner string, lease time.Duration, limit int) (items []ExportItem, err error) {
 	defer s.observe("export_claim", time.Now(), &err)
 	if limit <= 0 {
 		return nil, nil
 	}
 	now := s.now()
+	token := owner + "#" + strconv.FormatUint(s.claims.Add(1), 36)
 	lock := ""
 	if s.engine == EnginePostgres {
 		lock = " FOR UPDATE SKIP LOCKED"
@@ -131,13 +162,13 @@ func (s *sqlStore) ClaimExports(ctx context.Context, sink, owner string, lease t
 		RETURNING finding_id, kind, version, queued_at`, limit, lock))
 	err = s.tx(ctx, func(tx *sql.Tx) error {
 		items = items[:0]
-		rows, err := tx.QueryContext(ctx, q, micros(now.Add(lease)), owner, sink, micros(now), micros(now))
+		rows, err := tx.QueryContext(ctx, q, micros(now.Add(lease)), token, sink, micros(now), micros(now))
 		if err != nil {
 			return err
 		}
 		defer rows.Close()
 		for rows.Next() {
-			it := ExportItem{Sink: sink}
+			it := ExportItem{Sink: sink, Claim: token}
 			var queued int64
 			if err := rows.Scan(&it.FindingID, &it.Kind, &it.Version, &queued); err != nil {
 				return err
@@ -155,25 +186,24 @@ func (s *sqlStore) ClaimExports(ctx context.Context, sink, owner string, lease t
 	return items, nil
 }
 
-// RenewExports extends owner's leases on these rows of sink to
-// now+lease. Only rows the caller still works on are named: a row whose
-// settling failed must lapse and go out again, not stay held for ever.
-func (s *sqlStore) RenewExports(ctx context.Context, sink, owner string, items []ExportItem, lease time.Duration) (err error) {
+// RenewExports extends the leases of these claimed rows of sink to
+// now+lease. Only rows the caller still works on are named, each under its
+// own claim: a row whose settling failed lapses and goes out again.
+func (s *sqlStore) RenewExports(ctx context.Context, sink string, items []ExportItem, lease time.Duration) (err error) {
 	defer s.observe("export_renew", time.Now(), &err)
 	until := micros(s.now().Add(lease))
-	const chunk = 200
 	for len(items) > 0 {
-		n := min(len(items), chunk)
+		n := min(len(items), outboxChunk)
 		var b strings.Builder
-		args := make([]any, 0, 3+2*n)
-		args = append(args, until, sink, owner)
-		b.WriteString(`UPDATE export_outbox SET lease_until = $1 WHERE sink = $2 AND lease_owner = $3 AND (finding_id, kind) IN (VALUES `)
+		args := make([]any, 0, 2+3*n)
+		args = append(args, until, sink)
+		b.WriteString(`UPDATE export_outbox SET lease_until = $1 WHERE sink = $2 AND (finding_id, kind, lease_owner) IN (VALUES `)
 		for i, it := range items[:n] {
 			if i > 0 {
 				b.WriteString(", ")
 			}
-			fmt.Fprintf(&b, "($%d, $%d)", len(args)+1, len(args)+2)
-			args = append(args, it.FindingID, it.Kind)
+			fmt.Fprintf(&b, "($%d, $%d, $%d)", len(args)+1, len(args)+2, len(args)+3)
+			args = append(args, it.FindingID, it.Kind, it.Claim)
 		}
 		b.WriteString(")")
 		if err := s.outboxExec(ctx, b.String(), args...); err != nil {
@@ -186,12 +216,14 @@ func (s *sqlStore) RenewExports(ctx context.Context, sink, owner string, items [
 
 // SettleExport ends a claimed row: the sink delivered it or gave it up.
 // If the finding changed again since the claim, the row stays for that
-// change, due at requeueAt.
-func (s *sqlStore) SettleExport(ctx context.Context, it ExportItem, owner string, requeueAt time.Time) (err error) {
+// change, due at requeueAt. A claim whose lease lapsed and was taken
+// since changes nothing.
+func (s *sqlStore) SettleExport(ctx context.Context, it ExportItem, requeueAt time.Time) (err error) {
 	defer s.observe("export_settle", time.Now(), &err)
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		r, err := tx.ExecContext(ctx, s.q(`DELETE FROM export_outbox WHERE sink = $1 AND finding_id = $2 AND kind = $3 AND version = $4`),
-			it.Sink, it.FindingID, it.Kind, it.Version)
+		r, err := tx.ExecContext(ctx, s.q(`DELETE FROM export_outbox
+			WHERE sink = $1 AND finding_id = $2 AND kind = $3 AND version = $4 AND lease_owner = $5`),
+			it.Sink, it.FindingID, it.Kind, it.Version, it.Claim)
 		if err != nil {
 			return fmt.Errorf("settle export of %s: %w", it.FindingID, err)
 		}
@@ -200,7 +232,7 @@ func (s *sqlStore) SettleExport(ctx context.Context, it ExportItem, owner string
 		}
 		_, err = tx.ExecContext(ctx, s.q(`UPDATE export_outbox SET lease_until = 0, lease_owner = '', due_at = $1
 			WHERE sink = $2 AND finding_id = $3 AND kind = $4 AND lease_owner = $5`),
-			micros(requeueAt), it.Sink, it.FindingID, it.Kind, owner)
+			micros(requeueAt), it.Sink, it.FindingID, it.Kind, it.Claim)
 		if err != nil {
 			return fmt.Errorf("requeue export of %s: %w", it.FindingID, err)
 		}
@@ -209,11 +241,11 @@ func (s *sqlStore) SettleExport(ctx context.Context, it ExportItem, owner string
 }
 
 // ReleaseExport hands a claimed row back unsent, due again at dueAt.
-func (s *sqlStore) ReleaseExport(ctx context.Context, it ExportItem, owner string, dueAt time.Time) (err error) {
+func (s *sqlStore) ReleaseExport(ctx context.Context, it ExportItem, dueAt time.Time) (err error) {
 	defer s.observe("export_release", time.Now(), &err)
 	return s.outboxExec(ctx, `UPDATE export_outbox SET lease_until = 0, lease_owner = '', due_at = $1
 		WHERE sink = $2 AND finding_id = $3 AND kind = $4 AND lease_owner = $5`,
-		micros(dueAt), it.Sink, it.FindingID, it.Kind, owner)
+		micros(dueAt), it.Sink, it.FindingID, it.Kind, it.Claim)
 }
 
 // ReleaseAllExports drops every lease on the outbox. Only for a store one

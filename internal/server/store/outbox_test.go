@@ -81,7 +81,7 @@ func TestExportOutbox(t *testing.T) {
 		}
 		// Leased: another replica gets nothing, even once the update is due.
 		clk.add(16 * time.Minute)
-		if err := st.RenewExports(ctx, "hook", "r1", items, time.Minute); err != nil {
+		if err := st.RenewExports(ctx, "hook", items, time.Minute); err != nil {
 			t.Fatal(err)
 		}
 		other, err := st.ClaimExports(ctx, "hook", "r2", time.Minute, 10)
@@ -91,13 +91,13 @@ func TestExportOutbox(t *testing.T) {
 		if len(other) != 1 || other[0].Kind != store.ExportUpdate {
 			t.Fatalf("second claimer got %+v, want the due update only", other)
 		}
-		if err := st.SettleExport(ctx, items[0], "r1", clk.now()); err != nil {
+		if err := st.SettleExport(ctx, items[0], clk.now()); err != nil {
 			t.Fatal(err)
 		}
 		// A change while the update is out: settling keeps the row, due
 		// after the delay again.
 		upsert(t, st, store.Upsert{Finding: cumulative(a, 4, clk.now()), MsgKey: "m5", Reporter: "n1"})
-		if err := st.SettleExport(ctx, other[0], "r2", clk.now().Add(15*time.Minute)); err != nil {
+		if err := st.SettleExport(ctx, other[0], clk.now().Add(15*time.Minute)); err != nil {
 			t.Fatal(err)
 		}
 		if b := backlogOf(t, st, "hook"); b.Pending != 1 || b.Leased != 0 {
@@ -117,11 +117,42 @@ func TestExportOutbox(t *testing.T) {
 		if err != nil || len(got2) != 1 {
 			t.Fatalf("after the lease lapsed: %+v %v", got2, err)
 		}
-		if err := st.SettleExport(ctx, got2[0], "r2", clk.now()); err != nil {
+		if err := st.SettleExport(ctx, got2[0], clk.now()); err != nil {
 			t.Fatal(err)
 		}
 		if b := backlogOf(t, st, "hook"); b.Pending != 0 {
 			t.Fatalf("hook backlog after settling everything: %+v", b)
+		}
+		// The late holder: r1's claim of that row lapsed and r2 settled it;
+		// a new change queues a fresh row; r1's settle, arriving now, must
+		// leave the fresh row alone (it has not gone out), and so must its
+		// release.
+		upsert(t, st, store.Upsert{Finding: cumulative(a, 5, clk.now()), MsgKey: "m6", Reporter: "n1"})
+		if b := backlogOf(t, st, "hook"); b.Pending != 1 {
+			t.Fatalf("after a change past the settled row: %+v", b)
+		}
+		if err := st.SettleExport(ctx, got[0], clk.now()); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.ReleaseExport(ctx, got[0], clk.now()); err != nil {
+			t.Fatal(err)
+		}
+		if b := backlogOf(t, st, "hook"); b.Pending != 1 {
+			t.Fatalf("a lapsed claim's late settle deleted a change never sent: %+v", b)
+		}
+		if has, err := st.HasDueExports(ctx, "hook"); err != nil || has {
+			t.Fatalf("the fresh update is not due yet, HasDueExports says %v (%v)", has, err)
+		}
+		clk.add(16 * time.Minute)
+		if has, err := st.HasDueExports(ctx, "hook"); err != nil || !has {
+			t.Fatalf("the fresh update is due, HasDueExports says %v (%v)", has, err)
+		}
+		late, err := st.ClaimExports(ctx, "hook", "r2", time.Minute, 10)
+		if err != nil || len(late) != 1 || late[0].Kind != store.ExportUpdate {
+			t.Fatalf("the fresh update: %+v %v", late, err)
+		}
+		if err := st.SettleExport(ctx, late[0], clk.now()); err != nil {
+			t.Fatal(err)
 		}
 
 		// Released rows come back when due; rows of a sink no longer
@@ -130,7 +161,7 @@ func TestExportOutbox(t *testing.T) {
 		if err != nil || len(f) != 2 {
 			t.Fatalf("file sink claim: %+v %v", f, err)
 		}
-		if err := st.ReleaseExport(ctx, f[0], "r1", clk.now().Add(time.Second)); err != nil {
+		if err := st.ReleaseExport(ctx, f[0], clk.now().Add(time.Second)); err != nil {
 			t.Fatal(err)
 		}
 		if err := st.ReleaseAllExports(ctx); err != nil {

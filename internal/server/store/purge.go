@@ -35,6 +35,8 @@ func (s *sqlStore) Purge(ctx context.Context, o PurgeOptions) (res PurgeResult, 
 			(SELECT msg_key FROM applied_messages WHERE applied_at < $1 LIMIT %d)`, micros(o.Now.Add(-o.MessageTTL))},
 		{&res.CoverageEvents, `DELETE FROM coverage_events WHERE seq IN (SELECT seq FROM coverage_events WHERE at < $1 LIMIT %d)`, cut},
 		{&res.Nodes, `DELETE FROM nodes WHERE node_id IN (SELECT node_id FROM nodes WHERE last_heartbeat < $1 LIMIT %d)`, cut},
+		{&res.Exports, `DELETE FROM export_outbox WHERE (sink, finding_id, kind) IN
+			(SELECT sink, finding_id, kind FROM export_outbox WHERE queued_at < $1 LIMIT %d)`, cut},
 	}
 	for _, st := range steps {
 		stmt := s.q(fmt.Sprintf(st.stmt, purgeChunk))
@@ -67,6 +69,7 @@ func (s *sqlStore) Purge(ctx context.Context, o PurgeOptions) (res PurgeResult, 
 	s.m.Purged.WithLabelValues(s.engine, "messages").Add(float64(res.Messages))
 	s.m.Purged.WithLabelValues(s.engine, "coverage_events").Add(float64(res.CoverageEvents))
 	s.m.Purged.WithLabelValues(s.engine, "nodes").Add(float64(res.Nodes))
+	s.m.Purged.WithLabelValues(s.engine, "exports").Add(float64(res.Exports))
 	return res, nil
 }
 
@@ -91,7 +94,7 @@ func RunRetention(ctx context.Context, st Store, interval time.Duration, o Purge
 			log.Error("store: retention purge failed", "err", err)
 		case res != PurgeResult{}:
 			log.Info("store: retention purge", "findings", res.Findings, "messages", res.Messages,
-				"coverageEvents", res.CoverageEvents, "nodes", res.Nodes)
+				"coverageEvents", res.CoverageEvents, "nodes", res.Nodes, "exports", res.Exports)
 		}
 		select {
 		case <-ctx.Done():

@@ -163,10 +163,11 @@ type Store interface {
 	// changes are queued for in their own transaction; sinks claim due
 	// rows under a lease and settle or release them.
 	SetExports(sinks []string, updateDelay time.Duration)
+	HasDueExports(ctx context.Context, sink string) (bool, error)
 	ClaimExports(ctx context.Context, sink, owner string, lease time.Duration, limit int) ([]ExportItem, error)
-	RenewExports(ctx context.Context, sink, owner string, items []ExportItem, lease time.Duration) error
-	SettleExport(ctx context.Context, it ExportItem, owner string, requeueAt time.Time) error
-	ReleaseExport(ctx context.Context, it ExportItem, owner string, dueAt time.Time) error
+	RenewExports(ctx context.Context, sink string, items []ExportItem, lease time.Duration) error
+	SettleExport(ctx context.Context, it ExportItem, requeueAt time.Time) error
+	ReleaseExport(ctx context.Context, it ExportItem, dueAt time.Time) error
 	ReleaseAllExports(ctx context.Context) error
 	DropExports(ctx context.Context, keep []string) (map[string]int, error)
 	ExportBacklogs(ctx context.Context) ([]ExportBacklog, error)
@@ -290,6 +291,10 @@ type PurgeResult struct {
 	Messages       int `json:"messages"`
 	CoverageEvents int `json:"coverageEvents"`
 	Nodes          int `json:"nodes"`
+	// Exports are export outbox rows queued before the retention cut: a
+	// sink gone from every replica's configuration leaves them (SQLite
+	// drops them at start; replicas cannot tell).
+	Exports int `json:"exports"`
 }
 
 // Action is what a rule does to matching findings.
