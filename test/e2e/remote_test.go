@@ -202,17 +202,7 @@ func TestRemoteAgentThroughOutage(t *testing.T) {
 	}
 	again := testenv.StartProcess(t, "", "agent-again", bin, "agent", "--data-dir", agDir, "--server", url, "--join-token", token,
 		"--cluster", "edge", "--ca-fingerprint", fp, "--metrics-addr", "", "-q")
-	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		if _, err := os.Stat(filepath.Join(agDir, "events.sock")); err == nil {
-			break
-		}
-	}
-	time.Sleep(time.Second)
-	back := secret + "-after-removal"
-	_ = os.WriteFile(back, []byte("x"), 0o600)
-	t.Cleanup(func() { os.Remove(back) })
-	exec.Command("cat", back).Run()
-	waitServerFinding(t, bin, srvDir, nodeID, back)
+	readSecretSeen(t, bin, srvDir, agDir, nodeID, secret+"-after-removal")
 	if log, _ := os.ReadFile(again.Log); !strings.Contains(string(log), "enrolling again") {
 		t.Errorf("the agent did not say it enrolled again:\n%s", log)
 	}
@@ -251,18 +241,25 @@ func TestRemoteAgentThroughOutage(t *testing.T) {
 	testenv.WaitFile(t, filepath.Join(srvDir, "api", "address"))
 	follower := testenv.StartProcess(t, "", "agent-follows", bin, "agent", "--data-dir", agDir, "--server", url,
 		"--ca-fingerprint", fp, "--metrics-addr", "", "-q")
+	readSecretSeen(t, bin, srvDir, agDir, nodeID, secret+"-after-nats-moved")
+	if log, _ := os.ReadFile(follower.Log); !strings.Contains(string(log), "changed since enrollment; following it") {
+		t.Errorf("the agent did not say it followed the server's new NATS address:\n%s", log)
+	}
+}
+
+// readSecretSeen waits until the agent of agDir serves its event socket
+// (and has subscribed its detectors), reads a fresh secret file at path,
+// and waits for the server to hold the finding about it.
+func readSecretSeen(t *testing.T, bin, srvDir, agDir, nodeID, path string) {
+	t.Helper()
 	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 		if _, err := os.Stat(filepath.Join(agDir, "events.sock")); err == nil {
 			break
 		}
 	}
 	time.Sleep(time.Second)
-	afterMove := secret + "-after-nats-moved"
-	_ = os.WriteFile(afterMove, []byte("x"), 0o600)
-	t.Cleanup(func() { os.Remove(afterMove) })
-	exec.Command("cat", afterMove).Run()
-	waitServerFinding(t, bin, srvDir, nodeID, afterMove)
-	if log, _ := os.ReadFile(follower.Log); !strings.Contains(string(log), "changed since enrollment; following it") {
-		t.Errorf("the agent did not say it followed the server's new NATS address:\n%s", log)
-	}
+	_ = os.WriteFile(path, []byte("x"), 0o600)
+	t.Cleanup(func() { os.Remove(path) })
+	exec.Command("cat", path).Run()
+	waitServerFinding(t, bin, srvDir, nodeID, path)
 }
