@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -61,6 +62,13 @@ func (s *server) startRelays(ctx context.Context, sinks []exportSink, updateEver
 		}
 		if err := s.store.ReleaseAllExports(ctx); err != nil {
 			return fmt.Errorf("export outbox: %w", err)
+		}
+	} else if bs, err := s.store.ExportBacklogs(ctx); err == nil {
+		for _, b := range bs {
+			if !slices.Contains(keys, b.Sink) {
+				s.log.Warn("export: records queued for a sink this replica does not have; another replica may, else the retention purge takes them",
+					"sink", b.Sink, "records", b.Pending)
+			}
 		}
 	}
 	if len(sinks) == 0 {

@@ -90,17 +90,20 @@ func (b *Backlog) Problems(ctx context.Context, after time.Duration) []string {
 	if err != nil {
 		return []string{fmt.Sprintf("export outbox unreadable: %v", err)}
 	}
-	return overdue(bs, b.name, time.Now(), after)
+	return b.overdueOf(bs, time.Now(), after)
 }
 
-func overdue(bs []store.ExportBacklog, name func(string) string, now time.Time, after time.Duration) []string {
+func (b *Backlog) overdueOf(bs []store.ExportBacklog, now time.Time, after time.Duration) []string {
 	var out []string
 	for _, x := range bs {
 		if x.OldestDue.IsZero() || now.Sub(x.OldestDue) < after {
 			continue
 		}
+		if _, ok := b.names[x.Sink]; !ok {
+			continue // another replica's sink, or one no longer configured
+		}
 		out = append(out, fmt.Sprintf("export to %s is behind: %d records due, the oldest for %s (kept in the export outbox; see mamori_export_* metrics and the server log for the receiver's answers)",
-			name(x.Sink), x.Due, now.Sub(x.OldestDue).Round(time.Second)))
+			b.name(x.Sink), x.Due, now.Sub(x.OldestDue).Round(time.Second)))
 	}
 	return out
 }

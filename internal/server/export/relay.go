@@ -1,6 +1,7 @@
 package export
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -42,6 +43,13 @@ const (
 // possibly before Offer returns. done may be nil.
 type Sink interface {
 	Offer(f *finding.Finding, isNew bool, done func(Settlement)) bool
+}
+
+// Prober is a Sink that can give a record a single attempt: the relay
+// probes a failing sink with one, so a record refused for its own content
+// cannot hold the others back.
+type Prober interface {
+	OfferProbe(f *finding.Finding, isNew bool, done func(Settlement)) bool
 }
 
 // SinkKey names a sink in the export outbox: stable across restarts for
@@ -182,6 +190,11 @@ func (r *Relay) Run(ctx context.Context) {
 			r.mu.Lock()
 			held := slices.Collect(maps.Values(r.out))
 			r.mu.Unlock()
+			// In key order, as ingest locks outbox rows: no deadlock
+			// between a renewal and an ingest batch on PostgreSQL.
+			slices.SortFunc(held, func(a, b store.ExportItem) int {
+				return cmp.Or(cmp.Compare(a.FindingID, b.FindingID), cmp.Compare(a.Kind, b.Kind))
+			})
 			if err := r.cfg.Store.RenewExports(ctx, r.cfg.Key, held, r.cfg.Lease); err != nil && ctx.Err() == nil {
 				r.storeError("renew leases", err)
 			}
@@ -236,13 +249,17 @@ func (r *Relay) pump(ctx context.Context) {
 func (r *Relay) offer(ctx context.Context, it store.ExportItem) {
 	k := outKey{it.FindingID, it.Kind}
 	r.mu.Lock()
-	if _, ok := r.out[k]; ok {
+	if prev, ok := r.out[k]; ok {
 		// Still out with the sink from a claim whose lease lapsed (renewals
-		// failed): this claim takes over; the sink's settle will use it.
+		// failed): this claim takes over the lease, but the sink holds what
+		// was read under the earlier one, so its settle must keep any
+		// change made since.
+		it.Version = prev.Version
 		r.out[k] = it
 		r.mu.Unlock()
 		return
 	}
+	probe := r.failing
 	r.mu.Unlock()
 	rec, err := r.cfg.Store.GetFinding(ctx, it.FindingID)
 	switch {
@@ -262,7 +279,11 @@ func (r *Relay) offer(ctx context.Context, it store.ExportItem) {
 	r.out[k] = it
 	r.mu.Unlock()
 	r.offered.Add(1)
-	if !r.cfg.Sink.Offer(rec.Finding, it.Kind == store.ExportNew, func(s Settlement) { r.settle(k, s) }) {
+	offer := r.cfg.Sink.Offer
+	if p, ok := r.cfg.Sink.(Prober); ok && probe {
+		offer = p.OfferProbe
+	}
+	if !offer(rec.Finding, it.Kind == store.ExportNew, func(s Settlement) { r.settle(k, s) }) {
 		r.mu.Lock()
 		delete(r.out, k)
 		r.mu.Unlock()

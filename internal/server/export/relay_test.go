@@ -440,3 +440,110 @@ func backlogOf(t *testing.T, st store.Store) store.ExportBacklog {
 	}
 	return store.ExportBacklog{Sink: testSink}
 }
+
+// failingRenewals is a real store whose lease renewals fail while down is
+// set, as when the database is away for longer than a lease.
+type failingRenewals struct {
+	store.Store
+	down atomic.Bool
+}
+
+func (f *failingRenewals) RenewExports(ctx context.Context, sink string, items []store.ExportItem, lease time.Duration) error {
+	if f.down.Load() {
+		return fmt.Errorf("injected: database unreachable")
+	}
+	return f.Store.RenewExports(ctx, sink, items, lease)
+}
+
+// TestRelayTakeoverKeepsALaterChange: an update is out with a slow
+// receiver while renewals fail; its lease lapses, the finding changes, and
+// the relay re-claims the row it still has out. Settling the old content
+// must not delete the later change: it goes out too.
+func TestRelayTakeoverKeepsALaterChange(t *testing.T) {
+	st := outboxStore(t, store.EngineSQLite, storetest.DSN(t, store.EngineSQLite), 50*time.Millisecond)
+	flaky := &failingRenewals{Store: st}
+	release := make(chan struct{})
+	var held atomic.Bool
+	rc := newReceiver(t, func(n int, w http.ResponseWriter) {
+		if n == 2 && held.CompareAndSwap(false, true) {
+			<-release // the first update waits here
+		}
+	})
+	const lease = 300 * time.Millisecond
+	startRelayLease(t, flaky, "r1", rc.URL, 50*time.Millisecond, lease)
+	f := newFinding("/tmp/takeover")
+	upsertAll(t, st, store.Upsert{Finding: f, Reporter: "n1"})
+	waitFor(t, "the create", func() bool { return rc.count() == 1 })
+	upsertAll(t, st, store.Upsert{Finding: revision(f, 2), Reporter: "n1"})
+	waitFor(t, "the first update held by the receiver", func() bool { return held.Load() })
+	flaky.down.Store(true)
+	time.Sleep(2 * lease) // the lease lapses
+	upsertAll(t, st, store.Upsert{Finding: revision(f, 3), Reporter: "n1"})
+	time.Sleep(200 * time.Millisecond) // the relay re-claims the row it has out
+	flaky.down.Store(false)
+	close(release)
+	waitFor(t, "the later change", func() bool {
+		rc.mu.Lock()
+		defer rc.mu.Unlock()
+		for _, b := range rc.bodies {
+			if ocsfOf(t, b).Count == 3 {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// TestRelayPoisonRecordDoesNotStallTheSink: a record the receiver refuses
+// on its own (a 500 on its content) does not stall the sink: probed, it
+// gets one attempt; a healthy record queued behind it goes out within a
+// few probe waits; and it is given up once others went through during its
+// window (it was retried for ever before).
+func TestRelayPoisonRecordDoesNotStallTheSink(t *testing.T) {
+	st := outboxStore(t, store.EngineSQLite, storetest.DSN(t, store.EngineSQLite), time.Hour)
+	poison := newFinding("/tmp/poison")
+	rc := newReceiver(t, nil)
+	rc.respond = func(n int, w http.ResponseWriter) {
+		rc.mu.Lock()
+		body := rc.bodies[n-1]
+		rc.mu.Unlock()
+		if strings.Contains(string(body), poison.ID) {
+			w.WriteHeader(http.StatusInternalServerError)
+		}
+	}
+	enc, _ := NewEncoder(FormatOCSF, testOptions)
+	w, err := NewWebhook(WebhookConfig{URL: rc.URL, Encoder: enc, BaseBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond,
+		RetryFor: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := NewRelay(RelayConfig{Key: testSink, Sink: w, Store: st, Owner: "r1", Poll: 10 * time.Millisecond,
+		RetryDelay: 50 * time.Millisecond, MaxRetryDelay: 100 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); w.Run(ctx) }()
+	go func() { defer wg.Done(); r.Run(ctx) }()
+	defer func() { cancel(); wg.Wait() }()
+	upsertAll(t, st, store.Upsert{Finding: poison, Reporter: "n1"})
+	// The poison record spends its first window alone: handed back, probing
+	// starts, and with nothing else due the poison record is the probe.
+	waitFor(t, "probe mode", func() bool { return r.Stats().Deferred >= 1 })
+	waitFor(t, "the poison record probed", func() bool { return r.Stats().Offered >= 2 })
+	start := time.Now()
+	upsertAll(t, st, store.Upsert{Finding: newFinding("/tmp/healthy"), Reporter: "n1"})
+	waitFor(t, "the healthy record", func() bool { return r.Stats().Delivered == 1 })
+	if el := time.Since(start); el > time.Second {
+		t.Errorf("a healthy record waited %v behind a probing poison record", el)
+	}
+	// More records flow while the poison record takes its next window:
+	// the receiver takes them, so at the window's end it is given up.
+	for i := 0; r.Stats().GivenUp == 0; i++ {
+		if i == 50 {
+			t.Fatalf("the poison record was not given up while others went through: relay %+v, webhook %+v", r.Stats(), w.Stats())
+		}
+		upsertAll(t, st, store.Upsert{Finding: newFinding(fmt.Sprintf("/tmp/healthy-%d", i)), Reporter: "n1"})
+		time.Sleep(200 * time.Millisecond)
+	}
+	waitFor(t, "outbox empty", func() bool { return backlogOf(t, st).Pending == 0 })
+}

@@ -74,6 +74,9 @@ type record struct {
 	// given up RetryFor after it, however often it was set aside.
 	first time.Time
 	done  func(Settlement) // called once, when the record leaves
+	// probe: the caller is testing a failing receiver with this record,
+	// which gets one attempt.
+	probe bool
 }
 
 // setAsideAfter is how many failed attempts a record gets before it goes to
@@ -99,6 +102,10 @@ type Webhook struct {
 	// RetryFor old, records get one attempt each before they go back, so a
 	// receiver gone for good does not hold each record for RetryFor.
 	failingSince time.Time
+	// lastSuccess is when the receiver last took a record (Run's goroutine
+	// only): a record failing through its window while others went through
+	// is refused on its own.
+	lastSuccess time.Time
 	// stopMu orders Offer against Run's end: no record enters the queue
 	// once Run has begun handing the queued ones back.
 	stopMu  sync.Mutex
@@ -166,6 +173,17 @@ func NewWebhook(cfg WebhookConfig) (*Webhook, error) {
 // when the queue is full or the webhook stopped: the caller keeps the
 // record. An unencodable finding is taken and given up at once.
 func (w *Webhook) Offer(f *finding.Finding, isNew bool, done func(Settlement)) bool {
+	return w.offer(f, isNew, done, false)
+}
+
+// OfferProbe is Offer for a record that tests a failing receiver (Prober):
+// it gets one attempt, so a record the receiver refuses on its own cannot
+// hold the others back for a whole retry window.
+func (w *Webhook) OfferProbe(f *finding.Finding, isNew bool, done func(Settlement)) bool {
+	return w.offer(f, isNew, done, true)
+}
+
+func (w *Webhook) offer(f *finding.Finding, isNew bool, done func(Settlement), probe bool) bool {
 	if done == nil {
 		done = func(Settlement) {}
 	}
@@ -184,7 +202,7 @@ func (w *Webhook) Offer(f *finding.Finding, isNew bool, done func(Settlement)) b
 	}
 	w.outstanding.Add(1)
 	select {
-	case w.queue <- record{id: f.ID, key: RecordID(f), body: body, done: done}:
+	case w.queue <- record{id: f.ID, key: RecordID(f), body: body, done: done, probe: probe}:
 		w.queued.Add(1)
 		return true
 	default:
@@ -263,7 +281,7 @@ func (w *Webhook) deliver(ctx context.Context, r record) (setAside bool) {
 		retryAfter, err = w.attempt(ctx, r)
 		if err == nil {
 			w.delivered.Add(1)
-			w.failingSince = time.Time{}
+			w.failingSince, w.lastSuccess = time.Time{}, time.Now()
 			r.done(Delivered)
 			return false
 		}
@@ -271,7 +289,7 @@ func (w *Webhook) deliver(ctx context.Context, r record) (setAside bool) {
 			w.failingSince = time.Now()
 		}
 		if errors.Is(err, errPermanent) || (w.cfg.MaxAttempts > 0 && attempt >= w.cfg.MaxAttempts) ||
-			time.Since(r.first) >= w.cfg.RetryFor || time.Since(w.failingSince) >= w.cfg.RetryFor || ctx.Err() != nil {
+			time.Since(r.first) >= w.cfg.RetryFor || time.Since(w.failingSince) >= w.cfg.RetryFor || r.probe || ctx.Err() != nil {
 			break
 		}
 		if attempt == 3 { // once per record, not per attempt
@@ -311,6 +329,15 @@ func (w *Webhook) deliver(ctx context.Context, r record) (setAside bool) {
 		w.failed.Add(1)
 		r.done(GivenUp)
 		w.cfg.Logger.Warn("webhook: delivery failed", "webhook", w.cfg.Name, "finding", r.id, "err", err)
+		return false
+	}
+	if !w.lastSuccess.IsZero() && w.lastSuccess.After(r.first) {
+		// The receiver took other records meanwhile: it refuses this one
+		// on its own (its content, say), and retrying it for ever would
+		// stall the sink once a window.
+		w.failed.Add(1)
+		r.done(GivenUp)
+		w.cfg.Logger.Warn("webhook: record refused through its retry window while others went through; given up", "webhook", w.cfg.Name, "finding", r.id, "err", err)
 		return false
 	}
 	// The receiver keeps failing: the record goes back to the export

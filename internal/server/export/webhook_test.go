@@ -184,7 +184,8 @@ func TestWebhookOutlastsAReceiverOutage(t *testing.T) {
 
 // A receiver refusing one record with 5xx (its content, say) does not hold
 // the others back: after a few attempts it waits at the back of the queue,
-// and is handed back when its own window ends.
+// and is given up when its own window ends, since the receiver took the
+// others meanwhile (a failing receiver's records are handed back instead).
 func TestWebhookPoisonRecordIsSetAside(t *testing.T) {
 	poison := fixtures()["intel-dns"]
 	var mu sync.Mutex
@@ -216,7 +217,10 @@ func TestWebhookPoisonRecordIsSetAside(t *testing.T) {
 	if s := w.Stats(); s.Failed != 0 || s.Deferred != 0 {
 		t.Fatalf("the others waited for the poison record to be handed back: %+v", s)
 	}
-	waitFor(t, "the poison record handed back", func() bool { return settled.counts()[Retry] == 1 })
+	waitFor(t, "the poison record given up", func() bool { return settled.counts()[GivenUp] == 1 })
+	if s := w.Stats(); s.Failed != 1 || s.Deferred != 0 {
+		t.Fatalf("stats %+v", s)
+	}
 	if w.Stats().Pending != 0 || !w.Drain(context.Background()) {
 		t.Fatalf("queue not empty: %+v", w.Stats())
 	}
@@ -237,6 +241,19 @@ func TestWebhookReceiverGoneForGood(t *testing.T) {
 	waitFor(t, "the second handed back", func() bool { return settled.counts()[Retry] == 2 })
 	if d, tries := time.Since(start), dead.count()-before; tries != 1 || d > 150*time.Millisecond {
 		t.Fatalf("second record: %d attempts over %v, want one at once", tries, d)
+	}
+}
+
+// A probe (OfferProbe) tests a failing receiver with one attempt, however
+// long the retry window.
+func TestWebhookProbeIsOneAttempt(t *testing.T) {
+	dead := newReceiver(t, func(n int, w http.ResponseWriter) { w.WriteHeader(http.StatusServiceUnavailable) })
+	w, _, _ := startWebhook(t, WebhookConfig{URL: dead.URL, BaseBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond})
+	var settled settlements
+	w.OfferProbe(fixtures()["intel-dns"], true, settled.done)
+	waitFor(t, "the probe handed back", func() bool { return settled.counts()[Retry] == 1 })
+	if n := dead.count(); n != 1 {
+		t.Fatalf("a probe made %d attempts", n)
 	}
 }
 

@@ -123,18 +123,35 @@ func TestExportOutbox(t *testing.T) {
 		if b := backlogOf(t, st, "hook"); b.Pending != 0 {
 			t.Fatalf("hook backlog after settling everything: %+v", b)
 		}
-		// The late holder: r1's claim of that row lapsed and r2 settled it;
-		// a new change queues a fresh row; r1's settle, arriving now, must
-		// leave the fresh row alone (it has not gone out), and so must its
-		// release.
+		// The late holder: r1's claim of a row lapses and r2 claims and
+		// settles it; a new change queues a fresh row at the same version.
+		// r1's settle, release and renewal, arriving now, must leave the
+		// fresh row alone: it has not gone out.
 		upsert(t, st, store.Upsert{Finding: cumulative(a, 5, clk.now()), MsgKey: "m6", Reporter: "n1"})
-		if b := backlogOf(t, st, "hook"); b.Pending != 1 {
-			t.Fatalf("after a change past the settled row: %+v", b)
+		clk.add(16 * time.Minute)
+		stale, err := st.ClaimExports(ctx, "hook", "r1", time.Minute, 10)
+		if err != nil || len(stale) != 1 || stale[0].Version != 1 {
+			t.Fatalf("r1's claim: %+v %v", stale, err)
 		}
-		if err := st.SettleExport(ctx, got[0], clk.now()); err != nil {
+		clk.add(2 * time.Minute)
+		taken, err := st.ClaimExports(ctx, "hook", "r2", time.Minute, 10)
+		if err != nil || len(taken) != 1 {
+			t.Fatalf("r2's claim after r1's lapsed: %+v %v", taken, err)
+		}
+		if err := st.SettleExport(ctx, taken[0], clk.now()); err != nil {
 			t.Fatal(err)
 		}
-		if err := st.ReleaseExport(ctx, got[0], clk.now()); err != nil {
+		upsert(t, st, store.Upsert{Finding: cumulative(a, 6, clk.now()), MsgKey: "m7", Reporter: "n1"})
+		if err := st.RenewExports(ctx, "hook", stale, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		if b := backlogOf(t, st, "hook"); b.Pending != 1 || b.Leased != 0 {
+			t.Fatalf("a lapsed claim's renewal took the fresh row: %+v", b)
+		}
+		if err := st.SettleExport(ctx, stale[0], clk.now()); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.ReleaseExport(ctx, stale[0], clk.now()); err != nil {
 			t.Fatal(err)
 		}
 		if b := backlogOf(t, st, "hook"); b.Pending != 1 {
