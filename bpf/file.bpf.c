@@ -206,7 +206,9 @@ static __always_inline __u32 watch_bits(const char *upath)
 		return 4 | WATCH_WRITE;
 	if (!root_watched((unsigned char)k->data[1]))
 		return 0;
-	k->prefixlen = (n - 1) * 8;
+	/* The NUL too: a prefix rule still matches, and a learned link
+	 * (learn_link), stored with its NUL, matches only itself. */
+	k->prefixlen = n * 8;
 	__u32 *v = bpf_map_lookup_elem(&watch_paths, k);
 	__u32 bits = v ? *v : 0;
 	/* "/etc//shadow", "/etc/./shadow", "/var/../etc/shadow" name watched
@@ -279,8 +281,40 @@ SYS_EXIT(open) { return exit_open_common(SC_OPEN, sys_ret(ctx), 0); }
 SYS_EXIT(creat) { return exit_open_common(SC_CREAT, sys_ret(ctx), 0); }
 SYS_EXIT(openat2) { return exit_open_common(SC_OPENAT2, sys_ret(ctx), 1); }
 
+/* learn_link makes a new link to a watched secret a watched path itself,
+ * here in the kernel so the very next open through it is seen (user space
+ * would learn it too late for "ln -s /etc/shadow x && cat x"): a symlink
+ * whose absolute target, or a hard link whose old name, the watch list
+ * reads as a secret puts the link's absolute path in the trie with the
+ * secret's bits and write, and its first character among the roots. The
+ * open is then named by the file it reached. It returns whether it did. */
+static __always_inline int learn_link(const char *target, const char *link)
+{
+	__u32 bits = watch_bits(target);
+	if (!(bits & WATCH_READ) || (bits & 4))
+		return 0;
+	__u32 zero = 0;
+	struct path_key *k = bpf_map_lookup_elem(&key_scratch, &zero);
+	if (!k)
+		return 0;
+	long n = bpf_probe_read_user_str(k->data, PATH_KEY_MAX, link);
+	if (n <= 2 || k->data[0] != '/')
+		return 0;
+	k->prefixlen = n * 8; /* with its NUL: this path only, not others it begins */
+	__u32 v = WATCH_READ | WATCH_WRITE;
+	if (bpf_map_update_elem(&watch_paths, k, &v, BPF_ANY))
+		return 0;
+	struct roots *r = bpf_map_lookup_elem(&watch_roots, &zero);
+	if (r) {
+		unsigned char c = k->data[1];
+		__sync_fetch_and_or(&r->bits[(c >> 6) & 3], 1ULL << (c & 63));
+	}
+	return 1;
+}
+
 /* Two-path operations: a rename or link touching a watched path (or a
- * relative one) is sent; a symlink when the link itself lands on one. */
+ * relative one) is sent; a symlink when the link itself lands on one, or
+ * when it or a hard link was learned as a path to a secret. */
 static __always_inline int exit_two(__u32 fam, __u32 kind, long ret, int ai, int bi)
 {
 	struct stash st;
@@ -288,9 +322,12 @@ static __always_inline int exit_two(__u32 fam, __u32 kind, long ret, int ai, int
 		return 0;
 	const char *a = (const char *)st.args[ai];
 	const char *b = (const char *)st.args[bi];
-	/* a symlink's target is free text: only where the link lands counts */
+	/* a symlink's target is free text: only where the link lands counts,
+	 * unless the link now names a secret */
 	int symlink = fam == SC_SYMLINK || fam == SC_SYMLINKAT;
-	if (!(watch_bits(b) & WATCH_WRITE) && (symlink || !(watch_bits(a) & WATCH_WRITE)))
+	int linking = symlink || fam == SC_LINK || fam == SC_LINKAT;
+	int learned = linking && ret == 0 && learn_link(a, b);
+	if (!learned && !(watch_bits(b) & WATCH_WRITE) && (symlink || !(watch_bits(a) & WATCH_WRITE)))
 		return 0;
 	struct scratch *s = begin_event(kind);
 	if (!s)

@@ -373,6 +373,32 @@ func TestFileEvents(t *testing.T) {
 			if ev.File.Path != "/bin/sh" || ev.File.NewPath != name+".sym" {
 				t.Errorf("symlink: %+v", ev.File)
 			}
+			// A symlink to a secret, made where nothing is watched, is
+			// watched from the moment it exists: the read through it right
+			// after is seen, named by the file it reached. Its twin, a link
+			// to a file that is no secret, stays in the kernel.
+			link := filepath.Join(w.tmp, "mamori-link-"+strconv.Itoa(rand.Int()))
+			t.Cleanup(func() { cleanupIn(w, link, link+"-passwd") })
+			mark, _, out, err = w.run(t, "symlink", "/etc/shadow", link)
+			mustOK(t, err, out)
+			mark2, _, out, err := w.run(t, "open-read", link)
+			mustOK(t, err, out)
+			ev = waitFrom(t, mark, "symlink to a secret", func(ev *event.Event) bool {
+				return ev.Kind == event.KindSymlink && w.from(ev) && ev.File.NewPath == link
+			})
+			ev = waitFrom(t, mark2, "read through a symlink to a secret", func(ev *event.Event) bool {
+				return ev.Kind == event.KindOpen && w.from(ev) && ev.File.RawPath == link
+			})
+			if ev.File.Path != "/etc/shadow" || ev.File.Write {
+				t.Errorf("read through a symlink to /etc/shadow: %+v", ev.File)
+			}
+			mark, _, out, err = w.run(t, "symlink", "/etc/passwd", link+"-passwd")
+			mustOK(t, err, out)
+			mark, pid, out, err = w.run(t, "open-read", link+"-passwd")
+			mustOK(t, err, out)
+			assertNone(t, mark, pid, w, func(ev *event.Event) bool {
+				return ev.Kind == event.KindOpen && ev.File.RawPath == link+"-passwd"
+			})
 			mark, _, out, err = w.run(t, "chmod", name+".new", "04755")
 			mustOK(t, err, out)
 			ev = waitFrom(t, mark, "chmod", func(ev *event.Event) bool { return ev.Kind == event.KindChmod && w.from(ev) })

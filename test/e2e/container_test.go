@@ -162,6 +162,11 @@ func TestFileAttacks(t *testing.T) {
 			attack: "cat /proc/$$/root/etc/shadow >/dev/null",
 			benign: "cat /proc/$$/root/etc/passwd >/dev/null",
 			check:  func(t *testing.T, f Finding) { ctxHas(t, f, "filePath", "/etc/shadow") }},
+		// And through a symlink made where nothing is watched, read at once.
+		{typ: "CredentialAccess:Runtime/SensitiveFileRead", sev: "Medium",
+			attack: "ln -s /etc/shadow /tmp/s && cat /tmp/s >/dev/null",
+			benign: "ln -s /etc/passwd /tmp/s && cat /tmp/s >/dev/null",
+			check:  func(t *testing.T, f Finding) { ctxHas(t, f, "filePath", "/etc/shadow") }},
 		{typ: "Custom:Runtime/MarkerFileTouched", sev: "Medium",
 			attack: "echo x > /etc/mamori-e2e-marker",
 			benign: "cat /etc/mamori-e2e-marker 2>/dev/null; echo x > /etc/other-marker",
