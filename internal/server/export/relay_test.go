@@ -63,34 +63,40 @@ func outboxStore(t *testing.T, engine, dsn string, updateDelay time.Duration) st
 }
 
 // startRelay runs a webhook to url and a relay feeding it from st.
-func startRelay(t *testing.T, st store.Store, owner, url string, updateDelay time.Duration) (*Relay, *Webhook, context.CancelFunc) {
+func startRelay(t *testing.T, st store.Store, owner, url string, updateDelay time.Duration) (*Relay, *Webhook, func()) {
 	t.Helper()
 	return startRelayLease(t, st, owner, url, updateDelay, 0)
 }
 
-func startRelayLease(t *testing.T, st store.Store, owner, url string, updateDelay, lease time.Duration) (*Relay, *Webhook, context.CancelFunc) {
+// runWebhookRelay starts a webhook made from wc and a relay made from rc
+// feeding it; stop (also run at cleanup) ends both.
+func runWebhookRelay(t *testing.T, wc WebhookConfig, rc RelayConfig) (r *Relay, w *Webhook, stop func()) {
 	t.Helper()
-	enc, _ := NewEncoder(FormatOCSF, testOptions)
-	w, err := NewWebhook(WebhookConfig{URL: url, Encoder: enc, BaseBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond})
+	if wc.Encoder == nil {
+		wc.Encoder, _ = NewEncoder(FormatOCSF, testOptions)
+	}
+	w, err := NewWebhook(wc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := NewRelay(RelayConfig{Key: testSink, Sink: w, Store: st, Owner: owner, UpdateDelay: updateDelay,
-		Poll: 20 * time.Millisecond, RetryDelay: 50 * time.Millisecond, MaxRetryDelay: 200 * time.Millisecond, Lease: lease})
+	rc.Sink = w
+	r = NewRelay(rc)
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{}, 2)
-	go func() { w.Run(ctx); done <- struct{}{} }()
-	go func() { r.Run(ctx); done <- struct{}{} }()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); w.Run(ctx) }()
+	go func() { defer wg.Done(); r.Run(ctx) }()
 	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			cancel()
-			<-done
-			<-done
-		})
-	}
+	stop = func() { once.Do(func() { cancel(); wg.Wait() }) }
 	t.Cleanup(stop)
 	return r, w, stop
+}
+
+func startRelayLease(t *testing.T, st store.Store, owner, url string, updateDelay, lease time.Duration) (*Relay, *Webhook, func()) {
+	t.Helper()
+	return runWebhookRelay(t, WebhookConfig{URL: url, BaseBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond},
+		RelayConfig{Key: testSink, Store: st, Owner: owner, UpdateDelay: updateDelay,
+			Poll: 20 * time.Millisecond, RetryDelay: 50 * time.Millisecond, MaxRetryDelay: 200 * time.Millisecond, Lease: lease})
 }
 
 func ocsfOf(t *testing.T, b []byte) OCSFFinding {
@@ -366,20 +372,9 @@ func TestRelayKeepsRecordsThroughALongOutage(t *testing.T) {
 			w.WriteHeader(http.StatusServiceUnavailable)
 		}
 	})
-	enc, _ := NewEncoder(FormatOCSF, testOptions)
-	w, err := NewWebhook(WebhookConfig{URL: rc.URL, Encoder: enc, BaseBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond,
-		RetryFor: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := NewRelay(RelayConfig{Key: testSink, Sink: w, Store: st, Owner: "r1", Poll: 10 * time.Millisecond,
-		RetryDelay: 50 * time.Millisecond, MaxRetryDelay: 200 * time.Millisecond})
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); w.Run(ctx) }()
-	go func() { defer wg.Done(); r.Run(ctx) }()
-	defer func() { cancel(); wg.Wait() }()
+	r, w, _ := runWebhookRelay(t, WebhookConfig{URL: rc.URL, BaseBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond,
+		RetryFor: 100 * time.Millisecond},
+		RelayConfig{Key: testSink, Store: st, Owner: "r1", Poll: 10 * time.Millisecond, RetryDelay: 50 * time.Millisecond, MaxRetryDelay: 200 * time.Millisecond})
 	const n = 10
 	for i := range n {
 		upsertAll(t, st, store.Upsert{Finding: newFinding(fmt.Sprintf("/tmp/outage-%d", i)), Reporter: "n1"})
@@ -511,20 +506,9 @@ func TestRelayPoisonRecordDoesNotStallTheSink(t *testing.T) {
 			w.WriteHeader(http.StatusInternalServerError)
 		}
 	}
-	enc, _ := NewEncoder(FormatOCSF, testOptions)
-	w, err := NewWebhook(WebhookConfig{URL: rc.URL, Encoder: enc, BaseBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond,
-		RetryFor: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := NewRelay(RelayConfig{Key: testSink, Sink: w, Store: st, Owner: "r1", Poll: 10 * time.Millisecond,
-		RetryDelay: 50 * time.Millisecond, MaxRetryDelay: 100 * time.Millisecond})
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); w.Run(ctx) }()
-	go func() { defer wg.Done(); r.Run(ctx) }()
-	defer func() { cancel(); wg.Wait() }()
+	r, w, _ := runWebhookRelay(t, WebhookConfig{URL: rc.URL, BaseBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond,
+		RetryFor: 2 * time.Second},
+		RelayConfig{Key: testSink, Store: st, Owner: "r1", Poll: 10 * time.Millisecond, RetryDelay: 50 * time.Millisecond, MaxRetryDelay: 100 * time.Millisecond})
 	upsertAll(t, st, store.Upsert{Finding: poison, Reporter: "n1"})
 	// The poison record spends its first window alone: handed back, probing
 	// starts, and with nothing else due the poison record is the probe.
