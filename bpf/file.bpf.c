@@ -281,6 +281,15 @@ SYS_EXIT(open) { return exit_open_common(SC_OPEN, sys_ret(ctx), 0); }
 SYS_EXIT(creat) { return exit_open_common(SC_CREAT, sys_ret(ctx), 0); }
 SYS_EXIT(openat2) { return exit_open_common(SC_OPENAT2, sys_ret(ctx), 1); }
 
+/* Links learn_link added to the watch (0) and could not add (1: the trie
+ * is full): user space reports both, so a blind spot is never silent. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u64);
+} links_learned SEC(".maps");
+
 /* learn_link makes a new link to a watched secret a watched path itself,
  * here in the kernel so the very next open through it is seen (user space
  * would learn it too late for "ln -s /etc/shadow x && cat x"): a symlink
@@ -302,8 +311,11 @@ static __always_inline int learn_link(const char *target, const char *link)
 		return 0;
 	k->prefixlen = n * 8; /* with its NUL: this path only, not others it begins */
 	__u32 v = WATCH_READ | WATCH_WRITE;
-	if (bpf_map_update_elem(&watch_paths, k, &v, BPF_ANY))
+	if (bpf_map_update_elem(&watch_paths, k, &v, BPF_ANY)) {
+		count(&links_learned, 1);
 		return 0;
+	}
+	count(&links_learned, 0);
 	struct roots *r = bpf_map_lookup_elem(&watch_roots, &zero);
 	if (r) {
 		unsigned char c = k->data[1];

@@ -67,6 +67,9 @@ func statusCmd() *cobra.Command {
 			s := st.Sensor
 			fmt.Fprintf(w, "records read\t%d\n", s.Read)
 			fmt.Fprintf(w, "kernel drops\t%d\n", s.TotalKernelDrops())
+			if s.LinksLearned+s.LinksNotLearned > 0 {
+				fmt.Fprintf(w, "links to secrets watched\t%d (%d not: the file watch is full)\n", s.LinksLearned, s.LinksNotLearned)
+			}
 			kinds := make([]string, 0, len(s.KernelDrops))
 			for k := range s.KernelDrops {
 				kinds = append(kinds, k)

@@ -22,6 +22,7 @@ var (
 	descRead         = prometheus.NewDesc("mamori_sensor_records_read_total", "Records read from the ring buffer.", nil, nil)
 	descDecodeErrors = prometheus.NewDesc("mamori_sensor_decode_errors_total", "Records refused by the decoder.", nil, nil)
 	descProgMisses   = prometheus.NewDesc("mamori_sensor_program_misses_total", "BPF program runs skipped by the kernel's recursion protection (lost events).", nil, nil)
+	descLinks        = prometheus.NewDesc("mamori_sensor_links_learned_total", "Links to secrets the kernel added to its file watch as they were made (learned), or could not add, its watch full (failed: reads through them are not seen).", []string{"outcome"}, nil)
 	descHooks        = prometheus.NewDesc("mamori_sensor_hooks", "Sensor hooks by state (attached, failed, unavailable).", []string{"state"}, nil)
 	descQueue        = prometheus.NewDesc("mamori_agent_queue_length", "Events waiting between the reader and the retry cache.", nil, nil)
 	descQueueCap     = prometheus.NewDesc("mamori_agent_queue_capacity", "Capacity of the reader queue.", nil, nil)
@@ -39,7 +40,7 @@ var (
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descEmitted, descKernelDrops, descRead, descDecodeErrors, descProgMisses,
+	for _, d := range []*prometheus.Desc{descEmitted, descKernelDrops, descRead, descDecodeErrors, descProgMisses, descLinks,
 		descHooks, descQueue, descQueueCap, descDispatched, descLifeLost, descHashLost, descRetry, descRetryPending, descCtr,
 		descCtrCount, descProcEntries, descProcCount, descHash} {
 		ch <- d
@@ -64,6 +65,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descRead, s.Sensor.Read)
 	counter(descDecodeErrors, s.Sensor.DecodeErrors)
 	counter(descProgMisses, s.Sensor.ProgramMisses)
+	counter(descLinks, s.Sensor.LinksLearned, "learned")
+	counter(descLinks, s.Sensor.LinksNotLearned, "failed")
 	var attached, failed, unavailable float64
 	for _, h := range c.a.Hooks() {
 		switch {

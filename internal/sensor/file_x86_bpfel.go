@@ -74,6 +74,7 @@ const (
 	fileMapEmitted        = "emitted"
 	fileMapEvents         = "events"
 	fileMapKeyScratch     = "key_scratch"
+	fileMapLinksLearned   = "links_learned"
 	fileMapScratchMap     = "scratch_map"
 	fileMapStashMap       = "stash_map"
 	fileMapStashPending   = "stash_pending"
@@ -178,6 +179,7 @@ type fileMapSpecs struct {
 	Emitted      *ebpf.MapSpec `ebpf:"emitted"`
 	Events       *ebpf.MapSpec `ebpf:"events"`
 	KeyScratch   *ebpf.MapSpec `ebpf:"key_scratch"`
+	LinksLearned *ebpf.MapSpec `ebpf:"links_learned"`
 	ScratchMap   *ebpf.MapSpec `ebpf:"scratch_map"`
 	StashMap     *ebpf.MapSpec `ebpf:"stash_map"`
 	StashPending *ebpf.MapSpec `ebpf:"stash_pending"`
@@ -216,6 +218,7 @@ type fileMaps struct {
 	Emitted      *ebpf.Map `ebpf:"emitted"`
 	Events       *ebpf.Map `ebpf:"events"`
 	KeyScratch   *ebpf.Map `ebpf:"key_scratch"`
+	LinksLearned *ebpf.Map `ebpf:"links_learned"`
 	ScratchMap   *ebpf.Map `ebpf:"scratch_map"`
 	StashMap     *ebpf.Map `ebpf:"stash_map"`
 	StashPending *ebpf.Map `ebpf:"stash_pending"`
@@ -230,6 +233,7 @@ func (m *fileMaps) Close() error {
 		m.Emitted,
 		m.Events,
 		m.KeyScratch,
+		m.LinksLearned,
 		m.ScratchMap,
 		m.StashMap,
 		m.StashPending,

@@ -379,6 +379,7 @@ func TestFileEvents(t *testing.T) {
 			// to a file that is no secret, stays in the kernel.
 			link := filepath.Join(w.tmp, "mamori-link-"+strconv.Itoa(rand.Int()))
 			t.Cleanup(func() { cleanupIn(w, link, link+"-passwd") })
+			learned := shared.Counters().LinksLearned
 			mark, _, out, err = w.run(t, "symlink", "/etc/shadow", link)
 			mustOK(t, err, out)
 			mark2, _, out, err := w.run(t, "open-read", link)
@@ -386,13 +387,19 @@ func TestFileEvents(t *testing.T) {
 			ev = waitFrom(t, mark, "symlink to a secret", func(ev *event.Event) bool {
 				return ev.Kind == event.KindSymlink && w.from(ev) && ev.File.NewPath == link
 			})
+			if ev.File.Path != "/etc/shadow" || ev.Result != 0 {
+				t.Errorf("symlink to a secret: %+v result %d", ev.File, ev.Result)
+			}
 			ev = waitFrom(t, mark2, "read through a symlink to a secret", func(ev *event.Event) bool {
 				return ev.Kind == event.KindOpen && w.from(ev) && ev.File.RawPath == link
 			})
 			if ev.File.Path != "/etc/shadow" || ev.File.Write {
 				t.Errorf("read through a symlink to /etc/shadow: %+v", ev.File)
 			}
-			mark, _, out, err = w.run(t, "symlink", "/etc/passwd", link+"-passwd")
+			if c := shared.Counters(); c.LinksLearned <= learned || c.LinksNotLearned != 0 {
+				t.Errorf("links learned %d (before %d), not learned %d", c.LinksLearned, learned, c.LinksNotLearned)
+			}
+			_, _, out, err = w.run(t, "symlink", "/etc/passwd", link+"-passwd")
 			mustOK(t, err, out)
 			mark, pid, out, err = w.run(t, "open-read", link+"-passwd")
 			mustOK(t, err, out)

@@ -25,8 +25,9 @@ import (
 // families write into one ring buffer and one set of counters.
 var sharedMaps = []string{"events", "drops", "emitted", "config_map"}
 
-// familyMaps are per-family maps user space writes (configuration).
-var familyMaps = []string{"watch_paths", "watch_roots"}
+// familyMaps are per-family maps user space writes (configuration) or
+// reads (counters).
+var familyMaps = []string{"watch_paths", "watch_roots", "links_learned"}
 
 // HookStatus says whether one BPF program is in use, and if not, why.
 type HookStatus struct {

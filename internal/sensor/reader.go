@@ -29,6 +29,11 @@ type Counters struct {
 	ProgramMisses uint64 `json:"programMisses"`
 	// LastEvent is when the last record was read (zero if none yet).
 	LastEvent time.Time `json:"lastEvent,omitempty"`
+	// LinksLearned counts links to secrets the kernel added to its file
+	// watch as they were made; LinksNotLearned those it could not (its
+	// watch full): reads through those are not seen.
+	LinksLearned    uint64 `json:"linksLearned"`
+	LinksNotLearned uint64 `json:"linksNotLearned"`
 }
 
 // TotalKernelDrops sums drops over all kinds.
@@ -143,6 +148,7 @@ func (s *Sensor) Counters() Counters {
 	if t := s.stats.last.Load(); t != 0 {
 		c.LastEvent = time.Unix(0, t)
 	}
+	c.LinksLearned, c.LinksNotLearned = perCPUAt(s.maps["links_learned"], 0), perCPUAt(s.maps["links_learned"], 1)
 	for _, coll := range s.colls {
 		for _, p := range coll.Programs {
 			if st, err := p.Stats(); err == nil {
@@ -151,6 +157,19 @@ func (s *Sensor) Counters() Counters {
 		}
 	}
 	return c
+}
+
+// perCPUAt sums one key of a per-CPU array of counters (0 when absent).
+func perCPUAt(m *ebpf.Map, key uint32) uint64 {
+	var vals []uint64
+	if m == nil || m.Lookup(key, &vals) != nil {
+		return 0
+	}
+	var sum uint64
+	for _, v := range vals {
+		sum += v
+	}
+	return sum
 }
 
 func sumPerCPU(m *ebpf.Map) map[string]uint64 {
