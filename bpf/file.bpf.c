@@ -48,6 +48,20 @@ struct {
 	__type(value, struct path_key);
 } key_scratch SEC(".maps");
 
+/* path_of gives a scan step its path: the one it was handed, or without
+ * bpf_loop (a global step, handed numbers only) the CPU's path key, the
+ * only path the scans read. */
+static __always_inline const char *path_of(const char *p)
+{
+#ifdef MAMORI_COMPAT
+	__u32 zero = 0;
+	struct path_key *k = bpf_map_lookup_elem(&key_scratch, &zero);
+	return k ? k->data : NULL;
+#else
+	return p;
+#endif
+}
+
 /*
  * watch_roots is a 256-bit set of the characters that follow the leading
  * '/' in some watched prefix (user space fills it with the trie). A path
@@ -76,8 +90,8 @@ static __always_inline int root_watched(unsigned char c)
 
 /* dot_segment reports whether the first len bytes of p hold "//", or a
  * "." or ".." segment: a path that is not in canonical form. It runs under
- * bpf_loop so the verifier checks one step, not every position in every
- * program that inlines watch_bits. */
+ * MAMORI_LOOP (bpf_loop) so the verifier checks one step, not every
+ * position in every program that inlines watch_bits. */
 struct dot_ctx {
 	const char *p;
 	long len;
@@ -88,7 +102,9 @@ static long dot_step(__u64 i, struct dot_ctx *c)
 {
 	if ((long)i >= c->len)
 		return 1;
-	const char *p = c->p;
+	const char *p = path_of(c->p);
+	if (!p)
+		return 1;
 	if (p[i & (PATH_KEY_MAX - 1)] != '/')
 		return 0;
 	char a = (long)i + 1 < c->len ? p[(i + 1) & (PATH_KEY_MAX - 1)] : 0;
@@ -100,6 +116,7 @@ static long dot_step(__u64 i, struct dot_ctx *c)
 	}
 	return 0;
 }
+MAMORI_COMPAT_STEP(dot_step, struct dot_ctx)
 
 /* maybe_dot_segment is dot_segment's quick filter, eight bytes at a time:
  * whether a '/' is followed by '/' or '.' anywhere in the first len bytes
@@ -137,7 +154,7 @@ static __always_inline int maybe_dot_segment(const char *p, long len)
 static __always_inline int dot_segment(const char *p, long len)
 {
 	struct dot_ctx c = {.p = p, .len = len};
-	bpf_loop(PATH_KEY_MAX, dot_step, &c, 0);
+	MAMORI_LOOP(PATH_KEY_MAX, dot_step, &c);
 	return c.found;
 }
 
@@ -145,7 +162,7 @@ static __always_inline int dot_segment(const char *p, long len)
  * process's root directory: "/proc/PID/root/etc/shadow",
  * "/proc/self/task/TID/root/...". The trie cannot hold the pid; user space
  * judges such a path by the file it reaches. Only /proc paths pay for the
- * scan, under bpf_loop like dot_segment. */
+ * scan, under MAMORI_LOOP like dot_segment. */
 struct root_ctx {
 	const char *p;
 	long len;
@@ -156,7 +173,9 @@ static long root_step(__u64 i, struct root_ctx *c)
 {
 	if ((long)i + 6 > c->len)
 		return 1;
-	const char *p = c->p;
+	const char *p = path_of(c->p);
+	if (!p)
+		return 1;
 	if (p[i & (PATH_KEY_MAX - 1)] == '/' && p[(i + 1) & (PATH_KEY_MAX - 1)] == 'r' &&
 	    p[(i + 2) & (PATH_KEY_MAX - 1)] == 'o' && p[(i + 3) & (PATH_KEY_MAX - 1)] == 'o' &&
 	    p[(i + 4) & (PATH_KEY_MAX - 1)] == 't' && p[(i + 5) & (PATH_KEY_MAX - 1)] == '/') {
@@ -165,13 +184,14 @@ static long root_step(__u64 i, struct root_ctx *c)
 	}
 	return 0;
 }
+MAMORI_COMPAT_STEP(root_step, struct root_ctx)
 
 static __always_inline int proc_root(const char *p, long len)
 {
 	if (len < 13 || p[1] != 'p' || p[2] != 'r' || p[3] != 'o' || p[4] != 'c' || p[5] != '/')
 		return 0;
 	struct root_ctx c = {.p = p, .len = len};
-	bpf_loop(PATH_KEY_MAX, root_step, &c, 0);
+	MAMORI_LOOP(PATH_KEY_MAX, root_step, &c);
 	return c.found;
 }
 
@@ -235,10 +255,10 @@ static __always_inline int open_interesting(const char *upath, __u64 flags)
 }
 
 /* exit_open_common emits one EV_OPEN; pi is the index of the path arg. */
-static __always_inline int exit_open_common(__u32 fam, long ret, int pi)
+static __always_inline int exit_open_common(struct trace_event_raw_sys_exit *ctx, __u32 fam, long ret, int pi)
 {
 	struct stash st;
-	if (exit_take(&st))
+	if (exit_take(ctx, &st))
 		return 0;
 	const char *up = (const char *)st.args[pi & 3];
 	__u64 flags = st.args[(pi + 1) & 3];
@@ -276,10 +296,10 @@ static __always_inline int exit_open_common(__u32 fam, long ret, int pi)
 	return 0;
 }
 
-SYS_EXIT(openat) { return exit_open_common(SC_OPENAT, sys_ret(ctx), 1); }
-SYS_EXIT(open) { return exit_open_common(SC_OPEN, sys_ret(ctx), 0); }
-SYS_EXIT(creat) { return exit_open_common(SC_CREAT, sys_ret(ctx), 0); }
-SYS_EXIT(openat2) { return exit_open_common(SC_OPENAT2, sys_ret(ctx), 1); }
+SYS_EXIT(openat) { return exit_open_common(ctx, SC_OPENAT, sys_ret(ctx), 1); }
+SYS_EXIT(open) { return exit_open_common(ctx, SC_OPEN, sys_ret(ctx), 0); }
+SYS_EXIT(creat) { return exit_open_common(ctx, SC_CREAT, sys_ret(ctx), 0); }
+SYS_EXIT(openat2) { return exit_open_common(ctx, SC_OPENAT2, sys_ret(ctx), 1); }
 
 /* Links learn_link added to the watch (0) and could not add (1: the trie
  * is full): user space reports both, so a blind spot is never silent. */
@@ -319,7 +339,15 @@ static __always_inline int learn_link(const char *target, const char *link)
 	struct roots *r = bpf_map_lookup_elem(&watch_roots, &zero);
 	if (r) {
 		unsigned char c = k->data[1];
-		__sync_fetch_and_or(&r->bits[(c >> 6) & 3], 1ULL << (c & 63));
+		__u64 bit = 1ULL << (c & 63);
+#ifndef MAMORI_COMPAT
+		__sync_fetch_and_or(&r->bits[(c >> 6) & 3], bit);
+#else
+		/* Linux 5.10 has no atomic OR (5.12). A plain one loses a bit
+		 * only to another CPU learning a link under another new root
+		 * of the same word in the same instant. */
+		r->bits[(c >> 6) & 3] |= bit;
+#endif
 	}
 	return 1;
 }
@@ -327,10 +355,10 @@ static __always_inline int learn_link(const char *target, const char *link)
 /* Two-path operations: a rename or link touching a watched path (or a
  * relative one) is sent; a symlink when the link itself lands on one, or
  * when it or a hard link was learned as a path to a secret. */
-static __always_inline int exit_two(__u32 fam, __u32 kind, long ret, int ai, int bi)
+static __always_inline int exit_two(struct trace_event_raw_sys_exit *ctx, __u32 fam, __u32 kind, long ret, int ai, int bi)
 {
 	struct stash st;
-	if (exit_take(&st))
+	if (exit_take(ctx, &st))
 		return 0;
 	const char *a = (const char *)st.args[ai];
 	const char *b = (const char *)st.args[bi];
@@ -369,20 +397,20 @@ static __always_inline int exit_two(__u32 fam, __u32 kind, long ret, int ai, int
 	return 0;
 }
 
-SYS_EXIT(rename) { return exit_two(SC_RENAME, EV_RENAME, sys_ret(ctx), 0, 1); }
-SYS_EXIT(renameat) { return exit_two(SC_RENAMEAT, EV_RENAME, sys_ret(ctx), 1, 3); }
-SYS_EXIT(renameat2) { return exit_two(SC_RENAMEAT2, EV_RENAME, sys_ret(ctx), 1, 3); }
-SYS_EXIT(link) { return exit_two(SC_LINK, EV_LINK, sys_ret(ctx), 0, 1); }
-SYS_EXIT(linkat) { return exit_two(SC_LINKAT, EV_LINK, sys_ret(ctx), 1, 3); }
-SYS_EXIT(symlink) { return exit_two(SC_SYMLINK, EV_SYMLINK, sys_ret(ctx), 0, 1); }
-SYS_EXIT(symlinkat) { return exit_two(SC_SYMLINKAT, EV_SYMLINK, sys_ret(ctx), 0, 2); }
+SYS_EXIT(rename) { return exit_two(ctx, SC_RENAME, EV_RENAME, sys_ret(ctx), 0, 1); }
+SYS_EXIT(renameat) { return exit_two(ctx, SC_RENAMEAT, EV_RENAME, sys_ret(ctx), 1, 3); }
+SYS_EXIT(renameat2) { return exit_two(ctx, SC_RENAMEAT2, EV_RENAME, sys_ret(ctx), 1, 3); }
+SYS_EXIT(link) { return exit_two(ctx, SC_LINK, EV_LINK, sys_ret(ctx), 0, 1); }
+SYS_EXIT(linkat) { return exit_two(ctx, SC_LINKAT, EV_LINK, sys_ret(ctx), 1, 3); }
+SYS_EXIT(symlink) { return exit_two(ctx, SC_SYMLINK, EV_SYMLINK, sys_ret(ctx), 0, 1); }
+SYS_EXIT(symlinkat) { return exit_two(ctx, SC_SYMLINKAT, EV_SYMLINK, sys_ret(ctx), 0, 2); }
 
 /* exit_one reports a one-path operation; watched says the path must be
  * under a write-watched prefix (unlink, rmdir), else every call is sent. */
-static __always_inline int exit_one(__u32 fam, __u32 kind, long ret, int pi, int fdi, int watched)
+static __always_inline int exit_one(struct trace_event_raw_sys_exit *ctx, __u32 fam, __u32 kind, long ret, int pi, int fdi, int watched)
 {
 	struct stash st;
-	if (exit_take(&st))
+	if (exit_take(ctx, &st))
 		return 0;
 	if (watched && !(watch_bits((const char *)st.args[pi & 3]) & WATCH_WRITE))
 		return 0;
@@ -450,17 +478,17 @@ static __always_inline int exit_one(__u32 fam, __u32 kind, long ret, int pi, int
 	return 0;
 }
 
-SYS_EXIT(unlink) { return exit_one(SC_UNLINK, EV_UNLINK, sys_ret(ctx), 0, -1, 1); }
-SYS_EXIT(unlinkat) { return exit_one(SC_UNLINKAT, EV_UNLINK, sys_ret(ctx), 1, -1, 1); }
-SYS_EXIT(rmdir) { return exit_one(SC_RMDIR, EV_UNLINK, sys_ret(ctx), 0, -1, 1); }
+SYS_EXIT(unlink) { return exit_one(ctx, SC_UNLINK, EV_UNLINK, sys_ret(ctx), 0, -1, 1); }
+SYS_EXIT(unlinkat) { return exit_one(ctx, SC_UNLINKAT, EV_UNLINK, sys_ret(ctx), 1, -1, 1); }
+SYS_EXIT(rmdir) { return exit_one(ctx, SC_RMDIR, EV_UNLINK, sys_ret(ctx), 0, -1, 1); }
 
 /* chmod and chown are rare and security-relevant everywhere (setuid bits):
  * all are sent. */
-SYS_EXIT(chmod) { return exit_one(SC_CHMOD, EV_CHMOD, sys_ret(ctx), 0, -1, 0); }
-SYS_EXIT(fchmod) { return exit_one(SC_FCHMOD, EV_CHMOD, sys_ret(ctx), -1, 0, 0); }
-SYS_EXIT(fchmodat) { return exit_one(SC_FCHMODAT, EV_CHMOD, sys_ret(ctx), 1, -1, 0); }
-SYS_EXIT(fchmodat2) { return exit_one(SC_FCHMODAT2, EV_CHMOD, sys_ret(ctx), 1, -1, 0); }
-SYS_EXIT(chown) { return exit_one(SC_CHOWN, EV_CHOWN, sys_ret(ctx), 0, -1, 0); }
-SYS_EXIT(lchown) { return exit_one(SC_LCHOWN, EV_CHOWN, sys_ret(ctx), 0, -1, 0); }
-SYS_EXIT(fchown) { return exit_one(SC_FCHOWN, EV_CHOWN, sys_ret(ctx), -1, 0, 0); }
-SYS_EXIT(fchownat) { return exit_one(SC_FCHOWNAT, EV_CHOWN, sys_ret(ctx), 1, -1, 0); }
+SYS_EXIT(chmod) { return exit_one(ctx, SC_CHMOD, EV_CHMOD, sys_ret(ctx), 0, -1, 0); }
+SYS_EXIT(fchmod) { return exit_one(ctx, SC_FCHMOD, EV_CHMOD, sys_ret(ctx), -1, 0, 0); }
+SYS_EXIT(fchmodat) { return exit_one(ctx, SC_FCHMODAT, EV_CHMOD, sys_ret(ctx), 1, -1, 0); }
+SYS_EXIT(fchmodat2) { return exit_one(ctx, SC_FCHMODAT2, EV_CHMOD, sys_ret(ctx), 1, -1, 0); }
+SYS_EXIT(chown) { return exit_one(ctx, SC_CHOWN, EV_CHOWN, sys_ret(ctx), 0, -1, 0); }
+SYS_EXIT(lchown) { return exit_one(ctx, SC_LCHOWN, EV_CHOWN, sys_ret(ctx), 0, -1, 0); }
+SYS_EXIT(fchown) { return exit_one(ctx, SC_FCHOWN, EV_CHOWN, sys_ret(ctx), -1, 0, 0); }
+SYS_EXIT(fchownat) { return exit_one(ctx, SC_FCHOWNAT, EV_CHOWN, sys_ret(ctx), 1, -1, 0); }

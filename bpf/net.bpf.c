@@ -20,7 +20,7 @@
 SYS_EXIT(socket)
 {
 	struct stash st;
-	if (exit_take(&st))
+	if (exit_take(ctx, &st))
 		return 0;
 	struct scratch *s = begin_event(EV_SOCKET);
 	if (!s)
@@ -33,10 +33,10 @@ SYS_EXIT(socket)
 	return 0;
 }
 
-static __always_inline int exit_addr(__u32 kind, long ret)
+static __always_inline int exit_addr(struct trace_event_raw_sys_exit *ctx, __u32 kind, long ret)
 {
 	struct stash st;
-	if (exit_take(&st))
+	if (exit_take(ctx, &st))
 		return 0;
 	struct scratch *s = begin_event(kind);
 	if (!s)
@@ -55,8 +55,8 @@ static __always_inline int exit_addr(__u32 kind, long ret)
 	return 0;
 }
 
-SYS_EXIT(connect) { return exit_addr(EV_CONNECT, sys_ret(ctx)); }
-SYS_EXIT(bind) { return exit_addr(EV_BIND, sys_ret(ctx)); }
+SYS_EXIT(connect) { return exit_addr(ctx, EV_CONNECT, sys_ret(ctx)); }
+SYS_EXIT(bind) { return exit_addr(ctx, EV_BIND, sys_ret(ctx)); }
 
 static __always_inline int emit_sock(__u32 kind, long ret, __u64 a0, __u64 a1, long fd)
 {
@@ -79,7 +79,7 @@ static __always_inline int emit_sock(__u32 kind, long ret, __u64 a0, __u64 a1, l
 SYS_EXIT(listen)
 {
 	struct stash st;
-	if (exit_take(&st))
+	if (exit_take(ctx, &st))
 		return 0;
 	return emit_sock(EV_LISTEN, sys_ret(ctx), st.args[0], st.args[1], st.args[0]);
 }
@@ -87,7 +87,7 @@ SYS_EXIT(listen)
 SYS_EXIT(accept)
 {
 	struct stash st;
-	if (exit_take(&st))
+	if (exit_take(ctx, &st))
 		return 0;
 	return emit_sock(EV_ACCEPT, sys_ret(ctx), st.args[0], 0, sys_ret(ctx));
 }
@@ -95,16 +95,16 @@ SYS_EXIT(accept)
 SYS_EXIT(accept4)
 {
 	struct stash st;
-	if (exit_take(&st))
+	if (exit_take(ctx, &st))
 		return 0;
 	return emit_sock(EV_ACCEPT, sys_ret(ctx), st.args[0], st.args[3], sys_ret(ctx));
 }
 
 /* dup onto stdio is rare; only that case is looked at. */
-static __always_inline int exit_dup(long ret)
+static __always_inline int exit_dup(struct trace_event_raw_sys_exit *ctx, long ret)
 {
 	struct stash st;
-	if (ret < 0 || exit_take(&st) || st.args[1] > 2)
+	if (ret < 0 || exit_take(ctx, &st) || st.args[1] > 2)
 		return 0;
 	struct file *f = file_of_fd(st.args[1]);
 	if (!is_socket_file(f))
@@ -112,5 +112,5 @@ static __always_inline int exit_dup(long ret)
 	return emit_sock(EV_DUP, ret, st.args[0], st.args[1], st.args[1]);
 }
 
-SYS_EXIT(dup2) { return exit_dup(sys_ret(ctx)); }
-SYS_EXIT(dup3) { return exit_dup(sys_ret(ctx)); }
+SYS_EXIT(dup2) { return exit_dup(ctx, sys_ret(ctx)); }
+SYS_EXIT(dup3) { return exit_dup(ctx, sys_ret(ctx)); }

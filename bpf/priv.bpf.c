@@ -34,9 +34,9 @@
 
 /* begin_exit starts the event of a syscall reported at exit, its
  * arguments in st; NULL when it is not reported. */
-static __always_inline struct scratch *begin_exit(__u32 kind, long ret, struct stash *st)
+static __always_inline struct scratch *begin_exit(struct trace_event_raw_sys_exit *ctx, __u32 kind, long ret, struct stash *st)
 {
-	if (exit_take(st))
+	if (exit_take(ctx, st))
 		return NULL;
 	struct scratch *s = begin_event(kind);
 	if (!s)
@@ -48,7 +48,7 @@ static __always_inline struct scratch *begin_exit(__u32 kind, long ret, struct s
 SYS_EXIT(mount)
 {
 	struct stash st;
-	struct scratch *s = begin_exit(EV_MOUNT, sys_ret(ctx), &st);
+	struct scratch *s = begin_exit(ctx, EV_MOUNT, sys_ret(ctx), &st);
 	if (!s)
 		return 0;
 	s->hdr.args[0] = st.args[3];
@@ -62,7 +62,7 @@ SYS_EXIT(mount)
 SYS_EXIT(umount)
 {
 	struct stash st;
-	struct scratch *s = begin_exit(EV_UMOUNT, sys_ret(ctx), &st);
+	struct scratch *s = begin_exit(ctx, EV_UMOUNT, sys_ret(ctx), &st);
 	if (!s)
 		return 0;
 	s->hdr.args[0] = st.args[1];
@@ -90,7 +90,7 @@ SYS_ENTER(init_module)
 SYS_EXIT(finit_module)
 {
 	struct stash st;
-	struct scratch *s = begin_exit(EV_MODULE, sys_ret(ctx), &st);
+	struct scratch *s = begin_exit(ctx, EV_MODULE, sys_ret(ctx), &st);
 	if (!s)
 		return 0;
 	s->hdr.args[0] = 1;
@@ -122,7 +122,7 @@ static __always_inline int ptrace_interesting(long req)
 SYS_EXIT(ptrace)
 {
 	struct stash st;
-	if (exit_take(&st) || !ptrace_interesting(st.args[0]))
+	if (exit_take(ctx, &st) || !ptrace_interesting(st.args[0]))
 		return 0;
 	struct scratch *s = begin_event(EV_PTRACE);
 	if (!s)
@@ -134,10 +134,10 @@ SYS_EXIT(ptrace)
 	return 0;
 }
 
-static __always_inline int exit_vm(long ret, int write)
+static __always_inline int exit_vm(struct trace_event_raw_sys_exit *ctx, long ret, int write)
 {
 	struct stash st;
-	struct scratch *s = begin_exit(EV_PROCESS_VM, ret, &st);
+	struct scratch *s = begin_exit(ctx, EV_PROCESS_VM, ret, &st);
 	if (!s)
 		return 0;
 	s->hdr.args[0] = st.args[0];
@@ -145,13 +145,13 @@ static __always_inline int exit_vm(long ret, int write)
 	submit(s, 0);
 	return 0;
 }
-SYS_EXIT(process_vm_readv) { return exit_vm(sys_ret(ctx), 0); }
-SYS_EXIT(process_vm_writev) { return exit_vm(sys_ret(ctx), 1); }
+SYS_EXIT(process_vm_readv) { return exit_vm(ctx, sys_ret(ctx), 0); }
+SYS_EXIT(process_vm_writev) { return exit_vm(ctx, sys_ret(ctx), 1); }
 
 SYS_EXIT(memfd_create)
 {
 	struct stash st;
-	struct scratch *s = begin_exit(EV_MEMFD, sys_ret(ctx), &st);
+	struct scratch *s = begin_exit(ctx, EV_MEMFD, sys_ret(ctx), &st);
 	if (!s)
 		return 0;
 	s->hdr.args[0] = st.args[1];
@@ -162,7 +162,7 @@ SYS_EXIT(memfd_create)
 SYS_EXIT(userfaultfd)
 {
 	struct stash st;
-	struct scratch *s = begin_exit(EV_USERFAULTFD, sys_ret(ctx), &st);
+	struct scratch *s = begin_exit(ctx, EV_USERFAULTFD, sys_ret(ctx), &st);
 	if (!s)
 		return 0;
 	s->hdr.args[0] = st.args[0];
@@ -175,7 +175,7 @@ SYS_EXIT(userfaultfd)
 SYS_EXIT(bpf)
 {
 	struct stash st;
-	if (exit_take(&st))
+	if (exit_take(ctx, &st))
 		return 0;
 	long cmd = st.args[0];
 	if (cmd != 0 && cmd != 5 && cmd != 8 && cmd != 17 && cmd != 28)
@@ -291,7 +291,7 @@ SYS_EXIT(capset)
 SYS_EXIT(unshare)
 {
 	struct stash st;
-	struct scratch *s = begin_exit(EV_UNSHARE, sys_ret(ctx), &st);
+	struct scratch *s = begin_exit(ctx, EV_UNSHARE, sys_ret(ctx), &st);
 	if (!s)
 		return 0;
 	s->hdr.args[0] = st.args[0];
@@ -302,7 +302,7 @@ SYS_EXIT(unshare)
 SYS_EXIT(setns)
 {
 	struct stash st;
-	struct scratch *s = begin_exit(EV_SETNS, sys_ret(ctx), &st);
+	struct scratch *s = begin_exit(ctx, EV_SETNS, sys_ret(ctx), &st);
 	if (!s)
 		return 0;
 	s->hdr.args[0] = st.args[0];
@@ -316,6 +316,7 @@ struct vma_ctx {
 	__u64 stack;
 };
 
+#ifndef MAMORI_COMPAT
 static long vma_cb(struct task_struct *task, struct vm_area_struct *vma, struct vma_ctx *c)
 {
 	c->anon = BPF_CORE_READ(vma, vm_file) == NULL;
@@ -323,11 +324,57 @@ static long vma_cb(struct task_struct *task, struct vm_area_struct *vma, struct 
 	c->stack = BPF_CORE_READ(vma, vm_start) <= ss && ss < BPF_CORE_READ(vma, vm_end);
 	return 0;
 }
+#endif
+
+#ifdef MAMORI_COMPAT
+/* The VMA tree of kernels before 6.1 (an rbtree, later a maple tree); the
+ * compat objects are only loaded on kernels without bpf_find_vma (5.17). */
+struct vm_area_struct___rb {
+	unsigned long vm_start;
+	unsigned long vm_end;
+	struct rb_node vm_rb;
+	struct file *vm_file;
+} __attribute__((preserve_access_index));
+
+struct mm_struct___rb {
+	struct rb_root mm_rb;
+	unsigned long start_stack;
+} __attribute__((preserve_access_index));
+
+#define VMA_TREE_DEPTH 64 /* an rbtree's height is at most 2*log2(n + 1) */
+
+/* find_vma_compat fills c for the VMA holding addr; c stays zero when there
+ * is none, or the kernel has no rbtree (only a test loads compat there). */
+static __always_inline void find_vma_compat(unsigned long addr, struct vma_ctx *c)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	struct mm_struct___rb *mm = (void *)BPF_CORE_READ(t, mm);
+	if (!mm || !bpf_core_field_exists(mm->mm_rb))
+		return;
+	__u32 off = bpf_core_field_offset(struct vm_area_struct___rb, vm_rb);
+	struct rb_node *n = BPF_CORE_READ(mm, mm_rb.rb_node);
+	for (int i = 0; i < VMA_TREE_DEPTH && n; i++) {
+		struct vm_area_struct___rb *v = (void *)((char *)n - off);
+		unsigned long start = BPF_CORE_READ(v, vm_start);
+		unsigned long end = BPF_CORE_READ(v, vm_end);
+		if (addr < start) {
+			n = BPF_CORE_READ(n, rb_left);
+		} else if (addr >= end) {
+			n = BPF_CORE_READ(n, rb_right);
+		} else {
+			c->anon = BPF_CORE_READ(v, vm_file) == NULL;
+			unsigned long ss = BPF_CORE_READ(mm, start_stack);
+			c->stack = start <= ss && ss < end;
+			return;
+		}
+	}
+}
+#endif
 
 SYS_EXIT(mprotect)
 {
 	struct stash st;
-	if (exit_take(&st) || !(st.args[2] & PROT_EXEC))
+	if (exit_take(ctx, &st) || !(st.args[2] & PROT_EXEC))
 		return 0;
 	struct scratch *s = begin_event(EV_MPROTECT);
 	if (!s)
@@ -337,8 +384,12 @@ SYS_EXIT(mprotect)
 	s->hdr.args[1] = st.args[1];
 	s->hdr.args[2] = st.args[2];
 	struct vma_ctx c = {};
+#ifndef MAMORI_COMPAT
 	struct task_struct *t = bpf_get_current_task_btf();
 	bpf_find_vma(t, st.args[0], vma_cb, &c, 0);
+#else
+	find_vma_compat(st.args[0], &c);
+#endif
 	s->hdr.args[3] = c.anon;
 	s->hdr.args[4] = c.stack;
 	submit(s, 0);
@@ -348,7 +399,7 @@ SYS_EXIT(mprotect)
 SYS_EXIT(mmap)
 {
 	struct stash st;
-	if (exit_take(&st) || !(st.args[2] & PROT_EXEC))
+	if (exit_take(ctx, &st) || !(st.args[2] & PROT_EXEC))
 		return 0;
 	struct scratch *s = begin_event(EV_MMAP);
 	if (!s)

@@ -53,6 +53,61 @@ enum event_kind {
 	EV_KIND_MAX = 34,
 };
 
+/*
+ * Two builds of every object come from this C (internal/sensor/gen.go):
+ * the default one for kernels with every helper below, and the compat one
+ * (MAMORI_COMPAT) for kernels that lack some — Linux 5.10 to 5.16, e.g.
+ * Amazon Linux 2 and Ubuntu 22.04. The loader picks by probing the
+ * helpers, not by version. The compat build trades speed for reach:
+ *   bpf_loop (5.17)                  -> bounded loops the verifier unrolls
+ *   bpf_get_current_task_btf (5.11)  -> bpf_get_current_task + CO-RE reads
+ *   bpf_task_pt_regs (5.15)          -> the saved registers found at the top
+ *                                       of the task's kernel stack, checked
+ *                                       against the syscall number
+ *   bpf_find_vma (5.17)              -> a walk of the mm's VMA tree
+ * MAMORI_LOOP runs fn(i, ctx) for i in [0, n) until it returns non-zero.
+ * bpf_loop lets the verifier check one step instead of every iteration.
+ * Without it, each step is a global function (MAMORI_COMPAT_STEP), which
+ * the verifier also checks once, on its own, however often it is called:
+ * followed inline, the steps' ways through multiply and a program passes
+ * the verifier's million instructions. A global function of Linux 5.10
+ * takes numbers only, so the loop's state is copied to a per-CPU map the
+ * step looks up, and back after the loop; a step finds pointers into the
+ * record again from their own maps (scratch_get).
+ */
+#ifdef MAMORI_COMPAT
+#define MAMORI_COMPAT_STEP(fn, ctype)                                 \
+	struct {                                                      \
+		__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);              \
+		__uint(max_entries, 1);                               \
+		__type(key, __u32);                                   \
+		__uint(value_size, sizeof(ctype));                    \
+	} fn##_state SEC(".maps");                                    \
+	__attribute__((noinline)) int fn##_global(__u32 i)            \
+	{                                                             \
+		__u32 zero = 0;                                       \
+		ctype *c = bpf_map_lookup_elem(&fn##_state, &zero);   \
+		if (!c)                                               \
+			return 1;                                     \
+		return fn(i, c);                                      \
+	}
+#define MAMORI_LOOP(n, fn, ctx)                                           \
+	do {                                                              \
+		__u32 __zero = 0;                                         \
+		typeof(ctx) __st = bpf_map_lookup_elem(&fn##_state, &__zero); \
+		if (!__st)                                                \
+			break;                                            \
+		*__st = *(ctx);                                           \
+		for (__u32 __i = 0; __i < (n); __i++)                     \
+			if (fn##_global(__i))                             \
+				break;                                    \
+		*(ctx) = *__st;                                           \
+	} while (0)
+#else
+#define MAMORI_COMPAT_STEP(fn, ctype)
+#define MAMORI_LOOP(n, fn, ctx) bpf_loop(n, fn, ctx, 0)
+#endif
+
 #define STR_MAX 4096           /* one string's cap (PATH_MAX) */
 #define SCRATCH_SIZE 16384     /* whole record cap, power of two (per-CPU values max out at 32 KiB) */
 #define SCRATCH_MASK (SCRATCH_SIZE - 1)
@@ -206,7 +261,11 @@ static __always_inline __u32 ns_pid_of(struct task_struct *t)
  */
 static __always_inline void fill_hdr(struct event_hdr *h, __u32 kind)
 {
+#ifndef MAMORI_COMPAT
 	struct task_struct *t = bpf_get_current_task_btf();
+#else
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+#endif
 	__u64 pt = bpf_get_current_pid_tgid();
 	__u64 ug = bpf_get_current_uid_gid();
 
@@ -219,6 +278,7 @@ static __always_inline void fill_hdr(struct event_hdr *h, __u32 kind)
 	h->tid = (__u32)pt;
 	h->uid = (__u32)ug;
 	h->gid = ug >> 32;
+#ifndef MAMORI_COMPAT
 	const struct cred *c = t->cred;
 	h->euid = c->euid.val;
 	h->egid = c->egid.val;
@@ -228,6 +288,16 @@ static __always_inline void fill_hdr(struct event_hdr *h, __u32 kind)
 	h->pstart_ns = parent->group_leader->start_boottime;
 	struct pid *p = t->thread_pid;
 	unsigned int level = p->level;
+#else
+	h->euid = BPF_CORE_READ(t, cred, euid.val);
+	h->egid = BPF_CORE_READ(t, cred, egid.val);
+	h->start_ns = BPF_CORE_READ(t, group_leader, start_boottime);
+	struct task_struct *parent = BPF_CORE_READ(t, real_parent);
+	h->ppid = BPF_CORE_READ(parent, tgid);
+	h->pstart_ns = BPF_CORE_READ(parent, group_leader, start_boottime);
+	struct pid *p = BPF_CORE_READ(t, thread_pid);
+	unsigned int level = BPF_CORE_READ(p, level);
+#endif
 	h->ns_pid = BPF_CORE_READ(p, numbers[level & 7].nr);
 	h->nstr = 0;
 	h->str_rev = 0;
@@ -329,7 +399,7 @@ static __always_inline __u32 put_empty(struct scratch *s, __u32 off)
  * put_path walks a dentry up to the root of its mount namespace and writes
  * the components leaf first, each followed by '/'. User space reverses them;
  * writing forward keeps every access bounded for the verifier. The walk runs
- * under bpf_loop so the verifier checks one step, not every depth.
+ * under MAMORI_LOOP so the verifier checks one step, not every depth.
  */
 struct walk_ctx {
 	struct scratch *s;
@@ -343,7 +413,11 @@ struct walk_ctx {
 
 static long walk_step(__u32 i, struct walk_ctx *c)
 {
+#ifndef MAMORI_COMPAT
 	struct scratch *s = c->s;
+#else
+	struct scratch *s = scratch_get();
+#endif
 	if (!s)
 		return 1;
 	/* Locals, not c->field, inside BPF_CORE_READ: the relocation would
@@ -377,6 +451,7 @@ static long walk_step(__u32 i, struct walk_ctx *c)
 	c->d = parent;
 	return 0;
 }
+MAMORI_COMPAT_STEP(walk_step, struct walk_ctx)
 
 static __always_inline __u32 put_path(struct scratch *s, __u32 off, struct path *p)
 {
@@ -389,12 +464,15 @@ static __always_inline __u32 put_path(struct scratch *s, __u32 off, struct path 
 	c.vm = BPF_CORE_READ(p, mnt);
 	c.m = container_of(c.vm, struct mount, mnt);
 	s->hdr.str_rev |= 1 << (s->hdr.nstr & 31);
-	bpf_loop(PATH_DEPTH, walk_step, &c, 0);
+	MAMORI_LOOP(PATH_DEPTH, walk_step, &c);
 	if (!c.done)
 		s->hdr.flags |= F_TRUNCATED;
 	__u32 pos = c.pos;
 	if (pos > STR_MAX)
 		pos = STR_MAX;
+	/* Changes nothing, but bounds the register the compiler goes on with
+	 * (its clamp may be of a copy): the compat walk's pos comes from a map. */
+	pos = BOUND(pos);
 	s->data[BOUND(off)] = pos & 0xff;
 	s->data[BOUND(off + 1)] = pos >> 8;
 	s->hdr.nstr++;

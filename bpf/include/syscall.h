@@ -49,8 +49,8 @@ static __always_inline long sys_ret(struct trace_event_raw_sys_exit *ctx)
 	long ret = ctx->ret;
 	if (ret != (int)ctx->id)
 		return ret;
-	struct task_struct *t = bpf_get_current_task_btf();
-	if (bpf_core_field_exists(t->seccomp) && t->seccomp.mode == MAMORI_SECCOMP_MODE_DEAD)
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	if (bpf_core_field_exists(t->seccomp) && BPF_CORE_READ(t, seccomp.mode) == MAMORI_SECCOMP_MODE_DEAD)
 		return -MAMORI_EPERM;
 	return ret;
 }
@@ -75,7 +75,13 @@ static __always_inline long sys_ret(struct trace_event_raw_sys_exit *ctx)
 struct pt_regs___mamori_arm64 {
 	__u64 regs[31];
 	__u64 orig_x0;
+	__s32 syscallno;
 } __attribute__((preserve_access_index));
+#define SAVED_REGS struct pt_regs___mamori_arm64
+#define SAVED_NR syscallno
+#elif defined(__TARGET_ARCH_x86)
+#define SAVED_REGS struct pt_regs
+#define SAVED_NR orig_ax
 #elif !defined(__TARGET_ARCH_x86)
 #error "exit_take reads saved registers: build for x86 or arm64 (bpf2go -target amd64,arm64)"
 #endif
@@ -91,7 +97,8 @@ struct pt_regs___mamori_arm64 {
  * hash map. Returns non-zero when the caller must not report (the agent
  * itself, or paused).
  */
-static __always_inline int exit_take(struct stash *st)
+#ifndef MAMORI_COMPAT
+static __always_inline int exit_take(struct trace_event_raw_sys_exit *ctx, struct stash *st)
 {
 	if (!should_trace())
 		return -1;
@@ -117,6 +124,55 @@ static __always_inline int exit_take(struct stash *st)
 #endif
 	return 0;
 }
+#else
+/*
+ * Without bpf_task_pt_regs, the saved user registers are found where the
+ * kernel keeps them, at the top of the task's kernel stack (task_pt_regs
+ * on x86_64 and arm64). The stack's size is a build choice — 16 KiB, 32
+ * KiB with KASAN, 64 KiB on arm64 with 64 KiB pages — so each is tried and
+ * the one whose saved syscall number is this call's is taken: a wrong
+ * guess reports nothing rather than another call's arguments.
+ */
+static __always_inline SAVED_REGS *saved_regs(long nr)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	char *stack = BPF_CORE_READ(t, stack);
+	__u32 size = bpf_core_type_size(SAVED_REGS);
+#pragma unroll
+	for (int shift = 14; shift <= 16; shift++) {
+		SAVED_REGS *r = (SAVED_REGS *)(stack + (1UL << shift) - size);
+		long saved = -1;
+		if (BPF_CORE_READ_INTO(&saved, r, SAVED_NR) == 0 && (int)saved == (int)nr)
+			return r;
+	}
+	return NULL;
+}
+
+static __always_inline int exit_take(struct trace_event_raw_sys_exit *ctx, struct stash *st)
+{
+	if (!should_trace())
+		return -1;
+	SAVED_REGS *r = saved_regs(ctx->id);
+	if (!r)
+		return -1;
+#if defined(__TARGET_ARCH_arm64)
+	st->args[0] = BPF_CORE_READ(r, orig_x0);
+	st->args[1] = BPF_CORE_READ(r, regs[1]);
+	st->args[2] = BPF_CORE_READ(r, regs[2]);
+	st->args[3] = BPF_CORE_READ(r, regs[3]);
+	st->args[4] = BPF_CORE_READ(r, regs[4]);
+	st->args[5] = BPF_CORE_READ(r, regs[5]);
+#else
+	st->args[0] = BPF_CORE_READ(r, di);
+	st->args[1] = BPF_CORE_READ(r, si);
+	st->args[2] = BPF_CORE_READ(r, dx);
+	st->args[3] = BPF_CORE_READ(r, r10);
+	st->args[4] = BPF_CORE_READ(r, r8);
+	st->args[5] = BPF_CORE_READ(r, r9);
+#endif
+	return 0;
+}
+#endif
 
 static __always_inline int is_socket_file(struct file *f)
 {

@@ -12,11 +12,11 @@ import (
 // creates the shared maps.
 func families() []family {
 	return []family{
-		{name: "process", load: loadProcess},
-		{name: "file", load: loadFile},
-		{name: "net", load: loadNet},
-		{name: "priv", load: loadPriv},
-		{name: "dns", load: loadDns},
+		{name: "process", load: loadProcess, compat: loadProcessCompat},
+		{name: "file", load: loadFile, compat: loadFileCompat},
+		{name: "net", load: loadNet, compat: loadNetCompat},
+		{name: "priv", load: loadPriv, compat: loadPrivCompat},
+		{name: "dns", load: loadDns, compat: loadDnsCompat},
 	}
 }
 

@@ -22,4 +22,10 @@ var (
 	loadNet     = unsupportedArch
 	loadPriv    = unsupportedArch
 	loadDns     = unsupportedArch
+
+	loadProcessCompat = unsupportedArch
+	loadFileCompat    = unsupportedArch
+	loadNetCompat     = unsupportedArch
+	loadPrivCompat    = unsupportedArch
+	loadDnsCompat     = unsupportedArch
 )

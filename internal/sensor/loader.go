@@ -43,10 +43,13 @@ type HookStatus struct {
 	Detaches   int       `json:"detaches,omitempty"`
 }
 
-// family is one compiled BPF object (one bpf/*.bpf.c file).
+// family is one compiled BPF object (one bpf/*.bpf.c file), in its two
+// builds: load for kernels with every helper the programs use, compat for
+// those without (see bpf/include/mamori.h and Variant).
 type family struct {
-	name string
-	load func() (*ebpf.CollectionSpec, error)
+	name   string
+	load   func() (*ebpf.CollectionSpec, error)
+	compat func() (*ebpf.CollectionSpec, error)
 }
 
 // Options configure the sensor.
@@ -63,6 +66,9 @@ type Options struct {
 	DNSPorts []uint16
 	// Logger receives load/attach diagnostics.
 	Logger *slog.Logger
+	// Compat loads the objects built for older kernels even where the
+	// newer helpers exist (tests prove them on this kernel with it).
+	Compat bool
 }
 
 // MaxDNSPorts is how many DNS ports the sensor can watch (the kernel side
@@ -89,6 +95,8 @@ type Sensor struct {
 	maps  map[string]*ebpf.Map
 	colls []*ebpf.Collection
 	links []link.Link
+	// variant is which build of the objects is loaded.
+	variant Variant
 	// held are the attached hooks integrity checks look after.
 	held   []*heldHook
 	mu     sync.Mutex
@@ -119,9 +127,16 @@ func Load(opts Options) (*Sensor, error) {
 	if s.cgroup = opts.CgroupRoot; s.cgroup == "" {
 		s.cgroup = CgroupV2Root()
 	}
+	s.variant = ChooseVariant(opts.Compat)
+	if s.variant.Compat {
+		log.Info("BPF objects for older kernels in use", "why", s.variant.Why)
+	}
 	for _, fam := range families() {
 		if len(opts.Only) > 0 && !contains(opts.Only, fam.name) {
 			continue
+		}
+		if s.variant.Compat {
+			fam.load = fam.compat
 		}
 		if err := s.loadFamily(fam); err != nil {
 			s.Close()
@@ -302,7 +317,7 @@ func kernelTooOld(msg string) string {
 	if m := unknownHelper.FindStringSubmatch(msg); m != nil {
 		n, _ := strconv.Atoi(m[1])
 		fn := asm.BuiltinFunc(n)
-		name := "bpf_" + snake(strings.TrimPrefix(fn.String(), "Fn"))
+		name := helperName(fn)
 		if v, ok := helperSince[fn]; ok {
 			return fmt.Sprintf("kernel too old: it lacks the BPF helper %s (Linux %s+)", name, v)
 		}

@@ -87,7 +87,7 @@ func startSensor(t *testing.T) *Sensor {
 			sharedErr = fmt.Errorf("build actor: %v: %s", err, out)
 			return
 		}
-		shared, sharedErr = Load(Options{})
+		shared, sharedErr = Load(Options{Compat: os.Getenv(compatEnv) == "1"})
 		if sharedErr != nil {
 			return
 		}

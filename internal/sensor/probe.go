@@ -30,6 +30,8 @@ type Probe struct {
 	Features  []Feature    `json:"features"`
 	Hooks     []HookStatus `json:"hooks,omitempty"`
 	LoadError string       `json:"loadError,omitempty"`
+	// Objects is which build of the BPF objects this kernel gets.
+	Objects Variant `json:"objects"`
 }
 
 // RunProbe checks program types, helpers and maps, then (when withHooks)
@@ -74,8 +76,12 @@ func RunProbe(withHooks bool) Probe {
 		{"helper bpf_ringbuf_output", ebpf.TracePoint, asm.FnRingbufOutput, true},
 		{"helper bpf_probe_read_user_str", ebpf.TracePoint, asm.FnProbeReadUserStr, true},
 		{"helper bpf_get_current_cgroup_id", ebpf.TracePoint, asm.FnGetCurrentCgroupId, true},
+		// The default objects use these four; without any of them the
+		// sensor loads its compat objects (Variant).
 		{"helper bpf_loop", ebpf.TracePoint, asm.FnLoop, true},
 		{"helper bpf_find_vma", ebpf.TracePoint, asm.FnFindVma, true},
+		{"helper bpf_get_current_task_btf", ebpf.TracePoint, asm.FnGetCurrentTaskBtf, true},
+		{"helper bpf_task_pt_regs", ebpf.TracePoint, asm.FnTaskPtRegs, true},
 		{"helper bpf_send_signal", ebpf.TracePoint, asm.FnSendSignal, false},
 		{"helper bpf_probe_write_user", ebpf.TracePoint, asm.FnProbeWriteUser, false},
 	}
@@ -95,6 +101,7 @@ func RunProbe(withHooks bool) Probe {
 	p.Features = append(p.Features, feature("map type ringbuf", features.HaveMapType(ebpf.RingBuf), true))
 	p.Features = append(p.Features, feature("map type LPM trie", features.HaveMapType(ebpf.LPMTrie), true))
 
+	p.Objects = ChooseVariant(false)
 	if withHooks {
 		s, err := Load(Options{})
 		if err != nil {
@@ -149,6 +156,7 @@ func (p Probe) Summary() string {
 		}
 		b.WriteByte('\n')
 	}
+	fmt.Fprintf(&b, "\nthe sensor loads its %s\n", p.Objects)
 	if p.LoadError != "" {
 		fmt.Fprintf(&b, "\nsensor could not load: %s\n", p.LoadError)
 	}

@@ -1,5 +1,5 @@
-// Command guest is the init process of the arm64 sensor test's qemu guest
-// (test/arm64): it mounts the kernel's filesystems, runs `mamori events`
+// Command guest is the init process of test/kernels' qemu guests: it mounts
+// the kernel's filesystems, prints `mamori probe --json`, runs `mamori events`
 // with a sensor of its own, waits until the sensor reports, performs the
 // actions the test looks for, and powers the guest off. Every line of the
 // event stream goes to the console prefixed "EVENT ", where the test reads it.
@@ -7,10 +7,12 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"time"
 
@@ -49,8 +51,33 @@ func run() error {
 	if err := os.WriteFile("/etc/shadow", []byte("root:*:1::::::\n"), 0o600); err != nil {
 		return err
 	}
+	// The probe loads every program once and says which failed and why;
+	// the test reads its JSON line. A guest whose sensor cannot report an
+	// exec stops here instead of waiting for one.
+	probe, err := exec.Command("/mamori", "probe", "--json").Output()
+	if err != nil {
+		return fmt.Errorf("mamori probe: %w", err)
+	}
+	fmt.Println("PROBE " + strings.Join(strings.Fields(string(probe)), " "))
+	var pr struct {
+		Hooks []struct {
+			Program  string `json:"program"`
+			Attached bool   `json:"attached"`
+		} `json:"hooks"`
+	}
+	if err := json.Unmarshal(probe, &pr); err != nil {
+		return fmt.Errorf("mamori probe: %w", err)
+	}
+	if !slices.ContainsFunc(pr.Hooks, func(h struct {
+		Program  string `json:"program"`
+		Attached bool   `json:"attached"`
+	}) bool {
+		return h.Program == "on_exec" && h.Attached
+	}) {
+		return fmt.Errorf("the sensor did not attach its exec program")
+	}
 	cmd := exec.Command("/mamori", "events", "--standalone", "--json", "--data-dir", "/data",
-		"--kind", "exec,open,connect,mount,capset")
+		"--kind", "exec,open,connect,mount,capset,mprotect")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return err
@@ -102,13 +129,19 @@ func run() error {
 		f.Close()
 	}
 	// A failed mount: source and target are arguments 0 and 1.
-	err = unix.Mount("arm64-src", "/nonexistent-target", "tmpfs", 0, "")
+	err = unix.Mount("guest-src", "/nonexistent-target", "tmpfs", 0, "")
 	fmt.Println("GUEST mount:", err)
 	if c, err := net.DialTimeout("tcp", "127.0.0.1:4444", time.Second); err == nil {
 		c.Close()
 	}
 	if err := dropNetRaw(); err != nil {
 		fmt.Println("GUEST capset:", err)
+	}
+	// Anonymous memory made executable, as a loader of shellcode does.
+	if mem, err := unix.Mmap(-1, 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE); err != nil {
+		fmt.Println("GUEST mmap:", err)
+	} else if err := unix.Mprotect(mem, unix.PROT_READ|unix.PROT_EXEC); err != nil {
+		fmt.Println("GUEST mprotect:", err)
 	}
 	time.Sleep(3 * time.Second)
 	_ = cmd.Process.Signal(unix.SIGINT)
