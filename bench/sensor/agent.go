@@ -38,6 +38,9 @@ func startAgent(o agentOptions) *agentProc {
 	}
 	args := []string{"-n", strconv.Itoa(*agentNice - *niceness), "taskset", "-c", strconv.Itoa(*agentCPU), *mamoriBin, "agent", "--data-dir", dir,
 		"--metrics-addr", metricsAddr, "--print", "", "-q"}
+	if *compatObjects {
+		args = append(args, "--bpf-objects", "compat")
+	}
 	if o.cpuProfile != "" {
 		args = append(args, "--cpuprofile", o.cpuProfile)
 	}

@@ -49,6 +49,7 @@ type agentFlags struct {
 	memProfile   string
 	labels       map[string]string
 	dnsPorts     []uint
+	bpfObjects   string
 	// findingSinks are extra sinks for findings (not flags): `run` hands
 	// them to its embedded server.
 	findingSinks []agent.FindingSink
@@ -69,6 +70,7 @@ func (f *agentFlags) bind(cmd *cobra.Command, defaultPrint string) {
 	cmd.Flags().BoolVarP(&f.quiet, "quiet", "q", false, "do not print findings to the terminal")
 	cmd.Flags().StringToStringVar(&f.labels, "label", nil, "node label reported in heartbeats, KEY=VALUE (repeatable); mamori.io/managed=false opts the node out of coverage")
 	cmd.Flags().UintSliceVar(&f.dnsPorts, "dns-ports", []uint{53}, "server ports DNS is read on, comma-separated (at most 4; e.g. 53,8600 for Consul)")
+	cmd.Flags().StringVar(&f.bpfObjects, "bpf-objects", "auto", "which build of the BPF objects to load: auto (probe the kernel's helpers) or compat (the build for Linux 5.10–5.16, everywhere)")
 	cmd.Flags().StringVar(&f.cpuProfile, "cpuprofile", "", "write a Go CPU profile to this file (for benchmarks)")
 	_ = cmd.Flags().MarkHidden("cpuprofile")
 	cmd.Flags().StringVar(&f.memProfile, "memprofile", "", "write a Go allocation profile to this file at exit (for benchmarks)")
@@ -184,7 +186,11 @@ func runAgent(ctx context.Context, f *agentFlags, out *os.File) (err error) {
 	if err != nil {
 		return err
 	}
-	a, err := agent.New(agent.Options{NodeID: nodeID, Logger: log, Sensor: sensor.Options{DNSPorts: ports}})
+	compat, err := bpfObjects(f.bpfObjects)
+	if err != nil {
+		return err
+	}
+	a, err := agent.New(agent.Options{NodeID: nodeID, Logger: log, Sensor: sensor.Options{DNSPorts: ports, Compat: compat}})
 	if err != nil {
 		return err
 	}
@@ -335,6 +341,18 @@ func writeAllocProfile(path string) error {
 	}
 	defer pf.Close()
 	return pprof.Lookup("allocs").WriteTo(pf, 0)
+}
+
+// bpfObjects checks --bpf-objects and says whether it forces the compat
+// build.
+func bpfObjects(v string) (compat bool, err error) {
+	switch v {
+	case "auto", "":
+		return false, nil
+	case "compat":
+		return true, nil
+	}
+	return false, fmt.Errorf("--bpf-objects: %q is neither auto nor compat", v)
 }
 
 // dnsPorts checks --dns-ports.

@@ -56,3 +56,14 @@ func TestFlagHelpNamesTypes(t *testing.T) {
 		walk(mk())
 	}
 }
+
+func TestBPFObjectsFlag(t *testing.T) {
+	for v, want := range map[string]bool{"auto": false, "": false, "compat": true} {
+		if got, err := bpfObjects(v); err != nil || got != want {
+			t.Errorf("%q: %v %v, want %v", v, got, err, want)
+		}
+	}
+	if _, err := bpfObjects("old"); err == nil || !strings.Contains(err.Error(), "--bpf-objects") {
+		t.Errorf("old: %v, want an error naming --bpf-objects", err)
+	}
+}
