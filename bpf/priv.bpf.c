@@ -333,6 +333,7 @@ struct vm_area_struct___rb {
 	unsigned long vm_start;
 	unsigned long vm_end;
 	struct rb_node vm_rb;
+	void *vm_mm;
 	struct file *vm_file;
 } __attribute__((preserve_access_index));
 
@@ -344,7 +345,11 @@ struct mm_struct___rb {
 #define VMA_TREE_DEPTH 64 /* an rbtree's height is at most 2*log2(n + 1) */
 
 /* find_vma_compat fills c for the VMA holding addr; c stays zero when there
- * is none, or the kernel has no rbtree (only a test loads compat there). */
+ * is none, or the kernel has no rbtree (forced compat on 6.1+: anonymous
+ * memory made executable then goes unflagged, which the agent warns of).
+ * Unlike bpf_find_vma it walks without mmap_lock: a thread remapping at the
+ * same moment can send it down a stale branch, so a VMA is believed only
+ * when it still belongs to this mm; the worst left is a miss. */
 static __always_inline void find_vma_compat(unsigned long addr, struct vma_ctx *c)
 {
 	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
@@ -362,6 +367,8 @@ static __always_inline void find_vma_compat(unsigned long addr, struct vma_ctx *
 		} else if (addr >= end) {
 			n = BPF_CORE_READ(n, rb_right);
 		} else {
+			if (BPF_CORE_READ(v, vm_mm) != mm)
+				return;
 			c->anon = BPF_CORE_READ(v, vm_file) == NULL;
 			unsigned long ss = BPF_CORE_READ(mm, start_stack);
 			c->stack = start <= ss && ss < end;

@@ -74,14 +74,22 @@ static __always_inline long sys_ret(struct trace_event_raw_sys_exit *ctx)
  */
 struct pt_regs___mamori_arm64 {
 	__u64 regs[31];
+	__u64 pstate;
 	__u64 orig_x0;
 	__s32 syscallno;
 } __attribute__((preserve_access_index));
 #define SAVED_REGS struct pt_regs___mamori_arm64
 #define SAVED_NR syscallno
+/* EL0, AArch64 or AArch32: the frame was saved on entry from user mode. */
+#define SAVED_FROM_USER(r) ((BPF_CORE_READ(r, pstate) & 0xf) == 0)
+#define SAVED_PADS 1
 #elif defined(__TARGET_ARCH_x86)
 #define SAVED_REGS struct pt_regs
 #define SAVED_NR orig_ax
+/* Requested privilege level 3 in the saved code segment: user mode. */
+#define SAVED_FROM_USER(r) ((BPF_CORE_READ(r, cs) & 3) == 3)
+/* CONFIG_X86_FRED (6.9+) keeps 16 bytes above the frame. */
+#define SAVED_PADS 2
 #elif !defined(__TARGET_ARCH_x86)
 #error "exit_take reads saved registers: build for x86 or arm64 (bpf2go -target amd64,arm64)"
 #endif
@@ -129,9 +137,13 @@ static __always_inline int exit_take(struct trace_event_raw_sys_exit *ctx, struc
  * Without bpf_task_pt_regs, the saved user registers are found where the
  * kernel keeps them, at the top of the task's kernel stack (task_pt_regs
  * on x86_64 and arm64). The stack's size is a build choice — 16 KiB, 32
- * KiB with KASAN, 64 KiB on arm64 with 64 KiB pages — so each is tried and
- * the one whose saved syscall number is this call's is taken: a wrong
- * guess reports nothing rather than another call's arguments.
+ * KiB with KASAN, 64 KiB on arm64 with 64 KiB pages — and x86 kernels with
+ * FRED keep 16 bytes above the frame, so each place is tried and a frame
+ * is taken only when it was saved from user mode and its syscall number
+ * is this call's: a wrong guess reports nothing rather than another call's
+ * arguments. Smallest first matters: stacks are aligned to their size, so
+ * on a 16 KiB kernel stack+64 KiB may be the top of another task's stack,
+ * whose frame could pass both checks; the right frame is met before it.
  */
 static __always_inline SAVED_REGS *saved_regs(long nr)
 {
@@ -140,10 +152,14 @@ static __always_inline SAVED_REGS *saved_regs(long nr)
 	__u32 size = bpf_core_type_size(SAVED_REGS);
 #pragma unroll
 	for (int shift = 14; shift <= 16; shift++) {
-		SAVED_REGS *r = (SAVED_REGS *)(stack + (1UL << shift) - size);
-		long saved = -1;
-		if (BPF_CORE_READ_INTO(&saved, r, SAVED_NR) == 0 && (int)saved == (int)nr)
-			return r;
+#pragma unroll
+		for (int pad = 0; pad < SAVED_PADS; pad++) {
+			SAVED_REGS *r = (SAVED_REGS *)(stack + (1UL << shift) - 16 * pad - size);
+			long saved = -1;
+			if (BPF_CORE_READ_INTO(&saved, r, SAVED_NR) == 0 && (int)saved == (int)nr &&
+			    SAVED_FROM_USER(r))
+				return r;
+		}
 	}
 	return NULL;
 }

@@ -70,7 +70,7 @@ func (f *agentFlags) bind(cmd *cobra.Command, defaultPrint string) {
 	cmd.Flags().BoolVarP(&f.quiet, "quiet", "q", false, "do not print findings to the terminal")
 	cmd.Flags().StringToStringVar(&f.labels, "label", nil, "node label reported in heartbeats, KEY=VALUE (repeatable); mamori.io/managed=false opts the node out of coverage")
 	cmd.Flags().UintSliceVar(&f.dnsPorts, "dns-ports", []uint{53}, "server ports DNS is read on, comma-separated (at most 4; e.g. 53,8600 for Consul)")
-	cmd.Flags().StringVar(&f.bpfObjects, "bpf-objects", "auto", "which build of the BPF objects to load: auto (probe the kernel's helpers) or compat (the build for Linux 5.10–5.16, everywhere)")
+	cmd.Flags().StringVar(&f.bpfObjects, "bpf-objects", "auto", "which build of the BPF objects to load: auto (probe the kernel's helpers) or compat (the build for Linux 5.10–5.16, even on newer kernels: for tests and benchmarks)")
 	cmd.Flags().StringVar(&f.cpuProfile, "cpuprofile", "", "write a Go CPU profile to this file (for benchmarks)")
 	_ = cmd.Flags().MarkHidden("cpuprofile")
 	cmd.Flags().StringVar(&f.memProfile, "memprofile", "", "write a Go allocation profile to this file at exit (for benchmarks)")

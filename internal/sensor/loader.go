@@ -128,8 +128,14 @@ func Load(opts Options) (*Sensor, error) {
 		s.cgroup = CgroupV2Root()
 	}
 	s.variant = ChooseVariant(opts.Compat)
-	if s.variant.Compat {
+	switch {
+	case opts.Compat && !ChooseVariant(false).Compat:
+		// On 6.1+ the VMA tree the compat objects walk is gone.
+		log.Warn("BPF objects for older kernels forced on a kernel that does not need them: on Linux 6.1+ anonymous memory made executable is not flagged")
+	case s.variant.Compat:
 		log.Info("BPF objects for older kernels in use", "why", s.variant.Why)
+	case s.variant.Why != "":
+		log.Warn("default BPF objects in use without a complete helper probe", "why", s.variant.Why)
 	}
 	for _, fam := range families() {
 		if len(opts.Only) > 0 && !contains(opts.Only, fam.name) {

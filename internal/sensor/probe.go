@@ -72,22 +72,28 @@ func RunProbe(withHooks bool) Probe {
 		t    ebpf.ProgramType
 		h    asm.BuiltinFunc
 		used bool
+		// compat: the compat objects do without it.
+		compat bool
 	}{
-		{"helper bpf_ringbuf_output", ebpf.TracePoint, asm.FnRingbufOutput, true},
-		{"helper bpf_probe_read_user_str", ebpf.TracePoint, asm.FnProbeReadUserStr, true},
-		{"helper bpf_get_current_cgroup_id", ebpf.TracePoint, asm.FnGetCurrentCgroupId, true},
+		{"helper bpf_ringbuf_output", ebpf.TracePoint, asm.FnRingbufOutput, true, false},
+		{"helper bpf_probe_read_user_str", ebpf.TracePoint, asm.FnProbeReadUserStr, true, false},
+		{"helper bpf_get_current_cgroup_id", ebpf.TracePoint, asm.FnGetCurrentCgroupId, true, false},
 		// The default objects use these four; without any of them the
 		// sensor loads its compat objects (Variant).
-		{"helper bpf_loop", ebpf.TracePoint, asm.FnLoop, true},
-		{"helper bpf_find_vma", ebpf.TracePoint, asm.FnFindVma, true},
-		{"helper bpf_get_current_task_btf", ebpf.TracePoint, asm.FnGetCurrentTaskBtf, true},
-		{"helper bpf_task_pt_regs", ebpf.TracePoint, asm.FnTaskPtRegs, true},
-		{"helper bpf_send_signal", ebpf.TracePoint, asm.FnSendSignal, false},
-		{"helper bpf_probe_write_user", ebpf.TracePoint, asm.FnProbeWriteUser, false},
+		{"helper bpf_loop", ebpf.TracePoint, asm.FnLoop, true, true},
+		{"helper bpf_find_vma", ebpf.TracePoint, asm.FnFindVma, true, true},
+		{"helper bpf_get_current_task_btf", ebpf.TracePoint, asm.FnGetCurrentTaskBtf, true, true},
+		{"helper bpf_task_pt_regs", ebpf.TracePoint, asm.FnTaskPtRegs, true, true},
+		{"helper bpf_send_signal", ebpf.TracePoint, asm.FnSendSignal, false, false},
+		{"helper bpf_probe_write_user", ebpf.TracePoint, asm.FnProbeWriteUser, false, false},
 	}
 	for _, x := range helpers {
 		err := features.HaveProgramHelper(x.t, x.h)
-		p.Features = append(p.Features, feature(x.name, err, x.used))
+		f := feature(x.name, err, x.used)
+		if x.compat && errors.Is(err, ebpf.ErrNotSupported) {
+			f.Detail += "; the BPF objects for older kernels do without it"
+		}
+		p.Features = append(p.Features, f)
 	}
 	// A kernel built without CONFIG_KPROBES still loads kprobe programs
 	// (the type exists) but has nothing to attach them to.

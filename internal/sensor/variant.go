@@ -25,6 +25,9 @@ type Variant struct {
 // String names the variant for people.
 func (v Variant) String() string {
 	if !v.Compat {
+		if v.Why != "" {
+			return "default BPF objects (" + v.Why + ")"
+		}
 		return "default BPF objects"
 	}
 	return "BPF objects for older kernels (" + v.Why + ")"
@@ -39,14 +42,22 @@ func ChooseVariant(force bool) Variant {
 	if force {
 		return Variant{Compat: true, Why: "chosen by option"}
 	}
-	var missing []string
+	var missing, unsure []string
 	for _, fn := range compatHelpers {
 		err := features.HaveProgramHelper(ebpf.TracePoint, fn)
-		if errors.Is(err, ebpf.ErrNotSupported) {
+		switch {
+		case errors.Is(err, ebpf.ErrNotSupported):
 			missing = append(missing, fmt.Sprintf("%s (Linux %s+)", helperName(fn), helperSince[fn]))
+		case err != nil:
+			// Not a verdict (no privilege, an odd verifier answer): the
+			// default objects are tried, and this says why they may fail.
+			unsure = append(unsure, fmt.Sprintf("%s: %v", helperName(fn), err))
 		}
 	}
 	if len(missing) == 0 {
+		if len(unsure) > 0 {
+			return Variant{Why: "could not probe " + strings.Join(unsure, "; ")}
+		}
 		return Variant{}
 	}
 	return Variant{Compat: true, Why: "kernel lacks " + strings.Join(missing, ", ")}
