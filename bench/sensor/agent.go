@@ -26,6 +26,8 @@ type agentProc struct {
 
 type agentOptions struct {
 	cpuProfile string
+	// compat loads the BPF objects built for older kernels.
+	compat bool
 }
 
 // startAgent runs the full agent (sensor, process and container tables,
@@ -38,7 +40,7 @@ func startAgent(o agentOptions) *agentProc {
 	}
 	args := []string{"-n", strconv.Itoa(*agentNice - *niceness), "taskset", "-c", strconv.Itoa(*agentCPU), *mamoriBin, "agent", "--data-dir", dir,
 		"--metrics-addr", metricsAddr, "--print", "", "-q"}
-	if *compatObjects {
+	if *compatObjects || o.compat {
 		args = append(args, "--bpf-objects", "compat")
 	}
 	if o.cpuProfile != "" {
@@ -268,7 +270,12 @@ func (e *env) bpfCost() []bpfLoopCost {
 		return nil
 	}
 	defer stats.Close()
-	names := map[int]string{}
+	return e.loopCosts(ag, map[int]string{})
+}
+
+// loopCosts runs each loop once with ag and charges it the kernel time of
+// ag's programs (run-time statistics must be on).
+func (e *env) loopCosts(ag *agentProc, names map[int]string) []bpfLoopCost {
 	var out []bpfLoopCost
 	for _, l := range e.loops() {
 		// The statistics count every process's syscalls: measure what the

@@ -48,7 +48,7 @@ var (
 	niceness      = flag.Int("nice", -20, "nice value of the workloads, so other tenants of their CPU barely preempt them")
 	agentNice     = flag.Int("agent-nice", -20, "nice value of the agent, so other tenants of its CPU do not take its core")
 	quietWait     = flag.Duration("wait-quiet", 2*time.Minute, "longest wait, before each overhead phase, for the machine to be ≤ 15% busy")
-	only          = flag.String("only", "overhead,floor,bpf,throughput,rss", "parts to run, comma-separated")
+	only          = flag.String("only", "overhead,floor,bpf,variants,throughput,rss", "parts to run, comma-separated")
 	loopFilter    = flag.String("loops", "", "run only the overhead loops whose name contains one of these comma-separated words")
 	compatObjects = flag.Bool("compat", false, "run the agent with the BPF objects built for older kernels (--bpf-objects compat)")
 	stopAgent     = flag.Bool("agent-stopped", false, "diagnostic: stop the agent (SIGSTOP) once its hooks are attached, so the overhead loops measure the kernel side alone")
@@ -93,6 +93,9 @@ func main() {
 	}
 	if parts["bpf"] {
 		res.bpf = e.bpfCost()
+	}
+	if parts["variants"] {
+		res.variant = e.variantCosts()
 	}
 	if parts["throughput"] {
 		f := e.throughput()

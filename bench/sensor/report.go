@@ -17,6 +17,7 @@ type results struct {
 	loops   []loopResult
 	floor   *loopResult
 	bpf     []bpfLoopCost
+	variant []variantCost
 	flood   *floodResult
 	mem     *memResult
 }
@@ -96,6 +97,9 @@ func (r results) markdown() string {
 			}
 			fmt.Fprintf(&b, "| %s | %.1f | %s ns | %s | %s |\n", c.name, c.runsPerOp, commas(c.nsPerOp), extra, strings.Join(top, ", "))
 		}
+	}
+	if len(r.variant) > 0 {
+		variantsMarkdown(&b, r.variant)
 	}
 	if f := r.flood; f != nil {
 		b.WriteString("\n| generator target | generated | read by the agent | lost (ring full, recursion, other) | backlog at step end | agent CPU (one core) | kept up |\n|---|---|---|---|---|---|---|\n")

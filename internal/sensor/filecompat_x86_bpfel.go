@@ -26,6 +26,11 @@ type fileCompatPathKey struct {
 	Data      [128]int8
 }
 
+type fileCompatRegsCopy struct {
+	_ structs.HostLayout
+	B [512]int8
+}
+
 type fileCompatRoots struct {
 	_    structs.HostLayout
 	Bits [4]uint64
@@ -76,6 +81,7 @@ const (
 	fileCompatMapEvents         = "events"
 	fileCompatMapKeyScratch     = "key_scratch"
 	fileCompatMapLinksLearned   = "links_learned"
+	fileCompatMapRegsCopyMap    = "regs_copy_map"
 	fileCompatMapRootStepState  = "root_step_state"
 	fileCompatMapScratchMap     = "scratch_map"
 	fileCompatMapStashMap       = "stash_map"
@@ -184,6 +190,7 @@ type fileCompatMapSpecs struct {
 	Events        *ebpf.MapSpec `ebpf:"events"`
 	KeyScratch    *ebpf.MapSpec `ebpf:"key_scratch"`
 	LinksLearned  *ebpf.MapSpec `ebpf:"links_learned"`
+	RegsCopyMap   *ebpf.MapSpec `ebpf:"regs_copy_map"`
 	RootStepState *ebpf.MapSpec `ebpf:"root_step_state"`
 	ScratchMap    *ebpf.MapSpec `ebpf:"scratch_map"`
 	StashMap      *ebpf.MapSpec `ebpf:"stash_map"`
@@ -226,6 +233,7 @@ type fileCompatMaps struct {
 	Events        *ebpf.Map `ebpf:"events"`
 	KeyScratch    *ebpf.Map `ebpf:"key_scratch"`
 	LinksLearned  *ebpf.Map `ebpf:"links_learned"`
+	RegsCopyMap   *ebpf.Map `ebpf:"regs_copy_map"`
 	RootStepState *ebpf.Map `ebpf:"root_step_state"`
 	ScratchMap    *ebpf.Map `ebpf:"scratch_map"`
 	StashMap      *ebpf.Map `ebpf:"stash_map"`
@@ -244,6 +252,7 @@ func (m *fileCompatMaps) Close() error {
 		m.Events,
 		m.KeyScratch,
 		m.LinksLearned,
+		m.RegsCopyMap,
 		m.RootStepState,
 		m.ScratchMap,
 		m.StashMap,

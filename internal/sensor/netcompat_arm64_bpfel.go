@@ -20,6 +20,11 @@ type netCompatConfig struct {
 	DnsPorts [4]uint16
 }
 
+type netCompatRegsCopy struct {
+	_ structs.HostLayout
+	B [512]int8
+}
+
 type netCompatScratch struct {
 	_   structs.HostLayout
 	Hdr struct {
@@ -62,6 +67,7 @@ const (
 	netCompatMapDrops         = "drops"
 	netCompatMapEmitted       = "emitted"
 	netCompatMapEvents        = "events"
+	netCompatMapRegsCopyMap   = "regs_copy_map"
 	netCompatMapScratchMap    = "scratch_map"
 	netCompatMapStashMap      = "stash_map"
 	netCompatMapStashPending  = "stash_pending"
@@ -136,6 +142,7 @@ type netCompatMapSpecs struct {
 	Drops         *ebpf.MapSpec `ebpf:"drops"`
 	Emitted       *ebpf.MapSpec `ebpf:"emitted"`
 	Events        *ebpf.MapSpec `ebpf:"events"`
+	RegsCopyMap   *ebpf.MapSpec `ebpf:"regs_copy_map"`
 	ScratchMap    *ebpf.MapSpec `ebpf:"scratch_map"`
 	StashMap      *ebpf.MapSpec `ebpf:"stash_map"`
 	StashPending  *ebpf.MapSpec `ebpf:"stash_pending"`
@@ -172,6 +179,7 @@ type netCompatMaps struct {
 	Drops         *ebpf.Map `ebpf:"drops"`
 	Emitted       *ebpf.Map `ebpf:"emitted"`
 	Events        *ebpf.Map `ebpf:"events"`
+	RegsCopyMap   *ebpf.Map `ebpf:"regs_copy_map"`
 	ScratchMap    *ebpf.Map `ebpf:"scratch_map"`
 	StashMap      *ebpf.Map `ebpf:"stash_map"`
 	StashPending  *ebpf.Map `ebpf:"stash_pending"`
@@ -184,6 +192,7 @@ func (m *netCompatMaps) Close() error {
 		m.Drops,
 		m.Emitted,
 		m.Events,
+		m.RegsCopyMap,
 		m.ScratchMap,
 		m.StashMap,
 		m.StashPending,

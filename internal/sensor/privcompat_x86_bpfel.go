@@ -20,6 +20,11 @@ type privCompatConfig struct {
 	DnsPorts [4]uint16
 }
 
+type privCompatRegsCopy struct {
+	_ structs.HostLayout
+	B [512]int8
+}
+
 type privCompatScratch struct {
 	_   structs.HostLayout
 	Hdr struct {
@@ -62,6 +67,7 @@ const (
 	privCompatMapDrops                = "drops"
 	privCompatMapEmitted              = "emitted"
 	privCompatMapEvents               = "events"
+	privCompatMapRegsCopyMap          = "regs_copy_map"
 	privCompatMapScratchMap           = "scratch_map"
 	privCompatMapStashMap             = "stash_map"
 	privCompatMapStashPending         = "stash_pending"
@@ -176,6 +182,7 @@ type privCompatMapSpecs struct {
 	Drops         *ebpf.MapSpec `ebpf:"drops"`
 	Emitted       *ebpf.MapSpec `ebpf:"emitted"`
 	Events        *ebpf.MapSpec `ebpf:"events"`
+	RegsCopyMap   *ebpf.MapSpec `ebpf:"regs_copy_map"`
 	ScratchMap    *ebpf.MapSpec `ebpf:"scratch_map"`
 	StashMap      *ebpf.MapSpec `ebpf:"stash_map"`
 	StashPending  *ebpf.MapSpec `ebpf:"stash_pending"`
@@ -212,6 +219,7 @@ type privCompatMaps struct {
 	Drops         *ebpf.Map `ebpf:"drops"`
 	Emitted       *ebpf.Map `ebpf:"emitted"`
 	Events        *ebpf.Map `ebpf:"events"`
+	RegsCopyMap   *ebpf.Map `ebpf:"regs_copy_map"`
 	ScratchMap    *ebpf.Map `ebpf:"scratch_map"`
 	StashMap      *ebpf.Map `ebpf:"stash_map"`
 	StashPending  *ebpf.Map `ebpf:"stash_pending"`
@@ -224,6 +232,7 @@ func (m *privCompatMaps) Close() error {
 		m.Drops,
 		m.Emitted,
 		m.Events,
+		m.RegsCopyMap,
 		m.ScratchMap,
 		m.StashMap,
 		m.StashPending,
