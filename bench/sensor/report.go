@@ -126,6 +126,9 @@ func (r results) markdown() string {
 }
 
 func (r results) summary(b *strings.Builder) {
+	if len(r.loops) == 0 && r.flood == nil && r.mem == nil {
+		return // no part with a target ran
+	}
 	b.WriteString("| target | measured | verdict |\n|---|---|---|\n")
 	if len(r.loops) > 0 {
 		worst, name := 0.0, ""
