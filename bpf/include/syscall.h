@@ -94,43 +94,11 @@ struct pt_regs___mamori_arm64 {
 #error "exit_take reads saved registers: build for x86 or arm64 (bpf2go -target amd64,arm64)"
 #endif
 
-/*
- * exit_take fills st->args with the syscall's arguments at its exit, read
- * from the task's saved user registers, which keep them through the call
- * (x86_64: di, si, dx, r10, r8, r9 — only ax takes the result; arm64: see
- * pt_regs___mamori_arm64). So a syscall needs one hook, at exit, instead of an
- * entry that stashes and an exit that takes back: every syscall tracepoint
- * costs ~200 ns per call on this class of machine even with an empty
- * program, and the filtered-out calls (most opens, mmaps) no longer touch a
- * hash map. Returns non-zero when the caller must not report (the agent
- * itself, or paused).
- */
+/* saved_regs is the task's saved user registers, nr its syscall. */
 #ifndef MAMORI_COMPAT
-static __always_inline int exit_take(struct trace_event_raw_sys_exit *ctx, struct stash *st)
+static __always_inline SAVED_REGS *saved_regs(long nr)
 {
-	if (!should_trace())
-		return -1;
-	void *regs = (void *)bpf_task_pt_regs(bpf_get_current_task_btf());
-	if (!regs)
-		return -1;
-#if defined(__TARGET_ARCH_arm64)
-	struct pt_regs___mamori_arm64 *r = regs;
-	st->args[0] = r->orig_x0;
-	st->args[1] = r->regs[1];
-	st->args[2] = r->regs[2];
-	st->args[3] = r->regs[3];
-	st->args[4] = r->regs[4];
-	st->args[5] = r->regs[5];
-#else
-	struct pt_regs *r = regs;
-	st->args[0] = r->di;
-	st->args[1] = r->si;
-	st->args[2] = r->dx;
-	st->args[3] = r->r10;
-	st->args[4] = r->r8;
-	st->args[5] = r->r9;
-#endif
-	return 0;
+	return (SAVED_REGS *)bpf_task_pt_regs(bpf_get_current_task_btf());
 }
 #else
 /*
@@ -183,7 +151,19 @@ static __always_inline SAVED_REGS *saved_regs(long nr)
 	}
 	return NULL;
 }
+#endif
 
+/*
+ * exit_take fills st->args with the syscall's arguments at its exit, read
+ * from the task's saved user registers, which keep them through the call
+ * (x86_64: di, si, dx, r10, r8, r9 — only ax takes the result; arm64: see
+ * pt_regs___mamori_arm64). So a syscall needs one hook, at exit, instead of an
+ * entry that stashes and an exit that takes back: every syscall tracepoint
+ * costs ~200 ns per call on this class of machine even with an empty
+ * program, and the filtered-out calls (most opens, mmaps) no longer touch a
+ * hash map. Returns non-zero when the caller must not report (the agent
+ * itself, or paused).
+ */
 static __always_inline int exit_take(struct trace_event_raw_sys_exit *ctx, struct stash *st)
 {
 	if (!should_trace())
@@ -208,7 +188,6 @@ static __always_inline int exit_take(struct trace_event_raw_sys_exit *ctx, struc
 #endif
 	return 0;
 }
-#endif
 
 static __always_inline int is_socket_file(struct file *f)
 {
