@@ -231,10 +231,14 @@ func TestConsoleInBrowser(t *testing.T) {
 	row := func(node string) string {
 		return b.Text(`document.querySelector('#coverage-body tr[data-node="` + node + `"]').textContent`)
 	}
-	if got := row("node-ok"); !strings.Contains(got, "Healthy") || !strings.Contains(got, "6.18.0") || !strings.Contains(got, "2/3 attached") {
-		t.Errorf("healthy node row: %q", got)
+	if got := row("node-ok"); !strings.Contains(got, "Healthy") || !strings.Contains(got, "5.15.0-91-generic") || !strings.Contains(got, "2/3 attached") ||
+		!strings.Contains(got, "BPF objects for older kernels") {
+		t.Errorf("healthy node row (a 5.15 node on the compat objects): %q", got)
 	}
 	got := row("node-bad")
+	if strings.Contains(got, "older kernels") {
+		t.Errorf("a node on the default objects is said to run the compat ones: %q", got)
+	}
 	if !strings.Contains(got, "Unhealthy") || !strings.Contains(got, "tracepoint/syscalls/sys_enter_mount") ||
 		!strings.Contains(got, "Part of the sensor is missing") {
 		t.Errorf("unhealthy node row lacks its reason in plain words: %q", got)
@@ -271,13 +275,14 @@ func heartbeats(t *testing.T, st store.Store) {
 	}
 	now := time.Now().UTC()
 	for _, hb := range []*coverage.Heartbeat{
-		{NodeID: "node-ok", Hostname: "worker-1", Cluster: "prod", AgentVersion: "0.1.0", Kernel: "6.18.0", BTF: true,
+		{NodeID: "node-ok", Hostname: "worker-1", Cluster: "prod", AgentVersion: "0.1.0", Kernel: "5.15.0-91-generic", BTF: true,
+			BPFObjects: "compat: kernel lacks bpf_loop (Linux 5.17+)",
 			Time: now, Started: now.Add(-time.Hour), IntervalSeconds: 30, LastEvent: now,
 			Hooks: []coverage.Hook{{Program: "exec", Family: "process", Hook: "tp_btf/sched_process_exec", Attached: true},
 				{Program: "connect", Family: "net", Hook: "cgroup/connect4", Attached: true},
 				{Program: "lsm", Family: "lsm", Hook: "lsm/file_open", Optional: true, Error: "operation not permitted"}},
 			Drops: map[string]uint64{"kernel": 0, "queue": 0}},
-		{NodeID: "node-bad", Hostname: "worker-2", Cluster: "prod", AgentVersion: "0.1.0", Kernel: "6.18.0", BTF: true,
+		{NodeID: "node-bad", Hostname: "worker-2", Cluster: "prod", AgentVersion: "0.1.0", Kernel: "6.18.0", BTF: true, BPFObjects: "default",
 			Time: now, Started: now.Add(-time.Hour), IntervalSeconds: 30, LastEvent: now,
 			Hooks: []coverage.Hook{{Program: "exec", Family: "process", Hook: "tp_btf/sched_process_exec", Attached: true},
 				{Program: "mount", Family: "file", Hook: "tracepoint/syscalls/sys_enter_mount", Error: "permission denied"}}},

@@ -54,6 +54,9 @@ func statusCmd() *cobra.Command {
 			w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 			fmt.Fprintf(w, "node\t%s\n", st.NodeID)
 			fmt.Fprintf(w, "running since\t%s\n", st.Started.Format(time.RFC3339))
+			if st.BPFObjects != "" {
+				fmt.Fprintf(w, "BPF objects\t%s\n", st.BPFObjects)
+			}
 			fmt.Fprintf(w, "hooks\t%d attached, %d failed\n", attached, failed)
 			for _, h := range st.Hooks {
 				if !h.Attached {

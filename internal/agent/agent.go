@@ -242,6 +242,16 @@ func (a *Agent) dispatch(ctx context.Context, in <-chan *event.Event) {
 // Hooks reports the sensor's per-hook status.
 func (a *Agent) Hooks() []sensor.HookStatus { return a.sensor.Status() }
 
+// BPFObjects names the build of the BPF objects loaded, for coverage:
+// "default", or "compat: " and why.
+func (a *Agent) BPFObjects() string {
+	v := a.sensor.Variant()
+	if !v.Compat {
+		return "default"
+	}
+	return "compat: " + v.Why
+}
+
 // Close detaches every program.
 func (a *Agent) Close() error { return a.sensor.Close() }
 

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/mamori-dev/mamori/internal/event"
+	"github.com/mamori-dev/mamori/internal/sensor"
 	"github.com/mamori-dev/mamori/internal/testenv"
 )
 
@@ -320,6 +321,14 @@ func TestHeartbeatForCoverage(t *testing.T) {
 	}
 	if attached < 50 || hb.LastEvent.IsZero() || hb.Kernel == "" || !hb.BTF {
 		t.Fatalf("heartbeat %d hooks attached, last event %v, kernel %q, btf %v", attached, hb.LastEvent, hb.Kernel, hb.BTF)
+	}
+	// The build loaded is the one the probe picks here, said with its reason.
+	want := "default"
+	if v := sensor.ChooseVariant(false); v.Compat {
+		want = "compat: " + v.Why
+	}
+	if hb.BPFObjects != want {
+		t.Errorf("heartbeat bpfObjects %q, want %q", hb.BPFObjects, want)
 	}
 	for _, k := range []string{"kernel", "decode", "retry", "bpf_recursion"} {
 		if _, ok := hb.Drops[k]; !ok {

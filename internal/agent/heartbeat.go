@@ -33,7 +33,7 @@ func (a *Agent) Heartbeat(info HeartbeatInfo) coverage.Heartbeat {
 	_, btfErr := os.Stat("/sys/kernel/btf/vmlinux")
 	hb := coverage.Heartbeat{
 		NodeID: a.opts.NodeID, Hostname: host, Cluster: info.Cluster, Platform: info.Platform,
-		AgentVersion: info.Version, Kernel: kernel, BTF: btfErr == nil,
+		AgentVersion: info.Version, Kernel: kernel, BTF: btfErr == nil, BPFObjects: a.BPFObjects(),
 		Time: time.Now().UTC(), Started: st.Started.UTC(), IntervalSeconds: int(info.Interval / time.Second),
 		LastEvent: st.Sensor.LastEvent.UTC(), Labels: info.Labels,
 		Drops: map[string]uint64{

@@ -29,6 +29,8 @@ type StreamRequest struct {
 type Status struct {
 	Stats
 	Hooks []sensor.HookStatus `json:"hooks"`
+	// BPFObjects names the build loaded (Agent.BPFObjects).
+	BPFObjects string `json:"bpfObjects"`
 }
 
 // StreamNotice is a line the server interleaves with events when it had to
@@ -84,7 +86,7 @@ func (a *Agent) serveClient(ctx context.Context, c net.Conn) {
 		return
 	}
 	if req.Status {
-		_ = json.NewEncoder(c).Encode(Status{Stats: a.Stats(), Hooks: a.Hooks()})
+		_ = json.NewEncoder(c).Encode(Status{Stats: a.Stats(), Hooks: a.Hooks(), BPFObjects: a.BPFObjects()})
 		return
 	}
 	f, err := NewFilter(req.Kinds, req.Container)

@@ -77,6 +77,9 @@ func TestKernelModuleLoaded(t *testing.T) {
 	if err := json.NewDecoder(c).Decode(&st); err != nil {
 		t.Fatal(err)
 	}
+	if st.BPFObjects != "default" && !strings.HasPrefix(st.BPFObjects, "compat: ") {
+		t.Errorf("status names the BPF objects %q, want default or compat with a reason", st.BPFObjects)
+	}
 	sawHook := false
 	for _, h := range st.Hooks {
 		if strings.Contains(h.Hook, "finit_module") {

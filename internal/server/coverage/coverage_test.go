@@ -272,3 +272,23 @@ func TestStatistics(t *testing.T) {
 		t.Errorf("by resource type %+v", st.ByResourceType)
 	}
 }
+
+// TestBPFObjectsShown: a node on the build for older kernels is healthy,
+// and its status says which build it runs and why, read back from the store.
+func TestBPFObjectsShown(t *testing.T) {
+	start := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	m, _ := newMonitor(t, store.EngineSQLite, &clock{t: start}, coverage.Policy{})
+	h := healthy("n1", start)
+	h.BPFObjects = "compat: kernel lacks bpf_loop (Linux 5.17+)"
+	if s, err := m.Observe(context.Background(), h, start); err != nil || s.Status != coverage.Healthy {
+		t.Fatalf("observe: %v %+v", err, s)
+	}
+	s, err := m.Node(context.Background(), "n1")
+	if err != nil || s == nil || s.BPFObjects != h.BPFObjects {
+		t.Fatalf("node %+v (%v), want bpfObjects %q", s, err, h.BPFObjects)
+	}
+	h.BPFObjects = strings.Repeat("x", 513)
+	if err := h.Validate(); err == nil || !strings.Contains(err.Error(), "bpfObjects") {
+		t.Errorf("a 513-byte bpfObjects: %v, want an error naming it", err)
+	}
+}

@@ -56,6 +56,9 @@ type Heartbeat struct {
 	AgentVersion string `json:"agentVersion"`
 	Kernel       string `json:"kernel,omitempty"`
 	BTF          bool   `json:"btf"`
+	// BPFObjects says which build of the sensor's BPF objects is loaded:
+	// "default", or "compat: " and why (a kernel before 5.17 lacks helpers).
+	BPFObjects string `json:"bpfObjects,omitempty"`
 	// SensorError is set when the sensor could not be loaded at all.
 	SensorError string `json:"sensorError,omitempty"`
 	// Time is when the agent made this heartbeat (its clock); Started when
@@ -145,6 +148,7 @@ func (h *Heartbeat) Validate() error {
 	text("cluster", h.Cluster, 255)
 	text("agentVersion", h.AgentVersion, 128)
 	text("kernel", h.Kernel, 255)
+	text("bpfObjects", h.BPFObjects, 512)
 	text("sensorError", h.SensorError, maxText)
 	text("hooksDigest", h.HooksDigest, 64)
 	switch h.Platform {

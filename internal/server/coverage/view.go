@@ -28,6 +28,7 @@ type NodeStatus struct {
 	AgentVersion  string            `json:"agentVersion,omitempty"`
 	Kernel        string            `json:"kernel,omitempty"`
 	BTF           bool              `json:"btf"`
+	BPFObjects    string            `json:"bpfObjects,omitempty"`
 	Hooks         []Hook            `json:"hooks,omitempty"`
 	Drops         map[string]uint64 `json:"drops,omitempty"` // cumulative since the agent started
 	// DroppedLastMinute is the loss within the minute up to the latest
@@ -104,6 +105,7 @@ func (m *Monitor) statusOf(n *store.Node) (*NodeStatus, error) {
 	s.DroppedLastMinute = s.state.Dropped
 	if h != nil {
 		s.AgentVersion, s.Kernel, s.BTF, s.Hooks, s.Drops = h.AgentVersion, h.Kernel, h.BTF, h.Hooks, h.Drops
+		s.BPFObjects = h.BPFObjects
 		s.LastEvent, s.Runtimes, s.Labels = h.LastEvent, h.Runtimes, h.Labels
 	}
 	return s, nil

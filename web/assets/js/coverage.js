@@ -56,6 +56,7 @@ function view(n) {
     issues: n.issues && n.issues.length ? n.issues : n.issue ? [n.issue] : [],
     version: pick('agentVersion') || '',
     kernel: pick('kernel') || '',
+    objects: pick('bpfObjects') || '',
     hooks: pick('hooks') || [],
     drops: pick('drops') || {},
     lastMinute: n.droppedLastMinute || {},
@@ -128,7 +129,8 @@ function render(nodes, st, stats, body) {
           h('div', { class: 'muted small mono' }, vis(e.type)));
       })),
       h('td', null, vis(n.version)),
-      h('td', { class: 'mono small' }, vis(n.kernel)),
+      h('td', { class: 'mono small' }, vis(n.kernel), n.objects.startsWith('compat')
+        ? h('div', { class: 'muted small', title: n.objects }, 'BPF objects for older kernels') : null),
       h('td', null, n.hooks.length ? h('details', null,
         h('summary', null, `${att.length}/${n.hooks.length} attached` + (failed.length ? `, ${failed.length} failed` : '')),
         h('ul', { class: 'hooks' }, n.hooks.map((x) => h('li', { class: x.attached ? '' : x.optional ? 'muted' : 'bad' },
