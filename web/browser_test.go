@@ -277,7 +277,7 @@ func heartbeats(t *testing.T, st store.Store) {
 	for _, hb := range []*coverage.Heartbeat{
 		{NodeID: "node-ok", Hostname: "worker-1", Cluster: "prod", AgentVersion: "0.1.0", Kernel: "5.15.0-91-generic", BTF: true,
 			BPFObjects: "compat: kernel lacks bpf_loop (Linux 5.17+)",
-			Time: now, Started: now.Add(-time.Hour), IntervalSeconds: 30, LastEvent: now,
+			Time:       now, Started: now.Add(-time.Hour), IntervalSeconds: 30, LastEvent: now,
 			Hooks: []coverage.Hook{{Program: "exec", Family: "process", Hook: "tp_btf/sched_process_exec", Attached: true},
 				{Program: "connect", Family: "net", Hook: "cgroup/connect4", Attached: true},
 				{Program: "lsm", Family: "lsm", Hook: "lsm/file_open", Optional: true, Error: "operation not permitted"}},
