@@ -27,6 +27,9 @@
 #define PATH_KEY_MAX 128
 #define WATCH_WRITE 1
 #define WATCH_READ 2
+/* 4: the caller decides (watch_bits). 8: a directory holding a secret
+ * below it, an exact entry user space adds (learn_link). */
+#define WATCH_SECRET_DIR 8
 
 struct path_key {
 	__u32 prefixlen;
@@ -315,12 +318,18 @@ struct {
  * would learn it too late for "ln -s /etc/shadow x && cat x"): a symlink
  * whose absolute target, or a hard link whose old name, the watch list
  * reads as a secret puts the link's absolute path in the trie with the
- * secret's bits and write, and its first character among the roots. The
- * open is then named by the file it reached. It returns whether it did. */
+ * secret's bits and write, and its first character among the roots. A
+ * symlink to a directory with a secret below it ("ln -s /etc x && cat
+ * x/shadow") puts the link's path and a '/' in the trie as a prefix: every
+ * open under it is sent. Either way the open is then named by the file it
+ * reached. It returns whether it learned. */
 static __always_inline int learn_link(const char *target, const char *link)
 {
 	__u32 bits = watch_bits(target);
-	if (!(bits & WATCH_READ) || (bits & 4))
+	if (bits & 4)
+		return 0;
+	int dir = bits & WATCH_SECRET_DIR;
+	if (!dir && !(bits & WATCH_READ))
 		return 0;
 	__u32 zero = 0;
 	struct path_key *k = bpf_map_lookup_elem(&key_scratch, &zero);
@@ -329,7 +338,11 @@ static __always_inline int learn_link(const char *target, const char *link)
 	long n = bpf_probe_read_user_str(k->data, PATH_KEY_MAX, link);
 	if (n <= 2 || k->data[0] != '/')
 		return 0;
-	k->prefixlen = n * 8; /* with its NUL: this path only, not others it begins */
+	/* with its NUL: this path only, not others it begins; a directory's
+	 * link with a '/' in the NUL's place: every path under it */
+	k->prefixlen = n * 8;
+	if (dir)
+		k->data[(n - 1) & (PATH_KEY_MAX - 1)] = '/';
 	__u32 v = WATCH_READ | WATCH_WRITE;
 	if (bpf_map_update_elem(&watch_paths, k, &v, BPF_ANY)) {
 		count(&links_learned, 1);

@@ -406,6 +406,27 @@ func TestFileEvents(t *testing.T) {
 			assertNone(t, mark, pid, w, func(ev *event.Event) bool {
 				return ev.Kind == event.KindOpen && ev.File.RawPath == link+"-passwd"
 			})
+			// A symlink to a directory with a secret below it: every open
+			// under it is sent, named by the file reached. A link to a
+			// directory holding none (/bin) stays in the kernel.
+			t.Cleanup(func() { cleanupIn(w, link+"-etc", link+"-bin") })
+			_, _, out, err = w.run(t, "symlink", "/etc", link+"-etc")
+			mustOK(t, err, out)
+			mark, _, out, err = w.run(t, "open-read", link+"-etc/shadow")
+			mustOK(t, err, out)
+			ev = waitFrom(t, mark, "read through a symlink to /etc", func(ev *event.Event) bool {
+				return ev.Kind == event.KindOpen && w.from(ev) && ev.File.RawPath == link+"-etc/shadow"
+			})
+			if ev.File.Path != "/etc/shadow" || ev.File.Write {
+				t.Errorf("read through a symlink to /etc: %+v", ev.File)
+			}
+			_, _, out, err = w.run(t, "symlink", "/bin", link+"-bin")
+			mustOK(t, err, out)
+			mark, pid, out, err = w.run(t, "open-read", link+"-bin/sh")
+			mustOK(t, err, out)
+			assertNone(t, mark, pid, w, func(ev *event.Event) bool {
+				return ev.Kind == event.KindOpen && strings.HasPrefix(ev.File.RawPath, link+"-bin/")
+			})
 			mark, _, out, err = w.run(t, "chmod", name+".new", "04755")
 			mustOK(t, err, out)
 			ev = waitFrom(t, mark, "chmod", func(ev *event.Event) bool { return ev.Kind == event.KindChmod && w.from(ev) })

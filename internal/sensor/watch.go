@@ -9,6 +9,10 @@ import (
 const (
 	WatchWrite uint32 = 1
 	WatchRead  uint32 = 2
+	// watchSecretDir marks the exact entry of a directory with a
+	// read-watched path below it: a symlink made to it is learned as a
+	// prefix (learn_link), so "ln -s /etc x; cat x/shadow" is seen.
+	watchSecretDir uint32 = 8
 )
 
 // WatchRule is one path prefix the kernel reports opens of. The longest
@@ -59,6 +63,11 @@ type pathKey struct {
 
 // SetWatch replaces the kernel's open filter with rules.
 func (s *Sensor) SetWatch(rules []WatchRule) error {
+	for _, r := range rules {
+		if !strings.HasPrefix(r.Prefix, "/") || len(r.Prefix) >= pathKeyMax || strings.IndexByte(r.Prefix, 0) >= 0 {
+			return fmt.Errorf("watch prefix %q: must be absolute, without NUL and shorter than %d bytes", r.Prefix, pathKeyMax)
+		}
+	}
 	m, ok := s.maps["watch_paths"]
 	if !ok {
 		return fmt.Errorf("watch_paths map not loaded (file hooks unavailable)")
@@ -74,6 +83,7 @@ func (s *Sensor) SetWatch(rules []WatchRule) error {
 	for i := range keys {
 		_ = m.Delete(&keys[i])
 	}
+	rules = append(rules[:len(rules):len(rules)], secretDirs(rules)...)
 	// The kernel skips the trie for paths whose first character after '/'
 	// starts no rule (watch_roots); the set is written once the trie is.
 	var roots [4]uint64
@@ -86,9 +96,6 @@ func (s *Sensor) SetWatch(rules []WatchRule) error {
 		roots[c>>6] |= 1 << (c & 63)
 	}
 	for _, r := range rules {
-		if !strings.HasPrefix(r.Prefix, "/") || len(r.Prefix) >= pathKeyMax {
-			return fmt.Errorf("watch prefix %q: must be absolute and shorter than %d bytes", r.Prefix, pathKeyMax)
-		}
 		var key pathKey
 		key.PrefixLen = uint32(len(r.Prefix) * 8)
 		copy(key.Data[:], r.Prefix)
@@ -104,4 +111,41 @@ func (s *Sensor) SetWatch(rules []WatchRule) error {
 		return fmt.Errorf("write watched roots: %w", err)
 	}
 	return nil
+}
+
+// secretDirs are the exact entries (with their NUL) of every directory
+// above a read-watched prefix — "/", "/etc" and "/etc/" for /etc/shadow —
+// each with the bits the rules give it plus watchSecretDir, so a lookup of
+// the directory itself answers as before. The root's entry ("/" and its
+// NUL) needs the NUL's bit among the roots, which SetWatch sets from it.
+func secretDirs(rules []WatchRule) []WatchRule {
+	seen := map[string]bool{}
+	var out []WatchRule
+	add := func(dir string) {
+		if seen[dir] || len(dir)+1 >= pathKeyMax {
+			return
+		}
+		seen[dir] = true
+		var bits uint32
+		longest := -1
+		for _, r := range rules {
+			if strings.HasPrefix(dir, r.Prefix) && len(r.Prefix) > longest {
+				bits, longest = r.Bits, len(r.Prefix)
+			}
+		}
+		out = append(out, WatchRule{Prefix: dir + "\x00", Bits: bits | watchSecretDir})
+	}
+	for _, r := range rules {
+		if r.Bits&WatchRead == 0 || !strings.HasPrefix(r.Prefix, "/") {
+			continue
+		}
+		add("/")
+		for i := 1; i < len(r.Prefix); i++ {
+			if r.Prefix[i] == '/' {
+				add(r.Prefix[:i])
+				add(r.Prefix[:i+1])
+			}
+		}
+	}
+	return out
 }

@@ -167,6 +167,11 @@ func TestFileAttacks(t *testing.T) {
 			attack: "ln -s /etc/shadow /tmp/s && cat /tmp/s >/dev/null",
 			benign: "ln -s /etc/passwd /tmp/s && cat /tmp/s >/dev/null",
 			check:  func(t *testing.T, f Finding) { ctxHas(t, f, "filePath", "/etc/shadow") }},
+		// And through a symlink to the secret's directory.
+		{typ: "CredentialAccess:Runtime/SensitiveFileRead", sev: "Medium",
+			attack: "ln -s /etc /tmp/e && cat /tmp/e/shadow >/dev/null",
+			benign: "ln -s /etc /tmp/e && cat /tmp/e/passwd >/dev/null",
+			check:  func(t *testing.T, f Finding) { ctxHas(t, f, "filePath", "/etc/shadow") }},
 		{typ: "Custom:Runtime/MarkerFileTouched", sev: "Medium",
 			attack: "echo x > /etc/mamori-e2e-marker",
 			benign: "cat /etc/mamori-e2e-marker 2>/dev/null; echo x > /etc/other-marker",
