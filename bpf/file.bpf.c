@@ -315,21 +315,25 @@ struct {
 
 /* learn_link makes a new link to a watched secret a watched path itself,
  * here in the kernel so the very next open through it is seen (user space
- * would learn it too late for "ln -s /etc/shadow x && cat x"): a symlink
+ * would learn it too late for "ln -s /etc/shadow x && cat x"). A symlink
  * whose absolute target, or a hard link whose old name, the watch list
- * reads as a secret puts the link's absolute path in the trie with the
- * secret's bits and write, and its first character among the roots. A
- * symlink to a directory with a secret below it ("ln -s /etc x && cat
- * x/shadow") puts the link's path and a '/' in the trie as a prefix: every
- * open under it is sent. Either way the open is then named by the file it
- * reached. It returns whether it learned. */
+ * reads as a secret, or a symlink to a directory with a secret below it
+ * ("ln -s /etc x && cat x/shadow"), puts two entries in the trie: the
+ * link's path with its NUL, which reads as the secret (or, for a
+ * directory, is one in turn, so a link to the link is learned too), and
+ * the link's path and a '/' as a prefix, so every open under it is sent —
+ * the target may be a directory inside a read-watched one
+ * (/run/secrets/kubernetes.io/serviceaccount). The link's first character
+ * joins the roots. An open through it is named by the file it reached. It
+ * returns whether it learned. */
 static __always_inline int learn_link(const char *target, const char *link)
 {
 	__u32 bits = watch_bits(target);
 	if (bits & 4)
 		return 0;
-	int dir = bits & WATCH_SECRET_DIR;
-	if (!dir && !(bits & WATCH_READ))
+	__u32 secret = bits & WATCH_READ;
+	__u32 dir = bits & WATCH_SECRET_DIR;
+	if (!secret && !dir)
 		return 0;
 	__u32 zero = 0;
 	struct path_key *k = bpf_map_lookup_elem(&key_scratch, &zero);
@@ -338,12 +342,20 @@ static __always_inline int learn_link(const char *target, const char *link)
 	long n = bpf_probe_read_user_str(k->data, PATH_KEY_MAX, link);
 	if (n <= 2 || k->data[0] != '/')
 		return 0;
-	/* with its NUL: this path only, not others it begins; a directory's
-	 * link with a '/' in the NUL's place: every path under it */
 	k->prefixlen = n * 8;
-	if (dir)
+	__u32 v = dir | (secret ? WATCH_READ | WATCH_WRITE : 0);
+	if (bpf_map_update_elem(&watch_paths, k, &v, BPF_ANY)) {
+		count(&links_learned, 1);
+		return 0;
+	}
+	/* A name cut at the key's size keeps its 127 bytes as the prefix: it
+	 * sends a little more, never less. */
+	if (n < PATH_KEY_MAX) {
 		k->data[(n - 1) & (PATH_KEY_MAX - 1)] = '/';
-	__u32 v = WATCH_READ | WATCH_WRITE;
+	} else {
+		k->prefixlen = (PATH_KEY_MAX - 1) * 8;
+	}
+	v = WATCH_READ | WATCH_WRITE;
 	if (bpf_map_update_elem(&watch_paths, k, &v, BPF_ANY)) {
 		count(&links_learned, 1);
 		return 0;

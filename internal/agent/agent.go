@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -246,10 +247,18 @@ func (a *Agent) Hooks() []sensor.HookStatus { return a.sensor.Status() }
 // "default", or "compat: " and why.
 func (a *Agent) BPFObjects() string {
 	v := a.sensor.Variant()
+	s := "compat: " + v.Why
 	if !v.Compat {
-		return "default"
+		s = "default"
+		if v.Why != "" { // the probe could not tell: say so
+			s += ": " + v.Why
+		}
 	}
-	return "compat: " + v.Why
+	// Within what a heartbeat may carry (coverage.Heartbeat.Validate).
+	if len(s) > 500 {
+		s = strings.ToValidUTF8(s[:500], "")
+	}
+	return s
 }
 
 // Close detaches every program.

@@ -326,6 +326,8 @@ func TestHeartbeatForCoverage(t *testing.T) {
 	want := "default"
 	if v := sensor.ChooseVariant(false); v.Compat {
 		want = "compat: " + v.Why
+	} else if v.Why != "" {
+		want = "default: " + v.Why
 	}
 	if hb.BPFObjects != want {
 		t.Errorf("heartbeat bpfObjects %q, want %q", hb.BPFObjects, want)

@@ -420,6 +420,35 @@ func TestFileEvents(t *testing.T) {
 			if ev.File.Path != "/etc/shadow" || ev.File.Write {
 				t.Errorf("read through a symlink to /etc: %+v", ev.File)
 			}
+			// A link to that link is learned in turn; and a link to a
+			// directory inside a read-watched one (a pod's service-account
+			// token directory under /run/secrets/) covers the files in it.
+			t.Cleanup(func() { cleanupIn(w, link+"-chain", link+"-sa") })
+			_, _, out, err = w.run(t, "symlink", link+"-etc", link+"-chain")
+			mustOK(t, err, out)
+			mark, _, out, err = w.run(t, "open-read", link+"-chain/shadow")
+			mustOK(t, err, out)
+			ev = waitFrom(t, mark, "read through a link to a link to /etc", func(ev *event.Event) bool {
+				return ev.Kind == event.KindOpen && w.from(ev) && ev.File.RawPath == link+"-chain/shadow"
+			})
+			if ev.File.Path != "/etc/shadow" {
+				t.Errorf("read through a link to a link to /etc: %+v", ev.File)
+			}
+			saDir := "/run/secrets/mamori-test-" + strconv.Itoa(rand.Int())
+			mkdirIn(t, w, saDir)
+			t.Cleanup(func() { cleanupIn(w, saDir+"/token", saDir) })
+			_, _, out, err = w.run(t, "open-write", saDir+"/token")
+			mustOK(t, err, out)
+			_, _, out, err = w.run(t, "symlink", saDir, link+"-sa")
+			mustOK(t, err, out)
+			mark, _, out, err = w.run(t, "open-read", link+"-sa/token")
+			mustOK(t, err, out)
+			ev = waitFrom(t, mark, "read through a link to a directory under /run/secrets/", func(ev *event.Event) bool {
+				return ev.Kind == event.KindOpen && w.from(ev) && ev.File.RawPath == link+"-sa/token"
+			})
+			if ev.File.Path != saDir+"/token" {
+				t.Errorf("read through a link to %s: %+v", saDir, ev.File)
+			}
 			_, _, out, err = w.run(t, "symlink", "/bin", link+"-bin")
 			mustOK(t, err, out)
 			mark, pid, out, err = w.run(t, "open-read", link+"-bin/sh")
@@ -455,6 +484,21 @@ func TestFileEvents(t *testing.T) {
 				t.Errorf("failed unlink error %q", ev.Error)
 			}
 		})
+	}
+}
+
+// mkdirIn makes a directory on the host or in w's container.
+func mkdirIn(t *testing.T, w *where, dir string) {
+	t.Helper()
+	var err error
+	var out []byte
+	if w.ctrID == "" {
+		err = os.MkdirAll(dir, 0o700)
+	} else {
+		out, err = exec.Command("podman", "exec", w.ctrID, "mkdir", "-p", dir).CombinedOutput()
+	}
+	if err != nil {
+		t.Fatalf("mkdir %s: %v %s", dir, err, out)
 	}
 }
 

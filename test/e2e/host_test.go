@@ -77,7 +77,7 @@ func TestKernelModuleLoaded(t *testing.T) {
 	if err := json.NewDecoder(c).Decode(&st); err != nil {
 		t.Fatal(err)
 	}
-	if st.BPFObjects != "default" && !strings.HasPrefix(st.BPFObjects, "compat: ") {
+	if st.BPFObjects != "default" && !strings.HasPrefix(st.BPFObjects, "compat: ") && !strings.HasPrefix(st.BPFObjects, "default: ") {
 		t.Errorf("status names the BPF objects %q, want default or compat with a reason", st.BPFObjects)
 	}
 	sawHook := false

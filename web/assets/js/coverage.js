@@ -130,7 +130,7 @@ function render(nodes, st, stats, body) {
       })),
       h('td', null, vis(n.version)),
       h('td', { class: 'mono small' }, vis(n.kernel), n.objects.startsWith('compat')
-        ? h('div', { class: 'muted small', title: n.objects }, 'BPF objects for older kernels') : null),
+        ? h('div', { class: 'muted small', title: vis(n.objects) }, 'BPF objects for older kernels') : null),
       h('td', null, n.hooks.length ? h('details', null,
         h('summary', null, `${att.length}/${n.hooks.length} attached` + (failed.length ? `, ${failed.length} failed` : '')),
         h('ul', { class: 'hooks' }, n.hooks.map((x) => h('li', { class: x.attached ? '' : x.optional ? 'muted' : 'bad' },
