@@ -198,6 +198,37 @@ static __always_inline int proc_root(const char *p, long len)
 	return c.found;
 }
 
+/* Cgroups in which a link to a secret was made under a relative name
+ * ("cd /tmp; ln -s /etc/shadow s; cat s"): the trie cannot hold a path it
+ * does not know, so that cgroup's relative reads are sent from then on and
+ * judged by the file they reach. relative_links_any spares every other
+ * relative open the hash lookup until the first such link. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u32);
+} relative_links SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} relative_links_any SEC(".maps");
+
+/* relative_bits is what a relative path gets: the caller decides, and
+ * reads are sent in a cgroup that made a relative link to a secret. */
+static __always_inline __u32 relative_bits(void)
+{
+	__u32 zero = 0;
+	__u32 *any = bpf_map_lookup_elem(&relative_links_any, &zero);
+	if (!any || !*any)
+		return 4 | WATCH_WRITE;
+	__u64 cg = bpf_get_current_cgroup_id();
+	return bpf_map_lookup_elem(&relative_links, &cg) ? 4 | WATCH_WRITE | WATCH_READ : 4 | WATCH_WRITE;
+}
+
 /* watch_bits returns what the watch list says about a user path; relative
  * paths return WATCH_WRITE|WATCH_READ|4 so the caller decides. */
 static __always_inline __u32 watch_bits(const char *upath)
@@ -210,7 +241,7 @@ static __always_inline __u32 watch_bits(const char *upath)
 		if (head[0] == 0)
 			return 0;
 		if (head[0] != '/')
-			return 4 | WATCH_WRITE;
+			return relative_bits();
 		/* "//etc/shadow", "/./etc/shadow": not what the trie holds, and
 		 * rare; user space cleans and judges them. */
 		if (head[1] == '/' || head[1] == '.')
@@ -226,7 +257,7 @@ static __always_inline __u32 watch_bits(const char *upath)
 	if (n <= 1)
 		return 0;
 	if (k->data[0] != '/')
-		return 4 | WATCH_WRITE;
+		return relative_bits();
 	if (!root_watched((unsigned char)k->data[1]))
 		return 0;
 	/* The NUL too: a prefix rule still matches, and a learned link
@@ -340,7 +371,21 @@ static __always_inline int learn_link(const char *target, const char *link)
 	if (!k)
 		return 0;
 	long n = bpf_probe_read_user_str(k->data, PATH_KEY_MAX, link);
-	if (n <= 2 || k->data[0] != '/')
+	if (n <= 1)
+		return 0;
+	if (k->data[0] != '/') {
+		__u64 cg = bpf_get_current_cgroup_id();
+		__u32 one = 1;
+		__u32 *any = bpf_map_lookup_elem(&relative_links_any, &zero);
+		if (bpf_map_update_elem(&relative_links, &cg, &one, BPF_ANY) || !any) {
+			count(&links_learned, 1);
+			return 0;
+		}
+		*any = 1;
+		count(&links_learned, 0);
+		return 1;
+	}
+	if (n <= 2)
 		return 0;
 	k->prefixlen = n * 8;
 	__u32 v = dir | (secret ? WATCH_READ | WATCH_WRITE : 0);

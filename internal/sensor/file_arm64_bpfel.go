@@ -69,39 +69,41 @@ type fileStash struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	fileMapConfigMap      = "config_map"
-	fileMapDrops          = "drops"
-	fileMapEmitted        = "emitted"
-	fileMapEvents         = "events"
-	fileMapKeyScratch     = "key_scratch"
-	fileMapLinksLearned   = "links_learned"
-	fileMapScratchMap     = "scratch_map"
-	fileMapStashMap       = "stash_map"
-	fileMapStashPending   = "stash_pending"
-	fileMapWatchPaths     = "watch_paths"
-	fileMapWatchRoots     = "watch_roots"
-	fileProgExitChmod     = "exit_chmod"
-	fileProgExitChown     = "exit_chown"
-	fileProgExitCreat     = "exit_creat"
-	fileProgExitFchmod    = "exit_fchmod"
-	fileProgExitFchmodat  = "exit_fchmodat"
-	fileProgExitFchmodat2 = "exit_fchmodat2"
-	fileProgExitFchown    = "exit_fchown"
-	fileProgExitFchownat  = "exit_fchownat"
-	fileProgExitLchown    = "exit_lchown"
-	fileProgExitLink      = "exit_link"
-	fileProgExitLinkat    = "exit_linkat"
-	fileProgExitOpen      = "exit_open"
-	fileProgExitOpenat    = "exit_openat"
-	fileProgExitOpenat2   = "exit_openat2"
-	fileProgExitRename    = "exit_rename"
-	fileProgExitRenameat  = "exit_renameat"
-	fileProgExitRenameat2 = "exit_renameat2"
-	fileProgExitRmdir     = "exit_rmdir"
-	fileProgExitSymlink   = "exit_symlink"
-	fileProgExitSymlinkat = "exit_symlinkat"
-	fileProgExitUnlink    = "exit_unlink"
-	fileProgExitUnlinkat  = "exit_unlinkat"
+	fileMapConfigMap        = "config_map"
+	fileMapDrops            = "drops"
+	fileMapEmitted          = "emitted"
+	fileMapEvents           = "events"
+	fileMapKeyScratch       = "key_scratch"
+	fileMapLinksLearned     = "links_learned"
+	fileMapRelativeLinks    = "relative_links"
+	fileMapRelativeLinksAny = "relative_links_any"
+	fileMapScratchMap       = "scratch_map"
+	fileMapStashMap         = "stash_map"
+	fileMapStashPending     = "stash_pending"
+	fileMapWatchPaths       = "watch_paths"
+	fileMapWatchRoots       = "watch_roots"
+	fileProgExitChmod       = "exit_chmod"
+	fileProgExitChown       = "exit_chown"
+	fileProgExitCreat       = "exit_creat"
+	fileProgExitFchmod      = "exit_fchmod"
+	fileProgExitFchmodat    = "exit_fchmodat"
+	fileProgExitFchmodat2   = "exit_fchmodat2"
+	fileProgExitFchown      = "exit_fchown"
+	fileProgExitFchownat    = "exit_fchownat"
+	fileProgExitLchown      = "exit_lchown"
+	fileProgExitLink        = "exit_link"
+	fileProgExitLinkat      = "exit_linkat"
+	fileProgExitOpen        = "exit_open"
+	fileProgExitOpenat      = "exit_openat"
+	fileProgExitOpenat2     = "exit_openat2"
+	fileProgExitRename      = "exit_rename"
+	fileProgExitRenameat    = "exit_renameat"
+	fileProgExitRenameat2   = "exit_renameat2"
+	fileProgExitRmdir       = "exit_rmdir"
+	fileProgExitSymlink     = "exit_symlink"
+	fileProgExitSymlinkat   = "exit_symlinkat"
+	fileProgExitUnlink      = "exit_unlink"
+	fileProgExitUnlinkat    = "exit_unlinkat"
 )
 
 // loadFile returns the embedded CollectionSpec for file.
@@ -174,17 +176,19 @@ type fileProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type fileMapSpecs struct {
-	ConfigMap    *ebpf.MapSpec `ebpf:"config_map"`
-	Drops        *ebpf.MapSpec `ebpf:"drops"`
-	Emitted      *ebpf.MapSpec `ebpf:"emitted"`
-	Events       *ebpf.MapSpec `ebpf:"events"`
-	KeyScratch   *ebpf.MapSpec `ebpf:"key_scratch"`
-	LinksLearned *ebpf.MapSpec `ebpf:"links_learned"`
-	ScratchMap   *ebpf.MapSpec `ebpf:"scratch_map"`
-	StashMap     *ebpf.MapSpec `ebpf:"stash_map"`
-	StashPending *ebpf.MapSpec `ebpf:"stash_pending"`
-	WatchPaths   *ebpf.MapSpec `ebpf:"watch_paths"`
-	WatchRoots   *ebpf.MapSpec `ebpf:"watch_roots"`
+	ConfigMap        *ebpf.MapSpec `ebpf:"config_map"`
+	Drops            *ebpf.MapSpec `ebpf:"drops"`
+	Emitted          *ebpf.MapSpec `ebpf:"emitted"`
+	Events           *ebpf.MapSpec `ebpf:"events"`
+	KeyScratch       *ebpf.MapSpec `ebpf:"key_scratch"`
+	LinksLearned     *ebpf.MapSpec `ebpf:"links_learned"`
+	RelativeLinks    *ebpf.MapSpec `ebpf:"relative_links"`
+	RelativeLinksAny *ebpf.MapSpec `ebpf:"relative_links_any"`
+	ScratchMap       *ebpf.MapSpec `ebpf:"scratch_map"`
+	StashMap         *ebpf.MapSpec `ebpf:"stash_map"`
+	StashPending     *ebpf.MapSpec `ebpf:"stash_pending"`
+	WatchPaths       *ebpf.MapSpec `ebpf:"watch_paths"`
+	WatchRoots       *ebpf.MapSpec `ebpf:"watch_roots"`
 }
 
 // fileVariableSpecs contains global variables before they are loaded into the kernel.
@@ -213,17 +217,19 @@ func (o *fileObjects) Close() error {
 //
 // It can be passed to loadFileObjects or ebpf.CollectionSpec.LoadAndAssign.
 type fileMaps struct {
-	ConfigMap    *ebpf.Map `ebpf:"config_map"`
-	Drops        *ebpf.Map `ebpf:"drops"`
-	Emitted      *ebpf.Map `ebpf:"emitted"`
-	Events       *ebpf.Map `ebpf:"events"`
-	KeyScratch   *ebpf.Map `ebpf:"key_scratch"`
-	LinksLearned *ebpf.Map `ebpf:"links_learned"`
-	ScratchMap   *ebpf.Map `ebpf:"scratch_map"`
-	StashMap     *ebpf.Map `ebpf:"stash_map"`
-	StashPending *ebpf.Map `ebpf:"stash_pending"`
-	WatchPaths   *ebpf.Map `ebpf:"watch_paths"`
-	WatchRoots   *ebpf.Map `ebpf:"watch_roots"`
+	ConfigMap        *ebpf.Map `ebpf:"config_map"`
+	Drops            *ebpf.Map `ebpf:"drops"`
+	Emitted          *ebpf.Map `ebpf:"emitted"`
+	Events           *ebpf.Map `ebpf:"events"`
+	KeyScratch       *ebpf.Map `ebpf:"key_scratch"`
+	LinksLearned     *ebpf.Map `ebpf:"links_learned"`
+	RelativeLinks    *ebpf.Map `ebpf:"relative_links"`
+	RelativeLinksAny *ebpf.Map `ebpf:"relative_links_any"`
+	ScratchMap       *ebpf.Map `ebpf:"scratch_map"`
+	StashMap         *ebpf.Map `ebpf:"stash_map"`
+	StashPending     *ebpf.Map `ebpf:"stash_pending"`
+	WatchPaths       *ebpf.Map `ebpf:"watch_paths"`
+	WatchRoots       *ebpf.Map `ebpf:"watch_roots"`
 }
 
 func (m *fileMaps) Close() error {
@@ -234,6 +240,8 @@ func (m *fileMaps) Close() error {
 		m.Events,
 		m.KeyScratch,
 		m.LinksLearned,
+		m.RelativeLinks,
+		m.RelativeLinksAny,
 		m.ScratchMap,
 		m.StashMap,
 		m.StashPending,

@@ -74,43 +74,45 @@ type fileCompatStash struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	fileCompatMapConfigMap      = "config_map"
-	fileCompatMapDotStepState   = "dot_step_state"
-	fileCompatMapDrops          = "drops"
-	fileCompatMapEmitted        = "emitted"
-	fileCompatMapEvents         = "events"
-	fileCompatMapKeyScratch     = "key_scratch"
-	fileCompatMapLinksLearned   = "links_learned"
-	fileCompatMapRegsCopyMap    = "regs_copy_map"
-	fileCompatMapRootStepState  = "root_step_state"
-	fileCompatMapScratchMap     = "scratch_map"
-	fileCompatMapStashMap       = "stash_map"
-	fileCompatMapStashPending   = "stash_pending"
-	fileCompatMapWalkStepState  = "walk_step_state"
-	fileCompatMapWatchPaths     = "watch_paths"
-	fileCompatMapWatchRoots     = "watch_roots"
-	fileCompatProgExitChmod     = "exit_chmod"
-	fileCompatProgExitChown     = "exit_chown"
-	fileCompatProgExitCreat     = "exit_creat"
-	fileCompatProgExitFchmod    = "exit_fchmod"
-	fileCompatProgExitFchmodat  = "exit_fchmodat"
-	fileCompatProgExitFchmodat2 = "exit_fchmodat2"
-	fileCompatProgExitFchown    = "exit_fchown"
-	fileCompatProgExitFchownat  = "exit_fchownat"
-	fileCompatProgExitLchown    = "exit_lchown"
-	fileCompatProgExitLink      = "exit_link"
-	fileCompatProgExitLinkat    = "exit_linkat"
-	fileCompatProgExitOpen      = "exit_open"
-	fileCompatProgExitOpenat    = "exit_openat"
-	fileCompatProgExitOpenat2   = "exit_openat2"
-	fileCompatProgExitRename    = "exit_rename"
-	fileCompatProgExitRenameat  = "exit_renameat"
-	fileCompatProgExitRenameat2 = "exit_renameat2"
-	fileCompatProgExitRmdir     = "exit_rmdir"
-	fileCompatProgExitSymlink   = "exit_symlink"
-	fileCompatProgExitSymlinkat = "exit_symlinkat"
-	fileCompatProgExitUnlink    = "exit_unlink"
-	fileCompatProgExitUnlinkat  = "exit_unlinkat"
+	fileCompatMapConfigMap        = "config_map"
+	fileCompatMapDotStepState     = "dot_step_state"
+	fileCompatMapDrops            = "drops"
+	fileCompatMapEmitted          = "emitted"
+	fileCompatMapEvents           = "events"
+	fileCompatMapKeyScratch       = "key_scratch"
+	fileCompatMapLinksLearned     = "links_learned"
+	fileCompatMapRegsCopyMap      = "regs_copy_map"
+	fileCompatMapRelativeLinks    = "relative_links"
+	fileCompatMapRelativeLinksAny = "relative_links_any"
+	fileCompatMapRootStepState    = "root_step_state"
+	fileCompatMapScratchMap       = "scratch_map"
+	fileCompatMapStashMap         = "stash_map"
+	fileCompatMapStashPending     = "stash_pending"
+	fileCompatMapWalkStepState    = "walk_step_state"
+	fileCompatMapWatchPaths       = "watch_paths"
+	fileCompatMapWatchRoots       = "watch_roots"
+	fileCompatProgExitChmod       = "exit_chmod"
+	fileCompatProgExitChown       = "exit_chown"
+	fileCompatProgExitCreat       = "exit_creat"
+	fileCompatProgExitFchmod      = "exit_fchmod"
+	fileCompatProgExitFchmodat    = "exit_fchmodat"
+	fileCompatProgExitFchmodat2   = "exit_fchmodat2"
+	fileCompatProgExitFchown      = "exit_fchown"
+	fileCompatProgExitFchownat    = "exit_fchownat"
+	fileCompatProgExitLchown      = "exit_lchown"
+	fileCompatProgExitLink        = "exit_link"
+	fileCompatProgExitLinkat      = "exit_linkat"
+	fileCompatProgExitOpen        = "exit_open"
+	fileCompatProgExitOpenat      = "exit_openat"
+	fileCompatProgExitOpenat2     = "exit_openat2"
+	fileCompatProgExitRename      = "exit_rename"
+	fileCompatProgExitRenameat    = "exit_renameat"
+	fileCompatProgExitRenameat2   = "exit_renameat2"
+	fileCompatProgExitRmdir       = "exit_rmdir"
+	fileCompatProgExitSymlink     = "exit_symlink"
+	fileCompatProgExitSymlinkat   = "exit_symlinkat"
+	fileCompatProgExitUnlink      = "exit_unlink"
+	fileCompatProgExitUnlinkat    = "exit_unlinkat"
 )
 
 // loadFileCompat returns the embedded CollectionSpec for fileCompat.
@@ -183,21 +185,23 @@ type fileCompatProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type fileCompatMapSpecs struct {
-	ConfigMap     *ebpf.MapSpec `ebpf:"config_map"`
-	DotStepState  *ebpf.MapSpec `ebpf:"dot_step_state"`
-	Drops         *ebpf.MapSpec `ebpf:"drops"`
-	Emitted       *ebpf.MapSpec `ebpf:"emitted"`
-	Events        *ebpf.MapSpec `ebpf:"events"`
-	KeyScratch    *ebpf.MapSpec `ebpf:"key_scratch"`
-	LinksLearned  *ebpf.MapSpec `ebpf:"links_learned"`
-	RegsCopyMap   *ebpf.MapSpec `ebpf:"regs_copy_map"`
-	RootStepState *ebpf.MapSpec `ebpf:"root_step_state"`
-	ScratchMap    *ebpf.MapSpec `ebpf:"scratch_map"`
-	StashMap      *ebpf.MapSpec `ebpf:"stash_map"`
-	StashPending  *ebpf.MapSpec `ebpf:"stash_pending"`
-	WalkStepState *ebpf.MapSpec `ebpf:"walk_step_state"`
-	WatchPaths    *ebpf.MapSpec `ebpf:"watch_paths"`
-	WatchRoots    *ebpf.MapSpec `ebpf:"watch_roots"`
+	ConfigMap        *ebpf.MapSpec `ebpf:"config_map"`
+	DotStepState     *ebpf.MapSpec `ebpf:"dot_step_state"`
+	Drops            *ebpf.MapSpec `ebpf:"drops"`
+	Emitted          *ebpf.MapSpec `ebpf:"emitted"`
+	Events           *ebpf.MapSpec `ebpf:"events"`
+	KeyScratch       *ebpf.MapSpec `ebpf:"key_scratch"`
+	LinksLearned     *ebpf.MapSpec `ebpf:"links_learned"`
+	RegsCopyMap      *ebpf.MapSpec `ebpf:"regs_copy_map"`
+	RelativeLinks    *ebpf.MapSpec `ebpf:"relative_links"`
+	RelativeLinksAny *ebpf.MapSpec `ebpf:"relative_links_any"`
+	RootStepState    *ebpf.MapSpec `ebpf:"root_step_state"`
+	ScratchMap       *ebpf.MapSpec `ebpf:"scratch_map"`
+	StashMap         *ebpf.MapSpec `ebpf:"stash_map"`
+	StashPending     *ebpf.MapSpec `ebpf:"stash_pending"`
+	WalkStepState    *ebpf.MapSpec `ebpf:"walk_step_state"`
+	WatchPaths       *ebpf.MapSpec `ebpf:"watch_paths"`
+	WatchRoots       *ebpf.MapSpec `ebpf:"watch_roots"`
 }
 
 // fileCompatVariableSpecs contains global variables before they are loaded into the kernel.
@@ -226,21 +230,23 @@ func (o *fileCompatObjects) Close() error {
 //
 // It can be passed to loadFileCompatObjects or ebpf.CollectionSpec.LoadAndAssign.
 type fileCompatMaps struct {
-	ConfigMap     *ebpf.Map `ebpf:"config_map"`
-	DotStepState  *ebpf.Map `ebpf:"dot_step_state"`
-	Drops         *ebpf.Map `ebpf:"drops"`
-	Emitted       *ebpf.Map `ebpf:"emitted"`
-	Events        *ebpf.Map `ebpf:"events"`
-	KeyScratch    *ebpf.Map `ebpf:"key_scratch"`
-	LinksLearned  *ebpf.Map `ebpf:"links_learned"`
-	RegsCopyMap   *ebpf.Map `ebpf:"regs_copy_map"`
-	RootStepState *ebpf.Map `ebpf:"root_step_state"`
-	ScratchMap    *ebpf.Map `ebpf:"scratch_map"`
-	StashMap      *ebpf.Map `ebpf:"stash_map"`
-	StashPending  *ebpf.Map `ebpf:"stash_pending"`
-	WalkStepState *ebpf.Map `ebpf:"walk_step_state"`
-	WatchPaths    *ebpf.Map `ebpf:"watch_paths"`
-	WatchRoots    *ebpf.Map `ebpf:"watch_roots"`
+	ConfigMap        *ebpf.Map `ebpf:"config_map"`
+	DotStepState     *ebpf.Map `ebpf:"dot_step_state"`
+	Drops            *ebpf.Map `ebpf:"drops"`
+	Emitted          *ebpf.Map `ebpf:"emitted"`
+	Events           *ebpf.Map `ebpf:"events"`
+	KeyScratch       *ebpf.Map `ebpf:"key_scratch"`
+	LinksLearned     *ebpf.Map `ebpf:"links_learned"`
+	RegsCopyMap      *ebpf.Map `ebpf:"regs_copy_map"`
+	RelativeLinks    *ebpf.Map `ebpf:"relative_links"`
+	RelativeLinksAny *ebpf.Map `ebpf:"relative_links_any"`
+	RootStepState    *ebpf.Map `ebpf:"root_step_state"`
+	ScratchMap       *ebpf.Map `ebpf:"scratch_map"`
+	StashMap         *ebpf.Map `ebpf:"stash_map"`
+	StashPending     *ebpf.Map `ebpf:"stash_pending"`
+	WalkStepState    *ebpf.Map `ebpf:"walk_step_state"`
+	WatchPaths       *ebpf.Map `ebpf:"watch_paths"`
+	WatchRoots       *ebpf.Map `ebpf:"watch_roots"`
 }
 
 func (m *fileCompatMaps) Close() error {
@@ -253,6 +259,8 @@ func (m *fileCompatMaps) Close() error {
 		m.KeyScratch,
 		m.LinksLearned,
 		m.RegsCopyMap,
+		m.RelativeLinks,
+		m.RelativeLinksAny,
 		m.RootStepState,
 		m.ScratchMap,
 		m.StashMap,

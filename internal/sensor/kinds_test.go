@@ -30,12 +30,23 @@ type where struct {
 // run performs one action and returns the mark (collector index) before it.
 func (w *where) run(t *testing.T, args ...string) (mark int, pid int, out string, err error) {
 	t.Helper()
+	return w.runAt(t, "", args...)
+}
+
+// runAt is run with the working directory dir ("" leaves it as it is).
+func (w *where) runAt(t *testing.T, dir string, args ...string) (mark int, pid int, out string, err error) {
+	t.Helper()
 	_, mark = collected.since(1 << 62)
 	var cmd *exec.Cmd
 	if w.ctrID == "" {
 		cmd = exec.Command(w.actor, args...)
+		cmd.Dir = dir
 	} else {
-		cmd = exec.Command("podman", append([]string{"exec", w.ctrID, w.actor}, args...)...)
+		podman := []string{"exec", w.ctrID, w.actor}
+		if dir != "" {
+			podman = []string{"exec", "-w", dir, w.ctrID, w.actor}
+		}
+		cmd = exec.Command("podman", append(podman, args...)...)
 	}
 	b, err := cmd.CombinedOutput()
 	return mark, cmd.Process.Pid, strings.TrimSpace(string(b)), err
@@ -448,6 +459,21 @@ func TestFileEvents(t *testing.T) {
 			})
 			if ev.File.Path != saDir+"/token" {
 				t.Errorf("read through a link to %s: %+v", saDir, ev.File)
+			}
+			// A link to a secret under a relative name ("cd /tmp; ln -s
+			// /etc/shadow s; cat s"): its cgroup's relative reads are sent
+			// from then on, named by the file reached.
+			rel := filepath.Base(link) + "-rel"
+			t.Cleanup(func() { cleanupIn(w, filepath.Join(w.tmp, rel)) })
+			_, _, out, err = w.runAt(t, w.tmp, "symlink", "/etc/shadow", rel)
+			mustOK(t, err, out)
+			mark, _, out, err = w.runAt(t, w.tmp, "open-read", rel)
+			mustOK(t, err, out)
+			ev = waitFrom(t, mark, "relative read through a relative link to a secret", func(ev *event.Event) bool {
+				return ev.Kind == event.KindOpen && w.from(ev) && ev.File.RawPath == rel
+			})
+			if ev.File.Path != "/etc/shadow" || ev.File.Write {
+				t.Errorf("relative read through a relative link to /etc/shadow: %+v", ev.File)
 			}
 			_, _, out, err = w.run(t, "symlink", "/bin", link+"-bin")
 			mustOK(t, err, out)

@@ -167,6 +167,11 @@ func TestFileAttacks(t *testing.T) {
 			attack: "ln -s /etc/shadow /tmp/s && cat /tmp/s >/dev/null",
 			benign: "ln -s /etc/passwd /tmp/s && cat /tmp/s >/dev/null",
 			check:  func(t *testing.T, f Finding) { ctxHas(t, f, "filePath", "/etc/shadow") }},
+		// And through one made under a relative name, read by it.
+		{typ: "CredentialAccess:Runtime/SensitiveFileRead", sev: "Medium",
+			attack: "cd /tmp && ln -s /etc/shadow s && cat s >/dev/null",
+			benign: "cd /tmp && ln -s /etc/passwd s && cat s >/dev/null",
+			check:  func(t *testing.T, f Finding) { ctxHas(t, f, "filePath", "/etc/shadow") }},
 		// And through a symlink to the secret's directory.
 		{typ: "CredentialAccess:Runtime/SensitiveFileRead", sev: "Medium",
 			attack: "ln -s /etc /tmp/e && cat /tmp/e/shadow >/dev/null",
