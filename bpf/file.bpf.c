@@ -229,8 +229,9 @@ static __always_inline __u32 relative_bits(void)
 	return bpf_map_lookup_elem(&relative_links, &cg) ? 4 | WATCH_WRITE | WATCH_READ : 4 | WATCH_WRITE;
 }
 
-/* watch_bits returns what the watch list says about a user path; relative
- * paths return WATCH_WRITE|WATCH_READ|4 so the caller decides. */
+/* watch_bits returns what the watch list says about a user path. Bit 4
+ * says user space decides: relative paths (WATCH_WRITE, and WATCH_READ in a
+ * cgroup relative_bits names) and non-canonical ones (both). */
 static __always_inline __u32 watch_bits(const char *upath)
 {
 	/* Two bytes settle most calls (a relative path, or a root nobody

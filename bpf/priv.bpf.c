@@ -327,8 +327,8 @@ static long vma_cb(struct task_struct *task, struct vm_area_struct *vma, struct 
 #endif
 
 #ifdef MAMORI_COMPAT
-/* The VMA tree of kernels before 6.1 (an rbtree, later a maple tree); the
- * compat objects are only loaded on kernels without bpf_find_vma (5.17). */
+/* The VMA tree of kernels before 6.1 (an rbtree, later a maple tree): the
+ * kernels without bpf_find_vma (5.17) that the compat objects are for. */
 struct vm_area_struct___rb {
 	unsigned long vm_start;
 	unsigned long vm_end;

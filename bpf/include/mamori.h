@@ -59,12 +59,13 @@ enum event_kind {
  * (MAMORI_COMPAT) for kernels that lack some — Linux 5.10 to 5.16, e.g.
  * Amazon Linux 2 and Ubuntu 22.04. The loader picks by probing the
  * helpers, not by version. The compat build trades speed for reach:
- *   bpf_loop (5.17)                  -> bounded loops the verifier unrolls
+ *   bpf_loop (5.17)                  -> bounded loops of global-function
+ *                                       steps (MAMORI_LOOP, below)
  *   bpf_get_current_task_btf (5.11)  -> bpf_get_current_task + CO-RE reads
  *   bpf_task_pt_regs (5.15)          -> the saved registers found at the top
  *                                       of the task's kernel stack, checked
- *                                       against the syscall number
- *   bpf_find_vma (5.17)              -> a walk of the mm's VMA tree
+ *                                       for user mode and the syscall number
+ *   bpf_find_vma (5.17)              -> a walk of the mm's VMA rbtree
  * MAMORI_LOOP runs fn(i, ctx) for i in [0, n) until it returns non-zero.
  * bpf_loop lets the verifier check one step instead of every iteration.
  * Without it, each step is a global function (MAMORI_COMPAT_STEP), which
@@ -257,7 +258,8 @@ static __always_inline __u32 ns_pid_of(struct task_struct *t)
  * The task is reached through its BTF pointer, so each field is a plain
  * load (a faulting one is caught by the kernel) rather than a helper call
  * per field: that halves the cost of every event. Only the namespace pid,
- * an index into a flexible array, needs a probe read.
+ * an index into a flexible array, needs a probe read. The compat build,
+ * without that pointer, reads each field with CO-RE.
  */
 static __always_inline void fill_hdr(struct event_hdr *h, __u32 kind)
 {
