@@ -8,8 +8,10 @@
  * open under a root no entry starts with (/tmp, /proc, ...) costs a
  * two-byte read; one that no entry watches a string read and one lookup.
  * Relative paths with write intent are always sent (user space resolves
- * them against their directory fd or the cwd, and filters). Every operation has one hook, at
- * syscall exit (exit_take in syscall.h).
+ * them against their directory fd or the cwd, and filters). A successful
+ * read the path did not select is checked once more by the inode it opened
+ * (watch_inodes). Every operation has one hook, at syscall exit (exit_take
+ * in syscall.h).
  *
  * EV_OPEN    args: 0 flags, 1 mode, 2 dfd, 3 watch bits; ret = fd or -errno
  *            strs: 0 resolved path (walk of the new fd; empty on failure),
@@ -280,13 +282,103 @@ static __always_inline __u32 watch_bits(const char *upath)
 #define O_CREAT 0100
 #define O_TRUNC 01000
 
+static __always_inline int open_writes(__u64 flags)
+{
+	return (flags & O_ACCMODE) != 0 || (flags & (O_CREAT | O_TRUNC));
+}
+
 static __always_inline int open_interesting(const char *upath, __u64 flags)
 {
 	__u32 bits = watch_bits(upath);
-	int write = (flags & O_ACCMODE) != 0 || (flags & (O_CREAT | O_TRUNC));
-	if (write)
+	if (open_writes(flags))
 		return bits & WATCH_WRITE;
 	return bits & WATCH_READ;
+}
+
+/*
+ * Reads judged by the file opened, not the path given. A secret read
+ * through a path the trie cannot name — a link with a relative target, one
+ * made before the agent started or renamed since, a ".." climb from an
+ * unwatched root — still opens the secret's inode. User space keeps the
+ * inode numbers of the read-watched files, on the host and in each
+ * container's root, in watch_inodes, and a bit per number's hash in
+ * watch_ino_bits: an unwatched read pays a few loads and one array load,
+ * only a bit hit pays the hash lookup. A number alone (no device) can match
+ * a file on another filesystem: that read is sent too, and user space
+ * judges it by the file reached (its walked path).
+ */
+#define INO_BITS_WORDS 1024 /* 65,536 bits */
+
+struct ino_bits {
+	__u64 any; /* zero: no inode is watched, skip the check */
+	__u64 w[INO_BITS_WORDS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ino_bits);
+} watch_ino_bits SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u32);
+} watch_inodes SEC(".maps");
+
+#ifndef MAMORI_COMPAT
+/* Linux 6.2+: a cast the verifier turns into nothing, after which fields
+ * are plain (fault-checked) loads. Weak: on older kernels the loader makes
+ * the symbol's address zero and the verifier drops the branch. */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
+#endif
+
+/* opened_ino returns the inode number behind the current task's fd, or 0.
+ * It runs on every read the path filter let pass, so the default build
+ * uses plain loads wherever the kernel allows them: one helper read (the
+ * fd array's slot) instead of five. */
+static __always_inline __u64 opened_ino(long fd)
+{
+	if (fd < 0)
+		return 0;
+	struct file *f = NULL;
+#ifndef MAMORI_COMPAT
+	struct task_struct *t = bpf_get_current_task_btf();
+	struct fdtable *fdt = t->files->fdt;
+	if (!fdt || (unsigned long)fd >= fdt->max_fds)
+		return 0;
+	struct file **fds = fdt->fd;
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	if (!f)
+		return 0;
+	if (bpf_rdonly_cast) {
+		struct file *bf = bpf_rdonly_cast(f, bpf_core_type_id_kernel(struct file));
+		return bf->f_inode->i_ino;
+	}
+#else
+	f = file_of_fd(fd);
+	if (!f)
+		return 0;
+#endif
+	return BPF_CORE_READ(f, f_inode, i_ino);
+}
+
+static __always_inline int ino_watched(long fd)
+{
+	__u32 zero = 0;
+	struct ino_bits *b = bpf_map_lookup_elem(&watch_ino_bits, &zero);
+	if (!b || !b->any)
+		return 0;
+	__u64 ino = opened_ino(fd);
+	if (!ino)
+		return 0;
+	/* The same hash as user space's (sensor.inoBit). */
+	__u32 h = (__u32)((ino * 0x9E3779B97F4A7C15ULL) >> 48);
+	if (!((b->w[(h >> 6) & (INO_BITS_WORDS - 1)] >> (h & 63)) & 1))
+		return 0;
+	return bpf_map_lookup_elem(&watch_inodes, &ino) != NULL;
 }
 
 /* exit_open_common emits one EV_OPEN; pi is the index of the path arg. */
@@ -301,7 +393,7 @@ static __always_inline int exit_open_common(struct trace_event_raw_sys_exit *ctx
 		flags = 01 | O_CREAT | O_TRUNC;
 	if (fam == SC_OPENAT2)
 		bpf_probe_read_user(&flags, sizeof(flags), (void *)st.args[2]);
-	if (!open_interesting(up, flags))
+	if (!open_interesting(up, flags) && !(ret >= 0 && !open_writes(flags) && ino_watched(ret)))
 		return 0;
 	struct scratch *s = begin_event(EV_OPEN);
 	if (!s)

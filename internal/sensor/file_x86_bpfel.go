@@ -20,6 +20,12 @@ type fileConfig struct {
 	DnsPorts [4]uint16
 }
 
+type fileInoBits struct {
+	_   structs.HostLayout
+	Any uint64
+	W   [1024]uint64
+}
+
 type filePathKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -80,6 +86,8 @@ const (
 	fileMapScratchMap       = "scratch_map"
 	fileMapStashMap         = "stash_map"
 	fileMapStashPending     = "stash_pending"
+	fileMapWatchInoBits     = "watch_ino_bits"
+	fileMapWatchInodes      = "watch_inodes"
 	fileMapWatchPaths       = "watch_paths"
 	fileMapWatchRoots       = "watch_roots"
 	fileProgExitChmod       = "exit_chmod"
@@ -187,6 +195,8 @@ type fileMapSpecs struct {
 	ScratchMap       *ebpf.MapSpec `ebpf:"scratch_map"`
 	StashMap         *ebpf.MapSpec `ebpf:"stash_map"`
 	StashPending     *ebpf.MapSpec `ebpf:"stash_pending"`
+	WatchInoBits     *ebpf.MapSpec `ebpf:"watch_ino_bits"`
+	WatchInodes      *ebpf.MapSpec `ebpf:"watch_inodes"`
 	WatchPaths       *ebpf.MapSpec `ebpf:"watch_paths"`
 	WatchRoots       *ebpf.MapSpec `ebpf:"watch_roots"`
 }
@@ -228,6 +238,8 @@ type fileMaps struct {
 	ScratchMap       *ebpf.Map `ebpf:"scratch_map"`
 	StashMap         *ebpf.Map `ebpf:"stash_map"`
 	StashPending     *ebpf.Map `ebpf:"stash_pending"`
+	WatchInoBits     *ebpf.Map `ebpf:"watch_ino_bits"`
+	WatchInodes      *ebpf.Map `ebpf:"watch_inodes"`
 	WatchPaths       *ebpf.Map `ebpf:"watch_paths"`
 	WatchRoots       *ebpf.Map `ebpf:"watch_roots"`
 }
@@ -245,6 +257,8 @@ func (m *fileMaps) Close() error {
 		m.ScratchMap,
 		m.StashMap,
 		m.StashPending,
+		m.WatchInoBits,
+		m.WatchInodes,
 		m.WatchPaths,
 		m.WatchRoots,
 	)

@@ -20,6 +20,12 @@ type fileCompatConfig struct {
 	DnsPorts [4]uint16
 }
 
+type fileCompatInoBits struct {
+	_   structs.HostLayout
+	Any uint64
+	W   [1024]uint64
+}
+
 type fileCompatPathKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -89,6 +95,8 @@ const (
 	fileCompatMapStashMap         = "stash_map"
 	fileCompatMapStashPending     = "stash_pending"
 	fileCompatMapWalkStepState    = "walk_step_state"
+	fileCompatMapWatchInoBits     = "watch_ino_bits"
+	fileCompatMapWatchInodes      = "watch_inodes"
 	fileCompatMapWatchPaths       = "watch_paths"
 	fileCompatMapWatchRoots       = "watch_roots"
 	fileCompatProgExitChmod       = "exit_chmod"
@@ -200,6 +208,8 @@ type fileCompatMapSpecs struct {
 	StashMap         *ebpf.MapSpec `ebpf:"stash_map"`
 	StashPending     *ebpf.MapSpec `ebpf:"stash_pending"`
 	WalkStepState    *ebpf.MapSpec `ebpf:"walk_step_state"`
+	WatchInoBits     *ebpf.MapSpec `ebpf:"watch_ino_bits"`
+	WatchInodes      *ebpf.MapSpec `ebpf:"watch_inodes"`
 	WatchPaths       *ebpf.MapSpec `ebpf:"watch_paths"`
 	WatchRoots       *ebpf.MapSpec `ebpf:"watch_roots"`
 }
@@ -245,6 +255,8 @@ type fileCompatMaps struct {
 	StashMap         *ebpf.Map `ebpf:"stash_map"`
 	StashPending     *ebpf.Map `ebpf:"stash_pending"`
 	WalkStepState    *ebpf.Map `ebpf:"walk_step_state"`
+	WatchInoBits     *ebpf.Map `ebpf:"watch_ino_bits"`
+	WatchInodes      *ebpf.Map `ebpf:"watch_inodes"`
 	WatchPaths       *ebpf.Map `ebpf:"watch_paths"`
 	WatchRoots       *ebpf.Map `ebpf:"watch_roots"`
 }
@@ -266,6 +278,8 @@ func (m *fileCompatMaps) Close() error {
 		m.StashMap,
 		m.StashPending,
 		m.WalkStepState,
+		m.WatchInoBits,
+		m.WatchInodes,
 		m.WatchPaths,
 		m.WatchRoots,
 	)

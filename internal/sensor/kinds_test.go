@@ -102,6 +102,26 @@ func waitFrom(t *testing.T, mark int, what string, match func(*event.Event) bool
 	return nil
 }
 
+// seenWithin reports whether a matching event is collected after mark
+// within d.
+func seenWithin(mark int, d time.Duration, match func(*event.Event) bool) bool {
+	deadline := time.Now().Add(d)
+	next := mark
+	for {
+		var evs []*event.Event
+		evs, next = collected.since(next)
+		for _, ev := range evs {
+			if match(ev) {
+				return true
+			}
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // places returns the host and a running podman container with the actor
 // mounted at /t/actor and host networking (for loopback peers).
 func places(t *testing.T) []*where {
@@ -474,6 +494,64 @@ func TestFileEvents(t *testing.T) {
 			})
 			if ev.File.Path != "/etc/shadow" || ev.File.Write {
 				t.Errorf("relative read through a relative link to /etc/shadow: %+v", ev.File)
+			}
+			// A link the path filter cannot name — here one with a relative
+			// target, learned by no one — still opens the secret's inode,
+			// which the kernel checks on every read it let pass (the
+			// container's own /etc/shadow is known through its root). The
+			// twin, a relative link to /etc/passwd, stays in the kernel.
+			relDir := filepath.Join(w.tmp, "mamori-reltarget-"+strconv.Itoa(rand.Int()))
+			mkdirIn(t, w, relDir)
+			t.Cleanup(func() { cleanupIn(w, relDir+"/s", relDir+"/p", relDir) })
+			target, _ := filepath.Rel(relDir, "/etc/shadow")
+			_, _, out, err = w.run(t, "symlink", target, relDir+"/s")
+			mustOK(t, err, out)
+			mark, _, out, err = w.run(t, "open-read", relDir+"/s")
+			mustOK(t, err, out)
+			ev = waitFrom(t, mark, "read through a link with a relative target", func(ev *event.Event) bool {
+				return ev.Kind == event.KindOpen && w.from(ev) && ev.File.RawPath == relDir+"/s"
+			})
+			if ev.File.Path != "/etc/shadow" || ev.File.Write {
+				t.Errorf("read through %s -> %s: %+v", relDir+"/s", target, ev.File)
+			}
+			target, _ = filepath.Rel(relDir, "/etc/passwd")
+			_, _, out, err = w.run(t, "symlink", target, relDir+"/p")
+			mustOK(t, err, out)
+			mark, pid, out, err = w.run(t, "open-read", relDir+"/p")
+			mustOK(t, err, out)
+			assertNone(t, mark, pid, w, func(ev *event.Event) bool {
+				return ev.Kind == event.KindOpen && ev.File.RawPath == relDir+"/p"
+			})
+			// A secret replaced after the scan (a fresh file renamed over
+			// it, as passwd does with /etc/shadow) has a new inode: the
+			// rename onto a read-watched path makes the agent scan again
+			// at once, so reads through the link are seen within moments,
+			// not at the next periodic scan (5 s).
+			rotated := saDir + "/rotated"
+			t.Cleanup(func() { cleanupIn(w, rotated, rotated+".new", relDir+"/r") })
+			_, _, out, err = w.run(t, "open-write", rotated)
+			mustOK(t, err, out)
+			target, _ = filepath.Rel(relDir, rotated)
+			_, _, out, err = w.run(t, "symlink", target, relDir+"/r")
+			mustOK(t, err, out)
+			_, _, out, err = w.run(t, "open-write", rotated+".new")
+			mustOK(t, err, out)
+			_, _, out, err = w.run(t, "rename", rotated+".new", rotated)
+			mustOK(t, err, out)
+			renamed := time.Now()
+			seen := false
+			for !seen && time.Since(renamed) < 2*time.Second {
+				mark, _, out, err = w.run(t, "open-read", relDir+"/r")
+				mustOK(t, err, out)
+				seen = seenWithin(mark, 200*time.Millisecond, func(ev *event.Event) bool {
+					return ev.Kind == event.KindOpen && w.from(ev) && ev.File.RawPath == relDir+"/r" && ev.File.Path == rotated
+				})
+			}
+			if !seen {
+				t.Errorf("no read through a link to %s, renamed over, within 2s of the rename", rotated)
+			}
+			if c := shared.Counters(); c.SecretInodes == 0 || c.WatchedRoots == 0 || c.SecretInodesNotWatched != 0 {
+				t.Errorf("secret inodes %d in %d roots, %d not watched", c.SecretInodes, c.WatchedRoots, c.SecretInodesNotWatched)
 			}
 			_, _, out, err = w.run(t, "symlink", "/bin", link+"-bin")
 			mustOK(t, err, out)

@@ -27,7 +27,7 @@ var sharedMaps = []string{"events", "drops", "emitted", "config_map"}
 
 // familyMaps are per-family maps user space writes (configuration) or
 // reads (counters).
-var familyMaps = []string{"watch_paths", "watch_roots", "links_learned"}
+var familyMaps = []string{"watch_paths", "watch_roots", "links_learned", "watch_inodes", "watch_ino_bits"}
 
 // HookStatus says whether one BPF program is in use, and if not, why.
 type HookStatus struct {
@@ -103,6 +103,9 @@ type Sensor struct {
 	status []HookStatus
 	cgroup string
 	stats  readStats
+	// inodes keeps the kernel's read-watched inode numbers (nil without
+	// the file family).
+	inodes *inodeWatch
 }
 
 // Load creates the shared maps, loads every program family and attaches
@@ -149,6 +152,7 @@ func Load(opts Options) (*Sensor, error) {
 			return nil, err
 		}
 	}
+	s.inodes = newInodeWatch(log, s.maps)
 	if _, ok := s.maps["watch_paths"]; ok {
 		if err := s.SetWatch(DefaultWatch); err != nil {
 			s.Close()

@@ -34,6 +34,15 @@ type Counters struct {
 	// watch full): reads through those are not seen.
 	LinksLearned    uint64 `json:"linksLearned"`
 	LinksNotLearned uint64 `json:"linksNotLearned"`
+	// SecretInodes counts the read-watched files the kernel knows by
+	// inode (on the host and in WatchedRoots container roots), so a read
+	// through any path to them is seen; SecretInodesNotWatched those its
+	// set had no room for; RootScansLost the roots not asked for, their
+	// queue full (the cgroup asks again at its next event).
+	SecretInodes           uint64 `json:"secretInodes"`
+	SecretInodesNotWatched uint64 `json:"secretInodesNotWatched"`
+	WatchedRoots           uint64 `json:"watchedRoots"`
+	RootScansLost          uint64 `json:"rootScansLost"`
 }
 
 // TotalKernelDrops sums drops over all kinds.
@@ -97,6 +106,11 @@ func (s *Sensor) Run(ctx context.Context, h Handler) error {
 		}
 	})
 	defer stop()
+	if w := s.inodes; w != nil {
+		started := make(chan struct{})
+		go w.run(ctx, started)
+		<-started
+	}
 	dec := NewDecoder()
 	var rec ringbuf.Record
 	for {
@@ -132,6 +146,9 @@ func (s *Sensor) Run(ctx context.Context, h Handler) error {
 				continue
 			}
 			s.stats.last.Store(time.Now().UnixNano())
+			if s.inodes != nil {
+				s.inodes.note(ev)
+			}
 			h(ev)
 		}
 	}
@@ -149,6 +166,10 @@ func (s *Sensor) Counters() Counters {
 		c.LastEvent = time.Unix(0, t)
 	}
 	c.LinksLearned, c.LinksNotLearned = perCPUAt(s.maps["links_learned"], 0), perCPUAt(s.maps["links_learned"], 1)
+	if w := s.inodes; w != nil {
+		c.SecretInodes, c.SecretInodesNotWatched = w.watched.Load(), w.notWatched.Load()
+		c.WatchedRoots, c.RootScansLost = w.rootsNow.Load(), w.asksLost.Load()
+	}
 	for _, coll := range s.colls {
 		for _, p := range coll.Programs {
 			if st, err := p.Stats(); err == nil {

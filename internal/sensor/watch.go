@@ -83,6 +83,7 @@ func (s *Sensor) SetWatch(rules []WatchRule) error {
 	for i := range keys {
 		_ = m.Delete(&keys[i])
 	}
+	given := rules
 	rules = append(rules[:len(rules):len(rules)], secretDirs(rules)...)
 	// The kernel skips the trie for paths whose first character after '/'
 	// starts no rule (watch_roots); the set is written once the trie is.
@@ -109,6 +110,9 @@ func (s *Sensor) SetWatch(rules []WatchRule) error {
 	}
 	if err := rm.Put(uint32(0), roots); err != nil {
 		return fmt.Errorf("write watched roots: %w", err)
+	}
+	if s.inodes != nil {
+		s.inodes.setRules(given)
 	}
 	return nil
 }
