@@ -94,7 +94,7 @@ type inodeWatch struct {
 	rescan chan struct{}
 
 	mu    sync.Mutex
-	rules []WatchRule // read-watched ones
+	rules []WatchRule      // read-watched ones
 	seen  map[uint64]uint8 // cgroup → cgInside | asks so far
 	own   rootID           // the agent's root
 	roots map[rootID]*watchedRoot
@@ -120,12 +120,7 @@ func newInodeWatch(log *slog.Logger, maps map[string]*ebpf.Map) *inodeWatch {
 
 // setRules takes the watch rules; the next scan uses their read ones.
 func (w *inodeWatch) setRules(rules []WatchRule) {
-	var read []WatchRule
-	for _, r := range rules {
-		if r.Bits&WatchRead != 0 {
-			read = append(read, r)
-		}
-	}
+	read := readRules(rules)
 	prefixes := make([]string, len(read))
 	for i, r := range read {
 		prefixes[i] = r.Prefix
@@ -142,6 +137,17 @@ func (w *inodeWatch) kick() {
 	case w.rescan <- struct{}{}:
 	default:
 	}
+}
+
+// readRules are the rules that watch reads: those the scan resolves.
+func readRules(rules []WatchRule) []WatchRule {
+	var read []WatchRule
+	for _, r := range rules {
+		if r.Bits&WatchRead != 0 {
+			read = append(read, r)
+		}
+	}
+	return read
 }
 
 // note runs on the reader for every event. The first event of a cgroup
@@ -464,7 +470,7 @@ func scanRoot(root int, rules []WatchRule) map[uint64]bool {
 			scanDir(root, strings.TrimSuffix(rel, "/"), 0, map[uint64]bool{}, add)
 			continue
 		}
-		if st, err := statIn(root, rel); err == nil {
+		if st, err := statIn(root, rel, true); err == nil {
 			if st.Mode&unix.S_IFMT == unix.S_IFREG {
 				add(st.Ino)
 			}
@@ -479,7 +485,7 @@ func scanRoot(root int, rules []WatchRule) map[uint64]bool {
 			if !strings.HasPrefix(name, base) {
 				continue
 			}
-			if st, err := statIn(root, dir+name); err == nil && st.Mode&unix.S_IFMT == unix.S_IFREG && !add(st.Ino) {
+			if st, err := statIn(root, dir+name, true); err == nil && st.Mode&unix.S_IFMT == unix.S_IFREG && !add(st.Ino) {
 				break
 			}
 		}
@@ -487,10 +493,14 @@ func scanRoot(root int, rules []WatchRule) map[uint64]bool {
 	return out
 }
 
-// scanDir adds the regular files below dir, following links (inside the
-// root) as the kernel would; visited stops loops.
+// scanDir adds the regular files below dir (the rule's directory is
+// reached through links, as the kernel would: /var/run is often one). Links
+// below it are not followed: a file that is a secret lives in the
+// directory (a pod's token is a link to a file in a sibling directory,
+// scanned in its own right), and a container linking / there would
+// otherwise make its every file a secret. visited stops loops.
 func scanDir(root int, dir string, depth int, visited map[uint64]bool, add func(uint64) bool) bool {
-	st, err := statIn(root, dir)
+	st, err := statIn(root, dir, depth == 0)
 	if err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR || visited[st.Ino] {
 		return true
 	}
@@ -501,7 +511,7 @@ func scanDir(root int, dir string, depth int, visited map[uint64]bool, add func(
 	}
 	for _, name := range names {
 		p := dir + "/" + name
-		st, err := statIn(root, p)
+		st, err := statIn(root, p, false)
 		if err != nil {
 			continue
 		}
@@ -519,14 +529,19 @@ func scanDir(root int, dir string, depth int, visited map[uint64]bool, add func(
 	return true
 }
 
-// statIn stats a path inside root, following its links there. O_PATH opens
-// nothing: a device or a FIFO is not touched.
-func statIn(root int, rel string) (unix.Stat_t, error) {
+// statIn stats a path inside root, following its links there (the last
+// one only when follow is set). O_PATH opens nothing: a device or a FIFO
+// is not touched.
+func statIn(root int, rel string, follow bool) (unix.Stat_t, error) {
 	var st unix.Stat_t
 	if rel == "" {
 		rel = "."
 	}
-	fd, err := unix.Openat2(root, rel, &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC,
+	flags := uint64(unix.O_PATH | unix.O_CLOEXEC)
+	if !follow {
+		flags |= unix.O_NOFOLLOW
+	}
+	fd, err := unix.Openat2(root, rel, &unix.OpenHow{Flags: flags,
 		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS})
 	if err != nil {
 		return st, err

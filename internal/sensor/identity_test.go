@@ -1,0 +1,125 @@
+package sensor
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+func inoOf(t *testing.T, p string) uint64 {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(p, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Ino
+}
+
+// TestScanRootStaysInside: the scan of a container's root names the files
+// the read rules name there — following the container's links inside its
+// root, never out to the agent's — and only regular files, within bounds.
+func TestScanRootStaysInside(t *testing.T) {
+	root := t.TempDir()
+	mk := func(rel string) string {
+		p := filepath.Join(root, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	want := map[uint64]string{}
+	for _, rel := range []string{"etc/shadow", "root/.ssh/id_rsa", "root/.ssh/sub/deep", "etc/ssh/ssh_host_rsa_key",
+		"etc/ssh/ssh_host_ed25519_key", "run/secrets/kubernetes.io/serviceaccount/..2026_12_07/token"} {
+		want[inoOf(t, mk(rel))] = rel
+	}
+	// Files a rule names exactly are followed through links, inside the
+	// root: an absolute target, and one climbing out, land in it.
+	want[inoOf(t, mk("etc/docker-inside"))] = "root/.docker/config.json -> /etc/docker-inside"
+	want[inoOf(t, mk("etc/passwd"))] = "etc/gshadow -> ../../../../../../../../etc/passwd"
+	notWanted := map[uint64]string{inoOf(t, mk("etc/ssh/ssh_config")): "etc/ssh/ssh_config", inoOf(t, mk("etc/group")): "etc/group"}
+	// Hostile links: to a file, out of the root, to a directory.
+	for link, target := range map[string]string{
+		"root/.docker/config.json": "/etc/docker-inside",
+		"etc/gshadow":              "../../../../../../../../etc/passwd",
+		"root/.ssh/abs":            "/etc/group",
+		"root/.ssh/up":             "../../../../../../../../etc/passwd",
+		"root/.aws/dir":            "/etc",
+		"run/secrets/kubernetes.io/serviceaccount/..data": "..2026_12_07",
+	} {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(root, link)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(target, filepath.Join(root, link)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A FIFO is not a file to watch, and the scan must not block on it.
+	if err := unix.Mkfifo(filepath.Join(root, "root/.ssh/fifo"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// A directory a hostile container filled: bounded.
+	for i := range maxInodesPerRule + 100 {
+		mk("root/.kube/f" + strconv.Itoa(i))
+	}
+
+	fd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	got := scanRoot(fd, readRules(DefaultWatch))
+
+	for ino, rel := range want {
+		if !got[ino] {
+			t.Errorf("%s not watched", rel)
+		}
+	}
+	// Links below a rule's directory are not followed: their targets (the
+	// root's own /etc, or the agent's) are no secrets for being linked.
+	for _, p := range []string{"/etc/passwd", "/etc/shadow"} {
+		if ino := inoOf(t, p); got[ino] && ino != inoOf(t, filepath.Join(root, p)) {
+			t.Errorf("the agent's %s is watched through a link in the scanned root", p)
+		}
+	}
+	for ino, rel := range notWanted {
+		if got[ino] {
+			t.Errorf("%s watched", rel)
+		}
+	}
+	kube := 0
+	for i := range maxInodesPerRule + 100 {
+		if got[inoOf(t, filepath.Join(root, "root/.kube/f"+strconv.Itoa(i)))] {
+			kube++
+		}
+	}
+	if kube != maxInodesPerRule {
+		t.Errorf("%d files of a filled directory watched, want the bound %d", kube, maxInodesPerRule)
+	}
+}
+
+// TestInoBitSpreads: the prefilter's bit for an inode number is the one
+// the BPF computes (bpf/file.bpf.c ino_watched), within the array.
+func TestInoBitSpreads(t *testing.T) {
+	seen := map[[2]uint32]bool{}
+	for ino := uint64(1); ino <= 1000; ino++ {
+		w, b := inoBit(ino)
+		if w >= inoBitsWords || b >= 64 {
+			t.Fatalf("ino %d: word %d bit %d out of range", ino, w, b)
+		}
+		seen[[2]uint32{w, b}] = true
+	}
+	// Consecutive numbers (files made together) must not share bits.
+	if len(seen) < 990 {
+		t.Errorf("1,000 consecutive inode numbers take %d bits", len(seen))
+	}
+	// h = (ino * 0x9E3779B97F4A7C15) >> 48, word h>>6, bit h&63.
+	if w, b := inoBit(737); w != uint32((737*0x9E3779B97F4A7C15)>>54)%inoBitsWords || b != uint32((737*0x9E3779B97F4A7C15)>>48)&63 {
+		t.Errorf("inoBit(737) = %d, %d", w, b)
+	}
+}
