@@ -73,6 +73,11 @@ func statusCmd() *cobra.Command {
 			if s.LinksLearned+s.LinksNotLearned > 0 {
 				fmt.Fprintf(w, "links to secrets watched\t%d (%d not: the file watch is full)\n", s.LinksLearned, s.LinksNotLearned)
 			}
+			fmt.Fprintf(w, "secret files known by inode\t%d in %d roots", s.SecretInodes, s.WatchedRoots)
+			if s.SecretInodesNotWatched > 0 || s.RootScansLost > 0 {
+				fmt.Fprintf(w, " (%d not: the set is full; %d roots not scanned: queue full)", s.SecretInodesNotWatched, s.RootScansLost)
+			}
+			fmt.Fprintln(w)
 			kinds := make([]string, 0, len(s.KernelDrops))
 			for k := range s.KernelDrops {
 				kinds = append(kinds, k)

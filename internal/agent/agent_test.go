@@ -233,10 +233,15 @@ func TestMetricsExposeLossCounters(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	for _, want := range []string{"mamori_sensor_records_read_total", "mamori_sensor_decode_errors_total",
 		"mamori_sensor_program_misses_total", `mamori_retry_cache_events_total{outcome="dropped"}`,
-		`mamori_sensor_hooks{state="attached"}`, "mamori_process_table_entries", "mamori_sensor_events_emitted_total{kind=\"exec\"}"} {
+		`mamori_sensor_hooks{state="attached"}`, "mamori_process_table_entries", "mamori_sensor_events_emitted_total{kind=\"exec\"}",
+		`mamori_sensor_secret_inodes{state="not_watched"} 0`, "mamori_sensor_watched_roots", "mamori_sensor_root_scans_lost_total"} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %s", want)
 		}
+	}
+	// This host's /etc/shadow at least is known by inode.
+	if strings.Contains(string(body), `mamori_sensor_secret_inodes{state="watched"} 0`) {
+		t.Error("no secret file known by inode")
 	}
 }
 

@@ -23,6 +23,9 @@ var (
 	descDecodeErrors = prometheus.NewDesc("mamori_sensor_decode_errors_total", "Records refused by the decoder.", nil, nil)
 	descProgMisses   = prometheus.NewDesc("mamori_sensor_program_misses_total", "BPF program runs skipped by the kernel's recursion protection (lost events).", nil, nil)
 	descLinks        = prometheus.NewDesc("mamori_sensor_links_learned_total", "Links to secrets the kernel added to its file watch as they were made (learned), or could not add, its watch full (failed: reads through them are not seen).", []string{"outcome"}, nil)
+	descSecretInodes = prometheus.NewDesc("mamori_sensor_secret_inodes", "Read-watched files the kernel knows by inode, so a read through any path to them is seen (watched), or could not add, its set full (not_watched).", []string{"state"}, nil)
+	descRoots        = prometheus.NewDesc("mamori_sensor_watched_roots", "Root directories (the host's, each container's) whose read-watched files are known by inode.", nil, nil)
+	descRootsLost    = prometheus.NewDesc("mamori_sensor_root_scans_lost_total", "Container roots not scanned, the scan queue full (their cgroup asks again at its next event).", nil, nil)
 	descHooks        = prometheus.NewDesc("mamori_sensor_hooks", "Sensor hooks by state (attached, failed, unavailable).", []string{"state"}, nil)
 	descQueue        = prometheus.NewDesc("mamori_agent_queue_length", "Events waiting between the reader and the retry cache.", nil, nil)
 	descQueueCap     = prometheus.NewDesc("mamori_agent_queue_capacity", "Capacity of the reader queue.", nil, nil)
@@ -41,7 +44,7 @@ var (
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descEmitted, descKernelDrops, descRead, descDecodeErrors, descProgMisses, descLinks,
-		descHooks, descQueue, descQueueCap, descDispatched, descLifeLost, descHashLost, descRetry, descRetryPending, descCtr,
+		descSecretInodes, descRoots, descRootsLost, descHooks, descQueue, descQueueCap, descDispatched, descLifeLost, descHashLost, descRetry, descRetryPending, descCtr,
 		descCtrCount, descProcEntries, descProcCount, descHash} {
 		ch <- d
 	}
@@ -67,6 +70,10 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descProgMisses, s.Sensor.ProgramMisses)
 	counter(descLinks, s.Sensor.LinksLearned, "learned")
 	counter(descLinks, s.Sensor.LinksNotLearned, "failed")
+	gauge(descSecretInodes, float64(s.Sensor.SecretInodes), "watched")
+	gauge(descSecretInodes, float64(s.Sensor.SecretInodesNotWatched), "not_watched")
+	gauge(descRoots, float64(s.Sensor.WatchedRoots))
+	counter(descRootsLost, s.Sensor.RootScansLost)
 	var attached, failed, unavailable float64
 	for _, h := range c.a.Hooks() {
 		switch {

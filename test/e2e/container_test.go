@@ -172,6 +172,22 @@ func TestFileAttacks(t *testing.T) {
 			attack: "cd /tmp && ln -s /etc/shadow s && cat s >/dev/null",
 			benign: "cd /tmp && ln -s /etc/passwd s && cat s >/dev/null",
 			check:  func(t *testing.T, f Finding) { ctxHas(t, f, "filePath", "/etc/shadow") }},
+		// Paths the kernel's path filter cannot name: a link with a
+		// relative target, an absolute read through a link made under a
+		// relative name, a ".." climb from an unwatched directory. The
+		// kernel knows the container's /etc/shadow by its inode.
+		{typ: "CredentialAccess:Runtime/SensitiveFileRead", sev: "Medium",
+			attack: "mkdir -p /tmp/d && ln -s ../../etc/shadow /tmp/d/s && cat /tmp/d/s >/dev/null",
+			benign: "mkdir -p /tmp/d && ln -s ../../etc/passwd /tmp/d/s && cat /tmp/d/s >/dev/null",
+			check:  func(t *testing.T, f Finding) { ctxHas(t, f, "filePath", "/etc/shadow") }},
+		{typ: "CredentialAccess:Runtime/SensitiveFileRead", sev: "Medium",
+			attack: "cd /tmp && ln -s /etc/shadow s && cat /tmp/s >/dev/null",
+			benign: "cd /tmp && ln -s /etc/passwd s && cat /tmp/s >/dev/null",
+			check:  func(t *testing.T, f Finding) { ctxHas(t, f, "filePath", "/etc/shadow") }},
+		{typ: "CredentialAccess:Runtime/SensitiveFileRead", sev: "Medium",
+			attack: "cat /tmp/../etc/shadow >/dev/null",
+			benign: "cat /tmp/../etc/passwd >/dev/null",
+			check:  func(t *testing.T, f Finding) { ctxHas(t, f, "filePath", "/etc/shadow") }},
 		// And through a symlink to the secret's directory.
 		{typ: "CredentialAccess:Runtime/SensitiveFileRead", sev: "Medium",
 			attack: "ln -s /etc /tmp/e && cat /tmp/e/shadow >/dev/null",
