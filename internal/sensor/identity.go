@@ -199,9 +199,8 @@ func (w *inodeWatch) note(ev *event.Event) {
 	w.seen[cg] = st
 	w.mu.Unlock()
 	w.last.Store(cg)
-	if w.knownRoot(id) {
-		// Nothing to scan: record the cgroup (a stale root's rescans use
-		// this process) here, without the worker.
+	if w.freshRoot(id) {
+		// Nothing to scan: record the cgroup here, without the worker.
 		w.addRoot(rootAsk{fd: fd, id: id, pid: pid, cgroup: cg})
 		return
 	}
@@ -217,12 +216,13 @@ func (w *inodeWatch) note(ev *event.Event) {
 	}
 }
 
-// knownRoot reports whether a root is already scanned.
-func (w *inodeWatch) knownRoot(id rootID) bool {
+// freshRoot reports whether a root is scanned and its last rescan could
+// reach it (a stale one is scanned again through the asking process).
+func (w *inodeWatch) freshRoot(id rootID) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	_, ok := w.roots[id]
-	return ok
+	r, ok := w.roots[id]
+	return ok && r.stale == 0
 }
 
 // namesSecret reports whether a file event lands under a read rule.
@@ -324,12 +324,9 @@ func (w *inodeWatch) addRoot(a rootAsk) bool {
 	defer unix.Close(a.fd)
 	w.mu.Lock()
 	r, known := w.roots[a.id]
-	if known {
+	if known && r.stale == 0 {
 		// Rescans keep the process they have while it lives: an asking
-		// one is often short-lived. A stale root takes the new one.
-		if r.stale > 0 {
-			r.pid, r.stale = a.pid, 0
-		}
+		// one is often short-lived.
 		if a.cgroup != 0 {
 			r.cgroups[a.cgroup] = true
 		}
@@ -338,13 +335,18 @@ func (w *inodeWatch) addRoot(a rootAsk) bool {
 	}
 	rules := w.rules
 	w.mu.Unlock()
+	// New, or stale (rescans lost its process, and it may have changed
+	// since): scanned now through the asking process, which rescans use.
 	inodes := scanRoot(a.fd, rules)
 	w.mu.Lock()
-	r = &watchedRoot{pid: a.pid, cgroups: map[uint64]bool{}, inodes: inodes}
+	if r == nil {
+		r = &watchedRoot{cgroups: map[uint64]bool{}}
+		w.roots[a.id] = r
+	}
+	r.pid, r.stale, r.inodes = a.pid, 0, inodes
 	if a.cgroup != 0 {
 		r.cgroups[a.cgroup] = true
 	}
-	w.roots[a.id] = r
 	w.rootsNow.Store(uint64(len(w.roots)))
 	w.mu.Unlock()
 	return true

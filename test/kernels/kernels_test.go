@@ -132,7 +132,11 @@ type probeReport struct {
 func bootAndCheck(t *testing.T, k guestKernel, bin, machine, console, kernel, initrd string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 9*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "-M", machine, "-cpu", "max", "-smp", "2", "-m", "1536",
+	// Two guest CPUs on one emulation thread: the guests still run SMP,
+	// but multi-threaded TCG could livelock a guest's own code patching
+	// (a 5.15 guest hung in a jump label it was rewriting while the host
+	// was busy, each CPU waiting for the other).
+	cmd := exec.CommandContext(ctx, bin, "-M", machine, "-accel", "tcg,thread=single", "-cpu", "max", "-smp", "2", "-m", "1536",
 		"-nographic", "-no-reboot", "-nic", "none", // loopback only: no NIC, no option ROM to find
 		"-kernel", kernel, "-initrd", initrd,
 		"-append", "console="+console+" rdinit=/init panic=-1 quiet")
