@@ -298,20 +298,26 @@ static __always_inline int open_interesting(const char *upath, __u64 flags)
 /*
  * Reads judged by the file opened, not the path given. A secret read
  * through a path the trie cannot name — a link with a relative target, one
- * made before the agent started or renamed since, a ".." climb from an
- * unwatched root — still opens the secret's inode. User space keeps the
- * inode numbers of the read-watched files, on the host and in each
- * container's root, in watch_inodes, and a bit per number's hash in
- * watch_ino_bits: an unwatched read pays a few loads and one array load,
- * only a bit hit pays the hash lookup. A number alone (no device) can match
- * a file on another filesystem: that read is sent too, and user space
- * judges it by the file reached (its walked path).
+ * made before the agent started or renamed since, a hard link, a bind
+ * mount, a ".." climb from an unwatched root — still opens the secret's
+ * inode. User space keeps the identities (device and inode number) of the
+ * read-watched files, on the host and in each container's root, in
+ * watch_inodes, and a bit per inode number's hash in watch_ino_bits: an
+ * unwatched read pays a few loads and one array load; only a bit hit
+ * (a watched number, or another file with a number hashing alike) pays
+ * for the device and the hash lookup.
  */
 #define INO_BITS_WORDS 1024 /* 65,536 bits */
 
 struct ino_bits {
 	__u64 any; /* zero: no inode is watched, skip the check */
 	__u64 w[INO_BITS_WORDS];
+};
+
+struct ino_key {
+	__u64 ino;
+	__u32 dev; /* the superblock's s_dev: MAJOR << 20 | MINOR */
+	__u32 pad;
 };
 
 struct {
@@ -324,7 +330,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
-	__type(key, __u64);
+	__type(key, struct ino_key);
 	__type(value, __u32);
 } watch_inodes SEC(".maps");
 
@@ -335,34 +341,32 @@ struct {
 extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
 #endif
 
-/* opened_ino returns the inode number behind the current task's fd, or 0.
- * It runs on every read the path filter let pass, so the default build
- * uses plain loads wherever the kernel allows them: one helper read (the
- * fd array's slot) instead of five. */
-static __always_inline __u64 opened_ino(long fd)
+/* opened_file returns the current task's file for fd, or NULL. It runs on
+ * every read the path filter let pass, so the default build uses plain
+ * loads down to the fd array: one helper read instead of five. */
+static __always_inline struct file *opened_file(long fd)
 {
 	if (fd < 0)
-		return 0;
-	struct file *f = NULL;
+		return NULL;
 #ifndef MAMORI_COMPAT
+	struct file *f = NULL;
 	struct task_struct *t = bpf_get_current_task_btf();
 	struct fdtable *fdt = t->files->fdt;
 	if (!fdt || (unsigned long)fd >= fdt->max_fds)
-		return 0;
+		return NULL;
 	struct file **fds = fdt->fd;
 	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
-	if (!f)
-		return 0;
-	if (bpf_rdonly_cast) {
-		struct file *bf = bpf_rdonly_cast(f, bpf_core_type_id_kernel(struct file));
-		return bf->f_inode->i_ino;
-	}
+	return f;
 #else
-	f = file_of_fd(fd);
-	if (!f)
-		return 0;
+	return file_of_fd(fd);
 #endif
-	return BPF_CORE_READ(f, f_inode, i_ino);
+}
+
+static __always_inline int ino_bit_set(struct ino_bits *b, __u64 ino)
+{
+	/* The same hash as user space's (sensor.inoBit). */
+	__u32 h = (__u32)((ino * 0x9E3779B97F4A7C15ULL) >> 48);
+	return (b->w[(h >> 6) & (INO_BITS_WORDS - 1)] >> (h & 63)) & 1;
 }
 
 static __always_inline int ino_watched(long fd)
@@ -371,14 +375,27 @@ static __always_inline int ino_watched(long fd)
 	struct ino_bits *b = bpf_map_lookup_elem(&watch_ino_bits, &zero);
 	if (!b || !b->any)
 		return 0;
-	__u64 ino = opened_ino(fd);
-	if (!ino)
+	struct file *f = opened_file(fd);
+	if (!f)
 		return 0;
-	/* The same hash as user space's (sensor.inoBit). */
-	__u32 h = (__u32)((ino * 0x9E3779B97F4A7C15ULL) >> 48);
-	if (!((b->w[(h >> 6) & (INO_BITS_WORDS - 1)] >> (h & 63)) & 1))
+	struct ino_key k = {};
+#ifndef MAMORI_COMPAT
+	if (bpf_rdonly_cast) {
+		struct file *bf = bpf_rdonly_cast(f, bpf_core_type_id_kernel(struct file));
+		struct inode *in = bf->f_inode;
+		k.ino = in->i_ino;
+		if (!k.ino || !ino_bit_set(b, k.ino))
+			return 0;
+		k.dev = in->i_sb->s_dev;
+		return bpf_map_lookup_elem(&watch_inodes, &k) != NULL;
+	}
+#endif
+	struct inode *in = BPF_CORE_READ(f, f_inode);
+	k.ino = BPF_CORE_READ(in, i_ino);
+	if (!k.ino || !ino_bit_set(b, k.ino))
 		return 0;
-	return bpf_map_lookup_elem(&watch_inodes, &ino) != NULL;
+	k.dev = BPF_CORE_READ(in, i_sb, s_dev);
+	return bpf_map_lookup_elem(&watch_inodes, &k) != NULL;
 }
 
 /* exit_open_common emits one EV_OPEN; pi is the index of the path arg. */
@@ -393,11 +410,16 @@ static __always_inline int exit_open_common(struct trace_event_raw_sys_exit *ctx
 		flags = 01 | O_CREAT | O_TRUNC;
 	if (fam == SC_OPENAT2)
 		bpf_probe_read_user(&flags, sizeof(flags), (void *)st.args[2]);
-	if (!open_interesting(up, flags) && !(ret >= 0 && !open_writes(flags) && ino_watched(ret)))
+	/* Every successful read is checked (a path the filter did send may be
+	 * a hard link: its walk names the link, the flag says what it is). */
+	int by_inode = ret >= 0 && !open_writes(flags) && ino_watched(ret);
+	if (!by_inode && !open_interesting(up, flags))
 		return 0;
 	struct scratch *s = begin_event(EV_OPEN);
 	if (!s)
 		return 0;
+	if (by_inode)
+		s->hdr.flags |= F_BY_INODE;
 	s->hdr.ret = ret;
 	/* open(path, flags, mode) and openat(dfd, path, flags, mode) */
 	s->hdr.args[0] = st.args[pi + 1];

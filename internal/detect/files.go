@@ -267,7 +267,9 @@ func secretRead() Detector {
 	return newFn("sensitive-file-read", Both, []event.Kind{event.KindOpen}, []string{"CredentialAccess:Runtime/SensitiveFileRead"},
 		func(ev *event.Event, hit func(Hit)) {
 			f := ev.File
-			if f == nil || f.Write || !under(f.Path, secretPrefixes...) || authReaders[path.Base(ev.Process.Exe)] {
+			// A read the kernel sent for the file it opened is of a
+			// secret whatever its path (a hard link, a bind mount).
+			if f == nil || f.Write || !f.ByInode && !under(f.Path, secretPrefixes...) || authReaders[path.Base(ev.Process.Exe)] {
 				return
 			}
 			// A Kubernetes client reading its own service-account token is

@@ -181,6 +181,11 @@ type File struct {
 	GID     *int64 `json:"gid,omitempty"`
 	SetUID  bool   `json:"setuid,omitempty"`
 	SetGID  bool   `json:"setgid,omitempty"`
+	// ByInode: the kernel sent this read because the file opened is a
+	// read-watched one, known by its device and inode — whatever path
+	// reached it (a hard link, a bind mount, a link the path filter
+	// cannot name).
+	ByInode bool `json:"byInode,omitempty"`
 }
 
 // Net covers socket, connect, bind, listen, accept and dup of sockets.

@@ -26,6 +26,13 @@ type fileInoBits struct {
 	W   [1024]uint64
 }
 
+type fileInoKey struct {
+	_   structs.HostLayout
+	Ino uint64
+	Dev uint32
+	Pad uint32
+}
+
 type filePathKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32

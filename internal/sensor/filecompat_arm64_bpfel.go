@@ -26,6 +26,13 @@ type fileCompatInoBits struct {
 	W   [1024]uint64
 }
 
+type fileCompatInoKey struct {
+	_   structs.HostLayout
+	Ino uint64
+	Dev uint32
+	Pad uint32
+}
+
 type fileCompatPathKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32

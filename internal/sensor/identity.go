@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
-	"path"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,23 +20,29 @@ import (
 
 // The kernel's second look at reads (bpf/file.bpf.c, watch_inodes): a read
 // the path filter let pass is sent anyway when the file it opened is a
-// read-watched one, so no path — a link with a relative target, a link made
-// before the agent started or renamed since, a ".." climb — hides a
-// secret. inodeWatch keeps the kernel's set: the inode numbers of the files
-// the read rules name, under the host's root and under each container's
-// root (reached through a process of it, /proc/PID/root).
+// read-watched one (flagged, event.File.ByInode), so no path — a link with
+// a relative target, a link made before the agent started or renamed
+// since, a hard link, a bind mount, a ".." climb — hides a secret.
+// inodeWatch keeps the kernel's set: the identities of the files the read
+// rules name, under the agent's root and under each container's root
+// (reached through a process of it, /proc/PID/root; identity_scan.go).
 //
 // Files replaced since the last scan (passwd writes a new /etc/shadow and
-// renames it over) are found at the next rescan, every inodeRescan.
+// renames it over) are found at the next rescan, every inodeRescan, or
+// within a second of a write or rename onto a read-watched path.
 
 const (
-	inoBitsWords = 1024 // bpf/file.bpf.c INO_BITS_WORDS
-	inodeRescan  = 5 * time.Second
-	// Bounds on one root's scan: a hostile container can fill a watched
-	// directory, and the kernel set holds 16,384 numbers for all roots.
-	maxInodesPerRule = 512
-	maxScanDepth     = 4
-	maxSeenCgroups   = 65536
+	inoBitsWords   = 1024 // bpf/file.bpf.c INO_BITS_WORDS
+	inodeRescan    = 5 * time.Second
+	maxSeenCgroups = 65536
+	// A root's scan that has not ended by scanDeadline (a FUSE daemon
+	// that never answers) is left to end on its own; at most
+	// maxStuckScans are, and roots beyond are not scanned.
+	scanDeadline  = 2 * time.Second
+	maxStuckScans = 8
+	// maxRootCgroups bounds the cgroups a root remembers (to make them
+	// ask again when it goes stale).
+	maxRootCgroups = 4096
 )
 
 // inoBits is the kernel's prefilter (struct ino_bits).
@@ -60,7 +64,7 @@ type rootID struct{ dev, ino uint64 }
 type watchedRoot struct {
 	pid     int
 	cgroups map[uint64]bool
-	inodes  map[uint64]bool
+	inodes  map[inoKey]bool
 	// stale counts rescans that found no process of the root at its pid:
 	// its inodes stay watched while its cgroups ask again, and it is
 	// forgotten after maxStale.
@@ -98,13 +102,15 @@ type inodeWatch struct {
 	seen  map[uint64]uint8 // cgroup → cgInside | asks so far
 	own   rootID           // the agent's root
 	roots map[rootID]*watchedRoot
-	inKer map[uint64]bool
+	inKer map[inoKey]bool
 
 	// last is the cgroup of the reader's previous event: runs of one
 	// cgroup skip the lock (cleared when a cgroup must ask again).
 	last     atomic.Uint64
 	running  atomic.Bool
 	prefixes atomic.Pointer[[]string] // the read rules', for note
+
+	stuck atomic.Int64 // scans past their deadline, still running
 
 	watched, notWatched, asksLost, rootsNow atomic.Uint64
 }
@@ -115,7 +121,7 @@ func newInodeWatch(log *slog.Logger, maps map[string]*ebpf.Map) *inodeWatch {
 		return nil
 	}
 	return &inodeWatch{log: log, hash: h, bits: b, asks: make(chan rootAsk, 256), rescan: make(chan struct{}, 1),
-		seen: map[uint64]uint8{}, roots: map[rootID]*watchedRoot{}, inKer: map[uint64]bool{}}
+		seen: map[uint64]uint8{}, roots: map[rootID]*watchedRoot{}, inKer: map[inoKey]bool{}}
 }
 
 // setRules takes the watch rules; the next scan uses their read ones.
@@ -199,9 +205,8 @@ func (w *inodeWatch) note(ev *event.Event) {
 	w.seen[cg] = st
 	w.mu.Unlock()
 	w.last.Store(cg)
-	if w.freshRoot(id) {
-		// Nothing to scan: record the cgroup here, without the worker.
-		w.addRoot(rootAsk{fd: fd, id: id, pid: pid, cgroup: cg})
+	if w.recordIfFresh(id, cg) {
+		unix.Close(fd) // nothing to scan
 		return
 	}
 	select {
@@ -216,13 +221,20 @@ func (w *inodeWatch) note(ev *event.Event) {
 	}
 }
 
-// freshRoot reports whether a root is scanned and its last rescan could
-// reach it (a stale one is scanned again through the asking process).
-func (w *inodeWatch) freshRoot(id rootID) bool {
+// recordIfFresh adds a cgroup to a root that is scanned and whose last
+// rescan could reach it, and says whether it did (a new or stale root is
+// the worker's to scan, through the asking process).
+func (w *inodeWatch) recordIfFresh(id rootID, cg uint64) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	r, ok := w.roots[id]
-	return ok && r.stale == 0
+	if !ok || r.stale != 0 {
+		return false
+	}
+	if len(r.cgroups) < maxRootCgroups {
+		r.cgroups[cg] = true
+	}
+	return true
 }
 
 // namesSecret reports whether a file event lands under a read rule.
@@ -304,47 +316,90 @@ func (w *inodeWatch) run(ctx context.Context, started chan<- struct{}) {
 	}
 }
 
-// openRoot opens a process's root directory and says which it is.
+// openRoot opens a process's root directory and says which it is. It runs
+// on the reader: neither call asks the root's filesystem anything (O_PATH;
+// statx from the cached inode), so a FUSE root whose daemon never answers
+// cannot block it.
 func openRoot(pid int) (int, rootID, error) {
 	fd, err := unix.Open("/proc/"+strconv.Itoa(pid)+"/root", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return -1, rootID{}, fmt.Errorf("open root of %d: %w", pid, err)
 	}
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
+	var st unix.Statx_t
+	if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH|unix.AT_STATX_DONT_SYNC, unix.STATX_INO, &st); err != nil {
 		unix.Close(fd)
 		return -1, rootID{}, fmt.Errorf("stat root of %d: %w", pid, err)
 	}
-	return fd, rootID{dev: st.Dev, ino: st.Ino}, nil
+	return fd, rootID{dev: unix.Mkdev(st.Dev_major, st.Dev_minor), ino: st.Ino}, nil
+}
+
+// scanTimed scans a root, taking its fd, within scanDeadline. A scan past
+// it (a filesystem that does not answer) is left running and counted; ok
+// is false then, and while maxStuckScans are, no scan starts.
+func (w *inodeWatch) scanTimed(fd int, rules []WatchRule, max int) (map[inoKey]bool, bool) {
+	if w.stuck.Load() >= maxStuckScans {
+		unix.Close(fd)
+		w.asksLost.Add(1)
+		return nil, false
+	}
+	done := make(chan map[inoKey]bool, 1)
+	go func() {
+		defer unix.Close(fd)
+		done <- scanRoot(fd, rules, max)
+	}()
+	select {
+	case m := <-done:
+		return m, true
+	case <-time.After(scanDeadline):
+		w.stuck.Add(1)
+		w.asksLost.Add(1)
+		w.log.Warn("a root's scan for secret files did not end in time: its filesystem does not answer", "deadline", scanDeadline)
+		go func() {
+			<-done
+			w.stuck.Add(-1)
+		}()
+		return nil, false
+	}
+}
+
+// quota is a root's share of the kernel's set.
+func (w *inodeWatch) quota(id rootID) int {
+	if id == w.own {
+		return 16384
+	}
+	return maxInodesPerRoot
 }
 
 // addRoot records an asking cgroup's root, scanning it when new, and
 // closes the ask's fd. It reports whether the set may have changed.
 func (w *inodeWatch) addRoot(a rootAsk) bool {
-	defer unix.Close(a.fd)
 	w.mu.Lock()
 	r, known := w.roots[a.id]
 	if known && r.stale == 0 {
 		// Rescans keep the process they have while it lives: an asking
 		// one is often short-lived.
-		if a.cgroup != 0 {
+		if a.cgroup != 0 && len(r.cgroups) < maxRootCgroups {
 			r.cgroups[a.cgroup] = true
 		}
 		w.mu.Unlock()
+		unix.Close(a.fd)
 		return false
 	}
 	rules := w.rules
 	w.mu.Unlock()
 	// New, or stale (rescans lost its process, and it may have changed
 	// since): scanned now through the asking process, which rescans use.
-	inodes := scanRoot(a.fd, rules)
+	inodes, ok := w.scanTimed(a.fd, rules, w.quota(a.id))
+	if !ok {
+		return false
+	}
 	w.mu.Lock()
 	if r == nil {
 		r = &watchedRoot{cgroups: map[uint64]bool{}}
 		w.roots[a.id] = r
 	}
 	r.pid, r.stale, r.inodes = a.pid, 0, inodes
-	if a.cgroup != 0 {
+	if a.cgroup != 0 && len(r.cgroups) < maxRootCgroups {
 		r.cgroups[a.cgroup] = true
 	}
 	w.rootsNow.Store(uint64(len(w.roots)))
@@ -376,17 +431,24 @@ func (w *inodeWatch) rescanAll() {
 			continue
 		}
 		fd, now, err := openRoot(pid)
-		var inodes map[uint64]bool
+		var inodes map[inoKey]bool
+		timedOut := false
 		if err == nil {
 			if now == id {
-				inodes = scanRoot(fd, rules)
+				var ok bool
+				inodes, ok = w.scanTimed(fd, rules, w.quota(id))
+				timedOut = !ok
+			} else {
+				unix.Close(fd)
 			}
-			unix.Close(fd)
 		}
 		w.mu.Lock()
-		if inodes != nil {
+		switch {
+		case inodes != nil:
 			r.inodes, r.stale = inodes, 0
-		} else {
+		case timedOut:
+			// Keeps what it had.
+		default:
 			for cg := range r.cgroups {
 				delete(w.seen, cg)
 			}
@@ -405,28 +467,42 @@ func (w *inodeWatch) rescanAll() {
 
 // sync makes the kernel's set the union of the roots' inodes: entries are
 // added before the prefilter names them and removed after it stops.
+// The agent's own root goes first: when the set is full, a container's
+// files are the ones left out, never the host's.
 func (w *inodeWatch) sync() {
 	w.mu.Lock()
-	want := map[uint64]bool{}
-	for _, r := range w.roots {
-		for ino := range r.inodes {
-			want[ino] = true
+	var order []inoKey
+	want := map[inoKey]bool{}
+	take := func(r *watchedRoot) {
+		for k := range r.inodes {
+			if !want[k] {
+				want[k] = true
+				order = append(order, k)
+			}
+		}
+	}
+	if r := w.roots[w.own]; r != nil {
+		take(r)
+	}
+	for id, r := range w.roots {
+		if id != w.own {
+			take(r)
 		}
 	}
 	w.mu.Unlock()
 	var bits inoBits
 	var in, out uint64
 	one := uint32(1)
-	for ino := range want {
-		if !w.inKer[ino] {
-			if err := w.hash.Put(ino, one); err != nil {
+	for _, k := range order {
+		if !w.inKer[k] {
+			if err := w.hash.Put(k, one); err != nil {
 				out++
 				continue
 			}
-			w.inKer[ino] = true
+			w.inKer[k] = true
 		}
 		in++
-		word, bit := inoBit(ino)
+		word, bit := inoBit(k.Ino)
 		bits.W[word] |= 1 << bit
 	}
 	if in > 0 {
@@ -435,144 +511,14 @@ func (w *inodeWatch) sync() {
 	if err := w.bits.Put(uint32(0), &bits); err != nil {
 		w.log.Warn("write inode prefilter: reads through unnamed paths go unseen", "err", err)
 	}
-	for ino := range w.inKer {
-		if !want[ino] {
-			if err := w.hash.Delete(ino); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	for k := range w.inKer {
+		if !want[k] {
+			if err := w.hash.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 				continue
 			}
-			delete(w.inKer, ino)
+			delete(w.inKer, k)
 		}
 	}
 	w.watched.Store(in)
 	w.notWatched.Store(out)
-}
-
-// scanRoot collects the inode numbers of the regular files the read rules
-// name under a root: a rule ending in '/' names the files below that
-// directory (bounded depth and count), another one names a file, or when
-// none has its exact name, the files of its directory whose names start
-// with its last part (/etc/ssh/ssh_host_). Every path is resolved inside
-// the root (RESOLVE_IN_ROOT), so a container's links cannot point the scan
-// at the host.
-func scanRoot(root int, rules []WatchRule) map[uint64]bool {
-	out := map[uint64]bool{}
-	for _, r := range rules {
-		rel := strings.TrimPrefix(r.Prefix, "/")
-		n := 0
-		add := func(ino uint64) bool {
-			// 1 and 2 are filesystem roots' numbers on many filesystems:
-			// no secret, and a match on every root.
-			if ino > 2 && !out[ino] {
-				out[ino] = true
-				n++
-			}
-			return n < maxInodesPerRule
-		}
-		if strings.HasSuffix(r.Prefix, "/") {
-			scanDir(root, strings.TrimSuffix(rel, "/"), 0, map[uint64]bool{}, add)
-			continue
-		}
-		if st, err := statIn(root, rel, true); err == nil {
-			if st.Mode&unix.S_IFMT == unix.S_IFREG {
-				add(st.Ino)
-			}
-			continue
-		}
-		dir, base := path.Split(rel)
-		names, err := listIn(root, strings.TrimSuffix(dir, "/"))
-		if err != nil {
-			continue
-		}
-		for _, name := range names {
-			if !strings.HasPrefix(name, base) {
-				continue
-			}
-			if st, err := statIn(root, dir+name, true); err == nil && st.Mode&unix.S_IFMT == unix.S_IFREG && !add(st.Ino) {
-				break
-			}
-		}
-	}
-	return out
-}
-
-// scanDir adds the regular files below dir (the rule's directory is
-// reached through links, as the kernel would: /var/run is often one). Links
-// below it are not followed: a file that is a secret lives in the
-// directory (a pod's token is a link to a file in a sibling directory,
-// scanned in its own right), and a container linking / there would
-// otherwise make its every file a secret. visited stops loops.
-func scanDir(root int, dir string, depth int, visited map[uint64]bool, add func(uint64) bool) bool {
-	st, err := statIn(root, dir, depth == 0)
-	if err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR || visited[st.Ino] {
-		return true
-	}
-	visited[st.Ino] = true
-	names, err := listIn(root, dir)
-	if err != nil {
-		return true
-	}
-	for _, name := range names {
-		p := dir + "/" + name
-		st, err := statIn(root, p, false)
-		if err != nil {
-			continue
-		}
-		switch st.Mode & unix.S_IFMT {
-		case unix.S_IFREG:
-			if !add(st.Ino) {
-				return false
-			}
-		case unix.S_IFDIR:
-			if depth < maxScanDepth && !scanDir(root, p, depth+1, visited, add) {
-				return false
-			}
-		}
-	}
-	return true
-}
-
-// statIn stats a path inside root, following its links there (the last
-// one only when follow is set). O_PATH opens nothing: a device or a FIFO
-// is not touched.
-func statIn(root int, rel string, follow bool) (unix.Stat_t, error) {
-	var st unix.Stat_t
-	if rel == "" {
-		rel = "."
-	}
-	flags := uint64(unix.O_PATH | unix.O_CLOEXEC)
-	if !follow {
-		flags |= unix.O_NOFOLLOW
-	}
-	fd, err := unix.Openat2(root, rel, &unix.OpenHow{Flags: flags,
-		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS})
-	if err != nil {
-		return st, err
-	}
-	defer unix.Close(fd)
-	err = unix.Fstat(fd, &st)
-	return st, err
-}
-
-// listIn reads a directory's names inside root (at most a few thousand:
-// the scan's bounds stop well before).
-func listIn(root int, rel string) ([]string, error) {
-	if rel == "" {
-		rel = "."
-	}
-	fd, err := unix.Openat2(root, rel, &unix.OpenHow{Flags: unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC,
-		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS})
-	if err != nil {
-		return nil, err
-	}
-	f := os.NewFile(uintptr(fd), rel)
-	defer f.Close()
-	entries, err := f.ReadDir(4096)
-	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, err
-	}
-	names := make([]string, 0, len(entries))
-	for _, e := range entries {
-		names = append(names, e.Name())
-	}
-	return names, nil
 }

@@ -9,13 +9,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func inoOf(t *testing.T, p string) uint64 {
+func inoOf(t *testing.T, p string) inoKey {
 	t.Helper()
 	var st unix.Stat_t
 	if err := unix.Stat(p, &st); err != nil {
 		t.Fatal(err)
 	}
-	return st.Ino
+	return keyOf(&st)
 }
 
 // TestScanRootStaysInside: the scan of a container's root names the files
@@ -33,7 +33,7 @@ func TestScanRootStaysInside(t *testing.T) {
 		}
 		return p
 	}
-	want := map[uint64]string{}
+	want := map[inoKey]string{}
 	for _, rel := range []string{"etc/shadow", "root/.ssh/id_rsa", "root/.ssh/sub/deep", "etc/ssh/ssh_host_rsa_key",
 		"etc/ssh/ssh_host_ed25519_key", "run/secrets/kubernetes.io/serviceaccount/..2026_12_07/token"} {
 		want[inoOf(t, mk(rel))] = rel
@@ -42,7 +42,7 @@ func TestScanRootStaysInside(t *testing.T) {
 	// root: an absolute target, and one climbing out, land in it.
 	want[inoOf(t, mk("etc/docker-inside"))] = "root/.docker/config.json -> /etc/docker-inside"
 	want[inoOf(t, mk("etc/passwd"))] = "etc/gshadow -> ../../../../../../../../etc/passwd"
-	notWanted := map[uint64]string{inoOf(t, mk("etc/ssh/ssh_config")): "etc/ssh/ssh_config", inoOf(t, mk("etc/group")): "etc/group"}
+	notWanted := map[inoKey]string{inoOf(t, mk("etc/ssh/ssh_config")): "etc/ssh/ssh_config", inoOf(t, mk("etc/group")): "etc/group"}
 	// Hostile links: to a file, out of the root, to a directory.
 	for link, target := range map[string]string{
 		"root/.docker/config.json": "/etc/docker-inside",
@@ -63,8 +63,9 @@ func TestScanRootStaysInside(t *testing.T) {
 	if err := unix.Mkfifo(filepath.Join(root, "root/.ssh/fifo"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	// A directory a hostile container filled: bounded.
-	for i := range maxInodesPerRule + 100 {
+	// A directory a hostile container filled: it takes its rule's share
+	// of the root's quota (an eighth), and leaves the others theirs.
+	for i := range 600 {
 		mk("root/.kube/f" + strconv.Itoa(i))
 	}
 
@@ -73,7 +74,11 @@ func TestScanRootStaysInside(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unix.Close(fd)
-	got := scanRoot(fd, readRules(DefaultWatch))
+	const quota = 800
+	got := scanRoot(fd, readRules(DefaultWatch), quota)
+	if len(got) != quota/8+len(want) {
+		t.Errorf("%d files watched, want the filled directory's share %d and the %d others", len(got), quota/8, len(want))
+	}
 
 	for ino, rel := range want {
 		if !got[ino] {
@@ -92,14 +97,35 @@ func TestScanRootStaysInside(t *testing.T) {
 			t.Errorf("%s watched", rel)
 		}
 	}
-	kube := 0
-	for i := range maxInodesPerRule + 100 {
-		if got[inoOf(t, filepath.Join(root, "root/.kube/f"+strconv.Itoa(i)))] {
-			kube++
+	// A tree wider than a rule's budget costs no more than it: every
+	// entry is charged, directories too.
+	deep := t.TempDir()
+	p := deep
+	for i := range 3 {
+		p = filepath.Join(p, "d"+strconv.Itoa(i))
+		for j := range maxEntriesPerRule / 2 {
+			if err := os.MkdirAll(filepath.Join(p, "x"+strconv.Itoa(j)), 0o755); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
-	if kube != maxInodesPerRule {
-		t.Errorf("%d files of a filled directory watched, want the bound %d", kube, maxInodesPerRule)
+	if err := os.MkdirAll(filepath.Join(deep, "root"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(deep, "d0"), filepath.Join(deep, "root", ".ssh")); err != nil {
+		t.Fatal(err)
+	}
+	dfd, err := unix.Open(deep, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(dfd)
+	sc := &rootScan{root: dfd, budget: maxEntriesPerRule, max: quota, ruleMax: quota, out: map[inoKey]bool{}, visited: map[inoKey]bool{}}
+	if fd, err := openIn(dfd, "root/.ssh", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW); err == nil {
+		sc.dir(fd, 0)
+	}
+	if sc.budget != 0 {
+		t.Errorf("a wide tree left %d of the scan's budget: not charged", sc.budget)
 	}
 }
 

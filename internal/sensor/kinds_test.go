@@ -502,7 +502,7 @@ func TestFileEvents(t *testing.T) {
 			// twin, a relative link to /etc/passwd, stays in the kernel.
 			relDir := filepath.Join(w.tmp, "mamori-reltarget-"+strconv.Itoa(rand.Int()))
 			mkdirIn(t, w, relDir)
-			t.Cleanup(func() { cleanupIn(w, relDir+"/s", relDir+"/p", relDir) })
+			t.Cleanup(func() { cleanupIn(w, relDir+"/s", relDir+"/p", relDir+"/h", relDir) })
 			target, _ := filepath.Rel(relDir, "/etc/shadow")
 			_, _, out, err = w.run(t, "symlink", target, relDir+"/s")
 			mustOK(t, err, out)
@@ -513,6 +513,21 @@ func TestFileEvents(t *testing.T) {
 			})
 			if ev.File.Path != "/etc/shadow" || ev.File.Write {
 				t.Errorf("read through %s -> %s: %+v", relDir+"/s", target, ev.File)
+			}
+			if !ev.File.ByInode {
+				t.Errorf("read through %s not flagged as judged by its inode: %+v", relDir+"/s", ev.File)
+			}
+			// A hard link to a secret: the walk of the opened file names
+			// the link, and the flag says the file is the secret.
+			_, _, out, err = w.run(t, "link", "/etc/shadow", relDir+"/h")
+			mustOK(t, err, out)
+			mark, _, out, err = w.run(t, "open-read", relDir+"/h")
+			mustOK(t, err, out)
+			ev = waitFrom(t, mark, "read through a hard link", func(ev *event.Event) bool {
+				return ev.Kind == event.KindOpen && w.from(ev) && ev.File.Path == relDir+"/h"
+			})
+			if !ev.File.ByInode || ev.File.Write {
+				t.Errorf("read through a hard link to /etc/shadow: %+v", ev.File)
 			}
 			target, _ = filepath.Rel(relDir, "/etc/passwd")
 			_, _, out, err = w.run(t, "symlink", target, relDir+"/p")
@@ -527,16 +542,19 @@ func TestFileEvents(t *testing.T) {
 			// rename onto a read-watched path makes the agent scan again
 			// at once, so reads through the link are seen within moments,
 			// not at the next periodic scan (5 s).
+			// The fresh file is made outside the read-watched directory,
+			// so only the rename can make the agent scan for it.
 			rotated := saDir + "/rotated"
-			t.Cleanup(func() { cleanupIn(w, rotated, rotated+".new", relDir+"/r") })
+			fresh := "/run/mamori-fresh-" + strconv.Itoa(rand.Int())
+			t.Cleanup(func() { cleanupIn(w, rotated, fresh, relDir+"/r") })
 			_, _, out, err = w.run(t, "open-write", rotated)
 			mustOK(t, err, out)
 			target, _ = filepath.Rel(relDir, rotated)
 			_, _, out, err = w.run(t, "symlink", target, relDir+"/r")
 			mustOK(t, err, out)
-			_, _, out, err = w.run(t, "open-write", rotated+".new")
+			_, _, out, err = w.run(t, "open-write", fresh)
 			mustOK(t, err, out)
-			_, _, out, err = w.run(t, "rename", rotated+".new", rotated)
+			_, _, out, err = w.run(t, "rename", fresh, rotated)
 			mustOK(t, err, out)
 			renamed := time.Now()
 			seen := false

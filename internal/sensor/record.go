@@ -32,6 +32,7 @@ const (
 	hdrSize    = 168
 	maxStrings = 16
 	flagTrunc  = 1 << 0
+	flagInode  = 1 << 2 // F_BY_INODE
 )
 
 // record is a decoded kernel record before it becomes an event: the header

@@ -188,6 +188,12 @@ func TestFileAttacks(t *testing.T) {
 			attack: "cat /tmp/../etc/shadow >/dev/null",
 			benign: "cat /tmp/../etc/passwd >/dev/null",
 			check:  func(t *testing.T, f Finding) { ctxHas(t, f, "filePath", "/etc/shadow") }},
+		// A hard link: the path reached is the link's, but the file is
+		// the secret, which the kernel knows by its identity.
+		{typ: "CredentialAccess:Runtime/SensitiveFileRead", sev: "Medium",
+			attack: "ln /etc/shadow /tmp/h && cat /tmp/h >/dev/null",
+			benign: "ln /etc/passwd /tmp/h && cat /tmp/h >/dev/null",
+			check:  func(t *testing.T, f Finding) { ctxHas(t, f, "filePath", "/tmp/h") }},
 		// And through a symlink to the secret's directory.
 		{typ: "CredentialAccess:Runtime/SensitiveFileRead", sev: "Medium",
 			attack: "ln -s /etc /tmp/e && cat /tmp/e/shadow >/dev/null",
