@@ -13,7 +13,7 @@
  * (watch_inodes). Every operation has one hook, at syscall exit (exit_take
  * in syscall.h).
  *
- * EV_OPEN    args: 0 flags, 1 mode, 2 dfd, 3 watch bits; ret = fd or -errno
+ * EV_OPEN    args: 0 flags, 1 mode, 2 dfd (open_by_handle_at: its mount fd); ret = fd or -errno
  *            strs: 0 resolved path (walk of the new fd; empty on failure),
  *                  1 path as passed, 2 base when the path is relative
  *                  (the walk of openat's dfd, or the cwd)
@@ -441,6 +441,31 @@ static __always_inline int exit_open_common(struct trace_event_raw_sys_exit *ctx
 	bpf_probe_read_user(&c, 1, up);
 	if (c != '/')
 		off = put_base(s, off, (fam == SC_OPENAT || fam == SC_OPENAT2) ? (long)st.args[0] : -100);
+	submit(s, off);
+	return 0;
+}
+
+/* open_by_handle_at(mount_fd, handle, flags) opens a file with no path at
+ * all: the "shocker" read of the host's /etc/shadow from a container with
+ * CAP_DAC_READ_SEARCH. The call is rare, so every attempt is sent, named by
+ * the file it opened and flagged when that is a read-watched one. */
+SYS_EXIT(open_by_handle_at)
+{
+	struct stash st;
+	if (exit_take(ctx, &st))
+		return 0;
+	long ret = sys_ret(ctx);
+	int by_inode = ret >= 0 && !open_writes(st.args[2]) && ino_watched(ret);
+	struct scratch *s = begin_event(EV_OPEN);
+	if (!s)
+		return 0;
+	if (by_inode)
+		s->hdr.flags |= F_BY_INODE;
+	s->hdr.ret = ret;
+	s->hdr.args[0] = st.args[2];
+	s->hdr.args[2] = st.args[0];
+	__u32 off = ret >= 0 ? put_fd_path(s, 0, ret) : put_empty(s, 0);
+	off = put_empty(s, off);
 	submit(s, off);
 	return 0;
 }

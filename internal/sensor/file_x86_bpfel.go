@@ -82,43 +82,44 @@ type fileStash struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	fileMapConfigMap        = "config_map"
-	fileMapDrops            = "drops"
-	fileMapEmitted          = "emitted"
-	fileMapEvents           = "events"
-	fileMapKeyScratch       = "key_scratch"
-	fileMapLinksLearned     = "links_learned"
-	fileMapRelativeLinks    = "relative_links"
-	fileMapRelativeLinksAny = "relative_links_any"
-	fileMapScratchMap       = "scratch_map"
-	fileMapStashMap         = "stash_map"
-	fileMapStashPending     = "stash_pending"
-	fileMapWatchInoBits     = "watch_ino_bits"
-	fileMapWatchInodes      = "watch_inodes"
-	fileMapWatchPaths       = "watch_paths"
-	fileMapWatchRoots       = "watch_roots"
-	fileProgExitChmod       = "exit_chmod"
-	fileProgExitChown       = "exit_chown"
-	fileProgExitCreat       = "exit_creat"
-	fileProgExitFchmod      = "exit_fchmod"
-	fileProgExitFchmodat    = "exit_fchmodat"
-	fileProgExitFchmodat2   = "exit_fchmodat2"
-	fileProgExitFchown      = "exit_fchown"
-	fileProgExitFchownat    = "exit_fchownat"
-	fileProgExitLchown      = "exit_lchown"
-	fileProgExitLink        = "exit_link"
-	fileProgExitLinkat      = "exit_linkat"
-	fileProgExitOpen        = "exit_open"
-	fileProgExitOpenat      = "exit_openat"
-	fileProgExitOpenat2     = "exit_openat2"
-	fileProgExitRename      = "exit_rename"
-	fileProgExitRenameat    = "exit_renameat"
-	fileProgExitRenameat2   = "exit_renameat2"
-	fileProgExitRmdir       = "exit_rmdir"
-	fileProgExitSymlink     = "exit_symlink"
-	fileProgExitSymlinkat   = "exit_symlinkat"
-	fileProgExitUnlink      = "exit_unlink"
-	fileProgExitUnlinkat    = "exit_unlinkat"
+	fileMapConfigMap           = "config_map"
+	fileMapDrops               = "drops"
+	fileMapEmitted             = "emitted"
+	fileMapEvents              = "events"
+	fileMapKeyScratch          = "key_scratch"
+	fileMapLinksLearned        = "links_learned"
+	fileMapRelativeLinks       = "relative_links"
+	fileMapRelativeLinksAny    = "relative_links_any"
+	fileMapScratchMap          = "scratch_map"
+	fileMapStashMap            = "stash_map"
+	fileMapStashPending        = "stash_pending"
+	fileMapWatchInoBits        = "watch_ino_bits"
+	fileMapWatchInodes         = "watch_inodes"
+	fileMapWatchPaths          = "watch_paths"
+	fileMapWatchRoots          = "watch_roots"
+	fileProgExitChmod          = "exit_chmod"
+	fileProgExitChown          = "exit_chown"
+	fileProgExitCreat          = "exit_creat"
+	fileProgExitFchmod         = "exit_fchmod"
+	fileProgExitFchmodat       = "exit_fchmodat"
+	fileProgExitFchmodat2      = "exit_fchmodat2"
+	fileProgExitFchown         = "exit_fchown"
+	fileProgExitFchownat       = "exit_fchownat"
+	fileProgExitLchown         = "exit_lchown"
+	fileProgExitLink           = "exit_link"
+	fileProgExitLinkat         = "exit_linkat"
+	fileProgExitOpen           = "exit_open"
+	fileProgExitOpenByHandleAt = "exit_open_by_handle_at"
+	fileProgExitOpenat         = "exit_openat"
+	fileProgExitOpenat2        = "exit_openat2"
+	fileProgExitRename         = "exit_rename"
+	fileProgExitRenameat       = "exit_renameat"
+	fileProgExitRenameat2      = "exit_renameat2"
+	fileProgExitRmdir          = "exit_rmdir"
+	fileProgExitSymlink        = "exit_symlink"
+	fileProgExitSymlinkat      = "exit_symlinkat"
+	fileProgExitUnlink         = "exit_unlink"
+	fileProgExitUnlinkat       = "exit_unlinkat"
 )
 
 // loadFile returns the embedded CollectionSpec for file.
@@ -163,28 +164,29 @@ type fileSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type fileProgramSpecs struct {
-	ExitChmod     *ebpf.ProgramSpec `ebpf:"exit_chmod"`
-	ExitChown     *ebpf.ProgramSpec `ebpf:"exit_chown"`
-	ExitCreat     *ebpf.ProgramSpec `ebpf:"exit_creat"`
-	ExitFchmod    *ebpf.ProgramSpec `ebpf:"exit_fchmod"`
-	ExitFchmodat  *ebpf.ProgramSpec `ebpf:"exit_fchmodat"`
-	ExitFchmodat2 *ebpf.ProgramSpec `ebpf:"exit_fchmodat2"`
-	ExitFchown    *ebpf.ProgramSpec `ebpf:"exit_fchown"`
-	ExitFchownat  *ebpf.ProgramSpec `ebpf:"exit_fchownat"`
-	ExitLchown    *ebpf.ProgramSpec `ebpf:"exit_lchown"`
-	ExitLink      *ebpf.ProgramSpec `ebpf:"exit_link"`
-	ExitLinkat    *ebpf.ProgramSpec `ebpf:"exit_linkat"`
-	ExitOpen      *ebpf.ProgramSpec `ebpf:"exit_open"`
-	ExitOpenat    *ebpf.ProgramSpec `ebpf:"exit_openat"`
-	ExitOpenat2   *ebpf.ProgramSpec `ebpf:"exit_openat2"`
-	ExitRename    *ebpf.ProgramSpec `ebpf:"exit_rename"`
-	ExitRenameat  *ebpf.ProgramSpec `ebpf:"exit_renameat"`
-	ExitRenameat2 *ebpf.ProgramSpec `ebpf:"exit_renameat2"`
-	ExitRmdir     *ebpf.ProgramSpec `ebpf:"exit_rmdir"`
-	ExitSymlink   *ebpf.ProgramSpec `ebpf:"exit_symlink"`
-	ExitSymlinkat *ebpf.ProgramSpec `ebpf:"exit_symlinkat"`
-	ExitUnlink    *ebpf.ProgramSpec `ebpf:"exit_unlink"`
-	ExitUnlinkat  *ebpf.ProgramSpec `ebpf:"exit_unlinkat"`
+	ExitChmod          *ebpf.ProgramSpec `ebpf:"exit_chmod"`
+	ExitChown          *ebpf.ProgramSpec `ebpf:"exit_chown"`
+	ExitCreat          *ebpf.ProgramSpec `ebpf:"exit_creat"`
+	ExitFchmod         *ebpf.ProgramSpec `ebpf:"exit_fchmod"`
+	ExitFchmodat       *ebpf.ProgramSpec `ebpf:"exit_fchmodat"`
+	ExitFchmodat2      *ebpf.ProgramSpec `ebpf:"exit_fchmodat2"`
+	ExitFchown         *ebpf.ProgramSpec `ebpf:"exit_fchown"`
+	ExitFchownat       *ebpf.ProgramSpec `ebpf:"exit_fchownat"`
+	ExitLchown         *ebpf.ProgramSpec `ebpf:"exit_lchown"`
+	ExitLink           *ebpf.ProgramSpec `ebpf:"exit_link"`
+	ExitLinkat         *ebpf.ProgramSpec `ebpf:"exit_linkat"`
+	ExitOpen           *ebpf.ProgramSpec `ebpf:"exit_open"`
+	ExitOpenByHandleAt *ebpf.ProgramSpec `ebpf:"exit_open_by_handle_at"`
+	ExitOpenat         *ebpf.ProgramSpec `ebpf:"exit_openat"`
+	ExitOpenat2        *ebpf.ProgramSpec `ebpf:"exit_openat2"`
+	ExitRename         *ebpf.ProgramSpec `ebpf:"exit_rename"`
+	ExitRenameat       *ebpf.ProgramSpec `ebpf:"exit_renameat"`
+	ExitRenameat2      *ebpf.ProgramSpec `ebpf:"exit_renameat2"`
+	ExitRmdir          *ebpf.ProgramSpec `ebpf:"exit_rmdir"`
+	ExitSymlink        *ebpf.ProgramSpec `ebpf:"exit_symlink"`
+	ExitSymlinkat      *ebpf.ProgramSpec `ebpf:"exit_symlinkat"`
+	ExitUnlink         *ebpf.ProgramSpec `ebpf:"exit_unlink"`
+	ExitUnlinkat       *ebpf.ProgramSpec `ebpf:"exit_unlinkat"`
 }
 
 // fileMapSpecs contains maps before they are loaded into the kernel.
@@ -281,28 +283,29 @@ type fileVariables struct {
 //
 // It can be passed to loadFileObjects or ebpf.CollectionSpec.LoadAndAssign.
 type filePrograms struct {
-	ExitChmod     *ebpf.Program `ebpf:"exit_chmod"`
-	ExitChown     *ebpf.Program `ebpf:"exit_chown"`
-	ExitCreat     *ebpf.Program `ebpf:"exit_creat"`
-	ExitFchmod    *ebpf.Program `ebpf:"exit_fchmod"`
-	ExitFchmodat  *ebpf.Program `ebpf:"exit_fchmodat"`
-	ExitFchmodat2 *ebpf.Program `ebpf:"exit_fchmodat2"`
-	ExitFchown    *ebpf.Program `ebpf:"exit_fchown"`
-	ExitFchownat  *ebpf.Program `ebpf:"exit_fchownat"`
-	ExitLchown    *ebpf.Program `ebpf:"exit_lchown"`
-	ExitLink      *ebpf.Program `ebpf:"exit_link"`
-	ExitLinkat    *ebpf.Program `ebpf:"exit_linkat"`
-	ExitOpen      *ebpf.Program `ebpf:"exit_open"`
-	ExitOpenat    *ebpf.Program `ebpf:"exit_openat"`
-	ExitOpenat2   *ebpf.Program `ebpf:"exit_openat2"`
-	ExitRename    *ebpf.Program `ebpf:"exit_rename"`
-	ExitRenameat  *ebpf.Program `ebpf:"exit_renameat"`
-	ExitRenameat2 *ebpf.Program `ebpf:"exit_renameat2"`
-	ExitRmdir     *ebpf.Program `ebpf:"exit_rmdir"`
-	ExitSymlink   *ebpf.Program `ebpf:"exit_symlink"`
-	ExitSymlinkat *ebpf.Program `ebpf:"exit_symlinkat"`
-	ExitUnlink    *ebpf.Program `ebpf:"exit_unlink"`
-	ExitUnlinkat  *ebpf.Program `ebpf:"exit_unlinkat"`
+	ExitChmod          *ebpf.Program `ebpf:"exit_chmod"`
+	ExitChown          *ebpf.Program `ebpf:"exit_chown"`
+	ExitCreat          *ebpf.Program `ebpf:"exit_creat"`
+	ExitFchmod         *ebpf.Program `ebpf:"exit_fchmod"`
+	ExitFchmodat       *ebpf.Program `ebpf:"exit_fchmodat"`
+	ExitFchmodat2      *ebpf.Program `ebpf:"exit_fchmodat2"`
+	ExitFchown         *ebpf.Program `ebpf:"exit_fchown"`
+	ExitFchownat       *ebpf.Program `ebpf:"exit_fchownat"`
+	ExitLchown         *ebpf.Program `ebpf:"exit_lchown"`
+	ExitLink           *ebpf.Program `ebpf:"exit_link"`
+	ExitLinkat         *ebpf.Program `ebpf:"exit_linkat"`
+	ExitOpen           *ebpf.Program `ebpf:"exit_open"`
+	ExitOpenByHandleAt *ebpf.Program `ebpf:"exit_open_by_handle_at"`
+	ExitOpenat         *ebpf.Program `ebpf:"exit_openat"`
+	ExitOpenat2        *ebpf.Program `ebpf:"exit_openat2"`
+	ExitRename         *ebpf.Program `ebpf:"exit_rename"`
+	ExitRenameat       *ebpf.Program `ebpf:"exit_renameat"`
+	ExitRenameat2      *ebpf.Program `ebpf:"exit_renameat2"`
+	ExitRmdir          *ebpf.Program `ebpf:"exit_rmdir"`
+	ExitSymlink        *ebpf.Program `ebpf:"exit_symlink"`
+	ExitSymlinkat      *ebpf.Program `ebpf:"exit_symlinkat"`
+	ExitUnlink         *ebpf.Program `ebpf:"exit_unlink"`
+	ExitUnlinkat       *ebpf.Program `ebpf:"exit_unlinkat"`
 }
 
 func (p *filePrograms) Close() error {
@@ -319,6 +322,7 @@ func (p *filePrograms) Close() error {
 		p.ExitLink,
 		p.ExitLinkat,
 		p.ExitOpen,
+		p.ExitOpenByHandleAt,
 		p.ExitOpenat,
 		p.ExitOpenat2,
 		p.ExitRename,

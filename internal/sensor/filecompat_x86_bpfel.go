@@ -87,47 +87,48 @@ type fileCompatStash struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	fileCompatMapConfigMap        = "config_map"
-	fileCompatMapDotStepState     = "dot_step_state"
-	fileCompatMapDrops            = "drops"
-	fileCompatMapEmitted          = "emitted"
-	fileCompatMapEvents           = "events"
-	fileCompatMapKeyScratch       = "key_scratch"
-	fileCompatMapLinksLearned     = "links_learned"
-	fileCompatMapRegsCopyMap      = "regs_copy_map"
-	fileCompatMapRelativeLinks    = "relative_links"
-	fileCompatMapRelativeLinksAny = "relative_links_any"
-	fileCompatMapRootStepState    = "root_step_state"
-	fileCompatMapScratchMap       = "scratch_map"
-	fileCompatMapStashMap         = "stash_map"
-	fileCompatMapStashPending     = "stash_pending"
-	fileCompatMapWalkStepState    = "walk_step_state"
-	fileCompatMapWatchInoBits     = "watch_ino_bits"
-	fileCompatMapWatchInodes      = "watch_inodes"
-	fileCompatMapWatchPaths       = "watch_paths"
-	fileCompatMapWatchRoots       = "watch_roots"
-	fileCompatProgExitChmod       = "exit_chmod"
-	fileCompatProgExitChown       = "exit_chown"
-	fileCompatProgExitCreat       = "exit_creat"
-	fileCompatProgExitFchmod      = "exit_fchmod"
-	fileCompatProgExitFchmodat    = "exit_fchmodat"
-	fileCompatProgExitFchmodat2   = "exit_fchmodat2"
-	fileCompatProgExitFchown      = "exit_fchown"
-	fileCompatProgExitFchownat    = "exit_fchownat"
-	fileCompatProgExitLchown      = "exit_lchown"
-	fileCompatProgExitLink        = "exit_link"
-	fileCompatProgExitLinkat      = "exit_linkat"
-	fileCompatProgExitOpen        = "exit_open"
-	fileCompatProgExitOpenat      = "exit_openat"
-	fileCompatProgExitOpenat2     = "exit_openat2"
-	fileCompatProgExitRename      = "exit_rename"
-	fileCompatProgExitRenameat    = "exit_renameat"
-	fileCompatProgExitRenameat2   = "exit_renameat2"
-	fileCompatProgExitRmdir       = "exit_rmdir"
-	fileCompatProgExitSymlink     = "exit_symlink"
-	fileCompatProgExitSymlinkat   = "exit_symlinkat"
-	fileCompatProgExitUnlink      = "exit_unlink"
-	fileCompatProgExitUnlinkat    = "exit_unlinkat"
+	fileCompatMapConfigMap           = "config_map"
+	fileCompatMapDotStepState        = "dot_step_state"
+	fileCompatMapDrops               = "drops"
+	fileCompatMapEmitted             = "emitted"
+	fileCompatMapEvents              = "events"
+	fileCompatMapKeyScratch          = "key_scratch"
+	fileCompatMapLinksLearned        = "links_learned"
+	fileCompatMapRegsCopyMap         = "regs_copy_map"
+	fileCompatMapRelativeLinks       = "relative_links"
+	fileCompatMapRelativeLinksAny    = "relative_links_any"
+	fileCompatMapRootStepState       = "root_step_state"
+	fileCompatMapScratchMap          = "scratch_map"
+	fileCompatMapStashMap            = "stash_map"
+	fileCompatMapStashPending        = "stash_pending"
+	fileCompatMapWalkStepState       = "walk_step_state"
+	fileCompatMapWatchInoBits        = "watch_ino_bits"
+	fileCompatMapWatchInodes         = "watch_inodes"
+	fileCompatMapWatchPaths          = "watch_paths"
+	fileCompatMapWatchRoots          = "watch_roots"
+	fileCompatProgExitChmod          = "exit_chmod"
+	fileCompatProgExitChown          = "exit_chown"
+	fileCompatProgExitCreat          = "exit_creat"
+	fileCompatProgExitFchmod         = "exit_fchmod"
+	fileCompatProgExitFchmodat       = "exit_fchmodat"
+	fileCompatProgExitFchmodat2      = "exit_fchmodat2"
+	fileCompatProgExitFchown         = "exit_fchown"
+	fileCompatProgExitFchownat       = "exit_fchownat"
+	fileCompatProgExitLchown         = "exit_lchown"
+	fileCompatProgExitLink           = "exit_link"
+	fileCompatProgExitLinkat         = "exit_linkat"
+	fileCompatProgExitOpen           = "exit_open"
+	fileCompatProgExitOpenByHandleAt = "exit_open_by_handle_at"
+	fileCompatProgExitOpenat         = "exit_openat"
+	fileCompatProgExitOpenat2        = "exit_openat2"
+	fileCompatProgExitRename         = "exit_rename"
+	fileCompatProgExitRenameat       = "exit_renameat"
+	fileCompatProgExitRenameat2      = "exit_renameat2"
+	fileCompatProgExitRmdir          = "exit_rmdir"
+	fileCompatProgExitSymlink        = "exit_symlink"
+	fileCompatProgExitSymlinkat      = "exit_symlinkat"
+	fileCompatProgExitUnlink         = "exit_unlink"
+	fileCompatProgExitUnlinkat       = "exit_unlinkat"
 )
 
 // loadFileCompat returns the embedded CollectionSpec for fileCompat.
@@ -172,28 +173,29 @@ type fileCompatSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type fileCompatProgramSpecs struct {
-	ExitChmod     *ebpf.ProgramSpec `ebpf:"exit_chmod"`
-	ExitChown     *ebpf.ProgramSpec `ebpf:"exit_chown"`
-	ExitCreat     *ebpf.ProgramSpec `ebpf:"exit_creat"`
-	ExitFchmod    *ebpf.ProgramSpec `ebpf:"exit_fchmod"`
-	ExitFchmodat  *ebpf.ProgramSpec `ebpf:"exit_fchmodat"`
-	ExitFchmodat2 *ebpf.ProgramSpec `ebpf:"exit_fchmodat2"`
-	ExitFchown    *ebpf.ProgramSpec `ebpf:"exit_fchown"`
-	ExitFchownat  *ebpf.ProgramSpec `ebpf:"exit_fchownat"`
-	ExitLchown    *ebpf.ProgramSpec `ebpf:"exit_lchown"`
-	ExitLink      *ebpf.ProgramSpec `ebpf:"exit_link"`
-	ExitLinkat    *ebpf.ProgramSpec `ebpf:"exit_linkat"`
-	ExitOpen      *ebpf.ProgramSpec `ebpf:"exit_open"`
-	ExitOpenat    *ebpf.ProgramSpec `ebpf:"exit_openat"`
-	ExitOpenat2   *ebpf.ProgramSpec `ebpf:"exit_openat2"`
-	ExitRename    *ebpf.ProgramSpec `ebpf:"exit_rename"`
-	ExitRenameat  *ebpf.ProgramSpec `ebpf:"exit_renameat"`
-	ExitRenameat2 *ebpf.ProgramSpec `ebpf:"exit_renameat2"`
-	ExitRmdir     *ebpf.ProgramSpec `ebpf:"exit_rmdir"`
-	ExitSymlink   *ebpf.ProgramSpec `ebpf:"exit_symlink"`
-	ExitSymlinkat *ebpf.ProgramSpec `ebpf:"exit_symlinkat"`
-	ExitUnlink    *ebpf.ProgramSpec `ebpf:"exit_unlink"`
-	ExitUnlinkat  *ebpf.ProgramSpec `ebpf:"exit_unlinkat"`
+	ExitChmod          *ebpf.ProgramSpec `ebpf:"exit_chmod"`
+	ExitChown          *ebpf.ProgramSpec `ebpf:"exit_chown"`
+	ExitCreat          *ebpf.ProgramSpec `ebpf:"exit_creat"`
+	ExitFchmod         *ebpf.ProgramSpec `ebpf:"exit_fchmod"`
+	ExitFchmodat       *ebpf.ProgramSpec `ebpf:"exit_fchmodat"`
+	ExitFchmodat2      *ebpf.ProgramSpec `ebpf:"exit_fchmodat2"`
+	ExitFchown         *ebpf.ProgramSpec `ebpf:"exit_fchown"`
+	ExitFchownat       *ebpf.ProgramSpec `ebpf:"exit_fchownat"`
+	ExitLchown         *ebpf.ProgramSpec `ebpf:"exit_lchown"`
+	ExitLink           *ebpf.ProgramSpec `ebpf:"exit_link"`
+	ExitLinkat         *ebpf.ProgramSpec `ebpf:"exit_linkat"`
+	ExitOpen           *ebpf.ProgramSpec `ebpf:"exit_open"`
+	ExitOpenByHandleAt *ebpf.ProgramSpec `ebpf:"exit_open_by_handle_at"`
+	ExitOpenat         *ebpf.ProgramSpec `ebpf:"exit_openat"`
+	ExitOpenat2        *ebpf.ProgramSpec `ebpf:"exit_openat2"`
+	ExitRename         *ebpf.ProgramSpec `ebpf:"exit_rename"`
+	ExitRenameat       *ebpf.ProgramSpec `ebpf:"exit_renameat"`
+	ExitRenameat2      *ebpf.ProgramSpec `ebpf:"exit_renameat2"`
+	ExitRmdir          *ebpf.ProgramSpec `ebpf:"exit_rmdir"`
+	ExitSymlink        *ebpf.ProgramSpec `ebpf:"exit_symlink"`
+	ExitSymlinkat      *ebpf.ProgramSpec `ebpf:"exit_symlinkat"`
+	ExitUnlink         *ebpf.ProgramSpec `ebpf:"exit_unlink"`
+	ExitUnlinkat       *ebpf.ProgramSpec `ebpf:"exit_unlinkat"`
 }
 
 // fileCompatMapSpecs contains maps before they are loaded into the kernel.
@@ -302,28 +304,29 @@ type fileCompatVariables struct {
 //
 // It can be passed to loadFileCompatObjects or ebpf.CollectionSpec.LoadAndAssign.
 type fileCompatPrograms struct {
-	ExitChmod     *ebpf.Program `ebpf:"exit_chmod"`
-	ExitChown     *ebpf.Program `ebpf:"exit_chown"`
-	ExitCreat     *ebpf.Program `ebpf:"exit_creat"`
-	ExitFchmod    *ebpf.Program `ebpf:"exit_fchmod"`
-	ExitFchmodat  *ebpf.Program `ebpf:"exit_fchmodat"`
-	ExitFchmodat2 *ebpf.Program `ebpf:"exit_fchmodat2"`
-	ExitFchown    *ebpf.Program `ebpf:"exit_fchown"`
-	ExitFchownat  *ebpf.Program `ebpf:"exit_fchownat"`
-	ExitLchown    *ebpf.Program `ebpf:"exit_lchown"`
-	ExitLink      *ebpf.Program `ebpf:"exit_link"`
-	ExitLinkat    *ebpf.Program `ebpf:"exit_linkat"`
-	ExitOpen      *ebpf.Program `ebpf:"exit_open"`
-	ExitOpenat    *ebpf.Program `ebpf:"exit_openat"`
-	ExitOpenat2   *ebpf.Program `ebpf:"exit_openat2"`
-	ExitRename    *ebpf.Program `ebpf:"exit_rename"`
-	ExitRenameat  *ebpf.Program `ebpf:"exit_renameat"`
-	ExitRenameat2 *ebpf.Program `ebpf:"exit_renameat2"`
-	ExitRmdir     *ebpf.Program `ebpf:"exit_rmdir"`
-	ExitSymlink   *ebpf.Program `ebpf:"exit_symlink"`
-	ExitSymlinkat *ebpf.Program `ebpf:"exit_symlinkat"`
-	ExitUnlink    *ebpf.Program `ebpf:"exit_unlink"`
-	ExitUnlinkat  *ebpf.Program `ebpf:"exit_unlinkat"`
+	ExitChmod          *ebpf.Program `ebpf:"exit_chmod"`
+	ExitChown          *ebpf.Program `ebpf:"exit_chown"`
+	ExitCreat          *ebpf.Program `ebpf:"exit_creat"`
+	ExitFchmod         *ebpf.Program `ebpf:"exit_fchmod"`
+	ExitFchmodat       *ebpf.Program `ebpf:"exit_fchmodat"`
+	ExitFchmodat2      *ebpf.Program `ebpf:"exit_fchmodat2"`
+	ExitFchown         *ebpf.Program `ebpf:"exit_fchown"`
+	ExitFchownat       *ebpf.Program `ebpf:"exit_fchownat"`
+	ExitLchown         *ebpf.Program `ebpf:"exit_lchown"`
+	ExitLink           *ebpf.Program `ebpf:"exit_link"`
+	ExitLinkat         *ebpf.Program `ebpf:"exit_linkat"`
+	ExitOpen           *ebpf.Program `ebpf:"exit_open"`
+	ExitOpenByHandleAt *ebpf.Program `ebpf:"exit_open_by_handle_at"`
+	ExitOpenat         *ebpf.Program `ebpf:"exit_openat"`
+	ExitOpenat2        *ebpf.Program `ebpf:"exit_openat2"`
+	ExitRename         *ebpf.Program `ebpf:"exit_rename"`
+	ExitRenameat       *ebpf.Program `ebpf:"exit_renameat"`
+	ExitRenameat2      *ebpf.Program `ebpf:"exit_renameat2"`
+	ExitRmdir          *ebpf.Program `ebpf:"exit_rmdir"`
+	ExitSymlink        *ebpf.Program `ebpf:"exit_symlink"`
+	ExitSymlinkat      *ebpf.Program `ebpf:"exit_symlinkat"`
+	ExitUnlink         *ebpf.Program `ebpf:"exit_unlink"`
+	ExitUnlinkat       *ebpf.Program `ebpf:"exit_unlinkat"`
 }
 
 func (p *fileCompatPrograms) Close() error {
@@ -340,6 +343,7 @@ func (p *fileCompatPrograms) Close() error {
 		p.ExitLink,
 		p.ExitLinkat,
 		p.ExitOpen,
+		p.ExitOpenByHandleAt,
 		p.ExitOpenat,
 		p.ExitOpenat2,
 		p.ExitRename,

@@ -529,6 +529,28 @@ func TestFileEvents(t *testing.T) {
 			if !ev.File.ByInode || ev.File.Write {
 				t.Errorf("read through a hard link to /etc/shadow: %+v", ev.File)
 			}
+			// open_by_handle_at names no path at all ("shocker"). On the
+			// host (root holds CAP_DAC_READ_SEARCH) it opens the secret,
+			// flagged (and named by whichever of its links the kernel
+			// picks: the hard link above is one); in the container it is
+			// refused, and the attempt is sent all the same.
+			mark, _, out, err = w.run(t, "open-by-handle", "/etc/shadow")
+			if w.cgroupID == 0 {
+				mustOK(t, err, out)
+				ev = waitFrom(t, mark, "open_by_handle_at of /etc/shadow", func(ev *event.Event) bool {
+					return ev.Kind == event.KindOpen && w.from(ev) && ev.File.RawPath == "" && ev.Result >= 0 && ev.File.Path != ""
+				})
+				if !ev.File.ByInode || (ev.File.Path != "/etc/shadow" && ev.File.Path != relDir+"/h") {
+					t.Errorf("open_by_handle_at of /etc/shadow: %+v", ev.File)
+				}
+			} else {
+				if err == nil {
+					t.Error("open_by_handle_at succeeded in a container without CAP_DAC_READ_SEARCH")
+				}
+				waitFrom(t, mark, "refused open_by_handle_at", func(ev *event.Event) bool {
+					return ev.Kind == event.KindOpen && w.from(ev) && ev.Error == "EPERM" && ev.File.RawPath == "" && ev.File.Path == ""
+				})
+			}
 			target, _ = filepath.Rel(relDir, "/etc/passwd")
 			_, _, out, err = w.run(t, "symlink", target, relDir+"/p")
 			mustOK(t, err, out)

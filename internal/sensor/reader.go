@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -107,8 +108,14 @@ func (s *Sensor) Run(ctx context.Context, h Handler) error {
 	})
 	defer stop()
 	if w := s.inodes; w != nil {
+		// The worker ends with Run (its context is Run's own), and Run
+		// waits for it: a later Run finds none left behind.
+		wctx, cancel := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		defer cancel()
 		started := make(chan struct{})
-		go w.run(ctx, started)
+		wg.Go(func() { w.run(wctx, started) })
 		<-started
 	}
 	dec := NewDecoder()
