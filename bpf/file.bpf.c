@@ -398,6 +398,19 @@ static __always_inline int ino_watched(long fd)
 	return bpf_map_lookup_elem(&watch_inodes, &k) != NULL;
 }
 
+/* begin_open starts an EV_OPEN for a call's result, flagged when it is
+ * sent for the file it opened. */
+static __always_inline struct scratch *begin_open(long ret, int by_inode)
+{
+	struct scratch *s = begin_event(EV_OPEN);
+	if (!s)
+		return NULL;
+	if (by_inode)
+		s->hdr.flags |= F_BY_INODE;
+	s->hdr.ret = ret;
+	return s;
+}
+
 /* exit_open_common emits one EV_OPEN; pi is the index of the path arg. */
 static __always_inline int exit_open_common(struct trace_event_raw_sys_exit *ctx, __u32 fam, long ret, int pi)
 {
@@ -415,12 +428,9 @@ static __always_inline int exit_open_common(struct trace_event_raw_sys_exit *ctx
 	int by_inode = ret >= 0 && !open_writes(flags) && ino_watched(ret);
 	if (!by_inode && !open_interesting(up, flags))
 		return 0;
-	struct scratch *s = begin_event(EV_OPEN);
+	struct scratch *s = begin_open(ret, by_inode);
 	if (!s)
 		return 0;
-	if (by_inode)
-		s->hdr.flags |= F_BY_INODE;
-	s->hdr.ret = ret;
 	/* open(path, flags, mode) and openat(dfd, path, flags, mode) */
 	s->hdr.args[0] = st.args[pi + 1];
 	s->hdr.args[1] = st.args[pi + 2];
@@ -455,13 +465,9 @@ SYS_EXIT(open_by_handle_at)
 	if (exit_take(ctx, &st))
 		return 0;
 	long ret = sys_ret(ctx);
-	int by_inode = ret >= 0 && !open_writes(st.args[2]) && ino_watched(ret);
-	struct scratch *s = begin_event(EV_OPEN);
+	struct scratch *s = begin_open(ret, ret >= 0 && !open_writes(st.args[2]) && ino_watched(ret));
 	if (!s)
 		return 0;
-	if (by_inode)
-		s->hdr.flags |= F_BY_INODE;
-	s->hdr.ret = ret;
 	s->hdr.args[0] = st.args[2];
 	s->hdr.args[2] = st.args[0];
 	__u32 off = ret >= 0 ? put_fd_path(s, 0, ret) : put_empty(s, 0);
