@@ -75,7 +75,7 @@ func statusCmd() *cobra.Command {
 			}
 			fmt.Fprintf(w, "secret files known by inode\t%d in %d roots", s.SecretInodes, s.WatchedRoots)
 			if s.SecretInodesNotWatched > 0 || s.RootScansLost > 0 {
-				fmt.Fprintf(w, " (%d not: the set is full; %d roots not scanned: queue full)", s.SecretInodesNotWatched, s.RootScansLost)
+				fmt.Fprintf(w, " (%d not: the set is full; %d root scans lost: queue full or a filesystem that did not answer)", s.SecretInodesNotWatched, s.RootScansLost)
 			}
 			fmt.Fprintln(w)
 			kinds := make([]string, 0, len(s.KernelDrops))

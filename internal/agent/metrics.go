@@ -25,7 +25,7 @@ var (
 	descLinks        = prometheus.NewDesc("mamori_sensor_links_learned_total", "Links to secrets the kernel added to its file watch as they were made (learned), or could not add, its watch full (failed: reads through them are not seen).", []string{"outcome"}, nil)
 	descSecretInodes = prometheus.NewDesc("mamori_sensor_secret_inodes", "Read-watched files the kernel knows by inode, so a read through any path to them is seen (watched), or could not add, its set full (not_watched).", []string{"state"}, nil)
 	descRoots        = prometheus.NewDesc("mamori_sensor_watched_roots", "Root directories (the host's, each container's) whose read-watched files are known by inode.", nil, nil)
-	descRootsLost    = prometheus.NewDesc("mamori_sensor_root_scans_lost_total", "Container roots not scanned, the scan queue full (their cgroup asks again at its next event).", nil, nil)
+	descRootsLost    = prometheus.NewDesc("mamori_sensor_root_scans_lost_total", "Root scans for secret files lost: the queue was full (the cgroup asks again at its next event), or the scan did not end within its deadline (a filesystem that does not answer).", nil, nil)
 	descHooks        = prometheus.NewDesc("mamori_sensor_hooks", "Sensor hooks by state (attached, failed, unavailable).", []string{"state"}, nil)
 	descQueue        = prometheus.NewDesc("mamori_agent_queue_length", "Events waiting between the reader and the retry cache.", nil, nil)
 	descQueueCap     = prometheus.NewDesc("mamori_agent_queue_capacity", "Capacity of the reader queue.", nil, nil)

@@ -36,10 +36,11 @@ type Counters struct {
 	LinksLearned    uint64 `json:"linksLearned"`
 	LinksNotLearned uint64 `json:"linksNotLearned"`
 	// SecretInodes counts the read-watched files the kernel knows by
-	// inode (on the host and in WatchedRoots container roots), so a read
-	// through any path to them is seen; SecretInodesNotWatched those its
-	// set had no room for; RootScansLost the roots not asked for, their
-	// queue full (the cgroup asks again at its next event).
+	// device and inode (in WatchedRoots roots: the agent's and each
+	// container's), so a read through any path to them is seen;
+	// SecretInodesNotWatched those its set had no room for; RootScansLost
+	// the root scans lost to a full queue (the cgroup asks again at its
+	// next event) or to a filesystem that did not answer in time.
 	SecretInodes           uint64 `json:"secretInodes"`
 	SecretInodesNotWatched uint64 `json:"secretInodesNotWatched"`
 	WatchedRoots           uint64 `json:"watchedRoots"`
