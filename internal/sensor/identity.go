@@ -25,7 +25,9 @@ import (
 // since, a hard link, a bind mount, a ".." climb — hides a secret.
 // inodeWatch keeps the kernel's set: the identities of the files the read
 // rules name, under the agent's root and under each container's root
-// (reached through a process of it, /proc/PID/root; identity_scan.go).
+// (reached through a process of it, /proc/PID/root; identity_scan.go),
+// found as its cgroup's events arrive and by sweeps of /proc
+// (identity_sweep.go).
 //
 // Files replaced since the last scan (passwd writes a new /etc/shadow and
 // renames it over) are found at the next rescan, every inodeRescan, or
@@ -275,6 +277,13 @@ func (w *inodeWatch) run(ctx context.Context, started chan<- struct{}) {
 	}
 	w.sync()
 	close(started)
+	// Containers already running: their roots are found now, not at
+	// their next event (which may be the attacker's read).
+	w.sweep(nil)
+	w.mu.Lock()
+	w.rootsNow.Store(uint64(len(w.roots)))
+	w.mu.Unlock()
+	w.sync()
 	t := time.NewTicker(inodeRescan)
 	defer t.Stop()
 	// Kicks rescan at most once a second; one that comes sooner is
@@ -303,14 +312,14 @@ func (w *inodeWatch) run(ctx context.Context, started chan<- struct{}) {
 				}
 				continue
 			}
-			w.rescanAll()
+			w.rescanAll(false)
 			last = time.Now()
 		case <-due:
 			due = nil
-			w.rescanAll()
+			w.rescanAll(false)
 			last = time.Now()
 		case <-t.C:
-			w.rescanAll()
+			w.rescanAll(true)
 			last = time.Now()
 		}
 	}
@@ -386,7 +395,13 @@ func (w *inodeWatch) addRoot(a rootAsk) bool {
 		return false
 	}
 	rules := w.rules
+	full := !known && len(w.roots) >= maxRoots
 	w.mu.Unlock()
+	if full {
+		unix.Close(a.fd)
+		w.asksLost.Add(1)
+		return false
+	}
 	// New, or stale (rescans lost its process, and it may have changed
 	// since): scanned now through the asking process, which rescans use.
 	inodes, ok := w.scanTimed(a.fd, rules, w.quota(a.id))
@@ -408,10 +423,12 @@ func (w *inodeWatch) addRoot(a rootAsk) bool {
 }
 
 // rescanAll scans every known root again through its process. A root
-// whose process is gone (or whose pid now lives elsewhere) keeps its
-// inodes while its cgroups ask again at their next event, and is
-// forgotten after maxStale rescans without one.
-func (w *inodeWatch) rescanAll() {
+// whose process is gone (or whose pid now lives elsewhere) is looked for
+// through /proc when sweeping (identity_sweep.go), which also takes the
+// roots no event named yet. One still not found keeps its inodes while
+// its cgroups ask again at their next event, and is forgotten after
+// maxStale rescans without one.
+func (w *inodeWatch) rescanAll(sweeping bool) {
 	w.mu.Lock()
 	ids := make([]rootID, 0, len(w.roots))
 	for id := range w.roots {
@@ -419,6 +436,7 @@ func (w *inodeWatch) rescanAll() {
 	}
 	rules := w.rules
 	w.mu.Unlock()
+	lost := map[rootID]bool{}
 	for _, id := range ids {
 		w.mu.Lock()
 		r := w.roots[id]
@@ -449,17 +467,29 @@ func (w *inodeWatch) rescanAll() {
 		case timedOut:
 			// Keeps what it had.
 		default:
-			for cg := range r.cgroups {
-				delete(w.seen, cg)
-			}
-			w.last.Store(0)
-			if r.stale++; r.stale > maxStale {
-				delete(w.roots, id)
-			}
+			lost[id] = true
 		}
 		w.mu.Unlock()
 	}
+	if sweeping || len(lost) > 0 {
+		for id := range w.sweep(lost) {
+			delete(lost, id)
+		}
+	}
 	w.mu.Lock()
+	for id := range lost {
+		r := w.roots[id]
+		if r == nil {
+			continue
+		}
+		for cg := range r.cgroups {
+			delete(w.seen, cg)
+		}
+		w.last.Store(0)
+		if r.stale++; r.stale > maxStale {
+			delete(w.roots, id)
+		}
+	}
 	w.rootsNow.Store(uint64(len(w.roots)))
 	w.mu.Unlock()
 	w.sync()

@@ -1,0 +1,148 @@
+package sensor
+
+import (
+	"context"
+	"log/slog"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/mamori-dev/mamori/internal/testenv"
+)
+
+// quietContainer starts a container that does nothing after its start,
+// and returns its main pid and root.
+func quietContainer(t *testing.T) (int, rootID) {
+	t.Helper()
+	testenv.RequirePodman(t)
+	id := testenv.StartContainer(t, nil, "sleep", "600")
+	out, err := exec.Command("podman", "inspect", "-f", "{{.State.Pid}}", id).Output()
+	if err != nil {
+		t.Fatalf("podman inspect: %v", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(out)))
+	if err != nil {
+		t.Fatalf("container pid %q: %v", out, err)
+	}
+	fd, root, err := openRoot(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(fd)
+	return pid, root
+}
+
+// shadowKey is the identity of a container's /etc/shadow.
+func shadowKey(t *testing.T, pid int) inoKey {
+	t.Helper()
+	return inoOf(t, filepath.Join("/proc", strconv.Itoa(pid), "root/etc/shadow"))
+}
+
+// rootState reports a root's process and whether it is known and fresh.
+func rootState(w *inodeWatch, id rootID) (pid int, fresh bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if r := w.roots[id]; r != nil {
+		return r.pid, r.stale == 0
+	}
+	return 0, false
+}
+
+func waitUntil(d time.Duration, ok func() bool) bool {
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if ok() {
+			return true
+		}
+	}
+	return ok()
+}
+
+// TestRootsFoundThroughProc: a container root is found through /proc, not
+// only through its events — when the process it was found through is gone
+// and the container stays quiet, and for containers that were running
+// before the agent started.
+func TestRootsFoundThroughProc(t *testing.T) {
+	s := startSensor(t)
+	w := s.inodes
+	if w == nil {
+		t.Fatal("the sensor keeps no inode set")
+	}
+
+	t.Run("process gone, container quiet", func(t *testing.T) {
+		pid, root := quietContainer(t)
+		if !waitUntil(10*time.Second, func() bool { _, fresh := rootState(w, root); return fresh }) {
+			t.Fatal("the container's root was never scanned")
+		}
+		// The process the root is rescanned through exits (here: its pid
+		// is one that has); the container makes no event from now on.
+		gone := exec.Command("true")
+		if err := gone.Run(); err != nil {
+			t.Fatal(err)
+		}
+		dead := gone.Process.Pid
+		w.mu.Lock()
+		w.roots[root].pid = dead
+		w.mu.Unlock()
+		// Within two periodic rescans, the root is scanned through another
+		// of its processes and never goes stale.
+		if !waitUntil(2*inodeRescan+2*time.Second, func() bool { p, fresh := rootState(w, root); return p != dead && fresh }) {
+			p, fresh := rootState(w, root)
+			t.Fatalf("root still rescanned through pid %d (gone: %d), fresh %v", p, dead, fresh)
+		}
+		p, _ := rootState(w, root)
+		if fd, now, err := openRoot(p); err != nil || now != root {
+			t.Errorf("root found again through pid %d, whose root is %v (%v), not the container's", p, now, err)
+		} else {
+			unix.Close(fd)
+		}
+		// The kernel still knows the container's secret.
+		var one uint32
+		if err := w.hash.Lookup(shadowKey(t, pid), &one); err != nil {
+			t.Errorf("the container's /etc/shadow is not in the kernel's set: %v", err)
+		}
+	})
+
+	t.Run("running before the agent", func(t *testing.T) {
+		pid, root := quietContainer(t)
+		// A second set, on maps of its own, started now: the container
+		// makes no event for it to ask through.
+		hashInfo, err := w.hash.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		bitsInfo, err := w.bits.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		hash, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: hashInfo.KeySize, ValueSize: hashInfo.ValueSize, MaxEntries: hashInfo.MaxEntries})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer hash.Close()
+		bits, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: bitsInfo.KeySize, ValueSize: bitsInfo.ValueSize, MaxEntries: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer bits.Close()
+		fresh := newInodeWatch(slog.Default(), map[string]*ebpf.Map{"watch_inodes": hash, "watch_ino_bits": bits})
+		fresh.setRules(DefaultWatch)
+		ctx, cancel := context.WithCancel(context.Background())
+		started := make(chan struct{})
+		done := make(chan struct{})
+		go func() { fresh.run(ctx, started); close(done) }()
+		defer func() { cancel(); <-done }()
+		<-started
+		var one uint32
+		key := shadowKey(t, pid)
+		if !waitUntil(3*time.Second, func() bool { return hash.Lookup(key, &one) == nil }) {
+			p, ok := rootState(fresh, root)
+			t.Errorf("a container running before the set started: its /etc/shadow not in the set within 3s (root known %v through pid %d)", ok, p)
+		}
+	})
+}
