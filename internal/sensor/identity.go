@@ -105,6 +105,9 @@ type inodeWatch struct {
 	own   rootID           // the agent's root
 	roots map[rootID]*watchedRoot
 	inKer map[inoKey]bool
+	// stuckRoots are roots whose scan passed its deadline and has not
+	// ended yet.
+	stuckRoots map[rootID]bool
 
 	// last is the cgroup of the reader's previous event: runs of one
 	// cgroup skip the lock (cleared when a cgroup must ask again).
@@ -123,7 +126,7 @@ func newInodeWatch(log *slog.Logger, maps map[string]*ebpf.Map) *inodeWatch {
 		return nil
 	}
 	return &inodeWatch{log: log, hash: h, bits: b, asks: make(chan rootAsk, 256), rescan: make(chan struct{}, 1),
-		seen: map[uint64]uint8{}, roots: map[rootID]*watchedRoot{}, inKer: map[inoKey]bool{}}
+		seen: map[uint64]uint8{}, roots: map[rootID]*watchedRoot{}, inKer: map[inoKey]bool{}, stuckRoots: map[rootID]bool{}}
 }
 
 // setRules takes the watch rules; the next scan uses their read ones.
@@ -344,8 +347,17 @@ func openRoot(pid int) (int, rootID, error) {
 
 // scanTimed scans a root, taking its fd, within scanDeadline. A scan past
 // it (a filesystem that does not answer) is left running and counted; ok
-// is false then, and while maxStuckScans are, no scan starts.
-func (w *inodeWatch) scanTimed(fd int, rules []WatchRule, max int) (map[inoKey]bool, bool) {
+// is false then, and while maxStuckScans are, no scan starts. A root
+// whose scan is still stuck is not scanned again (sweeps would otherwise
+// find it at every rescan and stall each time) until that scan ends.
+func (w *inodeWatch) scanTimed(fd int, id rootID, rules []WatchRule, max int) (map[inoKey]bool, bool) {
+	w.mu.Lock()
+	stuckHere := w.stuckRoots[id]
+	w.mu.Unlock()
+	if stuckHere {
+		unix.Close(fd)
+		return nil, false
+	}
 	if w.stuck.Load() >= maxStuckScans {
 		unix.Close(fd)
 		w.asksLost.Add(1)
@@ -362,9 +374,15 @@ func (w *inodeWatch) scanTimed(fd int, rules []WatchRule, max int) (map[inoKey]b
 	case <-time.After(scanDeadline):
 		w.stuck.Add(1)
 		w.asksLost.Add(1)
+		w.mu.Lock()
+		w.stuckRoots[id] = true
+		w.mu.Unlock()
 		w.log.Warn("a root's scan for secret files did not end in time: its filesystem does not answer", "deadline", scanDeadline)
 		go func() {
 			<-done
+			w.mu.Lock()
+			delete(w.stuckRoots, id)
+			w.mu.Unlock()
 			w.stuck.Add(-1)
 		}()
 		return nil, false
@@ -404,7 +422,7 @@ func (w *inodeWatch) addRoot(a rootAsk) bool {
 	}
 	// New, or stale (rescans lost its process, and it may have changed
 	// since): scanned now through the asking process, which rescans use.
-	inodes, ok := w.scanTimed(a.fd, rules, w.quota(a.id))
+	inodes, ok := w.scanTimed(a.fd, a.id, rules, w.quota(a.id))
 	if !ok {
 		return false
 	}
@@ -454,7 +472,7 @@ func (w *inodeWatch) rescanAll(sweeping bool) {
 		if err == nil {
 			if now == id {
 				var ok bool
-				inodes, ok = w.scanTimed(fd, rules, w.quota(id))
+				inodes, ok = w.scanTimed(fd, id, rules, w.quota(id))
 				timedOut = !ok
 			} else {
 				unix.Close(fd)

@@ -67,7 +67,7 @@ func (w *inodeWatch) sweep(lost map[rootID]bool) map[rootID]bool {
 			continue
 		}
 		tried[id] = true
-		inodes, ok := w.scanTimed(fd, rules, w.quota(id))
+		inodes, ok := w.scanTimed(fd, id, rules, w.quota(id))
 		if !ok {
 			continue
 		}

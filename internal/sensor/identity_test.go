@@ -1,12 +1,16 @@
 package sensor
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
+
+	"github.com/mamori-dev/mamori/internal/testenv"
 )
 
 func inoOf(t *testing.T, p string) inoKey {
@@ -147,5 +151,53 @@ func TestInoBitSpreads(t *testing.T) {
 	// h = (ino * 0x9E3779B97F4A7C15) >> 48, word h>>6, bit h&63.
 	if w, b := inoBit(737); w != uint32((737*0x9E3779B97F4A7C15)>>54)%inoBitsWords || b != uint32((737*0x9E3779B97F4A7C15)>>48)&63 {
 		t.Errorf("inoBit(737) = %d, %d", w, b)
+	}
+}
+
+// TestSetTakesTheHostFirst: when the kernel's set is full, the files left
+// out are a container's, never the agent's own root's — whatever order
+// the roots are kept in.
+func TestSetTakesTheHostFirst(t *testing.T) {
+	testenv.RequireBPF(t)
+	for round := range 16 {
+		hash, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 16, ValueSize: 4, MaxEntries: 4})
+		if err != nil {
+			t.Fatal(err)
+		}
+		bits, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 8 * (inoBitsWords + 1), MaxEntries: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := newInodeWatch(slog.Default(), map[string]*ebpf.Map{"watch_inodes": hash, "watch_ino_bits": bits})
+		own, ctr := rootID{dev: 1, ino: 2}, rootID{dev: 9, ino: 2}
+		w.own = own
+		host := map[inoKey]bool{}
+		for i := range 3 {
+			host[inoKey{Ino: uint64(100 + i), Dev: 1}] = true
+		}
+		many := map[inoKey]bool{}
+		for i := range 5 {
+			many[inoKey{Ino: uint64(200 + i), Dev: 9}] = true
+		}
+		// Both orders of insertion, so that map order cannot hide a bias.
+		if round%2 == 0 {
+			w.roots[ctr] = &watchedRoot{inodes: many}
+			w.roots[own] = &watchedRoot{inodes: host}
+		} else {
+			w.roots[own] = &watchedRoot{inodes: host}
+			w.roots[ctr] = &watchedRoot{inodes: many}
+		}
+		w.sync()
+		var one uint32
+		for k := range host {
+			if err := hash.Lookup(k, &one); err != nil {
+				t.Fatalf("round %d: the host's file %d left out of a full set: %v", round, k.Ino, err)
+			}
+		}
+		if got, left := w.watched.Load(), w.notWatched.Load(); got != 4 || left != 4 {
+			t.Errorf("round %d: %d watched, %d left out; want 4 and 4", round, got, left)
+		}
+		hash.Close()
+		bits.Close()
 	}
 }

@@ -292,6 +292,35 @@ func run(action string, a []string) error {
 		}
 		data[0].Effective &^= 1 << unix.CAP_NET_RAW
 		return unix.Capset(&hdr, &data[0])
+	case "chroot-sleep":
+		// A process whose root is DIR (a filesystem's own root, as a
+		// container's is), living for DURATION; with a cgroup directory,
+		// it moves there first, and once in DIR makes one event that
+		// touches no file (a refused connect to an abstract socket).
+		d, err := time.ParseDuration(arg(a, 1))
+		if err != nil {
+			return err
+		}
+		cg := ""
+		if len(a) > 2 {
+			cg = a[2]
+			if err := os.WriteFile(cg+"/cgroup.procs", []byte("0"), 0); err != nil {
+				return err
+			}
+		}
+		if err := unix.Chroot(arg(a, 0)); err != nil {
+			return err
+		}
+		if err := unix.Chdir("/"); err != nil {
+			return err
+		}
+		if cg != "" {
+			if fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0); err == nil {
+				_ = unix.Connect(fd, &unix.SockaddrUnix{Name: "@mamori-nobody-listens"})
+				unix.Close(fd)
+			}
+		}
+		time.Sleep(d)
 	case "unshare-uts":
 		return unix.Unshare(unix.CLONE_NEWUTS)
 	case "setns-uts":

@@ -1,0 +1,157 @@
+package sensor
+
+import (
+	"context"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/mamori-dev/mamori/internal/event"
+	"github.com/mamori-dev/mamori/internal/testenv"
+)
+
+// gatedDir is a FUSE directory whose lookups wait until gate is closed: a
+// filesystem daemon that stops answering, as a hostile container's FUSE
+// root can. It holds etc/shadow.
+type gatedDir struct {
+	fs.Inode
+	gate  <-chan struct{}
+	depth int
+}
+
+var (
+	_ fs.NodeLookuper  = (*gatedDir)(nil)
+	_ fs.NodeGetattrer = (*gatedDir)(nil)
+	_ fs.NodeAccesser  = (*gatedDir)(nil)
+)
+
+// Getattr waits too: nothing may ask a root's filesystem for attributes
+// on the event reader's path.
+func (d *gatedDir) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	select {
+	case <-d.gate:
+	case <-ctx.Done():
+		return syscall.EINTR
+	}
+	out.Mode = syscall.S_IFDIR | 0o755
+	return 0
+}
+
+// Access answers at once, so that the helper can chroot in.
+func (d *gatedDir) Access(context.Context, uint32) syscall.Errno { return 0 }
+
+func (d *gatedDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	select {
+	case <-d.gate:
+	case <-ctx.Done():
+		return nil, syscall.EINTR
+	}
+	switch {
+	case d.depth == 0 && name == "etc":
+		out.Mode = syscall.S_IFDIR | 0o755
+		return d.NewInode(ctx, &gatedDir{gate: d.gate, depth: 1}, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: 2}), 0
+	case d.depth == 1 && name == "shadow":
+		out.Mode = syscall.S_IFREG | 0o600
+		out.Size = 8
+		return d.NewInode(ctx, &fs.MemRegularFile{Data: []byte("root:x:\n"), Attr: fuse.Attr{Mode: 0o600}},
+			fs.StableAttr{Mode: syscall.S_IFREG, Ino: 3}), 0
+	}
+	return nil, syscall.ENOENT
+}
+
+// TestFUSERootCannotStallTheSensor: a process whose root is a FUSE
+// filesystem that stops answering, in a cgroup of its own (so the event
+// reader looks at its root), costs the agent one abandoned scan —
+// counted, not retried while it hangs — while events keep flowing; once
+// the filesystem answers again, its secrets are watched like any root's.
+func TestFUSERootCannotStallTheSensor(t *testing.T) {
+	s := startSensor(t)
+	testenv.RequireRoot(t)
+	w := s.inodes
+	if w == nil {
+		t.Fatal("the sensor keeps no inode set")
+	}
+	gate := make(chan struct{})
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			close(gate)
+		}
+	}
+	mnt := t.TempDir()
+	server, err := fs.Mount(mnt, &gatedDir{gate: gate}, &fs.Options{MountOptions: fuse.MountOptions{
+		DirectMount: true, FsName: "mamori-stall", Name: "mamori-stall"}})
+	if err != nil {
+		t.Fatalf("mount a FUSE filesystem: %v", err)
+	}
+	t.Cleanup(func() {
+		release()
+		_ = server.Unmount()
+	})
+
+	// The helper runs in a cgroup of its own, so that its first event
+	// makes the reader look at its root (identity.go, note).
+	cg := filepath.Join(CgroupV2Root(), "mamori-fuse-"+strconv.Itoa(rand.Int()))
+	if err := os.Mkdir(cg, 0o755); err != nil {
+		t.Fatalf("make a cgroup: %v", err)
+	}
+	t.Cleanup(func() { _ = os.Remove(cg) })
+	lostBefore := s.Counters().RootScansLost
+	_, start := collected.since(1 << 62)
+	helper := exec.Command(actorPath, "chroot-sleep", mnt, "120s", cg)
+	if err := helper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = helper.Process.Kill()
+		_ = helper.Wait()
+	})
+
+	// The reader does not wait for it: an event made after the helper's
+	// own (its first in its cgroup, from inside the stalled root)
+	// arrives.
+	pid := uint32(helper.Process.Pid)
+	waitFrom(t, start, "connect (from the helper in the FUSE root)", func(ev *event.Event) bool {
+		return ev.Kind == event.KindConnect && ev.Process.PID == pid
+	})
+	host := &where{name: "host", actor: actorPath, tmp: t.TempDir()}
+	name := "/etc/mamori-during-stall-" + strconv.Itoa(helper.Process.Pid)
+	t.Cleanup(func() { cleanupIn(host, name) })
+	mark, _, out, err := host.run(t, "open-write", name)
+	mustOK(t, err, out)
+	waitFrom(t, mark, "an event while a root's filesystem does not answer", func(ev *event.Event) bool {
+		return ev.Kind == event.KindOpen && ev.File.Path == name
+	})
+
+	// The root's scan (asked for by the reader, or by the sweep within a
+	// rescan) hangs and is abandoned after scanDeadline.
+	if !waitUntil(inodeRescan+scanDeadline+3*time.Second, func() bool { return s.Counters().RootScansLost > lostBefore }) {
+		t.Fatalf("no scan of the stalled root was abandoned (lost scans %d before, %d now)", lostBefore, s.Counters().RootScansLost)
+	}
+	lostAtStall := s.Counters().RootScansLost
+
+	// Later sweeps leave the hanging root alone: two more rescans lose
+	// nothing more.
+	time.Sleep(2*inodeRescan + time.Second)
+	if now := s.Counters().RootScansLost; now != lostAtStall {
+		t.Errorf("the stalled root was scanned again while its first scan hung: lost scans %d, then %d", lostAtStall, now)
+	}
+
+	// The filesystem answers again: the hung scan ends, and the next
+	// sweep watches the root's /etc/shadow.
+	release()
+	key := shadowKey(t, helper.Process.Pid)
+	var one uint32
+	if !waitUntil(inodeRescan+3*time.Second, func() bool { return w.hash.Lookup(key, &one) == nil }) {
+		t.Errorf("the FUSE root's /etc/shadow is not watched once its filesystem answers")
+	}
+}
