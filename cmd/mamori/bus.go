@@ -427,8 +427,27 @@ func connectAgent(ctx context.Context, dataDir, nodeID, cluster, serverURL, toke
 			return nil, err
 		}
 	}
-	pub, err := transport.NewPublisher(transport.PublisherConfig{Creds: creds, SpoolDir: filepath.Join(dataDir, "spool"),
-		Metrics: transport.NewMetrics(reg), Logger: log})
+	pcfg := transport.PublisherConfig{Creds: creds, SpoolDir: filepath.Join(dataDir, "spool"),
+		Metrics: transport.NewMetrics(reg), Logger: log}
+	if creds.APIToken != "" && serverURL != "" {
+		// A server whose NATS moves while the agent runs is followed too:
+		// after two minutes without the bus the agent asks the API.
+		var client *http.Client
+		if caFingerprint != "" {
+			client = transport.PinnedHTTPClient(caFingerprint, 10*time.Second)
+		}
+		pcfg.Locate = func(ctx context.Context) ([]string, error) {
+			return transport.CurrentNATSURLs(ctx, client, serverURL, creds.APIToken)
+		}
+		pcfg.OnMove = func(urls []string) {
+			c := *creds
+			c.NATSURLs = urls
+			if err := transport.SaveCredentials(dataDir, &c); err != nil {
+				log.Warn("keep the server's new NATS address for the next start", "err", err)
+			}
+		}
+	}
+	pub, err := transport.NewPublisher(pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("publisher: %w", err)
 	}

@@ -39,9 +39,13 @@ const (
 	maxSeenCgroups = 65536
 	// A root's scan that has not ended by scanDeadline (a FUSE daemon
 	// that never answers) is left to end on its own; at most
-	// maxStuckScans are, and roots beyond are not scanned.
+	// maxStuckScans are, and beyond them only the host's roots are
+	// scanned. A root whose scan hung is not scanned again until it
+	// ended and stuckBackoff passed (a daemon answering just after the
+	// deadline would cost a deadline per pass).
 	scanDeadline  = 2 * time.Second
 	maxStuckScans = 8
+	stuckBackoff  = time.Minute
 	// maxRootCgroups bounds the cgroups a root remembers (to make them
 	// ask again when it goes stale).
 	maxRootCgroups = 4096
@@ -66,14 +70,16 @@ type rootID struct{ dev, ino uint64 }
 type watchedRoot struct {
 	pid     int
 	cgroups map[uint64]bool
-	inodes  map[inoKey]bool
-	// stale counts rescans that found no process of the root at its pid:
+	// inodes are the root's secret files in the order its scan found them
+	// (the rules' order); the slice is replaced whole, never changed.
+	inodes []inoKey
+	// stale counts periodic rescans that found no process of the root:
 	// its inodes stay watched while its cgroups ask again, and it is
 	// forgotten after maxStale.
 	stale int
 }
 
-const maxStale = 12 // rescans: a minute
+const maxStale = 12 // periodic rescans: a minute
 
 // A cgroup's ask state (inodeWatch.seen): whether a process of it was
 // found in a root other than the agent's, and how many asks it made.
@@ -103,11 +109,20 @@ type inodeWatch struct {
 	rules []WatchRule      // read-watched ones
 	seen  map[uint64]uint8 // cgroup → cgInside | asks so far
 	own   rootID           // the agent's root
-	roots map[rootID]*watchedRoot
-	inKer map[inoKey]bool
-	// stuckRoots are roots whose scan passed its deadline and has not
-	// ended yet.
-	stuckRoots map[rootID]bool
+	host  rootID           // pid 1's root: the host's, when the agent runs in a container
+	every time.Duration    // periodic rescan: inodeRescan
+	// cgroupRoot is the cgroup v2 mount, where the sweep finds which
+	// cgroup a process is in ("" counts every process in one).
+	cgroupRoot string
+	roots      map[rootID]*watchedRoot
+	inKer      map[inoKey]bool
+	// stuckRoots are roots whose scan passed its deadline: the zero time
+	// while it hangs, then when they may be scanned again.
+	stuckRoots map[rootID]time.Time
+	// refused are the roots the sweep did not take (maxRoots,
+	// maxRootsPerCgroup), counted once each, until a root leaves and
+	// makes room for them.
+	refused map[rootID]refusal
 
 	// last is the cgroup of the reader's previous event: runs of one
 	// cgroup skip the lock (cleared when a cgroup must ask again).
@@ -126,7 +141,7 @@ func newInodeWatch(log *slog.Logger, maps map[string]*ebpf.Map) *inodeWatch {
 		return nil
 	}
 	return &inodeWatch{log: log, hash: h, bits: b, asks: make(chan rootAsk, 256), rescan: make(chan struct{}, 1),
-		seen: map[uint64]uint8{}, roots: map[rootID]*watchedRoot{}, inKer: map[inoKey]bool{}, stuckRoots: map[rootID]bool{}}
+		seen: map[uint64]uint8{}, roots: map[rootID]*watchedRoot{}, inKer: map[inoKey]bool{}, stuckRoots: map[rootID]time.Time{}, refused: map[rootID]refusal{}, every: inodeRescan}
 }
 
 // setRules takes the watch rules; the next scan uses their read ones.
@@ -268,11 +283,13 @@ func (w *inodeWatch) run(ctx context.Context, started chan<- struct{}) {
 	defer w.running.Store(false)
 	for _, pid := range []int{os.Getpid(), 1} {
 		if fd, id, err := openRoot(pid); err == nil {
+			w.mu.Lock()
 			if pid == os.Getpid() {
-				w.mu.Lock()
-				w.own = id
-				w.mu.Unlock()
+				w.own, w.host = id, id
+			} else {
+				w.host = id
 			}
+			w.mu.Unlock()
 			w.addRoot(rootAsk{fd: fd, id: id, pid: pid})
 		} else if pid != 1 {
 			w.log.Warn("open own root: reads of secrets through unnamed paths go unseen on the host", "err", err)
@@ -282,12 +299,12 @@ func (w *inodeWatch) run(ctx context.Context, started chan<- struct{}) {
 	close(started)
 	// Containers already running: their roots are found now, not at
 	// their next event (which may be the attacker's read).
-	w.sweep(nil)
+	w.sweep(ctx, nil)
 	w.mu.Lock()
 	w.rootsNow.Store(uint64(len(w.roots)))
 	w.mu.Unlock()
 	w.sync()
-	t := time.NewTicker(inodeRescan)
+	t := time.NewTicker(w.every)
 	defer t.Stop()
 	// Kicks rescan at most once a second; one that comes sooner is
 	// deferred (due), not dropped, so the latest change is scanned.
@@ -315,14 +332,14 @@ func (w *inodeWatch) run(ctx context.Context, started chan<- struct{}) {
 				}
 				continue
 			}
-			w.rescanAll(false)
+			w.rescanAll(ctx, false)
 			last = time.Now()
 		case <-due:
 			due = nil
-			w.rescanAll(false)
+			w.rescanAll(ctx, false)
 			last = time.Now()
 		case <-t.C:
-			w.rescanAll(true)
+			w.rescanAll(ctx, true)
 			last = time.Now()
 		}
 	}
@@ -347,26 +364,28 @@ func openRoot(pid int) (int, rootID, error) {
 
 // scanTimed scans a root, taking its fd, within scanDeadline. A scan past
 // it (a filesystem that does not answer) is left running and counted; ok
-// is false then, and while maxStuckScans are, no scan starts. A root
-// whose scan is still stuck is not scanned again (sweeps would otherwise
-// find it at every rescan and stall each time) until that scan ends.
-func (w *inodeWatch) scanTimed(fd int, id rootID, rules []WatchRule, max int) (map[inoKey]bool, bool) {
+// is false then. While maxStuckScans hang, only the host's roots are
+// scanned, so that hostile filesystems cannot stop the host's rescans. A
+// root whose scan hung is not scanned again until stuckBackoff after that
+// scan ended (sweeps would otherwise stall on it at every pass).
+func (w *inodeWatch) scanTimed(fd int, id rootID, rules []WatchRule, max int) ([]inoKey, bool) {
 	w.mu.Lock()
-	stuckHere := w.stuckRoots[id]
+	until, hung := w.stuckRoots[id]
+	host := w.isHost(id)
 	w.mu.Unlock()
-	if stuckHere {
+	if hung && (until.IsZero() || time.Now().Before(until)) {
 		unix.Close(fd)
 		return nil, false
 	}
-	if w.stuck.Load() >= maxStuckScans {
+	if !host && w.stuck.Load() >= maxStuckScans {
 		unix.Close(fd)
 		w.asksLost.Add(1)
 		return nil, false
 	}
-	done := make(chan map[inoKey]bool, 1)
+	done := make(chan []inoKey, 1)
 	go func() {
 		defer unix.Close(fd)
-		done <- scanRoot(fd, rules, max)
+		done <- scanRootInOrder(fd, rules, max).order
 	}()
 	select {
 	case m := <-done:
@@ -375,13 +394,19 @@ func (w *inodeWatch) scanTimed(fd int, id rootID, rules []WatchRule, max int) (m
 		w.stuck.Add(1)
 		w.asksLost.Add(1)
 		w.mu.Lock()
-		w.stuckRoots[id] = true
+		now := time.Now()
+		for r, t := range w.stuckRoots { // ended and past their backoff
+			if !t.IsZero() && now.After(t) {
+				delete(w.stuckRoots, r)
+			}
+		}
+		w.stuckRoots[id] = time.Time{}
 		w.mu.Unlock()
 		w.log.Warn("a root's scan for secret files did not end in time: its filesystem does not answer", "deadline", scanDeadline)
 		go func() {
 			<-done
 			w.mu.Lock()
-			delete(w.stuckRoots, id)
+			w.stuckRoots[id] = time.Now().Add(stuckBackoff)
 			w.mu.Unlock()
 			w.stuck.Add(-1)
 		}()
@@ -389,9 +414,15 @@ func (w *inodeWatch) scanTimed(fd int, id rootID, rules []WatchRule, max int) (m
 	}
 }
 
+// isHost reports whether id is the agent's root or pid 1's (w.mu held).
+func (w *inodeWatch) isHost(id rootID) bool { return id == w.own || id == w.host }
+
 // quota is a root's share of the kernel's set.
 func (w *inodeWatch) quota(id rootID) int {
-	if id == w.own {
+	w.mu.Lock()
+	host := w.isHost(id)
+	w.mu.Unlock()
+	if host {
 		return 16384
 	}
 	return maxInodesPerRoot
@@ -446,7 +477,7 @@ func (w *inodeWatch) addRoot(a rootAsk) bool {
 // roots no event named yet. One still not found keeps its inodes while
 // its cgroups ask again at their next event, and is forgotten after
 // maxStale rescans without one.
-func (w *inodeWatch) rescanAll(sweeping bool) {
+func (w *inodeWatch) rescanAll(ctx context.Context, sweeping bool) {
 	w.mu.Lock()
 	ids := make([]rootID, 0, len(w.roots))
 	for id := range w.roots {
@@ -456,6 +487,9 @@ func (w *inodeWatch) rescanAll(sweeping bool) {
 	w.mu.Unlock()
 	lost := map[rootID]bool{}
 	for _, id := range ids {
+		if ctx.Err() != nil {
+			return
+		}
 		w.mu.Lock()
 		r := w.roots[id]
 		pid := 0
@@ -467,20 +501,19 @@ func (w *inodeWatch) rescanAll(sweeping bool) {
 			continue
 		}
 		fd, now, err := openRoot(pid)
-		var inodes map[inoKey]bool
-		timedOut := false
+		var inodes []inoKey
+		scanned, timedOut := false, false
 		if err == nil {
 			if now == id {
-				var ok bool
-				inodes, ok = w.scanTimed(fd, id, rules, w.quota(id))
-				timedOut = !ok
+				inodes, scanned = w.scanTimed(fd, id, rules, w.quota(id))
+				timedOut = !scanned
 			} else {
 				unix.Close(fd)
 			}
 		}
 		w.mu.Lock()
 		switch {
-		case inodes != nil:
+		case scanned:
 			r.inodes, r.stale = inodes, 0
 		case timedOut:
 			// Keeps what it had.
@@ -490,7 +523,7 @@ func (w *inodeWatch) rescanAll(sweeping bool) {
 		w.mu.Unlock()
 	}
 	if sweeping || len(lost) > 0 {
-		for id := range w.sweep(lost) {
+		for id := range w.sweep(ctx, lost) {
 			delete(lost, id)
 		}
 	}
@@ -504,8 +537,17 @@ func (w *inodeWatch) rescanAll(sweeping bool) {
 			delete(w.seen, cg)
 		}
 		w.last.Store(0)
+		if !sweeping { // a kick's rescan: the periodic ones count
+			continue
+		}
 		if r.stale++; r.stale > maxStale {
 			delete(w.roots, id)
+			// Room again: the roots refused for it may be taken now.
+			for rid, why := range w.refused {
+				if why.full || r.cgroups[why.cgroup] {
+					delete(w.refused, rid)
+				}
+			}
 		}
 	}
 	w.rootsNow.Store(uint64(len(w.roots)))
@@ -513,33 +555,69 @@ func (w *inodeWatch) rescanAll(sweeping bool) {
 	w.sync()
 }
 
-// sync makes the kernel's set the union of the roots' inodes: entries are
-// added before the prefilter names them and removed after it stops.
-// The agent's own root goes first: when the set is full, a container's
-// files are the ones left out, never the host's.
+// sync makes the kernel's set the union of the roots' inodes, cut to the
+// set's size in this order: the host's roots' files first, then the other
+// roots' in turn (each one's first file, then each one's second, ...), so
+// a full set leaves out the last files of the roots with the most — never
+// the host's, and not a container's /etc/shadow (its scan finds it first)
+// because another root has many. Entries no longer wanted are deleted
+// before new ones are put, so a full set makes room for them.
 func (w *inodeWatch) sync() {
+	// The roots' slices are replaced whole, never changed: the order is
+	// built outside the lock, which the event reader takes too.
 	w.mu.Lock()
-	var order []inoKey
-	want := map[inoKey]bool{}
-	take := func(r *watchedRoot) {
-		for k := range r.inodes {
-			if !want[k] {
-				want[k] = true
-				order = append(order, k)
-			}
-		}
-	}
-	if r := w.roots[w.own]; r != nil {
-		take(r)
-	}
+	var host, others [][]inoKey
 	for id, r := range w.roots {
-		if id != w.own {
-			take(r)
+		if w.isHost(id) {
+			host = append(host, r.inodes)
+		} else {
+			others = append(others, r.inodes)
 		}
 	}
 	w.mu.Unlock()
+	want := map[inoKey]bool{}
+	var order []inoKey
+	take := func(k inoKey) {
+		if !want[k] {
+			want[k] = true
+			order = append(order, k)
+		}
+	}
+	for _, l := range host {
+		for _, k := range l {
+			take(k)
+		}
+	}
+	for i := 0; ; i++ {
+		more := false
+		for _, l := range others {
+			if i < len(l) {
+				take(l[i])
+				more = true
+			}
+		}
+		if !more {
+			break
+		}
+	}
+	out := uint64(0)
+	if size := int(w.hash.MaxEntries()); len(order) > size {
+		out = uint64(len(order) - size)
+		for _, k := range order[size:] {
+			delete(want, k)
+		}
+		order = order[:size]
+	}
+	for k := range w.inKer {
+		if !want[k] {
+			if err := w.hash.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				continue
+			}
+			delete(w.inKer, k)
+		}
+	}
 	var bits inoBits
-	var in, out uint64
+	var in uint64
 	one := uint32(1)
 	for _, k := range order {
 		if !w.inKer[k] {
@@ -558,14 +636,6 @@ func (w *inodeWatch) sync() {
 	}
 	if err := w.bits.Put(uint32(0), &bits); err != nil {
 		w.log.Warn("write inode prefilter: reads through unnamed paths go unseen", "err", err)
-	}
-	for k := range w.inKer {
-		if !want[k] {
-			if err := w.hash.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-				continue
-			}
-			delete(w.inKer, k)
-		}
 	}
 	w.watched.Store(in)
 	w.notWatched.Store(out)

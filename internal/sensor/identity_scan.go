@@ -44,6 +44,7 @@ type rootScan struct {
 	max     int // files in all
 	ruleMax int // files once this rule is done
 	out     map[inoKey]bool
+	order   []inoKey // out, in the order found (the rules' order)
 	visited map[inoKey]bool
 }
 
@@ -54,6 +55,12 @@ type rootScan struct {
 // name, the files of its directory whose names start with its last part
 // (/etc/ssh/ssh_host_).
 func scanRoot(root int, rules []WatchRule, limit int) map[inoKey]bool {
+	return scanRootInOrder(root, rules, limit).out
+}
+
+// scanRootInOrder is scanRoot, keeping the order found: the first rules'
+// files (/etc/shadow) come first, and are the last a full set leaves out.
+func scanRootInOrder(root int, rules []WatchRule, limit int) *rootScan {
 	sc := &rootScan{root: root, max: limit, out: map[inoKey]bool{}, visited: map[inoKey]bool{}}
 	for _, r := range rules {
 		if len(sc.out) >= limit {
@@ -89,7 +96,7 @@ func scanRoot(root int, rules []WatchRule, limit int) map[inoKey]bool {
 			}
 		})
 	}
-	return sc.out
+	return sc
 }
 
 func (sc *rootScan) full() bool {
@@ -97,8 +104,9 @@ func (sc *rootScan) full() bool {
 }
 
 func (sc *rootScan) add(st *unix.Stat_t) {
-	if st.Ino != 0 && !sc.full() {
-		sc.out[keyOf(st)] = true
+	if k := keyOf(st); st.Ino != 0 && !sc.full() && !sc.out[k] {
+		sc.out[k] = true
+		sc.order = append(sc.order, k)
 	}
 }
 

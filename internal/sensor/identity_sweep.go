@@ -1,8 +1,12 @@
 package sensor
 
 import (
+	"bytes"
+	"context"
 	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -17,16 +21,20 @@ import (
 const (
 	// maxSweepPids bounds the /proc entries one sweep looks at.
 	maxSweepPids = 1 << 16
-	// maxRoots bounds the roots kept (each costs a scan per rescan): a
-	// process that can chroot in a user namespace can make roots at will.
-	// Roots beyond it are counted as lost scans.
-	maxRoots = 512
+	// maxRoots bounds the roots kept (each costs a scan per rescan), and
+	// maxRootsPerCgroup the roots the sweep takes from one cgroup: a
+	// process that may chroot (a container's root, or anyone in a user
+	// namespace) can make roots at will, but not cgroups. Roots refused
+	// are counted once each as lost scans.
+	maxRoots          = 512
+	maxRootsPerCgroup = 4
+	maxRefused        = 4096
 )
 
 // sweep looks through /proc for a process in each root of lost (whose own
 // process left it) and in roots not known yet, and scans each root found
 // through the first such process. It returns the lost roots it found.
-func (w *inodeWatch) sweep(lost map[rootID]bool) map[rootID]bool {
+func (w *inodeWatch) sweep(ctx context.Context, lost map[rootID]bool) map[rootID]bool {
 	found := map[rootID]bool{}
 	d, err := os.Open("/proc")
 	if err != nil {
@@ -42,9 +50,18 @@ func (w *inodeWatch) sweep(lost map[rootID]bool) map[rootID]bool {
 	self := os.Getpid()
 	w.mu.Lock()
 	rules := w.rules
+	perCgroup := map[uint64]int{}
+	for _, r := range w.roots {
+		for cg := range r.cgroups {
+			perCgroup[cg]++
+		}
+	}
 	w.mu.Unlock()
 	tried := map[rootID]bool{}
 	for _, name := range names {
+		if ctx.Err() != nil {
+			return found
+		}
 		pid, err := strconv.Atoi(name)
 		if err != nil || pid == self {
 			continue
@@ -55,18 +72,21 @@ func (w *inodeWatch) sweep(lost map[rootID]bool) map[rootID]bool {
 		}
 		w.mu.Lock()
 		_, known := w.roots[id]
-		isOwn, full := id == w.own, len(w.roots) >= maxRoots
+		_, refused := w.refused[id]
+		skip := w.isHost(id) || tried[id] || known && !lost[id] || refused && !lost[id]
+		full := len(w.roots) >= maxRoots
 		w.mu.Unlock()
-		take := !isOwn && !tried[id] && (lost[id] || !known && !full)
-		if !take {
+		if skip {
 			unix.Close(fd)
-			if !known && !isOwn && full && !tried[id] {
-				tried[id] = true
-				w.asksLost.Add(1)
-			}
 			continue
 		}
 		tried[id] = true
+		cg := w.cgroupOf(pid)
+		if !known && (full || perCgroup[cg] >= maxRootsPerCgroup) {
+			unix.Close(fd)
+			w.refuse(id, refusal{cgroup: cg, full: full})
+			continue
+		}
 		inodes, ok := w.scanTimed(fd, id, rules, w.quota(id))
 		if !ok {
 			continue
@@ -78,10 +98,60 @@ func (w *inodeWatch) sweep(lost map[rootID]bool) map[rootID]bool {
 			w.roots[id] = r
 		}
 		r.pid, r.stale, r.inodes = pid, 0, inodes
+		if cg != 0 && !r.cgroups[cg] && len(r.cgroups) < maxRootCgroups {
+			r.cgroups[cg] = true
+			perCgroup[cg]++
+		}
 		w.mu.Unlock()
 		if lost[id] {
 			found[id] = true
 		}
 	}
 	return found
+}
+
+// refusal is why the sweep did not take a root: all roots were taken
+// (full), or its cgroup's were.
+type refusal struct {
+	cgroup uint64
+	full   bool
+}
+
+// refuse counts a root the sweep did not take, once.
+func (w *inodeWatch) refuse(id rootID, why refusal) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, ok := w.refused[id]; ok {
+		return
+	}
+	if len(w.refused) >= maxRefused {
+		clear(w.refused)
+	}
+	w.refused[id] = why
+	w.asksLost.Add(1)
+}
+
+// cgroupOf is the cgroup v2 id (its directory's inode) of a process, 0
+// when it cannot be told (such processes share one cgroup's allowance).
+func (w *inodeWatch) cgroupOf(pid int) uint64 {
+	if w.cgroupRoot == "" {
+		return 0
+	}
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
+	if err != nil {
+		return 0
+	}
+	for line := range bytes.SplitSeq(data, []byte{'\n'}) {
+		if rest, ok := bytes.CutPrefix(line, []byte("0::")); ok {
+			// The path is relative to the agent's cgroup namespace, and
+			// may climb out of it ("/../.."): such a cgroup is not told.
+			p := filepath.Join(w.cgroupRoot, string(rest))
+			var st unix.Stat_t
+			if !strings.HasPrefix(p+"/", filepath.Clean(w.cgroupRoot)+"/") || unix.Stat(p, &st) != nil {
+				return 0
+			}
+			return st.Ino
+		}
+	}
+	return 0
 }

@@ -3,6 +3,8 @@ package sensor
 import (
 	"context"
 	"log/slog"
+	"math/rand/v2"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -89,9 +91,11 @@ func TestRootsFoundThroughProc(t *testing.T) {
 		w.mu.Lock()
 		w.roots[root].pid = dead
 		w.mu.Unlock()
-		// Within two periodic rescans, the root is scanned through another
-		// of its processes and never goes stale.
-		if !waitUntil(2*inodeRescan+2*time.Second, func() bool { p, fresh := rootState(w, root); return p != dead && fresh }) {
+		// Within a few periodic rescans (the shared sensor rescans every
+		// other test's roots too), the root is scanned through another of
+		// its processes. Without the sweep nothing would: the container
+		// makes no event to ask through.
+		if !waitUntil(3*inodeRescan+5*time.Second, func() bool { p, fresh := rootState(w, root); return p != dead && fresh }) {
 			p, fresh := rootState(w, root)
 			t.Fatalf("root still rescanned through pid %d (gone: %d), fresh %v", p, dead, fresh)
 		}
@@ -101,7 +105,9 @@ func TestRootsFoundThroughProc(t *testing.T) {
 		} else {
 			unix.Close(fd)
 		}
-		// The kernel still knows the container's secret.
+		// The kernel still knows the container's secret (a root lost
+		// keeps its files for a while anyway: the check above is the one
+		// that tells).
 		var one uint32
 		if err := w.hash.Lookup(shadowKey(t, pid), &one); err != nil {
 			t.Errorf("the container's /etc/shadow is not in the kernel's set: %v", err)
@@ -132,6 +138,7 @@ func TestRootsFoundThroughProc(t *testing.T) {
 		defer bits.Close()
 		fresh := newInodeWatch(slog.Default(), map[string]*ebpf.Map{"watch_inodes": hash, "watch_ino_bits": bits})
 		fresh.setRules(DefaultWatch)
+		fresh.every = time.Hour // only the sweep at start can find the container
 		ctx, cancel := context.WithCancel(context.Background())
 		started := make(chan struct{})
 		done := make(chan struct{})
@@ -140,9 +147,89 @@ func TestRootsFoundThroughProc(t *testing.T) {
 		<-started
 		var one uint32
 		key := shadowKey(t, pid)
-		if !waitUntil(3*time.Second, func() bool { return hash.Lookup(key, &one) == nil }) {
+		if !waitUntil(20*time.Second, func() bool { return hash.Lookup(key, &one) == nil }) {
 			p, ok := rootState(fresh, root)
-			t.Errorf("a container running before the set started: its /etc/shadow not in the set within 3s (root known %v through pid %d)", ok, p)
+			t.Errorf("a container running before the set started: its /etc/shadow not in the set within 20s (root known %v through pid %d)", ok, p)
 		}
 	})
+}
+
+// TestSweepBoundsRootsPerCgroup: processes of one cgroup that chroot into
+// roots of their own (anyone in a user namespace can) get at most
+// maxRootsPerCgroup roots scanned; the others are counted once each as
+// lost scans, not again at every sweep.
+func TestSweepBoundsRootsPerCgroup(t *testing.T) {
+	s := startSensor(t)
+	w := s.inodes
+	if w == nil {
+		t.Fatal("the sensor keeps no inode set")
+	}
+	cg := filepath.Join(CgroupV2Root(), "mamori-roots-"+strconv.Itoa(rand.Int()))
+	if err := os.Mkdir(cg, 0o755); err != nil {
+		t.Fatalf("make a cgroup: %v", err)
+	}
+	t.Cleanup(func() { _ = os.Remove(cg) })
+	lostBefore := s.Counters().RootScansLost
+	const n = maxRootsPerCgroup + 2
+	var roots []rootID
+	for range n {
+		dir := t.TempDir()
+		if err := os.MkdirAll(filepath.Join(dir, "etc"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "etc/shadow"), []byte("root:x:\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		h := exec.Command(actorPath, "chroot-sleep", dir, "60s", cg)
+		if err := h.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = h.Process.Kill(); _ = h.Wait() })
+		var id rootID
+		if !waitUntil(5*time.Second, func() bool {
+			fd, r, err := openRoot(h.Process.Pid)
+			if err == nil {
+				unix.Close(fd)
+				id = r
+			}
+			return err == nil && r != w.own
+		}) {
+			t.Fatalf("helper %d did not chroot", h.Process.Pid)
+		}
+		roots = append(roots, id)
+	}
+	taken := func() int {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		k := 0
+		for _, id := range roots {
+			if w.roots[id] != nil {
+				k++
+			}
+		}
+		return k
+	}
+	// Two periodic rescans: every sweep has seen every helper.
+	waitUntil(3*inodeRescan, func() bool { return taken() >= maxRootsPerCgroup })
+	time.Sleep(2*inodeRescan + time.Second)
+	if k := taken(); k != maxRootsPerCgroup {
+		t.Errorf("%d of %d roots of one cgroup taken, want %d", k, n, maxRootsPerCgroup)
+	}
+	w.mu.Lock()
+	refused := 0
+	for _, id := range roots {
+		if _, ok := w.refused[id]; ok && w.roots[id] == nil {
+			refused++
+		}
+	}
+	w.mu.Unlock()
+	if refused != n-maxRootsPerCgroup {
+		t.Errorf("%d of the roots not taken are recorded as refused, want %d", refused, n-maxRootsPerCgroup)
+	}
+	// Each refused root is counted once over the three sweeps that saw it
+	// (one more lost scan may come from elsewhere: a slow scan on a
+	// loaded machine).
+	if lost := s.Counters().RootScansLost - lostBefore; lost < n-maxRootsPerCgroup || lost > n-maxRootsPerCgroup+1 {
+		t.Errorf("%d lost scans counted for %d roots refused over several sweeps, want each once", lost, n-maxRootsPerCgroup)
+	}
 }

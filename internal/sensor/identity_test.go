@@ -156,11 +156,20 @@ func TestInoBitSpreads(t *testing.T) {
 
 // TestSetTakesTheHostFirst: when the kernel's set is full, the files left
 // out are a container's, never the agent's own root's — whatever order
-// the roots are kept in.
+// the roots are kept in, and also when the host's files change after
+// containers filled the set — and each container keeps its first files
+// (its scan finds /etc/shadow first) however many another one has.
 func TestSetTakesTheHostFirst(t *testing.T) {
 	testenv.RequireBPF(t)
+	keys := func(dev uint32, from, n int) []inoKey {
+		var l []inoKey
+		for i := range n {
+			l = append(l, inoKey{Ino: uint64(from + i), Dev: dev})
+		}
+		return l
+	}
 	for round := range 16 {
-		hash, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 16, ValueSize: 4, MaxEntries: 4})
+		hash, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 16, ValueSize: 4, MaxEntries: 5})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -169,33 +178,53 @@ func TestSetTakesTheHostFirst(t *testing.T) {
 			t.Fatal(err)
 		}
 		w := newInodeWatch(slog.Default(), map[string]*ebpf.Map{"watch_inodes": hash, "watch_ino_bits": bits})
-		own, ctr := rootID{dev: 1, ino: 2}, rootID{dev: 9, ino: 2}
+		own, big, small := rootID{dev: 1, ino: 2}, rootID{dev: 9, ino: 2}, rootID{dev: 8, ino: 2}
 		w.own = own
-		host := map[inoKey]bool{}
-		for i := range 3 {
-			host[inoKey{Ino: uint64(100 + i), Dev: 1}] = true
-		}
-		many := map[inoKey]bool{}
-		for i := range 5 {
-			many[inoKey{Ino: uint64(200 + i), Dev: 9}] = true
-		}
+		host := keys(1, 100, 3)
 		// Both orders of insertion, so that map order cannot hide a bias.
-		if round%2 == 0 {
-			w.roots[ctr] = &watchedRoot{inodes: many}
-			w.roots[own] = &watchedRoot{inodes: host}
-		} else {
-			w.roots[own] = &watchedRoot{inodes: host}
-			w.roots[ctr] = &watchedRoot{inodes: many}
+		ids := []rootID{big, small, own}
+		if round%2 == 1 {
+			ids = []rootID{own, small, big}
 		}
-		w.sync()
-		var one uint32
-		for k := range host {
-			if err := hash.Lookup(k, &one); err != nil {
-				t.Fatalf("round %d: the host's file %d left out of a full set: %v", round, k.Ino, err)
+		for _, id := range ids {
+			switch id {
+			case own:
+				w.roots[id] = &watchedRoot{inodes: host}
+			case big:
+				w.roots[id] = &watchedRoot{inodes: keys(9, 200, 50)}
+			case small:
+				w.roots[id] = &watchedRoot{inodes: keys(8, 300, 2)}
 			}
 		}
-		if got, left := w.watched.Load(), w.notWatched.Load(); got != 4 || left != 4 {
-			t.Errorf("round %d: %d watched, %d left out; want 4 and 4", round, got, left)
+		var one uint32
+		check := func(when string, host []inoKey) {
+			t.Helper()
+			for _, k := range host {
+				if err := hash.Lookup(k, &one); err != nil {
+					t.Fatalf("round %d, %s: the host's file %d left out of a full set: %v", round, when, k.Ino, err)
+				}
+			}
+			for _, first := range []inoKey{{Ino: 200, Dev: 9}, {Ino: 300, Dev: 8}} {
+				if err := hash.Lookup(first, &one); err != nil {
+					t.Errorf("round %d, %s: a container's first file (%d) left out for another's many: %v", round, when, first.Ino, err)
+				}
+			}
+			if got, left := w.watched.Load(), w.notWatched.Load(); got != 5 || left != 50 {
+				t.Errorf("round %d, %s: %d watched, %d left out; want 5 and 50", round, when, got, left)
+			}
+		}
+		w.sync()
+		check("first sync", host)
+		// passwd gives the host's /etc/shadow a new inode, once the set
+		// is full of containers' files.
+		changed := append([]inoKey{{Ino: 999, Dev: 1}}, host[1:]...)
+		w.mu.Lock()
+		w.roots[own] = &watchedRoot{inodes: changed}
+		w.mu.Unlock()
+		w.sync()
+		check("after the host's file changed", changed)
+		if err := hash.Lookup(host[0], &one); err == nil {
+			t.Errorf("round %d: the host's replaced file is still in the set", round)
 		}
 		hash.Close()
 		bits.Close()

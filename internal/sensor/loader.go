@@ -153,6 +153,9 @@ func Load(opts Options) (*Sensor, error) {
 		}
 	}
 	s.inodes = newInodeWatch(log, s.maps)
+	if s.inodes != nil {
+		s.inodes.cgroupRoot = s.cgroup
+	}
 	if _, ok := s.maps["watch_paths"]; ok {
 		if err := s.SetWatch(DefaultWatch); err != nil {
 			s.Close()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,9 +26,17 @@ type PublisherConfig struct {
 	BackoffBase    time.Duration // first pause after the server refuses for now: 250ms, doubling per failed probe
 	BackoffMax     time.Duration // longest pause: 10s
 	ReconnectWait  time.Duration // between reconnect attempts: 1s
-	Metrics        *Metrics
-	Logger         *slog.Logger
-	NATSOptions    []nats.Option // appended last (tests)
+	// Locate, when set, asks where agents reach the bus now (the server's
+	// API: CurrentNATSURLs). After FollowAfter without a connection, and
+	// then every FollowAfter while it lasts, the publisher asks, and moves
+	// to the URLs it answers when they differ from the ones it dials;
+	// OnMove is then called with them (to keep them for the next start).
+	Locate      func(ctx context.Context) ([]string, error)
+	OnMove      func(urls []string)
+	FollowAfter time.Duration // 2m
+	Metrics     *Metrics
+	Logger      *slog.Logger
+	NATSOptions []nats.Option // appended last (tests)
 }
 
 // PublisherStats is a snapshot of a Publisher's counters, for heartbeats and
@@ -76,9 +85,8 @@ type Publisher struct {
 	nodeID string
 	m      *Metrics
 	log    *slog.Logger
-	nc     *nats.Conn
-	live   jetstream.JetStream // callbacks route failures to the spool
-	replay jetstream.JetStream // futures: replay waits for each ack
+	opts   []nats.Option
+	link   atomic.Pointer[link] // the connection in use; replaced when the bus moves
 	spool  *Spool
 	pace   *pacer
 	window int // replay publishes in flight at once; owned by replayLoop
@@ -102,6 +110,40 @@ type Publisher struct {
 
 	published, replayed, spooled, rejected, permErr atomic.Uint64
 	closeOnce                                       sync.Once
+}
+
+// link is one connection to the bus and its JetStream contexts.
+type link struct {
+	urls   []string
+	nc     *nats.Conn
+	live   jetstream.JetStream // callbacks route failures to the spool
+	replay jetstream.JetStream // futures: replay waits for each ack
+}
+
+// cur is the link in use.
+func (p *Publisher) cur() *link { return p.link.Load() }
+
+// dial connects to urls in the background (nats.go retries for ever).
+func (p *Publisher) dial(urls []string) (*link, error) {
+	nc, err := nats.Connect(strings.Join(urls, ","), p.opts...)
+	if err != nil {
+		return nil, fmt.Errorf("publisher: connect: %w", err)
+	}
+	l := &link{urls: urls, nc: nc}
+	l.live, err = jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(p.cfg.MaxPending),
+		jetstream.WithPublishAsyncTimeout(p.cfg.AckTimeout),
+		jetstream.WithPublishAsyncAckHandler(p.onAck),
+		jetstream.WithPublishAsyncErrHandler(p.onErr))
+	if err == nil {
+		l.replay, err = jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(p.cfg.MaxPending),
+			jetstream.WithPublishAsyncTimeout(p.cfg.AckTimeout))
+	}
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("publisher: %w", err)
+	}
+	return l, nil
 }
 
 // NewPublisher opens the spool and starts connecting in the background; it
@@ -130,6 +172,9 @@ func NewPublisher(cfg PublisherConfig) (*Publisher, error) {
 	}
 	if cfg.BackoffMax <= 0 {
 		cfg.BackoffMax = 10 * time.Second
+	}
+	if cfg.FollowAfter <= 0 {
+		cfg.FollowAfter = 2 * time.Minute
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -175,25 +220,13 @@ func NewPublisher(cfg PublisherConfig) (*Publisher, error) {
 			p.log.Warn("transport: nats error", "err", err)
 		}),
 	}
-	p.nc, err = nats.Connect(strings.Join(cfg.Creds.NATSURLs, ","), append(opts, cfg.NATSOptions...)...)
+	p.opts = append(opts, cfg.NATSOptions...)
+	l, err := p.dial(cfg.Creds.NATSURLs)
 	if err != nil {
 		p.spool.Close()
-		return nil, fmt.Errorf("publisher: connect: %w", err)
+		return nil, err
 	}
-	p.live, err = jetstream.New(p.nc,
-		jetstream.WithPublishAsyncMaxPending(cfg.MaxPending),
-		jetstream.WithPublishAsyncTimeout(cfg.AckTimeout),
-		jetstream.WithPublishAsyncAckHandler(p.onAck),
-		jetstream.WithPublishAsyncErrHandler(p.onErr))
-	if err == nil {
-		p.replay, err = jetstream.New(p.nc, jetstream.WithPublishAsyncMaxPending(cfg.MaxPending),
-			jetstream.WithPublishAsyncTimeout(cfg.AckTimeout))
-	}
-	if err != nil {
-		p.nc.Close()
-		p.spool.Close()
-		return nil, fmt.Errorf("publisher: %w", err)
-	}
+	p.link.Store(l)
 	p.wg.Go(p.replayLoop)
 	p.wg.Go(p.watchConnection)
 	return p, nil
@@ -202,29 +235,40 @@ func NewPublisher(cfg PublisherConfig) (*Publisher, error) {
 // watchConnection warns while the publisher cannot reach the bus — after
 // 30 s, then at doubling intervals up to 10 min — naming the URLs and the
 // last error: nats.go retries quietly for ever, and an agent spooling for
-// hours must not look like one that reports.
+// hours must not look like one that reports. With Locate, it also asks
+// where the bus is now, and follows it (follow).
 func (p *Publisher) watchConnection() {
 	const first, most = 30 * time.Second, 10 * time.Minute
-	t := time.NewTicker(5 * time.Second)
+	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	since, next := time.Now(), first
+	var asked time.Time
 	for {
 		select {
 		case <-p.stop:
 			return
 		case <-t.C:
 		}
-		if p.nc.IsConnected() {
+		l := p.cur()
+		if l.nc.IsConnected() {
 			since, next = time.Now(), first
 			continue
 		}
-		if down := time.Since(since); down >= next {
-			args := []any{"for", down.Round(time.Second), "urls", strings.Join(p.cfg.Creds.NATSURLs, ","), "spooled", p.spool.Stats().Messages}
-			if err := p.nc.LastError(); err != nil {
+		down := time.Since(since)
+		if p.cfg.Locate != nil && down >= p.cfg.FollowAfter && time.Since(asked) >= p.cfg.FollowAfter {
+			asked = time.Now()
+			p.follow(l)
+		}
+		if down >= next {
+			args := []any{"for", down.Round(time.Second), "urls", strings.Join(p.cur().urls, ","), "spooled", p.spool.Stats().Messages}
+			if err := l.nc.LastError(); err != nil {
 				args = append(args, "err", err)
-				if strings.Contains(strings.ToLower(err.Error()), "authorization violation") {
+				switch {
+				case strings.Contains(strings.ToLower(err.Error()), "authorization violation"):
 					args = append(args, "hint", "the server refused this node's credential: it was removed or its key revoked; restart the agent with --join-token to enroll again")
-				} else {
+				case p.cfg.Locate != nil:
+					args = append(args, "hint", "the server's API is asked where NATS is now every "+p.cfg.FollowAfter.String())
+				default:
 					args = append(args, "hint", "if the server's NATS moved, restart the agent: at start it asks the server's API where NATS is now")
 				}
 			}
@@ -232,6 +276,47 @@ func (p *Publisher) watchConnection() {
 			next = min(2*next, most)
 		}
 	}
+}
+
+// follow asks where the bus is now, and when the answer differs from the
+// URLs old dials, moves to it: the new link replaces old, whose in-flight
+// messages (never to be acked by it) go to the spool, and old is closed.
+func (p *Publisher) follow(old *link) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	urls, err := p.cfg.Locate(ctx)
+	cancel()
+	if err != nil {
+		p.log.Warn("transport: cannot ask the server where NATS is now", "err", err)
+		return
+	}
+	if slices.Equal(urls, old.urls) {
+		return
+	}
+	l, err := p.dial(urls)
+	if err != nil {
+		p.log.Warn("transport: cannot dial the server's new NATS address", "urls", strings.Join(urls, ","), "err", err)
+		return
+	}
+	p.log.Warn("transport: the server's NATS moved; following it", "was", strings.Join(old.urls, ","), "now", strings.Join(urls, ","))
+	// While disconnected nothing new went in flight: what is there was
+	// sent on old, which will never ack it; it is spooled for the new link
+	// to replay.
+	p.mu.Lock()
+	left := p.inflight
+	p.inflight = map[string]inflightRecord{}
+	p.mu.Unlock()
+	p.link.Store(l)
+	for _, r := range left {
+		if err := p.toSpool(r.Kind, r.DedupID, r.Data, "disconnected"); err != nil {
+			p.log.Warn("transport: message lost", "kind", r.Kind, "err", err)
+		}
+	}
+	old.live.CleanupPublisher()
+	old.nc.Close()
+	if p.cfg.OnMove != nil {
+		p.cfg.OnMove(urls)
+	}
+	p.wake()
 }
 
 // NodeID is the node this publisher speaks for.
@@ -264,7 +349,8 @@ func orReason(r, def string) string {
 }
 
 func (p *Publisher) send(kind Kind, dedupID string, data []byte) error {
-	if !p.nc.IsConnected() {
+	l := p.cur()
+	if !l.nc.IsConnected() {
 		return p.toSpool(kind, dedupID, data, "disconnected")
 	}
 	now := time.Now()
@@ -284,7 +370,7 @@ func (p *Publisher) send(kind Kind, dedupID string, data []byte) error {
 	msg := nats.NewMsg(SubjectFor(p.nodeID, kind))
 	msg.Data = data
 	msg.Header.Set(jetstream.MsgIDHeader, dedupID)
-	if _, err := p.live.PublishMsgAsync(msg); err != nil {
+	if _, err := l.live.PublishMsgAsync(msg); err != nil {
 		if _, ok := p.take(dedupID); ok {
 			p.refused(err, now)
 			err := p.toSpool(kind, dedupID, data, publishReason(err))
@@ -413,7 +499,7 @@ func (p *Publisher) replayLoop() {
 		case <-p.kick:
 		case <-t.C:
 		}
-		for p.nc.IsConnected() {
+		for p.cur().nc.IsConnected() {
 			if d := p.pace.wait(time.Now()); d > 0 {
 				select {
 				case <-p.stop:
@@ -493,6 +579,7 @@ func (p *Publisher) replayWindow(b *SpoolBatch, kind Kind, from int) (int, error
 	var futs []pending
 	var failed error
 	sent := time.Now()
+	js := p.cur().replay
 	i := from
 	for ; i < len(b.Records) && len(futs) < p.window; i++ {
 		if b.IsDelivered(i) {
@@ -502,7 +589,7 @@ func (p *Publisher) replayWindow(b *SpoolBatch, kind Kind, from int) (int, error
 		msg := nats.NewMsg(SubjectFor(p.nodeID, kind))
 		msg.Data = r.Data
 		msg.Header.Set(jetstream.MsgIDHeader, r.DedupID)
-		f, err := p.replay.PublishMsgAsync(msg, jetstream.WithStallWait(p.cfg.AckTimeout))
+		f, err := js.PublishMsgAsync(msg, jetstream.WithStallWait(p.cfg.AckTimeout))
 		if err != nil {
 			failed = err
 			break
@@ -575,7 +662,7 @@ func (p *Publisher) pending() int {
 // Stats returns a snapshot of the publisher's counters.
 func (p *Publisher) Stats() PublisherStats {
 	return PublisherStats{
-		Connected: p.nc.IsConnected(), Published: p.published.Load(), Replayed: p.replayed.Load(),
+		Connected: p.cur().nc.IsConnected(), Published: p.published.Load(), Replayed: p.replayed.Load(),
 		Spooled: p.spooled.Load(), Rejected: p.rejected.Load(), PermissionErr: p.permErr.Load(),
 		BackingOff: p.pace.backingOff(), Spool: p.spool.Stats(),
 	}
@@ -587,16 +674,17 @@ func (p *Publisher) Stats() PublisherStats {
 func (p *Publisher) Close(ctx context.Context) error {
 	p.closeOnce.Do(func() {
 		close(p.stop)
-		p.wg.Wait()
+		p.wg.Wait() // no move after this
+		l := p.cur()
 		select {
-		case <-p.live.PublishAsyncComplete():
+		case <-l.live.PublishAsyncComplete():
 		case <-ctx.Done():
 		}
 		p.mu.Lock()
 		p.closing = true
 		p.mu.Unlock()
-		p.live.CleanupPublisher()
-		p.nc.Close()
+		l.live.CleanupPublisher()
+		l.nc.Close()
 		p.spooling.Wait()
 		// Whatever is still unacknowledged goes to the spool for the next run.
 		p.mu.Lock()

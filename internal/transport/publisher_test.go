@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -285,5 +286,81 @@ func TestLossesCountFindingsTheSpoolDropped(t *testing.T) {
 	st := p.Stats()
 	if lost := st.Spool.Dropped[KindFinding]; lost == 0 || st.Losses()["spool"] != lost {
 		t.Fatalf("100 findings into an 8 KiB spool: dropped %v, losses %v", st.Spool.Dropped, st.Losses())
+	}
+}
+
+// TestPublisherFollowsAMovedBus: the server's NATS comes back on another
+// address while an agent runs; the agent, unable to reach the old one,
+// asks where it is now (Locate, the server's API in an agent), moves
+// there, and everything it published meanwhile arrives once.
+func TestPublisherFollowsAMovedBus(t *testing.T) {
+	b := startBus(t, t.TempDir(), -1)
+	creds := b.enroll("node-m")
+	var where atomic.Pointer[[]string]
+	first := []string{b.emb.ClientURL()}
+	where.Store(&first)
+	var asked atomic.Int32
+	moved := make(chan []string, 1)
+	p := startPublisher(t, PublisherConfig{Creds: creds, SpoolDir: t.TempDir(), Logger: quietLogger(),
+		ReplayInterval: 100 * time.Millisecond, ReconnectWait: 100 * time.Millisecond, FollowAfter: time.Second,
+		Locate:      func(context.Context) ([]string, error) { asked.Add(1); return *where.Load(), nil },
+		OnMove:      func(urls []string) { moved <- urls },
+		NATSOptions: []nats.Option{nats.ReconnectJitter(0, 0)}})
+	col := newCollector()
+	b.runConsumer(ConsumerConfig{Handler: col.handle})
+	var ids map[string]bool
+	publish := func(n int) {
+		for i := range n {
+			id, err := p.Publish(KindFinding, map[string]any{"i": i, "type": "X"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids[msgIDHeader("node-m", id)] = true
+		}
+	}
+	ids = map[string]bool{}
+	publish(5)
+	waitFor(t, "findings before the move", 10*time.Second, func() bool { return col.count() == 5 })
+
+	// The bus moves: the old address stops answering, the server comes
+	// back elsewhere (the same state: its stream and the agents' keys).
+	oldPort := b.port
+	b.down()
+	waitFor(t, "disconnected", 10*time.Second, func() bool { return !p.Stats().Connected })
+	b.start(-1)
+	if b.port == oldPort {
+		t.Fatalf("the bus came back on its old port %d", oldPort)
+	}
+	now := []string{b.emb.ClientURL()}
+	where.Store(&now)
+	col2 := newCollector()
+	b.runConsumer(ConsumerConfig{Handler: col2.handle})
+	ids = map[string]bool{}
+	publish(20)
+
+	select {
+	case got := <-moved:
+		if !slices.Equal(got, now) {
+			t.Errorf("moved to %v, the server said %v", got, now)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("the publisher did not follow the bus to %v (asked %d times)", now, asked.Load())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := p.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "findings published during the move", 10*time.Second, func() bool { return col2.count() >= 20 })
+	time.Sleep(200 * time.Millisecond)
+	col2.mu.Lock()
+	defer col2.mu.Unlock()
+	for id := range ids {
+		if n := col2.byID[id]; n != 1 {
+			t.Errorf("finding %s, published while the bus moved, delivered %d times", id, n)
+		}
+	}
+	if !p.Stats().Connected {
+		t.Error("not connected after the move")
 	}
 }
