@@ -96,7 +96,7 @@ type Publisher struct {
 	wg   sync.WaitGroup
 
 	// inflight holds live publishes awaiting their ack, by dedup id. Whoever
-	// removes an entry (ack, error callback, Close) owns its fate, so each
+	// removes an entry (ack, error callback, Close, a move) owns its fate, so each
 	// message is counted or spooled exactly once, even when nats.go reports
 	// a failure concurrently with Close.
 	mu       sync.Mutex
@@ -146,8 +146,9 @@ func (p *Publisher) dial(urls []string) (*link, error) {
 	return l, nil
 }
 
-// NewPublisher opens the spool and starts connecting in the background; it
-// does not wait for the server, so an agent starts (and spools) without one.
+// NewPublisher opens the spool and connects: one pass over the URLs, then
+// in the background; it does not wait for the server, so an agent starts
+// (and spools) without one.
 func NewPublisher(cfg PublisherConfig) (*Publisher, error) {
 	if cfg.Creds == nil {
 		return nil, errors.New("publisher: no credentials")
@@ -279,17 +280,27 @@ func (p *Publisher) watchConnection() {
 }
 
 // follow asks where the bus is now, and when the answer differs from the
-// URLs old dials, moves to it: the new link replaces old, whose in-flight
-// messages (never to be acked by it) go to the spool, and old is closed.
+// URLs old dials and a connection to it succeeds, moves there: the new link
+// replaces old, which is closed. An address that does not answer is not
+// taken (nor kept for the next start): old keeps retrying its own.
 func (p *Publisher) follow(old *link) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	go func() {
+		select {
+		case <-p.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	urls, err := p.cfg.Locate(ctx)
-	cancel()
 	if err != nil {
-		p.log.Warn("transport: cannot ask the server where NATS is now", "err", err)
+		if !p.stopping() {
+			p.log.Warn("transport: cannot ask the server where NATS is now", "err", err)
+		}
 		return
 	}
-	if slices.Equal(urls, old.urls) {
+	if slices.Equal(urls, old.urls) || old.nc.IsConnected() {
 		return
 	}
 	l, err := p.dial(urls)
@@ -297,10 +308,26 @@ func (p *Publisher) follow(old *link) {
 		p.log.Warn("transport: cannot dial the server's new NATS address", "urls", strings.Join(urls, ","), "err", err)
 		return
 	}
+	// The first pass of dial connects when the address answers; a little
+	// more time covers a server still starting.
+	for wait := time.Now().Add(min(10*time.Second, p.cfg.FollowAfter)); !l.nc.IsConnected() && ctx.Err() == nil && time.Now().Before(wait); {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !l.nc.IsConnected() || p.stopping() || old.nc.IsConnected() {
+		l.live.CleanupPublisher()
+		l.nc.Close()
+		if !p.stopping() && !old.nc.IsConnected() {
+			p.log.Warn("transport: the server's new NATS address does not answer either; still trying the old one",
+				"new", strings.Join(urls, ","), "old", strings.Join(old.urls, ","))
+		}
+		return
+	}
 	p.log.Warn("transport: the server's NATS moved; following it", "was", strings.Join(old.urls, ","), "now", strings.Join(urls, ","))
-	// While disconnected nothing new went in flight: what is there was
-	// sent on old, which will never ack it; it is spooled for the new link
-	// to replay.
+	// nats.go fails an async publish's pending ack when its connection
+	// drops, so onErr has spooled those by now; whatever is still in
+	// flight (old came back a moment ago) is spooled for the new link to
+	// replay. What old sends after this is failed by its cleanup below,
+	// and spooled by onErr.
 	p.mu.Lock()
 	left := p.inflight
 	p.inflight = map[string]inflightRecord{}
@@ -423,7 +450,8 @@ func publishReason(err error) string {
 	case errors.Is(err, jetstream.ErrTooManyStalledMsgs):
 		return "backpressure"
 	case errors.Is(err, nats.ErrDisconnected), errors.Is(err, nats.ErrReconnectBufExceeded),
-		errors.Is(err, nats.ErrConnectionReconnecting), errors.Is(err, nats.ErrConnectionClosed):
+		errors.Is(err, nats.ErrConnectionReconnecting), errors.Is(err, nats.ErrConnectionClosed),
+		errors.Is(err, jetstream.ErrJetStreamPublisherClosed): // a link closed by a move
 		return "disconnected"
 	case errors.Is(err, jetstream.ErrNoStreamResponse):
 		return "no_stream"

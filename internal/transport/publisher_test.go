@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -12,6 +13,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/mamori-dev/mamori/internal/testenv"
 )
 
 // With the server away and a small spool, heartbeats are dropped (and
@@ -303,8 +306,14 @@ func TestPublisherFollowsAMovedBus(t *testing.T) {
 	moved := make(chan []string, 1)
 	p := startPublisher(t, PublisherConfig{Creds: creds, SpoolDir: t.TempDir(), Logger: quietLogger(),
 		ReplayInterval: 100 * time.Millisecond, ReconnectWait: 100 * time.Millisecond, FollowAfter: time.Second,
-		Locate:      func(context.Context) ([]string, error) { asked.Add(1); return *where.Load(), nil },
-		OnMove:      func(urls []string) { moved <- urls },
+		Locate: func(context.Context) ([]string, error) { asked.Add(1); return *where.Load(), nil },
+		OnMove: func(urls []string) {
+			select {
+			case moved <- urls:
+			default:
+				t.Errorf("moved again, to %v", urls)
+			}
+		},
 		NATSOptions: []nats.Option{nats.ReconnectJitter(0, 0)}})
 	col := newCollector()
 	b.runConsumer(ConsumerConfig{Handler: col.handle})
@@ -360,7 +369,54 @@ func TestPublisherFollowsAMovedBus(t *testing.T) {
 			t.Errorf("finding %s, published while the bus moved, delivered %d times", id, n)
 		}
 	}
-	if !p.Stats().Connected {
+	st := p.Stats()
+	if !st.Connected {
 		t.Error("not connected after the move")
 	}
+	// The server's de-duplication would hide a message sent twice: the
+	// publisher's own counts must not.
+	if st.Published != 5 || st.Replayed != 20 {
+		t.Errorf("published %d, replayed %d; want 5 live and the 20 spooled during the move replayed once each", st.Published, st.Replayed)
+	}
+}
+
+// TestPublisherKeepsItsBusWhenTheNewAddressIsDead: an answer naming an
+// address where nothing answers (a wrong setting, or a hostile answer) is
+// not taken, nor kept for the next start; the agent keeps retrying its
+// own, and reports once the bus is back there.
+func TestPublisherKeepsItsBusWhenTheNewAddressIsDead(t *testing.T) {
+	b := startBus(t, t.TempDir(), -1)
+	port := b.port
+	creds := b.enroll("node-d")
+	dead := []string{"tls://127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))}
+	var asked atomic.Int32
+	var moves atomic.Int32
+	p := startPublisher(t, PublisherConfig{Creds: creds, SpoolDir: t.TempDir(), Logger: quietLogger(),
+		ReplayInterval: 100 * time.Millisecond, ReconnectWait: 100 * time.Millisecond, FollowAfter: time.Second,
+		Locate:      func(context.Context) ([]string, error) { asked.Add(1); return dead, nil },
+		OnMove:      func([]string) { moves.Add(1) },
+		NATSOptions: []nats.Option{nats.ReconnectJitter(0, 0)}})
+	b.down()
+	waitFor(t, "disconnected", 10*time.Second, func() bool { return !p.Stats().Connected })
+	waitFor(t, "two asks", 15*time.Second, func() bool { return asked.Load() >= 2 })
+	if moves.Load() != 0 || !slices.Equal(p.cur().urls, creds.NATSURLs) {
+		t.Fatalf("moved to an address that does not answer (%d moves, dialing %v)", moves.Load(), p.cur().urls)
+	}
+	id, err := p.Publish(KindFinding, map[string]any{"type": "X"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.start(port)
+	col := newCollector()
+	b.runConsumer(ConsumerConfig{Handler: col.handle})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := p.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the finding spooled meanwhile", 10*time.Second, func() bool {
+		col.mu.Lock()
+		defer col.mu.Unlock()
+		return col.byID[msgIDHeader("node-d", id)] == 1
+	})
 }
