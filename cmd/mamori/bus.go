@@ -429,9 +429,12 @@ func connectAgent(ctx context.Context, dataDir, nodeID, cluster, serverURL, toke
 	}
 	pcfg := transport.PublisherConfig{Creds: creds, SpoolDir: filepath.Join(dataDir, "spool"),
 		Metrics: transport.NewMetrics(reg), Logger: log}
-	if creds.APIToken != "" && serverURL != "" {
+	if u, err := url.Parse(serverURL); err == nil && creds.APIToken != "" &&
+		(u.Scheme == "https" || u.Scheme == "http" && isLoopbackHost(u.Hostname())) {
 		// A server whose NATS moves while the agent runs is followed too:
-		// after two minutes without the bus the agent asks the API.
+		// after two minutes without the bus the agent asks the API — not
+		// over plain HTTP across a network, where anyone on the path could
+		// answer (and read the agent's token).
 		var client *http.Client
 		if caFingerprint != "" {
 			client = transport.PinnedHTTPClient(caFingerprint, 10*time.Second)
