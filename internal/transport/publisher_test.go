@@ -65,14 +65,7 @@ func TestPublisherSmallSpoolKeepsFindings(t *testing.T) {
 	}
 	kept := st.Spool.Messages
 
-	b.start(port)
-	col := newCollector()
-	b.runConsumer(ConsumerConfig{Handler: col.handle})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := p.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
+	col := backAndFlush(t, b, p, port)
 	waitFor(t, "kept messages consumed", 10*time.Second, func() bool { return int64(col.count()) == kept })
 	time.Sleep(200 * time.Millisecond)
 	col.mu.Lock()
@@ -406,6 +399,18 @@ func TestPublisherKeepsItsBusWhenTheNewAddressIsDead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	col := backAndFlush(t, b, p, port)
+	waitFor(t, "the finding spooled meanwhile", 10*time.Second, func() bool {
+		col.mu.Lock()
+		defer col.mu.Unlock()
+		return col.byID[msgIDHeader("node-d", id)] == 1
+	})
+}
+
+// backAndFlush starts the bus again on port with a consumer collecting
+// what it gets, and waits until p has delivered all it holds.
+func backAndFlush(t *testing.T, b *testBus, p *Publisher, port int) *collector {
+	t.Helper()
 	b.start(port)
 	col := newCollector()
 	b.runConsumer(ConsumerConfig{Handler: col.handle})
@@ -414,9 +419,5 @@ func TestPublisherKeepsItsBusWhenTheNewAddressIsDead(t *testing.T) {
 	if err := p.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the finding spooled meanwhile", 10*time.Second, func() bool {
-		col.mu.Lock()
-		defer col.mu.Unlock()
-		return col.byID[msgIDHeader("node-d", id)] == 1
-	})
+	return col
 }
