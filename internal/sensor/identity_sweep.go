@@ -98,7 +98,8 @@ func (w *inodeWatch) sweep(ctx context.Context, lost map[rootID]bool) map[rootID
 			w.roots[id] = r
 		}
 		r.pid, r.stale, r.inodes = pid, 0, inodes
-		if cg != 0 && !r.cgroups[cg] && len(r.cgroups) < maxRootCgroups {
+		// (0, a cgroup not told, is kept too: it is one allowance.)
+		if !r.cgroups[cg] && len(r.cgroups) < maxRootCgroups {
 			r.cgroups[cg] = true
 			perCgroup[cg]++
 		}
