@@ -202,11 +202,17 @@ func (w *inodeWatch) note(ev *event.Event) {
 	// helper joins a container's cgroup, and may exec there, before it
 	// enters the container's root (runc init), while what it executes
 	// next runs inside.
+	// last is set under the lock the worker clears seen (and last) with,
+	// so a cgroup told to ask again cannot be skipped by a stale last.
 	w.mu.Lock()
 	st, seen := w.seen[cg]
-	w.mu.Unlock()
-	if seen && (!exec || st&cgInside != 0 || st&cgAsks >= maxExecAsks) {
+	skip := seen && (!exec || st&cgInside != 0 || st&cgAsks >= maxExecAsks)
+	if skip {
 		w.last.Store(cg)
+	}
+	own := w.own
+	w.mu.Unlock()
+	if skip {
 		return
 	}
 	pid := int(ev.Process.PID)
@@ -214,7 +220,7 @@ func (w *inodeWatch) note(ev *event.Event) {
 	if err != nil {
 		return
 	}
-	if id != w.own {
+	if id != own {
 		st |= cgInside
 	}
 	st = st&^cgAsks | (st&cgAsks + 1)
@@ -223,8 +229,8 @@ func (w *inodeWatch) note(ev *event.Event) {
 		clear(w.seen) // they ask again; known roots cost one open
 	}
 	w.seen[cg] = st
-	w.mu.Unlock()
 	w.last.Store(cg)
+	w.mu.Unlock()
 	if w.recordIfFresh(id, cg) {
 		unix.Close(fd) // nothing to scan
 		return
@@ -236,8 +242,8 @@ func (w *inodeWatch) note(ev *event.Event) {
 		w.asksLost.Add(1)
 		w.mu.Lock()
 		delete(w.seen, cg)
-		w.mu.Unlock()
 		w.last.Store(0)
+		w.mu.Unlock()
 	}
 }
 
