@@ -435,13 +435,7 @@ func connectAgent(ctx context.Context, dataDir, nodeID, cluster, serverURL, toke
 		// after two minutes without the bus the agent asks the API — not
 		// over plain HTTP across a network, where anyone on the path could
 		// answer (and read the agent's token).
-		var client *http.Client
-		if caFingerprint != "" {
-			client = transport.PinnedHTTPClient(caFingerprint, 10*time.Second)
-		}
-		pcfg.Locate = func(ctx context.Context) ([]string, error) {
-			return transport.CurrentNATSURLs(ctx, client, serverURL, creds.APIToken)
-		}
+		pcfg.Locate = natsLocator(serverURL, caFingerprint, creds.APIToken)
 		pcfg.OnMove = func(urls []string) {
 			c := *creds
 			c.NATSURLs = urls
@@ -469,11 +463,7 @@ func followNATS(ctx context.Context, dataDir string, creds *transport.Credential
 		unreachable("hint", "the NATS address comes from enrollment ("+transport.CredentialsFile(dataDir)+"): if the server moved, remove that file and start with --join-token")
 		return nil
 	}
-	var client *http.Client
-	if caFingerprint != "" {
-		client = transport.PinnedHTTPClient(caFingerprint, 10*time.Second)
-	}
-	urls, err := transport.CurrentNATSURLs(ctx, client, serverURL, creds.APIToken)
+	urls, err := natsLocator(serverURL, caFingerprint, creds.APIToken)(ctx)
 	switch {
 	case err != nil:
 		unreachable("server", serverURL, "askedServer", err)
@@ -487,6 +477,18 @@ func followNATS(ctx context.Context, dataDir string, creds *transport.Credential
 		}
 	}
 	return nil
+}
+
+// natsLocator asks the server's API, with the agent's token, where agents
+// reach NATS now (at start, and when the bus is lost while running).
+func natsLocator(serverURL, caFingerprint, apiToken string) func(context.Context) ([]string, error) {
+	var client *http.Client
+	if caFingerprint != "" {
+		client = transport.PinnedHTTPClient(caFingerprint, 10*time.Second)
+	}
+	return func(ctx context.Context) ([]string, error) {
+		return transport.CurrentNATSURLs(ctx, client, serverURL, apiToken)
+	}
 }
 
 func isLoopbackHost(h string) bool {
