@@ -82,7 +82,7 @@ func agentCmd() *cobra.Command {
 		f                          agentFlags
 		serverURL, joinToken, clus string
 		caFingerprint              string
-		syncEvery                  time.Duration
+		syncEvery, followAfter     time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -91,6 +91,9 @@ func agentCmd() *cobra.Command {
 			if serverURL != "" {
 				if os.Geteuid() != 0 {
 					return errors.New("the agent loads BPF programs and must run as root")
+				}
+				if followAfter <= 0 {
+					return fmt.Errorf("--follow-after %s: must be positive", followAfter)
 				}
 				if caFingerprint != "" {
 					fp, err := transport.NormalizeFingerprint(caFingerprint)
@@ -112,7 +115,8 @@ func agentCmd() *cobra.Command {
 					return err
 				}
 				log := newLogger(f.verbose)
-				link, err := connectAgent(cmd.Context(), f.dataDir, nodeID, clus, serverURL, joinToken, caFingerprint, prometheus.NewRegistry(), log)
+				link, err := connectAgent(cmd.Context(), agentBusConfig{dataDir: f.dataDir, nodeID: nodeID, cluster: clus,
+					serverURL: serverURL, token: joinToken, caFingerprint: caFingerprint, followAfter: followAfter}, prometheus.NewRegistry(), log)
 				if err != nil {
 					return err
 				}
@@ -133,6 +137,7 @@ func agentCmd() *cobra.Command {
 	cmd.Flags().StringVar(&joinToken, "join-token", os.Getenv("MAMORI_JOIN_TOKEN"), "join token for the first enrollment (the server keeps one in DATA_DIR/join-token)")
 	cmd.Flags().StringVar(&clus, "cluster", "", "cluster this node belongs to (coverage)")
 	cmd.Flags().DurationVar(&syncEvery, "sync-interval", 30*time.Second, "how often the server's distributed rules and intel are fetched into --rules and --intel")
+	cmd.Flags().DurationVar(&followAfter, "follow-after", 2*time.Minute, "how long the server's NATS may be unreachable before the agent asks the server's API whether it moved (and follows it)")
 	cmd.Flags().StringVar(&caFingerprint, "ca-fingerprint", os.Getenv("MAMORI_CA_FINGERPRINT"), "SHA-256 of the server's API CA (printed by mamori server): enroll over its self-signed HTTPS trusting only that CA")
 	return cmd
 }

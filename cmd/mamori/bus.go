@@ -387,10 +387,22 @@ type agentLink struct {
 	log   *slog.Logger
 }
 
+// agentBusConfig says where an agent reports and how it enrolls.
+type agentBusConfig struct {
+	dataDir, nodeID, cluster string
+	serverURL                string // the server's API
+	token                    string // join token, for the first enrollment
+	caFingerprint            string // pins the API's CA over https
+	// followAfter is how long the bus may be unreachable before the agent
+	// asks the API whether NATS moved [2m].
+	followAfter time.Duration
+}
+
 // connectAgent loads the node's credentials from dataDir, enrolling with
 // token at serverURL first when there are none, and starts a publisher
 // that spools to dataDir/spool while the server is away.
-func connectAgent(ctx context.Context, dataDir, nodeID, cluster, serverURL, token, caFingerprint string, reg prometheus.Registerer, log *slog.Logger) (*agentLink, error) {
+func connectAgent(ctx context.Context, bc agentBusConfig, reg prometheus.Registerer, log *slog.Logger) (*agentLink, error) {
+	dataDir, nodeID, serverURL, token, caFingerprint := bc.dataDir, bc.nodeID, bc.serverURL, bc.token, bc.caFingerprint
 	creds, err := transport.LoadCredentials(dataDir)
 	if err == nil && creds.NodeID == nodeID {
 		// A node removed on the server (its key revoked) comes back with a
@@ -413,7 +425,7 @@ func connectAgent(ctx context.Context, dataDir, nodeID, cluster, serverURL, toke
 			return nil, fmt.Errorf("agent is not enrolled: pass --join-token (the server keeps one in its DATA_DIR/join-token)")
 		}
 		opts := transport.EnrollOptions{URL: strings.TrimSuffix(serverURL, "/") + transport.EnrollPath,
-			Token: token, NodeID: nodeID, Cluster: cluster}
+			Token: token, NodeID: nodeID, Cluster: bc.cluster}
 		if caFingerprint != "" {
 			opts.HTTPClient = transport.PinnedHTTPClient(caFingerprint, 30*time.Second)
 		} else if u, err := url.Parse(serverURL); err == nil && u.Scheme == "http" && !isLoopbackHost(u.Hostname()) {
@@ -428,11 +440,11 @@ func connectAgent(ctx context.Context, dataDir, nodeID, cluster, serverURL, toke
 		}
 	}
 	pcfg := transport.PublisherConfig{Creds: creds, SpoolDir: filepath.Join(dataDir, "spool"),
-		Metrics: transport.NewMetrics(reg), Logger: log}
+		Metrics: transport.NewMetrics(reg), Logger: log, FollowAfter: bc.followAfter}
 	if u, err := url.Parse(serverURL); err == nil && creds.APIToken != "" &&
 		(u.Scheme == "https" || u.Scheme == "http" && isLoopbackHost(u.Hostname())) {
 		// A server whose NATS moves while the agent runs is followed too:
-		// after two minutes without the bus the agent asks the API — not
+		// after followAfter without the bus the agent asks the API — not
 		// over plain HTTP across a network, where anyone on the path could
 		// answer (and read the agent's token).
 		pcfg.Locate = natsLocator(serverURL, caFingerprint, creds.APIToken)

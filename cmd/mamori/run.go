@@ -55,7 +55,8 @@ func runCmd() *cobra.Command {
 				return err
 			}
 			log := newLogger(f.verbose)
-			link, err := connectAgent(ctx, f.dataDir, nodeID, sf.cluster, srv.url, tok, srv.caFingerprint, prometheus.NewRegistry(), log)
+			link, err := connectAgent(ctx, agentBusConfig{dataDir: f.dataDir, nodeID: nodeID, cluster: sf.cluster,
+				serverURL: srv.url, token: tok, caFingerprint: srv.caFingerprint}, prometheus.NewRegistry(), log)
 			if err != nil {
 				return fmt.Errorf("connect the local agent: %w", err)
 			}

@@ -237,14 +237,38 @@ func TestRemoteAgentThroughOutage(t *testing.T) {
 	srv.Stop()
 	movedArgs := slices.Clone(serverArgs)
 	movedArgs[slices.Index(movedArgs, "--nats-port")+1] = strconv.Itoa(testenv.FreePort(t))
-	testenv.StartProcess(t, "", "server-moved", movedArgs...)
+	moved := testenv.StartProcess(t, "", "server-moved", movedArgs...)
 	testenv.WaitFile(t, filepath.Join(srvDir, "api", "address"))
 	follower := testenv.StartProcess(t, "", "agent-follows", bin, "agent", "--data-dir", agDir, "--server", url,
-		"--ca-fingerprint", fp, "--metrics-addr", "", "-q")
+		"--ca-fingerprint", fp, "--metrics-addr", "", "-q", "--follow-after", "3s")
 	readSecretSeen(t, bin, srvDir, agDir, nodeID, secret+"-after-nats-moved")
 	if log, _ := os.ReadFile(follower.Log); !strings.Contains(string(log), "changed since enrollment; following it") {
 		t.Errorf("the agent did not say it followed the server's new NATS address:\n%s", log)
 	}
+
+	// It moves again while the agent runs: after --follow-after without
+	// the bus, the running agent asks the API, follows, keeps the new
+	// address for its next start, and what it saw meanwhile arrives.
+	moved.Stop()
+	port := strconv.Itoa(testenv.FreePort(t))
+	movedArgs[slices.Index(movedArgs, "--nats-port")+1] = port
+	during = secret + "-while-nats-moves"
+	_ = os.WriteFile(during, []byte("x"), 0o600)
+	t.Cleanup(func() { os.Remove(during) })
+	exec.Command("cat", during).Run()
+	testenv.StartProcess(t, "", "server-moved-again", movedArgs...)
+	waitServerFinding(t, bin, srvDir, nodeID, during)
+	if log, _ := os.ReadFile(follower.Log); !strings.Contains(string(log), "the server's NATS moved; following it") {
+		t.Errorf("the running agent did not say it followed the server's NATS:\n%s", log)
+	}
+	creds, err := transport.LoadCredentials(agDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(creds.NATSURLs, func(u string) bool { return strings.HasSuffix(u, ":"+port) }) {
+		t.Errorf("the agent kept %v for its next start, not the port %s", creds.NATSURLs, port)
+	}
+	readSecretSeen(t, bin, srvDir, agDir, nodeID, secret+"-after-live-follow")
 }
 
 // readSecretSeen waits until the agent of agDir serves its event socket
