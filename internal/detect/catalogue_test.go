@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/mamori-dev/mamori/internal/event"
 	"github.com/mamori-dev/mamori/internal/finding"
 	"github.com/mamori-dev/mamori/internal/intel"
@@ -230,7 +232,10 @@ func TestBenignTwinsStaySilent(t *testing.T) {
 			DNS: &event.DNS{Response: true, Name: "example.org", Answers: []string{"93.184.216.34"}}},
 		"log appended":         fileEv(event.KindOpen, proc("/usr/sbin/rsyslogd"), nil, &event.File{Path: "/var/log/syslog", Write: true}),
 		"shadow read by login": fileEv(event.KindOpen, proc("/usr/sbin/sshd"), nil, &event.File{Path: "/etc/shadow"}),
-		"proc mem of itself":   fileEv(event.KindOpen, proc("/usr/bin/gdb"), nil, &event.File{Path: "/proc/self/mem", Write: true}),
+		"secrets' directory listed": fileEv(event.KindOpen, proc("/bin/ls"), nil,
+			&event.File{Path: "/root/.ssh", Flags: unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC}),
+		"O_PATH handle of a secret": fileEv(event.KindOpen, proc("/bin/cat"), nil, &event.File{Path: "/etc/shadow", Flags: unix.O_PATH}),
+		"proc mem of itself":        fileEv(event.KindOpen, proc("/usr/bin/gdb"), nil, &event.File{Path: "/proc/self/mem", Write: true}),
 		"tmpfs mount in a container": {Kind: event.KindMount, Process: proc("/bin/mount"), Container: c,
 			Mount: &event.Mount{Source: "tmpfs", Target: "/run", FSType: "tmpfs"}},
 		"sudo":               execOf(func() event.Process { p := proc("/usr/bin/sudo", "ls"); p.UID = 1000; return p }(), nil, &event.Exec{Mode: 0o4755}),

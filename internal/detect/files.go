@@ -5,6 +5,8 @@ import (
 	"regexp"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/mamori-dev/mamori/internal/event"
 )
 
@@ -270,6 +272,12 @@ func secretRead() Detector {
 			// A read the kernel sent for the file it opened is of a
 			// secret whatever its path (a hard link, a bind mount).
 			if f == nil || f.Write || !f.ByInode && !under(f.Path, secretPrefixes...) || authReaders[path.Base(ev.Process.Exe)] {
+				return
+			}
+			// Listing a directory of secrets (ls ~/.ssh, a backup's walk)
+			// or taking an O_PATH handle reads no secret: a read needs an
+			// open of the file itself, which is judged on its own.
+			if f.Flags&(unix.O_DIRECTORY|unix.O_PATH) != 0 {
 				return
 			}
 			// A Kubernetes client reading its own service-account token is

@@ -156,6 +156,12 @@ func TestFileAttacks(t *testing.T) {
 			attack: "cat /etc/shadow >/dev/null",
 			benign: "cat /etc/passwd >/dev/null",
 			check:  func(t *testing.T, f Finding) { ctxHas(t, f, "filePath", "/etc/shadow") }},
+		// A cloud key read; listing the directories secrets live in is not
+		// a read (ls, a backup's walk, mamori's own scan of a root).
+		{typ: "CredentialAccess:Runtime/SensitiveFileRead", sev: "Medium",
+			attack: "mkdir -p /root/.aws && echo k > /root/.aws/credentials && cat /root/.aws/credentials >/dev/null",
+			benign: "mkdir -p /root/.aws/sso /root/.ssh && ls -la /root/.aws/ /root/.ssh/ /root/.kube/ >/dev/null 2>&1; find /root/.aws/ >/dev/null; true",
+			check:  func(t *testing.T, f Finding) { ctxHas(t, f, "filePath", "/root/.aws/credentials") }},
 		// The same read through the process's own root directory, a path
 		// the kernel filter's prefixes cannot name.
 		{typ: "CredentialAccess:Runtime/SensitiveFileRead", sev: "Medium",
