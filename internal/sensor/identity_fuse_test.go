@@ -68,27 +68,19 @@ func (d *gatedDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 	return nil, syscall.ENOENT
 }
 
-// TestFUSERootCannotStallTheSensor: a process whose root is a FUSE
-// filesystem that stops answering, in a cgroup of its own (so the event
-// reader looks at its root), costs the agent one abandoned scan —
-// counted, not retried while it hangs — while events keep flowing; once
-// the filesystem answers again, its secrets are watched like any root's.
-func TestFUSERootCannotStallTheSensor(t *testing.T) {
-	s := startSensor(t)
-	testenv.RequireRoot(t)
-	w := s.inodes
-	if w == nil {
-		t.Fatal("the sensor keeps no inode set")
-	}
+// mountStalledRoot mounts a gatedDir; release makes it answer (at the
+// latest when the test ends).
+func mountStalledRoot(t *testing.T) (mnt string, release func()) {
+	t.Helper()
 	gate := make(chan struct{})
 	released := false
-	release := func() {
+	release = func() {
 		if !released {
 			released = true
 			close(gate)
 		}
 	}
-	mnt := t.TempDir()
+	mnt = t.TempDir()
 	server, err := fs.Mount(mnt, &gatedDir{gate: gate}, &fs.Options{MountOptions: fuse.MountOptions{
 		DirectMount: true, FsName: "mamori-stall", Name: "mamori-stall"}})
 	if err != nil {
@@ -101,6 +93,92 @@ func TestFUSERootCannotStallTheSensor(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 	})
+	return mnt, release
+}
+
+// chrootSleeper starts a helper living in root dir (in cgroup cg, when
+// set) until the test ends.
+func chrootSleeper(t *testing.T, dir, cg string) *exec.Cmd {
+	t.Helper()
+	args := []string{"chroot-sleep", dir, "120s"}
+	if cg != "" {
+		args = append(args, cg)
+	}
+	h := exec.Command(actorPath, args...)
+	if err := h.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = h.Process.Kill()
+		_ = h.Wait()
+	})
+	return h
+}
+
+// TestASlowRootDoesNotDelayTheOthers: at start, the roots the sweep takes
+// are watched as each is scanned, not once the whole sweep is done, so a
+// root whose filesystem stops answering (abandoned after scanDeadline)
+// does not hold back the secrets of the roots found before it.
+func TestASlowRootDoesNotDelayTheOthers(t *testing.T) {
+	s := startSensor(t)
+	testenv.RequireRoot(t)
+	if s.inodes == nil {
+		t.Fatal("the sensor keeps no inode set")
+	}
+	plain := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(plain, "etc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(plain, "etc/shadow"), []byte("root:x:\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The sweep walks /proc in pid order: the plain root's process comes
+	// first, the stalled one's after it.
+	first := chrootSleeper(t, plain, "")
+	mnt, _ := mountStalledRoot(t)
+	var stalled *exec.Cmd
+	for range 3 {
+		if stalled = chrootSleeper(t, mnt, ""); stalled.Process.Pid > first.Process.Pid {
+			break
+		}
+	}
+	if stalled.Process.Pid < first.Process.Pid {
+		t.Fatalf("pids wrapped: the stalled root's helper %d comes before %d", stalled.Process.Pid, first.Process.Pid)
+	}
+	key := inoOf(t, filepath.Join(plain, "etc/shadow"))
+	if !waitUntil(5*time.Second, func() bool {
+		fd, root, err := openRoot(first.Process.Pid)
+		if err == nil {
+			unix.Close(fd)
+		}
+		return err == nil && root != s.inodes.own
+	}) {
+		t.Fatal("the helper did not chroot")
+	}
+	time.Sleep(200 * time.Millisecond) // the stalled helper chrooted too
+
+	begin := time.Now()
+	_, hash := startFreshWatch(t, s.inodes)
+	var one uint32
+	if !waitUntil(scanDeadline/2, func() bool { return hash.Lookup(key, &one) == nil }) {
+		t.Fatalf("the plain root's /etc/shadow is not watched %v after the set started (a later root's scan hangs for %v)",
+			time.Since(begin).Round(time.Millisecond), scanDeadline)
+	}
+}
+
+// TestFUSERootCannotStallTheSensor: a process whose root is a FUSE
+// filesystem that stops answering, in a cgroup of its own (so the event
+// reader looks at its root), costs the agent one abandoned scan —
+// counted, not retried while it hangs — while events keep flowing; once
+// the filesystem answers again, its secrets are watched like any root's.
+func TestFUSERootCannotStallTheSensor(t *testing.T) {
+	s := startSensor(t)
+	testenv.RequireRoot(t)
+	w := s.inodes
+	if w == nil {
+		t.Fatal("the sensor keeps no inode set")
+	}
+	mnt, release := mountStalledRoot(t)
 
 	// The helper runs in a cgroup of its own, so that its first event
 	// makes the reader look at its root (identity.go, note).
@@ -111,14 +189,7 @@ func TestFUSERootCannotStallTheSensor(t *testing.T) {
 	t.Cleanup(func() { _ = os.Remove(cg) })
 	lostBefore := s.Counters().RootScansLost
 	_, start := collected.since(1 << 62)
-	helper := exec.Command(actorPath, "chroot-sleep", mnt, "120s", cg)
-	if err := helper.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = helper.Process.Kill()
-		_ = helper.Wait()
-	})
+	helper := chrootSleeper(t, mnt, cg)
 
 	// The reader does not wait for it: an event made after the helper's
 	// own (its first in its cgroup, from inside the stalled root)

@@ -3,6 +3,8 @@ package sensor
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -19,8 +21,8 @@ import (
 // a statx per process (nothing is asked of the roots' filesystems: see
 // openRoot), and a scan only for a root it takes.
 const (
-	// maxSweepPids bounds the /proc entries one sweep looks at.
-	maxSweepPids = 1 << 16
+	// sweepChunk is how many /proc entries a sweep reads at a time.
+	sweepChunk = 1024
 	// maxRoots bounds the roots kept (each costs a scan per rescan), and
 	// maxRootsPerCgroup the roots the sweep takes from one cgroup: a
 	// process that may chroot (a container's root, or anyone in a user
@@ -33,7 +35,8 @@ const (
 
 // sweep looks through /proc for a process in each root of lost (whose own
 // process left it) and in roots not known yet, and scans each root found
-// through the first such process. It returns the lost roots it found.
+// through the first such process, each into the kernel's set as soon as
+// it is scanned. It returns the lost roots it found.
 func (w *inodeWatch) sweep(ctx context.Context, lost map[rootID]bool) map[rootID]bool {
 	found := map[rootID]bool{}
 	d, err := os.Open("/proc")
@@ -41,12 +44,7 @@ func (w *inodeWatch) sweep(ctx context.Context, lost map[rootID]bool) map[rootID
 		w.log.Debug("sweep /proc for roots", "err", err)
 		return found
 	}
-	names, err := d.Readdirnames(maxSweepPids)
-	d.Close()
-	if err != nil && len(names) == 0 {
-		w.log.Debug("sweep /proc for roots", "err", err)
-		return found
-	}
+	defer d.Close()
 	self := os.Getpid()
 	w.mu.Lock()
 	rules := w.rules
@@ -57,58 +55,81 @@ func (w *inodeWatch) sweep(ctx context.Context, lost map[rootID]bool) map[rootID
 		}
 	}
 	w.mu.Unlock()
-	tried := map[rootID]bool{}
-	for _, name := range names {
-		if ctx.Err() != nil {
+	sw := &sweepRun{lost: lost, found: found, tried: map[rootID]bool{}, perCgroup: perCgroup, rules: rules}
+	// Every process is looked at, a chunk of /proc at a time: one that
+	// forks tens of thousands of processes cannot push a root out of view.
+	for {
+		names, err := d.Readdirnames(sweepChunk)
+		for _, name := range names {
+			if ctx.Err() != nil {
+				return found
+			}
+			if pid, err := strconv.Atoi(name); err == nil && pid != self {
+				w.sweepOne(sw, pid)
+			}
+		}
+		if err != nil || len(names) == 0 {
+			if err != nil && !errors.Is(err, io.EOF) {
+				w.log.Debug("sweep /proc for roots", "err", err)
+			}
 			return found
 		}
-		pid, err := strconv.Atoi(name)
-		if err != nil || pid == self {
-			continue
-		}
-		fd, id, err := openRoot(pid)
-		if err != nil {
-			continue
-		}
-		w.mu.Lock()
-		_, known := w.roots[id]
-		_, refused := w.refused[id]
-		skip := w.isHost(id) || tried[id] || known && !lost[id] || refused && !lost[id]
-		full := len(w.roots) >= maxRoots
-		w.mu.Unlock()
-		if skip {
-			unix.Close(fd)
-			continue
-		}
-		tried[id] = true
-		cg := w.cgroupOf(pid)
-		if !known && (full || perCgroup[cg] >= maxRootsPerCgroup) {
-			unix.Close(fd)
-			w.refuse(id, refusal{cgroup: cg, full: full})
-			continue
-		}
-		inodes, ok := w.scanTimed(fd, id, rules, w.quota(id))
-		if !ok {
-			continue
-		}
-		w.mu.Lock()
-		r := w.roots[id]
-		if r == nil {
-			r = &watchedRoot{cgroups: map[uint64]bool{}}
-			w.roots[id] = r
-		}
-		r.pid, r.stale, r.inodes = pid, 0, inodes
-		// (0, a cgroup not told, is kept too: it is one allowance.)
-		if !r.cgroups[cg] && len(r.cgroups) < maxRootCgroups {
-			r.cgroups[cg] = true
-			perCgroup[cg]++
-		}
-		w.mu.Unlock()
-		if lost[id] {
-			found[id] = true
-		}
 	}
-	return found
+}
+
+// sweepRun is one sweep's state.
+type sweepRun struct {
+	lost, found, tried map[rootID]bool
+	perCgroup          map[uint64]int // roots taken per cgroup
+	rules              []WatchRule
+}
+
+// sweepOne looks at the root of one process.
+func (w *inodeWatch) sweepOne(sw *sweepRun, pid int) {
+	fd, id, err := openRoot(pid)
+	if err != nil {
+		return
+	}
+	w.mu.Lock()
+	_, known := w.roots[id]
+	_, refused := w.refused[id]
+	skip := w.isHost(id) || sw.tried[id] || known && !sw.lost[id] || refused && !sw.lost[id]
+	full := len(w.roots) >= maxRoots
+	w.mu.Unlock()
+	if skip {
+		unix.Close(fd)
+		return
+	}
+	sw.tried[id] = true
+	cg := w.cgroupOf(pid)
+	if !known && (full || sw.perCgroup[cg] >= maxRootsPerCgroup) {
+		unix.Close(fd)
+		w.refuse(id, refusal{cgroup: cg, full: full})
+		return
+	}
+	inodes, ok := w.scanTimed(fd, id, sw.rules, w.quota(id))
+	if !ok {
+		return
+	}
+	w.mu.Lock()
+	r := w.roots[id]
+	if r == nil {
+		r = &watchedRoot{cgroups: map[uint64]bool{}}
+		w.roots[id] = r
+	}
+	r.pid, r.stale, r.inodes = pid, 0, inodes
+	// (0, a cgroup not told, is kept too: it is one allowance.)
+	if !r.cgroups[cg] && len(r.cgroups) < maxRootCgroups {
+		r.cgroups[cg] = true
+		sw.perCgroup[cg]++
+	}
+	w.mu.Unlock()
+	if sw.lost[id] {
+		sw.found[id] = true
+	}
+	// Into the kernel at once: a later root's scan may hang for
+	// scanDeadline, and the whole sweep take longer still.
+	w.sync()
 }
 
 // refusal is why the sweep did not take a root: all roots were taken

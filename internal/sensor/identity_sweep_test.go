@@ -118,33 +118,7 @@ func TestRootsFoundThroughProc(t *testing.T) {
 		pid, root := quietContainer(t)
 		// A second set, on maps of its own, started now: the container
 		// makes no event for it to ask through.
-		hashInfo, err := w.hash.Info()
-		if err != nil {
-			t.Fatal(err)
-		}
-		bitsInfo, err := w.bits.Info()
-		if err != nil {
-			t.Fatal(err)
-		}
-		hash, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: hashInfo.KeySize, ValueSize: hashInfo.ValueSize, MaxEntries: hashInfo.MaxEntries})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer hash.Close()
-		bits, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: bitsInfo.KeySize, ValueSize: bitsInfo.ValueSize, MaxEntries: 1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer bits.Close()
-		fresh := newInodeWatch(slog.Default(), map[string]*ebpf.Map{"watch_inodes": hash, "watch_ino_bits": bits})
-		fresh.setRules(DefaultWatch)
-		fresh.every = time.Hour // only the sweep at start can find the container
-		ctx, cancel := context.WithCancel(context.Background())
-		started := make(chan struct{})
-		done := make(chan struct{})
-		go func() { fresh.run(ctx, started); close(done) }()
-		defer func() { cancel(); <-done }()
-		<-started
+		fresh, hash := startFreshWatch(t, w)
 		var one uint32
 		key := shadowKey(t, pid)
 		if !waitUntil(20*time.Second, func() bool { return hash.Lookup(key, &one) == nil }) {
@@ -152,6 +126,45 @@ func TestRootsFoundThroughProc(t *testing.T) {
 			t.Errorf("a container running before the set started: its /etc/shadow not in the set within 20s (root known %v through pid %d)", ok, p)
 		}
 	})
+}
+
+// startFreshWatch starts a second inode set, on maps of its own shaped as
+// w's, that rescans only once an hour: what it holds at first, only its
+// start (and its first sweep) put there. It stops with the test.
+func startFreshWatch(t *testing.T, w *inodeWatch) (*inodeWatch, *ebpf.Map) {
+	t.Helper()
+	hashInfo, err := w.hash.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bitsInfo, err := w.bits.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: hashInfo.KeySize, ValueSize: hashInfo.ValueSize, MaxEntries: hashInfo.MaxEntries})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bits, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: bitsInfo.KeySize, ValueSize: bitsInfo.ValueSize, MaxEntries: 1})
+	if err != nil {
+		hash.Close()
+		t.Fatal(err)
+	}
+	fresh := newInodeWatch(slog.Default(), map[string]*ebpf.Map{"watch_inodes": hash, "watch_ino_bits": bits})
+	fresh.setRules(DefaultWatch)
+	fresh.every = time.Hour
+	ctx, cancel := context.WithCancel(context.Background())
+	started := make(chan struct{})
+	done := make(chan struct{})
+	go func() { fresh.run(ctx, started); close(done) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		hash.Close()
+		bits.Close()
+	})
+	<-started
+	return fresh, hash
 }
 
 // TestSweepBoundsRootsPerCgroup: processes of one cgroup that chroot into
