@@ -77,6 +77,9 @@ func statusCmd() *cobra.Command {
 			if s.SecretInodesNotWatched > 0 || s.RootScansLost > 0 {
 				fmt.Fprintf(w, " (%d not: the set is full; %d root scans lost: queue full or a filesystem that did not answer)", s.SecretInodesNotWatched, s.RootScansLost)
 			}
+			if s.SecretFilesShared > 0 {
+				fmt.Fprintf(w, " (%d of the host's world-readable files named as a container's secrets: not watched)", s.SecretFilesShared)
+			}
 			fmt.Fprintln(w)
 			kinds := make([]string, 0, len(s.KernelDrops))
 			for k := range s.KernelDrops {

@@ -26,6 +26,7 @@ var (
 	descSecretInodes = prometheus.NewDesc("mamori_sensor_secret_inodes", "Read-watched files the kernel knows by inode, so a read through any path to them is seen (watched), or could not add, its set full (not_watched).", []string{"state"}, nil)
 	descRoots        = prometheus.NewDesc("mamori_sensor_watched_roots", "Root directories (the host's, each container's) whose read-watched files are known by inode.", nil, nil)
 	descRootsLost    = prometheus.NewDesc("mamori_sensor_root_scans_lost_total", "Root scans for secret files lost: the queue was full (the cgroup asks again at its next event), or the scan did not end within its deadline (a filesystem that does not answer).", nil, nil)
+	descShared       = prometheus.NewDesc("mamori_sensor_secret_files_shared_total", "World-readable files of the host's system filesystems that a container's root named as secrets (a library bind-mounted under a secret's name): not watched by inode.", nil, nil)
 	descHooks        = prometheus.NewDesc("mamori_sensor_hooks", "Sensor hooks by state (attached, failed, unavailable).", []string{"state"}, nil)
 	descQueue        = prometheus.NewDesc("mamori_agent_queue_length", "Events waiting between the reader and the retry cache.", nil, nil)
 	descQueueCap     = prometheus.NewDesc("mamori_agent_queue_capacity", "Capacity of the reader queue.", nil, nil)
@@ -44,7 +45,7 @@ var (
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descEmitted, descKernelDrops, descRead, descDecodeErrors, descProgMisses, descLinks,
-		descSecretInodes, descRoots, descRootsLost, descHooks, descQueue, descQueueCap, descDispatched, descLifeLost, descHashLost, descRetry, descRetryPending, descCtr,
+		descSecretInodes, descRoots, descRootsLost, descShared, descHooks, descQueue, descQueueCap, descDispatched, descLifeLost, descHashLost, descRetry, descRetryPending, descCtr,
 		descCtrCount, descProcEntries, descProcCount, descHash} {
 		ch <- d
 	}
@@ -74,6 +75,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descSecretInodes, float64(s.Sensor.SecretInodesNotWatched), "not_watched")
 	gauge(descRoots, float64(s.Sensor.WatchedRoots))
 	counter(descRootsLost, s.Sensor.RootScansLost)
+	counter(descShared, s.Sensor.SecretFilesShared)
 	var attached, failed, unavailable float64
 	for _, h := range c.a.Hooks() {
 		switch {

@@ -133,6 +133,12 @@ type inodeWatch struct {
 	stuck atomic.Int64 // scans past their deadline, still running
 
 	watched, notWatched, asksLost, rootsNow atomic.Uint64
+	// hostDevs are the host's system filesystems (hostSystemDevs), set
+	// before the first scan; shared the world-readable files of theirs
+	// that roots named as secrets (sharedSeen counts them).
+	hostDevs   map[uint64]bool
+	shared     map[inoKey]bool
+	sharedSeen atomic.Uint64
 }
 
 func newInodeWatch(log *slog.Logger, maps map[string]*ebpf.Map) *inodeWatch {
@@ -141,7 +147,8 @@ func newInodeWatch(log *slog.Logger, maps map[string]*ebpf.Map) *inodeWatch {
 		return nil
 	}
 	return &inodeWatch{log: log, hash: h, bits: b, asks: make(chan rootAsk, 256), rescan: make(chan struct{}, 1),
-		seen: map[uint64]uint8{}, roots: map[rootID]*watchedRoot{}, inKer: map[inoKey]bool{}, stuckRoots: map[rootID]time.Time{}, refused: map[rootID]refusal{}, every: inodeRescan}
+		seen: map[uint64]uint8{}, roots: map[rootID]*watchedRoot{}, inKer: map[inoKey]bool{}, stuckRoots: map[rootID]time.Time{}, refused: map[rootID]refusal{}, every: inodeRescan,
+		shared: map[inoKey]bool{}}
 }
 
 // setRules takes the watch rules; the next scan uses their read ones.
@@ -287,6 +294,20 @@ func (w *inodeWatch) run(ctx context.Context, started chan<- struct{}) {
 		return
 	}
 	defer w.running.Store(false)
+	// The host's system filesystems, as pid 1 sees them (the agent's own
+	// root when it cannot look there), before any root is scanned.
+	for _, pid := range []int{1, os.Getpid()} {
+		if fd, _, err := openRoot(pid); err == nil {
+			devs := hostSystemDevs(fd)
+			unix.Close(fd)
+			if len(devs) > 0 {
+				w.mu.Lock()
+				w.hostDevs = devs
+				w.mu.Unlock()
+				break
+			}
+		}
+	}
 	for _, pid := range []int{os.Getpid(), 1} {
 		if fd, id, err := openRoot(pid); err == nil {
 			w.mu.Lock()
@@ -391,7 +412,15 @@ func (w *inodeWatch) scanTimed(fd int, id rootID, rules []WatchRule, max int) ([
 	done := make(chan []inoKey, 1)
 	go func() {
 		defer unix.Close(fd)
-		done <- scanRootInOrder(fd, rules, max).order
+		var devs map[uint64]bool
+		if !host {
+			w.mu.Lock()
+			devs = w.hostDevs
+			w.mu.Unlock()
+		}
+		sc := scanRootInOrder(fd, rules, max, devs)
+		w.noteShared(sc.shared)
+		done <- sc.order
 	}()
 	select {
 	case m := <-done:
@@ -417,6 +446,25 @@ func (w *inodeWatch) scanTimed(fd int, id rootID, rules []WatchRule, max int) ([
 			w.stuck.Add(-1)
 		}()
 		return nil, false
+	}
+}
+
+// noteShared counts the host's world-readable files a root named as
+// secrets (not watched: see rootScan.add), each file once.
+func (w *inodeWatch) noteShared(keys []inoKey) {
+	if len(keys) == 0 {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, k := range keys {
+		if !w.shared[k] {
+			if len(w.shared) >= maxRefused {
+				clear(w.shared)
+			}
+			w.shared[k] = true
+			w.sharedSeen.Add(1)
+		}
 	}
 }
 

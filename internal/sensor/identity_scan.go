@@ -39,13 +39,17 @@ func keyOf(st *unix.Stat_t) inoKey {
 }
 
 type rootScan struct {
-	root    int
-	budget  int // entries this rule may still look at
-	max     int // files in all
-	ruleMax int // files once this rule is done
-	out     map[inoKey]bool
-	order   []inoKey // out, in the order found (the rules' order)
-	visited map[inoKey]bool
+	root int
+	// hostDevs, for a root that is not the host's, are the devices of the
+	// host's system filesystems (hostSystemDevs); nil for the host's own.
+	hostDevs map[uint64]bool
+	shared   []inoKey // files refused as the host's, world-readable
+	budget   int      // entries this rule may still look at
+	max      int      // files in all
+	ruleMax  int      // files once this rule is done
+	out      map[inoKey]bool
+	order    []inoKey // out, in the order found (the rules' order)
+	visited  map[inoKey]bool
 }
 
 // scanRoot collects the identities of the regular files the read rules
@@ -55,13 +59,14 @@ type rootScan struct {
 // name, the files of its directory whose names start with its last part
 // (/etc/ssh/ssh_host_).
 func scanRoot(root int, rules []WatchRule, limit int) map[inoKey]bool {
-	return scanRootInOrder(root, rules, limit).out
+	return scanRootInOrder(root, rules, limit, nil).out
 }
 
 // scanRootInOrder is scanRoot, keeping the order found: the first rules'
 // files (/etc/shadow) come first, and are the last a full set leaves out.
-func scanRootInOrder(root int, rules []WatchRule, limit int) *rootScan {
-	sc := &rootScan{root: root, max: limit, out: map[inoKey]bool{}, visited: map[inoKey]bool{}}
+// For a root not the host's, hostDevs are hostSystemDevs.
+func scanRootInOrder(root int, rules []WatchRule, limit int, hostDevs map[uint64]bool) *rootScan {
+	sc := &rootScan{root: root, hostDevs: hostDevs, max: limit, out: map[inoKey]bool{}, visited: map[inoKey]bool{}}
 	for _, r := range rules {
 		if len(sc.out) >= limit {
 			break
@@ -104,6 +109,17 @@ func (sc *rootScan) full() bool {
 }
 
 func (sc *rootScan) add(st *unix.Stat_t) {
+	// A world-readable file of the host's system filesystems is no
+	// container's secret: it is what anyone who may make a root of their
+	// own (a user namespace) can bind-mount under a secret's name, to
+	// have every read of libc on the host flagged. A container's secrets
+	// live on its own layers, its volumes' mounts, or are not for all.
+	if sc.hostDevs[st.Dev] && st.Mode&0o004 != 0 {
+		if len(sc.shared) < maxEntriesPerRule {
+			sc.shared = append(sc.shared, keyOf(st))
+		}
+		return
+	}
 	if k := keyOf(st); st.Ino != 0 && !sc.full() && !sc.out[k] {
 		sc.out[k] = true
 		sc.order = append(sc.order, k)
@@ -176,4 +192,22 @@ func statIn(root int, rel string) (unix.Stat_t, error) {
 	defer unix.Close(fd)
 	err = unix.Fstat(fd, &st)
 	return st, err
+}
+
+// hostSystemDirs are where a host keeps what every process reads
+// (libraries, configuration, runtime state); hostSystemDevs are their
+// filesystems.
+var hostSystemDirs = []string{"/", "/usr", "/lib", "/lib64", "/bin", "/sbin", "/etc", "/opt", "/var", "/run", "/tmp",
+	"/home", "/boot", "/srv", "/dev", "/dev/shm", "/proc", "/sys"}
+
+// hostSystemDevs returns the devices of hostSystemDirs as seen from the
+// root dirfd root (the host's).
+func hostSystemDevs(root int) map[uint64]bool {
+	devs := map[uint64]bool{}
+	for _, d := range hostSystemDirs {
+		if st, err := statIn(root, strings.TrimPrefix(d, "/")); err == nil {
+			devs[st.Dev] = true
+		}
+	}
+	return devs
 }

@@ -246,3 +246,77 @@ func TestSweepBoundsRootsPerCgroup(t *testing.T) {
 		t.Errorf("%d lost scans counted for %d roots refused over several sweeps, want each once", lost, n-maxRootsPerCgroup)
 	}
 }
+
+// TestHostFilesAreNoContainersSecrets: a root whose maker bind-mounts a
+// world-readable file of the host (a library, here a stand-in on the
+// host's root filesystem) under a secret's name does not get it watched —
+// or every read of it on the host would be flagged — while a private file
+// of the host mounted as a container's secret (a volume) and a
+// world-readable token on a filesystem of the container's own (a
+// Kubernetes secret's tmpfs) are watched.
+func TestHostFilesAreNoContainersSecrets(t *testing.T) {
+	s := startSensor(t)
+	testenv.RequireRoot(t)
+	if s.inodes == nil {
+		t.Fatal("the sensor keeps no inode set")
+	}
+	src := t.TempDir()
+	lib, key := filepath.Join(src, "libfake.so"), filepath.Join(src, "credentials")
+	if err := os.WriteFile(lib, []byte("\x7fELF"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(key, []byte("[default]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	for _, d := range []string{"etc", "root/.aws", "run/secrets"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range []string{"etc/shadow", "root/.aws/credentials"} {
+		if err := os.WriteFile(filepath.Join(root, f), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// In a mount namespace of its own: nothing here touches the host's.
+	script := `set -e
+mount --bind "$1" "$3/etc/shadow"
+mount --bind "$2" "$3/root/.aws/credentials"
+mount -t tmpfs -o size=64k mamori-secrets "$3/run/secrets"
+echo token > "$3/run/secrets/token"
+chmod 0644 "$3/run/secrets/token"
+exec "$4" chroot-sleep "$3" 120s`
+	h := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", lib, key, root, actorPath)
+	out := &strings.Builder{}
+	h.Stdout, h.Stderr = out, out
+	if err := h.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h.Process.Kill(); _ = h.Wait() })
+	in := filepath.Join("/proc", strconv.Itoa(h.Process.Pid), "root")
+	if !waitUntil(5*time.Second, func() bool {
+		_, err := os.Stat(filepath.Join(in, "run/secrets/token"))
+		return err == nil
+	}) {
+		t.Fatalf("the helper did not make its root: %s", out)
+	}
+
+	fresh, hash := startFreshWatch(t, s.inodes)
+	watched := func(p string) bool {
+		var one uint32
+		return hash.Lookup(inoOf(t, filepath.Join(in, p)), &one) == nil
+	}
+	if !waitUntil(10*time.Second, func() bool { return watched("root/.aws/credentials") && watched("run/secrets/token") }) {
+		t.Fatalf("the root's own secrets are not watched: volume %v, tmpfs token %v", watched("root/.aws/credentials"), watched("run/secrets/token"))
+	}
+	if inoOf(t, filepath.Join(in, "etc/shadow")) != inoOf(t, lib) {
+		t.Fatal("the bind mount did not take")
+	}
+	if watched("etc/shadow") {
+		t.Error("a world-readable file of the host, bind-mounted as a root's /etc/shadow, is watched: every read of it would be flagged")
+	}
+	if n := fresh.sharedSeen.Load(); n != 1 {
+		t.Errorf("%d host files counted as named by a root as its secrets, want 1", n)
+	}
+}

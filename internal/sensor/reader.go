@@ -45,6 +45,11 @@ type Counters struct {
 	SecretInodesNotWatched uint64 `json:"secretInodesNotWatched"`
 	WatchedRoots           uint64 `json:"watchedRoots"`
 	RootScansLost          uint64 `json:"rootScansLost"`
+	// SecretFilesShared counts world-readable files of the host's system
+	// filesystems that a container's root named as secrets (a libc
+	// bind-mounted as its /etc/shadow): not watched, or every read of
+	// them on the host would be flagged.
+	SecretFilesShared uint64 `json:"secretFilesShared,omitempty"`
 }
 
 // TotalKernelDrops sums drops over all kinds.
@@ -177,6 +182,7 @@ func (s *Sensor) Counters() Counters {
 	if w := s.inodes; w != nil {
 		c.SecretInodes, c.SecretInodesNotWatched = w.watched.Load(), w.notWatched.Load()
 		c.WatchedRoots, c.RootScansLost = w.rootsNow.Load(), w.asksLost.Load()
+		c.SecretFilesShared = w.sharedSeen.Load()
 	}
 	for _, coll := range s.colls {
 		for _, p := range coll.Programs {
