@@ -441,12 +441,9 @@ func connectAgent(ctx context.Context, bc agentBusConfig, reg prometheus.Registe
 	}
 	pcfg := transport.PublisherConfig{Creds: creds, SpoolDir: filepath.Join(dataDir, "spool"),
 		Metrics: transport.NewMetrics(reg), Logger: log, FollowAfter: bc.followAfter}
-	if u, err := url.Parse(serverURL); err == nil && creds.APIToken != "" &&
-		(u.Scheme == "https" || u.Scheme == "http" && isLoopbackHost(u.Hostname())) {
+	if creds.APIToken != "" && askableAPI(serverURL) {
 		// A server whose NATS moves while the agent runs is followed too:
-		// after followAfter without the bus the agent asks the API — not
-		// over plain HTTP across a network, where anyone on the path could
-		// answer (and read the agent's token).
+		// after followAfter without the bus the agent asks the API.
 		pcfg.Locate = natsLocator(serverURL, caFingerprint, creds.APIToken)
 		pcfg.OnMove = func(urls []string) {
 			c := *creds
@@ -471,8 +468,9 @@ func followNATS(ctx context.Context, dataDir string, creds *transport.Credential
 		log.Warn("the server's NATS is not reachable now; findings and heartbeats are spooled until it is",
 			append([]any{"err", perr, "urls", strings.Join(creds.NATSURLs, ",")}, args...)...)
 	}
-	if creds.APIToken == "" || serverURL == "" {
-		unreachable("hint", "the NATS address comes from enrollment ("+transport.CredentialsFile(dataDir)+"): if the server moved, remove that file and start with --join-token")
+	if creds.APIToken == "" || !askableAPI(serverURL) {
+		unreachable("hint", "the NATS address comes from enrollment ("+transport.CredentialsFile(dataDir)+"): if the server moved, remove that file and start with --join-token"+
+			" (the server's API is asked where NATS is now only over https://, or plain HTTP on loopback)")
 		return nil
 	}
 	urls, err := natsLocator(serverURL, caFingerprint, creds.APIToken)(ctx)
@@ -501,6 +499,15 @@ func natsLocator(serverURL, caFingerprint, apiToken string) func(context.Context
 	return func(ctx context.Context) ([]string, error) {
 		return transport.CurrentNATSURLs(ctx, client, serverURL, apiToken)
 	}
+}
+
+// askableAPI reports whether the agent may ask the server's API where NATS
+// is: over https (its CA pinned or trusted), or plain HTTP on loopback —
+// not plain HTTP across a network, where anyone on the path could answer
+// with a bus of their own (and read the agent's token).
+func askableAPI(serverURL string) bool {
+	u, err := url.Parse(serverURL)
+	return err == nil && u.Host != "" && (u.Scheme == "https" || u.Scheme == "http" && isLoopbackHost(u.Hostname()))
 }
 
 func isLoopbackHost(h string) bool {
