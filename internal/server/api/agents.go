@@ -117,9 +117,8 @@ func (a *API) removeAgent(w http.ResponseWriter, r *http.Request) error {
 	// Its coverage goes too: a decommissioned node would read "not
 	// reporting" for ever. A node removed before coverage went with it
 	// (or whose coverage came back from a late heartbeat) is cleared too.
-	if f, ok := a.opt.Coverage.(interface{ Forget(string) }); ok {
-		f.Forget(id) // before the row goes: a late heartbeat must not bring it back
-	}
+	// The store records the removal, so that heartbeats made before it
+	// and still queued do not bring the row back, on any replica.
 	covered := a.opt.Store.DeleteNode(r.Context(), id)
 	if covered != nil && !errors.Is(covered, store.ErrNotFound) {
 		return fmt.Errorf("agent %s removed, but not its coverage: %w", id, covered)

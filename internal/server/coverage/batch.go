@@ -89,7 +89,7 @@ func (m *Monitor) writer() {
 func (m *Monitor) commitHeartbeats(batch []*hbReq) {
 	ups := make([]store.NodeUpdate, len(batch))
 	for i, r := range batch {
-		ups[i] = store.NodeUpdate{NodeID: r.h.NodeID, Fn: m.observeFn(r.h, r.received)}
+		ups[i] = store.NodeUpdate{NodeID: r.h.NodeID, Fn: m.observeFn(r.h, r.received), MadeAt: r.h.Time}
 	}
 	m.m.HeartbeatBatch.Observe(float64(len(batch)))
 	// Not a caller's context: one giving up must not fail the others.
@@ -108,7 +108,7 @@ func (m *Monitor) commitHeartbeats(batch []*hbReq) {
 			continue
 		}
 		if res[i].Node == nil {
-			m.m.Heartbeats.WithLabelValues("ignored").Inc() // a removed node's (Forget)
+			m.m.Heartbeats.WithLabelValues("ignored").Inc() // made before its node was removed
 		} else {
 			m.m.Heartbeats.WithLabelValues("ok").Inc()
 		}

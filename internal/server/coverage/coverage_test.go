@@ -168,33 +168,57 @@ func TestLateHeartbeatDoesNotRewind(t *testing.T) {
 	}
 }
 
-// A removed node's heartbeat still queued does not bring its row back; a
+// A removed node's heartbeat still queued does not bring its row back —
+// on another replica sharing the store, and after a restart, too — while a
 // heartbeat made after the removal (the node enrolled again) does.
-func TestForgottenNodeStaysGone(t *testing.T) {
-	start := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	c := &clock{t: start}
-	m, st := newMonitor(t, store.EngineSQLite, c, coverage.Policy{})
-	ctx := context.Background()
-	if _, err := m.Observe(ctx, healthy("n1", start), c.now()); err != nil {
-		t.Fatal(err)
-	}
-	c.add(time.Minute)
-	m.Forget("n1")
-	if err := st.DeleteNode(ctx, "n1"); err != nil {
-		t.Fatal(err)
-	}
-	c.add(time.Second)
-	if _, err := m.Observe(ctx, healthy("n1", start.Add(30*time.Second)), c.now()); !errors.Is(err, coverage.ErrRemovedNode) {
-		t.Fatalf("a removed node's late heartbeat: %v", err)
-	}
-	if n, err := st.GetNode(ctx, "n1"); err == nil {
-		t.Fatalf("a late heartbeat brought the removed node back: %+v", n.Status)
-	}
-	if _, err := m.Observe(ctx, healthy("n1", c.now()), c.now()); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := st.GetNode(ctx, "n1"); err != nil {
-		t.Fatalf("the node enrolled again is not covered: %v", err)
+func TestRemovedNodeStaysGone(t *testing.T) {
+	for _, engine := range []string{store.EngineSQLite, store.EnginePostgres} {
+		t.Run(engine, func(t *testing.T) {
+			// The store stamps the removal with the real clock.
+			start := time.Now().Add(-2 * time.Minute).Truncate(time.Second)
+			c := &clock{t: start}
+			m, st := newMonitor(t, engine, c, coverage.Policy{})
+			ctx := context.Background()
+			if _, err := m.Observe(ctx, healthy("n1", start), c.now()); err != nil {
+				t.Fatal(err)
+			}
+			c.add(time.Minute)
+			if err := st.DeleteNode(ctx, "n1"); err != nil {
+				t.Fatal(err)
+			}
+			// Another replica (or this one restarted) takes the heartbeat
+			// the node sent before it was removed.
+			replica, err := coverage.New(coverage.Config{Store: st, Now: c.now})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range []*coverage.Monitor{replica, m} {
+				if _, err := r.Observe(ctx, healthy("n1", start.Add(30*time.Second)), c.now()); !errors.Is(err, coverage.ErrRemovedNode) {
+					t.Fatalf("a removed node's late heartbeat: %v", err)
+				}
+			}
+			if n, err := st.GetNode(ctx, "n1"); err == nil {
+				t.Fatalf("a late heartbeat brought the removed node back: %+v", n.Status)
+			}
+			// A node never removed is not affected; nor is the node once
+			// it enrolled again and reports.
+			if _, err := replica.Observe(ctx, healthy("n2", start), c.now()); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := replica.Observe(ctx, healthy("n1", time.Now().Add(time.Second)), c.now()); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := st.GetNode(ctx, "n1"); err != nil {
+				t.Fatalf("the node enrolled again is not covered: %v", err)
+			}
+			// Removing a node that has no row records the removal too.
+			if err := st.DeleteNode(ctx, "n3"); !errors.Is(err, store.ErrNotFound) {
+				t.Fatalf("remove a node without a row: %v", err)
+			}
+			if _, err := m.Observe(ctx, healthy("n3", start), c.now()); !errors.Is(err, coverage.ErrRemovedNode) {
+				t.Fatalf("a heartbeat made before its node's removal (which had no row): %v", err)
+			}
+		})
 	}
 }
 

@@ -63,38 +63,6 @@ type Monitor struct {
 	startWriter sync.Once
 	// The backlog as last read by Sweep (nil: unknown).
 	backlog atomic.Pointer[backlogView]
-	// forgotten holds nodes removed here lately, with when: a heartbeat of
-	// theirs still queued must not bring their row back.
-	forgotten sync.Map // node id → time.Time
-}
-
-// forgetFor is how long a removed node's late heartbeats are ignored.
-const forgetFor = 15 * time.Minute
-
-// Forget ignores heartbeats of nodeID made before now that would bring
-// back its coverage row: the node was removed, but heartbeats it sent
-// before may still wait in the stream. Those of a node enrolled again,
-// made after, are taken.
-func (m *Monitor) Forget(nodeID string) {
-	now := m.now()
-	m.forgotten.Store(nodeID, now)
-	m.forgotten.Range(func(k, v any) bool { // keep the set small
-		if now.Sub(v.(time.Time)) > forgetFor {
-			m.forgotten.Delete(k)
-		}
-		return true
-	})
-}
-
-// forgottenHeartbeat reports whether h was made before its node was
-// removed here (within forgetFor).
-func (m *Monitor) forgottenHeartbeat(h *Heartbeat) bool {
-	v, ok := m.forgotten.Load(h.NodeID)
-	if !ok {
-		return false
-	}
-	removed := v.(time.Time)
-	return m.now().Sub(removed) <= forgetFor && h.Time.Before(removed)
 }
 
 type subscriber struct {
@@ -150,7 +118,7 @@ func (m *Monitor) Observe(ctx context.Context, h *Heartbeat, received time.Time)
 }
 
 // ErrRemovedNode answers Observe for a heartbeat a removed node made before
-// its removal (see Forget): it is ignored.
+// its removal (store.DeleteNode): it is ignored.
 var ErrRemovedNode = errors.New("coverage: heartbeat of a removed node, made before its removal: ignored")
 
 // Record is Observe for callers that do not need the status back (ingest):
@@ -163,9 +131,6 @@ func (m *Monitor) Record(ctx context.Context, h *Heartbeat, received time.Time) 
 // observeFn is the read-modify-write of one heartbeat on its node's row.
 func (m *Monitor) observeFn(h *Heartbeat, received time.Time) func(old *store.Node) (*store.Node, *store.CoverageEvent, error) {
 	return func(old *store.Node) (*store.Node, *store.CoverageEvent, error) {
-		if old == nil && m.forgottenHeartbeat(h) {
-			return nil, nil, nil // leaves the (absent) row alone
-		}
 		var st state
 		cur := h
 		next := &store.Node{FirstSeen: received, LastHeartbeat: received}

@@ -146,6 +146,14 @@ CREATE TABLE export_outbox (
 );
 CREATE INDEX export_outbox_due ON export_outbox (sink, due_at);
 `},
+	// Nodes removed, and when: a heartbeat made before the removal must
+	// not bring the row back on any replica, nor after a restart.
+	{8, "removed nodes", `
+CREATE TABLE removed_nodes (
+	node_id    TEXT PRIMARY KEY,
+	removed_at BIGINT NOT NULL
+);
+`},
 }
 
 // LatestSchema is the schema version this build writes.

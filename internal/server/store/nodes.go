@@ -110,6 +110,7 @@ func (s *sqlStore) UpdateNodes(ctx context.Context, updates []NodeUpdate) (res [
 		}
 		var dirty []string // in first-change order
 		changed := map[string]bool{}
+		removed := map[string]time.Time{} // removal times read (zero: never removed)
 		for i, u := range updates {
 			old, ok := current[u.NodeID]
 			if !ok {
@@ -127,6 +128,18 @@ func (s *sqlStore) UpdateNodes(ctx context.Context, updates []NodeUpdate) (res [
 					old.hooksFrom = s.hooksIn(tx, old.NodeID, old.HooksDigest)
 				}
 				stored[u.NodeID], current[u.NodeID] = old, old
+			}
+			if old == nil && !u.MadeAt.IsZero() {
+				at, ok := removed[u.NodeID]
+				if !ok {
+					if at, err = s.removedAt(ctx, tx, u.NodeID); err != nil {
+						return err
+					}
+					removed[u.NodeID] = at
+				}
+				if u.MadeAt.Before(at) {
+					continue // made before its node was removed: leaves no row
+				}
 			}
 			next, event, err := u.Fn(old)
 			if err != nil {
@@ -354,18 +367,52 @@ func (s *sqlStore) listNodes(ctx context.Context, query string) ([]Node, error) 
 	return out, nil
 }
 
+// DeleteNode deletes a node's row and records its removal, so that an
+// update made before it (a heartbeat still queued, on any replica, or
+// after a restart) does not bring the row back: see NodeUpdate.MadeAt.
+// The removal is recorded even when the node has no row (ErrNotFound).
 func (s *sqlStore) DeleteNode(ctx context.Context, nodeID string) (err error) {
 	defer s.observe("node_delete", time.Now(), &err)
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	if nodeID == "" {
+		return fmt.Errorf("%w: empty node id", ErrInvalid)
+	}
+	var gone int64
+	err = s.tx(ctx, func(tx *sql.Tx) error {
+		if s.engine == EnginePostgres {
+			// The lock UpdateNodes takes: a batch reading the row now
+			// finishes first, or reads the removal.
+			if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, nodeLockKey(nodeID)); err != nil {
+				return fmt.Errorf("lock node: %w", err)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO removed_nodes (node_id, removed_at) VALUES ($1, $2)
+			ON CONFLICT (node_id) DO UPDATE SET removed_at = excluded.removed_at`), nodeID, micros(s.now())); err != nil {
+			return fmt.Errorf("record node removal: %w", err)
+		}
 		r, err := tx.ExecContext(ctx, s.q(`DELETE FROM nodes WHERE node_id = $1`), nodeID)
 		if err != nil {
 			return fmt.Errorf("delete node: %w", err)
 		}
-		if n, _ := r.RowsAffected(); n == 0 {
-			return fmt.Errorf("node %s: %w", nodeID, ErrNotFound)
-		}
+		gone, _ = r.RowsAffected()
 		return nil
 	})
+	if err == nil && gone == 0 {
+		err = fmt.Errorf("node %s: %w", nodeID, ErrNotFound)
+	}
+	return err
+}
+
+// removedAt is when a node was last removed (zero: never, or purged).
+func (s *sqlStore) removedAt(ctx context.Context, tx *sql.Tx, nodeID string) (time.Time, error) {
+	var at int64
+	err := tx.QueryRowContext(ctx, s.q(`SELECT removed_at FROM removed_nodes WHERE node_id = $1`), nodeID).Scan(&at)
+	if errors.Is(err, sql.ErrNoRows) {
+		return time.Time{}, nil
+	}
+	if err != nil {
+		return time.Time{}, fmt.Errorf("read node removal: %w", err)
+	}
+	return fromMicros(at), nil
 }
 
 func (s *sqlStore) CoverageEvents(ctx context.Context, after int64, limit int) (out []CoverageEvent, err error) {

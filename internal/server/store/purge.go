@@ -35,6 +35,7 @@ func (s *sqlStore) Purge(ctx context.Context, o PurgeOptions) (res PurgeResult, 
 			(SELECT msg_key FROM applied_messages WHERE applied_at < $1 LIMIT %d)`, micros(o.Now.Add(-o.MessageTTL))},
 		{&res.CoverageEvents, `DELETE FROM coverage_events WHERE seq IN (SELECT seq FROM coverage_events WHERE at < $1 LIMIT %d)`, cut},
 		{&res.Nodes, `DELETE FROM nodes WHERE node_id IN (SELECT node_id FROM nodes WHERE last_heartbeat < $1 LIMIT %d)`, cut},
+		{&res.Removals, `DELETE FROM removed_nodes WHERE node_id IN (SELECT node_id FROM removed_nodes WHERE removed_at < $1 LIMIT %d)`, cut},
 		{&res.Exports, `DELETE FROM export_outbox WHERE (sink, finding_id, kind) IN
 			(SELECT sink, finding_id, kind FROM export_outbox WHERE queued_at < $1 LIMIT %d)`, cut},
 	}
@@ -70,6 +71,7 @@ func (s *sqlStore) Purge(ctx context.Context, o PurgeOptions) (res PurgeResult, 
 	s.m.Purged.WithLabelValues(s.engine, "coverage_events").Add(float64(res.CoverageEvents))
 	s.m.Purged.WithLabelValues(s.engine, "nodes").Add(float64(res.Nodes))
 	s.m.Purged.WithLabelValues(s.engine, "exports").Add(float64(res.Exports))
+	s.m.Purged.WithLabelValues(s.engine, "removed_nodes").Add(float64(res.Removals))
 	return res, nil
 }
 

@@ -295,6 +295,8 @@ type PurgeResult struct {
 	// sink gone from every replica's configuration leaves them (SQLite
 	// drops them at start; replicas cannot tell).
 	Exports int `json:"exports"`
+	// Removals are records of nodes removed before the retention cut.
+	Removals int `json:"removals"`
 }
 
 // Action is what a rule does to matching findings.
@@ -370,6 +372,11 @@ func (n *Node) LoadHooks(ctx context.Context) error {
 type NodeUpdate struct {
 	NodeID string
 	Fn     func(old *Node) (*Node, *CoverageEvent, error)
+	// MadeAt is when the update's input was made (a heartbeat's time).
+	// An update of a node without a row, made before the node was removed
+	// (DeleteNode), is skipped: its result has no Node, Fn is not called.
+	// Zero: not checked (an enrollment).
+	MadeAt time.Time
 }
 
 // NodeResult is what one NodeUpdate did.

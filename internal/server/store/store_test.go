@@ -276,6 +276,9 @@ func TestRetentionPurge(t *testing.T) {
 		ctx := context.Background()
 		old := storetest.Finding(storetest.Spec{Node: "n1", Actor: "/bin/old", Seen: now})
 		upsert(t, st, store.Upsert{Finding: old, MsgKey: "old-msg", Reporter: "n1", Epoch: "e"})
+		if err := st.DeleteNode(ctx, "gone"); !errors.Is(err, store.ErrNotFound) { // its removal is recorded
+			t.Fatal(err)
+		}
 		mu.Lock()
 		now = now.Add(95 * 24 * time.Hour)
 		mu.Unlock()
@@ -286,8 +289,8 @@ func TestRetentionPurge(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if res.Findings != 1 || res.Messages != 1 {
-			t.Errorf("purged %+v, want 1 finding, 1 message", res)
+		if res.Findings != 1 || res.Messages != 1 || res.Removals != 1 {
+			t.Errorf("purged %+v, want 1 finding, 1 message, 1 node removal", res)
 		}
 		if _, err := st.GetFinding(ctx, old.ID); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("old finding: %v", err)
