@@ -31,6 +31,12 @@ const (
 // pause has lasted, so a restarted server keeps it and its start.
 const refusingSinceKey = "mamori.refusing-since"
 
+// lastPauseKey records the last pause that ended ("SINCE UNTIL"): a
+// server restarted soon after still explains the silence of agents that
+// back off and replay (coverage's SERVER_BEHIND), instead of calling them
+// not reporting.
+const lastPauseKey = "mamori.last-pause"
+
 // DiskGuardConfig configures a DiskGuard. Zero values take the defaults noted.
 type DiskGuardConfig struct {
 	Embedded *Embedded           // required
@@ -124,9 +130,11 @@ func (g *DiskGuard) State() DiskState {
 }
 
 // Restore takes up a pause a previous run of the server left on the stream
-// (its bound at one byte and its start in the stream's metadata). Call it
-// before EnsureStream resets the bound; the first Check pauses again while
-// the disk has not recovered.
+// (its bound at one byte and its start in the stream's metadata), or the
+// last pause that ended, which coverage still counts on while agents
+// replay. Call it before EnsureStream resets the bound and metadata; the
+// first Check pauses again while the disk has not recovered, or writes the
+// ended pause back.
 func (g *DiskGuard) Restore(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -135,13 +143,34 @@ func (g *DiskGuard) Restore(ctx context.Context) {
 		return // no stream yet: nothing to take up
 	}
 	cfg := st.CachedInfo().Config
-	since, err := time.Parse(time.RFC3339Nano, cfg.Metadata[refusingSinceKey])
-	if err != nil || cfg.MaxBytes != 1 {
+	if since, err := time.Parse(time.RFC3339Nano, cfg.Metadata[refusingSinceKey]); err == nil && cfg.MaxBytes == 1 {
+		g.mu.Lock()
+		g.state = DiskState{Refusing: RefusalDisk, Reason: RefusalDisk, Since: since}
+		g.mu.Unlock()
 		return
 	}
-	g.mu.Lock()
-	g.state = DiskState{Refusing: RefusalDisk, Reason: RefusalDisk, Since: since}
-	g.mu.Unlock()
+	if since, until, ok := parsePause(cfg.Metadata[lastPauseKey]); ok {
+		g.mu.Lock()
+		g.state = DiskState{Reason: RefusalDisk, Since: since, Until: until}
+		g.mu.Unlock()
+	}
+}
+
+func formatPause(since, until time.Time) string {
+	return since.UTC().Format(time.RFC3339Nano) + " " + until.UTC().Format(time.RFC3339Nano)
+}
+
+func parsePause(v string) (since, until time.Time, ok bool) {
+	a, b, found := strings.Cut(v, " ")
+	if !found {
+		return time.Time{}, time.Time{}, false
+	}
+	since, err1 := time.Parse(time.RFC3339Nano, a)
+	until, err2 := time.Parse(time.RFC3339Nano, b)
+	if err1 != nil || err2 != nil || until.Before(since) {
+		return time.Time{}, time.Time{}, false
+	}
+	return since, until, true
 }
 
 // PausedSince is when the pause in force began (zero: none), for
@@ -184,6 +213,7 @@ func (g *DiskGuard) Check(ctx context.Context) {
 	if !refusing {
 		since = g.cfg.Now()
 	}
+	var ended time.Time // when a pause ended in this check
 	failed := g.storeFailed()
 	if failed != "" && g.restartable(failed) && free >= 2*g.cfg.MinFree && !g.cfg.Now().Before(g.nextRestart) {
 		failed = g.restart(failed, free)
@@ -199,7 +229,7 @@ func (g *DiskGuard) Check(ctx context.Context) {
 	case free < g.cfg.MinFree || (refusing && free < 2*g.cfg.MinFree):
 		// Low, or not yet recovered from low: hold intake (again, after a
 		// restart or a server start that reset the bound).
-		if err := g.setBound(ctx, 1, since); err != nil {
+		if err := g.setBound(ctx, 1, since, ""); err != nil {
 			g.log.Warn("disk guard: pause intake", "err", err)
 			break // the state says what the stream does: unchanged
 		}
@@ -209,8 +239,16 @@ func (g *DiskGuard) Check(ctx context.Context) {
 		}
 		refusing = true
 	default:
-		if err := g.setBound(ctx, g.cfg.StreamMaxBytes, time.Time{}); err != nil {
+		last := "" // the pause ending now, or the last one that ended
+		if refusing {
+			ended = g.cfg.Now()
+			last = formatPause(since, ended)
+		} else if !prev.Since.IsZero() && !prev.Until.IsZero() {
+			last = formatPause(prev.Since, prev.Until)
+		}
+		if err := g.setBound(ctx, g.cfg.StreamMaxBytes, time.Time{}, last); err != nil {
 			g.log.Warn("disk guard: resume intake", "err", err)
+			ended = time.Time{}
 			break
 		}
 		if refusing {
@@ -229,7 +267,10 @@ func (g *DiskGuard) Check(ctx context.Context) {
 	case refusing:
 		next.Refusing, next.Reason = reason, reason
 	case prev.Refusing != "":
-		next.Until = g.cfg.Now()
+		next.Until = ended
+		if ended.IsZero() { // ended without a bound to lift (the store answers again)
+			next.Until = g.cfg.Now()
+		}
 	}
 	paused := 0.0
 	if refusing {
@@ -290,9 +331,10 @@ func (g *DiskGuard) storeFailed() string {
 }
 
 // setBound sets the MAMORI stream's MaxBytes, recording since when a pause
-// lasts (zero: not paused) in its metadata. Lowering the bound never
-// discards what the stream holds (DiscardNew); it only refuses new messages.
-func (g *DiskGuard) setBound(ctx context.Context, maxBytes int64, since time.Time) error {
+// lasts (zero: not paused) and the last pause that ended (formatPause; "":
+// none) in its metadata. Lowering the bound never discards what the stream
+// holds (DiscardNew); it only refuses new messages.
+func (g *DiskGuard) setBound(ctx context.Context, maxBytes int64, since time.Time, last string) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	st, err := g.cfg.JS.Stream(ctx, StreamName)
@@ -304,18 +346,21 @@ func (g *DiskGuard) setBound(ctx context.Context, maxBytes int64, since time.Tim
 	if maxBytes == 1 {
 		mark = since.UTC().Format(time.RFC3339Nano)
 	}
-	if cfg.MaxBytes == maxBytes && cfg.Metadata[refusingSinceKey] == mark {
+	if cfg.MaxBytes == maxBytes && cfg.Metadata[refusingSinceKey] == mark && cfg.Metadata[lastPauseKey] == last {
 		return nil
 	}
 	cfg.MaxBytes = maxBytes
 	md := map[string]string{}
 	for k, v := range cfg.Metadata {
-		if k != refusingSinceKey {
+		if k != refusingSinceKey && k != lastPauseKey {
 			md[k] = v
 		}
 	}
 	if mark != "" {
 		md[refusingSinceKey] = mark
+	}
+	if last != "" {
+		md[lastPauseKey] = last
 	}
 	cfg.Metadata = md
 	if _, err := g.cfg.JS.UpdateStream(ctx, cfg); err != nil {

@@ -230,6 +230,21 @@ func TestDiskGuardMarksAndRestart(t *testing.T) {
 	if !resumed.Since.Equal(paused.Since) || resumed.Until.IsZero() {
 		t.Fatalf("resumed: %+v", resumed)
 	}
+
+	// The server restarts soon after the pause ended: it still knows the
+	// pause (coverage excuses agents that back off and replay), also
+	// after its start rewrote the stream's configuration.
+	for range 2 {
+		g = newGuard()
+		g.Restore(ctx)
+		if st := g.State(); st.Refusing != "" || !st.Since.Equal(resumed.Since) || !st.Until.Equal(resumed.Until) {
+			t.Fatalf("restored after the pause ended: %+v, want the pause %v – %v", st, resumed.Since, resumed.Until)
+		}
+		if _, err := EnsureStream(ctx, b.js, StreamOptions{Duplicates: time.Hour, PausedSince: g.PausedSince()}); err != nil {
+			t.Fatal(err)
+		}
+		step(g, 70, false, DefaultStreamMaxBytes)
+	}
 	step(g, 50, false, DefaultStreamMaxBytes) // between the marks, open stays open
 	if again := step(g, 10, true, 1); !again.Since.After(paused.Since) || !again.Until.IsZero() {
 		t.Fatalf("a new pause: %+v", again)
