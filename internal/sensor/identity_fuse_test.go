@@ -16,7 +16,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mamori-dev/mamori/internal/event"
-	"github.com/mamori-dev/mamori/internal/testenv"
 )
 
 // gatedDir is a FUSE directory whose lookups wait until gate is closed: a
@@ -120,18 +119,8 @@ func chrootSleeper(t *testing.T, dir, cg string) *exec.Cmd {
 // root whose filesystem stops answering (abandoned after scanDeadline)
 // does not hold back the secrets of the roots found before it.
 func TestASlowRootDoesNotDelayTheOthers(t *testing.T) {
-	s := startSensor(t)
-	testenv.RequireRoot(t)
-	if s.inodes == nil {
-		t.Fatal("the sensor keeps no inode set")
-	}
-	plain := t.TempDir()
-	if err := os.MkdirAll(filepath.Join(plain, "etc"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(plain, "etc/shadow"), []byte("root:x:\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	s := sensorWithInodes(t)
+	plain := rootWithShadow(t)
 	// The sweep walks /proc in pid order: the plain root's process comes
 	// first, the stalled one's after it.
 	first := chrootSleeper(t, plain, "")
@@ -172,12 +161,8 @@ func TestASlowRootDoesNotDelayTheOthers(t *testing.T) {
 // counted, not retried while it hangs — while events keep flowing; once
 // the filesystem answers again, its secrets are watched like any root's.
 func TestFUSERootCannotStallTheSensor(t *testing.T) {
-	s := startSensor(t)
-	testenv.RequireRoot(t)
+	s := sensorWithInodes(t)
 	w := s.inodes
-	if w == nil {
-		t.Fatal("the sensor keeps no inode set")
-	}
 	mnt, release := mountStalledRoot(t)
 
 	// The helper runs in a cgroup of its own, so that its first event

@@ -128,6 +128,30 @@ func TestRootsFoundThroughProc(t *testing.T) {
 	})
 }
 
+// sensorWithInodes is the shared sensor, for tests of its inode set.
+func sensorWithInodes(t *testing.T) *Sensor {
+	t.Helper()
+	s := startSensor(t)
+	testenv.RequireRoot(t)
+	if s.inodes == nil {
+		t.Fatal("the sensor keeps no inode set")
+	}
+	return s
+}
+
+// rootWithShadow makes a directory to chroot into, holding etc/shadow.
+func rootWithShadow(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "etc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "etc/shadow"), []byte("root:x:\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
 // startFreshWatch starts a second inode set, on maps of its own shaped as
 // w's, that rescans only once an hour: what it holds at first, only its
 // start (and its first sweep) put there. It stops with the test.
@@ -186,14 +210,7 @@ func TestSweepBoundsRootsPerCgroup(t *testing.T) {
 	const n = maxRootsPerCgroup + 2
 	var roots []rootID
 	for range n {
-		dir := t.TempDir()
-		if err := os.MkdirAll(filepath.Join(dir, "etc"), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, "etc/shadow"), []byte("root:x:\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		h := exec.Command(actorPath, "chroot-sleep", dir, "60s", cg)
+		h := exec.Command(actorPath, "chroot-sleep", rootWithShadow(t), "60s", cg)
 		if err := h.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -255,11 +272,7 @@ func TestSweepBoundsRootsPerCgroup(t *testing.T) {
 // world-readable token on a filesystem of the container's own (a
 // Kubernetes secret's tmpfs) are watched.
 func TestHostFilesAreNoContainersSecrets(t *testing.T) {
-	s := startSensor(t)
-	testenv.RequireRoot(t)
-	if s.inodes == nil {
-		t.Fatal("the sensor keeps no inode set")
-	}
+	s := sensorWithInodes(t)
 	src := t.TempDir()
 	lib, key := filepath.Join(src, "libfake.so"), filepath.Join(src, "credentials")
 	if err := os.WriteFile(lib, []byte("\x7fELF"), 0o644); err != nil {

@@ -267,10 +267,7 @@ func (g *DiskGuard) Check(ctx context.Context) {
 	case refusing:
 		next.Refusing, next.Reason = reason, reason
 	case prev.Refusing != "":
-		next.Until = ended
-		if ended.IsZero() { // ended without a bound to lift (the store answers again)
-			next.Until = g.cfg.Now()
-		}
+		next.Until = ended // the time written with the bound's lift
 	}
 	paused := 0.0
 	if refusing {
