@@ -18,6 +18,9 @@ type Message struct {
 	Subject      string
 	StreamSeq    uint64
 	NumDelivered uint64 // 1 on first delivery
+	// Stored is when the stream took the message, on NATS's clock (zero
+	// when unknown): unlike the envelope's times, not the agent's word.
+	Stored time.Time
 }
 
 // DedupKey identifies the message across redeliveries and replays: use it as
@@ -345,7 +348,7 @@ func (c *Consumer) verify(msg jetstream.Msg) (*Message, error) {
 	}
 	m := &Message{Envelope: env, Subject: msg.Subject()}
 	if md, err := msg.Metadata(); err == nil {
-		m.StreamSeq, m.NumDelivered = md.Sequence.Stream, md.NumDelivered
+		m.StreamSeq, m.NumDelivered, m.Stored = md.Sequence.Stream, md.NumDelivered, md.Timestamp
 	}
 	if c.seen.has(m.DedupKey()) {
 		return nil, reject(ReasonReplay, "message %s already handled", m.DedupKey())

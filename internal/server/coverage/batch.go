@@ -21,6 +21,7 @@ const (
 type hbReq struct {
 	h        *Heartbeat
 	received time.Time
+	madeAt   time.Time // see store.NodeUpdate.MadeAt
 	done     chan hbRes
 }
 
@@ -30,13 +31,17 @@ type hbRes struct {
 }
 
 // observeBatched queues h and waits until its batch is committed.
-func (m *Monitor) observeBatched(ctx context.Context, h *Heartbeat, received time.Time) (*store.Node, error) {
+func (m *Monitor) observeBatched(ctx context.Context, h *Heartbeat, received, queued time.Time) (*store.Node, error) {
 	m.startWriter.Do(func() {
 		for range m.cfg.Writers {
 			go m.writer()
 		}
 	})
-	req := &hbReq{h: h, received: received, done: make(chan hbRes, 1)}
+	madeAt := h.Time
+	if !queued.IsZero() && queued.Before(madeAt) {
+		madeAt = queued
+	}
+	req := &hbReq{h: h, received: received, madeAt: madeAt, done: make(chan hbRes, 1)}
 	select {
 	case m.hbq <- req:
 	case <-ctx.Done():
@@ -89,7 +94,7 @@ func (m *Monitor) writer() {
 func (m *Monitor) commitHeartbeats(batch []*hbReq) {
 	ups := make([]store.NodeUpdate, len(batch))
 	for i, r := range batch {
-		ups[i] = store.NodeUpdate{NodeID: r.h.NodeID, Fn: m.observeFn(r.h, r.received), MadeAt: r.h.Time}
+		ups[i] = store.NodeUpdate{NodeID: r.h.NodeID, Fn: m.observeFn(r.h, r.received), MadeAt: r.madeAt}
 	}
 	m.m.HeartbeatBatch.Observe(float64(len(batch)))
 	// Not a caller's context: one giving up must not fail the others.

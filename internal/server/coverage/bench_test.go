@@ -47,7 +47,7 @@ func BenchmarkHeartbeats(b *testing.B) {
 			}
 			ctx := context.Background()
 			for i := range nodes { // every node known, its list stored
-				if err := m.Record(ctx, beat(i), time.Now()); err != nil {
+				if err := m.Record(ctx, beat(i), time.Now(), time.Time{}); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -65,7 +65,7 @@ func BenchmarkHeartbeats(b *testing.B) {
 						next++
 						h := beat(i)
 						mu.Unlock()
-						if err := m.Record(ctx, h, time.Now()); err != nil {
+						if err := m.Record(ctx, h, time.Now(), time.Time{}); err != nil {
 							b.Error(err)
 						}
 					}
@@ -107,7 +107,7 @@ func BenchmarkSweep(b *testing.B) {
 					h := healthy(fmt.Sprintf("node-%04d", i), time.Now().UTC())
 					h.Hooks = hooks
 					elide.Apply(h)
-					if err := m.Record(ctx, h, time.Now()); err != nil {
+					if err := m.Record(ctx, h, time.Now(), time.Time{}); err != nil {
 						b.Fatal(err)
 					}
 				}

@@ -107,7 +107,7 @@ func New(cfg Config) (*Monitor, error) {
 // contents do not replace newer ones. Heartbeats arriving together are
 // committed in one transaction (see batch.go).
 func (m *Monitor) Observe(ctx context.Context, h *Heartbeat, received time.Time) (*NodeStatus, error) {
-	n, err := m.observeBatched(ctx, h, received)
+	n, err := m.observeBatched(ctx, h, received, time.Time{})
 	if err != nil {
 		return nil, err
 	}
@@ -122,9 +122,12 @@ func (m *Monitor) Observe(ctx context.Context, h *Heartbeat, received time.Time)
 var ErrRemovedNode = errors.New("coverage: heartbeat of a removed node, made before its removal: ignored")
 
 // Record is Observe for callers that do not need the status back (ingest):
-// it spares decoding the row again.
-func (m *Monitor) Record(ctx context.Context, h *Heartbeat, received time.Time) error {
-	_, err := m.observeBatched(ctx, h, received)
+// it spares decoding the row again. queued, when not zero, is when the
+// transport took the heartbeat on the server's side: it bounds the agent's
+// own time when telling whether the heartbeat was made before its node's
+// removal, so an agent whose clock runs ahead cannot pass that check.
+func (m *Monitor) Record(ctx context.Context, h *Heartbeat, received, queued time.Time) error {
+	_, err := m.observeBatched(ctx, h, received, queued)
 	return err
 }
 

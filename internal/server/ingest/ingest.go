@@ -57,10 +57,13 @@ const (
 // on). It is the small interface tests and other sources drive the
 // Ingester with.
 type Input struct {
-	Key     string // idempotency key: transport Message.DedupKey
-	NodeID  string
-	Kind    string
-	SentAt  time.Time
+	Key    string // idempotency key: transport Message.DedupKey
+	NodeID string
+	Kind   string
+	SentAt time.Time
+	// Stored is when the stream took the message (NATS's clock); zero
+	// when unknown.
+	Stored  time.Time
 	Payload []byte
 }
 
@@ -189,7 +192,7 @@ func (in *Ingester) InvalidateRules() { in.rules.invalidate() }
 // Handle is a transport.Handler.
 func (in *Ingester) Handle(ctx context.Context, m *transport.Message) error {
 	env := m.Envelope
-	return in.Apply(ctx, Input{Key: m.DedupKey(), NodeID: env.NodeID, Kind: string(env.Kind), SentAt: env.SentAt, Payload: env.Payload})
+	return in.Apply(ctx, Input{Key: m.DedupKey(), NodeID: env.NodeID, Kind: string(env.Kind), SentAt: env.SentAt, Stored: m.Stored, Payload: env.Payload})
 }
 
 // Apply processes one message. It returns nil once the message's effect is
@@ -443,7 +446,7 @@ func (in *Ingester) heartbeat(ctx context.Context, msg Input) (string, error) {
 	if in.cfg.Coverage == nil {
 		return "ignored", nil
 	}
-	if err := in.cfg.Coverage.Record(ctx, h, in.now()); err != nil {
+	if err := in.cfg.Coverage.Record(ctx, h, in.now(), msg.Stored); err != nil {
 		return "", err
 	}
 	return "ok", nil

@@ -2,6 +2,7 @@ package ingest_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -13,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/mamori-dev/mamori/internal/server/coverage"
 	"github.com/mamori-dev/mamori/internal/server/ingest"
 	"github.com/mamori-dev/mamori/internal/server/store"
 	"github.com/mamori-dev/mamori/internal/server/store/storetest"
@@ -238,4 +240,53 @@ func startStream(t testing.TB, log *slog.Logger) (*transport.Embedded, jetstream
 		t.Fatal(err)
 	}
 	return emb, js
+}
+
+// TestClockAheadCannotReviveARemovedNode: a heartbeat an agent queued
+// before its node was removed, stamped by a clock running two minutes
+// ahead (inside what ingest accepts), is judged by when the stream took it,
+// not by the agent's stamp: it does not bring the removed node's coverage
+// back. One taken after the removal (the node enrolled again) does.
+func TestClockAheadCannotReviveARemovedNode(t *testing.T) {
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	_, js := startStream(t, quiet)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st := storetest.Open(t, store.EngineSQLite, store.Options{})
+	cov, err := coverage.New(coverage.Config{Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	beat := func(node string) {
+		hb := coverage.Heartbeat{NodeID: node, Cluster: "prod", AgentVersion: "1", BTF: true,
+			Time: time.Now().UTC().Add(2 * time.Minute)}
+		publishAs(t, js, node, transport.KindHeartbeat, mustJSON(t, hb), transport.NewMsgID())
+	}
+	beat("n1")
+	if err := st.DeleteNode(ctx, "n1"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("remove n1: %v", err)
+	}
+	time.Sleep(10 * time.Millisecond) // the removal's stamp and the next message's differ
+	beat("n2")
+	tm := transport.NewMetrics(nil)
+	in := newIngester(t, st, ingest.Config{Coverage: cov, Logger: quiet})
+	cons, err := transport.NewConsumer(ctx, js, transport.ConsumerConfig{Handler: in.Handle, Metrics: tm, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cons.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	for deadline := time.Now().Add(30 * time.Second); testutil.ToFloat64(tm.Consumed.WithLabelValues("heartbeat")) < 2; {
+		if time.Now().After(deadline) {
+			t.Fatalf("heartbeats consumed: %v of 2", testutil.ToFloat64(tm.Consumed.WithLabelValues("heartbeat")))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n, err := st.GetNode(ctx, "n1"); err == nil {
+		t.Errorf("a heartbeat queued before the removal, stamped ahead, brought the node back: %s", n.Status)
+	}
+	if _, err := st.GetNode(ctx, "n2"); err != nil {
+		t.Errorf("a heartbeat of a node never removed: %v", err)
+	}
 }

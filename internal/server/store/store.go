@@ -372,7 +372,8 @@ func (n *Node) LoadHooks(ctx context.Context) error {
 type NodeUpdate struct {
 	NodeID string
 	Fn     func(old *Node) (*Node, *CoverageEvent, error)
-	// MadeAt is when the update's input was made (a heartbeat's time).
+	// MadeAt is when the update's input was made (a heartbeat's time, or
+	// when the stream took it if earlier: an agent's clock may run ahead).
 	// An update of a node without a row, made before the node was removed
 	// (DeleteNode), is skipped: its result has no Node, Fn is not called.
 	// Zero: not checked (an enrollment).
