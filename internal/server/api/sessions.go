@@ -44,7 +44,7 @@ func (a *API) openSession(w http.ResponseWriter, r *http.Request) error {
 	}
 	// The parent may have been revoked between the check and the mint: its
 	// cascade would have missed this session.
-	if _, err := a.lookup(parent.ID); err != nil {
+	if _, err := a.opt.Tokens.Get(parent.ID); err != nil {
 		_ = a.opt.Tokens.Revoke(rec.ID)
 		if errors.Is(err, errNotFound) {
 			return errorf(http.StatusUnauthorized, "token %q was revoked", parent.Name)
@@ -71,20 +71,6 @@ func (a *API) closeSession(w http.ResponseWriter, r *http.Request) error {
 	a.opt.Logger.Info("console session closed", "session", tok.ID)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
-}
-
-// lookup returns the record of the token with this id.
-func (a *API) lookup(id string) (Token, error) {
-	toks, err := a.opt.Tokens.List()
-	if err != nil {
-		return Token{}, err
-	}
-	for _, t := range toks {
-		if t.ID == id {
-			return t, nil
-		}
-	}
-	return Token{}, fmt.Errorf("api token %s: %w", id, errNotFound)
 }
 
 // revokeWithSessions revokes a token and every session opened with it —

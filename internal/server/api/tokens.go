@@ -240,6 +240,8 @@ type TokenStore interface {
 	Revoke(id string) error
 	// List returns the tokens, oldest first, without their hashes.
 	List() ([]Token, error)
+	// Get returns the record of the token with this id, without its hash.
+	Get(id string) (Token, error)
 	// Check verifies a presented token and returns its record.
 	Check(tok string) (Token, error)
 }
@@ -350,6 +352,21 @@ func (t *TokenFile) List() ([]Token, error) {
 		out = append(out, tok)
 	}
 	return listed(out), nil
+}
+
+// Get returns the record of the token with this id, without its hash.
+func (t *TokenFile) Get(id string) (Token, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err := t.refresh(); err != nil {
+		return Token{}, err
+	}
+	rec, ok := t.tokens[id]
+	if !ok {
+		return Token{}, fmt.Errorf("api token %s: %w", id, errNotFound)
+	}
+	rec.SecretHash = ""
+	return rec, nil
 }
 
 // Check verifies a presented token and returns its record.

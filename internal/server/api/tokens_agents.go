@@ -130,6 +130,24 @@ func (u *unionTokens) List() ([]Token, error) {
 	return listed(toks), nil
 }
 
+func (u *unionTokens) Get(id string) (Token, error) {
+	rec, err := u.people.Get(id)
+	if !errors.Is(err, errNotFound) {
+		return rec, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), tokenTimeout)
+	defer cancel()
+	a, err := u.agents.AgentToken(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return Token{}, fmt.Errorf("api token %s: %w", id, errNotFound)
+	} else if err != nil {
+		return Token{}, fmt.Errorf("api tokens: %w", err)
+	}
+	rec = agentToken(*a)
+	rec.SecretHash = ""
+	return rec, nil
+}
+
 func (u *unionTokens) Check(tok string) (Token, error) {
 	rec, err := u.people.Check(tok)
 	if !errors.Is(err, ErrInvalidToken) {

@@ -94,6 +94,9 @@ func TestAgentTokensAlongsidePeople(t *testing.T) {
 	if len(agents) != 2 || agents[AgentTokenName("n1")] == "" || agents[AgentTokenName("n2")] == "" {
 		t.Fatalf("agent tokens listed: %v", agents)
 	}
+	if got, err := ts.Get(agents[AgentTokenName("n1")]); err != nil || got.Scope != ScopeAgent || got.SecretHash != "" {
+		t.Errorf("get an agent's token through the union: %+v %v", got, err)
+	}
 
 	// Revocation by token id (the tokens API) and by node (removal).
 	if err := ts.Revoke(agents[AgentTokenName("n2")]); err != nil {

@@ -72,6 +72,20 @@ func (k *KVTokens) List() ([]Token, error) {
 	return listed(toks), nil
 }
 
+// Get returns the record of the token with this id, without its hash.
+func (k *KVTokens) Get(id string) (Token, error) {
+	ctx, cancel := k.ctx()
+	defer cancel()
+	rec, _, err := k.st.Get(ctx, id)
+	if errors.Is(err, transport.ErrNotFound) {
+		return Token{}, fmt.Errorf("api token %s: %w", id, errNotFound)
+	} else if err != nil {
+		return Token{}, fmt.Errorf("api tokens: %w", err)
+	}
+	rec.SecretHash = ""
+	return rec, nil
+}
+
 // Check verifies a presented token against the shared bucket.
 func (k *KVTokens) Check(tok string) (Token, error) {
 	id, sec, err := parseToken(tok)

@@ -56,6 +56,12 @@ func TestTokenStores(t *testing.T) {
 			if err != nil || len(list) != 1 || list[0].SecretHash != "" {
 				t.Fatalf("list %+v %v", list, err)
 			}
+			if got, err := ts.Get(rec.ID); err != nil || got.Name != "ci" || got.SecretHash != "" {
+				t.Fatalf("get: %+v %v", got, err)
+			}
+			if _, err := ts.Get("000000000000"); !errors.Is(err, errNotFound) {
+				t.Errorf("get of an unknown id: %v", err)
+			}
 			*now = now.Add(2 * time.Hour)
 			if _, err := ts.Check(tok); !errors.Is(err, ErrInvalidToken) {
 				t.Errorf("expired token: %v", err)
@@ -65,6 +71,9 @@ func TestTokenStores(t *testing.T) {
 			}
 			if err := ts.Revoke(rec.ID); !errors.Is(err, errNotFound) {
 				t.Errorf("second revoke: %v", err)
+			}
+			if _, err := ts.Get(rec.ID); !errors.Is(err, errNotFound) {
+				t.Errorf("get of a revoked token: %v", err)
 			}
 			if _, _, err := ts.Create(NewToken{Name: "x", Scope: Scope("root")}); err == nil {
 				t.Error("unknown scope accepted")
