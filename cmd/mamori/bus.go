@@ -10,7 +10,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
@@ -404,6 +403,7 @@ type agentBusConfig struct {
 func connectAgent(ctx context.Context, bc agentBusConfig, reg prometheus.Registerer, log *slog.Logger) (*agentLink, error) {
 	dataDir, nodeID, serverURL, token, caFingerprint := bc.dataDir, bc.nodeID, bc.serverURL, bc.token, bc.caFingerprint
 	creds, err := transport.LoadCredentials(dataDir)
+	var silent error // the bus did not answer the agent's probe
 	if err == nil && creds.NodeID == nodeID {
 		// A node removed on the server (its key revoked) comes back with a
 		// join token: it enrolls again instead of spooling for ever.
@@ -415,9 +415,7 @@ func connectAgent(ctx context.Context, bc agentBusConfig, reg prometheus.Registe
 			log.Error("the server refused this node's credential: the node was removed or its key revoked; "+
 				"findings are spooled meanwhile — restart the agent with --join-token to enroll again", "credentials", transport.CredentialsFile(dataDir))
 		case perr != nil:
-			if err := followNATS(ctx, dataDir, creds, serverURL, caFingerprint, perr, log); err != nil {
-				return nil, err
-			}
+			silent = perr
 		}
 	}
 	if err != nil || creds.NodeID != nodeID {
@@ -441,18 +439,7 @@ func connectAgent(ctx context.Context, bc agentBusConfig, reg prometheus.Registe
 	}
 	pcfg := transport.PublisherConfig{Creds: creds, SpoolDir: filepath.Join(dataDir, "spool"),
 		Metrics: transport.NewMetrics(reg), Logger: log, FollowAfter: bc.followAfter}
-	if creds.APIToken != "" && askableAPI(serverURL) {
-		// A server whose NATS moves while the agent runs is followed too:
-		// after followAfter without the bus the agent asks the API.
-		pcfg.Locate = natsLocator(serverURL, caFingerprint, creds.APIToken)
-		pcfg.OnMove = func(urls []string) {
-			c := *creds
-			c.NATSURLs = urls
-			if err := transport.SaveCredentials(dataDir, &c); err != nil {
-				log.Warn("keep the server's new NATS address for the next start", "err", err)
-			}
-		}
-	}
+	followServer(&pcfg, dataDir, creds, serverURL, caFingerprint, silent, log)
 	pub, err := transport.NewPublisher(pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("publisher: %w", err)
@@ -460,33 +447,35 @@ func connectAgent(ctx context.Context, bc agentBusConfig, reg prometheus.Registe
 	return &agentLink{pub: pub, creds: creds, log: log}, nil
 }
 
-// followNATS handles an enrolled agent whose NATS does not answer: it asks
-// the server's API where agents dial now, and takes the new address if the
-// server moved; otherwise it warns that findings are spooled meanwhile.
-func followNATS(ctx context.Context, dataDir string, creds *transport.Credentials, serverURL, caFingerprint string, perr error, log *slog.Logger) error {
-	unreachable := func(args ...any) {
-		log.Warn("the server's NATS is not reachable now; findings and heartbeats are spooled until it is",
-			append([]any{"err", perr, "urls", strings.Join(creds.NATSURLs, ",")}, args...)...)
-	}
+// followServer lets the publisher follow a server whose NATS moved: when
+// its bus is silent for a while (pcfg.FollowAfter), or at once when it was
+// silent at start (silent, the probe's error), it asks the server's API
+// where agents dial now, and takes the new address once it answers. The
+// agent starts without waiting for the answer, spooling meanwhile. The API
+// is asked only over a trusted link (askableAPI).
+func followServer(pcfg *transport.PublisherConfig, dataDir string, creds *transport.Credentials, serverURL, caFingerprint string, silent error, log *slog.Logger) {
 	if creds.APIToken == "" || !askableAPI(serverURL) {
-		unreachable("hint", "the NATS address comes from enrollment ("+transport.CredentialsFile(dataDir)+"): if the server moved, remove that file and start with --join-token"+
-			" (the server's API is asked where NATS is now only over https://, or plain HTTP on loopback)")
-		return nil
+		if silent != nil {
+			log.Warn("the server's NATS is not reachable now; findings and heartbeats are spooled until it is",
+				"err", silent, "urls", strings.Join(creds.NATSURLs, ","),
+				"hint", "the NATS address comes from enrollment ("+transport.CredentialsFile(dataDir)+"): if the server moved, remove that file and start with --join-token"+
+					" (the server's API is asked where NATS is now only over https://, or plain HTTP on loopback)")
+		}
+		return
 	}
-	urls, err := natsLocator(serverURL, caFingerprint, creds.APIToken)(ctx)
-	switch {
-	case err != nil:
-		unreachable("server", serverURL, "askedServer", err)
-	case slices.Equal(urls, creds.NATSURLs):
-		unreachable("server", serverURL, "serverSays", "same address")
-	default:
-		log.Warn("the server's NATS address changed since enrollment; following it", "was", strings.Join(creds.NATSURLs, ","), "now", strings.Join(urls, ","))
-		creds.NATSURLs = urls
-		if err := transport.SaveCredentials(dataDir, creds); err != nil {
-			return fmt.Errorf("save the new NATS address: %w", err)
+	pcfg.Locate = natsLocator(serverURL, caFingerprint, creds.APIToken)
+	pcfg.OnMove = func(urls []string) {
+		c := *creds
+		c.NATSURLs = urls
+		if err := transport.SaveCredentials(dataDir, &c); err != nil {
+			log.Warn("keep the server's new NATS address for the next start", "err", err)
 		}
 	}
-	return nil
+	if silent != nil {
+		pcfg.AskAtStart = true
+		log.Warn("the server's NATS is not reachable now; asking the server's API where it is (findings and heartbeats are spooled meanwhile)",
+			"err", silent, "urls", strings.Join(creds.NATSURLs, ","), "server", serverURL)
+	}
 }
 
 // natsLocator asks the server's API, with the agent's token, where agents

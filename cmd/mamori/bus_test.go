@@ -41,14 +41,19 @@ func TestAgentAsksWhereNATSIsOnlyOverTrustedLinks(t *testing.T) {
 		asked.Store(0)
 		creds := &transport.Credentials{NodeID: "node-a", NATSURLs: []string{"nats://127.0.0.1:2"}, APIToken: "agent-token"}
 		var logged strings.Builder
-		err := followNATS(context.Background(), t.TempDir(), creds, c.url, "", down, slog.New(slog.NewTextHandler(&logged, nil)))
-		if got := asked.Load() > 0; got != c.asks {
-			t.Errorf("%q: asked the API %v, want %v (err %v)\n%s", c.url, got, c.asks, err, logged.String())
-		}
-		if !c.asks {
-			if err != nil || creds.NATSURLs[0] != "nats://127.0.0.1:2" || !strings.Contains(logged.String(), "only over https://") {
-				t.Errorf("%q: err %v, address now %v, log:\n%s", c.url, err, creds.NATSURLs, logged.String())
+		var pcfg transport.PublisherConfig
+		followServer(&pcfg, t.TempDir(), creds, c.url, "", down, slog.New(slog.NewTextHandler(&logged, nil)))
+		if pcfg.Locate != nil {
+			// What the publisher does at its start, without the bus.
+			if _, err := pcfg.Locate(context.Background()); err != nil {
+				t.Errorf("%q: ask: %v", c.url, err)
 			}
+		}
+		if got := asked.Load() > 0; got != c.asks || pcfg.AskAtStart != c.asks {
+			t.Errorf("%q: asked the API %v (at start %v), want %v\n%s", c.url, got, pcfg.AskAtStart, c.asks, logged.String())
+		}
+		if !c.asks && !strings.Contains(logged.String(), "only over https://") {
+			t.Errorf("%q: the agent does not say why it will not ask:\n%s", c.url, logged.String())
 		}
 	}
 }

@@ -34,6 +34,10 @@ type PublisherConfig struct {
 	Locate      func(ctx context.Context) ([]string, error)
 	OnMove      func(urls []string)
 	FollowAfter time.Duration // 2m
+	// AskAtStart makes the first ask as soon as the publisher finds itself
+	// without the bus (the agent's start found it silent), not after
+	// FollowAfter; the agent's start does not wait for the answer.
+	AskAtStart  bool
 	Metrics     *Metrics
 	Logger      *slog.Logger
 	NATSOptions []nats.Option // appended last (tests)
@@ -244,6 +248,10 @@ func (p *Publisher) watchConnection() {
 	defer t.Stop()
 	since, next := time.Now(), first
 	var asked time.Time
+	askAfter := p.cfg.FollowAfter
+	if p.cfg.AskAtStart {
+		askAfter = 0
+	}
 	for {
 		select {
 		case <-p.stop:
@@ -252,12 +260,12 @@ func (p *Publisher) watchConnection() {
 		}
 		l := p.cur()
 		if l.nc.IsConnected() {
-			since, next = time.Now(), first
+			since, next, askAfter = time.Now(), first, p.cfg.FollowAfter
 			continue
 		}
 		down := time.Since(since)
-		if p.cfg.Locate != nil && down >= p.cfg.FollowAfter && time.Since(asked) >= p.cfg.FollowAfter {
-			asked = time.Now()
+		if p.cfg.Locate != nil && down >= askAfter && time.Since(asked) >= p.cfg.FollowAfter {
+			asked, askAfter = time.Now(), p.cfg.FollowAfter
 			p.follow(l)
 		}
 		if down >= next {

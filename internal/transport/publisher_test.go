@@ -373,6 +373,51 @@ func TestPublisherFollowsAMovedBus(t *testing.T) {
 	}
 }
 
+// TestPublisherAsksAtStart: an agent that starts while its bus is silent
+// (AskAtStart) asks where it is at once, not after FollowAfter (an hour
+// here), moves there, and what it published meanwhile arrives.
+func TestPublisherAsksAtStart(t *testing.T) {
+	b := startBus(t, t.TempDir(), -1)
+	creds := b.enroll("node-s")
+	oldPort := b.port
+	b.down()
+	b.start(-1)
+	if b.port == oldPort {
+		t.Fatalf("the bus came back on its old port %d", oldPort)
+	}
+	now := []string{b.emb.ClientURL()}
+	moved := make(chan []string, 1)
+	p := startPublisher(t, PublisherConfig{Creds: creds, SpoolDir: t.TempDir(), Logger: quietLogger(),
+		ReplayInterval: 100 * time.Millisecond, ReconnectWait: 100 * time.Millisecond, FollowAfter: time.Hour, AskAtStart: true,
+		Locate:      func(context.Context) ([]string, error) { return now, nil },
+		OnMove:      func(urls []string) { moved <- urls },
+		NATSOptions: []nats.Option{nats.ReconnectJitter(0, 0)}})
+	col := newCollector()
+	b.runConsumer(ConsumerConfig{Handler: col.handle})
+	id, err := p.Publish(KindFinding, map[string]any{"type": "X"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-moved:
+		if !slices.Equal(got, now) {
+			t.Errorf("moved to %v, the server said %v", got, now)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the publisher did not ask where the bus is at its start")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := p.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the finding published before the move", 10*time.Second, func() bool {
+		col.mu.Lock()
+		defer col.mu.Unlock()
+		return col.byID[msgIDHeader("node-s", id)] == 1
+	})
+}
+
 // TestPublisherKeepsItsBusWhenTheNewAddressIsDead: an answer naming an
 // address where nothing answers (a wrong setting, or a hostile answer) is
 // not taken, nor kept for the next start; the agent keeps retrying its

@@ -242,8 +242,9 @@ func TestRemoteAgentThroughOutage(t *testing.T) {
 	follower := testenv.StartProcess(t, "", "agent-follows", bin, "agent", "--data-dir", agDir, "--server", url,
 		"--ca-fingerprint", fp, "--metrics-addr", "", "-q", "--follow-after", "3s")
 	readSecretSeen(t, bin, srvDir, agDir, nodeID, secret+"-after-nats-moved")
-	if log, _ := os.ReadFile(follower.Log); !strings.Contains(string(log), "changed since enrollment; following it") {
-		t.Errorf("the agent did not say it followed the server's new NATS address:\n%s", log)
+	if log, _ := os.ReadFile(follower.Log); !strings.Contains(string(log), "asking the server's API where it is") ||
+		strings.Count(string(log), "the server's NATS moved; following it") != 1 {
+		t.Errorf("the agent did not say it asked where NATS is at its start and followed:\n%s", log)
 	}
 
 	// It moves again while the agent runs: after --follow-after without
@@ -258,7 +259,7 @@ func TestRemoteAgentThroughOutage(t *testing.T) {
 	exec.Command("cat", during).Run()
 	testenv.StartProcess(t, "", "server-moved-again", movedArgs...)
 	waitServerFinding(t, bin, srvDir, nodeID, during)
-	if log, _ := os.ReadFile(follower.Log); !strings.Contains(string(log), "the server's NATS moved; following it") {
+	if log, _ := os.ReadFile(follower.Log); strings.Count(string(log), "the server's NATS moved; following it") != 2 {
 		t.Errorf("the running agent did not say it followed the server's NATS:\n%s", log)
 	}
 	creds, err := transport.LoadCredentials(agDir)
