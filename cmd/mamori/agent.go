@@ -292,14 +292,17 @@ func startDetection(ctx context.Context, f *agentFlags, nodeID string, log *slog
 		log.Info("threat intel reloaded", "indicators", store.Stats().Indicators)
 	})
 	detectors := detect.Builtin(store)
-	rules, err := detect.LoadRulesDir(rulesDir)
+	rulesSrc := detect.OpenRulesDir(rulesDir)
+	rules, err := rulesSrc.Load()
 	if err != nil {
 		log.Warn("custom rules: some were refused", "err", err)
 	}
-	detectors = append(detectors, rules...)
+	for _, r := range rules {
+		detectors = append(detectors, r)
+	}
 	host, _ := os.Hostname()
 	engine := detect.NewEngine(finding.Agent{NodeID: nodeID, Hostname: host, Version: version}, log, detectors...)
-	go detect.WatchRules(ctx.Done(), rulesDir, 2*time.Second, engine, func(loaded int, err error) {
+	go rulesSrc.Watch(ctx.Done(), 2*time.Second, engine, func(loaded int, err error) {
 		if err != nil {
 			log.Warn("custom rules reload", "inForce", loaded, "err", err)
 			return

@@ -28,11 +28,19 @@ func rulesCmd() *cobra.Command {
 // only when nothing compiled. refused says whether any rule was.
 func loadRules(stderr io.Writer, files []string) (rules []*detect.Rule, refused bool, err error) {
 	var errs []error
+	seen := map[string]string{} // the agent refuses an id used twice in its directory
 	for _, f := range files {
 		rs, err := detect.LoadRulesFile(f)
-		rules = append(rules, rs...)
 		if err != nil {
 			errs = append(errs, err)
+		}
+		for _, r := range rs {
+			if prev, dup := seen[r.ID()]; dup {
+				errs = append(errs, fmt.Errorf("%s: rule %q: id already used at %s", r.Where(), r.ID(), prev))
+				continue
+			}
+			seen[r.ID()] = r.Where()
+			rules = append(rules, r)
 		}
 	}
 	if err := errors.Join(errs...); err != nil {

@@ -1,16 +1,14 @@
 package detect
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
-	"sort"
+	"io"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"text/template"
-	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -138,110 +136,29 @@ func (sizeBounds) EstimateCallCost(string, string, *checker.AstNode, []checker.A
 	return nil
 }
 
-// maxRulesFile caps a rules file.
-const maxRulesFile = 4 << 20
-
-// LoadRulesDir loads every *.yaml/*.yml file in dir, in name order. It
-// returns the rules that compiled and an error listing those that did
-// not; rule ids must be unique across the directory.
-func LoadRulesDir(dir string) ([]Detector, error) {
-	var files []string
-	for _, pat := range []string{"*.yaml", "*.yml"} {
-		m, err := filepath.Glob(filepath.Join(dir, pat))
-		if err != nil {
-			return nil, fmt.Errorf("list rules: %w", err)
-		}
-		files = append(files, m...)
-	}
-	sort.Strings(files)
-	var out []Detector
-	var errs []error
-	seen := map[string]string{}
-	for _, f := range files {
-		rs, err := LoadRulesFile(f)
-		if err != nil {
-			errs = append(errs, err)
-		}
-		for _, r := range rs {
-			if prev, dup := seen[r.spec.ID]; dup {
-				errs = append(errs, fmt.Errorf("%s: rule %q: id already used at %s", r.Where(), r.spec.ID, prev))
-				continue
-			}
-			seen[r.spec.ID] = r.Where()
-			out = append(out, r)
-		}
-	}
-	return out, errors.Join(errs...)
-}
-
-// WatchRules reloads the rules of dir into e whenever a rules file there
-// changes (polled every interval, by name, size and mtime) until stop is
-// closed. The rules that compile replace the engine's set, so one broken
-// rule does not disable the others; onReload hears how many are in force and
-// what was refused (nil: nothing).
-func WatchRules(stop <-chan struct{}, dir string, interval time.Duration, e *Engine, onReload func(loaded int, refused error)) {
-	last := rulesStamp(dir)
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-		}
-		st := rulesStamp(dir)
-		if st == last {
-			continue
-		}
-		last = st
-		ds, err := LoadRulesDir(dir)
-		rs := make([]*Rule, 0, len(ds))
-		for _, d := range ds {
-			rs = append(rs, d.(*Rule))
-		}
-		e.SetRules(rs)
-		if onReload != nil {
-			onReload(len(rs), err)
-		}
-	}
-}
-
-func rulesStamp(dir string) string {
-	var b strings.Builder
-	for _, pat := range []string{"*.yaml", "*.yml"} {
-		m, _ := filepath.Glob(filepath.Join(dir, pat))
-		sort.Strings(m)
-		for _, f := range m {
-			if st, err := os.Stat(f); err == nil {
-				fmt.Fprintf(&b, "%s:%d:%d;", f, st.Size(), st.ModTime().UnixNano())
-			}
-		}
-	}
-	return b.String()
-}
-
-// LoadRulesFile loads one rules file.
-func LoadRulesFile(path string) ([]*Rule, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return nil, fmt.Errorf("read rules: %w", err)
-	}
-	if st.Size() > maxRulesFile {
-		return nil, fmt.Errorf("%s: rules file larger than %d MiB", path, maxRulesFile>>20)
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read rules: %w", err)
-	}
-	return ParseRules(path, b)
-}
-
 // ParseRules compiles the rules in data; name is the file name used in
 // errors, which read "name:line: rule "id": reason".
 func ParseRules(name string, data []byte) ([]*Rule, error) {
 	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
+		return nil, nil // empty file
+	} else if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	// A second document would be dropped without a word.
+	for {
+		var more yaml.Node
+		err := dec.Decode(&more)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		if len(more.Content) > 0 && more.Content[0].Tag != "!!null" {
+			return nil, fmt.Errorf("%s:%d: one YAML document per rules file (found another after \"---\")", name, more.Content[0].Line)
+		}
 	}
 	if len(doc.Content) == 0 {
 		return nil, nil // empty file
@@ -253,6 +170,9 @@ func ParseRules(name string, data []byte) ([]*Rule, error) {
 	var list *yaml.Node
 	for i := 0; i+1 < len(top.Content); i += 2 {
 		if k := top.Content[i]; k.Value == "rules" {
+			if list != nil {
+				return nil, fmt.Errorf("%s:%d: rules: given twice (the first list would be dropped)", name, k.Line)
+			}
 			list = top.Content[i+1]
 		} else {
 			return nil, fmt.Errorf("%s:%d: unknown key %q (want rules:)", name, k.Line, clip(k.Value))

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -86,12 +87,17 @@ func (d *distribution) list() ([]distEntry, error) {
 	}
 	var out []distEntry
 	for _, e := range ents {
-		if !e.Type().IsRegular() || strings.HasPrefix(e.Name(), ".") || !d.keep(e.Name()) {
+		if strings.HasPrefix(e.Name(), ".") || !d.keep(e.Name()) {
 			continue
 		}
 		info, err := e.Info()
-		if err != nil {
-			continue // removed meanwhile
+		if err == nil && e.Type()&fs.ModeSymlink != 0 {
+			// A link to a regular file counts (a Kubernetes ConfigMap
+			// volume is links into its ..data directory).
+			info, err = os.Stat(filepath.Join(d.dir, e.Name()))
+		}
+		if err != nil || !info.Mode().IsRegular() {
+			continue // removed meanwhile, or not a file
 		}
 		out = append(out, distEntry{e.Name(), info.Size(), info.ModTime()})
 	}

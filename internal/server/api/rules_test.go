@@ -111,6 +111,22 @@ func TestDistribution(t *testing.T) {
 	if d2.Version == d.Version || d2.Files[0].Content != "- id: c\n" {
 		t.Fatalf("change not seen: %+v", d2)
 	}
+	// A ConfigMap volume's layout: names linking into ..data. Links to
+	// regular files are distributed; a link to anything else is not.
+	if err := os.Mkdir(filepath.Join(rules, "..data"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	write("..data/cm.yaml", "- id: cm\n")
+	for name, target := range map[string]string{"cm.yaml": "..data/cm.yaml", "dev.yaml": "/dev/zero", "gone.yaml": "nowhere.yaml"} {
+		if err := os.Symlink(target, filepath.Join(rules, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var d3 Distribution
+	e.must(http.StatusOK, "GET", "/distribution/rules", ScopeAgent, nil, &d3)
+	if len(d3.Files) != 3 || d3.Files[1].Name != "b.yml" || d3.Files[2].Name != "cm.yaml" || d3.Files[2].Content != "- id: cm\n" {
+		t.Fatalf("rules with links %+v", d3.Files)
+	}
 	// Intel takes every file; binary content travels as base64.
 	if err := os.WriteFile(filepath.Join(e.dir, "intel", "hashes.bin"), []byte{0xff, 0xfe, 0x00}, 0o600); err != nil {
 		t.Fatal(err)
