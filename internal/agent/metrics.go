@@ -114,6 +114,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descCtrCount, t.ResolveErrors, "resolve_errors")
 	counter(descCtrCount, t.Partial, "partial")
 	counter(descCtrCount, t.LifecycleDropped, "lifecycle_dropped")
+	counter(descCtrCount, t.Impostors, "impostors")
 	p := s.Processes
 	gauge(descProcEntries, float64(p.Entries))
 	counter(descProcCount, p.Evicted, "evicted")

@@ -9,7 +9,7 @@ import "sync/atomic"
 // counters are the table's own; Lookup bumps them with atomics only.
 type counters struct {
 	lookups, misses, rescans, evictions, tableFull atomic.Uint64
-	resolveErrors, partial, lifecycleDropped       atomic.Uint64
+	resolveErrors, partial, lifecycleDropped, impostors atomic.Uint64
 }
 
 // Stats are a Table's counters and sizes.
@@ -27,6 +27,9 @@ type Stats struct {
 	ResolveErrors    uint64
 	Partial          uint64 // containers published with path-only identity after SettleTimeout
 	LifecycleDropped uint64 // start/stop notifications lost to a full queue
+	// Impostors counts cgroups named after a live container elsewhere
+	// than its own (see Table.claimsLocked): taken as the host's.
+	Impostors uint64
 }
 
 // Stats returns the counters.
@@ -37,5 +40,6 @@ func (t *Table) Stats() Stats {
 	s.Lookups, s.Misses, s.Rescans = t.st.lookups.Load(), t.st.misses.Load(), t.st.rescans.Load()
 	s.Evictions, s.TableFull = t.st.evictions.Load(), t.st.tableFull.Load()
 	s.ResolveErrors, s.Partial, s.LifecycleDropped = t.st.resolveErrors.Load(), t.st.partial.Load(), t.st.lifecycleDropped.Load()
+	s.Impostors = t.st.impostors.Load()
 	return s
 }

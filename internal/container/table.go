@@ -17,7 +17,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	pathpkg "path"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -334,6 +336,13 @@ func (t *Table) addLocked(id uint64, path string, now, cgTime time.Time, seeded 
 		key = "cri/" + ref.ID
 	}
 	cs := t.ctrs[key]
+	if cs != nil && t.claimsLocked(cs, ref, path) {
+		// Anyone may name a cgroup of their own (a user's delegated
+		// subtree) after a container whose id they read in /proc: it is
+		// not that container, and does not restart or stop it.
+		t.st.impostors.Add(1)
+		return
+	}
 	if cs == nil {
 		cs = &ctrState{ref: ref, key: key, firstSeen: now, seeded: seeded}
 		t.ctrs[key] = cs
@@ -353,6 +362,37 @@ func (t *Table) addLocked(id uint64, path string, now, cgTime time.Time, seeded 
 		cs.ownID, cs.ownPath, cs.cgTime = id, path, cgTime
 		cs.stopped = false
 	}
+}
+
+// claimsLocked reports whether a new cgroup at path naming cs's container
+// only claims to be it: a nested cgroup outside the container's own, or a
+// second own cgroup elsewhere than where the runtime put the first (a
+// restart comes back beside it), while the first still lives. Of two
+// live own cgroups, one in a user's delegated subtree (user@UID.service)
+// does not displace one outside.
+func (t *Table) claimsLocked(cs *ctrState, ref Ref, path string) bool {
+	if cs.ownID == 0 {
+		return false
+	}
+	if !ref.Own {
+		return !strings.HasPrefix(path, cs.ownPath+"/")
+	}
+	old := t.byID[cs.ownID]
+	if old == nil || !old.removedAt.IsZero() || pathpkg.Dir(path) == pathpkg.Dir(cs.ownPath) {
+		return false
+	}
+	return !delegated(cs.ownPath) || delegated(path)
+}
+
+// delegated reports whether a cgroup path lies in a user's systemd
+// subtree, which that user may shape as they like.
+func delegated(path string) bool {
+	for seg := range strings.SplitSeq(path, "/") {
+		if strings.HasPrefix(seg, "user@") && strings.HasSuffix(seg, ".service") {
+			return true
+		}
+	}
+	return false
 }
 
 func (t *Table) removeLocked(id uint64, now time.Time) {

@@ -1,0 +1,76 @@
+package container
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mamori-dev/mamori/internal/event"
+)
+
+// TestCgroupNamedAfterALiveContainer: a user makes cgroups in their own
+// delegated subtree named after a running container (whose id anyone
+// reads in /proc/PID/cgroup). They are the host's, not that container's:
+// its processes are not attributed to it, the container is not taken as
+// restarted, and removing them does not stop it. A cgroup nested in the
+// container's own is still the container's.
+func TestCgroupNamedAfterALiveContainer(t *testing.T) {
+	tmp := t.TempDir()
+	cg := filepath.Join(tmp, "cg")
+	storage := filepath.Join(tmp, "storage")
+	v := strings.Repeat("ab", 32)
+	if err := os.MkdirAll(filepath.Join(storage, "overlay-containers"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(storage, "overlay-containers", "containers.json"),
+		[]byte(`[{"id":"`+v+`","names":["victim-db"],"image":"img","metadata":"{\"image-name\":\"postgres:16\"}"}]`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	own := "/machine.slice/libpod-" + v + ".scope"
+	mk := func(p string) uint64 {
+		t.Helper()
+		if err := os.MkdirAll(cg+p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return cgroupIDOf(t, cg, p)
+	}
+	vid := mk(own)
+	var rec lifeRecorder
+	tbl := startTable(t, Options{CgroupRoot: cg, ProcRoot: tmp, PodmanRoot: storage, PodmanRunRoot: filepath.Join(tmp, "run"),
+		DockerSocket: filepath.Join(tmp, "nosock"), DockerRoot: filepath.Join(tmp, "nodocker"), ContainerdState: tmp, ContainerdRoot: tmp,
+		ResyncInterval: time.Hour, OnLifecycle: rec.add})
+	waitResolved(t, tbl, vid, 3*time.Second, func(c *event.Container) bool { return c != nil && c.Name == "victim-db" })
+	time.Sleep(200 * time.Millisecond)
+	starts := rec.count(event.KindContainerStart, v) // none: it ran before the table
+
+	user := "/user.slice/user-1000.slice/user@1000.service/app.slice"
+	for _, p := range []string{user + "/libpod-" + v + ".scope", user + "/libpod-" + v + ".scope/inner", user + "/x/libpod-" + v + ".scope/y"} {
+		id := mk(p)
+		tbl.OnCgroupMkdir(id, p)
+		if c, known := tbl.Lookup(id); !known || c != nil {
+			t.Errorf("%s: known %v, container %+v; want the host's", p, known, c)
+		}
+	}
+	if n := tbl.Stats().Impostors; n != 3 {
+		t.Errorf("impostors counted: %d, want 3", n)
+	}
+	nested := mk(own + "/init.scope")
+	tbl.OnCgroupMkdir(nested, own+"/init.scope")
+	if c, _ := tbl.Lookup(nested); c == nil || c.ID != v {
+		t.Errorf("a cgroup nested in the container's own: %+v", c)
+	}
+	fake := user + "/libpod-" + v + ".scope"
+	tbl.OnCgroupRmdir(cgroupIDOf(t, cg, fake))
+	time.Sleep(300 * time.Millisecond)
+	if n := rec.count(event.KindContainerStop, v); n != 0 {
+		t.Errorf("removing the impostor stopped the container (%d stop events)", n)
+	}
+	if n := rec.count(event.KindContainerStart, v); n != starts {
+		t.Errorf("the impostor restarted the container (%d start events)", n)
+	}
+	if c, _ := tbl.Lookup(vid); c == nil || c.Name != "victim-db" {
+		t.Errorf("the container after the impostor: %+v", c)
+	}
+}
