@@ -8,7 +8,7 @@ import "sync/atomic"
 
 // counters are the table's own; Lookup bumps them with atomics only.
 type counters struct {
-	lookups, misses, rescans, evictions, tableFull atomic.Uint64
+	lookups, misses, rescans, evictions, tableFull      atomic.Uint64
 	resolveErrors, partial, lifecycleDropped, impostors atomic.Uint64
 }
 
