@@ -81,8 +81,7 @@ func (d *dockerReader) resolve(ctx context.Context, c *event.Container) error {
 	if info.Config != nil {
 		c.Image = info.Config.Image
 		c.Labels = copyLabels(info.Config.Labels)
-		// Kubernetes with dockershim/cri-dockerd labels containers with their pod.
-		c.Pod = podFromLabels(info.Config.Labels)
+		c.Pod = dockerPod(c.Name, info.Config.Labels)
 	}
 	if info.HostConfig != nil {
 		c.Privileged = info.HostConfig.Privileged
@@ -94,6 +93,23 @@ func (d *dockerReader) resolve(ctx context.Context, c *event.Container) error {
 		c.UpperDir = d.upperFromLayerDB(c.ID)
 	}
 	return nil
+}
+
+// dockerPod is the pod of a container that Kubernetes made through
+// dockershim or cri-dockerd: they name it k8s_<container>_<pod>_<namespace>_
+// <pod uid>_<attempt> and label it to match. The labels alone prove
+// nothing: Docker merges an image's labels into its containers', so any
+// image run on a plain Docker host could claim to be kube-system's.
+func dockerPod(name string, labels map[string]string) *event.Pod {
+	p := podFromLabels(labels)
+	if p == nil {
+		return nil
+	}
+	f := strings.Split(name, "_")
+	if len(f) != 6 || f[0] != "k8s" || f[1] == "" || f[2] != p.Name || f[3] != p.Namespace || f[4] != p.UID {
+		return nil
+	}
+	return p
 }
 
 func (d *dockerReader) inspectAPI(ctx context.Context, id string) (*dockerInspect, error) {

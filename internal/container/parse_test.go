@@ -235,3 +235,23 @@ func FuzzMountinfo(f *testing.F) {
 		}
 	})
 }
+
+// A Docker container's pod labels count only on a container Kubernetes
+// named: Docker merges the image's labels into the container's, so an
+// image could otherwise claim any pod.
+func TestDockerPodNeedsKubernetesName(t *testing.T) {
+	labels := map[string]string{"io.kubernetes.pod.name": "kube-apiserver-node1", "io.kubernetes.pod.namespace": "kube-system",
+		"io.kubernetes.pod.uid": "0a1b2c3d-0000-4000-8000-000000000001", "io.kubernetes.container.name": "kube-apiserver"}
+	for name, want := range map[string]bool{
+		"k8s_kube-apiserver_kube-apiserver-node1_kube-system_0a1b2c3d-0000-4000-8000-000000000001_0": true,
+		"k8s_POD_kube-apiserver-node1_kube-system_0a1b2c3d-0000-4000-8000-000000000001_0":            true,
+		"evil-miner": false,
+		"k8s_kube-apiserver_kube-apiserver-node1_default_0a1b2c3d-0000-4000-8000-000000000001_0": false,
+		"k8s_kube-apiserver_other_kube-system_0a1b2c3d-0000-4000-8000-000000000001_0":            false,
+		"k8s_x_kube-apiserver-node1_kube-system_0a1b2c3d-0000-4000-8000-000000000001":            false,
+	} {
+		if p := dockerPod(name, labels); (p != nil) != want {
+			t.Errorf("%s: pod %+v, want one: %v", name, p, want)
+		}
+	}
+}

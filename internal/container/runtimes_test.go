@@ -202,7 +202,11 @@ func TestDocker(t *testing.T) {
 	docker("load", "-i", saveTestImage(t, dir))
 
 	name := "mamori-dk-" + randHex(t, 8)
-	id := docker("run", "-d", "--network", "none", "--name", name, "--label", "mamori.test=docker", testenv.TestImage, "sleep", "1000")
+	// Pod labels on a container Kubernetes did not make (as an image's
+	// labels would be) claim nothing.
+	id := docker("run", "-d", "--network", "none", "--name", name, "--label", "mamori.test=docker",
+		"--label", "io.kubernetes.pod.name=kube-apiserver-node1", "--label", "io.kubernetes.pod.namespace=kube-system",
+		testenv.TestImage, "sleep", "1000")
 	// No --privileged case: Docker gives such containers every capability,
 	// and this VM lacks CAP_SYS_RESOURCE, so runc refuses to start them.
 	t.Cleanup(func() { _ = exec.Command("docker", "-H", "unix://"+sock, "rm", "-f", id).Run() })
@@ -223,8 +227,8 @@ func TestDocker(t *testing.T) {
 			if c.ID != id || c.Runtime != RuntimeDocker || c.Name != name || c.Image != testenv.TestImage || c.ImageID != imageID {
 				t.Errorf("docker container: %+v (want image id %s)", c, imageID)
 			}
-			if c.Labels["mamori.test"] != "docker" || c.Privileged {
-				t.Errorf("labels %v privileged %v", c.Labels, c.Privileged)
+			if c.Labels["mamori.test"] != "docker" || c.Privileged || c.Pod != nil {
+				t.Errorf("labels %v privileged %v pod %+v", c.Labels, c.Privileged, c.Pod)
 			}
 			file := "written-" + mode.name
 			docker("exec", id, "sh", "-c", "echo mamori > /root/"+file)
