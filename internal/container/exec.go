@@ -1,9 +1,9 @@
 package container
 
 import (
-	"os"
-	"path/filepath"
 	"strings"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/mamori-dev/mamori/internal/event"
 )
@@ -28,13 +28,29 @@ func AnnotateExec(ev *event.Event) {
 }
 
 // InUpperLayer reports whether path (as the container sees it) is a
-// regular file in the container's writable layer.
+// regular file in the container's writable layer. The layer is the
+// container's to shape: no symbolic link in it is followed (one would lead
+// the agent to the host's files), nor is any step out of it taken.
 func InUpperLayer(c *event.Container, path string) bool {
-	if c == nil || c.UpperDir == "" || !strings.HasPrefix(path, "/") || strings.Contains(path, "/../") ||
-		strings.HasSuffix(path, "/..") {
+	if c == nil || c.UpperDir == "" || !strings.HasPrefix(path, "/") {
 		return false
 	}
-	fi, err := os.Lstat(filepath.Join(c.UpperDir, path))
+	dir, err := unix.Open(c.UpperDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(dir)
+	rel := strings.TrimLeft(path, "/")
+	if rel == "" {
+		return false
+	}
+	fd, err := unix.Openat2(dir, rel, &unix.OpenHow{Flags: unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV})
+	if err != nil {
+		return false
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
 	// Overlay whiteouts are character devices: a deleted image file, not ours.
-	return err == nil && fi.Mode().IsRegular()
+	return unix.Fstat(fd, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG
 }

@@ -255,3 +255,35 @@ func TestDockerPodNeedsKubernetesName(t *testing.T) {
 		}
 	}
 }
+
+// The writable layer is the container's to shape: a link it makes there
+// must not lead the agent to the host's files.
+func TestInUpperLayerFollowsNoLinks(t *testing.T) {
+	up := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(up, "usr", "bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(up, "usr", "bin", "dropped"), []byte("x"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, target := range map[string]string{"lnk": "/usr/bin", "rel": "../../../../../../usr/bin", "file": "/usr/bin/env"} {
+		if err := os.Symlink(target, filepath.Join(up, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := &event.Container{UpperDir: up}
+	for path, want := range map[string]bool{
+		"/usr/bin/dropped":             true,
+		"/lnk/env":                     false, // the host's /usr/bin/env, through the link
+		"/rel/env":                     false,
+		"/file":                        false,
+		"/usr/../../../../usr/bin/env": false,
+		"/usr/bin/missing":             false,
+		"/":                            false,
+		"relative":                     false,
+	} {
+		if got := InUpperLayer(c, path); got != want {
+			t.Errorf("InUpperLayer(%q) = %v, want %v", path, got, want)
+		}
+	}
+}
