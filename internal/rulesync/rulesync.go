@@ -188,8 +188,7 @@ func (s *Syncer) apply(dir string, files []api.DistFile) (bool, error) {
 		want = append(want, entry{f.Name, data})
 	}
 	managed := readManifest(dir)
-	var kept []string
-	changed := false
+	var kept []entry
 	for _, e := range want {
 		path := filepath.Join(dir, e.name)
 		if !slices.Contains(managed, e.name) {
@@ -198,7 +197,25 @@ func (s *Syncer) apply(dir string, files []api.DistFile) (bool, error) {
 				continue
 			}
 		}
-		kept = append(kept, e.name)
+		kept = append(kept, e)
+	}
+	names := make([]string, len(kept))
+	for i, e := range kept {
+		names[i] = e.name
+	}
+	slices.Sort(names)
+	// The manifest names a file before it is written: a write that fails
+	// half-way (or an agent killed) must not leave a distributed file that
+	// later syncs take for a local one, never updated nor removed.
+	if adds := slices.ContainsFunc(names, func(n string) bool { return !slices.Contains(managed, n) }); adds {
+		b, _ := json.Marshal(slices.Concat(managed, names))
+		if err := writeAtomic(filepath.Join(dir, manifestName), b); err != nil {
+			return false, err
+		}
+	}
+	changed := false
+	for _, e := range kept {
+		path := filepath.Join(dir, e.name)
 		if old, err := os.ReadFile(path); err == nil && string(old) == string(e.data) {
 			continue
 		}
@@ -208,7 +225,7 @@ func (s *Syncer) apply(dir string, files []api.DistFile) (bool, error) {
 		changed = true
 	}
 	for _, name := range managed {
-		if !slices.Contains(kept, name) && safeName(name) {
+		if !slices.Contains(names, name) && safeName(name) {
 			if err := os.Remove(filepath.Join(dir, name)); err == nil {
 				changed = true
 			} else if !errors.Is(err, os.ErrNotExist) {
@@ -216,8 +233,7 @@ func (s *Syncer) apply(dir string, files []api.DistFile) (bool, error) {
 			}
 		}
 	}
-	slices.Sort(kept)
-	b, _ := json.Marshal(kept)
+	b, _ := json.Marshal(names)
 	return changed, writeAtomic(filepath.Join(dir, manifestName), b)
 }
 

@@ -2,7 +2,10 @@ package rulesync
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -150,5 +153,50 @@ func TestSyncRefusesBadAnswers(t *testing.T) {
 				t.Fatalf("files written: %v", ents)
 			}
 		})
+	}
+}
+
+func distFile(name, content string) api.DistFile {
+	s := sha256.Sum256([]byte(content))
+	return api.DistFile{Name: name, Size: int64(len(content)), SHA256: hex.EncodeToString(s[:]), Content: content}
+}
+
+// A sync that fails half-way (a write fails; an agent killed) leaves the
+// files it wrote in the manifest: the next sync updates them, and removes
+// them once the server no longer lists them. Before, such a file was taken
+// for a local one and kept its old rules for ever.
+func TestInterruptedSyncLeavesNoOrphans(t *testing.T) {
+	dir := t.TempDir()
+	s := &Syncer{log: slog.New(slog.DiscardHandler)}
+	// b.yaml came from the server before; a directory where it goes now
+	// makes its write fail, after a.yaml's.
+	if err := os.WriteFile(filepath.Join(dir, manifestName), []byte(`["b.yaml"]`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "b.yaml", "x"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.apply(dir, []api.DistFile{distFile("a.yaml", "v1"), distFile("b.yaml", "b")}); err == nil {
+		t.Fatal("the write into a directory did not fail")
+	}
+	if got := read(t, filepath.Join(dir, "a.yaml")); got != "v1" {
+		t.Fatalf("a.yaml %q", got)
+	}
+	if err := os.RemoveAll(filepath.Join(dir, "b.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.apply(dir, []api.DistFile{distFile("a.yaml", "v2"), distFile("b.yaml", "b")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, filepath.Join(dir, "a.yaml")); got != "v2" {
+		t.Errorf("a.yaml after the next sync: %q, the server has v2", got)
+	}
+	if _, err := s.apply(dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"a.yaml", "b.yaml"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s still there once the server dropped it: %v", f, err)
+		}
 	}
 }
