@@ -6,6 +6,7 @@ import (
 
 	"github.com/mamori-dev/mamori/internal/event"
 	"github.com/mamori-dev/mamori/internal/finding"
+	"github.com/mamori-dev/mamori/internal/intel"
 )
 
 // The named-pipe relay pattern: the classic one-liners in its three
@@ -184,5 +185,94 @@ func TestWrappedContainerCLIIsNotTheAttacker(t *testing.T) {
 	}
 	if got := n("/usr/bin/sudo", "sh", "-c", script+"; podman ps"); got == 0 {
 		t.Error("sudo sh -c with podman later in the script: no finding")
+	}
+}
+
+// The target of a /proc/PID/mem write is a number, as the other injection
+// findings give it, so one numeric filter serves them all.
+func TestProcMemTargetIsANumber(t *testing.T) {
+	d := procMemWrite()
+	for path, want := range map[string]map[string]any{
+		"/proc/1234/mem":           {"pid": uint32(1234)},
+		"/proc/1234/task/1240/mem": {"pid": uint32(1234), "tid": uint32(1240)},
+	} {
+		var hits []Hit
+		ev := &event.Event{Kind: event.KindOpen, Process: event.Process{PID: 7}, File: &event.File{Path: path, Write: true, Flags: 1}}
+		d.Detect(ev, func(h Hit) { hits = append(hits, h) })
+		if len(hits) != 1 {
+			t.Fatalf("%s: %d hits", path, len(hits))
+		}
+		got := hits[0].Context["targetProcess"].(map[string]any)
+		if len(got) != len(want) || got["pid"] != want["pid"] || got["tid"] != want["tid"] {
+			t.Errorf("%s: target %v, want %v", path, got, want)
+		}
+	}
+}
+
+// A domain is one finding however a query spells it: the finding's key is
+// the name in lower case, without the root's dot.
+func TestDNSFindingKeyIgnoresCase(t *testing.T) {
+	store, err := intel.NewStore("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := dnsIntel(store)
+	var keys []string
+	for _, name := range []string{"c2.guarddutyc2activityb.com", "C2.GuardDutyC2ActivityB.COM", "c2.guarddutyc2activityb.com."} {
+		d.Detect(dns(name), func(h Hit) { keys = append(keys, h.KeyActor) })
+	}
+	if len(keys) != 3 || keys[0] != "c2.guarddutyc2activityb.com" || keys[1] != keys[0] || keys[2] != keys[0] {
+		t.Errorf("keys %q", keys)
+	}
+}
+
+// Container engines' own work on the host is not the host's files: podman
+// unpacking an image layer (its helper runs chrooted into the layer, so the
+// /etc/passwd it chmods is the image's) and removing a container's files
+// through its storage. The same operations by anything else, or inside a
+// container, are judged as ever.
+func TestContainerEnginesOwnWork(t *testing.T) {
+	e := builtinEngine(t)
+	host := func(exe string, args ...string) event.Process {
+		p := proc(exe)
+		p.Args, p.NSPID = args, p.PID
+		return p
+	}
+	fired := func(ev *event.Event) bool {
+		n := 0
+		e.Process(ev, func(f *finding.Finding) {
+			if strings.HasSuffix(f.Type, "Runtime/SensitiveFileModified") {
+				n++
+			}
+		})
+		return n > 0
+	}
+	untar := host("/usr/bin/podman", "storage-untar", "/var/lib/containers/storage/overlay/x/diff")
+	hist := "/run/containers/storage/overlay-containers/" + strings.Repeat("a", 64) + "/rootfs/upper/root/.bash_history"
+	for _, ev := range []*event.Event{
+		fileEv(event.KindChmod, untar, nil, &event.File{Path: "/etc/passwd", Mode: 0o644}),
+		fileEv(event.KindOpen, host("/usr/bin/dockerd", "docker-untar", "/"), nil, &event.File{Path: "/etc/shadow", Write: true}),
+		fileEv(event.KindUnlink, host("/usr/bin/podman", "podman", "rm", "x"), nil, &event.File{Path: hist}),
+		fileEv(event.KindUnlink, host("/usr/bin/dockerd", "dockerd"), nil, &event.File{Path: "/var/lib/docker/overlay2/x/diff/root/.bash_history"}),
+	} {
+		if fired(ev) {
+			t.Errorf("%s %s by %v: a container engine's own work raised a finding", ev.Kind, ev.File.Path, ev.Process.Args)
+		}
+	}
+	preloaded := untar
+	preloaded.Preloaded = true
+	for _, ev := range []*event.Event{
+		// The helper's name taken by another program, or podman itself on the host's file.
+		fileEv(event.KindChmod, host("/tmp/podman", "storage-untar"), nil, &event.File{Path: "/etc/passwd", Mode: 0o644}),
+		fileEv(event.KindChmod, host("/usr/bin/podman", "podman", "run"), nil, &event.File{Path: "/etc/passwd", Mode: 0o644}),
+		fileEv(event.KindChmod, preloaded, nil, &event.File{Path: "/etc/passwd", Mode: 0o644}),
+		// Inside a container, the storage's paths are no engine's.
+		fileEv(event.KindUnlink, proc("/bin/rm", "-f", hist), ctr(t), &event.File{Path: hist}),
+		fileEv(event.KindChmod, proc("/usr/bin/podman", "storage-untar"), ctr(t), &event.File{Path: "/etc/passwd", Mode: 0o644}),
+		fileEv(event.KindUnlink, host("/bin/rm", "rm", "/root/.bash_history"), nil, &event.File{Path: "/root/.bash_history"}),
+	} {
+		if !fired(ev) {
+			t.Errorf("%s %s by %s %v: no finding", ev.Kind, ev.File.Path, ev.Process.Exe, ev.Process.Args)
+		}
 	}
 }

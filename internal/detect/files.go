@@ -189,6 +189,38 @@ var compressors = map[string]bool{
 	"/usr/bin/bzip2": true, "/bin/bzip2": true, "/usr/bin/zstd": true, "/usr/bin/lz4": true,
 }
 
+// engineStorage are where container engines keep containers' and images'
+// files on the host. A host process working there (podman removing a
+// container, and its .bash_history with it) changes no file of the host's.
+var engineStorage = []string{"/var/lib/containers/", "/run/containers/", "/var/lib/docker/", "/run/docker/",
+	"/var/lib/containerd/", "/run/containerd/", "/var/lib/kubelet/pods/"}
+
+// engineUnpackers are the helpers podman, buildah and Docker re-execute,
+// chrooted into a new image layer, to unpack it (argv[0] names the helper,
+// the executable is the engine's): the /etc/passwd they write is the
+// layer's, not the host's.
+var engineUnpackers = map[string]bool{"storage-untar": true, "storage-applyLayer": true, "storage-untar-path": true,
+	"docker-untar": true, "docker-applyLayer": true}
+
+var engineExes = map[string]bool{"/usr/bin/podman": true, "/usr/bin/buildah": true, "/usr/bin/skopeo": true,
+	"/usr/bin/dockerd": true, "/usr/sbin/dockerd": true, "/usr/bin/crio": true, "/usr/local/bin/podman": true}
+
+func engineUnpacking(ev *event.Event) bool {
+	p := &ev.Process
+	return onHost(ev) && len(p.Args) > 0 && engineUnpackers[p.Args[0]] && engineExes[p.Exe] && !p.Preloaded
+}
+
+// onHost reports whether ev comes from a host process (not a container's,
+// nor one in a pid namespace of its own).
+func onHost(ev *event.Event) bool {
+	p := &ev.Process
+	tid := p.TID
+	if tid == 0 {
+		tid = p.PID
+	}
+	return (ev.Container == nil || ev.Container.ID == "") && (p.NSPID == 0 || p.NSPID == tid)
+}
+
 // sensitiveFiles covers the three SensitiveFileModified types. Attempts
 // count: a denied write to /etc/sudoers is still reported, with its error.
 func sensitiveFiles() Detector {
@@ -198,12 +230,15 @@ func sensitiveFiles() Detector {
 	}
 	return newFn("sensitive-file-modified", Both, fileKinds, types, func(ev *event.Event, hit func(Hit)) {
 		op, paths := fileOp(ev)
-		if op == "" {
+		if op == "" || engineUnpacking(ev) {
 			return
 		}
 		for _, p := range paths {
 			if strings.HasPrefix(p, "/") {
 				p = path.Clean(p) // no walking around the rules with dot-dot
+			}
+			if onHost(ev) && under(p, engineStorage...) {
+				continue // a container's files, through its engine's storage
 			}
 			// At most one hit per path, and every path judged: moving a log
 			// into /etc/cron.d destroys the one and plants the other.

@@ -4,6 +4,7 @@ import (
 	"github.com/mamori-dev/mamori/internal/event"
 	"github.com/mamori-dev/mamori/internal/finding"
 	"github.com/mamori-dev/mamori/internal/intel"
+	"strings"
 )
 
 // Finding types raised from threat intel, by family.
@@ -102,10 +103,13 @@ func dnsIntel(store *intel.Store) Detector {
 		if d == nil || d.Name == "" {
 			return
 		}
+		// Names are case-insensitive: one finding per domain, however a
+		// query spells it (a DGA or a 0x20-randomising resolver mixes case).
+		key := strings.ToLower(strings.TrimSuffix(d.Name, "."))
 		if d.Response {
 			for _, a := range d.Answers {
 				if a == "169.254.169.254" || a == "fd00:ec2::254" {
-					hit(Hit{Type: "UnauthorizedAccess:Runtime/MetadataDNSRebind", KeyActor: d.Name,
+					hit(Hit{Type: "UnauthorizedAccess:Runtime/MetadataDNSRebind", KeyActor: key,
 						Context: map[string]any{"domain": d.Name, "answers": d.Answers, "dnsServer": d.Server}})
 					return
 				}
@@ -117,7 +121,7 @@ func dnsIntel(store *intel.Store) Detector {
 			return
 		}
 		if t, ok := dnsTypes[ms[0].Family]; ok {
-			hit(Hit{Type: t, KeyActor: d.Name, Evidence: evidence(ms),
+			hit(Hit{Type: t, KeyActor: key, Evidence: evidence(ms),
 				Context: map[string]any{"domain": d.Name, "queryType": d.Type, "dnsServer": d.Server, "protocol": d.Protocol}})
 		}
 	})

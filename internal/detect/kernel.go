@@ -79,8 +79,18 @@ func procMemWrite() Detector {
 			if self {
 				return
 			}
+			// The target as the other injection findings give it: a number
+			// (the pid of /proc/PID/mem, and the thread of task/TID/mem).
+			target := map[string]any{}
+			lead, task, _ := strings.Cut(pidPart, "/task/")
+			if n, err := strconv.ParseUint(lead, 10, 32); err == nil {
+				target["pid"] = uint32(n)
+			}
+			if n, err := strconv.ParseUint(task, 10, 32); err == nil {
+				target["tid"] = uint32(n)
+			}
 			hit(Hit{Type: "DefenseEvasion:Runtime/ProcessInjection.Proc", Context: map[string]any{
-				"targetProcess": map[string]any{"pid": pidPart}, "filePath": f.Path, "result": errOr(ev)}})
+				"targetProcess": target, "filePath": f.Path, "result": errOr(ev)}})
 		})
 }
 
