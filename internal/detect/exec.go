@@ -17,7 +17,13 @@ var shells = map[string]bool{"sh": true, "bash": true, "dash": true, "zsh": true
 func progName(ev *event.Event) string {
 	exe := path.Base(ev.Process.Exe)
 	if (exe == "busybox" || exe == "toybox") && len(ev.Process.Args) > 0 {
-		return path.Base(ev.Process.Args[0])
+		// A multi-call binary runs the applet argv[0] names; called by
+		// its own name (busybox sh -i), the one argv[1] names.
+		name := path.Base(ev.Process.Args[0])
+		if (name == "busybox" || name == "toybox") && len(ev.Process.Args) > 1 {
+			name = path.Base(ev.Process.Args[1])
+		}
+		return name
 	}
 	return exe
 }
@@ -91,8 +97,11 @@ func cryptoMiner() Detector {
 			}
 			name := strings.ToLower(progName(ev))
 			args := strings.ToLower(strings.Join(ev.Exec.Args, " "))
-			pool := strings.Contains(args, "stratum+tcp://") || strings.Contains(args, "stratum+ssl://") ||
-				strings.Contains(args, "stratum2+tcp://") || strings.Contains(args, "stratum+tls://")
+			// A container CLI's argv carries the command it runs in the
+			// container, where that command's own exec is judged.
+			cli := containerCLIs[progName(ev)] || wrapsContainerCLI(progName(ev), ev.Exec.Args)
+			pool := !cli && (strings.Contains(args, "stratum+tcp://") || strings.Contains(args, "stratum+ssl://") ||
+				strings.Contains(args, "stratum2+tcp://") || strings.Contains(args, "stratum+tls://"))
 			if !minerNames[name] && !pool {
 				return
 			}
