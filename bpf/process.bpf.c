@@ -5,7 +5,7 @@
  * access to task_struct and linux_binprm.
  *
  * EV_EXEC   args: 0 inode, 1 dev, 2 mode, 3 mtime ns, 4 ctime ns, 5 nlink,
- *                 6 old pid, 7 superblock magic
+ *                 6 old pid, 7 superblock magic; flags: F_STDIO_INET
  *           strs: 0 exe path (walk), 1 filename, 2 interp, 3 argv (NUL-separated),
  *                 4 cwd (walk), 5 environment (NUL-separated, user space keeps
  *                 only LD_PRELOAD and LD_LIBRARY_PATH), 6 exe dentry name
@@ -44,6 +44,27 @@ static __always_inline __u64 inode_ctime(struct inode *ino)
 	return BPF_CORE_READ(p, i_ctime.tv_sec) * 1000000000ULL + BPF_CORE_READ(p, i_ctime.tv_nsec);
 }
 
+#define S_IFMT_   00170000
+#define S_IFSOCK_ 0140000
+#define AF_INET_  2
+#define AF_INET6_ 10
+
+/* stdio_inet reports whether fd is an inet or inet6 socket: a program
+ * started with a network connection for its input or output (a shell so
+ * started is a reverse or bind shell, however the socket got there: dup2,
+ * or a close and a socket() that took the freed number). */
+static __always_inline int stdio_inet(long fd)
+{
+	struct file *f = file_of_fd(fd);
+	if (!f)
+		return 0;
+	if ((BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT_) != S_IFSOCK_)
+		return 0;
+	struct socket *sock = (struct socket *)BPF_CORE_READ(f, private_data);
+	__u16 fam = BPF_CORE_READ(sock, sk, __sk_common.skc_family);
+	return fam == AF_INET_ || fam == AF_INET6_;
+}
+
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(on_exec, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
 {
@@ -62,6 +83,8 @@ int BPF_PROG(on_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 	s->hdr.args[5] = BPF_CORE_READ(ino, i_nlink);
 	s->hdr.args[6] = old_pid;
 	s->hdr.args[7] = BPF_CORE_READ(ino, i_sb, s_magic);
+	if (stdio_inet(0) || stdio_inet(1))
+		s->hdr.flags |= F_STDIO_INET;
 
 	struct path p;
 	bpf_probe_read_kernel(&p, sizeof(p), &f->f_path);

@@ -307,3 +307,28 @@ func TestBusyboxByItsOwnName(t *testing.T) {
 		t.Errorf("findings %v: want the netcat and the reverse shell", types)
 	}
 }
+
+// A shell that starts with a network connection for its input or output
+// is a reverse (or bind) shell, however the socket got there; another
+// program so started (an inetd-style service), or a shell on pipes, is not.
+func TestShellStartedOnTheNetwork(t *testing.T) {
+	e := builtinEngine(t)
+	n := func(p event.Process, onNet bool) int {
+		c := 0
+		e.Process(execOf(p, ctr(t), &event.Exec{StdioOnNetwork: onNet}), func(f *finding.Finding) {
+			if f.Type == "Execution:Runtime/ReverseShell" {
+				c++
+			}
+		})
+		return c
+	}
+	if got := n(proc("/bin/sh", "-i"), true); got != 1 {
+		t.Errorf("sh -i on a socket: %d findings", got)
+	}
+	if got := n(proc("/usr/sbin/in.tftpd"), true); got != 0 {
+		t.Errorf("a service on a socket: %d findings", got)
+	}
+	if got := n(proc("/bin/bash", "-c", "true"), false); got != 0 {
+		t.Errorf("a shell on pipes: %d findings", got)
+	}
+}

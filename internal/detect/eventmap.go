@@ -50,6 +50,7 @@ func addPayload(m map[string]any, ev *event.Event) {
 			"args": strs(x.Args), "cwd": x.Cwd, "ldPreload": x.LDPreload, "ldLibraryPath": x.LDLibPath, "codeEnv": strs(x.CodeEnv),
 			"inode": num(x.Inode), "dev": int64(x.Dev), "mode": int64(x.Mode), "mtime": x.MTime, "ctime": x.CTime,
 			"memfd": x.Memfd, "deleted": x.Deleted, "upperLayer": x.UpperLayer, "modifiedAfterStart": x.ModifiedAfterStart,
+			"stdioOnNetwork": x.StdioOnNetwork,
 		}
 	}
 	if x := ev.Exit; x != nil {

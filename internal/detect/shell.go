@@ -44,6 +44,18 @@ func (d *reverseShell) Detect(ev *event.Event, hit func(Hit)) {
 		if !isShell(ev) {
 			return
 		}
+		if ev.Exec != nil && ev.Exec.StdioOnNetwork {
+			// A shell whose input or output is a network connection from
+			// its first instruction, with or without a dup we saw (a
+			// close and a socket() that took the freed number).
+			n := &event.Net{RemoteAddr: d.addr[p.UUID]}
+			if n.RemoteAddr == "" {
+				n.RemoteAddr = d.addr[p.ParentUUID]
+			}
+			d.fire(ev, n, hit)
+			d.duped.remove(p.UUID)
+			return
+		}
 		if d.duped.has(p.UUID) || (p.ParentUUID != "" && d.duped.has(p.ParentUUID)) {
 			n := &event.Net{}
 			if a := d.addr[p.UUID]; a != "" {

@@ -150,6 +150,9 @@ type Exec struct {
 	// ModifiedAfterStart is true when the file changed after its
 	// container started.
 	ModifiedAfterStart bool `json:"modifiedAfterStart,omitempty"`
+	// StdioOnNetwork: the program's standard input or output is an inet
+	// or inet6 socket as it starts, however the socket got there.
+	StdioOnNetwork bool `json:"stdioOnNetwork,omitempty"`
 }
 
 // Fork is a new process or thread.

@@ -214,7 +214,7 @@ func decodeExec(ev *event.Event, r *record, clock Clock) {
 	x := &event.Exec{
 		Path: r.str(0), Filename: r.str(1), Args: splitNUL(r.strs[3]), Cwd: r.str(4),
 		Inode: a[0], Dev: uint32(a[1]), Mode: uint32(a[2]),
-		MTime: clockless(a[3]), CTime: clockless(a[4]),
+		MTime: clockless(a[3]), CTime: clockless(a[4]), StdioOnNetwork: r.flags&flagStdio != 0,
 	}
 	interp := r.str(2)
 	if interp != "" && interp != x.Filename {

@@ -3,7 +3,9 @@ package sensor
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"math/rand"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -251,6 +253,33 @@ func TestExecDetails(t *testing.T) {
 			})
 			if !strings.Contains(ev.Exec.Path, "memfd:payload") {
 				t.Errorf("memfd exec path %q", ev.Exec.Path)
+			}
+			// A program started with a TCP connection for its standard
+			// input and output, put there without dup2; its twin, a unix
+			// socket pair (a service's), is not on the network.
+			ln, err := net.Listen("tcp4", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			go func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					go func() { _, _ = io.Copy(io.Discard, c); c.Close() }()
+				}
+			}()
+			for where, want := range map[string]bool{"inet:" + ln.Addr().String(): true, "unix": false} {
+				mark, _, out, err := w.run(t, "stdio-socket-exec", where, w.actor, "exit", "0")
+				mustOK(t, err, out)
+				ev = waitFrom(t, mark, "exec with socket stdio", func(ev *event.Event) bool {
+					return ev.Kind == event.KindExec && w.from(ev) && len(ev.Exec.Args) > 1 && ev.Exec.Args[1] == "exit"
+				})
+				if ev.Exec.StdioOnNetwork != want {
+					t.Errorf("%s: stdioOnNetwork %v, want %v", where, ev.Exec.StdioOnNetwork, want)
+				}
 			}
 		})
 	}

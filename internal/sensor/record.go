@@ -33,6 +33,7 @@ const (
 	maxStrings = 16
 	flagTrunc  = 1 << 0
 	flagInode  = 1 << 2 // F_BY_INODE
+	flagStdio  = 1 << 3 // F_STDIO_INET
 )
 
 // record is a decoded kernel record before it becomes an event: the header

@@ -266,6 +266,37 @@ func run(action string, a []string) error {
 		}
 		path := fmt.Sprintf("/proc/self/fd/%d", fd)
 		return syscall.Exec(path, append([]string{"payload"}, a[1:]...), os.Environ())
+	case "stdio-socket-exec":
+		// Run a program with a socket for its standard input and output,
+		// put there without dup2/dup3: fd 0 closed and taken by socket(),
+		// fd 1 by fcntl(F_DUPFD). "inet:HOST:PORT" connects over TCP,
+		// "unix" uses a socket pair (the benign twin: a service's pipes).
+		where, prog := arg(a, 0), arg(a, 1)
+		_ = unix.Close(0)
+		_ = unix.Close(1)
+		if where == "unix" {
+			if _, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0); err != nil {
+				return err
+			}
+		} else {
+			addr, err := net.ResolveTCPAddr("tcp4", strings.TrimPrefix(where, "inet:"))
+			if err != nil {
+				return err
+			}
+			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+			if err != nil {
+				return err
+			}
+			sa := &unix.SockaddrInet4{Port: addr.Port}
+			copy(sa.Addr[:], addr.IP.To4())
+			if err := unix.Connect(fd, sa); err != nil {
+				return err
+			}
+			if _, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD, 1); err != nil {
+				return err
+			}
+		}
+		return syscall.Exec(prog, a[1:], os.Environ())
 	case "userfaultfd":
 		fd, _, e := unix.Syscall(unix.SYS_USERFAULTFD, unix.O_CLOEXEC, 0, 0)
 		if e != 0 {

