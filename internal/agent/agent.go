@@ -177,6 +177,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	err := a.sensor.Run(ctx, a.read)
 	cancel()
 	wg.Wait()
+	// Events read but not yet through the detectors when the agent stops
+	// are not processed; say how many, rather than lose them silently.
+	if n := len(a.queue) + len(out) + int(a.retry.Stats().Pending); n > 0 {
+		a.log.Warn("agent stopped with events read from the kernel but not yet through the detectors", "events", n)
+	}
 	if err != nil {
 		return fmt.Errorf("sensor: %w", err)
 	}
