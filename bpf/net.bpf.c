@@ -5,7 +5,9 @@
  *
  * EV_SOCKET  args: 0 family, 1 type, 2 protocol; ret = fd
  * EV_CONNECT, EV_BIND
- *            args: 0 fd, 1 addrlen, 2 family, 3 type (of the socket at exit)
+ *            args: 0 fd, 1 addrlen, 2 family, 3 type (of the socket at exit);
+ *                  a unix connect that succeeded: 4 inode, 5 device of the
+ *                  socket file it reached (whatever name the caller used)
  *            strs: 0 raw sockaddr as passed (up to 128 bytes)
  * EV_LISTEN  args: 0 fd, 1 backlog, 2 family, 3 type, 4 local port, 5 remote port
  *            strs: 0 local address (16) + remote address (16)
@@ -49,6 +51,15 @@ static __always_inline int exit_addr(struct trace_event_raw_sys_exit *ctx, __u32
 		struct socket *sock = BPF_CORE_READ(f, private_data);
 		s->hdr.args[2] = BPF_CORE_READ(sock, sk, __sk_common.skc_family);
 		s->hdr.args[3] = BPF_CORE_READ(sock, type);
+		if (kind == EV_CONNECT && ret == 0 && s->hdr.args[2] == 1 /* AF_UNIX */) {
+			/* The peer carries the listener's path (a stream connect's
+			 * new socket copies it): the file reached, not the name. */
+			struct unix_sock *u = (struct unix_sock *)BPF_CORE_READ(sock, sk);
+			struct unix_sock *peer = (struct unix_sock *)BPF_CORE_READ(u, peer);
+			struct inode *pi = BPF_CORE_READ(peer, path.dentry, d_inode);
+			s->hdr.args[4] = BPF_CORE_READ(pi, i_ino);
+			s->hdr.args[5] = BPF_CORE_READ(pi, i_sb, s_dev);
+		}
 	}
 	__u32 off = put_user_bytes(s, 0, (void *)st.args[1], st.args[2], 128);
 	submit(s, off);

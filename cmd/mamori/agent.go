@@ -50,6 +50,7 @@ type agentFlags struct {
 	labels       map[string]string
 	dnsPorts     []uint
 	bpfObjects   string
+	engineSocks  []string
 	// findingSinks are extra sinks for findings (not flags): `run` hands
 	// them to its embedded server.
 	findingSinks []agent.FindingSink
@@ -70,6 +71,7 @@ func (f *agentFlags) bind(cmd *cobra.Command, defaultPrint string) {
 	cmd.Flags().BoolVarP(&f.quiet, "quiet", "q", false, "do not print findings to the terminal")
 	cmd.Flags().StringToStringVar(&f.labels, "label", nil, "node label reported in heartbeats, KEY=VALUE (repeatable); mamori.io/managed=false opts the node out of coverage")
 	cmd.Flags().UintSliceVar(&f.dnsPorts, "dns-ports", []uint{53}, "server ports DNS is read on, comma-separated (at most 4; e.g. 53,8600 for Consul)")
+	cmd.Flags().StringSliceVar(&f.engineSocks, "engine-socket", nil, "a container engine's API socket beyond the well-known ones (Docker, containerd, k3s, podman, CRI-O, BuildKit), glob allowed, repeatable: a connect to it from a container, under whatever name, raises DockerSocketAccessed")
 	cmd.Flags().StringVar(&f.bpfObjects, "bpf-objects", "auto", "which build of the BPF objects to load: auto (probe the kernel's helpers) or compat (the build for Linux 5.10–5.16, even on newer kernels: for tests and benchmarks)")
 	cmd.Flags().StringVar(&f.cpuProfile, "cpuprofile", "", "write a Go CPU profile to this file (for benchmarks)")
 	_ = cmd.Flags().MarkHidden("cpuprofile")
@@ -195,7 +197,8 @@ func runAgent(ctx context.Context, f *agentFlags, out *os.File) (err error) {
 	if err != nil {
 		return err
 	}
-	a, err := agent.New(agent.Options{NodeID: nodeID, Logger: log, Sensor: sensor.Options{DNSPorts: ports, Compat: compat}})
+	a, err := agent.New(agent.Options{NodeID: nodeID, Logger: log, Sensor: sensor.Options{DNSPorts: ports, Compat: compat},
+		EngineSockets: f.engineSocks})
 	if err != nil {
 		return err
 	}

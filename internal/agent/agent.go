@@ -43,7 +43,10 @@ type Options struct {
 	Sensor     sensor.Options
 	Containers container.Options
 	Processes  proc.Options
-	Logger     *slog.Logger
+	// EngineSockets adds container engine API sockets (globs allowed) to
+	// the well-known ones a connect is told to reach.
+	EngineSockets []string
+	Logger        *slog.Logger
 }
 
 // Subscriber receives each enriched event on the dispatch goroutine. It
@@ -57,9 +60,11 @@ type Agent struct {
 	log    *slog.Logger
 	sensor *sensor.Sensor
 	ctrs   *container.Table
-	procs  *proc.Table
-	retry  *container.RetryCache
-	queue  chan *event.Event
+	// engines tells a unix connect that reached a container engine's API.
+	engines *container.EngineSockets
+	procs   *proc.Table
+	retry   *container.RetryCache
+	queue   chan *event.Event
 
 	mu   sync.RWMutex
 	subs map[int]Subscriber
@@ -105,6 +110,7 @@ func New(opts Options) (*Agent, error) {
 		return nil, fmt.Errorf("container table: %w", err)
 	}
 	a.ctrs = ctrs
+	a.engines = container.NewEngineSockets(co, opts.EngineSockets...)
 
 	so := opts.Sensor
 	so.Logger = log
@@ -232,8 +238,13 @@ func (a *Agent) dispatch(ctx context.Context, in <-chan *event.Event) {
 		case <-ctx.Done():
 			return
 		case ev := <-in:
-			if ev.Kind == event.KindExec {
+			switch {
+			case ev.Kind == event.KindExec:
 				container.AnnotateExec(ev)
+			case ev.Kind == event.KindConnect && ev.Net != nil && ev.Net.PeerInode != 0:
+				if p, ok := a.engines.Match(ev.Net.PeerDev, ev.Net.PeerInode); ok {
+					ev.Net.EngineSocket = p
+				}
 			}
 			a.dispatched.Add(1)
 			a.mu.RLock()

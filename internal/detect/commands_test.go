@@ -332,3 +332,22 @@ func TestShellStartedOnTheNetwork(t *testing.T) {
 		t.Errorf("a shell on pipes: %d findings", got)
 	}
 }
+
+// The engine's socket is known by the file reached when the agent could
+// tell it, under whatever name the container gave it.
+func TestEngineSocketUnderAnotherName(t *testing.T) {
+	d := engineSocket()
+	n := func(net *event.Net) []Hit {
+		var hits []Hit
+		d.Detect(&event.Event{Kind: event.KindConnect, Process: proc("/usr/bin/curl"), Container: ctr(t), Net: net},
+			func(h Hit) { hits = append(hits, h) })
+		return hits
+	}
+	hits := n(&event.Net{Family: "unix", SocketPath: "/x/api.sock", PeerInode: 7, EngineSocket: "/var/run/docker.sock"})
+	if len(hits) != 1 || hits[0].Context["engineSocket"] != "/var/run/docker.sock" || hits[0].Context["socketPath"] != "/x/api.sock" {
+		t.Errorf("docker.sock bind-mounted as /x/api.sock: %+v", hits)
+	}
+	if hits := n(&event.Net{Family: "unix", SocketPath: "/x/api.sock", PeerInode: 7}); len(hits) != 0 {
+		t.Errorf("an application's socket: %+v", hits)
+	}
+}

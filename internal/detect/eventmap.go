@@ -76,8 +76,8 @@ func addPayload(m map[string]any, ev *event.Event) {
 		m["net"] = map[string]any{
 			"family": n.Family, "type": n.Type, "protocol": int64(n.Protocol), "fd": int64(n.FD),
 			"localAddr": n.LocalAddr, "localPort": int64(n.LocalPort), "remoteAddr": n.RemoteAddr,
-			"remotePort": int64(n.RemotePort), "socketPath": n.SocketPath, "backlog": int64(n.Backlog),
-			"oldFd": int64(n.OldFD), "newFd": int64(n.NewFD),
+			"remotePort": int64(n.RemotePort), "socketPath": n.SocketPath, "backlog": int64(n.Backlog), "engineSocket": n.EngineSocket,
+			"oldFd": int64(n.OldFD), "newFd": int64(n.NewFD), "peerInode": num(n.PeerInode), "peerDev": int64(n.PeerDev),
 		}
 	}
 	if d := ev.DNS; d != nil {

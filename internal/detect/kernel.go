@@ -143,6 +143,13 @@ func engineSocket() Detector {
 			if n == nil || n.Family != "unix" || n.SocketPath == "" {
 				return
 			}
+			// The file reached (a socket bind-mounted under another name),
+			// else the name (an attempt that failed reached no file).
+			if n.EngineSocket != "" {
+				hit(Hit{Type: "PrivilegeEscalation:Runtime/DockerSocketAccessed", KeyActor: n.EngineSocket,
+					Context: map[string]any{"socketPath": n.SocketPath, "engineSocket": n.EngineSocket, "result": errOr(ev)}})
+				return
+			}
 			base := path.Base(n.SocketPath)
 			for _, s := range engineSockets {
 				if base == s {

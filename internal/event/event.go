@@ -206,6 +206,14 @@ type Net struct {
 	// Dup: a socket duplicated onto a standard stream.
 	OldFD int `json:"oldFd,omitempty"`
 	NewFD int `json:"newFd,omitempty"`
+	// PeerInode and PeerDev name the socket file a unix connect reached
+	// (the kernel's device numbering), whatever name or mount the caller
+	// used to reach it.
+	PeerInode uint64 `json:"peerInode,omitempty"`
+	PeerDev   uint32 `json:"peerDev,omitempty"`
+	// EngineSocket is the host path of the container engine's API socket
+	// the connect reached (set by the agent), however it was named.
+	EngineSocket string `json:"engineSocket,omitempty"`
 }
 
 // DNS is one query or response, attributed to the process that sent or

@@ -193,7 +193,7 @@ var contextKeys = map[string][]string{
 	"Execution:Runtime/MaliciousFileExecuted.Custom":             hashContext,
 	"Impact:Runtime/CryptoMinerExecuted":                         {"toolName", "commandLineExample"},
 	"PrivilegeEscalation:Runtime/ContainerMountsHostDirectory":   {"mountSource", "mountTarget", "fileSystemType", "flags"},
-	"PrivilegeEscalation:Runtime/DockerSocketAccessed":           {"socketPath"},
+	"PrivilegeEscalation:Runtime/DockerSocketAccessed":           {"socketPath", "engineSocket"},
 	"PrivilegeEscalation:Runtime/RuncContainerEscape":            {"runcBinaryPath"},
 	"PrivilegeEscalation:Runtime/CGroupsReleaseAgentModified":    {"releaseAgentPath"},
 	"PrivilegeEscalation:Runtime/UserfaultfdUsage":               {},

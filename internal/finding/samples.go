@@ -133,6 +133,8 @@ func sampleValue(key string, now time.Time) any {
 		return 0
 	case "socketPath":
 		return "/var/run/docker.sock"
+	case "engineSocket":
+		return "/var/run/docker.sock"
 	case "runcBinaryPath":
 		return "/usr/bin/runc"
 	case "releaseAgentPath":

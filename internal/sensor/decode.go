@@ -135,6 +135,9 @@ func decodeKind(ev *event.Event, r *record, clock Clock) error {
 		if ev.Net.Family == "" {
 			ev.Net.Family = familyName(int(a[2]))
 		}
+		if ev.Kind == event.KindConnect && a[4] != 0 {
+			ev.Net.PeerInode, ev.Net.PeerDev = a[4], uint32(a[5])
+		}
 	case event.KindListen, event.KindAccept, event.KindDup:
 		n := &event.Net{}
 		sockFromArgs(n, a, r.strs[0])

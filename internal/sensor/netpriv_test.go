@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"math/rand"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -291,5 +292,46 @@ func TestQueuedSIGSYSCannotDisguiseASuccess(t *testing.T) {
 	})
 	if ev.Result != 310 || ev.Error != "" {
 		t.Fatalf("process_vm_readv of 310 bytes reported as result %d %q", ev.Result, ev.Error)
+	}
+}
+
+// TestUnixConnectNamesTheFileReached: a unix connect that succeeds says
+// which socket file it reached (inode and device, as the kernel numbers
+// them), whatever name it used: here a link with another name, as a
+// container would see a socket bind-mounted under a name of its choosing.
+func TestUnixConnectNamesTheFileReached(t *testing.T) {
+	startSensor(t)
+	dir := t.TempDir()
+	real := filepath.Join(dir, "engine.sock")
+	ln, err := net.Listen("unix", real)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	other := filepath.Join(dir, "api.sock")
+	if err := os.Symlink(real, other); err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(real, &st); err != nil {
+		t.Fatal(err)
+	}
+	host := &where{name: "host", actor: actorPath}
+	mark, _, out, err := host.run(t, "connect-unix", other)
+	mustOK(t, err, out)
+	ev := waitFrom(t, mark, "unix connect", func(ev *event.Event) bool {
+		return ev.Kind == event.KindConnect && host.from(ev) && ev.Net.SocketPath == other
+	})
+	if ev.Net.PeerInode != st.Ino || ev.Net.PeerDev != uint32(unix.Major(st.Dev))<<20|uint32(unix.Minor(st.Dev)) {
+		t.Errorf("peer inode %d dev %#x, the socket file is %d on %#x", ev.Net.PeerInode, ev.Net.PeerDev, st.Ino, st.Dev)
 	}
 }

@@ -279,6 +279,44 @@ func TestReverseShell(t *testing.T) {
 	m.None(t, "Execution:Runtime/ReverseShell", 0, InContainer(twin))
 }
 
+// TestEngineSocketUnderAnotherName: an engine's API socket bind-mounted
+// into a container under a name of its own is known by the file reached;
+// the twin connects to an application's socket mounted the same way.
+func TestEngineSocketUnderAnotherName(t *testing.T) {
+	m := start(t)
+	engine, app := filepath.Join(m.dir, "engine", "fake-engine.sock"), filepath.Join(t.TempDir(), "app.sock")
+	if err := os.MkdirAll(filepath.Dir(engine), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{engine, app} {
+		ln, err := net.Listen("unix", p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				c.Close()
+			}
+		}()
+	}
+	mounts := func(sock string) []string {
+		return []string{"--network", "none", "-v", filepath.Dir(actorPath) + ":/t:ro", "-v", sock + ":/x/api.sock"}
+	}
+	id := Container(t, mounts(engine), "sleep", "600")
+	twin := Container(t, mounts(app), "sleep", "600")
+	Sh(t, twin, "/t/actor connect-unix /x/api.sock")
+	Sh(t, id, "/t/actor connect-unix /x/api.sock")
+	f := m.Wait(t, "PrivilegeEscalation:Runtime/DockerSocketAccessed", InContainer(id))
+	expect(t, f, "Medium", id)
+	ctxHas(t, f, "engineSocket", engine)
+	m.None(t, "PrivilegeEscalation:Runtime/DockerSocketAccessed", 0, InContainer(twin))
+}
+
 // TestSuspiciousShellCreated: a listening process hands an interactive
 // shell to whoever connects (a bind shell); the twin serves a file.
 func TestSuspiciousShellCreated(t *testing.T) {

@@ -132,7 +132,9 @@ func launch() (*mamori, error) {
 	}
 	m.cmd = exec.Command(bin, "run", "--data-dir", filepath.Join(dir, "data"),
 		"--findings-file", m.findings, "--metrics-addr", "", "--print", "", "--api-addr", "127.0.0.1:0", "--nats-port", "-1",
-		"--intel", filepath.Join(dir, "intel"), "--rules", filepath.Join(dir, "rules"))
+		"--intel", filepath.Join(dir, "intel"), "--rules", filepath.Join(dir, "rules"),
+		// An engine socket of the tests' own (TestEngineSocketUnderAnotherName).
+		"--engine-socket", filepath.Join(dir, "engine", "*.sock"))
 	m.cmd.Stdout, m.cmd.Stderr = m.log, m.log
 	if err := m.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start mamori run: %w", err)
