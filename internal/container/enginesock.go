@@ -33,8 +33,9 @@ type EngineSockets struct {
 }
 
 // NewEngineSockets watches the default engine sockets, the Docker socket
-// of opts, and extra paths (globs allowed), re-reading them at most every
-// 10 s as they are asked about (an engine restarted makes a new socket).
+// of opts, and extra paths (globs allowed), re-reading them every 10 s as
+// they are asked about, and on a miss at most once a second (an engine
+// started or restarted makes a new socket).
 func NewEngineSockets(opts Options, extra ...string) *EngineSockets {
 	opts.defaults()
 	ps := append(append([]string{opts.DockerSocket}, defaultEngineSockets...), extra...)
@@ -49,10 +50,18 @@ func (e *EngineSockets) Match(dev uint32, ino uint64) (string, bool) {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if now := time.Now(); e.byFile == nil || now.Sub(e.at) >= e.every {
+	now := time.Now()
+	if e.byFile == nil || now.Sub(e.at) >= e.every {
 		e.byFile, e.at = e.read(), now
 	}
-	p, ok := e.byFile[[2]uint64{uint64(dev), ino}]
+	k := [2]uint64{uint64(dev), ino}
+	p, ok := e.byFile[k]
+	if !ok && now.Sub(e.at) >= time.Second {
+		// An engine started since the last look: look again, at most
+		// once a second however many connects miss.
+		e.byFile, e.at = e.read(), now
+		p, ok = e.byFile[k]
+	}
 	return p, ok
 }
 

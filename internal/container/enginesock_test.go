@@ -4,6 +4,7 @@ import (
 	"net"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -41,5 +42,12 @@ func TestEngineSocketsByFile(t *testing.T) {
 	}
 	if _, ok := e.Match(dDev, 0); ok {
 		t.Error("inode 0 matched")
+	}
+	// An engine started after the last look is found on its first miss
+	// a second later.
+	time.Sleep(1100 * time.Millisecond)
+	lDev, lIno := listen("k0s-late.sock")
+	if _, ok := e.Match(lDev, lIno); !ok {
+		t.Error("an engine socket made after the first look is not known")
 	}
 }

@@ -130,7 +130,15 @@ func (s *storageReader) resolve(c *event.Container, mounts func() []mount) error
 			c.Privileged = true
 		}
 	}
-	if sc.Layer != "" {
+	// A container on a directory of the host (--rootfs DIR:O) writes to an
+	// overlay podman keeps beside its run state (mounted in the container's
+	// namespace only); the storage layer it also has stays empty.
+	if s.runRoot != "" {
+		if up := filepath.Join(s.runRoot, "overlay-containers", c.ID, "rootfs", "upper"); isDir(up) {
+			c.UpperDir = up
+		}
+	}
+	if c.UpperDir == "" && sc.Layer != "" {
 		if up := filepath.Join(s.root, "overlay", sc.Layer, "diff"); isDir(up) {
 			c.UpperDir = up
 		}

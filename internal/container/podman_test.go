@@ -140,3 +140,26 @@ func TestHostCgroupResolvesNil(t *testing.T) {
 		t.Fatalf("host cgroup %s: %+v known=%v", self, c, known)
 	}
 }
+
+// A container on a directory of the host with an overlay (--rootfs DIR:O)
+// has no layer in storage; its writes are still its writable layer.
+func TestPodmanRootfsOverlay(t *testing.T) {
+	testenv.EnsureImage(t)
+	tbl := startTable(t, Options{})
+	root := t.TempDir()
+	if out, err := exec.Command("sh", "-c", "c=$(podman create "+testenv.TestImage+" true) && podman export $c | tar -x -C "+root+"; podman rm -f $c >/dev/null").CombinedOutput(); err != nil {
+		t.Fatalf("make a root directory: %v\n%s", err, out)
+	}
+	id := testenv.Podman(t, "run", "-d", "--rootfs", root+":O", "sleep", "1000")
+	t.Cleanup(func() { _ = exec.Command("podman", "--runtime", "runc", "rm", "-f", "-t", "0", id).Run() })
+	pid := testenv.Podman(t, "inspect", "-f", "{{.State.Pid}}", id)
+	cgID := cgroupIDOf(t, tbl.CgroupRoot(), cgroupOfPID(t, pid))
+	c := waitResolved(t, tbl, cgID, 5*time.Second, func(c *event.Container) bool { return c != nil && c.UpperDir != "" })
+	testenv.Exec(t, id, "sh", "-c", "echo mamori > /root/created-in-container")
+	if data, err := os.ReadFile(filepath.Join(c.UpperDir, "root", "created-in-container")); err != nil || strings.TrimSpace(string(data)) != "mamori" {
+		t.Fatalf("file written in the container not in UpperDir %s: %q %v", c.UpperDir, data, err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "root", "created-in-container")); err == nil {
+		t.Error("the write went to the host's directory, not the overlay")
+	}
+}
