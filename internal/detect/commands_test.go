@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/mamori-dev/mamori/internal/event"
 	"github.com/mamori-dev/mamori/internal/finding"
 	"github.com/mamori-dev/mamori/internal/intel"
@@ -349,5 +351,35 @@ func TestEngineSocketUnderAnotherName(t *testing.T) {
 	}
 	if hits := n(&event.Net{Family: "unix", SocketPath: "/x/api.sock", PeerInode: 7}); len(hits) != 0 {
 		t.Errorf("an application's socket: %+v", hits)
+	}
+}
+
+// bash rewrites its history file at every exit (O_TRUNC, created 0600):
+// that is no wipe. A redirection (0666), another program, or bash with a
+// library of someone's choosing preloaded is judged as ever.
+func TestBashSavingItsHistory(t *testing.T) {
+	e := builtinEngine(t)
+	fired := func(p event.Process, mode uint32) bool {
+		n := 0
+		f := &event.File{Path: "/root/.bash_history", Write: true, Flags: unix.O_WRONLY | unix.O_CREAT | unix.O_TRUNC, Mode: mode}
+		e.Process(fileEv(event.KindOpen, p, ctr(t), f), func(f *finding.Finding) {
+			if f.Type == "DefenseEvasion:Runtime/SensitiveFileModified" {
+				n++
+			}
+		})
+		return n > 0
+	}
+	if fired(proc("/usr/bin/bash", "-i"), 0o600) {
+		t.Error("bash saving its history raised a finding")
+	}
+	preloaded := proc("/usr/bin/bash", "-i")
+	preloaded.Preloaded = true
+	for _, c := range []struct {
+		p    event.Process
+		mode uint32
+	}{{proc("/usr/bin/bash", "-i"), 0o666}, {proc("/usr/bin/python3"), 0o600}, {preloaded, 0o600}, {proc("/bin/sh"), 0o666}} {
+		if !fired(c.p, c.mode) {
+			t.Errorf("%s (mode %o) truncating the history: no finding", c.p.Exe, c.mode)
+		}
 	}
 }

@@ -210,6 +210,17 @@ func engineUnpacking(ev *event.Event) bool {
 	return onHost(ev) && len(p.Args) > 0 && engineUnpackers[p.Args[0]] && engineExes[p.Exe] && !p.Preloaded
 }
 
+// historySave reports whether ev is bash saving its own history to p:
+// without histappend, bash rewrites the whole file (O_TRUNC) at every exit,
+// through readline, which creates it 0600. A redirection in the shell
+// (`> ~/.bash_history`, `cat /dev/null > ...`) asks for 0666, and any other
+// program is not the shell saving its history.
+func historySave(ev *event.Event, p string) bool {
+	f := ev.File
+	return f != nil && historyNames[path.Base(p)] && f.Mode == 0o600 && path.Base(ev.Process.Exe) == "bash" &&
+		!ev.Process.Preloaded
+}
+
 // onHost reports whether ev comes from a host process (not a container's,
 // nor one in a pid namespace of its own).
 func onHost(ev *event.Event) bool {
@@ -239,6 +250,9 @@ func sensitiveFiles() Detector {
 			}
 			if onHost(ev) && under(p, engineStorage...) {
 				continue // a container's files, through its engine's storage
+			}
+			if op == "truncate" && historySave(ev, p) {
+				continue
 			}
 			// At most one hit per path, and every path judged: moving a log
 			// into /etc/cron.d destroys the one and plants the other.

@@ -5,10 +5,13 @@ import (
 	"encoding/hex"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mamori-dev/mamori/internal/testenv"
 )
 
 // attack is one finding type's real attack and its benign twin, each run
@@ -419,4 +422,26 @@ func randHex(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return hex.EncodeToString(b)
+}
+
+// TestBashHistorySaveIsNoWipe: an interactive bash rewrites its history
+// at exit (no histappend: O_TRUNC, created 0600); that is no wipe. The
+// attack empties the same file with a redirection. Both in containers on
+// the host's root (--rootfs /:O), where bash exists.
+func TestBashHistorySaveIsNoWipe(t *testing.T) {
+	m := start(t)
+	hostRoot := func() string {
+		id := testenv.Podman(t, "run", "-d", "--network", "none", "--rootfs", "/:O", "sleep", "600")
+		t.Cleanup(func() { _ = exec.Command("podman", "--runtime", "runc", "rm", "-f", "-t", "0", id).Run() })
+		return id
+	}
+	twin, id := hostRoot(), hostRoot()
+	for range 2 { // the first save creates the file, the second rewrites it
+		testenv.Podman(t, "exec", "-e", "HOME=/root", "-e", "HISTFILE=/root/.bash_history", twin,
+			"sh", "-c", "printf 'echo debugging\\nexit\\n' | bash --norc -i >/dev/null 2>&1")
+	}
+	testenv.Podman(t, "exec", id, "bash", "--norc", "-c", "echo ls > /root/.bash_history; : > /root/.bash_history")
+	f := m.Wait(t, "DefenseEvasion:Runtime/SensitiveFileModified", and(InContainer(id), ctxIs("filePath", "/root/.bash_history")))
+	expect(t, f, "Medium", id)
+	m.None(t, "DefenseEvasion:Runtime/SensitiveFileModified", 0, InContainer(twin))
 }
