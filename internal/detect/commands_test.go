@@ -383,3 +383,52 @@ func TestBashSavingItsHistory(t *testing.T) {
 		}
 	}
 }
+
+// truncate(1) and shred(1) empty a file through the descriptor of a plain
+// write open: their open of a log is its destruction; another program's
+// plain write (an append) is not.
+func TestTruncateAndShredDestroyLogs(t *testing.T) {
+	e := builtinEngine(t)
+	fired := func(exe string) bool {
+		n := 0
+		f := &event.File{Path: "/var/log/auth.log", Write: true, Flags: unix.O_WRONLY | unix.O_CREAT | unix.O_NONBLOCK}
+		p := proc(exe, "-s", "0", "/var/log/auth.log")
+		if strings.HasSuffix(exe, "busybox") {
+			p.Args[0] = "truncate" // the applet, by argv[0]
+		}
+		e.Process(fileEv(event.KindOpen, p, ctr(t), f), func(f *finding.Finding) {
+			if f.Type == "DefenseEvasion:Runtime/SensitiveFileModified" {
+				n++
+			}
+		})
+		return n > 0
+	}
+	for _, exe := range []string{"/usr/bin/truncate", "/usr/bin/shred", "/bin/busybox"} {
+		if !fired(exe) {
+			t.Errorf("%s opening a log: no finding", exe)
+		}
+	}
+	if fired("/usr/sbin/rsyslogd") {
+		t.Error("a logger appending to its log raised a finding")
+	}
+}
+
+// busybox sh runs some applets in a fork without exec: the applet names
+// the process (comm) while argv is still the shell's.
+func TestBusyboxAppletWithoutExec(t *testing.T) {
+	for _, c := range []struct {
+		comm string
+		args []string
+		want string
+	}{
+		{"truncate", []string{"sh", "-c", "truncate -s 0 /var/log/x"}, "truncate"},
+		{"sh", []string{"sh", "-c", "x"}, "sh"},
+		{"busybox", []string{"busybox", "nc", "-l"}, "nc"},
+		{"nc", []string{"nc", "-l"}, "nc"},
+	} {
+		ev := &event.Event{Process: event.Process{Exe: "/bin/busybox", Comm: c.comm, Args: c.args}}
+		if got := progName(ev); got != c.want {
+			t.Errorf("comm %q args %q: %q, want %q", c.comm, c.args, got, c.want)
+		}
+	}
+}

@@ -16,6 +16,13 @@ var shells = map[string]bool{"sh": true, "bash": true, "dash": true, "zsh": true
 // for multi-call binaries (busybox runs as whatever applet argv[0] names).
 func progName(ev *event.Event) string {
 	exe := path.Base(ev.Process.Exe)
+	if c := ev.Process.Comm; (exe == "busybox" || exe == "toybox") && c != "" && c != exe && c != "sh" {
+		// busybox sh runs some applets in a fork without exec (truncate,
+		// shred...): the applet names the process, argv is still the shell's.
+		if len(ev.Process.Args) == 0 || path.Base(ev.Process.Args[0]) != c {
+			return c
+		}
+	}
 	if (exe == "busybox" || exe == "toybox") && len(ev.Process.Args) > 0 {
 		// A multi-call binary runs the applet argv[0] names; called by
 		// its own name (busybox sh -i), the one argv[1] names.

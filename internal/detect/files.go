@@ -31,6 +31,12 @@ func fileOp(ev *event.Event) (op string, paths []string) {
 		if f.Flags&0o1000 != 0 { // O_TRUNC
 			return "truncate", []string{f.Path}
 		}
+		// truncate(1) and shred(1) open without O_TRUNC and then cut or
+		// overwrite the file through the descriptor (ftruncate, writes):
+		// their open is the destruction.
+		if destroyers[progName(ev)] {
+			return "truncate", []string{f.Path}
+		}
 		return "write", []string{f.Path}
 	case event.KindRename:
 		return "rename", []string{f.Path, f.NewPath}
@@ -47,6 +53,10 @@ func fileOp(ev *event.Event) (op string, paths []string) {
 	}
 	return "", nil
 }
+
+// destroyers are the programs whose opening a file for writing empties or
+// overwrites it.
+var destroyers = map[string]bool{"truncate": true, "shred": true}
 
 type fileRule struct {
 	typ string

@@ -139,6 +139,11 @@ func TestFileAttacks(t *testing.T) {
 			attack: "echo log > /var/log/auth.log; : > /var/log/auth.log",
 			benign: "echo line >> /var/log/app.log",
 			check:  func(t *testing.T, f Finding) { ctxHas(t, f, "filePath", "/var/log/auth.log") }},
+		// truncate(1) empties through a plain write open and ftruncate.
+		{typ: "DefenseEvasion:Runtime/SensitiveFileModified", sev: "Medium",
+			attack: "echo log >> /var/log/secure; truncate -s 0 /var/log/secure",
+			benign: "echo line >> /var/log/app.log; echo line >> /var/log/app.log",
+			check:  func(t *testing.T, f Finding) { ctxHas(t, f, "filePath", "/var/log/secure") }},
 		{typ: "Persistence:Runtime/SensitiveFileModified", sev: "Medium",
 			attack: "mkdir -p /root/.ssh && echo 'ssh-ed25519 AAAA attacker' >> /root/.ssh/authorized_keys",
 			benign: "cat /etc/passwd >/dev/null; echo x > /root/notes.txt",
