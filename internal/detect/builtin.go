@@ -8,7 +8,7 @@ func Builtin(store *intel.Store) []Detector {
 		connectIntel(store), torRelay(store), dnsIntel(store), newHashIntel(store),
 		newBinary(), fileless(), cryptoMiner(), suspiciousTool(), elevation(), commands(),
 		newReverseShell(), newShellFromService(),
-		injection(), procMemWrite(), moduleLoad(), hostMount(), engineSocket(), userfaultfd(), newLibrary(), rawSocket(),
+		injection(), procMemWrite(), usermodeHelper(), moduleLoad(), hostMount(), engineSocket(), userfaultfd(), newLibrary(), rawSocket(),
 		sensitiveFiles(), runcEscape(), releaseAgent(), secretRead(),
 	}
 }

@@ -432,3 +432,33 @@ func TestBusyboxAppletWithoutExec(t *testing.T) {
 		}
 	}
 }
+
+// The kernel running a program of someone's choosing as a usermode helper
+// (a release_agent's payload) is the escape, however the release_agent was
+// written; its own helpers in the system's directories, or a process
+// merely calling itself a kernel worker, are not.
+func TestUsermodeHelperOutsideTheSystem(t *testing.T) {
+	d := usermodeHelper()
+	kernel := []event.Ancestor{{PID: 9663, Name: "kworker/u8:0"}, {PID: 2, Name: "kthreadd"}}
+	fake := []event.Ancestor{{PID: 4242, Name: "kworker/u8:0"}, {PID: 4000, Name: "bash"}}
+	n := func(filename string, lineage []event.Ancestor) int {
+		p := proc("/usr/bin/dash")
+		p.Lineage = lineage
+		c := 0
+		d.Detect(execOf(p, nil, &event.Exec{Filename: filename}), func(Hit) { c++ })
+		return c
+	}
+	for _, f := range []string{"/var/lib/containers/storage/overlay/x/diff/payload.sh", "/tmp/x", "/proc/4242/root/cmd"} {
+		if n(f, kernel) != 1 {
+			t.Errorf("the kernel ran %s: no finding", f)
+		}
+	}
+	for _, f := range []string{"/usr/lib/systemd/systemd-cgroups-agent", "/sbin/modprobe", "/usr/share/apport/apport"} {
+		if n(f, kernel) != 0 {
+			t.Errorf("the kernel's own helper %s raised a finding", f)
+		}
+	}
+	if n("/tmp/x", fake) != 0 {
+		t.Error("a process calling itself a kernel worker: a finding")
+	}
+}

@@ -314,6 +314,41 @@ func releaseAgent() Detector {
 		})
 }
 
+// usermodeHelper: the kernel ran a program of someone's choosing. A
+// cgroup's release_agent, core_pattern's pipe and the other usermode
+// helpers run as root on the host, started by a kernel worker: the
+// container escape through a release_agent is seen here when it runs,
+// however the file was written (a cgroup hierarchy mounted anywhere, a
+// path the open filter does not watch). The kernel's own helpers live in
+// the system's directories.
+func usermodeHelper() Detector {
+	return newFn("usermode-helper", Both, []event.Kind{event.KindExec},
+		[]string{"PrivilegeEscalation:Runtime/CGroupsReleaseAgentModified"},
+		func(ev *event.Event, hit func(Hit)) {
+			x, l := ev.Exec, ev.Process.Lineage
+			// Started by a kernel worker, itself kthreadd's (pid 2): no
+			// process of the user's can be that, whatever it calls itself.
+			if x == nil || len(l) < 2 || !strings.HasPrefix(l[0].Name, "kworker/") || l[1].PID != 2 {
+				return
+			}
+			prog := x.Filename
+			if prog == "" {
+				prog = x.Path
+			}
+			if under(path.Clean(prog), helperDirs...) {
+				return
+			}
+			hit(Hit{Type: "PrivilegeEscalation:Runtime/CGroupsReleaseAgentModified", KeyActor: prog,
+				Context: map[string]any{"releaseAgentPath": prog}})
+		})
+}
+
+// helperDirs hold the programs the kernel runs as usermode helpers on a
+// sound host: modprobe, systemd's cgroups agent, core dump handlers,
+// request-key, poweroff.
+var helperDirs = []string{"/sbin/", "/usr/sbin/", "/bin/", "/usr/bin/", "/lib/", "/usr/lib/", "/usr/libexec/", "/usr/share/",
+	"/lib64/", "/usr/lib64/", "/usr/local/sbin/", "/usr/local/bin/"}
+
 // authReaders read /etc/shadow and friends for a living.
 var authReaders = map[string]bool{"unix_chkpwd": true, "sshd": true, "login": true, "su": true, "sudo": true, "passwd": true,
 	"chpasswd": true, "useradd": true, "usermod": true, "userdel": true, "pwck": true, "grpck": true, "chage": true,

@@ -450,3 +450,64 @@ func TestBashHistorySaveIsNoWipe(t *testing.T) {
 	expect(t, f, "Medium", id)
 	m.None(t, "DefenseEvasion:Runtime/SensitiveFileModified", 0, InContainer(twin))
 }
+
+// TestReleaseAgentPayloadRuns: a cgroup v1 hierarchy mounted where the
+// open filter does not look (the soak's /tmp/cgrp), its release_agent set
+// to a payload, a cgroup emptied: the kernel runs the payload as root on
+// the host, and that is seen when it runs. The twin sets the release agent
+// to a system program. The hierarchy's release_agent is put back after.
+func TestReleaseAgentPayloadRuns(t *testing.T) {
+	m := start(t)
+	const hierarchy = "/sys/fs/cgroup/freezer/release_agent"
+	if b, err := os.ReadFile(hierarchy); err != nil || strings.TrimSpace(string(b)) != "" {
+		t.Fatalf("the freezer hierarchy's release_agent must be there and unset (it is put back after): %q %v", b, err)
+	}
+	dir := t.TempDir()
+	mnt := filepath.Join(dir, "cgrp")
+	if err := os.Mkdir(mnt, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "cgroup", "-o", "freezer", "cgroup", mnt).CombinedOutput(); err != nil {
+		t.Fatalf("mount a cgroup v1 hierarchy: %v %s", err, out)
+	}
+	child := filepath.Join(mnt, "mamori-e2e-"+hex.EncodeToString([]byte(dir[len(dir)-4:])))
+	t.Cleanup(func() {
+		_ = os.WriteFile(filepath.Join(mnt, "release_agent"), []byte("\n"), 0)
+		_ = os.Remove(child)
+		_ = exec.Command("umount", mnt).Run()
+	})
+	if err := os.Mkdir(child, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(child, "notify_on_release"), []byte("1"), 0); err != nil {
+		t.Fatal(err)
+	}
+	marker := filepath.Join(dir, "ran")
+	payload := filepath.Join(dir, "payload.sh")
+	if err := os.WriteFile(payload, []byte("#!/bin/sh\necho ran > "+marker+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	run := func(agent string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(mnt, "release_agent"), []byte(agent), 0); err != nil {
+			t.Fatal(err)
+		}
+		// A process joins the cgroup and leaves: the cgroup is empty.
+		if out, err := exec.Command("sh", "-c", "echo $$ > "+filepath.Join(child, "cgroup.procs")).CombinedOutput(); err != nil {
+			t.Fatalf("join the cgroup: %v %s", err, out)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	run("/bin/true")
+	run(payload)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if _, err := os.Stat(marker); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatal("the kernel did not run the payload")
+		}
+	}
+	f := m.Wait(t, "PrivilegeEscalation:Runtime/CGroupsReleaseAgentModified", ctxIs("releaseAgentPath", payload))
+	expect(t, f, "High", "")
+	m.None(t, "PrivilegeEscalation:Runtime/CGroupsReleaseAgentModified", 0, ctxIs("releaseAgentPath", "/bin/true"))
+}
