@@ -1,6 +1,7 @@
 package container
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -72,5 +73,48 @@ func TestCgroupNamedAfterALiveContainer(t *testing.T) {
 	}
 	if c, _ := tbl.Lookup(vid); c == nil || c.Name != "victim-db" {
 		t.Errorf("the container after the impostor: %+v", c)
+	}
+}
+
+// TestNestedCgroupsCannotCrowdOutContainers: a container making cgroups
+// inside its own until the table is full costs its own nested cgroups
+// their place, not the next container its identity.
+func TestNestedCgroupsCannotCrowdOutContainers(t *testing.T) {
+	tmp := t.TempDir()
+	cg := filepath.Join(tmp, "cg")
+	storage := filepath.Join(tmp, "storage")
+	a, b := strings.Repeat("ab", 32), strings.Repeat("cd", 32)
+	if err := os.MkdirAll(filepath.Join(storage, "overlay-containers"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(storage, "overlay-containers", "containers.json"),
+		[]byte(`[{"id":"`+a+`","names":["hostile"]},{"id":"`+b+`","names":["newcomer"]}]`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mk := func(p string) uint64 {
+		t.Helper()
+		if err := os.MkdirAll(cg+p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return cgroupIDOf(t, cg, p)
+	}
+	aPath := "/machine.slice/libpod-" + a + ".scope"
+	aid := mk(aPath)
+	tbl := startTable(t, Options{CgroupRoot: cg, ProcRoot: tmp, PodmanRoot: storage, PodmanRunRoot: filepath.Join(tmp, "run"),
+		DockerSocket: filepath.Join(tmp, "nosock"), DockerRoot: filepath.Join(tmp, "nodocker"), ContainerdState: tmp, ContainerdRoot: tmp,
+		Capacity: 64, ResyncInterval: time.Hour})
+	for i := range 80 {
+		p := fmt.Sprintf("%s/n%02d", aPath, i)
+		tbl.OnCgroupMkdir(mk(p), p)
+	}
+	bPath := "/machine.slice/libpod-" + b + ".scope"
+	bid := mk(bPath)
+	tbl.OnCgroupMkdir(bid, bPath)
+	waitResolved(t, tbl, bid, 3*time.Second, func(c *event.Container) bool { return c != nil && c.Name == "newcomer" })
+	if c, _ := tbl.Lookup(aid); c == nil || c.Name != "hostile" {
+		t.Errorf("the nesting container's own cgroup: %+v", c)
+	}
+	if st := tbl.Stats(); st.TableFull != 0 || st.Cgroups > 64 {
+		t.Errorf("table: %+v", st)
 	}
 }

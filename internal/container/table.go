@@ -409,7 +409,11 @@ func (t *Table) removeLocked(id uint64, now time.Time) {
 }
 
 // evictOneLocked frees a slot: the oldest removed cgroup, else a host
-// cgroup (a rescan finds it again). Live containers are never evicted.
+// cgroup, else a cgroup nested in the container with the most (a rescan
+// finds any of them again). A live container's own cgroup is never
+// evicted: a container making cgroups inside its own by the thousand
+// costs only its own nested ones their place, not the next container its
+// identity.
 func (t *Table) evictOneLocked() bool {
 	for len(t.tombs) > 0 {
 		id := t.tombs[0]
@@ -419,11 +423,20 @@ func (t *Table) evictOneLocked() bool {
 			return true
 		}
 	}
+	var nested uint64
+	most := 0
 	for id, e := range t.byID {
 		if e.ctr == nil {
 			t.dropLocked(id, e)
 			return true
 		}
+		if !e.own && e.ctr.refs > most {
+			nested, most = id, e.ctr.refs
+		}
+	}
+	if most > 0 {
+		t.dropLocked(nested, t.byID[nested])
+		return true
 	}
 	return false
 }
