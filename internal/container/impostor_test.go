@@ -118,3 +118,35 @@ func TestNestedCgroupsCannotCrowdOutContainers(t *testing.T) {
 		t.Errorf("table: %+v", st)
 	}
 }
+
+// TestDeeplyNestedCgroupKeepsItsContainer: a container nesting cgroups
+// deeper than the rescan walks (64 levels) keeps its identity through
+// rescans; before, the walk's not finding the cgroup removed it, and its
+// events went out as the host's.
+func TestDeeplyNestedCgroupKeepsItsContainer(t *testing.T) {
+	tmp := t.TempDir()
+	cg := filepath.Join(tmp, "cg")
+	storage := filepath.Join(tmp, "storage")
+	a := strings.Repeat("ab", 32)
+	if err := os.MkdirAll(filepath.Join(storage, "overlay-containers"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(storage, "overlay-containers", "containers.json"), []byte(`[{"id":"`+a+`","names":["deep"]}]`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	aPath := "/machine.slice/libpod-" + a + ".scope"
+	deep := aPath + strings.Repeat("/d", 66)
+	if err := os.MkdirAll(cg+deep, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tbl := startTable(t, Options{CgroupRoot: cg, ProcRoot: tmp, PodmanRoot: storage, PodmanRunRoot: filepath.Join(tmp, "run"),
+		DockerSocket: filepath.Join(tmp, "nosock"), DockerRoot: filepath.Join(tmp, "nodocker"), ContainerdState: tmp, ContainerdRoot: tmp,
+		ResyncInterval: 100 * time.Millisecond, RemovedTTL: 100 * time.Millisecond})
+	id := cgroupIDOf(t, cg, deep)
+	tbl.OnCgroupMkdir(id, deep)
+	waitResolved(t, tbl, id, 2*time.Second, func(c *event.Container) bool { return c != nil && c.Name == "deep" })
+	time.Sleep(600 * time.Millisecond) // rescans, and a removed cgroup's time to live
+	if c, known := tbl.Lookup(id); !known || c == nil || c.Name != "deep" {
+		t.Errorf("after rescans: known %v, container %+v", known, c)
+	}
+}

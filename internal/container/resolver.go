@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/mamori-dev/mamori/internal/event"
 )
 
@@ -63,6 +65,12 @@ func (t *Table) step(ctx context.Context, now time.Time) {
 	t.deliver()
 }
 
+// beyondScan reports whether a cgroup lies where the walk does not go
+// (deeper than maxScanDepth, or a path longer than the kernel resolves):
+// the walk's not finding it says nothing, its rmdir notification will.
+// A container nesting its cgroups that deep keeps its identity.
+func beyondScan(path string) bool { return level(path) > maxScanDepth || len(path) >= unix.PathMax-256 }
+
 // rescan walks the hierarchy and reconciles the table with it.
 func (t *Table) rescan(start time.Time, seed bool) error {
 	t.st.rescans.Add(1)
@@ -78,7 +86,7 @@ func (t *Table) rescan(start time.Time, seed bool) error {
 	if err == nil {
 		// Only a complete scan can say a cgroup is gone.
 		for id, e := range t.byID {
-			if _, ok := found[id]; !ok && e.removedAt.IsZero() && e.added.Before(start) {
+			if _, ok := found[id]; !ok && e.removedAt.IsZero() && e.added.Before(start) && !beyondScan(e.path) {
 				t.removeLocked(id, now)
 			}
 		}
