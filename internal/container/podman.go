@@ -125,7 +125,12 @@ func (s *storageReader) resolve(c *event.Container, mounts func() []mount) error
 
 	spec, bundle := s.spec(c.ID)
 	if spec != nil {
-		applyStorageAnnotations(c, spec.Annotations)
+		// CRI-O writes its pod's identity in the annotations. Podman's are
+		// the runner's (--annotation): a podman container claiming a
+		// Kubernetes pod or another image through them is not believed.
+		if c.Runtime == RuntimeCRIO {
+			applyStorageAnnotations(c, spec.Annotations)
+		}
 		if spec.Annotations["io.podman.annotations.privileged"] == "TRUE" || spec.looksPrivileged() {
 			c.Privileged = true
 		}

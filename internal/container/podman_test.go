@@ -163,3 +163,19 @@ func TestPodmanRootfsOverlay(t *testing.T) {
 		t.Error("the write went to the host's directory, not the overlay")
 	}
 }
+
+// A podman container's annotations are its runner's to write: claiming a
+// Kubernetes pod or another image through them (as CRI-O's say) is not
+// believed.
+func TestPodmanAnnotationsClaimNoPod(t *testing.T) {
+	tbl := startTable(t, Options{})
+	id := testenv.StartContainer(t, []string{"--annotation", "io.kubernetes.pod.name=kube-apiserver-node1",
+		"--annotation", "io.kubernetes.pod.namespace=kube-system", "--annotation", "io.kubernetes.container.name=kube-apiserver",
+		"--annotation", "io.kubernetes.cri-o.ImageName=registry.k8s.io/kube-apiserver:v1.31.0"}, "sleep", "1000")
+	pid := testenv.Podman(t, "inspect", "-f", "{{.State.Pid}}", id)
+	cgID := cgroupIDOf(t, tbl.CgroupRoot(), cgroupOfPID(t, pid))
+	c := waitResolved(t, tbl, cgID, 5*time.Second, func(c *event.Container) bool { return c != nil && c.Image != "" })
+	if c.Pod != nil || c.Image != testenv.TestImage || c.Name == "kube-apiserver" {
+		t.Errorf("a podman container's annotations were believed: pod %+v image %q name %q", c.Pod, c.Image, c.Name)
+	}
+}
