@@ -281,6 +281,8 @@ static __always_inline __u32 watch_bits(const char *upath)
 #define O_ACCMODE 3
 #define O_CREAT 0100
 #define O_TRUNC 01000
+/* include/linux/fs.h: the same bit from 4.19 (its introduction) on. */
+#define FMODE_CREATED_ 0x100000
 
 static __always_inline int open_writes(__u64 flags)
 {
@@ -431,6 +433,13 @@ static __always_inline int exit_open_common(struct trace_event_raw_sys_exit *ctx
 	struct scratch *s = begin_open(ret, by_inode);
 	if (!s)
 		return 0;
+	/* Whether O_CREAT made the file: truncating a file just made destroys
+	 * nothing (a log's first write, a shell's first history save). */
+	if (ret >= 0 && (flags & O_CREAT)) {
+		struct file *f = opened_file(ret);
+		if (f && (BPF_CORE_READ(f, f_mode) & FMODE_CREATED_))
+			s->hdr.flags |= F_CREATED;
+	}
 	/* open(path, flags, mode) and openat(dfd, path, flags, mode) */
 	s->hdr.args[0] = st.args[pi + 1];
 	s->hdr.args[1] = st.args[pi + 2];

@@ -120,6 +120,7 @@ enum event_kind {
 #define F_PATH_REV    (1 << 1) /* str[0] is a dentry walk, leaf first (user space reverses) */
 #define F_BY_INODE    (1 << 2) /* EV_OPEN: sent because the file opened is a read-watched one */
 #define F_STDIO_INET  (1 << 3) /* EV_EXEC: fd 0 or 1 of the new image is an inet or inet6 socket */
+#define F_CREATED     (1 << 4) /* EV_OPEN: the call created the file (FMODE_CREATED) */
 
 struct event_hdr {
 	__u64 ts_ns;        /* bpf_ktime_get_boot_ns */

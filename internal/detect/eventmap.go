@@ -62,7 +62,7 @@ func addPayload(m map[string]any, ev *event.Event) {
 	if f := ev.File; f != nil {
 		fm := map[string]any{
 			"path": f.Path, "rawPath": f.RawPath, "newPath": f.NewPath, "flags": int64(f.Flags), "write": f.Write,
-			"mode": int64(f.Mode), "setuid": f.SetUID, "setgid": f.SetGID, "byInode": f.ByInode,
+			"mode": int64(f.Mode), "setuid": f.SetUID, "setgid": f.SetGID, "byInode": f.ByInode, "created": f.Created,
 		}
 		if f.UID != nil {
 			fm["uid"] = *f.UID

@@ -28,6 +28,9 @@ func fileOp(ev *event.Event) (op string, paths []string) {
 		if !f.Write {
 			return "", nil
 		}
+		if f.Created {
+			return "create", []string{f.Path} // nothing was there to destroy
+		}
 		if f.Flags&0o1000 != 0 { // O_TRUNC
 			return "truncate", []string{f.Path}
 		}

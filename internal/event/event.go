@@ -189,6 +189,9 @@ type File struct {
 	// reached it (a hard link, a bind mount, a link the path filter
 	// cannot name).
 	ByInode bool `json:"byInode,omitempty"`
+	// Created: the open made the file (O_CREAT on a name that did not
+	// exist), so truncating it destroyed nothing.
+	Created bool `json:"created,omitempty"`
 }
 
 // Net covers socket, connect, bind, listen, accept and dup of sockets.

@@ -97,6 +97,7 @@ func decodeKind(ev *event.Event, r *record, clock Clock) error {
 			Path: r.str(0), RawPath: r.str(1), Flags: flags, Mode: uint32(a[1]) & 0o7777,
 			Write:   flags&3 != 0 || flags&(unix.O_CREAT|unix.O_TRUNC) != 0,
 			ByInode: r.flags&flagInode != 0,
+			Created: r.flags&flagNew != 0,
 		}
 		if ev.File.Path == "" || ev.Result < 0 {
 			ev.File.Path = underProcRoot(absPath(r.str(1), r.str(2)))

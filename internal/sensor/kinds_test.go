@@ -325,8 +325,17 @@ func TestFileEvents(t *testing.T) {
 			ev := waitFrom(t, mark, "open for write", func(ev *event.Event) bool {
 				return ev.Kind == event.KindOpen && w.from(ev) && ev.File.Path == name
 			})
-			if !ev.File.Write || ev.Result < 0 {
-				t.Errorf("open: %+v result %d", ev.File, ev.Result)
+			if !ev.File.Write || ev.Result < 0 || !ev.File.Created {
+				t.Errorf("open that made the file: %+v result %d", ev.File, ev.Result)
+			}
+			// The same open again finds the file there: nothing made.
+			mark, _, out, err = w.run(t, "open-write", name)
+			mustOK(t, err, out)
+			ev = waitFrom(t, mark, "open for write of an existing file", func(ev *event.Event) bool {
+				return ev.Kind == event.KindOpen && w.from(ev) && ev.File.Path == name
+			})
+			if !ev.File.Write || ev.File.Created {
+				t.Errorf("open of an existing file: %+v", ev.File)
 			}
 			// Reads of a sensitive file are reported; reads elsewhere are not.
 			mark, _, out, err = w.run(t, "open-read", "/etc/shadow")

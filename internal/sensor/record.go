@@ -34,6 +34,7 @@ const (
 	flagTrunc  = 1 << 0
 	flagInode  = 1 << 2 // F_BY_INODE
 	flagStdio  = 1 << 3 // F_STDIO_INET
+	flagNew    = 1 << 4 // F_CREATED
 )
 
 // record is a decoded kernel record before it becomes an event: the header

@@ -209,6 +209,17 @@ func checkEvents(t *testing.T, evs []event.Event, out string) {
 	}); e != nil && (e.Result < 0 || e.File.Flags&0o3 != 0) {
 		t.Errorf("open of /etc/shadow: result %d, flags %#x (want a read-only open that succeeded)", e.Result, e.File.Flags)
 	}
+	// O_CREAT: the first open made the file, the second found it; the
+	// kernel's FMODE_CREATED bit is the same on every kernel tested.
+	var made []bool
+	for i := range evs {
+		if e := &evs[i]; e.Kind == event.KindOpen && e.File != nil && e.File.Path == "/etc/mamori-created" {
+			made = append(made, e.File.Created)
+		}
+	}
+	if !slices.Equal(made, []bool{true, false}) {
+		t.Errorf("opens of /etc/mamori-created: created %v, want [true false]", made)
+	}
 	// mount(source, target, fstype, ...): source is argument 0, which arm64
 	// keeps only in orig_x0 (x0 takes the result).
 	if e := find("failed mount", func(e *event.Event) bool {

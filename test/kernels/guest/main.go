@@ -128,6 +128,12 @@ func run() error {
 	if f, err := os.Open("/etc/shadow"); err == nil {
 		f.Close()
 	}
+	// An open that makes a file, then one that finds it (FMODE_CREATED).
+	for range 2 {
+		if f, err := os.OpenFile("/etc/mamori-created", os.O_WRONLY|os.O_CREATE, 0o600); err == nil {
+			f.Close()
+		}
+	}
 	// A failed mount: source and target are arguments 0 and 1.
 	err = unix.Mount("guest-src", "/nonexistent-target", "tmpfs", 0, "")
 	fmt.Println("GUEST mount:", err)
