@@ -17,6 +17,11 @@ import (
 // maxRulesFile caps a rules file.
 const maxRulesFile = 4 << 20
 
+// MaxRules caps the custom rules in force: each one the index cannot
+// place runs on every event of its kinds, on the agent's one dispatch
+// goroutine.
+const MaxRules = 2000
+
 // RulesDir is a directory of rules files (*.yaml, *.yml, any case; names
 // starting with a dot are skipped: editors' and syncs' temporary files).
 // A file that cannot be read or parsed as a whole (a YAML error, a key
@@ -101,6 +106,11 @@ func (d *RulesDir) Load() ([]*Rule, error) {
 			seen[r.spec.ID] = r.Where()
 			out = append(out, r)
 		}
+	}
+	if len(out) > MaxRules {
+		errs = append(errs, fmt.Errorf("%d rules: only the first %d (in file name order) are in force; the rest from %s on are not",
+			len(out), MaxRules, out[MaxRules].Where()))
+		out = out[:MaxRules]
 	}
 	d.good = good
 	return out, errors.Join(errs...)

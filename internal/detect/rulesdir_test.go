@@ -1,6 +1,7 @@
 package detect
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -146,5 +147,21 @@ func TestRulesWatchSeesAChangeSinceTheLoad(t *testing.T) {
 		}
 	case <-time.After(3 * time.Second):
 		t.Fatal("the change made after the load was not picked up")
+	}
+}
+
+// Past MaxRules, the first rules in file name order stay in force and the
+// reload says from where the rest are not.
+func TestRulesAreCapped(t *testing.T) {
+	dir := t.TempDir()
+	var b strings.Builder
+	b.WriteString("rules:\n")
+	for i := range MaxRules + 5 {
+		b.WriteString(ruleWithID(fmt.Sprintf("r%05d", i)))
+	}
+	writeFile(t, dir, "many.yaml", b.String())
+	rs, err := OpenRulesDir(dir).Load()
+	if len(rs) != MaxRules || err == nil || !strings.Contains(err.Error(), fmt.Sprintf("only the first %d", MaxRules)) {
+		t.Fatalf("%d rules in force, err %v", len(rs), err)
 	}
 }
