@@ -60,16 +60,7 @@ func TestRuntimeReachability(t *testing.T) {
 	t.Run("docker daemon dead or alive", func(t *testing.T) {
 		// A socket whose daemon hangs up: installed, unreachable.
 		dead := filepath.Join(dir, "dead.sock")
-		l := unixListener(t, dead)
-		go func() {
-			for {
-				c, err := l.Accept()
-				if err != nil {
-					return
-				}
-				c.Close()
-			}
-		}()
+		testenv.HangUp(t, "unix", dead)
 		tbl := startTable(t, Options{CgroupRoot: root, PodmanRoot: none, ContainerdState: none, DockerSocket: dead})
 		st := statusOf(tbl.Runtimes(context.Background()), RuntimeDocker)
 		if st == nil || st.Reachable || st.Path != dead || st.Error == "" {

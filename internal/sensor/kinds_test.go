@@ -3,9 +3,7 @@ package sensor
 import (
 	"bufio"
 	"fmt"
-	"io"
 	"math/rand"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -257,20 +255,7 @@ func TestExecDetails(t *testing.T) {
 			// A program started with a TCP connection for its standard
 			// input and output, put there without dup2; its twin, a unix
 			// socket pair (a service's), is not on the network.
-			ln, err := net.Listen("tcp4", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			go func() {
-				for {
-					c, err := ln.Accept()
-					if err != nil {
-						return
-					}
-					go func() { _, _ = io.Copy(io.Discard, c); c.Close() }()
-				}
-			}()
+			ln := testenv.HangUp(t, "tcp4", "127.0.0.1:0")
 			for where, want := range map[string]bool{"inet:" + ln.Addr().String(): true, "unix": false} {
 				mark, _, out, err := w.run(t, "stdio-socket-exec", where, w.actor, "exit", "0")
 				mustOK(t, err, out)

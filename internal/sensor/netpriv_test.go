@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"math/rand"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -303,20 +302,7 @@ func TestUnixConnectNamesTheFileReached(t *testing.T) {
 	startSensor(t)
 	dir := t.TempDir()
 	real := filepath.Join(dir, "engine.sock")
-	ln, err := net.Listen("unix", real)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	testenv.HangUp(t, "unix", real)
 	other := filepath.Join(dir, "api.sock")
 	if err := os.Symlink(real, other); err != nil {
 		t.Fatal(err)

@@ -101,3 +101,24 @@ func WaitFile(t testing.TB, path string) string {
 	t.Fatalf("%s never appeared", path)
 	return ""
 }
+
+// HangUp listens on network/addr and closes every connection it accepts
+// (a peer that answers, then hangs up), until the test ends.
+func HangUp(t testing.TB, network, addr string) net.Listener {
+	t.Helper()
+	l, err := net.Listen(network, addr)
+	if err != nil {
+		t.Fatalf("listen %s %s: %v", network, addr, err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return l
+}

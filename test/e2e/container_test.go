@@ -298,20 +298,7 @@ func TestEngineSocketUnderAnotherName(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, p := range []string{engine, app} {
-		ln, err := net.Listen("unix", p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ln.Close() })
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				c.Close()
-			}
-		}()
+		testenv.HangUp(t, "unix", p)
 	}
 	mounts := func(sock string) []string {
 		return []string{"--network", "none", "-v", filepath.Dir(actorPath) + ":/t:ro", "-v", sock + ":/x/api.sock"}
