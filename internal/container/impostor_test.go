@@ -18,30 +18,14 @@ import (
 // restarted, and removing them does not stop it. A cgroup nested in the
 // container's own is still the container's.
 func TestCgroupNamedAfterALiveContainer(t *testing.T) {
-	tmp := t.TempDir()
-	cg := filepath.Join(tmp, "cg")
-	storage := filepath.Join(tmp, "storage")
 	v := strings.Repeat("ab", 32)
-	if err := os.MkdirAll(filepath.Join(storage, "overlay-containers"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(storage, "overlay-containers", "containers.json"),
-		[]byte(`[{"id":"`+v+`","names":["victim-db"],"image":"img","metadata":"{\"image-name\":\"postgres:16\"}"}]`), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	cg, opts := fakePodman(t, `[{"id":"`+v+`","names":["victim-db"],"image":"img","metadata":"{\"image-name\":\"postgres:16\"}"}]`)
 	own := "/machine.slice/libpod-" + v + ".scope"
-	mk := func(p string) uint64 {
-		t.Helper()
-		if err := os.MkdirAll(cg+p, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		return cgroupIDOf(t, cg, p)
-	}
+	mk := func(p string) uint64 { return mkCgroup(t, cg, p) }
 	vid := mk(own)
 	var rec lifeRecorder
-	tbl := startTable(t, Options{CgroupRoot: cg, ProcRoot: tmp, PodmanRoot: storage, PodmanRunRoot: filepath.Join(tmp, "run"),
-		DockerSocket: filepath.Join(tmp, "nosock"), DockerRoot: filepath.Join(tmp, "nodocker"), ContainerdState: tmp, ContainerdRoot: tmp,
-		ResyncInterval: time.Hour, OnLifecycle: rec.add})
+	opts.OnLifecycle = rec.add
+	tbl := startTable(t, opts)
 	waitResolved(t, tbl, vid, 3*time.Second, func(c *event.Container) bool { return c != nil && c.Name == "victim-db" })
 	time.Sleep(200 * time.Millisecond)
 	starts := rec.count(event.KindContainerStart, v) // none: it ran before the table
@@ -80,29 +64,13 @@ func TestCgroupNamedAfterALiveContainer(t *testing.T) {
 // inside its own until the table is full costs its own nested cgroups
 // their place, not the next container its identity.
 func TestNestedCgroupsCannotCrowdOutContainers(t *testing.T) {
-	tmp := t.TempDir()
-	cg := filepath.Join(tmp, "cg")
-	storage := filepath.Join(tmp, "storage")
 	a, b := strings.Repeat("ab", 32), strings.Repeat("cd", 32)
-	if err := os.MkdirAll(filepath.Join(storage, "overlay-containers"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(storage, "overlay-containers", "containers.json"),
-		[]byte(`[{"id":"`+a+`","names":["hostile"]},{"id":"`+b+`","names":["newcomer"]}]`), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	mk := func(p string) uint64 {
-		t.Helper()
-		if err := os.MkdirAll(cg+p, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		return cgroupIDOf(t, cg, p)
-	}
+	cg, opts := fakePodman(t, `[{"id":"`+a+`","names":["hostile"]},{"id":"`+b+`","names":["newcomer"]}]`)
+	mk := func(p string) uint64 { return mkCgroup(t, cg, p) }
 	aPath := "/machine.slice/libpod-" + a + ".scope"
 	aid := mk(aPath)
-	tbl := startTable(t, Options{CgroupRoot: cg, ProcRoot: tmp, PodmanRoot: storage, PodmanRunRoot: filepath.Join(tmp, "run"),
-		DockerSocket: filepath.Join(tmp, "nosock"), DockerRoot: filepath.Join(tmp, "nodocker"), ContainerdState: tmp, ContainerdRoot: tmp,
-		Capacity: 64, ResyncInterval: time.Hour})
+	opts.Capacity = 64
+	tbl := startTable(t, opts)
 	for i := range 80 {
 		p := fmt.Sprintf("%s/n%02d", aPath, i)
 		tbl.OnCgroupMkdir(mk(p), p)
@@ -124,24 +92,12 @@ func TestNestedCgroupsCannotCrowdOutContainers(t *testing.T) {
 // rescans; before, the walk's not finding the cgroup removed it, and its
 // events went out as the host's.
 func TestDeeplyNestedCgroupKeepsItsContainer(t *testing.T) {
-	tmp := t.TempDir()
-	cg := filepath.Join(tmp, "cg")
-	storage := filepath.Join(tmp, "storage")
 	a := strings.Repeat("ab", 32)
-	if err := os.MkdirAll(filepath.Join(storage, "overlay-containers"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(storage, "overlay-containers", "containers.json"), []byte(`[{"id":"`+a+`","names":["deep"]}]`), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	aPath := "/machine.slice/libpod-" + a + ".scope"
-	deep := aPath + strings.Repeat("/d", 66)
-	if err := os.MkdirAll(cg+deep, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	tbl := startTable(t, Options{CgroupRoot: cg, ProcRoot: tmp, PodmanRoot: storage, PodmanRunRoot: filepath.Join(tmp, "run"),
-		DockerSocket: filepath.Join(tmp, "nosock"), DockerRoot: filepath.Join(tmp, "nodocker"), ContainerdState: tmp, ContainerdRoot: tmp,
-		ResyncInterval: 100 * time.Millisecond, RemovedTTL: 100 * time.Millisecond})
+	cg, opts := fakePodman(t, `[{"id":"`+a+`","names":["deep"]}]`)
+	deep := "/machine.slice/libpod-" + a + ".scope" + strings.Repeat("/d", 66)
+	mkCgroup(t, cg, deep)
+	opts.ResyncInterval, opts.RemovedTTL = 100*time.Millisecond, 100*time.Millisecond
+	tbl := startTable(t, opts)
 	id := cgroupIDOf(t, cg, deep)
 	tbl.OnCgroupMkdir(id, deep)
 	waitResolved(t, tbl, id, 2*time.Second, func(c *event.Container) bool { return c != nil && c.Name == "deep" })
@@ -149,4 +105,34 @@ func TestDeeplyNestedCgroupKeepsItsContainer(t *testing.T) {
 	if c, known := tbl.Lookup(id); !known || c == nil || c.Name != "deep" {
 		t.Errorf("after rescans: known %v, container %+v", known, c)
 	}
+}
+
+// fakePodman makes a cgroup tree and a podman storage holding containers
+// (containers.json) in a temporary directory, and the options of a table
+// reading them and nothing of the host's.
+func fakePodman(t *testing.T, containers string) (cg string, opts Options) {
+	t.Helper()
+	tmp := t.TempDir()
+	cg, storage := filepath.Join(tmp, "cg"), filepath.Join(tmp, "storage")
+	if err := os.MkdirAll(filepath.Join(storage, "overlay-containers"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(storage, "overlay-containers", "containers.json"), []byte(containers), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(cg, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return cg, Options{CgroupRoot: cg, ProcRoot: tmp, PodmanRoot: storage, PodmanRunRoot: filepath.Join(tmp, "run"),
+		DockerSocket: filepath.Join(tmp, "nosock"), DockerRoot: filepath.Join(tmp, "nodocker"), ContainerdState: tmp,
+		ContainerdRoot: tmp, ResyncInterval: time.Hour}
+}
+
+// mkCgroup makes the directory of a cgroup in a fake tree; its id is its inode.
+func mkCgroup(t *testing.T, cg, p string) uint64 {
+	t.Helper()
+	if err := os.MkdirAll(cg+p, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return cgroupIDOf(t, cg, p)
 }
