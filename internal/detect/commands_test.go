@@ -462,3 +462,21 @@ func TestUsermodeHelperOutsideTheSystem(t *testing.T) {
 		t.Error("a process calling itself a kernel worker: a finding")
 	}
 }
+
+// rm -r of a log directory (or a move across filesystems, file by file)
+// is one finding per directory, not one per file.
+func TestLogDirectoryWipeIsOneFinding(t *testing.T) {
+	e := builtinEngine(t)
+	c := ctr(t)
+	ids := map[string]bool{}
+	for _, f := range []string{"/var/log/nginx/access.log", "/var/log/nginx/error.log", "/var/log/nginx/access.log.1", "/var/log/auth.log"} {
+		e.Process(fileEv(event.KindUnlink, proc("/bin/rm", "-rf", "/var/log"), c, &event.File{Path: f}), func(f *finding.Finding) {
+			if f.Type == "DefenseEvasion:Runtime/SensitiveFileModified" {
+				ids[f.ID] = true
+			}
+		})
+	}
+	if len(ids) != 2 {
+		t.Fatalf("%d findings for two directories: %v", len(ids), ids)
+	}
+}

@@ -278,7 +278,14 @@ func sensitiveFiles() Detector {
 					if historyNames[path.Base(p)] {
 						ctx["shellHistoryFilePath"] = p
 					}
-					hit(Hit{Type: r.typ, KeyActor: p, Context: ctx})
+					key := p
+					if under(p, "/var/log/") && op != "write" && op != "create" && !historyNames[path.Base(p)] {
+						// rm -r or a move across filesystems unlinks a log
+						// directory file by file: one finding per directory,
+						// counted, not one per file.
+						key = path.Dir(p)
+					}
+					hit(Hit{Type: r.typ, KeyActor: key, Context: ctx})
 					break
 				}
 			}
