@@ -394,7 +394,8 @@ func openRoot(pid int) (int, rootID, error) {
 // is false then. While maxStuckScans hang, only the host's roots are
 // scanned, so that hostile filesystems cannot stop the host's rescans. A
 // root whose scan hung is not scanned again until stuckBackoff after that
-// scan ended (sweeps would otherwise stall on it at every pass).
+// scan ended (sweeps would otherwise stall on it at every pass), unless no
+// process has it any more when it ends.
 func (w *inodeWatch) scanTimed(fd int, id rootID, rules []WatchRule, max int) ([]inoKey, bool) {
 	w.mu.Lock()
 	until, hung := w.stuckRoots[id]
@@ -440,8 +441,16 @@ func (w *inodeWatch) scanTimed(fd int, id rootID, rules []WatchRule, max int) ([
 		w.log.Warn("a root's scan for secret files did not end in time: its filesystem does not answer", "deadline", scanDeadline)
 		go func() {
 			<-done
+			// Still in use: back off. Gone (its processes ended, its
+			// filesystem unmounted): forget it, so that a new root that
+			// takes its device number (allocated lowest free) is scanned.
+			inUse := rootInUse(id)
 			w.mu.Lock()
-			w.stuckRoots[id] = time.Now().Add(stuckBackoff)
+			if inUse {
+				w.stuckRoots[id] = time.Now().Add(stuckBackoff)
+			} else {
+				delete(w.stuckRoots, id)
+			}
 			w.mu.Unlock()
 			w.stuck.Add(-1)
 		}()

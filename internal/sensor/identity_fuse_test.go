@@ -236,3 +236,48 @@ func TestFUSERootCannotStallTheSensor(t *testing.T) {
 		t.Errorf("the FUSE root's /etc/shadow is not watched once its filesystem answers")
 	}
 }
+
+// TestHungRootForgottenWhenGone: a root whose scan hung, and whose
+// processes are gone by the time the scan ends, is forgotten rather than
+// backed off: a new root that takes its device number (allocated lowest
+// free) is scanned at once.
+func TestHungRootForgottenWhenGone(t *testing.T) {
+	s := sensorWithInodes(t)
+	w := s.inodes
+	mnt, release := mountStalledRoot(t)
+	cg := filepath.Join(CgroupV2Root(), "mamori-fuse-"+strconv.Itoa(rand.Int()))
+	if err := os.Mkdir(cg, 0o755); err != nil {
+		t.Fatalf("make a cgroup: %v", err)
+	}
+	t.Cleanup(func() { _ = os.Remove(cg) })
+	helper := chrootSleeper(t, mnt, cg)
+	var root rootID
+	if !waitUntil(inodeRescan+scanDeadline+3*time.Second, func() bool {
+		fd, id, err := openRoot(helper.Process.Pid)
+		if err != nil {
+			return false
+		}
+		unix.Close(fd)
+		root = id
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		until, hung := w.stuckRoots[id]
+		return hung && until.IsZero()
+	}) {
+		t.Fatal("the FUSE root's scan did not hang")
+	}
+	_ = helper.Process.Kill()
+	_ = helper.Wait()
+	release()
+	if !waitUntil(5*time.Second, func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		_, hung := w.stuckRoots[root]
+		return !hung
+	}) {
+		w.mu.Lock()
+		until := w.stuckRoots[root]
+		w.mu.Unlock()
+		t.Fatalf("a root no process has is backed off until %v", until)
+	}
+}

@@ -177,3 +177,31 @@ func (w *inodeWatch) cgroupOf(pid int) uint64 {
 	}
 	return 0
 }
+
+// rootInUse reports whether any process has id for its root. It reads all
+// of /proc: only when a hung scan ends, which is rare.
+func rootInUse(id rootID) bool {
+	d, err := os.Open("/proc")
+	if err != nil {
+		return true // cannot tell: keep the backoff
+	}
+	defer d.Close()
+	for {
+		names, err := d.Readdirnames(sweepChunk)
+		for _, name := range names {
+			pid, perr := strconv.Atoi(name)
+			if perr != nil {
+				continue
+			}
+			if fd, rid, oerr := openRoot(pid); oerr == nil {
+				unix.Close(fd)
+				if rid == id {
+					return true
+				}
+			}
+		}
+		if err != nil || len(names) == 0 {
+			return false
+		}
+	}
+}
