@@ -88,7 +88,10 @@ func (r *containerdReader) apply(c *event.Container, ns, bundle string, spec *oc
 		c.Image = image
 	}
 	c.Labels = copyLabels(labels)
-	if c.Pod == nil {
+	// The CRI plugin labels its containers with their pod, over the image's
+	// labels it merges, and marks them with io.cri-containerd.kind. Other
+	// clients (nerdctl) may carry an image's labels: they claim no pod.
+	if c.Pod == nil && labels["io.cri-containerd.kind"] != "" {
 		c.Pod = podFromLabels(labels)
 	}
 }

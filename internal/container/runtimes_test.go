@@ -150,6 +150,19 @@ func TestContainerdCRI(t *testing.T) {
 		"--label", "mamori.test=cri",
 		testenv.TestImage, criID, "sleep", "1000")
 	ctr("run", "-d", "--privileged", "--cgroup", plainCg, "--label", "mamori.test=plain", testenv.TestImage, plainID, "sleep", "1000")
+	// Not made by the CRI plugin, outside Kubernetes' cgroups, with pod
+	// labels (as an image's would be, merged by a client): no pod.
+	claimID := randHex(t, 64)
+	claimCg := "/mamori-test.slice/cri-containerd-" + claimID + ".scope"
+	t.Cleanup(func() {
+		_ = exec.Command("ctr", "-a", sock, "-n", "k8s.io", "task", "kill", "-s", "KILL", claimID).Run()
+		time.Sleep(200 * time.Millisecond)
+		_ = exec.Command("ctr", "-a", sock, "-n", "k8s.io", "task", "rm", "-f", claimID).Run()
+		_ = exec.Command("ctr", "-a", sock, "-n", "k8s.io", "container", "rm", claimID).Run()
+		removeCgroupTree(root, claimCg)
+	})
+	ctr("run", "-d", "--cgroup", claimCg, "--label", "io.kubernetes.pod.name=kube-apiserver-node1",
+		"--label", "io.kubernetes.pod.namespace=kube-system", testenv.TestImage, claimID, "sleep", "1000")
 
 	tbl := startTable(t, Options{CgroupRoot: root, ContainerdState: filepath.Join(dir, "state"), ContainerdRoot: filepath.Join(dir, "root")})
 
@@ -177,6 +190,10 @@ func TestContainerdCRI(t *testing.T) {
 	}
 	if p.UpperDir == "" || !isDir(p.UpperDir) {
 		t.Errorf("plain container UpperDir %q", p.UpperDir)
+	}
+	cl := waitResolved(t, tbl, cgroupIDOf(t, root, claimCg), 5*time.Second, func(c *event.Container) bool { return c != nil && c.Image != "" })
+	if cl.Pod != nil || cl.Labels["io.kubernetes.pod.name"] != "kube-apiserver-node1" {
+		t.Errorf("a container claiming a pod by its labels: pod %+v labels %v", cl.Pod, cl.Labels)
 	}
 }
 
