@@ -45,7 +45,7 @@ var cmdPatterns = []cmdPattern{
 	pat(tDefense, 8, "SELinux/AppArmor disabled", `setenforce 0|aa-teardown|systemctl (stop|disable) apparmor`),
 	pat(tDefense, 5, "crontab removed", `(^|[;&| ])crontab( -u \S+)? -r( |$)`),
 	pat(tDefense, 5, "security service stopped", `(systemctl (stop|disable|mask)|service) \S*(auditd|falco|osqueryd|wazuh|crowdstrike|falcon|sysdig|mamori|amazon-guardduty|rsyslog|syslog)`),
-	pat(tDefense, 2, "shell history wiped", `history -c|unset HISTFILE|HISTFILE=/dev/null|HISTSIZE=0|rm (-\S+ )*\S*_history|ln -sf? /dev/null \S*_history|> ?\S*\.bash_history`),
+	pat(tDefense, 2, "shell history wiped", `history -c|unset HISTFILE|HISTFILE=/dev/null|HISTSIZE=0|rm (-\S+ )*\S*_history|ln -sf? /dev/null \S*_history|(^|[^>])> ?\S*\.bash_history`),
 	// Compromise patterns.
 	pat(tExecution, 0, "download and execute", `(curl|wget)\s[^|;&]*\|\s*(sudo\s+)?(ba|da|z|k)?sh\b|(curl|wget)\s.*-O-?\s*\S*\s*[;&]+\s*(ba)?sh\s`),
 	pat(tExecution, 0, "decoded payload executed", `base64\s+(-d|--decode|-D)[^|]*\|\s*(ba|da|z)?sh\b|base64\s+(-d|--decode)[^|]*\|\s*(python|perl|php)`),

@@ -425,6 +425,7 @@ func TestBusyboxAppletWithoutExec(t *testing.T) {
 		{"sh", []string{"sh", "-c", "x"}, "sh"},
 		{"busybox", []string{"busybox", "nc", "-l"}, "nc"},
 		{"nc", []string{"nc", "-l"}, "nc"},
+		{"t.cgi", []string{"/bin/sh", "/www/cgi-bin/t.cgi"}, "sh"}, // a script run by its shebang
 	} {
 		ev := &event.Event{Process: event.Process{Exe: "/bin/busybox", Comm: c.comm, Args: c.args}}
 		if got := progName(ev); got != c.want {
@@ -438,11 +439,26 @@ func TestBusyboxAppletWithoutExec(t *testing.T) {
 // written; its own helpers in the system's directories, or a process
 // merely calling itself a kernel worker, are not.
 func TestUsermodeHelperOutsideTheSystem(t *testing.T) {
+	e := builtinEngine(t)
+	// Setting core_pattern from a container is the same escape; the host's
+	// own sysctl is not judged.
+	for _, c := range []*event.Container{ctr(t), nil} {
+		n := 0
+		e.Process(fileEv(event.KindOpen, proc("/bin/sh"), c, &event.File{Path: "/proc/sys/kernel/core_pattern", Write: true, Flags: 1}),
+			func(f *finding.Finding) {
+				if f.Type == "PrivilegeEscalation:Runtime/CGroupsReleaseAgentModified" {
+					n++
+				}
+			})
+		if want := map[bool]int{true: 1, false: 0}[c != nil]; n != want {
+			t.Errorf("core_pattern written (container %v): %d findings", c != nil, n)
+		}
+	}
 	d := usermodeHelper()
 	kernel := []event.Ancestor{{PID: 9663, Name: "kworker/u8:0"}, {PID: 2, Name: "kthreadd"}}
 	fake := []event.Ancestor{{PID: 4242, Name: "kworker/u8:0"}, {PID: 4000, Name: "bash"}}
 	n := func(filename string, lineage []event.Ancestor) int {
-		p := proc("/usr/bin/dash")
+		p := proc(filename)
 		p.Lineage = lineage
 		c := 0
 		d.Detect(execOf(p, nil, &event.Exec{Filename: filename}), func(Hit) { c++ })
@@ -461,6 +477,18 @@ func TestUsermodeHelperOutsideTheSystem(t *testing.T) {
 	if n("/tmp/x", fake) != 0 {
 		t.Error("a process calling itself a kernel worker: a finding")
 	}
+	// An interpreter run directly as the helper (core_pattern '|/bin/sh /tmp/x')
+	// runs its arguments' code; a system script started by its shebang is the system's.
+	sh := proc("/usr/bin/dash", "/tmp/x.sh")
+	sh.Lineage = kernel
+	hits := 0
+	d.Detect(execOf(sh, nil, &event.Exec{Filename: "/bin/sh"}), func(Hit) { hits++ })
+	apport := proc("/usr/bin/python3", "/usr/share/apport/apport", "-p1")
+	apport.Lineage = kernel
+	d.Detect(execOf(apport, nil, &event.Exec{Filename: "/usr/share/apport/apport", ScriptPath: "/usr/share/apport/apport"}), func(Hit) { hits += 10 })
+	if hits != 1 {
+		t.Errorf("hits %d: want the direct shell only", hits)
+	}
 }
 
 // rm -r of a log directory (or a move across filesystems, file by file)
@@ -469,8 +497,9 @@ func TestLogDirectoryWipeIsOneFinding(t *testing.T) {
 	e := builtinEngine(t)
 	c := ctr(t)
 	ids := map[string]bool{}
-	for _, f := range []string{"/var/log/nginx/access.log", "/var/log/nginx/error.log", "/var/log/nginx/access.log.1", "/var/log/auth.log"} {
-		e.Process(fileEv(event.KindUnlink, proc("/bin/rm", "-rf", "/var/log"), c, &event.File{Path: f}), func(f *finding.Finding) {
+	for _, f := range []*event.File{{Path: "/var/log/nginx/access.log"}, {Path: "/var/log/nginx/error.log"},
+		{Path: "/var/log/nginx/access.log.1"}, {Path: "/var/log/nginx", Flags: unix.AT_REMOVEDIR}, {Path: "/var/log/auth.log"}} {
+		e.Process(fileEv(event.KindUnlink, proc("/bin/rm", "-rf", "/var/log"), c, f), func(f *finding.Finding) {
 			if f.Type == "DefenseEvasion:Runtime/SensitiveFileModified" {
 				ids[f.ID] = true
 			}
@@ -478,5 +507,27 @@ func TestLogDirectoryWipeIsOneFinding(t *testing.T) {
 	}
 	if len(ids) != 2 {
 		t.Fatalf("%d findings for two directories: %v", len(ids), ids)
+	}
+}
+
+// A shell takes its commands from its input unless it runs a script or a
+// -c command; a unix socket on stdio is plumbing, not a connection out.
+func TestReverseShellNeedsAnInteractiveShellOnTheNetwork(t *testing.T) {
+	for args, want := range map[string]bool{
+		"sh": true, "sh -i": true, "bash --norc -i": true, "busybox sh -i": true, "sh -s": true,
+		"sh -c cat": false, "bash h.cgi": false, "sh /tmp/rs-inetd.sh": false, "bash -ec 'x'": false, "sh -- x": false,
+	} {
+		if got := readsCommands(strings.Fields(args)); got != want {
+			t.Errorf("%q: reads commands %v, want %v", args, got, want)
+		}
+	}
+	d := newReverseShell()
+	sh := proc("/bin/sh")
+	sh.ParentUUID = "p-/usr/bin/socat"
+	hits := 0
+	d.Detect(&event.Event{Kind: event.KindDup, Process: proc("/usr/bin/socat"), Net: &event.Net{Family: "unix", OldFD: 7, NewFD: 1}}, func(Hit) { hits++ })
+	d.Detect(execOf(sh, nil, &event.Exec{}), func(Hit) { hits++ })
+	if hits != 0 {
+		t.Errorf("a shell on a unix socket socat handed it: %d findings", hits)
 	}
 }

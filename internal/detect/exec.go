@@ -2,6 +2,7 @@ package detect
 
 import (
 	"path"
+	"slices"
 	"strings"
 
 	"github.com/mamori-dev/mamori/internal/container"
@@ -19,7 +20,9 @@ func progName(ev *event.Event) string {
 	if c := ev.Process.Comm; (exe == "busybox" || exe == "toybox") && c != "" && c != exe && c != "sh" {
 		// busybox sh runs some applets in a fork without exec (truncate,
 		// shred...): the applet names the process, argv is still the shell's.
-		if len(ev.Process.Args) == 0 || path.Base(ev.Process.Args[0]) != c {
+		// (A script busybox runs by its shebang is named after the script:
+		// that comm is an argument's, not an applet's.)
+		if !slices.ContainsFunc(ev.Process.Args, func(a string) bool { return path.Base(a) == c }) {
 			return c
 		}
 	}

@@ -279,11 +279,13 @@ func sensitiveFiles() Detector {
 						ctx["shellHistoryFilePath"] = p
 					}
 					key := p
-					if under(p, "/var/log/") && op != "write" && op != "create" && !historyNames[path.Base(p)] {
+					if under(p, "/var/log/") && (op == "unlink" || op == "rename") && !historyNames[path.Base(p)] {
 						// rm -r or a move across filesystems unlinks a log
-						// directory file by file: one finding per directory,
-						// counted, not one per file.
-						key = path.Dir(p)
+						// directory file by file, then the directory: one
+						// finding per directory, not one per file.
+						if ev.File.Flags&unix.AT_REMOVEDIR == 0 {
+							key = path.Dir(p)
+						}
 					}
 					hit(Hit{Type: r.typ, KeyActor: key, Context: ctx})
 					break
@@ -320,6 +322,18 @@ func releaseAgent() Detector {
 			if b := path.Base(f.Path); b == "release_agent" || b == "notify_on_release" {
 				hit(Hit{Type: "PrivilegeEscalation:Runtime/CGroupsReleaseAgentModified", KeyActor: f.Path,
 					Context: map[string]any{"releaseAgentPath": f.Path, "result": errOr(ev)}})
+				return
+			}
+			// The other programs the kernel runs as root on the host
+			// (a core dump's pipe, module loading, hotplug): set from a
+			// container they are the same escape. The host's own settings
+			// (sysctl at boot) are not judged.
+			switch f.Path {
+			case "/proc/sys/kernel/core_pattern", "/proc/sys/kernel/modprobe", "/sys/kernel/uevent_helper", "/proc/sys/kernel/hotplug":
+				if ev.Container != nil && ev.Container.ID != "" {
+					hit(Hit{Type: "PrivilegeEscalation:Runtime/CGroupsReleaseAgentModified", KeyActor: f.Path,
+						Context: map[string]any{"releaseAgentPath": f.Path, "result": errOr(ev)}})
+				}
 			}
 		})
 }
@@ -345,13 +359,21 @@ func usermodeHelper() Detector {
 			if prog == "" {
 				prog = x.Path
 			}
-			if under(path.Clean(prog), helperDirs...) {
+			// An interpreter run directly as the helper ('|/bin/sh /tmp/x'
+			// in core_pattern) runs whatever its arguments say: the system's
+			// helpers that are scripts start by their own path (shebang).
+			direct := x.ScriptPath == "" && (isShell(ev) || interpreters[progName(ev)])
+			if under(path.Clean(prog), helperDirs...) && !direct {
 				return
 			}
 			hit(Hit{Type: "PrivilegeEscalation:Runtime/CGroupsReleaseAgentModified", KeyActor: prog,
 				Context: map[string]any{"releaseAgentPath": prog}})
 		})
 }
+
+// interpreters run the code their arguments name.
+var interpreters = map[string]bool{"python": true, "python3": true, "python2": true, "perl": true, "ruby": true,
+	"node": true, "php": true, "lua": true, "tclsh": true, "awk": true, "gawk": true, "busybox": true}
 
 // helperDirs hold the programs the kernel runs as usermode helpers on a
 // sound host: modprobe, systemd's cgroups agent, core dump handlers,

