@@ -167,11 +167,7 @@ func TestFUSERootCannotStallTheSensor(t *testing.T) {
 
 	// The helper runs in a cgroup of its own, so that its first event
 	// makes the reader look at its root (identity.go, note).
-	cg := filepath.Join(CgroupV2Root(), "mamori-fuse-"+strconv.Itoa(rand.Int()))
-	if err := os.Mkdir(cg, 0o755); err != nil {
-		t.Fatalf("make a cgroup: %v", err)
-	}
-	t.Cleanup(func() { _ = os.Remove(cg) })
+	cg := ownCgroup(t)
 	lostBefore := s.Counters().RootScansLost
 	_, start := collected.since(1 << 62)
 	helper := chrootSleeper(t, mnt, cg)
@@ -245,11 +241,7 @@ func TestHungRootForgottenWhenGone(t *testing.T) {
 	s := sensorWithInodes(t)
 	w := s.inodes
 	mnt, release := mountStalledRoot(t)
-	cg := filepath.Join(CgroupV2Root(), "mamori-fuse-"+strconv.Itoa(rand.Int()))
-	if err := os.Mkdir(cg, 0o755); err != nil {
-		t.Fatalf("make a cgroup: %v", err)
-	}
-	t.Cleanup(func() { _ = os.Remove(cg) })
+	cg := ownCgroup(t)
 	helper := chrootSleeper(t, mnt, cg)
 	var root rootID
 	if !waitUntil(inodeRescan+scanDeadline+3*time.Second, func() bool {
@@ -280,4 +272,15 @@ func TestHungRootForgottenWhenGone(t *testing.T) {
 		w.mu.Unlock()
 		t.Fatalf("a root no process has is backed off until %v", until)
 	}
+}
+
+// ownCgroup makes a cgroup of the test's own, removed when it ends.
+func ownCgroup(t *testing.T) string {
+	t.Helper()
+	cg := filepath.Join(CgroupV2Root(), "mamori-fuse-"+strconv.Itoa(rand.Int()))
+	if err := os.Mkdir(cg, 0o755); err != nil {
+		t.Fatalf("make a cgroup: %v", err)
+	}
+	t.Cleanup(func() { _ = os.Remove(cg) })
+	return cg
 }
