@@ -34,7 +34,8 @@ func TestHostFindings(t *testing.T) {
 	}
 
 	l := listen(t)
-	actor(t, "dup-socket", l.Addr().String(), "/bin/sh", "-c", "exit 0")
+	// An interactive shell on the connection (the listener sends "exit").
+	actor(t, "dup-socket", l.Addr().String(), "/bin/sh", "-i")
 	f = m.Wait(t, "Execution:Runtime/ReverseShell", onHost)
 	expect(t, f, "High", "")
 	if !strings.HasSuffix(f.Str("service.runtimeDetails.process.executablePath"), "sh") {
