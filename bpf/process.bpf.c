@@ -44,8 +44,6 @@ static __always_inline __u64 inode_ctime(struct inode *ino)
 	return BPF_CORE_READ(p, i_ctime.tv_sec) * 1000000000ULL + BPF_CORE_READ(p, i_ctime.tv_nsec);
 }
 
-#define S_IFMT_   00170000
-#define S_IFSOCK_ 0140000
 #define AF_INET_  2
 #define AF_INET6_ 10
 
@@ -56,9 +54,7 @@ static __always_inline __u64 inode_ctime(struct inode *ino)
 static __always_inline int stdio_inet(long fd)
 {
 	struct file *f = file_of_fd(fd);
-	if (!f)
-		return 0;
-	if ((BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT_) != S_IFSOCK_)
+	if (!is_socket_file(f))
 		return 0;
 	struct socket *sock = (struct socket *)BPF_CORE_READ(f, private_data);
 	__u16 fam = BPF_CORE_READ(sock, sk, __sk_common.skc_family);

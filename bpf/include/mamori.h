@@ -500,6 +500,15 @@ static __always_inline struct file *file_of_fd(long fd)
 	return f;
 }
 
+/* is_socket_file: f is a socket's file. */
+static __always_inline int is_socket_file(struct file *f)
+{
+	if (!f)
+		return 0;
+	umode_t mode = BPF_CORE_READ(f, f_inode, i_mode);
+	return (mode & 00170000) == 0140000;
+}
+
 static __always_inline __u32 put_fd_path(struct scratch *s, __u32 off, long fd)
 {
 	struct file *f = file_of_fd(fd);

@@ -189,14 +189,6 @@ static __always_inline int exit_take(struct trace_event_raw_sys_exit *ctx, struc
 	return 0;
 }
 
-static __always_inline int is_socket_file(struct file *f)
-{
-	if (!f)
-		return 0;
-	umode_t mode = BPF_CORE_READ(f, f_inode, i_mode);
-	return (mode & 00170000) == 0140000;
-}
-
 /*
  * put_sock fills args[base..base+3] = family, type, local port, remote port
  * and appends one 32-byte string: local address (16) then remote (16).
